@@ -1,0 +1,17 @@
+"""``python3 -m swift discovery|node ...``: the two programs of an installed swift."""
+
+import sys
+
+from .cli import discovery_main, node_main
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in ("discovery", "node"):
+        print("usage: python3 -m swift discovery|node [options]", file=sys.stderr)
+        return 2
+    program, argv = sys.argv[1], sys.argv[2:]
+    return discovery_main(argv) if program == "discovery" else node_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
