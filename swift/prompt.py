@@ -142,6 +142,8 @@ def run_prompt(app: NodeApp, stop: threading.Event) -> None:
         try:
             prompt.cmdloop(intro)
             return
+        except OSError:
+            return  # the terminal went away (hang-up): same as end of input
         except KeyboardInterrupt:
             intro = None
             sys.stdout.write("^C (downloads keep running; type quit to exit)\n")

@@ -51,7 +51,7 @@ class FramedServer(socketserver.ThreadingTCPServer):
         self._serve_connection = serve_connection
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
-        self._threads: set[threading.Thread] = set()  # type: ignore[assignment]
+        self._handlers: set[threading.Thread] = set()  # type: ignore[assignment]
         self._thread: threading.Thread | None = None
         self.stopping = threading.Event()
         super().__init__(address, socketserver.BaseRequestHandler, bind_and_activate=True)
@@ -74,7 +74,7 @@ class FramedServer(socketserver.ThreadingTCPServer):
         thread = threading.Thread(target=self._run, args=(request, client_address),
                                   name=f"{self.name}-conn", daemon=True)
         with self._lock:
-            self._threads.add(thread)
+            self._handlers.add(thread)
         thread.start()
 
     def _refuse(self, request: socket.socket) -> None:
@@ -106,7 +106,7 @@ class FramedServer(socketserver.ThreadingTCPServer):
         finally:
             with self._lock:
                 self._open.discard(request)
-                self._threads.discard(threading.current_thread())
+                self._handlers.discard(threading.current_thread())
             self.shutdown_request(request)
 
     def open_connections(self) -> int:
@@ -129,7 +129,7 @@ class FramedServer(socketserver.ThreadingTCPServer):
         self.server_close()
         with self._lock:
             sockets = list(self._open)
-            threads = list(self._threads)
+            threads = list(self._handlers)
         for sock in sockets:
             try:
                 sock.shutdown(socket.SHUT_RDWR)

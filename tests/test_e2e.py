@@ -101,8 +101,7 @@ def test_ctrl_c_at_the_prompt_keeps_the_node(cluster, origin, origin_root):
         assert node.popen.poll() is None
         os.write(master, b"peers\n")
         node.wait_for(r"slots=\d+\s+\(this node\)", timeout=10)
-        os.close(master)  # end of input: clean exit
-        master = -1
+        os.write(master, b"\x04")  # Ctrl-D: end of input, a clean exit
         assert node.wait(15) == 0
     finally:
         if master >= 0:
