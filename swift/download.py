@@ -46,9 +46,10 @@ LOCAL = "local"
 #: Files smaller than this are fetched with one request: splitting them would
 #: cost more round trips than it saves.
 SMALL_FILE = 1 << 20
-#: Smallest piece an idle worker may split off a running one. Below ~1 MiB the
-#: cost of a new range request (a round trip to the origin) outweighs the gain.
-MIN_SPLIT = 1 << 20
+#: Smallest piece an idle worker may split off a running one: a new range
+#: request costs a round trip to the origin, so tiny splits do not pay. The
+#: scheduler also refuses splits of jobs that would end within half a second.
+MIN_SPLIT = 256 << 10
 #: Seconds between flushing data and rewriting the resume record.
 RECORD_INTERVAL = 2.0
 #: A peer that cannot be reached this many times in a row is left out.
@@ -403,7 +404,7 @@ class Download:
             while True:
                 if self._stop.is_set() or sched.complete or sched.excluded(source):
                     return None
-                piece = sched.assign(source)
+                piece = sched.assign(source, time.monotonic())
                 if piece is not None:
                     self._jobs[piece.job_id] = _Job(source, sched.end_of(piece.job_id))
                     for job_id, job in self._jobs.items():
@@ -449,7 +450,8 @@ class Download:
         with self._cond:
             assert self._sched is not None
             self._jobs.pop(job_id, None)
-            ok = self._sched.finished(job_id) if self._sched.is_job_active(job_id) else True
+            ok = (self._sched.finished(job_id, time.monotonic())
+                  if self._sched.is_job_active(job_id) else True)
             self._cond.notify_all()
             return ok
 

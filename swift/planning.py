@@ -161,6 +161,7 @@ class ActiveJob:
     claimed: int
     position: int
     end: int
+    started: float | None = None
 
 
 def plan_piece_size(size: int, workers: int, *, min_piece: int = 1 << 20,
@@ -196,6 +197,7 @@ class Scheduler:
         self._excluded = set()
         self._by_peer = {}
         self._next_id = 1
+        self._rates: dict[str, float] = {}
         for gap in self._done.missing(size):
             at = gap.start
             while at < gap.end:
@@ -204,39 +206,68 @@ class Scheduler:
                 at = end
 
     # -- giving out work ----------------------------------------------------------------
-    def assign(self, peer: str) -> Piece | None:
+    def assign(self, peer: str, now: float | None = None) -> Piece | None:
+        """The next piece for a worker of ``peer``, or None.
+
+        With ``now`` (seconds, any monotonic clock) the scheduler knows how
+        fast each job and peer goes, and splits so that the running job and
+        the new one should finish together; without it, it splits in half.
+        """
         if peer in self._excluded:
             return None
         if self._queue:
             r = self._queue.pop(0)
-            return self._start(peer, r.start, r.end)
-        victim = self._split_candidate()
-        if victim is None:
+            return self._start(peer, r.start, r.end, now)
+        plan = self._plan_split(peer, now)
+        if plan is None:
             return None
-        mid = self._split_point(victim)
+        victim, mid = plan
         end = victim.end
         victim.end = mid
-        return self._start(peer, mid, end)
+        return self._start(peer, mid, end, now)
 
-    def _split_candidate(self) -> ActiveJob | None:
-        best: ActiveJob | None = None
+    #: A job is only worth splitting if it would still run this long (seconds):
+    #: below that, the new range request costs about what it saves.
+    MIN_SPLIT_SECONDS = 0.5
+
+    def _job_rate(self, job: ActiveJob, now: float | None) -> float | None:
+        if now is not None and job.started is not None and now - job.started >= 0.5 \
+                and job.claimed > job.start:
+            return (job.claimed - job.start) / (now - job.started)
+        return self._rates.get(job.peer)
+
+    def _plan_split(self, peer: str, now: float | None) -> tuple[ActiveJob, int] | None:
+        new_rate = self._rates.get(peer)
+        best: tuple[float, ActiveJob, int] | None = None
         for job in self._jobs.values():
-            if job.end - job.claimed >= 2 * self.min_split:
-                if best is None or job.end - job.claimed > best.end - best.claimed:
-                    best = job
-        return best
+            remaining = job.end - job.claimed
+            if remaining < self.min_split:
+                continue
+            rate = self._job_rate(job, now)
+            if rate is None or new_rate is None or now is None:
+                keep, score = remaining // 2, float(remaining)  # no clock: halves
+                if keep < self.min_split:
+                    continue
+            else:
+                rate = max(rate, 1.0)
+                if remaining / rate < self.MIN_SPLIT_SECONDS:
+                    continue
+                keep = int(remaining * rate / (rate + new_rate))
+                score = remaining / rate * 1e12  # rate-aware plans outrank halving
+            if remaining - keep < self.min_split:
+                continue
+            mid = job.claimed + keep
+            aligned = mid // ALIGN * ALIGN
+            if aligned >= job.claimed and job.end - aligned >= self.min_split:
+                mid = aligned
+            if best is None or score > best[0]:
+                best = (score, job, mid)
+        return None if best is None else (best[1], best[2])
 
-    def _split_point(self, job: ActiveJob) -> int:
-        mid = job.claimed + (job.end - job.claimed) // 2
-        aligned = mid // ALIGN * ALIGN
-        if aligned - job.claimed >= self.min_split and job.end - aligned >= self.min_split:
-            mid = aligned
-        return mid
-
-    def _start(self, peer: str, start: int, end: int) -> Piece:
+    def _start(self, peer: str, start: int, end: int, now: float | None = None) -> Piece:
         job_id = self._next_id
         self._next_id += 1
-        self._jobs[job_id] = ActiveJob(job_id, peer, start, start, start, end)
+        self._jobs[job_id] = ActiveJob(job_id, peer, start, start, start, end, now)
         return Piece(job_id, start, end)
 
     # -- progress -------------------------------------------------------------------------
@@ -263,12 +294,16 @@ class Scheduler:
         job.position += n
         self._by_peer[job.peer] = self._by_peer.get(job.peer, 0) + n
 
-    def finished(self, job_id: int) -> bool:
+    def finished(self, job_id: int, now: float | None = None) -> bool:
         job = self._jobs.get(job_id)
         if job is None:
             return False
         if job.position >= job.end:
             del self._jobs[job_id]
+            if now is not None and job.started is not None and now > job.started:
+                rate = (job.end - job.start) / (now - job.started)
+                old = self._rates.get(job.peer)
+                self._rates[job.peer] = rate if old is None else (old + rate) / 2
             return True
         self.failed(job_id, "short")
         return False
@@ -311,7 +346,8 @@ class Scheduler:
         return list(self._queue)
 
     def has_work(self) -> bool:
-        return bool(self._queue) or self._split_candidate() is not None
+        return bool(self._queue) or any(j.end - j.claimed >= 2 * self.min_split
+                                        for j in self._jobs.values())
 
     def bytes_by_peer(self) -> dict[str, int]:
         return dict(self._by_peer)
