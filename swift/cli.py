@@ -50,7 +50,11 @@ def _install_stop_signals(stop: threading.Event, raise_in_main: bool = False) ->
         if raise_in_main:
             raise SystemExit(0)
     signal.signal(signal.SIGTERM, handler)
-    if not raise_in_main:
+    if raise_in_main:
+        # the prompt turns Ctrl-C into "clear the line"; make sure it arrives
+        # even if our parent shell ignored SIGINT for background jobs
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    else:
         signal.signal(signal.SIGINT, handler)
 
 

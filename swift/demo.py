@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -55,7 +56,7 @@ def run(size: int, rate: int, workdir: Path) -> float:
     root.mkdir()
     with Cluster(workdir) as cluster:
         _say(f"swift demo: 1 requester + {HELPERS} helpers on loopback, each machine's link "
-             f"capped at {human_bytes(rate)}/s by the origin")
+             f"capped at {human_bytes(rate)}/s by the origin (working in {workdir})")
         _say(f"generating a {human_bytes(size)} test file ...")
         digest = make_file(root / "demo.bin", size, seed=2026)
         port_file = workdir / "origin.port"
@@ -71,6 +72,9 @@ def run(size: int, rate: int, workdir: Path) -> float:
             cluster.node(f"127.0.0.1:{disc.port}", name=f"helper{i + 1}", directory=d,
                          extra=["-q", "--allow-private", "--source-address", f"127.0.0.{i + 2}"])
         wait_until(lambda: _live(disc.port) == HELPERS, 20, "helpers to register")
+        names = {f"{p.host}:{p.port}": p.name for p in
+                 DiscoveryClient("127.0.0.1", disc.port, name="demo", secret=None).list_peers()}
+        names["local"] = "requester"
         _say(f"origin, discovery and {HELPERS} helpers are up")
 
         limit = size / rate * 3 + 60
@@ -87,8 +91,9 @@ def run(size: int, rate: int, workdir: Path) -> float:
         ok2 = _sha256(workdir / "together.bin") == digest
         _say(f"  {together['seconds']:.1f} s, {human_bytes(together['rate'])}/s, "
              f"sha256 {'ok' if ok2 else 'MISMATCH'}")
-        for source, n in sorted(together["bytes_by_source"].items()):
-            _say(f"    {source:>16}: {human_bytes(n)}")
+        for source, n in sorted(together["bytes_by_source"].items(),
+                                key=lambda kv: names.get(kv[0], kv[0])):
+            _say(f"    {names.get(source, source):>10}: {human_bytes(n)}")
         if not (ok1 and ok2):
             raise RuntimeError("a downloaded file does not match the original")
         speedup = alone["seconds"] / together["seconds"]
@@ -107,6 +112,10 @@ def _sha256(path: Path) -> str:
 
 
 def main(size: int | None = None, rate: int | None = None) -> int:
+    # Ctrl-C must reach us even when started from a shell that ignores it for
+    # background jobs: the clean-up below depends on it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     workdir = Path(tempfile.mkdtemp(prefix="swift-demo-"))
     started = time.monotonic()
     try:
