@@ -91,6 +91,8 @@ class RangeSet:
         return i >= 0 and self._ends[i] >= end
 
     def overlaps(self, start: int, end: int) -> bool:
+        if start >= end:
+            return False
         i = bisect.bisect_right(self._ends, start)
         return i < len(self._starts) and self._starts[i] < end
 
