@@ -502,10 +502,10 @@ def _parse_range(value: str, size: int):
         b = int(last) if last else size - 1
     except ValueError:
         return None
-    if a < 0 or b < a:
-        return None
     if a >= size:
         return "unsatisfiable"
+    if a < 0 or b < a:
+        return None
     return a, min(b, size - 1) + 1
 
 

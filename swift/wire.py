@@ -218,6 +218,11 @@ def server_handshake(conn: Connection, *, name: str, secret: bytes | None) -> pr
         raise ProtocolError("bad-version", f"client speaks protocol version {hello.version}")
     if not secret:
         conn.send(protocol.Welcome(protocol.PROTOCOL_VERSION, name[:protocol.MAX_NAME], None, None))
+        if hello.nonce is not None:
+            # the client has a secret and will refuse us: hear it, and say so here too
+            reply = conn.recv()
+            message = reply.message if isinstance(reply, protocol.Error) else type(reply).__name__
+            raise AuthError(f"client requires a shared secret and this server has none ({message})")
         return hello
     if hello.nonce is None:
         send_error(conn, "auth-required", "this server requires the shared secret (--secret-file)")
