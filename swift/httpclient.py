@@ -194,7 +194,7 @@ def describe_exception(exc: BaseException, url: str) -> str:
             return f"connection refused by {host}"
         if "refusing to fetch" in lowered:
             # the address policy's own message is already one clear line
-            m = re.search(r"refusing to fetch[^'\"\)]*", text)
+            m = re.search(r"refusing to fetch.*?to allow it", text)
             return m.group(0) if m else text
         if "reset" in lowered or "aborted" in lowered or "broken pipe" in lowered:
             return f"connection to {host} was reset"

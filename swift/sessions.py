@@ -98,9 +98,23 @@ def check_host(host: str) -> None:
 
 
 class _GuardedMixin:
-    """Checks the address actually connected to, right after connect()."""
+    """Refuses non-public targets before connecting, and checks again after.
+
+    The first check keeps a refused job from sending even a SYN to a private
+    address; the second, on the address actually connected to, closes the
+    window in which a DNS answer could change between the two look-ups.
+    """
 
     def _new_conn(self):  # type: ignore[no-untyped-def]
+        host = getattr(self, "_dns_host", None) or getattr(self, "host", "")
+        try:
+            infos = socket.getaddrinfo(host, getattr(self, "port", None) or 80,
+                                       type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError):
+            infos = []  # let the connect attempt report the resolution failure
+        for info in infos:
+            if not is_public_address(info[4][0]):
+                raise _refusal(host, info[4][0])
         sock = super()._new_conn()  # type: ignore[misc]
         try:
             ip = sock.getpeername()[0]
