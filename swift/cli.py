@@ -60,7 +60,7 @@ def _install_stop_signals(stop: threading.Event, raise_in_main: bool = False) ->
 
 # -- discovery ----------------------------------------------------------------------------
 def discovery_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="discovery.py",
+    parser = argparse.ArgumentParser(
                                      description="swift discovery: tracks which nodes are alive")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000; 0 = any free port)")
@@ -93,7 +93,7 @@ def discovery_main(argv: list[str] | None = None) -> int:
 
 # -- node -------------------------------------------------------------------------------------
 def _node_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="node.py", description="swift node: download with the help of peers")
+    p = argparse.ArgumentParser(description="swift node: download with the help of peers")
     p.add_argument("--discovery", default=os.environ.get("SWIFT_DISCOVERY", "127.0.0.1:5000"),
                    help="discovery HOST:PORT (default $SWIFT_DISCOVERY, else 127.0.0.1:5000)")
     p.add_argument("--host", default="0.0.0.0", help="address the job server listens on (default 0.0.0.0)")

@@ -23,6 +23,7 @@ HELP = """\
 commands:
   URL                      download URL (same as get URL)
   get URL [-o PATH]        download URL into the download directory, or to PATH
+                           (a relative PATH is taken inside the download directory)
   request URL              old spelling of get
   peers                    list the nodes discovery knows
   jobs                     show running and finished downloads
@@ -58,7 +59,8 @@ class Prompt(cmd.Cmd):
             if i + 1 >= len(words):
                 self.say("error: -o needs a path")
                 return
-            output = Path(words[i + 1])
+            # relative to the node's download directory, not to wherever it was started
+            output = self.app.config.directory / Path(words[i + 1]).expanduser()
             del words[i:i + 2]
         if len(words) != 1:
             self.say("usage: get URL [-o PATH]")

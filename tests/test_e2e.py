@@ -69,7 +69,10 @@ def test_three_helpers_256mib(cluster, origin, origin_root):
 
 
 def test_prompt_through_a_terminal(cluster, origin, origin_root, tmp_path):
-    digest = make_file(origin_root / "p.bin", 8 * MiB, seed=2)
+    """Type two URLs: both download at once in the background; quit unregisters at once."""
+    first = make_file(origin_root / "p.bin", 8 * MiB, seed=2)
+    second = make_file(origin_root / "q.bin", 8 * MiB, seed=3)
+    origin.configure(conn_rate=MiB)  # slow enough that the two overlap
     disc = cluster.discovery()
     master, slave = pty.openpty()
     try:
@@ -77,9 +80,13 @@ def test_prompt_through_a_terminal(cluster, origin, origin_root, tmp_path):
                             extra=["--allow-private"], name="prompt-node")
         wait_until(lambda: len(live_keys(disc.port)) == 1, 10, "node registered")
         os.write(master, (origin.url("/p.bin") + "\n").encode())
-        node.wait_for(r"\[1\] done: ", timeout=60)
+        node.wait_for(r"\[1\] started", timeout=10)
+        os.write(master, (f"get {origin.url('/q.bin')} -o second.bin\n").encode())
+        node.wait_for(r"\[2\] started", timeout=10)
         os.write(master, b"jobs\n")
-        node.wait_for(r"\[1\] http://.*done: ", timeout=10)
+        node.wait_for(r"\[2\] http://\S+  (starting|running)", timeout=10)
+        node.wait_for(r"\[1\] done: ", timeout=60)
+        node.wait_for(r"\[2\] done: ", timeout=60)
         os.write(master, b"quit\n")
         assert node.wait(15) == 0
     finally:
@@ -87,7 +94,8 @@ def test_prompt_through_a_terminal(cluster, origin, origin_root, tmp_path):
         os.close(slave)
     # unregistered at once, not after the lease
     assert live_keys(disc.port) == set()
-    assert sha256_file(cluster.workdir / "p.bin") == digest
+    assert sha256_file(cluster.workdir / "p.bin") == first
+    assert sha256_file(cluster.workdir / "second.bin") == second
 
 
 def test_ctrl_c_at_the_prompt_keeps_the_node(cluster, origin, origin_root):
