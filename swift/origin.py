@@ -442,12 +442,20 @@ class _Handler(BaseHTTPRequestHandler):
         offset, sent = start, 0
         if plain:
             while offset < stop_at:
-                # socket.sendfile copes with the socket's timeout (non-blocking) mode
-                n = sock.sendfile(f, offset, min(SENDFILE_CHUNK, stop_at - offset))
+                # Counted before sending, corrected after: a client that has read
+                # the last byte must find it in the counters already.
+                want = min(SENDFILE_CHUNK, stop_at - offset)
+                origin.count(ip, url_path, want)
+                n = 0
+                try:
+                    # socket.sendfile copes with the socket's timeout (non-blocking) mode
+                    n = sock.sendfile(f, offset, want)
+                finally:
+                    if n != want:
+                        origin.count(ip, url_path, n - want)
                 if n == 0:
                     break
                 offset += n
-                origin.count(ip, url_path, n)
         else:
             changed = False
             while offset < stop_at:
@@ -471,10 +479,14 @@ class _Handler(BaseHTTPRequestHandler):
                 data = os.pread(f.fileno(), n, offset)
                 if not data:
                     break
-                sock.sendall(data)
+                origin.count(ip, url_path, len(data))  # before: see the sendfile path
+                try:
+                    sock.sendall(data)
+                except OSError:
+                    origin.count(ip, url_path, -len(data))  # not sent after all (roughly)
+                    raise
                 offset += len(data)
                 sent += len(data)
-                origin.count(ip, url_path, len(data))
                 if change_after is not None and not changed and sent >= change_after:
                     origin.change_file(url_path, file)  # the open file keeps the old bytes
                     changed = True
