@@ -50,8 +50,9 @@ SMALL_FILE = 1 << 20
 #: request costs a round trip to the origin, so tiny splits do not pay. The
 #: scheduler also refuses splits of jobs that would end within half a second.
 MIN_SPLIT = 256 << 10
-#: Seconds between flushing data and rewriting the resume record.
-RECORD_INTERVAL = 2.0
+#: Seconds between flushing data and rewriting the resume record: a crash
+#: costs at most this much transfer time again.
+RECORD_INTERVAL = 1.0
 #: A peer that cannot be reached this many times in a row is left out.
 MAX_CONNECT_FAILURES = 2
 CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
@@ -138,8 +139,11 @@ def parse_checksum(text: str) -> tuple[str, str]:
 @dataclass
 class _Job:
     source: str
+    start: int
     sent_end: int
+    assigned_end: int
     conn: wire.Connection | None = None
+    received: int = 0  # every byte a peer sent for this job, dropped ones included
 
 
 class Download:
@@ -354,6 +358,7 @@ class Download:
                    threads: list[threading.Thread]) -> None:
         sched = self._sched
         assert sched is not None
+        self._save_record(probe, final)  # at once: a crash in the first seconds still resumes
         next_record = time.monotonic() + self.opts.record_interval
         while True:
             with self._cond:
@@ -370,13 +375,18 @@ class Download:
                 self._progress_cb(total, sched.size)
             if time.monotonic() >= next_record:
                 self._save_record(probe, final)
-                next_record = time.monotonic() + self.opts.record_interval
+                self._save_record(probe, final)  # at once: a crash in the first seconds still resumes
+        next_record = time.monotonic() + self.opts.record_interval
         if self._progress_cb:
             self._progress_cb(sched.done.total, sched.size)
         self._stop.set()
         self._close_conns()
+        # Workers see the stop at their next block; one stuck connecting to a
+        # frozen peer or reading a stalled origin ends within its own timeout.
+        # Their results no longer matter, so the download does not wait on them.
+        deadline = time.monotonic() + 1.0
         for t in threads:
-            t.join(5.0)
+            t.join(max(0.0, deadline - time.monotonic()))
 
     def _save_record(self, probe: httpclient.ProbeResult, final: Path) -> None:
         if self._sched is None or self._part is None:
@@ -406,7 +416,8 @@ class Download:
                     return None
                 piece = sched.assign(source, time.monotonic())
                 if piece is not None:
-                    self._jobs[piece.job_id] = _Job(source, sched.end_of(piece.job_id))
+                    end = sched.end_of(piece.job_id)
+                    self._jobs[piece.job_id] = _Job(source, piece.start, end, end)
                     for job_id, job in self._jobs.items():
                         if job_id != piece.job_id and sched.is_job_active(job_id):
                             end = sched.end_of(job_id)
@@ -455,14 +466,21 @@ class Download:
             self._cond.notify_all()
             return ok
 
-    def _failed(self, job_id: int, source: str, reason: str) -> None:
+    def _failed(self, job_id: int, source: str, reason: str, *, discard: bool = False) -> None:
         log.info("%s: %s", source, reason)
         with self._cond:
             assert self._sched is not None
             self._jobs.pop(job_id, None)
             self._last_failure = f"{source}: {reason}"
             if self._sched.is_job_active(job_id):
-                self._sched.failed(job_id, reason)
+                if discard:
+                    before = self._sched.bytes_by_peer().get(source, 0)
+                    self._sched.failed(job_id, reason, discard=True)
+                    lost = before - self._sched.bytes_by_peer().get(source, 0)
+                    self._bytes_by_source[source] = self._bytes_by_source.get(source, 0) - lost
+                    self._dropped += lost
+                else:
+                    self._sched.failed(job_id, reason)
                 if self._sched.excluded(source) and source != LOCAL:
                     self._notice_later.append(f"peer {source} left out after repeated failures ({reason})")
             self._cond.notify_all()
@@ -578,8 +596,10 @@ class Download:
         job = piece.job_id
         source = peer.key
         with self._cond:
-            if job in self._jobs:
-                self._jobs[job].conn = conn
+            state = self._jobs.get(job)
+            if state is None:
+                return True
+            state.conn = conn
         end = self._end_of(job)
         try:
             conn.send(protocol.Fetch(job, probe.final_url, piece.start, end, probe.size or 0,
@@ -592,13 +612,25 @@ class Download:
                                               f"reassigning its remainder")
                     return False
                 if isinstance(frame, protocol.DataFrame):
+                    state.received += len(frame.payload)
+                    if state.received > state.assigned_end - state.start:
+                        # more than it was ever asked for: nothing it sent can be trusted
+                        self._failed(job, source, "the peer sent more bytes than asked", discard=True)
+                        return False
                     if not self._write(job, source, frame.payload):
                         return False  # our job was abandoned meanwhile: resync by reconnecting
                 elif isinstance(frame, protocol.Keepalive):
                     continue
                 elif isinstance(frame, protocol.Done):
+                    if frame.length != state.received or self._end_of(job) > state.start + state.received:
+                        # a peer that miscounts (or stops short and calls it done) is lying
+                        # about what it fetched: drop what it wrote, fetch it elsewhere
+                        self._failed(job, source, f"the peer reported {frame.length} bytes, sent "
+                                                  f"{state.received}, owed {self._end_of(job) - state.start}",
+                                     discard=True)
+                        return True
                     if not self._finished(job):
-                        self._failed(job, source, "the peer sent too few bytes")
+                        self._failed(job, source, "the peer sent too few bytes", discard=True)
                     return True
                 elif isinstance(frame, protocol.Error):
                     if frame.code == "changed":

@@ -310,10 +310,19 @@ class Scheduler:
         self.failed(job_id, "short")
         return False
 
-    def failed(self, job_id: int, reason: str) -> None:
+    def failed(self, job_id: int, reason: str, *, discard: bool = False) -> None:
+        """Give back the job's unwritten remainder; with ``discard``, its written bytes too.
+
+        ``discard`` is for a worker caught lying (a wrong byte count): what it
+        already wrote cannot be trusted, so that range counts as not done.
+        """
         job = self._jobs.pop(job_id, None)
         if job is None:
             return
+        if discard and job.position > job.start:
+            self._done.remove(job.start, job.position)
+            self._by_peer[job.peer] = self._by_peer.get(job.peer, 0) - (job.position - job.start)
+            job.position = job.start
         if job.position < job.end:
             self._queue.insert(0, Range(job.position, job.end))
         self._failures[job.peer] = self._failures.get(job.peer, 0) + 1

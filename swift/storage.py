@@ -84,6 +84,7 @@ class PartFile:
     @classmethod
     def open(cls, path: Path, size: int | None, *, preallocate: bool = True) -> "PartFile":
         path = Path(path)
+        created = not path.exists()
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         except OSError as exc:
@@ -108,6 +109,8 @@ class PartFile:
                     os.ftruncate(fd, size)
             except OSError as exc:
                 part.close()
+                if created:  # nothing of ours was in it: leave no empty husk behind
+                    path.unlink(missing_ok=True)
                 raise describe(exc, f"cannot reserve {size} bytes for", path) from None
         return part
 
