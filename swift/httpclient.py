@@ -320,7 +320,14 @@ def check_range_response(resp: requests.Response, start: int, end: int, *,
                          size: int, validator: Validator) -> None:
     """Raise unless ``resp`` is exactly the 206 for [start, end) of the same file."""
     if resp.status_code == 200:
-        if validator.if_range():
+        # A 200 to If-Range means "the file changed" - unless the answer still
+        # carries our validator, in which case the server merely ignored the
+        # range this time: not written, fetched again (elsewhere).
+        etag = _strong_etag(resp.headers.get("ETag"))
+        same = (validator.etag is not None and etag == validator.etag) or (
+            validator.etag is None and validator.last_modified is not None
+            and resp.headers.get("Last-Modified") == validator.last_modified)
+        if validator.if_range() and not same:
             raise FileChanged("the server answered 200 to an If-Range request")
         raise BadResponse(f"the server ignored the range request (200) for bytes {start}-{end - 1}")
     if resp.status_code != 206:

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
-MAX_NAME_BYTES = 255
+#: 255 bytes is the usual file-name limit; the resume record adds
+#: ".part.swift" (11 bytes) to the name, and it must fit too.
+MAX_NAME_BYTES = 255 - len(".part.swift")
 DEFAULT_NAME = "download"
 # Characters that act as, or look like, path separators on some system.
 _SEPARATORS = "/\\\u2215\u2044\u29f8\uff0f\uff3c\u2216\ufe68"

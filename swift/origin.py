@@ -119,6 +119,7 @@ class Behaviour:
     redirect_status: int = 302
     content_disposition: str | None = None
     count: int | None = None            # applies to the next N requests, then expires
+    only_client: str | None = None      # applies only to requests from this client IP
 
     def merged(self, other: "Behaviour") -> "Behaviour":
         out = Behaviour()
@@ -249,12 +250,12 @@ class OriginServer:
             self._stats = Stats()
 
     # -- used by the handler ------------------------------------------------------------------
-    def behaviour_for(self, path: str) -> Behaviour:
+    def behaviour_for(self, path: str, ip: str | None = None) -> Behaviour:
         with self._lock:
             result = Behaviour()
             for key in ("*", path):
                 b = self._behaviours.get(key)
-                if b is None:
+                if b is None or (b.only_client is not None and b.only_client != ip):
                     continue
                 result = result.merged(b)
                 if b.count is not None:
@@ -356,7 +357,7 @@ class _Handler(BaseHTTPRequestHandler):
         ip = self.client_address[0]
         origin.count_request(ip)
         url_path = urlsplit(self.path).path
-        b = origin.behaviour_for(url_path)
+        b = origin.behaviour_for(url_path, ip)
         if b.redirect:
             self.send_response(b.redirect_status)
             self.send_header("Location", b.redirect)

@@ -159,7 +159,8 @@ class ResumeRecord:
         data = json.dumps(asdict(self), separators=(",", ":")).encode()
         tmp = None
         try:
-            fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+            # a short temporary name: the record's own name may be near the limit
+            fd, tmp = tempfile.mkstemp(prefix=".swift-", suffix=".tmp", dir=path.parent)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
