@@ -107,16 +107,26 @@ class Process:
         return code
 
     def kill(self) -> None:
-        """SIGKILL by PID (and resume it first if it was frozen)."""
+        """SIGKILL by PID (resumed first if frozen), and its process group with it.
+
+        Each process was started in its own session, so its group id is its
+        PID: the group kill also takes children it left behind (an nginx
+        master's workers, say), which would otherwise hold our pipe open.
+        """
         if self.popen.poll() is None:
             self.send(signal.SIGCONT)
             self.send(signal.SIGKILL)
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         try:
             self.popen.wait(10)
         except subprocess.TimeoutExpired:  # pragma: no cover - the kernel owes us this
             pass
         self._reader.join(5)
-        if self.popen.stdout:
+        if self.popen.stdout and not self._reader.is_alive():
+            # closing a pipe another thread still reads from would block on its lock
             self.popen.stdout.close()
 
     def stop(self, timeout: float = 10.0) -> int | None:
