@@ -13,7 +13,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from swift import lab
@@ -81,7 +80,7 @@ def run(work: Path, quick: bool = False):
         conf = base / "nginx.conf"
         conf.write_text(NGINX_CONF.format(prefix=base, ip=origin.ip, root=www))
         cluster.start([nginx, "-c", str(conf), "-p", str(base)], name="nginx", prefix=origin.prefix)
-        disc = cluster.discovery(host=disc_host.ip, port=5000, prefix=disc_host.prefix, extra=["-q"])
+        cluster.discovery(host=disc_host.ip, port=5000, prefix=disc_host.prefix, extra=["-q"])
         dsc = f"{disc_host.ip}:5000"
 
         def one_run(n: int, name: str, size: int, kill_half_way: bool = False) -> dict:

@@ -113,6 +113,15 @@ def run_get(cluster: Cluster, disc_port: int, url: str, out: Path, *, alone: boo
     return data, usage
 
 
+def start_origin_process(cluster: Cluster, root: Path, case_dir: Path) -> str:
+    """An uncapped origin in its own process (so it does not share our interpreter); its URL."""
+    port_file = case_dir / "port"
+    cluster.start([sys.executable, "-m", "swift.origin", "--root", str(root), "--port", "0",
+                   "--port-file", str(port_file)], name="origin", cwd=ROOT)
+    wait_until(lambda: port_file.exists() and port_file.read_text().strip(), 20, "origin")
+    return f"http://127.0.0.1:{port_file.read_text().strip()}"
+
+
 def proc_cpu(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -225,11 +234,7 @@ def uncapped(work: Path, size: int) -> list[Row]:
     make_file(root / "f.bin", size, seed=11)
     rows = []
     with Cluster(case_dir) as cluster:
-        port_file = case_dir / "port"
-        cluster.start([sys.executable, "-m", "swift.origin", "--root", str(root), "--port", "0",
-                       "--port-file", str(port_file)], name="origin", cwd=ROOT)
-        wait_until(lambda: port_file.exists() and port_file.read_text().strip(), 20, "origin")
-        url = f"http://127.0.0.1:{port_file.read_text().strip()}/f.bin"
+        url = start_origin_process(cluster, root, case_dir) + "/f.bin"
         disc, nodes = start_lan(cluster, 3)
         # curl, the plain single-machine download
         started = time.monotonic()
@@ -275,11 +280,7 @@ def memory(work: Path, sizes: list[int]) -> list[Row]:
             continue
         make_file(root / "f.bin", size, seed=13)
         with Cluster(case_dir) as cluster:
-            port_file = case_dir / "port"
-            cluster.start([sys.executable, "-m", "swift.origin", "--root", str(root), "--port", "0",
-                           "--port-file", str(port_file)], name="origin", cwd=ROOT)
-            wait_until(lambda: port_file.exists() and port_file.read_text().strip(), 20, "origin")
-            url = f"http://127.0.0.1:{port_file.read_text().strip()}/f.bin"
+            url = start_origin_process(cluster, root, case_dir) + "/f.bin"
             disc = cluster.discovery(extra=["-q"])
             data, _ = run_get(cluster, disc.port, url, case_dir / "out.bin", alone=True)
         (root / "f.bin").unlink()

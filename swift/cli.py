@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from . import __version__, auth, discovery_server, download
+from .checksums import parse_checksum
 from .membership import DiscoveryClient, DiscoveryError, Peer, parse_hostport
 
 log = logging.getLogger("swift")
@@ -189,7 +190,7 @@ def _get(args, discovery: tuple[str, int], secret: bytes | None) -> int:
                 notice("no peers known: downloading alone with several connections")
     if args.checksum:
         try:
-            download.parse_checksum(args.checksum)
+            parse_checksum(args.checksum)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

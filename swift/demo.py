@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .checksums import file_digest
 from .cluster import Cluster, wait_until
 from .download import human_bytes
 from .membership import DiscoveryClient, DiscoveryError
@@ -81,14 +82,14 @@ def run(size: int, rate: int, workdir: Path) -> float:
         _say("1 machine: downloading alone ...")
         alone = _download(cluster, disc.port, url, workdir / "alone.bin", workdir / "alone.json",
                           True, limit)
-        ok1 = _sha256(workdir / "alone.bin") == digest
+        ok1 = file_digest(workdir / "alone.bin") == digest
         _say(f"  {alone['seconds']:.1f} s, {human_bytes(alone['rate'])}/s, "
              f"sha256 {'ok' if ok1 else 'MISMATCH'}")
         (workdir / "alone.bin").unlink()
         _say(f"{HELPERS + 1} machines: downloading together ...")
         together = _download(cluster, disc.port, url, workdir / "together.bin",
                              workdir / "together.json", False, limit)
-        ok2 = _sha256(workdir / "together.bin") == digest
+        ok2 = file_digest(workdir / "together.bin") == digest
         _say(f"  {together['seconds']:.1f} s, {human_bytes(together['rate'])}/s, "
              f"sha256 {'ok' if ok2 else 'MISMATCH'}")
         for source, n in sorted(together["bytes_by_source"].items(),
@@ -100,15 +101,6 @@ def run(size: int, rate: int, workdir: Path) -> float:
         _say(f"speed-up with {HELPERS + 1} machines: {speedup:.2f}x "
              f"(ideal {HELPERS + 1}x; {alone['seconds']:.1f} s -> {together['seconds']:.1f} s)")
         return speedup
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def main(size: int | None = None, rate: int | None = None) -> int:

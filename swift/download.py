@@ -27,7 +27,6 @@ The scheduler is pure and is only touched under ``self._cond``; all I/O
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import httpclient, names, planning, protocol, storage, wire
+from .checksums import file_digest, parse_checksum
 from .membership import Peer
 from .sessions import make_session
 
@@ -55,7 +55,6 @@ MIN_SPLIT = 256 << 10
 RECORD_INTERVAL = 1.0
 #: A peer that cannot be reached this many times in a row is left out.
 MAX_CONNECT_FAILURES = 2
-CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
 
 
 class DownloadError(Exception):
@@ -121,19 +120,6 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"  # pragma: no cover
-
-
-def parse_checksum(text: str) -> tuple[str, str]:
-    """``sha256:HEX`` → (algorithm, hex); ValueError with a clear message."""
-    algo, sep, digest = text.partition(":")
-    algo = algo.strip().lower()
-    digest = digest.strip().lower()
-    if not sep or algo not in CHECKSUM_ALGORITHMS:
-        raise ValueError(f"checksum must be ALGO:HEX with ALGO one of {', '.join(CHECKSUM_ALGORITHMS)}")
-    expected_len = hashlib.new(algo).digest_size * 2
-    if len(digest) != expected_len or any(c not in "0123456789abcdef" for c in digest):
-        raise ValueError(f"a {algo} checksum is {expected_len} hex digits")
-    return algo, digest
 
 
 @dataclass
@@ -711,12 +697,9 @@ class Download:
         if not self.opts.checksum:
             return
         algo, expected = parse_checksum(self.opts.checksum)
-        h = hashlib.new(algo)
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-        if h.hexdigest() != expected:
-            raise ChecksumMismatch(f"{algo} checksum mismatch: expected {expected}, got {h.hexdigest()}; "
+        actual = file_digest(path, algo)
+        if actual != expected:
+            raise ChecksumMismatch(f"{algo} checksum mismatch: expected {expected}, got {actual}; "
                                 f"the data is kept at {path}")
 
     def _report(self, path: Path, size: int, mode: str, resumed: int) -> Report:

@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -236,9 +236,12 @@ def _transient(exc: BaseException) -> bool:
     return False
 
 
-def with_retries(action: Callable[[], "T"], *, policy: RetryPolicy, what: str,
+T = TypeVar("T")
+
+
+def with_retries(action: Callable[[], T], *, policy: RetryPolicy, what: str,
                  stop: threading.Event | None = None,
-                 sleep: Callable[[float], object] | None = None) -> "T":
+                 sleep: Callable[[float], object] | None = None) -> T:
     """Run ``action``; retry transient failures with backoff, then give up clearly."""
     wait = sleep or (stop.wait if stop is not None else time.sleep)
     attempt = 0

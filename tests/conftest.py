@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -10,17 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from swift.checksums import file_digest
 from swift.cluster import Cluster
 
 MiB = 1 << 20
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def is_root() -> bool:
@@ -32,6 +28,28 @@ def have_netns() -> bool:
         return False
     probe = subprocess.run(["ip", "netns", "list"], capture_output=True)
     return probe.returncode == 0
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Mount small tmpfs file systems (root only); each is unmounted at the end."""
+    if not is_root():
+        pytest.skip("needs root to mount a tmpfs")
+    mounted = []
+
+    def mount(size: str) -> Path:
+        mnt = tmp_path / f"tmpfs{len(mounted)}"
+        mnt.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)]).returncode:
+            pytest.skip("cannot mount a tmpfs here")
+        mounted.append(mnt)
+        return mnt
+
+    try:
+        yield mount
+    finally:
+        for mnt in mounted:
+            subprocess.run(["umount", "-l", str(mnt)])
 
 
 @pytest.fixture

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import os
 import pty
-import select
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 

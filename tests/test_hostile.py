@@ -11,15 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from swift import discovery_server, node_server, protocol, sessions, wire
 from swift.cluster import Cluster, wait_until
-from swift.membership import DiscoveryClient, DiscoveryError
+from swift.membership import DiscoveryClient
 from swift.origin import OriginServer, make_file
 
 from .conftest import MiB, sha256_file
-from .test_e2e import live_keys, run_get, start_helpers
+from .test_e2e import run_get, start_helpers
 
 SECRET = b"s3cret-for-the-lab-only-0123456789"
 

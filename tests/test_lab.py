@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 import time
 
@@ -65,7 +64,7 @@ def test_cut_link_and_killed_node_in_namespaces(tmp_path):
         root = tmp_path / "origin"
         root.mkdir()
         _, digest = start_origin(cluster, origin, root, "f.bin:48M")
-        disc = cluster.discovery(host=disc_host.ip, port=5000, prefix=disc_host.prefix)
+        cluster.discovery(host=disc_host.ip, port=5000, prefix=disc_host.prefix)
         dsc = f"{disc_host.ip}:5000"
         helpers = []
         for i, n in enumerate(nodes[1:]):

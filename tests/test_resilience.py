@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from swift.membership import DiscoveryClient
 from swift.origin import make_file
 from swift.storage import ResumeRecord
 
-from .conftest import MiB, is_root, sha256_file
+from .conftest import MiB, sha256_file
 from .test_e2e import live_keys, start_helpers
 
 CAP = 8 * MiB
@@ -393,17 +392,8 @@ def test_origin_fails_for_good(cluster, origin, origin_root):
 
 # -- the disk -------------------------------------------------------------------------------------
 @pytest.fixture
-def small_fs(tmp_path):
-    if not is_root():
-        pytest.skip("needs root to mount a tmpfs")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)]).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)])
+def small_fs(tmpfs):
+    return tmpfs("8m")
 
 
 def test_disk_full_then_space_freed(cluster, origin, origin_root, small_fs):

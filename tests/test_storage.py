@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from swift.storage import (PartFile, ResumeRecord, StorageError, check_writable, finalize,
                            part_path, record_path)
 
-from .conftest import is_root
+
 
 
 def test_pwrite_in_any_order(tmp_path):
@@ -69,17 +68,8 @@ def test_missing_directory(tmp_path):
 
 
 @pytest.fixture
-def tiny_tmpfs(tmp_path):
-    if not is_root():
-        pytest.skip("needs root to mount a tmpfs")
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)]).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)])
+def tiny_tmpfs(tmpfs):
+    return tmpfs("1m")
 
 
 def test_full_disk_names_the_path_and_keeps_data(tiny_tmpfs):

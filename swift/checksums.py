@@ -1,0 +1,30 @@
+"""File checksums: ``ALGO:HEX`` strings as users give them, and hashing a file."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
+
+
+def parse_checksum(text: str) -> tuple[str, str]:
+    """``sha256:HEX`` → (algorithm, hex); ValueError with a clear message."""
+    algo, sep, digest = text.partition(":")
+    algo = algo.strip().lower()
+    digest = digest.strip().lower()
+    if not sep or algo not in ALGORITHMS:
+        raise ValueError(f"checksum must be ALGO:HEX with ALGO one of {', '.join(ALGORITHMS)}")
+    expected_len = hashlib.new(algo).digest_size * 2
+    if len(digest) != expected_len or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(f"a {algo} checksum is {expected_len} hex digits")
+    return algo, digest
+
+
+def file_digest(path: Path | str, algo: str = "sha256") -> str:
+    """Hex digest of a whole file, read in 1 MiB blocks."""
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
