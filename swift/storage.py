@@ -1,23 +1,46 @@
 """The output file and its resume record: thin I/O with clear errors.
 
-``NAME.part`` is written at offsets as blocks arrive (``os.pwrite`` is safe
-from many threads at different offsets). Beside it, ``NAME.part.swift``
-records the URL, size, validator and the ranges written so far; it is
-replaced atomically (write a temporary file, fsync, rename) and the engine
-flushes the data before it writes the record, so the record never claims
-a range that is not on disk. When the download is complete the part is
-renamed to ``NAME`` without ever overwriting an existing file (unless the
-user asked for it).
+Layout, for a download whose final name is ``NAME``:
+
+* ``NAME.part`` — the data, written at offsets as blocks arrive
+  (:meth:`PartFile.pwrite`; ``os.pwrite`` is safe from many threads at
+  different offsets). It is never truncated on open, so a resume keeps it.
+  With a known size the space is reserved up front (``fallocate``): a full
+  disk shows in the first second, not after an hour of downloading.
+* ``NAME.part.swift`` — the :class:`ResumeRecord`: URL, size, validator and
+  the ranges already on disk, as JSON. It is replaced atomically (temporary
+  file in the same directory, fsync, rename, fsync of the directory), so a
+  crash leaves the old record or the new one, never half of one. The engine
+  must flush the data (:meth:`PartFile.sync`) *before* saving a record, so a
+  record never claims bytes that are not on disk.
+* :func:`finalize` gives the complete part its final name and never
+  overwrites an existing file unless asked to.
+
+Every failure becomes a :class:`StorageError` whose message names the path and
+the cause in plain words, and says what happens to the partial download.
+
+The libc calls ``fallocate`` and ``renameat2`` are used through ``ctypes``
+where they exist (Linux), because the standard library lacks them:
+``os.posix_fallocate`` silently *emulates* preallocation by writing one byte
+per block on file systems without ``fallocate`` (NFS, some FUSE), which can
+take minutes for a large file, and ``renameat2(RENAME_NOREPLACE)`` is the only
+rename that refuses atomically to replace an existing file. Without them the
+code falls back to ``ftruncate`` (a sparse file) and to hard link + unlink
+(or, where hard links are not supported either, a checked rename).
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import logging
 import os
+import stat
+import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .names import free_path
@@ -27,115 +50,371 @@ log = logging.getLogger(__name__)
 PART_SUFFIX = ".part"
 RECORD_SUFFIX = ".part.swift"
 RECORD_VERSION = 1
-MAX_RECORD = 16 << 20
+#: Written into every record so that a foreign JSON file is never taken for one.
+RECORD_FORMAT = "swift-resume-record"
+#: A record larger than this is not ours (a record holds a few ranges).
+MAX_RECORD_BYTES = 16 << 20
+#: Largest file offset the kernel accepts (off_t).
+MAX_FILE_SIZE = (1 << 63) - 1
 
 _CAUSES = {
-    errno.ENOSPC: "no space left on the device",
+    errno.ENOSPC: "no space left on device",
     errno.EDQUOT: "disk quota exceeded",
-    errno.EROFS: "the file system is read-only",
+    errno.EROFS: "read-only file system",
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
-    errno.EIO: "input/output error",
-    errno.EFBIG: "the file is too large for this file system",
+    errno.EIO: "input/output error (the disk may be failing)",
+    errno.EFBIG: "file too large for this file system",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.ENOENT: "no such file or directory",
+    errno.ENOTDIR: "a part of the path is not a directory",
+    errno.EISDIR: "is a directory",
+    errno.ELOOP: "is a symbolic link (refusing to write through it)",
+    errno.EXDEV: "on another file system",
 }
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_UNSUPPORTED = tuple(e for e in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL,
+                                 errno.ENOTTY) if e is not None)
 
 
 class StorageError(Exception):
-    """A disk problem, in words that name the path and the cause."""
+    """A disk problem, in words that name the path and the cause.
+
+    ``path`` is the file or directory concerned, ``errno`` the operating
+    system's error number when there was one.
+    """
+
+    def __init__(self, message: str, *, path: Path | None = None, errno: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.errno = errno
 
 
-def describe(exc: OSError, action: str, path: Path, keep_note: bool = True) -> StorageError:
-    cause = _CAUSES.get(exc.errno or 0, exc.strerror or str(exc))
-    note = ("; the partial download is kept: free space (or fix the directory) and run the "
-            "same command again to resume") if keep_note else ""
-    return StorageError(f"{action} {path}: {cause}{note}")
+def _human(n: int) -> str:
+    value = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} bytes"  # pragma: no cover - the loop always returns
 
+
+def _error(exc: OSError, doing: str, path: Path, *, kept: bool) -> StorageError:
+    """``<cause> while <doing> <path>; <what now>``.
+
+    ``kept``: whether a partial download is left on disk for a resume.
+    """
+    code = exc.errno or 0
+    cause = _CAUSES.get(code) or exc.strerror or str(exc)
+    text = f"{cause} while {doing} {path}"
+    if code in _NO_SPACE:
+        text += ("; the partial download is kept — free some space and run the same command "
+                 "again to resume" if kept else "; free some space and try again")
+    elif code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        text += ("; the partial download is kept — fix the permissions (or choose another "
+                 "directory) and run the same command again to resume" if kept
+                 else "; fix the permissions or choose another directory")
+    elif kept:
+        text += "; the partial download is kept for a resume"
+    return StorageError(text, path=path, errno=code or None)
+
+
+# -- paths ---------------------------------------------------------------------------------
 
 def part_path(final: Path) -> Path:
+    """``NAME`` -> ``NAME.part``."""
     final = Path(final)
     return final.with_name(final.name + PART_SUFFIX)
 
 
 def record_path(final: Path) -> Path:
+    """``NAME`` -> ``NAME.part.swift`` (the argument is the *final* path).
+
+    A name cannot tell whether it is a final name or a part (a file may
+    really be called ``x.part``), so this takes the final name only; for a
+    part path use :func:`record_path_of_part`.
+    """
     final = Path(final)
     return final.with_name(final.name + RECORD_SUFFIX)
 
 
+def record_path_of_part(part: Path) -> Path:
+    """``NAME.part`` -> ``NAME.part.swift``."""
+    part = Path(part)
+    return part.with_name(part.name + RECORD_SUFFIX[len(PART_SUFFIX):])
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable; best effort (not every system
+    can open or sync a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def check_writable(directory: Path) -> None:
-    """Raise StorageError unless a file can really be created in ``directory``."""
+    """Raise StorageError unless files can be created in ``directory``.
+
+    ``os.access`` answers quickly with the usual reason, but root passes it
+    whatever the permission bits say, so the final word is an attempt to
+    create (and remove) a temporary file there.
+    """
     directory = Path(directory)
-    if not directory.is_dir():
-        raise StorageError(f"download directory {directory} does not exist")
+    try:
+        st = os.stat(directory)
+    except FileNotFoundError:
+        raise StorageError(f"directory {directory} does not exist", path=directory,
+                           errno=errno.ENOENT) from None
+    except OSError as exc:
+        raise StorageError(f"directory {directory} cannot be used ("
+                           f"{_CAUSES.get(exc.errno or 0, exc.strerror)})",
+                           path=directory, errno=exc.errno) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise StorageError(f"{directory} is not a directory", path=directory, errno=errno.ENOTDIR)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        code = errno.EACCES
+        try:
+            if os.statvfs(directory).f_flag & os.ST_RDONLY:
+                code = errno.EROFS
+        except (OSError, AttributeError):
+            pass
+        raise StorageError(f"directory {directory} is not writable ({_CAUSES[code]})",
+                           path=directory, errno=code)
     try:
         fd, name = tempfile.mkstemp(prefix=".swift-check-", dir=directory)
     except OSError as exc:
-        raise describe(exc, "cannot create files in", directory, keep_note=False) from None
+        raise StorageError(f"directory {directory} is not writable ("
+                           f"{_CAUSES.get(exc.errno or 0, exc.strerror)})",
+                           path=directory, errno=exc.errno) from None
     os.close(fd)
-    os.unlink(name)
+    try:
+        os.unlink(name)
+    except OSError:  # pragma: no cover - we just created it
+        log.warning("could not remove the probe file %s", name)
 
+
+# -- libc helpers (Linux), looked up once ------------------------------------------------------
+
+class _Libc:
+    def __init__(self) -> None:
+        self.fallocate = None
+        self.renameat2 = None
+        if not sys.platform.startswith("linux"):
+            return
+        try:
+            lib = ctypes.CDLL(None, use_errno=True)
+        except OSError:  # pragma: no cover - a Linux process always has libc
+            return
+        fn = getattr(lib, "fallocate64", None) or getattr(lib, "fallocate", None)
+        if fn is not None:
+            fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+            fn.restype = ctypes.c_int
+            self.fallocate = fn
+        fn = getattr(lib, "renameat2", None)
+        if fn is not None:
+            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                           ctypes.c_uint]
+            fn.restype = ctypes.c_int
+            self.renameat2 = fn
+
+
+_libc = _Libc()
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def _preallocate(fd: int, size: int) -> bool:
+    """Reserve ``size`` bytes for ``fd`` without touching existing data.
+
+    True if space was reserved, False if the file system cannot do it (the
+    caller then extends the file sparsely). Raises OSError (ENOSPC, ...).
+    """
+    if _libc.fallocate is not None:
+        while True:
+            if _libc.fallocate(fd, 0, 0, size) == 0:
+                return True
+            code = ctypes.get_errno()
+            if code == errno.EINTR:
+                continue
+            if code in _UNSUPPORTED:
+                return False
+            raise OSError(code, os.strerror(code))
+    if hasattr(os, "posix_fallocate"):  # pragma: no cover - non-Linux systems
+        try:
+            os.posix_fallocate(fd, 0, size)
+            return True
+        except OSError as exc:
+            if exc.errno in _UNSUPPORTED:
+                return False
+            raise
+    return False  # pragma: no cover
+
+
+# -- the part file ---------------------------------------------------------------------------------
 
 class PartFile:
-    """``NAME.part``: opened without truncation, written at offsets."""
+    """``NAME.part``: opened without truncation, written at offsets.
 
-    def __init__(self, path: Path, fd: int):
-        self.path = path
-        self.fd = fd
+    Many threads may call :meth:`pwrite` at once (at different offsets).
+    :meth:`close` waits for writes in progress and makes later writes fail
+    with StorageError, so a write can never land in another file that
+    happens to reuse the closed descriptor's number.
+    """
+
+    def __init__(self, path: Path, fd: int, size: int | None):
+        self.path = Path(path)
+        self.size = size
+        self._fd = fd
+        self._cond = threading.Condition()
+        self._busy = 0  # writes and syncs in progress
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
 
     @classmethod
     def open(cls, path: Path, size: int | None, *, preallocate: bool = True) -> "PartFile":
+        """Create ``path`` or open it as it is (never truncating data below ``size``).
+
+        With a known ``size`` the file is made exactly that long: space is
+        reserved with ``fallocate`` when ``preallocate`` (falling back to a
+        sparse ``ftruncate`` where unsupported), else extended sparsely; a
+        longer file is cut to ``size``. If the space cannot be reserved,
+        StorageError; the existing data stays, and a file this call created
+        is removed again.
+        """
         path = Path(path)
-        created = not path.exists()
+        if size is not None and not 0 <= size <= MAX_FILE_SIZE:
+            raise ValueError(f"bad size {size!r}")
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+        created = True
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-        except OSError as exc:
-            raise describe(exc, "cannot open", path) from None
-        part = cls(path, fd)
-        if size is not None:
             try:
-                current = os.fstat(fd).st_size
-                if current > size:
-                    os.ftruncate(fd, size)
-                elif preallocate and size > 0:
-                    try:
-                        # reserve the space now: a full disk shows at the start,
-                        # not hours later
-                        os.posix_fallocate(fd, 0, size)
-                    except OSError as exc:
-                        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                            os.ftruncate(fd, size)
-                        else:
-                            raise
-                elif current < size:
-                    os.ftruncate(fd, size)
-            except OSError as exc:
-                part.close()
-                if created:  # nothing of ours was in it: leave no empty husk behind
-                    path.unlink(missing_ok=True)
-                raise describe(exc, f"cannot reserve {size} bytes for", path) from None
-        return part
+                fd = os.open(path, flags | os.O_EXCL, 0o644)
+            except FileExistsError:
+                created = False
+                fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0), 0o644)
+        except OSError as exc:
+            raise _error(exc, "opening", path, kept=not created) from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise StorageError(f"{path} is not a regular file; refusing to write into it",
+                                   path=path)
+            if not created and hasattr(os, "set_blocking"):
+                os.set_blocking(fd, True)
+            if size is not None:
+                cls._conform(fd, path, st.st_size, size, preallocate=preallocate, created=created)
+        except BaseException:
+            os.close(fd)
+            if created:  # nothing of ours was in it: leave no empty husk behind
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+            raise
+        return cls(path, fd, size)
+
+    @staticmethod
+    def _conform(fd: int, path: Path, current: int, size: int, *, preallocate: bool,
+                 created: bool) -> None:
+        try:
+            if current > size:
+                os.ftruncate(fd, size)
+                return
+            if preallocate and size > 0:
+                try:
+                    if _preallocate(fd, size):
+                        return
+                except OSError as exc:
+                    if exc.errno in _NO_SPACE:
+                        try:
+                            free = os.fstatvfs(fd)
+                            available = free.f_bavail * free.f_frsize
+                        except OSError:  # pragma: no cover
+                            available = None
+                        # give back what a partial reservation took; data below
+                        # the old length is untouched
+                        try:
+                            if os.fstat(fd).st_size > current:
+                                os.ftruncate(fd, current)
+                        except OSError:  # pragma: no cover
+                            pass
+                        need = f"{_human(size)} needed" + (
+                            f", {_human(available)} free" if available is not None else "")
+                        raise StorageError(
+                            f"{_CAUSES[exc.errno]} for {path} ({need})"
+                            + ("; free some space and try again" if created else
+                               "; the partial download is kept — free some space and run "
+                               "the same command again to resume"),
+                            path=path, errno=exc.errno) from None
+                    raise
+            if current < size:
+                os.ftruncate(fd, size)
+        except OSError as exc:
+            raise _error(exc, f"making room for {_human(size)} in", path, kept=not created) from None
+
+    def _enter(self) -> int:
+        with self._cond:
+            if self._fd < 0:
+                raise StorageError(f"{self.path} was already closed (download stopped)",
+                                   path=self.path, errno=errno.EBADF)
+            self._busy += 1
+            return self._fd
+
+    def _leave(self) -> None:
+        with self._cond:
+            self._busy -= 1
+            if self._busy == 0:
+                self._cond.notify_all()
 
     def pwrite(self, offset: int, data) -> None:
+        """Write all of ``data`` (bytes-like) at ``offset``; StorageError on failure."""
         view = memoryview(data).cast("B")
+        if offset < 0 or (self.size is not None and offset + len(view) > self.size):
+            raise ValueError(f"write of {len(view)} bytes at {offset} outside "
+                             f"[0, {self.size}) in {self.path}")
+        if not view:
+            return
+        fd = self._enter()
         try:
             while view:
-                n = os.pwrite(self.fd, view, offset)
-                if n <= 0:  # pragma: no cover - the kernel reports errors instead
+                n = os.pwrite(fd, view, offset)
+                if n <= 0:  # pragma: no cover - the kernel reports an error instead
                     raise OSError(errno.EIO, "short write")
                 view = view[n:]
                 offset += n
         except OSError as exc:
-            raise describe(exc, "cannot write", self.path) from None
+            raise _error(exc, "writing", self.path, kept=True) from None
+        finally:
+            self._leave()
 
     def sync(self) -> None:
+        """Flush the written data to the disk (before a resume record claims it)."""
+        fd = self._enter()
         try:
-            os.fdatasync(self.fd)
+            (getattr(os, "fdatasync", None) or os.fsync)(fd)
         except OSError as exc:
-            raise describe(exc, "cannot flush", self.path) from None
+            raise _error(exc, "flushing", self.path, kept=True) from None
+        finally:
+            self._leave()
 
     def close(self) -> None:
-        if self.fd >= 0:
-            fd, self.fd = self.fd, -1
-            os.close(fd)
+        """Close once writes in progress are done; later writes raise StorageError."""
+        with self._cond:
+            if self._fd < 0:
+                return
+            fd, self._fd = self._fd, -1
+            while self._busy:
+                self._cond.wait()
+        os.close(fd)
 
     def __enter__(self) -> "PartFile":
         return self
@@ -143,9 +422,49 @@ class PartFile:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def __del__(self) -> None:  # a forgotten close must not leak the descriptor
+        try:
+            if getattr(self, "_fd", -1) >= 0 and not getattr(self, "_busy", 0):
+                os.close(self._fd)
+                self._fd = -1
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+
+# -- the resume record -----------------------------------------------------------------------
+
+def _check_ranges(done, size: int) -> list[tuple[int, int]]:
+    """Validated, sorted, merged ``[start, end)`` ranges within ``[0, size]``."""
+    if not isinstance(done, (list, tuple)):
+        raise ValueError("done must be a list of [start, end) ranges")
+    out: list[tuple[int, int]] = []
+    for item in done:
+        if not isinstance(item, (list, tuple)) or len(item) != 2 \
+                or not all(type(x) is int for x in item):
+            raise ValueError(f"bad range {item!r}")
+        start, end = item
+        if not 0 <= start < end <= size:
+            raise ValueError(f"range [{start}, {end}) is outside [0, {size})")
+        out.append((start, end))
+    out.sort()
+    merged: list[tuple[int, int]] = []
+    for start, end in out:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
 
 @dataclass
 class ResumeRecord:
+    """What a resume needs to know: which file (URL, size, validator) and
+    which ranges of ``NAME.part`` are already written.
+
+    ``done`` holds half-open ``(start, end)`` ranges; :meth:`load` returns
+    them sorted and merged.
+    """
+
     version: int
     url: str
     final_url: str
@@ -154,10 +473,37 @@ class ResumeRecord:
     last_modified: str | None
     done: list[tuple[int, int]] = field(default_factory=list)
 
+    def to_json(self) -> dict:
+        """The JSON object saved (ValueError if a field is out of range)."""
+        _validate_fields(self.version, self.url, self.final_url, self.size, self.etag,
+                         self.last_modified)
+        return {"format": RECORD_FORMAT, "version": self.version, "url": self.url,
+                "final_url": self.final_url, "size": self.size, "etag": self.etag,
+                "last_modified": self.last_modified,
+                "done": [[a, b] for a, b in _check_ranges(self.done, self.size)]}
+
+    @classmethod
+    def from_json(cls, obj) -> "ResumeRecord":
+        """A record from its JSON object; ValueError if it is not a valid one."""
+        if not isinstance(obj, dict) or obj.get("format") != RECORD_FORMAT:
+            raise ValueError("not a swift resume record")
+        try:
+            fields = [obj[k] for k in ("version", "url", "final_url", "size", "etag",
+                                       "last_modified", "done")]
+        except KeyError as exc:
+            raise ValueError(f"missing field {exc.args[0]}") from None
+        version, url, final_url, size, etag, last_modified, done = fields
+        _validate_fields(version, url, final_url, size, etag, last_modified)
+        return cls(version, url, final_url, size, etag, last_modified, _check_ranges(done, size))
+
     def save(self, path: Path) -> None:
+        """Replace the record at ``path`` atomically: a crash leaves the old
+        record or this one, and no temporary file is left behind.
+
+        StorageError on failure (the previous record, if any, stays)."""
         path = Path(path)
-        data = json.dumps(asdict(self), separators=(",", ":")).encode()
-        tmp = None
+        data = json.dumps(self.to_json(), separators=(",", ":")).encode("utf-8")
+        tmp: str | None = None
         try:
             # a short temporary name: the record's own name may be near the limit
             fd, tmp = tempfile.mkstemp(prefix=".swift-", suffix=".tmp", dir=path.parent)
@@ -167,99 +513,169 @@ class ResumeRecord:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
             tmp = None
-            dfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
         except OSError as exc:
-            raise describe(exc, "cannot write the resume record", path) from None
+            raise _error(exc, "saving the resume record", path, kept=True) from None
         finally:
             if tmp is not None:
                 try:
                     os.unlink(tmp)
                 except OSError:
                     pass
+        _fsync_directory(path.parent)
 
     @classmethod
     def load(cls, path: Path) -> "ResumeRecord | None":
-        """The record at ``path``; None if there is none or it is not usable (logged)."""
+        """The record at ``path``, or None.
+
+        None, silently, when there is no record; None with a logged warning
+        when the file is not a usable record (unreadable, not a regular
+        file, larger than :data:`MAX_RECORD_BYTES`, not JSON, a foreign or
+        newer format, fields out of range). It never raises for a bad file:
+        a record is only a shortcut, and without one the download starts
+        over, which is always correct.
+        """
         path = Path(path)
         try:
-            if path.stat().st_size > MAX_RECORD:
-                log.warning("ignoring resume record %s: too large", path)
-                return None
-            obj = json.loads(path.read_bytes())
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+                         | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring unreadable resume record %s: %s", path, exc)
+        except OSError as exc:
+            log.warning("ignoring the resume record %s: %s", path,
+                        _CAUSES.get(exc.errno or 0, exc.strerror))
             return None
         try:
-            return cls._from_obj(obj)
-        except (KeyError, TypeError, ValueError) as exc:
-            log.warning("ignoring damaged resume record %s: %s", path, exc)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                log.warning("ignoring the resume record %s: not a regular file", path)
+                return None
+            chunks, total = [], 0
+            while total <= MAX_RECORD_BYTES:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+            if total > MAX_RECORD_BYTES:
+                log.warning("ignoring the resume record %s: larger than %s", path,
+                            _human(MAX_RECORD_BYTES))
+                return None
+        except OSError as exc:
+            log.warning("ignoring the resume record %s: %s", path,
+                        _CAUSES.get(exc.errno or 0, exc.strerror))
+            return None
+        finally:
+            os.close(fd)
+        try:
+            obj = json.loads(b"".join(chunks).decode("utf-8"))
+            return cls.from_json(obj)
+        except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nesting
+            log.warning("ignoring the damaged resume record %s: %s", path,
+                        str(exc)[:200] or type(exc).__name__)
             return None
 
-    @classmethod
-    def _from_obj(cls, obj) -> "ResumeRecord":
-        if not isinstance(obj, dict) or obj.get("version") != RECORD_VERSION:
-            raise ValueError("not a swift resume record of this version")
-        size = obj["size"]
-        if type(size) is not int or size < 0:
-            raise ValueError("bad size")
-        done = []
-        for item in obj["done"]:
-            start, end = item
-            if type(start) is not int or type(end) is not int or not 0 <= start < end <= size:
-                raise ValueError(f"bad range {item!r}")
-            done.append((start, end))
-        for key in ("url", "final_url"):
-            if not isinstance(obj[key], str):
-                raise ValueError(f"bad {key}")
-        for key in ("etag", "last_modified"):
-            if obj[key] is not None and not isinstance(obj[key], str):
-                raise ValueError(f"bad {key}")
-        return cls(RECORD_VERSION, obj["url"], obj["final_url"], size, obj["etag"],
-                   obj["last_modified"], done)
+
+def _validate_fields(version, url, final_url, size, etag, last_modified) -> None:
+    if type(version) is not int or version != RECORD_VERSION:
+        raise ValueError(f"unsupported record version {version!r}")
+    if not isinstance(url, str) or not isinstance(final_url, str):
+        raise ValueError("url and final_url must be text")
+    if type(size) is not int or not 0 <= size <= MAX_FILE_SIZE:
+        raise ValueError(f"bad size {size!r}")
+    for name, value in (("etag", etag), ("last_modified", last_modified)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{name} must be text or null")
+
+
+# -- the final rename -------------------------------------------------------------------------
+
+def _rename_noreplace(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst``; FileExistsError if ``dst`` exists (never replaced).
+
+    Atomic ``renameat2(RENAME_NOREPLACE)`` where the kernel and file system
+    have it; else hard link + unlink (``link`` fails if the name exists; a
+    crash in between leaves both names for the same data); else, where hard
+    links are unsupported too (FAT, some network file systems), a rename
+    after a check — the one case with a race: a file created by another
+    program between the check and the rename would be replaced.
+    """
+    if _renameat2_noreplace(src, dst):
+        return
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EMLINK, errno.EXDEV) + _UNSUPPORTED:
+            raise
+    else:
+        os.unlink(src)
+        return
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fspath(dst))
+    os.rename(src, dst)
+
+
+def _renameat2_noreplace(src: Path, dst: Path) -> bool:
+    """True if renamed; False if unsupported here; FileExistsError/OSError otherwise."""
+    fn = _libc.renameat2
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _UNSUPPORTED:
+        return False
+    raise OSError(code, os.strerror(code), os.fspath(dst))
 
 
 def finalize(part: Path, final: Path, *, overwrite: bool) -> Path:
-    """Give the completed part its final name; never clobber a file unless ``overwrite``.
+    """Give the complete ``part`` its final name and remove its resume record.
 
-    Without ``overwrite`` the rename is a hard link plus unlink: ``link``
-    fails if the name exists, so a file that appeared meanwhile is never
-    replaced; the part then takes the next free name instead.
+    With ``overwrite`` an existing ``final`` is replaced (atomically, by
+    ``os.replace``). Without it an existing file is never overwritten: if
+    ``final`` exists the part takes the first free ``NAME (n).ext`` instead
+    (see :func:`_rename_noreplace` for how). Returns the path used.
+    StorageError on failure; the part and its record then stay.
     """
     part, final = Path(part), Path(final)
-    record = part.with_name(part.name + ".swift")  # NAME.part.swift
+    record = record_path_of_part(part)
+    try:
+        st = os.lstat(part)
+    except OSError as exc:
+        raise _error(exc, "finishing", part, kept=False) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise StorageError(f"{part} is not a regular file; not renaming it", path=part)
+    target = final
     try:
         if overwrite:
+            if os.path.isdir(final) and not os.path.islink(final):
+                raise StorageError(f"{final} is a directory; not replacing it", path=final,
+                                   errno=errno.EISDIR)
             os.replace(part, final)
         else:
-            target = final
+            mine = {part, record}
+
+            def taken(p: Path) -> bool:
+                return any(os.path.lexists(q) for q in (p, part_path(p), record_path(p))
+                           if q not in mine)
+
             for _ in range(100):
                 try:
-                    os.link(part, target)
+                    _rename_noreplace(part, target)
                     break
-                except OSError as exc:
-                    if exc.errno in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK) and not target.exists():
-                        os.rename(part, target)  # no hard links here: checked rename
-                        part = target
-                        break
-                    if exc.errno != errno.EEXIST:
-                        raise
-                    target = free_path(final.parent, final.name,
-                                       taken=lambda p: p.exists() or p == part)
-            else:  # pragma: no cover
-                raise StorageError(f"no free name for {final}")
-            if part != target:
-                os.unlink(part)
-            final = target
+                except FileExistsError:
+                    target = free_path(final.parent, final.name, taken=taken)
+            else:  # pragma: no cover - 100 names appearing while we look
+                raise StorageError(f"could not find a free name for {final}", path=final)
+    except FileExistsError as exc:  # free_path gave up
+        raise StorageError(f"{exc}; the finished download stays in {part}", path=final) from None
     except OSError as exc:
-        raise describe(exc, "cannot rename the finished download to", final) from None
+        raise _error(exc, f"renaming {part} to", target, kept=True) from None
+    _fsync_directory(target.parent)
     try:
         os.unlink(record)
     except FileNotFoundError:
         pass
-    return final
+    except OSError as exc:  # the download is complete; a stale record is harmless
+        log.warning("could not remove the resume record %s: %s", record, exc)
+    return target
