@@ -262,6 +262,9 @@ def _serve(args, discovery: tuple[str, int], secret: bytes | None) -> int:
         print(f"node: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     stop = threading.Event()
+    if not args.serve_only:
+        # the prompt takes Ctrl-C over once it runs; until then, ignore it
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     app.start()
     print(f"swift node {app.name} listening on {args.host}:{app.port} "
           f"(advertised as {app.key})", flush=True)

@@ -230,7 +230,8 @@ class Download:
             # a partial download of this same URL is ours to resume
             if self._record_for(candidate) is not None:
                 return False
-            return candidate.exists() or storage.part_path(candidate).exists()
+            return (candidate.exists() or storage.part_path(candidate).exists()
+                    or storage.record_path(candidate).exists())
 
         return names.free_path(directory, probe.filename, taken=taken)
 
@@ -254,7 +255,10 @@ class Download:
             _unlink(rec_path)
             return planning.RangeSet()
         if record is None:
-            _unlink(part)  # a part without a record of ours: its contents are unknown
+            if part.exists():
+                # not ours to resume, and maybe not ours at all: never delete it
+                raise DownloadError(f"{part} exists but is not a partial download of this URL; "
+                                    f"remove it or choose another output path")
             return planning.RangeSet()
         v = probe.validator
         if (record.size, record.etag, record.last_modified) != (probe.size, v.etag, v.last_modified) \
@@ -640,7 +644,9 @@ class Download:
     def _single_stream(self, probe: httpclient.ProbeResult, final: Path) -> Report:
         part = storage.part_path(final)
         _unlink(storage.record_path(final))  # no ranges: nothing to resume from
-        _unlink(part)  # a stream can only start at byte 0
+        if part.exists():
+            # a plain stream cannot resume, and a part without our record may not be ours
+            raise DownloadError(f"{part} already exists; remove it or choose another output path")
         session = make_session(source_address=self.opts.source_address, allow_private=True)
         self.state = "running"
         keep = False
