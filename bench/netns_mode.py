@@ -1,6 +1,6 @@
 """The benchmark's namespace mode: real hosts, tc-capped uplinks, nginx as the origin.
 
-Each machine is its own network namespace (see swift/lab.py); what nginx
+Each machine is its own network namespace (see swift/netlab.py); what nginx
 sends to each machine is capped with tc, the LAN between machines is not.
 Measured: N = 1, 2, 4, 8 at equal caps, and one of four machines killed
 half-way (when the requester's resume record shows half the file written).
@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from swift import lab
+from swift import netlab
 from swift.cluster import Cluster, program, wait_until
 from swift.origin import make_file
 from swift.storage import ResumeRecord
@@ -61,7 +61,7 @@ def ensure_nginx() -> str:
 def run(work: Path, quick: bool = False):
     from bench.run import Row, say  # the runner's row type and printer
 
-    if not lab.available():
+    if not netlab.available():
         say("  skipped: network namespaces need root and iproute2")
         return []
     nginx = ensure_nginx()
@@ -71,12 +71,10 @@ def run(work: Path, quick: bool = False):
     www = base / "www"
     www.mkdir(parents=True)
     rows = []
-    with lab.Lab() as net, Cluster(base) as cluster:
-        origin = net.host("origin")
+    with netlab.Lab() as net, Cluster(base) as cluster:
+        origin = net.origin()
         disc_host = net.host("disc")
-        machines = [net.host(f"m{i}") for i in range(max(counts))]
-        for m in machines:
-            net.cap(m, origin, RATE_MBIT)
+        machines = [net.host(f"m{i}", uplink_rate_mbit=RATE_MBIT) for i in range(max(counts))]
         conf = base / "nginx.conf"
         conf.write_text(NGINX_CONF.format(prefix=base, ip=origin.ip, root=www))
         cluster.start([nginx, "-c", str(conf), "-p", str(base)], name="nginx", prefix=origin.prefix)
@@ -90,8 +88,8 @@ def run(work: Path, quick: bool = False):
                 d.mkdir()
                 helpers.append(cluster.node(dsc, host=m.ip, port=6000, directory=d, prefix=m.prefix,
                                             extra=["-q", "--allow-private"], name=f"{name}-h{i}"))
-            wait_until(lambda: machines[0].run([*program("node"), "--discovery", dsc, "peers"],
-                                               timeout=20).stdout.count(f"{name}-h") == n - 1,
+            wait_until(lambda: machines[0].call([*program("node"), "--discovery", dsc, "peers"],
+                                                timeout=20).stdout.count(f"{name}-h") == n - 1,
                        30, "helpers registered", interval=0.2)
             out = base / f"{name}-out"
             out.mkdir()

@@ -161,6 +161,7 @@ class Download:
         self.state = "starting"
         self._last_failure: str | None = None
         self._notice_later: list[str] = []
+        self._announced: set[str] = set()
 
     # -- public --------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -370,6 +371,8 @@ class Download:
         if self._progress_cb:
             self._progress_cb(sched.done.total, sched.size)
         self._stop.set()
+        with self._cond:
+            self._cond.notify_all()  # idle workers waiting for work: leave now
         self._close_conns()
         # Workers see the stop at their next block; one stuck connecting to a
         # frozen peer or reading a stalled origin ends within its own timeout.
@@ -471,7 +474,8 @@ class Download:
                     self._dropped += lost
                 else:
                     self._sched.failed(job_id, reason)
-                if self._sched.excluded(source) and source != LOCAL:
+                if self._sched.excluded(source) and source != LOCAL and source not in self._announced:
+                    self._announced.add(source)  # once per peer, not once per slot
                     self._notice_later.append(f"peer {source} left out after repeated failures ({reason})")
             self._cond.notify_all()
         self._flush_notices()
@@ -578,7 +582,10 @@ class Download:
             assert self._sched is not None
             self._sched.exclude(peer.key)
             self._cond.notify_all()
-        self._notice(f"peer {peer.key} left out: {why}")
+            first = peer.key not in self._announced
+            self._announced.add(peer.key)
+        if first:
+            self._notice(f"peer {peer.key} left out: {why}")
 
     def _run_remote(self, conn: wire.Connection, peer: Peer, probe: httpclient.ProbeResult,
                     piece: planning.Piece) -> bool:
