@@ -10,8 +10,16 @@ replayed in the other direction::
     client -> Auth(proof_c = HMAC(secret, "swift-client" 0 nonce_s 0 nonce_c))
     server    checks proof_c, answers Ready or Error("auth-failed")
 
+The nonces enter the HMAC as their ASCII hex text. Without a secret on
+either side the exchange is just ``Hello(nonce=None)`` then
+``Welcome(nonce=None, proof=None)``, and the connection is ready: no Auth /
+Ready round trip. One side with a secret and the other without is a refusal
+on both ends (``auth-required``), as is a wrong secret (``auth-failed``).
+The socket side of this lives in ``swift.wire``; this module is pure.
+
 The secret itself never crosses the wire, and no exception, repr or log line
-contains it.
+contains it (the functions here only ever put file paths and lengths in
+their messages).
 """
 
 from __future__ import annotations
@@ -39,10 +47,12 @@ class SecretError(Exception):
 
 
 def new_nonce() -> str:
+    """32 fresh random bytes, as 64 lowercase hex characters."""
     return secrets.token_hex(NONCE_BYTES)
 
 
-def _valid_nonce(nonce: str | None) -> bool:
+def valid_nonce(nonce: object) -> bool:
+    """True for a well-formed nonce (or proof): 64 lowercase hex characters."""
     return (isinstance(nonce, str) and len(nonce) == 2 * NONCE_BYTES
             and all(c in "0123456789abcdef" for c in nonce))
 
@@ -53,26 +63,28 @@ def _mac(secret: bytes, role: bytes, first: str, second: str) -> str:
 
 
 def server_proof(secret: bytes, nonce_c: str, nonce_s: str) -> str:
+    """The server's proof: HMAC(secret, "swift-server" 0 nonce_c 0 nonce_s), hex."""
     return _mac(secret, b"swift-server", nonce_c, nonce_s)
 
 
 def client_proof(secret: bytes, nonce_c: str, nonce_s: str) -> str:
+    """The client's proof: HMAC(secret, "swift-client" 0 nonce_s 0 nonce_c), hex."""
     return _mac(secret, b"swift-client", nonce_s, nonce_c)
 
 
-def check(expected: str, given: str | None) -> bool:
-    """Constant-time comparison of two proofs."""
+def check(expected: str, given: object) -> bool:
+    """Constant-time comparison of a computed proof with a received one."""
     if not isinstance(given, str):
         return False
     return hmac.compare_digest(expected.encode("ascii"), given.encode("ascii", "replace"))
 
 
-def valid_nonce(nonce: str | None) -> bool:
-    return _valid_nonce(nonce)
-
-
 def load_secret(path: str | os.PathLike) -> bytes:
-    """Read a shared secret file; trailing white space is ignored."""
+    """Read a shared secret file; trailing white space (the newline) is ignored.
+
+    Refuses (SecretError) a missing, unreadable, oversized or empty file;
+    only warns about a short secret or one other users may read.
+    """
     p = Path(path)
     try:
         info = p.stat()

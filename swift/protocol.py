@@ -2,17 +2,28 @@
 
 Every frame is a 6-byte header and a payload::
 
-    +---------+------+----------------+----------------------+
-    | version | kind | length (u32 BE)| payload (length)     |
-    +---------+------+----------------+----------------------+
+    +---------+------+-----------------+----------------------+
+    | version | kind | length (u32 BE) | payload (length)     |
+    +---------+------+-----------------+----------------------+
 
 ``kind`` 1 is a control frame: a UTF-8 JSON object with a ``"type"`` key,
 at most ``MAX_CONTROL`` bytes. ``kind`` 2 is a data frame: raw file bytes,
 at most ``MAX_DATA``. The header is checked before any payload is buffered,
-so a hostile length costs nothing. Decoding is strict (exact field types,
-bounded strings and lists) and nothing received is ever evaluated or
-unpickled. No sockets here: ``swift.wire`` is the I/O shell.
-See docs/protocol.md for the message catalogue.
+so a hostile length costs nothing.
+
+Why JSON and not a binary layout for control frames: they are rare (a few
+per job), easy to read in a packet capture, and the standard library parses
+them without ever evaluating anything. Why a separate binary data kind: the
+hot path must not base64 or copy megabytes through a JSON parser.
+
+Decoding is strict. Each message is a frozen dataclass whose fields carry
+their own check (type, range, length, allowed characters) in the field
+metadata; the same checks run when encoding, so a message this module
+encodes always decodes on the other side, and a bug shows up as a local
+``ProtocolError("bad-field")`` rather than as a refusal from the peer.
+Unknown keys are ignored for forward compatibility. Nothing received is
+ever evaluated or unpickled. No sockets here: ``swift.wire`` is the I/O
+shell. See docs/protocol.md for the message catalogue.
 """
 
 from __future__ import annotations
@@ -31,8 +42,14 @@ MAX_CONTROL = 64 * 1024
 MAX_DATA = 1024 * 1024
 MAX_URL = 8192
 MAX_NAME = 255
+MAX_MESSAGE = 2048
 MAX_PEERS = 1024
-MAX_OFFSET = 1 << 62
+MAX_SLOTS = 64
+MAX_OFFSET = 1 << 62  # far beyond any file, far below JSON/double trouble
+NONCE_HEX = 64        # 32 random bytes, hex; an HMAC-SHA256 proof has the same length
+
+ERROR_CODES = ("bad-version", "unknown-kind", "too-large", "truncated", "bad-utf8", "bad-json",
+               "unknown-type", "bad-field")
 
 
 class ProtocolError(Exception):
@@ -42,82 +59,250 @@ class ProtocolError(Exception):
         super().__init__(message)
         self.code = code
 
+    def __repr__(self) -> str:
+        return f"ProtocolError({self.code!r}, {str(self)!r})"
+
+
+# -- field checks -------------------------------------------------------------------------------
+class Check:
+    """Validates (and normalises) one decoded JSON value; raises ProtocolError."""
+
+    def __call__(self, name: str, value: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _bad(name: str, why: str) -> ProtocolError:
+    return ProtocolError("bad-field", f"field {name!r} {why}")
+
+
+@dataclass(frozen=True)
+class Int(Check):
+    low: int = 0
+    high: int = MAX_OFFSET
+
+    def __call__(self, name: str, value: Any) -> int:
+        if type(value) is not int:  # bool and float are not integers here
+            raise _bad(name, f"must be an integer, not {_json_type(value)}")
+        if not self.low <= value <= self.high:
+            raise _bad(name, f"must be in {self.low}..{self.high}")
+        return value
+
+
+@dataclass(frozen=True)
+class Float(Check):
+    low: float = 0.0
+    high: float = 1e9
+
+    def __call__(self, name: str, value: Any) -> float:
+        if type(value) not in (int, float):
+            raise _bad(name, f"must be a number, not {_json_type(value)}")
+        if not self.low <= value <= self.high:  # also false for NaN
+            raise _bad(name, f"must be in {self.low:g}..{self.high:g}")
+        return float(value)
+
+
+_CONTROL_CHARS = frozenset(map(chr, [*range(0x20), 0x7F]))
+
+
+@dataclass(frozen=True)
+class Text(Check):
+    """A string of bounded length, without control characters or lone surrogates.
+
+    Control characters are refused because these strings end up in log lines
+    and HTTP headers (``If-Range``), where a CR/LF would be an injection.
+    """
+
+    max_len: int = MAX_NAME
+    min_len: int = 0
+    hex_only: bool = False
+
+    def __call__(self, name: str, value: Any) -> str:
+        if type(value) is not str:
+            raise _bad(name, f"must be a string, not {_json_type(value)}")
+        if not self.min_len <= len(value) <= self.max_len:
+            raise _bad(name, f"must be {self.min_len}..{self.max_len} characters long")
+        if self.hex_only:
+            if any(c not in "0123456789abcdef" for c in value):
+                raise _bad(name, "must be lowercase hex")
+        elif not _CONTROL_CHARS.isdisjoint(value):
+            raise _bad(name, "contains a control character")
+        elif not _encodable(value):
+            raise _bad(name, "contains a lone surrogate")
+        return value
+
+
+@dataclass(frozen=True)
+class FreeText(Check):
+    """Human text (error messages): any string; sanitised by the message itself."""
+
+    def __call__(self, name: str, value: Any) -> str:
+        if type(value) is not str:
+            raise _bad(name, f"must be a string, not {_json_type(value)}")
+        return value
+
+
+@dataclass(frozen=True)
+class Optional(Check):
+    """``null`` or what ``inner`` accepts. The key itself must still be present."""
+
+    inner: Check
+
+    def __call__(self, name: str, value: Any) -> Any:
+        return None if value is None else self.inner(name, value)
+
+
+@dataclass(frozen=True)
+class ListOf(Check):
+    cls: type
+    max_len: int
+
+    def __call__(self, name: str, value: Any) -> list:
+        if type(value) is not list:
+            raise _bad(name, f"must be a list, not {_json_type(value)}")
+        if len(value) > self.max_len:
+            raise _bad(name, f"must hold at most {self.max_len} entries")
+        return [_from_dict(self.cls, item, f"{name}[{i}]") for i, item in enumerate(value)]
+
+
+def _json_type(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "an object", type(None): "null"}.get(type(value), "something else")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def checked(check: Check, **kw: Any) -> Any:
+    """A dataclass field carrying its wire check in its metadata."""
+    return field(metadata={"check": check}, **kw)
+
+
+OFFSET = Int()
+PORT = Int(1, 65535)
+SLOTS = Int(1, MAX_SLOTS)
+HOST = Text(MAX_NAME, min_len=1)
+NAME = Text(MAX_NAME)
+HEX = Text(NONCE_HEX, min_len=NONCE_HEX, hex_only=True)
+VALIDATOR = Optional(Text(1024))
+
+
+# -- messages -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Message:
+    """Base of every control message; ``TYPE`` is its ``"type"`` on the wire."""
+
+    TYPE: ClassVar[str] = ""
+
+
+@dataclass(frozen=True)
+class DataFrame:
+    """A block of file data (a ``bytes``, ``bytearray`` or ``memoryview``)."""
+
+    payload: bytes
+
 
 @dataclass(frozen=True)
 class Frame:
+    """One undecoded frame, as ``FrameDecoder`` yields it."""
+
     kind: int
     payload: bytes
 
 
 @dataclass(frozen=True)
-class DataFrame:
-    payload: bytes
-
-
-# -- messages -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Message:
-    TYPE: ClassVar[str] = ""
-
-
-@dataclass(frozen=True)
 class Hello(Message):
+    """Client → server, first frame. ``nonce`` is present iff the client has a secret."""
+
     TYPE: ClassVar[str] = "hello"
-    version: int
-    name: str
-    nonce: str | None = None
+    version: int = checked(Int(0, 255))
+    name: str = checked(NAME)
+    nonce: str | None = checked(Optional(HEX), default=None)
 
 
 @dataclass(frozen=True)
 class Welcome(Message):
+    """Server → client. ``nonce``/``proof`` are present iff the server has a secret."""
+
     TYPE: ClassVar[str] = "welcome"
-    version: int
-    name: str
-    nonce: str | None = None
-    proof: str | None = None
+    version: int = checked(Int(0, 255))
+    name: str = checked(NAME)
+    nonce: str | None = checked(Optional(HEX), default=None)
+    proof: str | None = checked(Optional(HEX), default=None)
 
 
 @dataclass(frozen=True)
 class Auth(Message):
+    """Client → server: the client's proof of the shared secret."""
+
     TYPE: ClassVar[str] = "auth"
-    proof: str
+    proof: str = checked(HEX)
 
 
 @dataclass(frozen=True)
 class Ready(Message):
+    """Server → client: the client's proof is accepted."""
+
     TYPE: ClassVar[str] = "ready"
 
 
 @dataclass(frozen=True)
 class Error(Message):
+    """Either side: a refusal or a failed job.
+
+    ``message`` is human text from a possibly hostile peer, so it is made safe
+    on construction: control characters become spaces, anything that is not
+    valid Unicode becomes U+FFFD, and it is cut at ``MAX_MESSAGE`` characters.
+    Logging an ``Error`` can therefore never forge log lines.
+    """
+
     TYPE: ClassVar[str] = "error"
-    code: str
-    message: str
+    code: str = checked(Text(64, min_len=1))
+    message: str = checked(FreeText())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", _sanitise(str(self.message)))
+
+
+def _sanitise(text: str) -> str:
+    text = text[:MAX_MESSAGE]
+    if _CONTROL_CHARS.isdisjoint(text) and _encodable(text):
+        return text
+    return "".join(" " if c in _CONTROL_CHARS else "\ufffd" if "\ud800" <= c <= "\udfff" else c
+                   for c in text)
 
 
 @dataclass(frozen=True)
 class Register(Message):
+    """Node → discovery: I am alive at host:port with this many job slots."""
+
     TYPE: ClassVar[str] = "register"
-    host: str
-    port: int
-    name: str
-    slots: int
+    host: str = checked(HOST)
+    port: int = checked(PORT)
+    name: str = checked(NAME)
+    slots: int = checked(SLOTS)
 
 
 @dataclass(frozen=True)
 class Heartbeat(Message):
+    """Node → discovery: renew my lease (registers an unknown node)."""
+
     TYPE: ClassVar[str] = "heartbeat"
-    host: str
-    port: int
-    name: str
-    slots: int
+    host: str = checked(HOST)
+    port: int = checked(PORT)
+    name: str = checked(NAME)
+    slots: int = checked(SLOTS)
 
 
 @dataclass(frozen=True)
 class Unregister(Message):
     TYPE: ClassVar[str] = "unregister"
-    host: str
-    port: int
+    host: str = checked(HOST)
+    port: int = checked(PORT)
 
 
 @dataclass(frozen=True)
@@ -127,55 +312,67 @@ class ListPeers(Message):
 
 @dataclass(frozen=True)
 class Ok(Message):
+    """Discovery → node: done; ``lease`` (seconds) answers register/heartbeat."""
+
     TYPE: ClassVar[str] = "ok"
-    lease: float | None = None
+    lease: float | None = checked(Optional(Float()), default=None)
 
 
 @dataclass(frozen=True)
 class PeerInfo:
-    host: str
-    port: int
-    name: str
-    slots: int
-    age: float
+    """One live node, nested in ``Peers``; ``age`` is seconds since it registered."""
+
+    host: str = checked(HOST)
+    port: int = checked(PORT)
+    name: str = checked(NAME)
+    slots: int = checked(SLOTS)
+    age: float = checked(Float())
 
 
 @dataclass(frozen=True)
 class Peers(Message):
     TYPE: ClassVar[str] = "peers"
-    peers: list[PeerInfo] = field(default_factory=list)
+    peers: list[PeerInfo] = checked(ListOf(PeerInfo, MAX_PEERS), default_factory=list)
 
 
 @dataclass(frozen=True)
 class Fetch(Message):
+    """Requester → node: fetch bytes [start, end) of ``url`` (``size`` bytes in all)."""
+
     TYPE: ClassVar[str] = "fetch"
-    job_id: int
-    url: str
-    start: int
-    end: int
-    size: int
-    etag: str | None = None
-    last_modified: str | None = None
+    job_id: int = checked(OFFSET)
+    url: str = checked(Text(MAX_URL, min_len=1))
+    start: int = checked(OFFSET)
+    end: int = checked(OFFSET)
+    size: int = checked(OFFSET)
+    etag: str | None = checked(VALIDATOR, default=None)
+    last_modified: str | None = checked(VALIDATOR, default=None)
 
 
 @dataclass(frozen=True)
 class Shrink(Message):
+    """Requester → node: job ``job_id`` now ends at ``end`` (exclusive)."""
+
     TYPE: ClassVar[str] = "shrink"
-    job_id: int
-    end: int
+    job_id: int = checked(OFFSET)
+    end: int = checked(OFFSET)
 
 
 @dataclass(frozen=True)
 class Keepalive(Message):
+    """Node → requester: still working on ``job_id``, the origin is slow."""
+
     TYPE: ClassVar[str] = "keepalive"
-    job_id: int
+    job_id: int = checked(OFFSET)
 
 
 @dataclass(frozen=True)
 class Done(Message):
+    """Node → requester: job finished after ``length`` data bytes."""
+
     TYPE: ClassVar[str] = "done"
-    job_id: int
-    length: int
+    job_id: int = checked(OFFSET)
+    length: int = checked(OFFSET)
 
 
 @dataclass(frozen=True)
@@ -185,10 +382,12 @@ class Ping(Message):
 
 @dataclass(frozen=True)
 class Pong(Message):
+    """Answer to ``Ping``; discovery answers with ``slots`` 0."""
+
     TYPE: ClassVar[str] = "pong"
-    name: str
-    slots: int
-    busy: int
+    name: str = checked(NAME)
+    slots: int = checked(Int(0, MAX_SLOTS))
+    busy: int = checked(Int(0, 1 << 20))
 
 
 MESSAGES: dict[str, type[Message]] = {
@@ -196,112 +395,97 @@ MESSAGES: dict[str, type[Message]] = {
                               ListPeers, Ok, Peers, Fetch, Shrink, Keepalive, Done, Ping, Pong)
 }
 
-# Field rules: (kind, optional, bound). kind: "int", "float", "str", "peers".
-_STR_BOUNDS = {"url": MAX_URL, "message": 1024, "etag": 1024, "last_modified": 128,
-               "nonce": 64, "proof": 64}
-_INT_BOUNDS = {"port": (1, 65535), "slots": (0, 64), "version": (0, 255), "busy": (0, 1 << 16)}
+
+def _check_relations(msg: Any) -> None:
+    """Checks that span fields."""
+    if isinstance(msg, Fetch) and not msg.start < msg.end <= msg.size:
+        raise ProtocolError("bad-field", f"fetch range {msg.start}..{msg.end} of {msg.size} bytes "
+                                         f"breaks 0 <= start < end <= size")
 
 
-def _field_kind(cls: type, name: str) -> tuple[str, bool]:
-    annotation = {f.name: f.type for f in fields(cls)}[name]
-    text = str(annotation)
-    optional = "None" in text
-    for kind in ("list[PeerInfo]", "int", "float", "str"):
-        if text.startswith(kind):
-            return ("peers" if kind.startswith("list") else kind), optional
-    raise AssertionError(f"unsupported field type {text}")  # pragma: no cover
+def _from_dict(cls: type, obj: Any, where: str) -> Any:
+    if type(obj) is not dict:
+        raise ProtocolError("bad-field", f"{where} must be an object, not {_json_type(obj)}")
+    values = {}
+    for f in fields(cls):
+        if f.name not in obj:
+            raise ProtocolError("bad-field", f"field {f.name!r} is missing from {where}")
+        values[f.name] = f.metadata["check"](f.name, obj[f.name])
+    instance = cls(**values)
+    _check_relations(instance)
+    return instance
 
 
-def _check_int(name: str, value: Any) -> int:
-    if type(value) is not int:
-        raise ProtocolError("bad-field", f"field {name!r} must be an integer")
-    low, high = _INT_BOUNDS.get(name, (0, MAX_OFFSET))
-    if not low <= value <= high:
-        raise ProtocolError("bad-field", f"field {name!r} out of range ({value})")
+def _to_json_value(value: Any) -> Any:
+    if isinstance(value, list):
+        return [to_dict(item) for item in value]
     return value
 
 
-def _check_float(name: str, value: Any) -> float:
-    if type(value) not in (int, float) or value != value or value in (float("inf"), float("-inf")):
-        raise ProtocolError("bad-field", f"field {name!r} must be a number")
-    if value < 0 or value > 1e9:
-        raise ProtocolError("bad-field", f"field {name!r} out of range")
-    return float(value)
+def to_dict(obj: Any) -> dict[str, Any]:
+    """The JSON object for a message (with ``"type"``) or a nested record."""
+    out: dict[str, Any] = {"type": obj.TYPE} if isinstance(obj, Message) else {}
+    for f in fields(obj):
+        out[f.name] = _to_json_value(getattr(obj, f.name))
+    return out
 
 
-def _check_str(name: str, value: Any) -> str:
-    if type(value) is not str:
-        raise ProtocolError("bad-field", f"field {name!r} must be a string")
-    if len(value) > _STR_BOUNDS.get(name, MAX_NAME):
-        raise ProtocolError("bad-field", f"field {name!r} is too long")
-    return value
-
-
-def _check_peer(value: Any) -> PeerInfo:
-    if type(value) is not dict:
-        raise ProtocolError("bad-field", "a peer must be an object")
-    try:
-        return PeerInfo(host=_check_str("host", value["host"]), port=_check_int("port", value["port"]),
-                        name=_check_str("name", value["name"]), slots=_check_int("slots", value["slots"]),
-                        age=_check_float("age", value["age"]))
-    except KeyError as exc:
-        raise ProtocolError("bad-field", f"a peer lacks field {exc.args[0]!r}") from None
-
-
-def _validate(msg: Message) -> Message:
-    if isinstance(msg, Fetch):
-        if not msg.start < msg.end <= msg.size:
-            raise ProtocolError("bad-field", f"bad range {msg.start}-{msg.end} of {msg.size}")
+def validate(msg: Message) -> Message:
+    """Run the receiver's checks on a message; returns it or raises ProtocolError."""
+    _from_dict(type(msg), to_dict(msg), msg.TYPE)
     return msg
 
 
-# -- encoding --------------------------------------------------------------------------------
-def to_dict(msg: Message) -> dict:
-    d: dict[str, Any] = {"type": msg.TYPE}
-    for f in fields(msg):
-        value = getattr(msg, f.name)
-        if isinstance(value, list):
-            value = [vars(p).copy() for p in value]
-        d[f.name] = value
-    return d
-
-
+# -- encoding -----------------------------------------------------------------------------------
 def encode_message(msg: Message) -> bytes:
-    payload = json.dumps(to_dict(msg), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """A whole control frame for ``msg``; ProtocolError if a field is out of bounds."""
+    obj = to_dict(msg)
+    _from_dict(type(msg), obj, msg.TYPE)
+    payload = json.dumps(obj, separators=(",", ":"), ensure_ascii=False,
+                         allow_nan=False).encode("utf-8")
     if len(payload) > MAX_CONTROL:
-        raise ProtocolError("too-large", f"{msg.TYPE} message exceeds {MAX_CONTROL} bytes")
+        raise ProtocolError("too-large", f"{msg.TYPE} message of {len(payload)} bytes exceeds "
+                                         f"{MAX_CONTROL}")
     return HEADER.pack(PROTOCOL_VERSION, KIND_CONTROL, len(payload)) + payload
 
 
 def encode_data_header(length: int) -> bytes:
+    """The header of a data frame carrying ``length`` bytes."""
     if not 0 <= length <= MAX_DATA:
         raise ProtocolError("too-large", f"data frame of {length} bytes exceeds {MAX_DATA}")
     return HEADER.pack(PROTOCOL_VERSION, KIND_DATA, length)
 
 
-def encode_data(payload: bytes) -> bytes:
+def encode_data(payload: bytes | bytearray | memoryview) -> bytes:
+    """A whole data frame (header and a copy of the payload)."""
     return encode_data_header(len(payload)) + bytes(payload)
 
 
-# -- decoding --------------------------------------------------------------------------------
-def check_header(header: bytes) -> tuple[int, int]:
-    """Validate a 6-byte header; returns (kind, length)."""
+# -- decoding -----------------------------------------------------------------------------------
+def check_header(header: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """Validate a 6-byte header; returns (kind, length). Nothing else is read first."""
     version, kind, length = HEADER.unpack(header)
     if version != PROTOCOL_VERSION:
         raise ProtocolError("bad-version", f"unsupported protocol version {version} "
                                            f"(this side speaks {PROTOCOL_VERSION})")
     if kind == KIND_CONTROL:
-        if length > MAX_CONTROL:
-            raise ProtocolError("too-large", f"control frame of {length} bytes exceeds {MAX_CONTROL}")
+        limit = MAX_CONTROL
     elif kind == KIND_DATA:
-        if length > MAX_DATA:
-            raise ProtocolError("too-large", f"data frame of {length} bytes exceeds {MAX_DATA}")
+        limit = MAX_DATA
     else:
         raise ProtocolError("unknown-kind", f"unknown frame kind {kind}")
+    if length > limit:
+        raise ProtocolError("too-large", f"{'control' if kind == KIND_CONTROL else 'data'} frame "
+                                         f"of {length} bytes exceeds {limit}")
     return kind, length
 
 
-def decode_message(payload: bytes) -> Message:
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def decode_message(payload: bytes | bytearray | memoryview) -> Message:
+    """The message in a control frame's payload; ProtocolError unless it is exactly right."""
     try:
         text = bytes(payload).decode("utf-8")
     except UnicodeDecodeError:
@@ -311,75 +495,81 @@ def decode_message(payload: bytes) -> Message:
     except (ValueError, RecursionError):
         raise ProtocolError("bad-json", "control frame is not valid JSON") from None
     if type(obj) is not dict:
-        raise ProtocolError("bad-json", "control frame must be a JSON object")
+        raise ProtocolError("bad-json", f"control frame must be a JSON object, not {_json_type(obj)}")
     kind = obj.get("type")
     if type(kind) is not str:
         raise ProtocolError("bad-field", "control frame lacks a string 'type'")
     cls = MESSAGES.get(kind)
     if cls is None:
-        raise ProtocolError("unknown-type", f"unknown message type {kind[:40]!r}")
-    values: dict[str, Any] = {}
-    for f in fields(cls):
-        ftype, optional = _field_kind(cls, f.name)
-        if f.name not in obj:
-            if optional:
-                values[f.name] = None
-                continue
-            raise ProtocolError("bad-field", f"field {f.name!r} is missing from {kind}")
-        value = obj[f.name]
-        if value is None and optional:
-            values[f.name] = None
-        elif ftype == "int":
-            values[f.name] = _check_int(f.name, value)
-        elif ftype == "float":
-            values[f.name] = _check_float(f.name, value)
-        elif ftype == "str":
-            values[f.name] = _check_str(f.name, value)
-        else:
-            if type(value) is not list or len(value) > MAX_PEERS:
-                raise ProtocolError("bad-field", "field 'peers' must be a list of at most "
-                                                 f"{MAX_PEERS} peers")
-            values[f.name] = [_check_peer(p) for p in value]
-    return _validate(cls(**values))
-
-
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not JSON")
+        shown = _sanitise(kind[:40])
+        raise ProtocolError("unknown-type", f"unknown message type {shown!r}")
+    return _from_dict(cls, obj, kind)
 
 
 def parse_frame(frame: Frame) -> Message | DataFrame:
+    """A decoded frame: a ``DataFrame`` or a checked message."""
     if frame.kind == KIND_DATA:
         return DataFrame(frame.payload)
     return decode_message(frame.payload)
 
 
 class FrameDecoder:
-    """Incremental decoder: feed bytes, get whole frames; memory stays bounded."""
+    """Incremental decoder: feed bytes in any split, get whole frames.
+
+    Each header is checked the moment its sixth byte arrives, before any of
+    its payload is kept, and at most one partial frame is buffered (so at
+    most ``MAX_DATA`` bytes). After an error the decoder stays broken: the
+    stream has lost its framing and every later ``feed`` raises again.
+    """
 
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self._need: tuple[int, int] | None = None
+        self._header = bytearray()
+        self._kind: int | None = None
+        self._length = 0
+        self._payload = bytearray()
+        self._error: ProtocolError | None = None
 
-    def feed(self, data: bytes) -> list[Frame]:
-        self._buf += data
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        if self._error is not None:
+            raise self._error
+        view = memoryview(data).cast("B")
         frames: list[Frame] = []
-        while True:
-            if self._need is None:
-                if len(self._buf) < HEADER_SIZE:
+        pos = 0
+        try:
+            while True:
+                if self._kind is None:
+                    take = min(HEADER_SIZE - len(self._header), len(view) - pos)
+                    self._header += view[pos:pos + take]
+                    pos += take
+                    if len(self._header) < HEADER_SIZE:
+                        return frames
+                    self._kind, self._length = check_header(self._header)
+                    self._header.clear()
+                take = min(self._length - len(self._payload), len(view) - pos)
+                self._payload += view[pos:pos + take]
+                pos += take
+                if len(self._payload) < self._length:
                     return frames
-                self._need = check_header(bytes(self._buf[:HEADER_SIZE]))
-                del self._buf[:HEADER_SIZE]
-            kind, length = self._need
-            if len(self._buf) < length:
-                return frames
-            frames.append(Frame(kind, bytes(self._buf[:length])))
-            del self._buf[:length]
-            self._need = None
+                frames.append(Frame(self._kind, bytes(self._payload)))
+                self._kind, self._length = None, 0
+                self._payload.clear()
+                if pos == len(view):
+                    return frames
+        except ProtocolError as exc:
+            self._error = exc
+            raise
 
     @property
     def pending(self) -> int:
-        return len(self._buf) + (HEADER_SIZE if self._need else 0)
+        """Bytes of an incomplete frame held (header included)."""
+        if self._kind is None:
+            return len(self._header)
+        return HEADER_SIZE + len(self._payload)
 
     def eof(self) -> None:
-        if self._buf or self._need is not None:
-            raise ProtocolError("truncated", "connection closed in the middle of a frame")
+        """The stream ended: fine between frames, ``truncated`` inside one."""
+        if self._error is not None:
+            raise self._error
+        if self.pending:
+            raise ProtocolError("truncated", f"stream ended inside a frame ({self.pending} bytes "
+                                             f"of it received)")
