@@ -102,6 +102,7 @@ def test_ctrl_c_at_the_prompt_keeps_the_node(cluster, origin, origin_root):
     try:
         node = cluster.node(f"127.0.0.1:{disc.port}", serve_only=False, stdin=slave, name="n")
         wait_until(lambda: len(live_keys(disc.port)) == 1, 10, "node registered")
+        node.wait_for(r"type a URL to download it", timeout=10)  # the prompt is up
         node.send(signal.SIGINT)
         node.wait_for(r"type quit to exit", timeout=10)
         assert node.popen.poll() is None
