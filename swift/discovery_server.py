@@ -77,6 +77,24 @@ class Registry:
                 for e in sorted(self._nodes.values(), key=lambda e: (e.host, e.port))]
 
 
+def fitting_peers(peers: list[protocol.PeerInfo]) -> protocol.Peers:
+    """A Peers answer that fits in one control frame, longest-registered nodes first.
+
+    A crowd of nodes with long names could otherwise make the list too big to
+    send, and then nobody could list anyone.
+    """
+    peers = sorted(peers, key=lambda p: -p.age)
+    while True:
+        msg = protocol.Peers(peers)
+        try:
+            if len(protocol.encode_message(msg)) <= protocol.MAX_CONTROL:
+                return msg
+        except protocol.ProtocolError:
+            pass  # too large to encode at all: trim as well
+        log.warning("peer list trimmed from %d entries to fit one frame", len(peers))
+        peers = peers[: max(0, len(peers) * 9 // 10)]
+
+
 class DiscoveryService:
     """Answers discovery requests on framed connections."""
 
@@ -96,7 +114,7 @@ class DiscoveryService:
                 self.registry.remove(msg.host, msg.port)
                 return protocol.Ok(None)
             if isinstance(msg, protocol.ListPeers):
-                return protocol.Peers(self.registry.live(now))
+                return fitting_peers(self.registry.live(now))
             if isinstance(msg, protocol.Ping):
                 return protocol.Pong("discovery", 0, len(self.registry.live(now)))
         return protocol.Error("unexpected", f"discovery does not handle {type(msg).__name__}")

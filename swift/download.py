@@ -259,7 +259,7 @@ class Download:
             if part.exists():
                 # not ours to resume, and maybe not ours at all: never delete it
                 raise DownloadError(f"{part} exists but is not a partial download of this URL; "
-                                    f"remove it or choose another output path")
+                                    f"remove it, use --restart, or choose another output path")
             return planning.RangeSet()
         v = probe.validator
         if (record.size, record.etag, record.last_modified) != (probe.size, v.etag, v.last_modified) \
@@ -312,7 +312,19 @@ class Download:
         actual = os.path.getsize(part_file)
         if actual != size:
             raise DownloadError(f"{part_file} has {actual} bytes, expected {size}; kept for resume")
-        self._verify_checksum(part_file)
+        try:
+            self._verify_checksum(part_file)
+        except ChecksumMismatch:
+            # Every byte is "done" but something is wrong: keep the data where it
+            # is, but record nothing as done, so the same command fetches it anew.
+            with self._cond:
+                self._sched = planning.Scheduler(size, piece_size=1, min_split=1)
+            try:
+                self._part = storage.PartFile.open(part_file, size, preallocate=False)
+                self._save_record(probe, final)
+            finally:
+                self._part.close()
+            raise
         path = storage.finalize(part_file, final, overwrite=opts.force or opts.output is not None)
         self.path = path
         return self._report(path, size, "parallel", resumed)
@@ -366,8 +378,7 @@ class Download:
                 self._progress_cb(total, sched.size)
             if time.monotonic() >= next_record:
                 self._save_record(probe, final)
-                self._save_record(probe, final)  # at once: a crash in the first seconds still resumes
-        next_record = time.monotonic() + self.opts.record_interval
+                next_record = time.monotonic() + self.opts.record_interval
         if self._progress_cb:
             self._progress_cb(sched.done.total, sched.size)
         self._stop.set()
@@ -652,8 +663,11 @@ class Download:
         part = storage.part_path(final)
         _unlink(storage.record_path(final))  # no ranges: nothing to resume from
         if part.exists():
-            # a plain stream cannot resume, and a part without our record may not be ours
-            raise DownloadError(f"{part} already exists; remove it or choose another output path")
+            if not self.opts.restart:
+                # a plain stream cannot resume, and a part without our record may not be ours
+                raise DownloadError(f"{part} already exists; remove it, use --restart, or choose "
+                                    f"another output path")
+            _unlink(part)
         session = make_session(source_address=self.opts.source_address, allow_private=True)
         self.state = "running"
         keep = False
@@ -713,7 +727,7 @@ class Download:
         actual = file_digest(path, algo)
         if actual != expected:
             raise ChecksumMismatch(f"{algo} checksum mismatch: expected {expected}, got {actual}; "
-                                f"the data is kept at {path}")
+                                   f"the data is kept at {path}; the same command fetches it anew")
 
     def _report(self, path: Path, size: int, mode: str, resumed: int) -> Report:
         return Report(url=self.url, path=str(path), size=size,

@@ -178,6 +178,10 @@ class JobService:
         while conn.readable(0):
             try:
                 msg = conn.recv(timeout=5.0)
+            except protocol.ProtocolError as exc:
+                wire.send_error(conn, exc.code, str(exc))
+                state.gone.set()
+                raise RequesterGone(f"bad frame from the requester: {exc}") from exc
             except (wire.ConnectionClosed, TimeoutError) as exc:
                 state.gone.set()
                 raise RequesterGone(str(exc)) from exc

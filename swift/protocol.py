@@ -101,7 +101,8 @@ class Float(Check):
         return float(value)
 
 
-_CONTROL_CHARS = frozenset(map(chr, [*range(0x20), 0x7F]))
+# C0, DEL and C1 (U+0080-U+009F, among them the 8-bit CSI that terminals obey)
+_CONTROL_CHARS = frozenset(map(chr, [*range(0x20), *range(0x7F, 0xA0)]))
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,9 @@ from . import protocol, wire
 
 log = logging.getLogger(__name__)
 
-#: How long a client may take to complete the handshake.
+#: How long a client may take to complete the handshake (milliseconds on a
+#: LAN). Silent connections hold a slot this long; the per-address share
+#: below keeps one flooding machine from holding them all.
 HANDSHAKE_TIMEOUT = 10.0
 
 
@@ -51,6 +53,7 @@ class FramedServer(socketserver.ThreadingTCPServer):
         self._serve_connection = serve_connection
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
+        self._per_ip: dict[str, int] = {}
         self._handlers: set[threading.Thread] = set()  # type: ignore[assignment]
         self._thread: threading.Thread | None = None
         self.stopping = threading.Event()
@@ -62,10 +65,16 @@ class FramedServer(socketserver.ThreadingTCPServer):
 
     # -- connection bookkeeping -------------------------------------------------
     def process_request(self, request, client_address):  # type: ignore[override]
+        ip = client_address[0]
         with self._lock:
-            full = len(self._open) >= self.max_connections or self.stopping.is_set()
+            from_ip = self._per_ip.get(ip, 0)
+            # one address may hold at most a quarter of the slots: a single
+            # flooding machine cannot lock everyone else out
+            full = (len(self._open) >= self.max_connections or self.stopping.is_set()
+                    or from_ip >= max(8, self.max_connections // 4))
             if not full:
                 self._open.add(request)
+                self._per_ip[ip] = from_ip + 1
         if full:
             log.warning("refusing connection from %s: %d connections open",
                         client_address[0], self.max_connections)
@@ -106,6 +115,11 @@ class FramedServer(socketserver.ThreadingTCPServer):
         finally:
             with self._lock:
                 self._open.discard(request)
+                left = self._per_ip.get(client_address[0], 1) - 1
+                if left > 0:
+                    self._per_ip[client_address[0]] = left
+                else:
+                    self._per_ip.pop(client_address[0], None)
                 self._handlers.discard(threading.current_thread())
             self.shutdown_request(request)
 
