@@ -325,6 +325,13 @@ def _reworded(exc: OSError, message: str) -> OSError:
         return OSError(message)
 
 
+def _refused(error: protocol.Error, where: str) -> None:
+    """Raise what an Error frame during the handshake means: not a member, or something else."""
+    if error.code in _AUTH_CODES:
+        raise AuthError(f"{where} refused us: {error.message}")
+    raise ProtocolError(error.code, f"{where} refused the connection: {error.message}")
+
+
 def client_handshake(conn: Connection, *, name: str, secret: bytes | None,
                      timeout: float | None = None, where: str | None = None) -> None:
     """Client side of the handshake on an already connected ``conn``.
@@ -346,9 +353,7 @@ def client_handshake(conn: Connection, *, name: str, secret: bytes | None,
     conn.send(protocol.Hello(protocol.PROTOCOL_VERSION, name[:protocol.MAX_NAME], nonce_c))
     reply = receive()
     if isinstance(reply, protocol.Error):
-        if reply.code in _AUTH_CODES:
-            raise AuthError(f"{where} refused us: {reply.message}")
-        raise ProtocolError(reply.code, f"{where} refused the connection: {reply.message}")
+        _refused(reply, where)
     if not isinstance(reply, protocol.Welcome):
         raise ProtocolError("unexpected", f"{where} answered hello with {type(reply).__name__}")
     if reply.version != protocol.PROTOCOL_VERSION:
@@ -371,9 +376,7 @@ def client_handshake(conn: Connection, *, name: str, secret: bytes | None,
     conn.send(protocol.Auth(auth.client_proof(secret, nonce_c, reply.nonce)))
     final = receive()
     if isinstance(final, protocol.Error):
-        if final.code in _AUTH_CODES:
-            raise AuthError(f"{where} refused us: {final.message}")
-        raise ProtocolError(final.code, f"{where} refused the connection: {final.message}")
+        _refused(final, where)
     if not isinstance(final, protocol.Ready):
         raise ProtocolError("unexpected", f"{where} sent {type(final).__name__} instead of ready")
 
