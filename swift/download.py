@@ -207,9 +207,8 @@ class Download:
         self.path = final
         storage.check_writable(final.parent)
         if not probe.splittable:
-            why = ("the server does not support byte ranges" if probe.size is not None and not probe.ranges
-                   else "the server sends no length" if probe.size is None
-                   else "the server insists on a content encoding")
+            why = ("the server does not support byte ranges" if probe.size is not None
+                   else "the server sends no length")
             self._notice(f"{why}: downloading in one plain stream")
             return self._single_stream(probe, final)
         return self._parallel(probe, final)
@@ -317,13 +316,12 @@ class Download:
         except ChecksumMismatch:
             # Every byte is "done" but something is wrong: keep the data where it
             # is, but record nothing as done, so the same command fetches it anew.
-            with self._cond:
-                self._sched = planning.Scheduler(size, piece_size=1, min_split=1)
+            # (The record is written directly: its size is one line, whatever the
+            # file's size.)
             try:
-                self._part = storage.PartFile.open(part_file, size, preallocate=False)
-                self._save_record(probe, final)
-            finally:
-                self._part.close()
+                self._record(probe, []).save(storage.record_path(final))
+            except storage.StorageError as exc:
+                log.warning("%s", exc)
             raise
         path = storage.finalize(part_file, final, overwrite=opts.force or opts.output is not None)
         self.path = path
@@ -399,15 +397,17 @@ class Download:
             snapshot = self._sched.done.copy()
         try:
             self._part.sync()  # the record must never claim bytes that are not on disk
-            storage.ResumeRecord(
-                version=1, url=self.url, final_url=probe.final_url, size=probe.size or 0,
-                etag=probe.validator.etag, last_modified=probe.validator.last_modified,
-                done=[(a, b) for a, b in snapshot.to_json()],
-            ).save(storage.record_path(final))
+            self._record(probe, [(a, b) for a, b in snapshot.to_json()]).save(
+                storage.record_path(final))
         except storage.StorageError as exc:
             self._fail_all(DownloadError(str(exc)))
         except OSError as exc:
             self._fail_all(DownloadError(f"cannot write the resume record beside {final}: {exc}"))
+
+    def _record(self, probe: httpclient.ProbeResult, done: list[tuple[int, int]]) -> storage.ResumeRecord:
+        return storage.ResumeRecord(
+            version=1, url=self.url, final_url=probe.final_url, size=probe.size or 0,
+            etag=probe.validator.etag, last_modified=probe.validator.last_modified, done=done)
 
     # -- scheduler access (all under the condition) ----------------------------------------------
     def _next_piece(self, source: str) -> planning.Piece | None:
@@ -521,7 +521,8 @@ class Download:
                 if piece is None:
                     return
                 fetch = httpclient.RangeFetch(session, probe.final_url, probe.size or 0,
-                                              probe.validator, policy=self.opts.retry, stop=self._stop)
+                                              probe.validator, policy=self.opts.retry, stop=self._stop,
+                                              encoding=probe.encoding)
                 job = piece.job_id
                 try:
                     fetch.run(piece.start, lambda: self._end_of(job),
@@ -611,7 +612,8 @@ class Download:
         end = self._end_of(job)
         try:
             conn.send(protocol.Fetch(job, probe.final_url, piece.start, end, probe.size or 0,
-                                     probe.validator.etag, probe.validator.last_modified))
+                                     probe.validator.etag, probe.validator.last_modified,
+                                     probe.encoding or None))
             while True:
                 try:
                     frame = conn.recv(timeout=self.opts.peer_timeout)
@@ -674,9 +676,9 @@ class Download:
         try:
             with self._open_stream(session, probe) as resp, \
                     storage.PartFile.open(part, None, preallocate=False) as out:
-                decode = probe.encoded
                 offset = 0
-                for block in resp.raw.stream(httpclient.CHUNK_SIZE, decode_content=decode):
+                # never decoded: the file is the representation as served
+                for block in resp.raw.stream(httpclient.CHUNK_SIZE, decode_content=False):
                     if self._stop.is_set():
                         raise self._error or DownloadError("cancelled")
                     out.pwrite(offset, block)
@@ -686,7 +688,7 @@ class Download:
                     if self._progress_cb:
                         self._progress_cb(offset, probe.size)
                 out.sync()
-            if probe.size is not None and not probe.encoded and offset != probe.size:
+            if probe.size is not None and offset != probe.size:
                 raise DownloadError(f"the server sent {offset} of {probe.size} bytes")
             self._verify_checksum(part)
             path = storage.finalize(part, final, overwrite=self.opts.force or self.opts.output is not None)
@@ -711,7 +713,7 @@ class Download:
     def _open_stream(self, session, probe: httpclient.ProbeResult):
         def attempt():
             resp = session.get(probe.final_url, stream=True, timeout=httpclient.DEFAULT_TIMEOUT,
-                               headers={} if probe.encoded else {"Accept-Encoding": "identity"})
+                               headers={"Accept-Encoding": "identity"})
             if resp.status_code != 200:
                 resp.close()
                 raise httpclient._status_error(resp, probe.final_url)

@@ -8,7 +8,13 @@ jobs a node runs for its peers.
 Every byte is checked against the HTTP contract before anyone writes it:
 a range request must come back as ``206`` with exactly the asked-for
 ``Content-Range``, an identity encoding, the same validator as the probe and
-exactly the promised number of bytes. A ``200`` answer to an ``If-Range``
+exactly the promised number of bytes. Content codings are never decoded:
+the file on disk is the representation exactly as the server sends it (a
+``.tar.gz`` served with ``Content-Encoding: gzip`` stays a ``.tar.gz``, as
+curl and aria2c save it). Byte ranges count in that encoded representation
+(RFC 9110 section 14.1.2), so a range answer is accepted only with the same
+content coding the probe saw: a server that compresses each answer on the fly
+would otherwise hand us bytes of another representation. A ``200`` answer to an ``If-Range``
 request, a new ETag or a new total size all mean the file changed on the
 server, which no retry can mend (:class:`FileChanged`). Transient trouble
 (503, 429, a reset connection, a stalled read) is retried a bounded number of
@@ -47,6 +53,12 @@ DEFAULT_TIMEOUT = (10.0, 15.0)
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 _IDENTITY = {"", "identity"}
+
+
+def content_coding(value: str | None) -> str:
+    """The normalised ``Content-Encoding`` of an answer: "" for identity."""
+    coding = ",".join(part.strip().lower() for part in (value or "").split(",") if part.strip())
+    return "" if coding in _IDENTITY else coding
 
 
 class HttpError(Exception):
@@ -92,11 +104,17 @@ class ProbeResult:
     ranges: bool
     validator: Validator
     filename: str
-    encoded: bool = False  # the server insists on a content encoding
+    #: The content coding the server applied ("" for identity), lower-cased.
+    #: Never decoded: it is part of the bytes saved.
+    encoding: str = ""
+
+    @property
+    def encoded(self) -> bool:
+        return self.encoding != ""
 
     @property
     def splittable(self) -> bool:
-        return self.ranges and self.size is not None and not self.encoded
+        return self.ranges and self.size is not None
 
 
 @dataclass(frozen=True)
@@ -277,7 +295,7 @@ def probe(session: requests.Session, url: str, *, timeout=DEFAULT_TIMEOUT,
             if resp.status_code not in (200, 206, 416):
                 raise _status_error(resp, url)
             final_url = resp.url or url
-            encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+            encoding = content_coding(resp.headers.get("Content-Encoding"))
             validator = Validator(_strong_etag(resp.headers.get("ETag")),
                                   resp.headers.get("Last-Modified"))
             filename = names.choose_name(url, final_url, resp.headers.get("Content-Disposition"))
@@ -295,24 +313,27 @@ def probe(session: requests.Session, url: str, *, timeout=DEFAULT_TIMEOUT,
                     raise HttpError(f"the server refused a range request for {url} (416)")
             else:
                 length = resp.headers.get("Content-Length")
-                if length and length.isdigit() and encoding in _IDENTITY:
-                    size = int(length)
+                if length and length.isdigit():
+                    size = int(length)  # the length of the encoded body, which is what we save
             return ProbeResult(url=url, final_url=final_url, size=size, ranges=ranges,
-                               validator=validator, filename=filename,
-                               encoded=encoding not in _IDENTITY)
+                               validator=validator, filename=filename, encoding=encoding)
 
     return with_retries(attempt, policy=policy, what=url)
 
 
 def open_range(session: requests.Session, url: str, start: int, end: int, *,
-               size: int, validator: Validator, timeout=DEFAULT_TIMEOUT) -> requests.Response:
-    """Start fetching [start, end); return the streaming response once it is proven right."""
+               size: int, validator: Validator, timeout=DEFAULT_TIMEOUT,
+               encoding: str = "") -> requests.Response:
+    """Start fetching [start, end); return the streaming response once it is proven right.
+
+    ``encoding`` is the content coding the probe saw ("" for identity); the
+    answer must carry the same one (see the module docstring)."""
     headers = {"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"}
     if validator.if_range():
         headers["If-Range"] = validator.if_range()  # type: ignore[assignment]
     resp = session.get(url, headers=headers, stream=True, timeout=timeout)
     try:
-        check_range_response(resp, start, end, size=size, validator=validator)
+        check_range_response(resp, start, end, size=size, validator=validator, encoding=encoding)
     except BaseException:
         resp.close()
         raise
@@ -320,7 +341,7 @@ def open_range(session: requests.Session, url: str, start: int, end: int, *,
 
 
 def check_range_response(resp: requests.Response, start: int, end: int, *,
-                         size: int, validator: Validator) -> None:
+                         size: int, validator: Validator, encoding: str = "") -> None:
     """Raise unless ``resp`` is exactly the 206 for [start, end) of the same file."""
     if resp.status_code == 200:
         # A 200 to If-Range means "the file changed" - unless the answer still
@@ -335,9 +356,10 @@ def check_range_response(resp: requests.Response, start: int, end: int, *,
         raise BadResponse(f"the server ignored the range request (200) for bytes {start}-{end - 1}")
     if resp.status_code != 206:
         raise _status_error(resp, resp.url)
-    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
-    if encoding not in _IDENTITY:
-        raise BadResponse(f"the server sent Content-Encoding {encoding!r} for a range")
+    got = content_coding(resp.headers.get("Content-Encoding"))
+    if got != encoding:
+        raise BadResponse(f"the server sent Content-Encoding {got or 'identity'!r} for a range, "
+                          f"{encoding or 'identity'!r} at first")
     etag = _strong_etag(resp.headers.get("ETag"))
     if validator.etag and etag and etag != validator.etag:
         raise FileChanged(f"ETag {validator.etag} became {etag}")
@@ -363,8 +385,8 @@ def iter_body(resp: requests.Response, expected: int | None,
               chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
     """Yield the raw body; raise if it ends before ``expected`` bytes.
 
-    Reads the undecoded stream: range responses are identity-encoded (checked
-    before), so decoding would only cost time. Never yields past ``expected``.
+    Reads the undecoded stream: a content coding is part of the bytes saved
+    (see the module docstring). Never yields past ``expected``.
     """
     got = 0
     raw = resp.raw
@@ -407,6 +429,7 @@ class RangeFetch:
     timeout: tuple[float, float] = DEFAULT_TIMEOUT
     chunk_size: int = CHUNK_SIZE
     stop: threading.Event | None = None
+    encoding: str = ""
 
     def __post_init__(self) -> None:
         self._current: requests.Response | None = None
@@ -436,7 +459,8 @@ class RangeFetch:
             try:
                 end = get_end()
                 resp = open_range(self.session, self.url, position, end, size=self.size,
-                                  validator=self.validator, timeout=self.timeout)
+                                  validator=self.validator, timeout=self.timeout,
+                                  encoding=self.encoding)
                 self._current = resp
                 with resp:
                     for block in iter_body(resp, end - position, self.chunk_size):

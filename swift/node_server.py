@@ -105,7 +105,8 @@ class JobService:
         state = _JobState(job.end)
         fetch = httpclient.RangeFetch(
             session, url, job.size, httpclient.Validator(job.etag, job.last_modified),
-            policy=self.policy, timeout=self.timeout, stop=threading.Event())
+            policy=self.policy, timeout=self.timeout, stop=threading.Event(),
+            encoding=httpclient.content_coding(job.encoding))
         ticker = threading.Thread(target=self._keepalive, args=(conn, job, state, fetch),
                                   name="keepalive", daemon=True)
         ticker.start()

@@ -348,6 +348,9 @@ class Fetch(Message):
     size: int = checked(OFFSET)
     etag: str | None = checked(VALIDATOR, default=None)
     last_modified: str | None = checked(VALIDATOR, default=None)
+    #: the content coding the requester's probe saw (None: identity); the
+    #: node's answers must carry the same one, and it is never decoded
+    encoding: str | None = checked(Optional(Text(MAX_NAME, min_len=1)), default=None)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pty
@@ -314,3 +315,43 @@ def _safe_keys(port: int) -> set[str]:
         return live_keys(port)
     except DiscoveryError:
         return set()
+
+
+# -- the file on disk is the representation as served ------------------------------------------
+@pytest.mark.parametrize("helpers,plain", [(0, False), (2, False), (0, True)])
+def test_content_encoding_is_saved_as_served_never_decoded(cluster, origin, origin_root, helpers, plain):
+    """A server that labels every answer ``Content-Encoding: gzip`` (Apache's
+    ``AddEncoding x-gzip .gz``): the bytes on disk are exactly the bytes served,
+    on the probe, local ranges, helpers' ranges and the plain stream alike."""
+    import gzip as gz
+    payload = gz.compress(os.urandom(3 * MiB), compresslevel=1)
+    (origin_root / "pkg.tar.gz").write_bytes(payload)
+    digest = hashlib.sha256(payload).hexdigest()
+    origin.configure(path="/pkg.tar.gz", gzip=True, ignore_ranges=plain)
+    disc = cluster.discovery()
+    if helpers:
+        start_helpers(cluster, disc, helpers)
+    report = cluster.workdir / "r.json"
+    code, out = run_get(cluster, disc.port, origin.url("/pkg.tar.gz"), "--report", str(report),
+                        "--checksum", f"sha256:{digest}")
+    assert code == 0, out
+    assert sha256_file(cluster.workdir / "pkg.tar.gz") == digest
+    used = json.loads(report.read_text())["bytes_by_source"]
+    if helpers:
+        assert len([k for k, v in used.items() if v > 0]) >= 2, used
+
+
+def test_checksum_mismatch_keeps_a_small_record_and_the_same_command_refetches(cluster, origin, origin_root):
+    """After a mismatch the record names nothing as done, in one short line
+    (it once held one range per byte and grew without bound)."""
+    digest = make_file(origin_root / "c.bin", 24 * MiB, seed=60)
+    disc = cluster.discovery()
+    wrong = "sha256:" + "0" * 64
+    code, out = run_get(cluster, disc.port, origin.url("/c.bin"), "--checksum", wrong)
+    assert code != 0 and "checksum mismatch" in out
+    record = cluster.workdir / "c.bin.part.swift"
+    assert record.stat().st_size < 1024
+    assert json.loads(record.read_text())["done"] == []
+    code, out = run_get(cluster, disc.port, origin.url("/c.bin"), "--checksum", f"sha256:{digest}")
+    assert code == 0, out
+    assert sha256_file(cluster.workdir / "c.bin") == digest

@@ -66,7 +66,7 @@ def test_round_trip(msg):
 def test_field_names_on_the_wire():
     assert json.loads(encode_message(EXAMPLES[15])[6:]) == {
         "type": "fetch", "job_id": 7, "url": "http://127.0.0.1:8/f.bin", "start": 0, "end": 10,
-        "size": 10, "etag": '"etag"', "last_modified": None}
+        "size": 10, "etag": '"etag"', "last_modified": None, "encoding": None}
     assert json.loads(encode_message(protocol.Peers([protocol.PeerInfo("h", 1, "n", 2, 0.5)]))[6:]) \
         == {"type": "peers", "peers": [{"host": "h", "port": 1, "name": "n", "slots": 2, "age": 0.5}]}
 

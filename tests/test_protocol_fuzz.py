@@ -319,7 +319,7 @@ def test_arbitrary_json_objects_are_checked_field_by_field(obj):
 # -- boundaries and named hostile inputs --------------------------------------------------------------
 def fetch_obj(**kw) -> dict:
     obj = {"type": "fetch", "job_id": 1, "url": "http://h/x", "start": 0, "end": 10, "size": 10,
-           "etag": None, "last_modified": None}
+           "etag": None, "last_modified": None, "encoding": None}
     obj.update(kw)
     return obj
 
