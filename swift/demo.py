@@ -11,6 +11,7 @@ process and file it made, also when interrupted with Ctrl-C.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import signal
@@ -18,12 +19,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .checksums import file_digest
-from .cluster import Cluster, wait_until
 from .download import human_bytes
 from .membership import DiscoveryClient, DiscoveryError
-from .origin import make_file
+
+if TYPE_CHECKING:
+    from swiftlab.cluster import Cluster
 
 DEFAULT_SIZE = 160 << 20
 DEFAULT_RATE = 8 << 20
@@ -53,6 +56,9 @@ def _download(cluster: Cluster, disc_port: int, url: str, out: Path, report: Pat
 
 
 def run(size: int, rate: int, workdir: Path) -> float:
+    # the lab (swiftlab/) is in the source checkout only: never imported by the product
+    from swiftlab.cluster import Cluster, wait_until
+    from swiftlab.origin import make_file
     root = workdir / "origin"
     root.mkdir()
     with Cluster(workdir) as cluster:
@@ -61,7 +67,7 @@ def run(size: int, rate: int, workdir: Path) -> float:
         _say(f"generating a {human_bytes(size)} test file ...")
         digest = make_file(root / "demo.bin", size, seed=2026)
         port_file = workdir / "origin.port"
-        cluster.start([sys.executable, "-m", "swift.origin", "--root", str(root), "--host", "127.0.0.1",
+        cluster.start([sys.executable, "-m", "swiftlab.origin", "--root", str(root), "--host", "127.0.0.1",
                        "--port", "0", "--host-rate", str(rate), "--port-file", str(port_file)],
                       name="origin")
         wait_until(lambda: port_file.exists() and port_file.read_text().strip(), 20, "origin to start")
@@ -104,6 +110,10 @@ def run(size: int, rate: int, workdir: Path) -> float:
 
 
 def main(size: int | None = None, rate: int | None = None) -> int:
+    if importlib.util.find_spec("swiftlab") is None:
+        print("demo: needs swift's source checkout (its swiftlab/ lab is not installed "
+              "by pip); run `python3 node.py demo` there", file=sys.stderr)
+        return 1
     # Ctrl-C must reach us even when started from a shell that ignores it for
     # background jobs: the clean-up below depends on it.
     signal.signal(signal.SIGINT, signal.default_int_handler)

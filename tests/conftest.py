@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from swift.checksums import file_digest
-from swift.cluster import Cluster
+from swiftlab.cluster import Cluster
 
 MiB = 1 << 20
 
@@ -61,7 +61,7 @@ def origin_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def origin(origin_root: Path):
-    from swift.origin import OriginServer
+    from swiftlab.origin import OriginServer
     server = OriginServer(origin_root, host="127.0.0.1", port=0).start()
     try:
         yield server

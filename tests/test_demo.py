@@ -7,7 +7,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from swift.cluster import Process, program, wait_until
+from swiftlab.cluster import Process, program, wait_until
 
 
 def leftovers(workdir: str) -> list[str]:

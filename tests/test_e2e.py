@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from swift.cluster import program, wait_until
+from swiftlab.cluster import program, wait_until
 from swift.membership import DiscoveryClient, DiscoveryError
-from swift.origin import make_file
+from swiftlab.origin import make_file
 
 from .conftest import MiB, sha256_file
 

@@ -18,7 +18,7 @@ sees every machine as its own client, and a one-shot ``node.py get`` with
 "Mid-transfer" is always a condition (the origin has sent a machine more
 than so many bytes), never a fixed sleep: the origin caps every client
 address (``host_rate``) so that a download takes a few seconds and there is
-a middle to hit. A fake peer that lies lives in ``tests/faulty_peer.py``.
+a middle to hit. A fake peer that lies lives in ``swiftlab/faulty_peer.py``.
 """
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ from typing import Callable
 import pytest
 
 from swift import protocol, wire
-from swift.cluster import Cluster, Process, wait_until
+from swiftlab.cluster import Cluster, Process, wait_until
 from swift.membership import DiscoveryError
-from swift.origin import make_file
+from swiftlab.origin import make_file
 from swift.planning import plan_piece_size
 from swift.storage import ResumeRecord, part_path, record_path
 
 from .conftest import MiB, is_root, sha256_file
-from .faulty_peer import FaultyPeer
+from swiftlab.faulty_peer import FaultyPeer
 from .test_e2e import live_keys, start_helpers
 
 #: The probe asks for byte 0 only: every run costs the origin this one byte more.
@@ -358,7 +358,7 @@ def test_slow_peer_is_split_and_nothing_is_fetched_twice(cluster, origin, origin
 @pytest.mark.parametrize("mode", ["short", "short-claims-all", "too-many", "wrong-done", "error",
                                   "crash", "garbage", "mixed"])
 def test_failing_peer_is_retried_elsewhere_and_left_out(cluster, origin, origin_root, measure, mode):
-    """A fake peer answers every job wrongly (see tests/faulty_peer.py); the file is still right."""
+    """A fake peer answers every job wrongly (see swiftlab/faulty_peer.py); the file is still right."""
     size, piece, slots = 16 * MiB, 512 * 1024, 2
     digest = make_file(origin_root / "l.bin", size, seed=105)
     origin.configure(host_rate=16 * MiB)

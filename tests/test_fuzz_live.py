@@ -33,9 +33,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from swift import protocol, wire
-from swift.cluster import Cluster, wait_until
+from swiftlab.cluster import Cluster, wait_until
 from swift.membership import DiscoveryClient
-from swift.origin import make_file
+from swiftlab.origin import make_file
 
 from .conftest import MiB, sha256_file
 

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from swift import discovery_server, node_server, protocol, sessions, wire
-from swift.cluster import Cluster, wait_until
+from swiftlab.cluster import Cluster, wait_until
 from swift.membership import DiscoveryClient
-from swift.origin import OriginServer, make_file
+from swiftlab.origin import OriginServer, make_file
 
 from .conftest import MiB, sha256_file
 from .test_e2e import run_get, start_helpers

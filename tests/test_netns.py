@@ -1,4 +1,4 @@
-"""Separate hosts in network namespaces (swift/netlab.py): the lab itself, then crash resistance.
+"""Separate hosts in network namespaces (swiftlab/netlab.py): the lab itself, then crash resistance.
 
 The lab is only worth its numbers if its links behave like links: a host's
 internet link gives about its cap and no more, the LAN between hosts does
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from swift import netlab
-from swift.cluster import ROOT, Cluster, Process, program, wait_until
+from swiftlab import netlab
+from swiftlab.cluster import ROOT, Cluster, Process, program, wait_until
 
 from .conftest import MiB, sha256_file
 
@@ -59,8 +59,8 @@ def cluster(lab, tmp_path: Path):
 
 
 def start_origin(cluster: Cluster, host: netlab.Host, root: Path, *make: str) -> dict[str, str]:
-    """``python3 -m swift.origin`` on ``host``; returns the sha256 of every file it made."""
-    proc = cluster.start([sys.executable, "-m", "swift.origin", "--root", str(root), "--host", host.ip,
+    """``python3 -m swiftlab.origin`` on ``host``; returns the sha256 of every file it made."""
+    proc = cluster.start([sys.executable, "-m", "swiftlab.origin", "--root", str(root), "--host", host.ip,
                           "--port", str(ORIGIN_PORT), *(a for spec in make for a in ("--make", spec))],
                          name=f"origin@{host.name}", prefix=host.prefix, cwd=str(ROOT))
     proc.wait_for(r"origin listening", timeout=60)
@@ -151,7 +151,7 @@ def test_a_crashed_run_is_cleaned_up_and_live_labs_are_not(lab, cluster):
     """A lab whose process was SIGKILLed is removed by the next lab; a live one is left alone."""
     crashing = cluster.start(
         [sys.executable, "-c",
-         "import sys; from swift import netlab; lab = netlab.Lab(); lab.origin(); "
+         "import sys; from swiftlab import netlab; lab = netlab.Lab(); lab.origin(); "
          "lab.host('x', uplink_rate_mbit=10); print('lab', lab.prefix, flush=True); sys.stdin.read()"],
         name="crashing-lab", cwd=str(ROOT), stdin=subprocess.PIPE)
     prefix = crashing.wait_for(r"lab (\S+)", timeout=20).group(1)

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from swift.cluster import wait_until
-from swift.origin import (BLOCK, OriginServer, RangeNotSatisfiable, TokenBucket, make_file, parse_range,
+from swiftlab.cluster import wait_until
+from swiftlab.origin import (BLOCK, OriginServer, RangeNotSatisfiable, TokenBucket, make_file, parse_range,
                           parse_size)
 
 from .conftest import MiB
@@ -154,7 +154,7 @@ def test_token_bucket_runs_in_debt_at_the_exact_rate():
 
 
 def test_token_bucket_take_gives_up_when_stopping():
-    from swift.origin import Stopping
+    from swiftlab.origin import Stopping
     stop = threading.Event()
     stop.set()
     bucket = TokenBucket(10, burst=1)
@@ -613,7 +613,7 @@ def test_command_line(tmp_path):
     root = tmp_path / "www"
     port_file = tmp_path / "port"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "swift.origin", "--root", str(root), "--make", "m.bin:1M", "--make", "n.bin:10K",
+        [sys.executable, "-m", "swiftlab.origin", "--root", str(root), "--make", "m.bin:1M", "--make", "n.bin:10K",
          "--host-rate", "64M", "--rate-for", "127.0.0.5=1M", "--port-file", str(port_file)],
         cwd=ROOT_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from swift import protocol, server, wire
-from swift.cluster import wait_until
+from swiftlab.cluster import wait_until
 from swift.membership import DiscoveryClient
-from swift.origin import make_file
+from swiftlab.origin import make_file
 from swift.storage import ResumeRecord
 
 from .conftest import MiB, sha256_file

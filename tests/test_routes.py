@@ -9,11 +9,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from swift.origin import make_file
+from swiftlab.origin import make_file
 
 from .conftest import MiB, sha256_file
 from .test_e2e import live_keys, run_get
-from swift.cluster import wait_until
+from swiftlab.cluster import wait_until
 
 
 def test_source_address_for_probes_and_range_fetches(cluster, origin, origin_root):

@@ -43,9 +43,9 @@ import requests
 from hypothesis import given, settings, strategies as st
 
 from swift import discovery_server, names, node_server, protocol, server, sessions, wire
-from swift.cluster import ROOT, Cluster, program, wait_until
+from swiftlab.cluster import ROOT, Cluster, program, wait_until
 from swift.membership import DiscoveryClient
-from swift.origin import OriginServer, make_file
+from swiftlab.origin import OriginServer, make_file
 
 from .conftest import MiB, is_root, sha256_file
 

@@ -64,7 +64,7 @@ caps and switches), ``POST /_origin/clear`` (optional ``{"path": ...}``).
 
 Command line (for an origin in its own process or network namespace)::
 
-    python3 -m swift.origin --root DIR [--host H] [--port P]
+    python3 -m swiftlab.origin --root DIR [--host H] [--port P]
         [--host-rate 2M] [--conn-rate 1M] [--rate-for 127.0.0.3=200K]
         [--make NAME:SIZE ...] [--port-file F]
 """
@@ -1045,7 +1045,7 @@ def _rate_for(text: str) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python3 -m swift.origin", description="a local origin HTTP server")
+    p = argparse.ArgumentParser(prog="python3 -m swiftlab.origin", description="a local origin HTTP server")
     p.add_argument("--root", required=True, help="directory to serve")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port (default: any free one)")

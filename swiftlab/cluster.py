@@ -18,7 +18,15 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+#: The source checkout: ``discovery.py``, ``node.py``, ``swift/`` and ``swiftlab/``.
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _child_env(env: dict | None) -> dict:
+    """The environment of a child: ours, unbuffered, with the checkout first on
+    ``PYTHONPATH`` so ``python3 -m swiftlab.origin`` runs from any directory."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, **(env or {})}
 
 
 def program(name: str) -> list[str]:
@@ -51,7 +59,7 @@ class Process:
         self.args = list(args)
         self.popen = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       stdin=stdin, text=True, bufsize=1, cwd=cwd,
-                                      env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                                      env=_child_env(env),
                                       start_new_session=True)
         self.lines: list[str] = []
         self._cond = threading.Condition()
