@@ -16,30 +16,7 @@ from swiftlab.cluster import program, wait_until
 from swift.membership import DiscoveryClient, DiscoveryError
 from swiftlab.origin import make_file
 
-from .conftest import MiB, sha256_file
-
-
-def live_keys(port: int) -> set[str]:
-    client = DiscoveryClient("127.0.0.1", port, name="test", secret=None, timeout=2.0)
-    return {f"{p.host}:{p.port}" for p in client.list_peers()}
-
-
-def start_helpers(cluster, disc, count: int, *, first_ip: int = 2, extra=()):
-    nodes = []
-    for i in range(count):
-        d = cluster.workdir / f"helper{i}"
-        d.mkdir()
-        nodes.append(cluster.node(f"127.0.0.1:{disc.port}", name=f"helper{i}", directory=d,
-                                  extra=["--allow-private", "--source-address",
-                                         f"127.0.0.{first_ip + i}", *extra]))
-    wait_until(lambda: len(live_keys(disc.port)) == count, 10, "helpers registered")
-    return nodes
-
-
-def run_get(cluster, disc_port, url, *args, extra=(), timeout=120):
-    proc = cluster.get(f"127.0.0.1:{disc_port}", url, extra=extra, get_extra=args)
-    code = proc.wait(timeout)
-    return code, proc.output()
+from tests.helpers import MiB, live_keys, run_get, sha256_file, start_helpers
 
 
 @pytest.mark.slow

@@ -43,9 +43,8 @@ from swiftlab.origin import make_file
 from swift.planning import plan_piece_size
 from swift.storage import ResumeRecord, part_path, record_path
 
-from .conftest import MiB, is_root, sha256_file
+from tests.helpers import MiB, is_root, live_keys, sha256_file, start_helpers
 from swiftlab.faulty_peer import FaultyPeer
-from .test_e2e import live_keys, start_helpers
 
 #: The probe asks for byte 0 only: every run costs the origin this one byte more.
 PROBE = 1

@@ -37,7 +37,7 @@ from swiftlab.cluster import Cluster, wait_until
 from swift.membership import DiscoveryClient
 from swiftlab.origin import make_file
 
-from .conftest import MiB, sha256_file
+from tests.helpers import MiB, sha256_file
 
 SEED = 20260
 CONNECTIONS_PER_SERVER = {False: 1000, True: 300}  # without / with a shared secret

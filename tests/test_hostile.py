@@ -18,8 +18,7 @@ from swiftlab.cluster import Cluster, wait_until
 from swift.membership import DiscoveryClient
 from swiftlab.origin import OriginServer, make_file
 
-from .conftest import MiB, sha256_file
-from .test_e2e import run_get, start_helpers
+from tests.helpers import MiB, run_get, sha256_file, start_helpers
 
 SECRET = b"s3cret-for-the-lab-only-0123456789"
 

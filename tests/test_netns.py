@@ -31,7 +31,7 @@ import pytest
 from swiftlab import netlab
 from swiftlab.cluster import ROOT, Cluster, Process, program, wait_until
 
-from .conftest import MiB, sha256_file
+from tests.helpers import MiB, sha256_file
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(not netlab.available(), reason=netlab.unavailable_reason() or "no netns")]

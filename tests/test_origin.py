@@ -21,7 +21,7 @@ from swiftlab.cluster import wait_until
 from swiftlab.origin import (BLOCK, OriginServer, RangeNotSatisfiable, TokenBucket, make_file, parse_range,
                           parse_size)
 
-from .conftest import MiB
+from tests.helpers import MiB
 
 SIZE = 4 * MiB + 7
 ROOT_DIR = Path(__file__).resolve().parent.parent

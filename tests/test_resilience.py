@@ -23,8 +23,7 @@ from swift.membership import DiscoveryClient
 from swiftlab.origin import make_file
 from swift.storage import ResumeRecord
 
-from .conftest import MiB, sha256_file
-from .test_e2e import live_keys, start_helpers
+from tests.helpers import MiB, live_keys, sha256_file, start_helpers
 
 CAP = 8 * MiB
 

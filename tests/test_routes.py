@@ -11,8 +11,7 @@ import pytest
 
 from swiftlab.origin import make_file
 
-from .conftest import MiB, sha256_file
-from .test_e2e import live_keys, run_get
+from tests.helpers import MiB, live_keys, run_get, sha256_file
 from swiftlab.cluster import wait_until
 
 

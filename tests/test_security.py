@@ -47,7 +47,7 @@ from swiftlab.cluster import ROOT, Cluster, program, wait_until
 from swift.membership import DiscoveryClient
 from swiftlab.origin import OriginServer, make_file
 
-from .conftest import MiB, is_root, sha256_file
+from tests.helpers import MiB, is_root, sha256_file
 
 #: For processes started by module-scoped fixtures, which run before the
 #: function-scoped ``no_proxy_env`` fixture: loopback is never proxied.

@@ -24,7 +24,7 @@ from swift.storage import (MAX_RECORD_BYTES, PART_SUFFIX, RECORD_SUFFIX, PartFil
                            StorageError, check_writable, finalize, part_path, record_path,
                            record_path_of_part)
 
-from .conftest import is_root
+from tests.helpers import is_root
 
 KiB, MiB = 1 << 10, 1 << 20
 
