@@ -54,7 +54,7 @@ named after its unique prefix for as long as it lives; a new lab deletes
 the namespaces of any prefix whose lock is free (its owner died without
 cleaning up) and leaves live labs of parallel runs alone.
 
-Typical use (see tests/test_netns.py and the benchmark's namespace mode)::
+Typical use (see tests/netns/test_netns.py and the benchmark's namespace mode)::
 
     with netlab.Lab() as lab, Cluster(workdir) as cluster:
         origin = lab.origin()

@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from swiftlab.cluster import wait_until
+from swiftlab.cluster import ROOT, wait_until
 from swiftlab.origin import (BLOCK, OriginServer, RangeNotSatisfiable, TokenBucket, make_file, parse_range,
                           parse_size)
 
 from tests.helpers import MiB
 
 SIZE = 4 * MiB + 7
-ROOT_DIR = Path(__file__).resolve().parent.parent
+ROOT_DIR = ROOT  # the checkout: python3 -m swiftlab.origin runs from there
 
 
 # -- helpers --------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Hostile traffic at live daemons: thousands of random and mutated frames, then a flood.
 
-The codec is fuzzed in isolation in tests/test_protocol_fuzz.py; here the same
+The codec is fuzzed in isolation in tests/unit/test_protocol_fuzz.py; here the same
 kind of input goes over real TCP connections to a real ``discovery.py`` and a
 real ``node.py --serve-only``, so the whole server path is exercised: accept,
 connection bound, handshake, per-connection threads, error frames, closing.
