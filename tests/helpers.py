@@ -7,8 +7,11 @@ only fixtures), so moving a test file between tiers breaks no other file.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 from pathlib import Path
+from typing import Callable
 
 from swift.checksums import file_digest
 from swift.membership import DiscoveryClient
@@ -50,3 +53,30 @@ def run_get(cluster, disc_port, url, *args, extra=(), timeout=120):
     proc = cluster.get(f"127.0.0.1:{disc_port}", url, extra=extra, get_extra=args)
     code = proc.wait(timeout)
     return code, proc.output()
+
+
+def fake_resolver(monkeypatch, answers: dict[str, Callable[[], str | None]]) -> list[str]:
+    """Patch socket.getaddrinfo: names in ``answers`` resolve to what the callable
+    returns (None: the name does not resolve); IP literals and "localhost" resolve
+    for real; any other name fails, so no test ever asks a real DNS server.
+    Returns the log of looked-up hosts."""
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        host = host.decode() if isinstance(host, bytes) else host
+        asked.append(host)
+        if host in answers:
+            ip = answers[host]()
+            if ip is None:
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            return real(ip, port, *args, **kwargs)
+        try:
+            ipaddress.ip_address(str(host).split("%")[0])
+        except ValueError:
+            if host != "localhost":
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return asked

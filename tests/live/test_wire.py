@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import socket
 import struct
 import threading
 import time
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from swift import auth, protocol, wire
-from swift.protocol import DataFrame, ProtocolError
+from swift.protocol import DataFrame, Message, ProtocolError
 
 SECRET = b"correct horse battery staple"
 OTHER = b"incorrect horse battery staple"
@@ -538,39 +538,52 @@ def test_throughput_sanity():
     logging.getLogger(__name__).info("wire throughput: %.2f GB/s", got / elapsed / 1e9)
 
 
-# -- auth helpers -----------------------------------------------------------------------------------
-def test_proofs():
-    nc, ns = auth.new_nonce(), auth.new_nonce()
-    assert nc != ns and auth.valid_nonce(nc) and not auth.valid_nonce(nc.upper())
-    ps, pc = auth.server_proof(SECRET, nc, ns), auth.client_proof(SECRET, nc, ns)
-    assert ps != pc  # role-tagged: a proof cannot be replayed the other way
-    assert auth.check(ps, auth.server_proof(SECRET, nc, ns))
-    assert not auth.check(ps, auth.server_proof(OTHER, nc, ns))
-    assert not auth.check(ps, auth.server_proof(SECRET, ns, nc))
-    assert not auth.check(ps, None) and not auth.check(ps, "é" * 64)
-    assert SECRET.hex() not in ps + pc
+# -- hostile bytes at the receiving shell ------------------------------------------------------------
+#: Honest frames to start from: every mutation of them is what a broken or hostile peer may send.
+HONEST = [protocol.encode_message(m) for m in (
+    protocol.Hello(protocol.PROTOCOL_VERSION, "n", None), protocol.Ping(), protocol.ListPeers(),
+    protocol.Fetch(1, "http://h/x", 0, 10, 10, '"e"', None), protocol.Done(2, 5),
+    protocol.Peers([protocol.PeerInfo("h", 1, "n", 2, 0.5)]), protocol.Error("c", "m"))]
 
 
-def test_load_secret(tmp_path, caplog):
-    path = tmp_path / "secret"
-    path.write_bytes(SECRET + b"\n\n")
-    path.chmod(0o600)
-    with caplog.at_level(logging.WARNING):
-        assert auth.load_secret(path) == SECRET
-        assert not caplog.records
-        path.chmod(0o644)
-        assert auth.load_secret(str(path)) == SECRET
-    assert "readable by other users" in caplog.text
-    empty = tmp_path / "empty"
-    empty.write_bytes(b" \n")
-    with pytest.raises(auth.SecretError, match="empty"):
-        auth.load_secret(empty)
-    with pytest.raises(auth.SecretError, match="cannot read"):
-        auth.load_secret(tmp_path / "missing")
-    with pytest.raises(auth.SecretError, match="cannot read"):
-        auth.load_secret(tmp_path)
-    big = tmp_path / "big"
-    big.write_bytes(os.urandom(auth.MAX_SECRET_FILE + 1))
-    with pytest.raises(auth.SecretError, match="too large") as exc:
-        auth.load_secret(big)
-    assert_no_secret(caplog.text, str(exc.value))
+@st.composite
+def hostile_streams(draw) -> bytes:
+    """A few honest frames and data frames, then flipped, inserted, cut or a lying length."""
+    parts = draw(st.lists(st.sampled_from(HONEST) | st.binary(max_size=512).map(protocol.encode_data),
+                          min_size=1, max_size=4))
+    data = bytearray(b"".join(parts))
+    for _ in range(draw(st.integers(1, 5))):
+        pos = draw(st.integers(0, max(0, len(data) - 1)))
+        op = draw(st.sampled_from(["set", "insert", "truncate", "length"]))
+        if op == "set" and data:
+            data[pos] = draw(st.integers(0, 255))
+        elif op == "insert":
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=16))
+        elif op == "truncate":
+            del data[pos:]
+        elif op == "length" and len(data) >= 6:
+            data[2:6] = struct.pack(">I", draw(st.sampled_from(
+                [0, 1, protocol.MAX_CONTROL + 1, protocol.MAX_DATA + 1, 2**32 - 1]) | st.integers(0, 2**32 - 1)))
+    return bytes(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(hostile_streams())
+def test_connection_recv_on_hostile_bytes(data):
+    """``wire.Connection.recv`` raises only ProtocolError / ConnectionClosed / TimeoutError."""
+    a, b = socket.socketpair()
+    try:
+        b.sendall(data)
+        b.shutdown(socket.SHUT_WR)
+        conn = wire.Connection(a, timeout=2)
+        for _ in range(64):
+            try:
+                out = conn.recv(timeout=2)
+            except (ProtocolError, wire.ConnectionClosed):
+                break
+            assert isinstance(out, (Message, DataFrame))
+        else:
+            raise AssertionError("more frames than bytes could hold")
+    finally:
+        a.close()
+        b.close()

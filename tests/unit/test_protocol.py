@@ -1,4 +1,8 @@
-"""The pure codec: round trips, every error code, and fuzzing (no sockets here)."""
+"""The pure codec: named round trips and every error code (no sockets here).
+
+Generated input (round trips, cut streams, random and mutated bytes, arbitrary
+JSON objects) is in test_protocol_fuzz.py.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,6 @@ import json
 import struct
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from swift import auth, protocol
 from swift.protocol import (DataFrame, Frame, FrameDecoder, ProtocolError, decode_message,
@@ -267,135 +269,3 @@ def test_nonces_are_what_the_protocol_accepts():
     assert decode_message(encode_message(protocol.Hello(1, "n", nonce))[6:]).nonce == nonce
     proof = auth.server_proof(b"s", nonce, auth.new_nonce())
     assert decode_message(encode_message(protocol.Auth(proof))[6:]).proof == proof
-
-
-# -- hypothesis -----------------------------------------------------------------------------------
-text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=40)
-names = st.one_of(text, st.text(st.characters(blacklist_categories=("Cs", "Cc")),
-                                min_size=200, max_size=255))
-hosts = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=255)
-hexes = st.text("0123456789abcdef", min_size=64, max_size=64)
-offsets = st.integers(0, protocol.MAX_OFFSET)
-ports = st.integers(1, 65535)
-slots = st.integers(1, protocol.MAX_SLOTS)
-seconds = st.floats(0, 1e9, allow_nan=False)
-validators = st.none() | st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=60)
-
-
-@st.composite
-def fetches(draw):
-    size = draw(st.integers(1, protocol.MAX_OFFSET))
-    start = draw(st.integers(0, size - 1))
-    end = draw(st.integers(start + 1, size))
-    url = draw(st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=300))
-    return protocol.Fetch(draw(offsets), url, start, end, size, draw(validators), draw(validators))
-
-
-messages = st.one_of(
-    st.builds(protocol.Hello, st.integers(0, 255), names, st.none() | hexes),
-    st.builds(protocol.Welcome, st.integers(0, 255), names, st.none() | hexes, st.none() | hexes),
-    st.builds(protocol.Auth, hexes),
-    st.just(protocol.Ready()), st.just(protocol.ListPeers()), st.just(protocol.Ping()),
-    st.builds(protocol.Error, st.text(st.characters(blacklist_categories=("Cs", "Cc")),
-                                      min_size=1, max_size=64), st.text(max_size=300)),
-    st.builds(protocol.Register, hosts, ports, names, slots),
-    st.builds(protocol.Heartbeat, hosts, ports, names, slots),
-    st.builds(protocol.Unregister, hosts, ports),
-    st.builds(protocol.Ok, st.none() | seconds),
-    st.builds(protocol.Peers, st.lists(st.builds(protocol.PeerInfo, hosts, ports, names, slots,
-                                                 seconds), max_size=8)),
-    fetches(),
-    st.builds(protocol.Shrink, offsets, offsets),
-    st.builds(protocol.Keepalive, offsets),
-    st.builds(protocol.Done, offsets, offsets),
-    st.builds(protocol.Pong, names, st.integers(0, protocol.MAX_SLOTS), st.integers(0, 1 << 20)),
-)
-items = st.one_of(messages, st.binary(max_size=2000).map(DataFrame))
-
-
-def encode_item(item) -> bytes:
-    if isinstance(item, DataFrame):
-        return encode_data(item.payload)
-    return encode_message(item)
-
-
-@settings(max_examples=400, deadline=None)
-@given(messages)
-def test_generated_messages_round_trip(msg):
-    raw = encode_message(msg)
-    assert decode_message(raw[6:]) == msg
-    assert encode_message(decode_message(raw[6:])) == raw
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(items, max_size=8), st.lists(st.integers(0, 20000), max_size=30))
-def test_any_split_yields_the_same_frames(stream, cuts):
-    raw = b"".join(map(encode_item, stream))
-    whole = FrameDecoder().feed(raw)
-    assert [parse_frame(f) for f in whole] == stream
-    dec = FrameDecoder()
-    pieces, last = [], 0
-    for cut in sorted(c for c in cuts if c <= len(raw)) + [len(raw)]:
-        pieces.append(raw[last:cut])
-        last = cut
-    split = [f for piece in pieces for f in dec.feed(piece)]
-    dec.eof()
-    assert split == whole
-
-
-def _only_protocol_errors(data: bytes, step: int) -> list:
-    dec = FrameDecoder()
-    out = []
-    try:
-        for i in range(0, len(data), step):
-            for f in dec.feed(data[i:i + step]):
-                out.append(parse_frame(f))
-        dec.eof()
-    except ProtocolError as exc:
-        assert exc.code in protocol.ERROR_CODES
-        return out
-    for item in out:  # whatever was accepted can be sent on again, unchanged
-        if not isinstance(item, DataFrame):
-            assert decode_message(encode_message(item)[6:]) == item
-    return out
-
-
-@settings(max_examples=2500, deadline=None)
-@given(st.binary(max_size=300), st.integers(1, 64))
-def test_random_bytes_raise_only_protocol_errors(data, step):
-    _only_protocol_errors(data, step)
-
-
-ENCODED = [encode_message(m) for m in EXAMPLES] + [encode_data(b"0123456789")]
-
-
-@settings(max_examples=2000, deadline=None)
-@given(st.sampled_from(ENCODED), st.lists(st.tuples(st.integers(0, 600), st.integers(0, 255)),
-                                          min_size=1, max_size=4), st.integers(1, 64))
-def test_mutated_frames_raise_only_protocol_errors(raw, flips, step):
-    data = bytearray(raw)
-    for pos, value in flips:
-        data[pos % len(data)] = value
-    _only_protocol_errors(bytes(data), step)
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.sampled_from(["type", "job_id", "end", "start", "size", "url", "host",
-                                        "port", "name", "slots", "peers", "nonce", "proof",
-                                        "lease", "length", "code", "message", "etag", "version"]),
-                       st.recursive(st.none() | st.booleans() | st.integers() | st.floats() |
-                                    st.text(max_size=10) | st.sampled_from(sorted(protocol.MESSAGES)),
-                                    lambda inner: st.lists(inner, max_size=3) |
-                                    st.dictionaries(st.text(max_size=5), inner, max_size=3),
-                                    max_leaves=8)))
-def test_structured_garbage_raises_only_protocol_errors(obj):
-    try:
-        payload = json.dumps(obj).encode()
-    except ValueError:
-        return
-    try:
-        msg = decode_message(payload)
-    except ProtocolError as exc:
-        assert exc.code in protocol.ERROR_CODES
-        return
-    assert decode_message(encode_message(msg)[6:]) == msg
