@@ -10,11 +10,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import unicodedata
 from pathlib import Path
 from typing import Callable
 
 from swift.checksums import file_digest
 from swift.membership import DiscoveryClient
+from swift.storage import ResumeRecord, part_path, record_path
 from swiftlab.cluster import wait_until
 
 MiB = 1 << 20
@@ -80,3 +82,37 @@ def fake_resolver(monkeypatch, answers: dict[str, Callable[[], str | None]]) -> 
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     return asked
+
+
+# -- safe names (tests of swift.names on every path) ---------------------------------------------
+def assert_safe_name(name: str) -> None:
+    assert name and name not in (".", "..")
+    assert not any(c in name for c in "/\\\x00")
+    assert not any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in name), repr(name)
+    assert "\u202e" not in name
+    assert len(name.encode("utf-8")) <= 255
+    assert not name.startswith((".", "-", " ")) and not name.endswith((".", " "))
+    assert not name.lower().endswith(".part.swift")
+
+
+# -- resume records (tests of swift.storage) --------------------------------------------------------
+def no_temp_files(directory: Path) -> bool:
+    return not [p for p in directory.iterdir() if p.name.startswith(".swift-")]
+
+
+def make_record(**changes) -> ResumeRecord:
+    fields = dict(version=1, url="http://127.0.0.1/f", final_url="http://127.0.0.1/g",
+                  size=100, etag='"e"', last_modified="Mon, 01 Jan 2024 00:00:00 GMT",
+                  done=[(0, 10), (20, 30)])
+    fields.update(changes)
+    return ResumeRecord(**fields)
+
+
+def prepare(directory: Path, name: str = "f.iso", data: str = "new") -> tuple[Path, Path]:
+    """A partial download of ``directory/name`` with its record; returns (part, final)."""
+    final = directory / name
+    part = part_path(final)
+    part.write_text(data)
+    make_record().save(record_path(final))
+    return part, final
+

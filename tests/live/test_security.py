@@ -32,7 +32,6 @@ import socket
 import struct
 import threading
 import time
-import unicodedata
 from pathlib import Path
 
 import pytest
@@ -42,7 +41,7 @@ from swift import discovery_server, node_server, protocol, server, sessions, wir
 from swift.membership import DiscoveryClient
 from swiftlab.cluster import Cluster, program, wait_until
 from swiftlab.origin import OriginServer, make_file
-from tests.helpers import MiB, sha256_file
+from tests.helpers import MiB, assert_safe_name, sha256_file
 
 #: For processes started by module-scoped fixtures, which run before the
 #: function-scoped ``no_proxy_env`` fixture: loopback is never proxied.
@@ -901,16 +900,6 @@ HOSTILE_DISPOSITIONS = [
     ('attachment; filename="-rf"', None),
     ('attachment; filename="x.part.swift"', None),
 ]
-
-
-def assert_safe_name(name: str) -> None:
-    assert name and name not in (".", "..")
-    assert not any(c in name for c in "/\\\x00")
-    assert not any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in name), repr(name)
-    assert "\u202e" not in name
-    assert len(name.encode("utf-8")) <= 255
-    assert not name.startswith((".", "-", " ")) and not name.endswith((".", " "))
-    assert not name.lower().endswith(".part.swift")
 
 
 def tree(root: Path) -> set[str]:

@@ -15,30 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from swift.storage import PartFile, ResumeRecord, StorageError, check_writable, finalize, part_path, record_path
-from tests.helpers import MiB, is_root
+from swift.storage import PartFile, ResumeRecord, StorageError, check_writable, finalize, record_path
+from tests.helpers import MiB, is_root, make_record, no_temp_files, prepare
 
 KiB = 1 << 10
-
-
-def no_temp_files(directory: Path) -> bool:
-    return not [p for p in directory.iterdir() if p.name.startswith(".swift-")]
-
-
-def make_record(**changes) -> ResumeRecord:
-    fields = dict(version=1, url="http://127.0.0.1/f", final_url="http://127.0.0.1/g",
-                  size=100, etag='"e"', last_modified="Mon, 01 Jan 2024 00:00:00 GMT",
-                  done=[(0, 10), (20, 30)])
-    fields.update(changes)
-    return ResumeRecord(**fields)
-
-
-def prepare(directory: Path, name: str = "f.iso", data: str = "new") -> tuple[Path, Path]:
-    final = directory / name
-    part = part_path(final)
-    part.write_text(data)
-    make_record().save(record_path(final))
-    return part, final
 
 
 def run_as_nobody(func, *args) -> str:

@@ -5,7 +5,6 @@ any input.
 from __future__ import annotations
 
 import os
-import unicodedata
 from pathlib import Path
 from urllib.parse import quote
 
@@ -13,6 +12,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from swift import names, sessions
+from tests.helpers import assert_safe_name
 
 
 @pytest.mark.parametrize("ip,public", [
@@ -45,16 +45,6 @@ from swift import names, sessions
 ])
 def test_is_public_address(ip, public):
     assert sessions.is_public_address(ip) is public
-
-
-def assert_safe_name(name: str) -> None:
-    assert name and name not in (".", "..")
-    assert not any(c in name for c in "/\\\x00")
-    assert not any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in name), repr(name)
-    assert "\u202e" not in name
-    assert len(name.encode("utf-8")) <= 255
-    assert not name.startswith((".", "-", " ")) and not name.endswith((".", " "))
-    assert not name.lower().endswith(".part.swift")
 
 
 @settings(max_examples=400, deadline=None)

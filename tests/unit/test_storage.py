@@ -18,13 +18,10 @@ from swift import storage
 from swift.storage import (MAX_RECORD_BYTES, PART_SUFFIX, RECORD_SUFFIX, PartFile, ResumeRecord,
                            StorageError, check_writable, finalize, part_path, record_path,
                            record_path_of_part)
+from tests.helpers import make_record, no_temp_files, prepare
 
 
 KiB, MiB = 1 << 10, 1 << 20
-
-
-def no_temp_files(directory: Path) -> bool:
-    return not [p for p in directory.iterdir() if p.name.startswith(".swift-")]
 
 
 # -- paths ---------------------------------------------------------------------------------------
@@ -240,13 +237,6 @@ def test_open_in_a_missing_directory(tmp_path):
 
 # -- the resume record ----------------------------------------------------------------------------
 
-def make_record(**changes) -> ResumeRecord:
-    fields = dict(version=1, url="http://127.0.0.1/f", final_url="http://127.0.0.1/g",
-                  size=100, etag='"e"', last_modified="Mon, 01 Jan 2024 00:00:00 GMT",
-                  done=[(0, 10), (20, 30)])
-    fields.update(changes)
-    return ResumeRecord(**fields)
-
 
 def test_record_round_trip_and_no_temp_files(tmp_path):
     rec = make_record()
@@ -349,13 +339,6 @@ def test_failed_save_keeps_the_old_record_and_leaves_no_temp_file(tmp_path, monk
 
 
 # -- finalize ---------------------------------------------------------------------------------------
-
-def prepare(directory: Path, name: str = "f.iso", data: str = "new") -> tuple[Path, Path]:
-    final = directory / name
-    part = part_path(final)
-    part.write_text(data)
-    make_record().save(record_path(final))
-    return part, final
 
 
 def fallback_to_link(monkeypatch):
