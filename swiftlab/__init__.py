@@ -12,4 +12,6 @@ source checkout when it is missing.
   ``Cluster`` that kills them by PID; waits on conditions with deadlines.
 - ``netlab``: machines as network namespaces with capped links (root only).
 - ``faulty_peer``: a fake peer that speaks the protocol and then lies.
+- ``procstat``: threads, fds, RSS and peak RSS of a process, from /proc.
+- ``soak``: many downloads in a row through the same daemons, with faults.
 """
