@@ -19,8 +19,11 @@ Which vectors may start a daemon, and how that is kept bounded:
 - ``demo`` is only ever run with ``--help`` or a bad value: a real demo runs
   for a minute (tests/live/test_demo.py covers it).
 
-Host names are never drawn (only IP literals, ``localhost`` and malformed
-text), so no example can make a program look a name up beyond this machine.
+Host names are never looked up: a value that a program would take for one
+(``http://127.0.0.1:5000`` before the argparse types refuse it, ``abc`` as a
+source address) only goes into a vector that also holds ``--help``, so the
+program exits while parsing (with status 2 on the bad value if it comes
+first, or 0 for the help). No example can send a packet beyond this machine.
 """
 
 from __future__ import annotations
@@ -51,6 +54,14 @@ CHECKSUMS = ["sha256:" + "0" * 64, "crc32:abc", "sha256:xyz", ":", "", "sha256",
 URLS = ["http://127.0.0.1:1/x.bin", "http://[::1]:1/x", "ftp://127.0.0.1/x", "not a url", "",
         "http://127.0.0.1:99999/", "http://[::1", "file:///etc/passwd", "http://127.0.0.1:1/" + "a" * 9000]
 JUNK = ["--no-such-option", "-Z", "--port=", "--", "-", "--help=yes", "\udcff", "é"]
+#: Values a program would resolve as a host name if it took them (see the docstring).
+NAMES = {"http://127.0.0.1:5000", "http://localhost:5000/", "127.0.0.1:1:2", "abc", "999.1.1.1", "1.2.3"}
+#: Arguments after which argparse stops: the program exits while parsing.
+ENDS_PARSING = {"--help", "-h", "--no-such-option", "-Z", "--help=yes"}
+
+
+def names_a_host(argv: list[str]) -> bool:
+    return any(a in NAMES or a.split("=", 1)[-1] in NAMES for a in argv)
 
 
 def paths(tmp: str) -> list[str]:
@@ -104,6 +115,8 @@ def vectors(draw, tmp: str) -> tuple[str, list[str]]:
                                           ["--size", "-1"], ["--rate"]]))
     if draw(st.booleans()):
         argv.insert(draw(st.integers(0, len(argv))), draw(st.sampled_from(JUNK + ["--help", "-h"])))
+    if names_a_host(argv) and not ENDS_PARSING & set(argv):
+        argv.append("--help")
     if prog == "node" and not any(a.startswith("--discovery") for a in argv):
         argv = ["--discovery", "127.0.0.1:1", *argv]  # never the default: something may listen there
     if command is None:
