@@ -66,7 +66,7 @@ def test_round_trip(msg):
 def test_field_names_on_the_wire():
     assert json.loads(encode_message(EXAMPLES[15])[6:]) == {
         "type": "fetch", "job_id": 7, "url": "http://127.0.0.1:8/f.bin", "start": 0, "end": 10,
-        "size": 10, "etag": '"etag"', "last_modified": None, "encoding": None}
+        "size": 10, "etag": '"etag"', "last_modified": None, "encoding": None, "headers": []}
     assert json.loads(encode_message(protocol.Peers([protocol.PeerInfo("h", 1, "n", 2, 0.5)]))[6:]) \
         == {"type": "peers", "peers": [{"host": "h", "port": 1, "name": "n", "slots": 2, "age": 0.5}]}
 
@@ -202,7 +202,7 @@ def test_bad_fields(name):
 def test_at_the_limits_is_fine():
     assert decode_message(control({"type": "fetch", "job_id": protocol.MAX_OFFSET,
                                    "url": "u" * protocol.MAX_URL, "start": 0, "end": 1, "size": 1,
-                                   "etag": None, "last_modified": None})).job_id == protocol.MAX_OFFSET
+                                   "etag": None, "last_modified": None, "encoding": None})).job_id == protocol.MAX_OFFSET
     assert decode_message(control({"type": "pong", "name": "n" * 255, "slots": 64, "busy": 0}))
     assert len(decode_message(control({"type": "peers", "peers": [
         {"host": "h", "port": 65535, "name": "", "slots": 64, "age": 0}] * protocol.MAX_PEERS})).peers) \
@@ -279,7 +279,10 @@ offsets = st.integers(0, protocol.MAX_OFFSET)
 ports = st.integers(1, 65535)
 slots = st.integers(1, protocol.MAX_SLOTS)
 seconds = st.floats(0, 1e9, allow_nan=False)
-validators = st.none() | st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=60)
+#: HTTP field values as requests gives them: Latin-1 without C0 controls (tab aside) or DEL
+field_chars = st.characters(min_codepoint=0x09, max_codepoint=0xFF).filter(
+    lambda c: c == "\t" or (c >= " " and c != "\x7f"))
+validators = st.none() | st.text(field_chars, max_size=60)
 
 
 @st.composite
