@@ -15,7 +15,8 @@ either side the exchange is just ``Hello(nonce=None)`` then
 ``Welcome(nonce=None, proof=None)``, and the connection is ready: no Auth /
 Ready round trip. One side with a secret and the other without is a refusal
 on both ends (``auth-required``), as is a wrong secret (``auth-failed``).
-The socket side of this lives in ``swift.wire``; this module is pure.
+The state machines are in ``swift.handshake``, the socket side in
+``swift.wire``; this module is pure.
 
 The secret itself never crosses the wire, and no exception, repr or log line
 contains it (the functions here only ever put file paths and lengths in
@@ -49,12 +50,6 @@ class SecretError(Exception):
 def new_nonce() -> str:
     """32 fresh random bytes, as 64 lowercase hex characters."""
     return secrets.token_hex(NONCE_BYTES)
-
-
-def valid_nonce(nonce: object) -> bool:
-    """True for a well-formed nonce (or proof): 64 lowercase hex characters."""
-    return (isinstance(nonce, str) and len(nonce) == 2 * NONCE_BYTES
-            and all(c in "0123456789abcdef" for c in nonce))
 
 
 def _mac(secret: bytes, role: bytes, first: str, second: str) -> str:

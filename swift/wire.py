@@ -13,7 +13,9 @@ a data loop may share one, and receives them with a deadline. The rules:
   cannot hold a reader forever) and raises ``TimeoutError`` otherwise. A
   frame cut short by a timeout is kept and completed by the next ``recv``:
   a timeout never desynchronises the stream.
-* Data frames are read straight into a fresh buffer of the announced size
+* All framing is ``protocol.FrameDecoder``, the same parser the fuzz tests
+  drive: ``recv_into(decoder.buffer())`` then ``decoder.advance(n)``. So a
+  data frame is read straight into a fresh buffer of the announced size
   (after the header passed the limits) and handed out without a copy.
   Sending writes header + payload with one ``sendmsg`` and no joined copy.
   One connection pair moves several GB/s over loopback.
@@ -21,8 +23,9 @@ a data loop may share one, and receives them with a deadline. The rules:
   connection is then shut down and every later send raises
   ``ConnectionClosed``, rather than letting garbage follow.
 
-The handshake (``client_connect`` / ``server_handshake``) is described in
-``swift.auth`` and docs/protocol.md.
+The handshake (``client_connect`` / ``server_handshake``) is the state
+machine of ``swift.handshake``, driven here over the socket; its rules are
+there and in docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import socket
 import threading
 import time
 
-from . import auth, protocol
+from . import handshake, protocol
 from .auth import AuthError
 from .protocol import DataFrame, Message, ProtocolError
 
@@ -91,12 +94,7 @@ class Connection:
         self._send_lock = threading.Lock()
         self._send_broken: str | None = None
         self._closed = False
-        # the frame being received: header bytes, then its payload
-        self._head = bytearray(protocol.HEADER_SIZE)
-        self._head_got = 0
-        self._kind = 0
-        self._body: bytearray | None = None
-        self._body_got = 0
+        self._decoder = protocol.FrameDecoder()  # the frame being received; its errors stick
         self._read_error: ProtocolError | None = None
 
     def __repr__(self) -> str:
@@ -183,8 +181,8 @@ class Connection:
         """The next whole frame within ``timeout`` seconds (default: the connection's).
 
         Raises TimeoutError, ConnectionClosed (EOF, reset, closed here) or
-        ProtocolError (bad input; after a bad header the stream is unusable
-        and every later call raises it again).
+        RemoteProtocolError (bad input; after a bad header the stream is
+        unusable and every later call raises it again).
         """
         if self._closed:
             raise ConnectionClosed(f"connection to {self.peer} is closed")
@@ -192,25 +190,14 @@ class Connection:
             raise self._read_error
         wait = self._timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
-        while self._head_got < protocol.HEADER_SIZE:
-            view = memoryview(self._head)[self._head_got:]
-            self._head_got += self._recv_into(view, deadline, wait)
-        if self._body is None:
-            try:
-                self._kind, length = protocol.check_header(self._head)
-            except ProtocolError as exc:
-                self._read_error = exc
-                raise
-            self._body = bytearray(length)
-            self._body_got = 0
-        body = self._body
-        while self._body_got < len(body):
-            self._body_got += self._recv_into(memoryview(body)[self._body_got:], deadline, wait)
-        kind = self._kind
-        self._head_got, self._body, self._body_got = 0, None, 0
-        if kind == protocol.KIND_DATA:
-            return DataFrame(body)  # a bytearray nobody else holds: no copy
-        return protocol.decode_message(body)
+        frame = None
+        try:
+            while frame is None:
+                frame = self._decoder.advance(self._recv_into(self._decoder.buffer(), deadline, wait))
+        except ProtocolError as exc:
+            self._read_error = exc
+            raise
+        return protocol.parse_frame(frame)
 
     def _recv_into(self, view: memoryview, deadline: float, wait: float) -> int:
         while True:
@@ -223,7 +210,7 @@ class Connection:
                 except (OSError, ValueError) as exc:
                     raise ConnectionClosed(f"connection to {self.peer} is closed") from exc
                 if not ready and remaining <= 0:
-                    where = "inside a frame" if self._head_got else "for a frame"
+                    where = "inside a frame" if self._decoder.pending else "for a frame"
                     raise TimeoutError(f"waited {wait:g} s {where} from {self.peer}") from None
                 continue
             except _GONE as exc:
@@ -234,11 +221,14 @@ class Connection:
                 raise
             if n:
                 return n
-            if self._head_got == 0:
+            if not self._decoder.pending:
                 raise ConnectionClosed(f"{self.peer} closed the connection")
-            self._read_error = ProtocolError("truncated",
-                                             f"{self.peer} closed the connection inside a frame")
-            raise self._read_error
+            try:
+                self._decoder.eof()
+            except ProtocolError as exc:
+                raise protocol.RemoteProtocolError(
+                    "truncated", f"{self.peer} closed the connection inside a frame") from exc
+            raise AssertionError("eof() inside a frame must raise")  # pragma: no cover
 
     # -- closing ------------------------------------------------------------------
     def close(self) -> None:
@@ -280,11 +270,7 @@ def send_error(conn: Connection, code: str, message: str) -> None:
         log.debug("could not send error %r to %s: %s", code, conn.peer, exc)
 
 
-# -- handshake ------------------------------------------------------------------------------------
-_AUTH_CODES = {"auth-required", "auth-failed", "auth-unexpected"}
-_NO_SECRET_HERE = "this client requires the shared secret and the server does not have it"
-
-
+# -- handshake: the socket side of swift.handshake -------------------------------------------------
 def client_connect(host: str, port: int, *, name: str, secret: bytes | None, timeout: float,
                    source_address: str | None = None) -> Connection:
     """Connect to a swift server and complete the handshake within ``timeout``.
@@ -325,13 +311,6 @@ def _reworded(exc: OSError, message: str) -> OSError:
         return OSError(message)
 
 
-def _refused(error: protocol.Error, where: str) -> None:
-    """Raise what an Error frame during the handshake means: not a member, or something else."""
-    if error.code in _AUTH_CODES:
-        raise AuthError(f"{where} refused us: {error.message}")
-    raise ProtocolError(error.code, f"{where} refused the connection: {error.message}")
-
-
 def client_handshake(conn: Connection, *, name: str, secret: bytes | None,
                      timeout: float | None = None, where: str | None = None) -> None:
     """Client side of the handshake on an already connected ``conn``.
@@ -342,43 +321,31 @@ def client_handshake(conn: Connection, *, name: str, secret: bytes | None,
     """
     where = where or conn.peer
     deadline = time.monotonic() + (conn.timeout if timeout is None else timeout)
-
-    def receive() -> Message | DataFrame:
+    machine = handshake.ClientHandshake(name=name, secret=secret, where=where)
+    step = machine.start()
+    while True:
+        _perform(conn, step)
+        if step.done:
+            return
         try:
-            return conn.recv(timeout=deadline - time.monotonic())
+            msg = conn.recv(timeout=deadline - time.monotonic())
         except TimeoutError:
             raise TimeoutError(f"{where} did not complete the handshake in time") from None
+        step = machine.receive(msg)
 
-    nonce_c = auth.new_nonce() if secret else None
-    conn.send(protocol.Hello(protocol.PROTOCOL_VERSION, name[:protocol.MAX_NAME], nonce_c))
-    reply = receive()
-    if isinstance(reply, protocol.Error):
-        _refused(reply, where)
-    if not isinstance(reply, protocol.Welcome):
-        raise ProtocolError("unexpected", f"{where} answered hello with {type(reply).__name__}")
-    if reply.version != protocol.PROTOCOL_VERSION:
-        send_error(conn, "bad-version", f"this client speaks version {protocol.PROTOCOL_VERSION}")
-        raise ProtocolError("bad-version", f"{where} speaks protocol version {reply.version}, "
-                                           f"this client {protocol.PROTOCOL_VERSION}")
-    if not secret:
-        if reply.proof is not None or reply.nonce is not None:
-            send_error(conn, "auth-required", "this client has no shared secret")
-            raise AuthError(f"{where} requires the shared secret; give it with --secret-file")
-        return  # no secret on either side: ready after welcome
-    assert nonce_c is not None
-    if reply.proof is None or reply.nonce is None:
-        send_error(conn, "auth-required", _NO_SECRET_HERE)
-        raise AuthError(f"{where} does not know the shared secret (start it with --secret-file), "
-                        f"so it is not trusted")
-    if not auth.check(auth.server_proof(secret, nonce_c, reply.nonce), reply.proof):
-        send_error(conn, "auth-failed", "the server's proof does not match this client's secret")
-        raise AuthError(f"{where} failed to prove it knows the shared secret (a different secret?)")
-    conn.send(protocol.Auth(auth.client_proof(secret, nonce_c, reply.nonce)))
-    final = receive()
-    if isinstance(final, protocol.Error):
-        _refused(final, where)
-    if not isinstance(final, protocol.Ready):
-        raise ProtocolError("unexpected", f"{where} sent {type(final).__name__} instead of ready")
+
+def _perform(conn: Connection, step: handshake.Step) -> None:
+    """Send what a handshake step says; raise its failure (the error frames are best effort)."""
+    if step.failure is None:
+        for msg in step.send:
+            conn.send(msg)
+        return
+    for msg in step.send:
+        if isinstance(msg, protocol.Error):
+            send_error(conn, msg.code, msg.message)
+        else:  # pragma: no cover - a failing step sends only errors
+            conn.send(msg)
+    raise step.failure
 
 
 def server_handshake(conn: Connection, *, name: str, secret: bytes | None) -> protocol.Hello:
@@ -388,51 +355,19 @@ def server_handshake(conn: Connection, *, name: str, secret: bytes | None) -> pr
     connection still works) and raises AuthError or ProtocolError;
     ConnectionClosed and TimeoutError pass through. The caller closes.
     """
-    hello = _server_recv(conn)
-    if not isinstance(hello, protocol.Hello):
-        send_error(conn, "unexpected", "a connection must start with hello")
-        raise ProtocolError("unexpected", f"{conn.peer} started with {type(hello).__name__}, "
-                                          f"not hello")
-    if hello.version != protocol.PROTOCOL_VERSION:
-        send_error(conn, "bad-version", f"this server speaks protocol version "
-                                        f"{protocol.PROTOCOL_VERSION}, not {hello.version}")
-        raise ProtocolError("bad-version", f"{conn.peer} speaks protocol version {hello.version}")
-    short_name = name[:protocol.MAX_NAME]
-    if not secret:
-        conn.send(protocol.Welcome(protocol.PROTOCOL_VERSION, short_name, None, None))
-        if hello.nonce is not None:
-            # the client has a secret and will refuse us: hear its reason, and say so here too
-            try:
-                reply = _server_recv(conn)
-                why = reply.message if isinstance(reply, protocol.Error) else type(reply).__name__
-            except (ConnectionClosed, TimeoutError, ProtocolError) as exc:
-                why = str(exc)
-            raise AuthError(f"the client requires a shared secret and this server has none "
-                            f"(it says: {why})")
-        return hello
-    if hello.nonce is None:
-        send_error(conn, "auth-required", "this server requires the shared secret (--secret-file)")
-        raise AuthError(f"client {conn.peer} did not offer the shared secret")
-    nonce_s = auth.new_nonce()
-    conn.send(protocol.Welcome(protocol.PROTOCOL_VERSION, short_name, nonce_s,
-                               auth.server_proof(secret, hello.nonce, nonce_s)))
-    reply = _server_recv(conn)
-    if isinstance(reply, protocol.Error):
-        raise AuthError(f"client {conn.peer} refused us: {reply.message}")
-    if not isinstance(reply, protocol.Auth):
-        send_error(conn, "auth-unexpected", "expected auth")
-        raise ProtocolError("unexpected", f"{conn.peer} sent {type(reply).__name__}, not auth")
-    if not auth.check(auth.client_proof(secret, hello.nonce, nonce_s), reply.proof):
-        send_error(conn, "auth-failed", "wrong shared secret")
-        raise AuthError(f"client {conn.peer} failed to prove it knows the shared secret "
-                        f"(a different secret?)")
-    conn.send(protocol.Ready())
-    return hello
-
-
-def _server_recv(conn: Connection) -> Message | DataFrame:
-    try:
-        return conn.recv()
-    except ProtocolError as exc:
-        send_error(conn, exc.code, str(exc))
-        raise
+    machine = handshake.ServerHandshake(name=name, secret=secret, peer=conn.peer)
+    while True:
+        try:
+            msg = conn.recv()
+        except ProtocolError as exc:
+            step = machine.bad_frame(exc)
+        except (ConnectionClosed, TimeoutError) as exc:
+            if machine.state != "await-refusal":
+                raise
+            step = machine.connection_lost(str(exc))
+        else:
+            step = machine.receive(msg)
+        _perform(conn, step)
+        if step.done:
+            assert machine.hello is not None
+            return machine.hello
