@@ -222,7 +222,7 @@ def frame(kind: int, payload: bytes, version: int = protocol.PROTOCOL_VERSION) -
 
 
 BAD_AFTER_HELLO = {
-    "oversize control": struct.pack(">BBI", 1, 1, 64 * 1024 + 1) + b"{" * 100,
+    "oversize control": struct.pack(">BBI", 1, 1, protocol.MAX_CONTROL + 1) + b"{" * 100,
     "oversize data": struct.pack(">BBI", 1, 2, (1 << 20) + 1),
     "inverted range": protocol.encode_message(protocol.Fetch(1, "http://h/x", 0, 1, 1, None, None))
     .replace(b'"start":0,"end":1', b'"start":5,"end":1'),

@@ -706,7 +706,7 @@ FETCH = {"type": "fetch", "job_id": 1, "url": "http://127.0.0.1:9/x", "start": 0
 
 #: name -> (bytes sent right after a successful hello, the error code expected back)
 AFTER_HELLO = {
-    "control frame over 64 KiB": (struct.pack(">BBI", 1, 1, protocol.MAX_CONTROL + 1), "too-large"),
+    "control frame over MAX_CONTROL": (struct.pack(">BBI", 1, 1, protocol.MAX_CONTROL + 1), "too-large"),
     "control frame of 4 GiB": (struct.pack(">BBI", 1, 1, 2**32 - 1), "too-large"),
     "data frame over 1 MiB": (struct.pack(">BBI", 1, 2, protocol.MAX_DATA + 1), "too-large"),
     "unknown frame kind": (raw_frame(7, b"x"), "unknown-kind"),
