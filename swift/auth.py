@@ -27,13 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 import os
 import secrets
 import stat
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 NONCE_BYTES = 32
 MAX_SECRET_FILE = 64 * 1024
@@ -80,6 +77,9 @@ def load_secret(path: str | os.PathLike) -> bytes:
     Refuses (SecretError) a missing, unreadable, oversized or empty file;
     only warns about a short secret or one other users may read.
     """
+    import logging  # here, not at the top: logging loads threading, and the handshake core must not
+
+    log = logging.getLogger(__name__)
     p = Path(path)
     try:
         info = p.stat()

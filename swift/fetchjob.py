@@ -193,9 +193,11 @@ class NodeJob:
 
         RemoteProtocolError for anything a requester may not send mid-job.
         """
-        if isinstance(msg, protocol.Shrink) and msg.job_id == self.job_id:
-            # never below what is already sent, never beyond the current end
-            self.end = max(self.start + self.sent, min(self.end, msg.end))
+        if isinstance(msg, protocol.Shrink):
+            if msg.job_id == self.job_id:
+                # never below what is already sent, never beyond the current end
+                self.end = max(self.start + self.sent, min(self.end, msg.end))
+            # else: a late shrink of an earlier job on this connection, crossed with its Done
             return []
         if isinstance(msg, protocol.Ping):
             return [self.pong()]
