@@ -41,7 +41,7 @@ from .auth import AuthError
 from .protocol import DataFrame, Message, ProtocolError
 
 __all__ = ["AuthError", "ConnectionClosed", "Connection", "client_connect", "client_handshake",
-           "server_handshake", "send_error"]
+           "hostport", "server_handshake", "send_error"]
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +69,12 @@ def _describe(sock: socket.socket) -> str:
     except OSError:
         return "?"
     if isinstance(peer, tuple):
-        host, port = peer[0], peer[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return hostport(peer[0], peer[1])
     return str(peer) or "local"
 
 
-def _address(host: str, port: int) -> str:
+def hostport(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets (``[::1]:8000``)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -280,7 +280,7 @@ def client_connect(host: str, port: int, *, name: str, secret: bytes | None, tim
     ConnectionRefusedError, TimeoutError, ProtocolError (the server refused
     for another reason or spoke nonsense) or another OSError.
     """
-    where = _address(host, port)
+    where = hostport(host, port)
     deadline = time.monotonic() + timeout
     try:
         sock = socket.create_connection(
