@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import protocol, server, wire
 
@@ -138,9 +139,13 @@ class DiscoveryService:
 
 
 def make_server(host: str, port: int, *, secret: bytes | None, lease: float = DEFAULT_LEASE,
-                idle_timeout: float = 30.0, max_connections: int = 256) -> server.FramedServer:
+                idle_timeout: float = 30.0, max_connections: int = 256,
+                state_dir: Path | None = None) -> server.FramedServer:
+    """Discovery's server; with a ``secret`` it serves TLS only, with its own key from
+    ``state_dir`` (default: ``identity.state_dir()``), made at first start."""
     service = DiscoveryService(Registry(lease))
-    srv = server.FramedServer((host, port), name="discovery", secret=secret,
+    tls = wire.ServerTLS.load("discovery", state_dir) if secret else None
+    srv = server.FramedServer((host, port), name="discovery", secret=secret, tls=tls,
                               idle_timeout=idle_timeout, max_connections=max_connections,
                               serve_connection=service.serve_connection)
     srv.service = service  # type: ignore[attr-defined]

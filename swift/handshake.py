@@ -18,6 +18,9 @@ Rules every path keeps:
 
 * The client checks the server's proof before it proves anything, so it
   never talks to a server that does not know the secret.
+* With a secret both proofs cover the TLS channel binding (``binding``), so
+  a machine with a secret refuses to start without one: there is no
+  fallback to plain frames.
 * One side with a secret and the other without is a refusal on both ends,
   each with a message that says which side lacks it; neither side ever
   goes on without the proof the other expects.
@@ -77,17 +80,28 @@ class _Machine:
             raise protocol.LocalProtocolError("unexpected", f"the handshake is {self.state}")
 
 
+def _require_binding(secret: bytes | None, binding: bytes | None) -> None:
+    if secret and not binding:
+        # no fallback: with a secret the proofs are only ever made over TLS
+        raise protocol.LocalProtocolError("no-channel", "a shared secret needs a TLS channel "
+                                                        "binding: member connections run over TLS")
+
+
 class ClientHandshake(_Machine):
     """The connecting side. ``where`` names the server in messages (its address).
 
-    ``nonce`` is for tests only (default: a fresh random one when there is a secret).
+    ``binding``: the TLS channel binding (required with a secret, see
+    ``swift.auth``). ``nonce`` is for tests only (default: a fresh random one
+    when there is a secret).
     """
 
     def __init__(self, *, name: str, secret: bytes | None, where: str,
-                 nonce: str | None = None):
+                 binding: bytes | None = None, nonce: str | None = None):
         super().__init__()
+        _require_binding(secret, binding)
         self.name = name[:protocol.MAX_NAME]
         self.secret = secret
+        self.binding = binding or b""
         self.where = where
         self.nonce = (nonce or auth.new_nonce()) if secret else None
         self.server_name: str | None = None
@@ -135,13 +149,16 @@ class ClientHandshake(_Machine):
             return Step((protocol.Error("auth-required", _NO_SECRET_HERE),),
                         failure=AuthError(f"{where} does not know the shared secret (start it "
                                           f"with --secret-file), so it is not trusted"))
-        if not auth.check(auth.server_proof(self.secret, self.nonce, msg.nonce), msg.proof):
+        if not auth.check(auth.server_proof(self.secret, self.nonce, msg.nonce, self.binding),
+                          msg.proof):
             return Step((protocol.Error("auth-failed", "the server's proof does not match this "
-                                                       "client's secret"),),
+                                                       "client's secret and TLS channel"),),
                         failure=AuthError(f"{where} failed to prove it knows the shared secret "
-                                          f"(a different secret?)"))
+                                          f"(a different secret, or something between us that "
+                                          f"terminates TLS?)"))
         self.state = "await-ready"
-        return Step((protocol.Auth(auth.client_proof(self.secret, self.nonce, msg.nonce)),))
+        return Step((protocol.Auth(auth.client_proof(self.secret, self.nonce, msg.nonce,
+                                                     self.binding)),))
 
 
 def _refusal(error: protocol.Error, where: str) -> Exception:
@@ -154,13 +171,18 @@ def _refusal(error: protocol.Error, where: str) -> Exception:
 class ServerHandshake(_Machine):
     """The accepting side. ``peer`` names the client in messages (its address).
 
-    ``hello`` is the client's Hello once received. ``nonce`` is for tests only.
+    ``binding``: the TLS channel binding of this server's own certificate
+    (required with a secret). ``hello`` is the client's Hello once received.
+    ``nonce`` is for tests only.
     """
 
-    def __init__(self, *, name: str, secret: bytes | None, peer: str, nonce: str | None = None):
+    def __init__(self, *, name: str, secret: bytes | None, peer: str,
+                 binding: bytes | None = None, nonce: str | None = None):
         super().__init__()
+        _require_binding(secret, binding)
         self.name = name[:protocol.MAX_NAME]
         self.secret = secret
+        self.binding = binding or b""
         self.peer = peer
         self._nonce = nonce
         self.hello: protocol.Hello | None = None
@@ -216,7 +238,8 @@ class ServerHandshake(_Machine):
         self._nonce = self._nonce or auth.new_nonce()
         self.state = "await-auth"
         return Step((protocol.Welcome(protocol.PROTOCOL_VERSION, self.name, self._nonce,
-                                      auth.server_proof(self.secret, hello.nonce, self._nonce)),))
+                                      auth.server_proof(self.secret, hello.nonce, self._nonce,
+                                                        self.binding)),))
 
     def _on_auth(self, reply: Message | DataFrame) -> Step:
         assert self.secret and self.hello is not None and self.hello.nonce and self._nonce
@@ -226,8 +249,10 @@ class ServerHandshake(_Machine):
             return Step((protocol.Error("auth-unexpected", "expected auth"),),
                         failure=RemoteProtocolError("unexpected", f"{self.peer} sent "
                                                                   f"{type(reply).__name__}, not auth"))
-        if not auth.check(auth.client_proof(self.secret, self.hello.nonce, self._nonce), reply.proof):
-            return Step((protocol.Error("auth-failed", "wrong shared secret"),),
+        if not auth.check(auth.client_proof(self.secret, self.hello.nonce, self._nonce,
+                                            self.binding), reply.proof):
+            return Step((protocol.Error("auth-failed", "wrong shared secret (or TLS channel)"),),
                         failure=AuthError(f"client {self.peer} failed to prove it knows the "
-                                          f"shared secret (a different secret?)"))
+                                          f"shared secret (a different secret, or something "
+                                          f"between us that terminates TLS?)"))
         return Step((protocol.Ready(),), done=True)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 import requests
@@ -219,10 +220,14 @@ class _Ticking:
 
 def make_server(host: str, port: int, *, name: str, secret: bytes | None, slots: int,
                 session_factory: Callable[[], requests.Session], idle_timeout: float = 60.0,
-                max_connections: int | None = None) -> server.FramedServer:
+                max_connections: int | None = None,
+                state_dir: Path | None = None) -> server.FramedServer:
+    """The node's job server; with a ``secret`` it serves TLS only, with the node's own
+    key from ``state_dir`` (default: ``identity.state_dir()``), made at first start."""
     service = JobService(name=name, slots=slots, session_factory=session_factory)
+    tls = wire.ServerTLS.load("node", state_dir) if secret else None
     srv = server.FramedServer(
-        (host, port), name=name, secret=secret, idle_timeout=idle_timeout,
+        (host, port), name=name, secret=secret, tls=tls, idle_timeout=idle_timeout,
         # several requesters may each hold a connection per slot; beyond that
         # a connection costs a thread for nothing.
         max_connections=max_connections or max(64, slots * 16),

@@ -30,18 +30,23 @@ there and in docs/protocol.md.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 import socket
+import ssl
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from . import handshake, protocol
 from .auth import AuthError
 from .protocol import DataFrame, Message, ProtocolError
 
-__all__ = ["AuthError", "ConnectionClosed", "Connection", "client_connect", "client_handshake",
-           "hostport", "server_handshake", "send_error"]
+__all__ = ["AuthError", "ConnectionClosed", "Connection", "ServerTLS", "accept", "client_connect",
+           "client_handshake", "hostport", "server_handshake", "send_error", "start_tls_client",
+           "start_tls_server"]
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +84,25 @@ def hostport(host: str, port: int) -> str:
 
 
 class Connection:
-    """A framed connection over a connected stream socket (TCP or a socketpair)."""
+    """A framed connection over a connected stream socket (TCP, a socketpair, or TLS over either).
 
-    def __init__(self, sock: socket.socket, *, timeout: float):
+    ``binding`` is the TLS channel binding when ``sock`` is an ``ssl.SSLSocket``
+    (see ``start_tls_client`` / ``start_tls_server``). ``private`` becomes
+    True once a member proved the shared secret over that TLS channel.
+    """
+
+    def __init__(self, sock: socket.socket, *, timeout: float, binding: bytes | None = None):
         self.sock = sock
         self._timeout = timeout
+        self.binding = binding
+        #: True when this connection runs over TLS with a verified member: the
+        #: only kind that may carry secrets (cookies, credentials) to a peer
+        self.private = False
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        # one SSL object must not be used by two threads at once: every TLS call
+        # (never a wait) holds this lock; plain sockets need none
+        self._io_lock: contextlib.AbstractContextManager = (
+            threading.Lock() if self._tls else contextlib.nullcontext())
         sock.setblocking(False)  # every wait is ours, with a deadline: see _wait
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
@@ -132,14 +151,20 @@ class Connection:
                 raise ConnectionClosed(f"connection to {self.peer} is closed")
             if self._send_broken:
                 raise ConnectionClosed(self._send_broken)
-            sent = 0
+            sent = 0  # with TLS: 1 once any record may have gone out
             deadline = time.monotonic() + self._timeout
             try:
                 while parts:
                     try:
-                        n = self.sock.sendmsg(parts)
-                    except BlockingIOError:
-                        if not _wait(self.sock, deadline - time.monotonic(), write=True):
+                        if self._tls:
+                            sent = max(sent, 1)
+                            with self._io_lock:
+                                n = self.sock.send(parts[0])  # all of it or SSLWant*: no sendmsg
+                        else:
+                            n = self.sock.sendmsg(parts)
+                    except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError) as exc:
+                        reading = isinstance(exc, ssl.SSLWantReadError)
+                        if not _wait(self.sock, deadline - time.monotonic(), write=not reading):
                             if time.monotonic() >= deadline:
                                 raise TimeoutError from None
                         continue
@@ -173,6 +198,10 @@ class Connection:
         if self._closed or self._read_error is not None:
             return True
         try:
+            if self._tls:
+                with self._io_lock:
+                    if self.sock.pending():  # decrypted bytes poll() cannot see
+                        return True
             return _wait(self.sock, timeout)
         except (OSError, ValueError):
             return True  # closed underneath us: let recv report it
@@ -202,11 +231,12 @@ class Connection:
     def _recv_into(self, view: memoryview, deadline: float, wait: float) -> int:
         while True:
             try:
-                n = self.sock.recv_into(view)
-            except BlockingIOError:
+                with self._io_lock:
+                    n = self.sock.recv_into(view)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:
                 remaining = deadline - time.monotonic()
                 try:
-                    ready = _wait(self.sock, remaining)
+                    ready = _wait(self.sock, remaining, write=isinstance(exc, ssl.SSLWantWriteError))
                 except (OSError, ValueError) as exc:
                     raise ConnectionClosed(f"connection to {self.peer} is closed") from exc
                 if not ready and remaining <= 0:
@@ -270,6 +300,184 @@ def send_error(conn: Connection, code: str, message: str) -> None:
         log.debug("could not send error %r to %s: %s", code, conn.peer, exc)
 
 
+# -- the private channel: TLS with a secret (issue: nobody else on the LAN reads or alters frames) ----
+#: The first byte of a TLS connection (a handshake record, RFC 8446 section 5.1);
+#: a swift frame starts with its version, 1. A server tells the two apart by it.
+TLS_HANDSHAKE_RECORD = 0x16
+
+_PLAIN_REFUSAL = ("this server requires the shared secret (--secret-file); with it every "
+                  "connection runs over TLS")
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """A server's TLS context and the channel binding of its certificate."""
+
+    context: ssl.SSLContext
+    binding: bytes
+
+    @classmethod
+    def load(cls, role: str, state_dir: Path | None = None) -> "ServerTLS":
+        """This member's identity for ``role`` (made at first start), ready to serve TLS.
+
+        Raises ``identity.IdentityError`` (an OSError) with what to do.
+        """
+        from . import identity  # cryptography is needed only with a secret
+
+        ident = identity.load_or_create(role, state_dir)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        context.load_cert_chain(ident.path)
+        return cls(context, ident.binding)
+
+
+_client_context: ssl.SSLContext | None = None
+
+
+def _tls_client_context() -> ssl.SSLContext:
+    """TLS 1.3, any certificate: the membership proof, bound to the certificate, is the check."""
+    global _client_context
+    if _client_context is None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # see above: the proof covers the certificate's hash
+        _client_context = context
+    return _client_context
+
+
+def _tls_handshake(sock: ssl.SSLSocket, deadline: float, where: str) -> None:
+    while True:
+        try:
+            sock.do_handshake()
+            return
+        except ssl.SSLWantReadError:
+            write = False
+        except ssl.SSLWantWriteError:
+            write = True
+        if not _wait(sock, deadline - time.monotonic(), write=write) and time.monotonic() >= deadline:
+            raise TimeoutError(f"the TLS handshake with {where} took too long")
+
+
+def start_tls_client(sock: socket.socket, *, timeout: float, where: str | None = None) -> Connection:
+    """TLS over a connected ``sock`` as the client; the Connection, with the server's binding.
+
+    Takes ``sock`` over (closes it on failure). A server that does not
+    answer TLS has no shared secret: AuthError, saying so.
+    """
+    from . import identity
+
+    where = where or _describe(sock)
+    deadline = time.monotonic() + timeout
+    sock.setblocking(False)
+    try:
+        tls = _tls_client_context().wrap_socket(sock, do_handshake_on_connect=False)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        _tls_handshake(tls, deadline, where)
+        der = tls.getpeercert(binary_form=True)
+        if not der:  # pragma: no cover - TLS 1.3 servers always send one
+            raise AuthError(f"{where} sent no TLS certificate")
+    except (ssl.SSLError, ConnectionError) as exc:
+        tls.close()
+        raise AuthError(f"{where} does not know the shared secret (it does not speak TLS: "
+                        f"{_tls_reason(exc)}; start it with --secret-file), so it is not "
+                        f"trusted") from None
+    except BaseException:
+        tls.close()
+        raise
+    return Connection(tls, timeout=timeout, binding=identity.end_point_binding(der))
+
+
+def start_tls_server(sock: socket.socket, tls: ServerTLS, *, timeout: float) -> Connection:
+    """TLS over an accepted ``sock`` as the server; takes ``sock`` over (closes it on failure)."""
+    where = _describe(sock)
+    deadline = time.monotonic() + timeout
+    sock.setblocking(False)
+    try:
+        wrapped = tls.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        _tls_handshake(wrapped, deadline, where)
+    except ssl.SSLError as exc:
+        wrapped.close()
+        raise ProtocolError("tls", f"TLS handshake with {where} failed: {_tls_reason(exc)}") from None
+    except BaseException:
+        wrapped.close()
+        raise
+    return Connection(wrapped, timeout=timeout, binding=tls.binding)
+
+
+def _tls_reason(exc: BaseException) -> str:
+    return getattr(exc, "reason", None) or exc.__class__.__name__
+
+
+def _first_byte(sock: socket.socket, deadline: float) -> int:
+    """The first byte the client sent, left in the socket (MSG_PEEK)."""
+    sock.setblocking(False)
+    while True:
+        try:
+            head = sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            if not _wait(sock, deadline - time.monotonic()) and time.monotonic() >= deadline:
+                raise TimeoutError(f"{_describe(sock)} sent nothing") from None
+            continue
+        except _GONE as exc:
+            raise ConnectionClosed(f"{_describe(sock)} reset the connection") from exc
+        if not head:
+            raise ConnectionClosed(f"{_describe(sock)} closed the connection")
+        return head[0]
+
+
+def accept(sock: socket.socket, *, name: str, secret: bytes | None, tls: ServerTLS | None,
+           timeout: float, adopt=None) -> tuple[Connection, protocol.Hello]:
+    """Server side of a new connection: the channel, then the handshake, within ``timeout``.
+
+    With a secret the channel is TLS (``tls`` is required) and a client
+    sending plain frames is refused with an ``auth-required`` error frame
+    it can read; without one, a client speaking TLS (it has a secret) is
+    refused. ``adopt(new_socket)`` is called when TLS takes ``sock`` over,
+    so whoever shuts connections down holds the live socket. Returns the
+    connection (the caller closes it) and the client's Hello; raises
+    AuthError, ProtocolError, ConnectionClosed, TimeoutError or OSError
+    after closing what it opened.
+    """
+    deadline = time.monotonic() + timeout
+    peer = _describe(sock)
+    speaks_tls = _first_byte(sock, deadline) == TLS_HANDSHAKE_RECORD
+    if secret and tls is None:
+        raise protocol.LocalProtocolError("no-channel", "a server with a secret needs its TLS identity")
+    if secret and speaks_tls:
+        assert tls is not None
+        conn = start_tls_server(sock, tls, timeout=max(0.0, deadline - time.monotonic()))
+        if adopt is not None:
+            adopt(conn.sock)
+    else:
+        conn = Connection(sock, timeout=max(0.0, deadline - time.monotonic()))
+        if secret:
+            with contextlib.suppress(ConnectionClosed, TimeoutError, ProtocolError, OSError):
+                conn.recv()  # its hello: closing with it unread would reset the connection
+            send_error(conn, "auth-required", _PLAIN_REFUSAL)
+            conn.close()
+            raise AuthError(f"client {peer} did not offer the shared secret (it sent plain frames; "
+                            f"with a secret every connection runs over TLS)")
+        if speaks_tls:
+            conn.close()
+            raise AuthError(f"the client {peer} requires a shared secret and this server has none "
+                            f"(it speaks TLS; start this server with --secret-file to let it in)")
+    try:
+        conn.timeout = max(0.0, deadline - time.monotonic())
+        hello = server_handshake(conn, name=name, secret=secret)
+    except BaseException:
+        conn.close()
+        raise
+    return conn, hello
+
+
 # -- handshake: the socket side of swift.handshake -------------------------------------------------
 def client_connect(host: str, port: int, *, name: str, secret: bytes | None, timeout: float,
                    source_address: str | None = None) -> Connection:
@@ -293,7 +501,11 @@ def client_connect(host: str, port: int, *, name: str, secret: bytes | None, tim
         raise TimeoutError(f"connecting to {where} took over {timeout:g} s") from None
     except OSError as exc:
         raise _reworded(exc, f"cannot connect to {where}: {exc.strerror or exc}") from None
-    conn = Connection(sock, timeout=timeout)
+    if secret:  # a member's connections run over TLS, never plain (no fallback)
+        conn = start_tls_client(sock, timeout=max(0.0, deadline - time.monotonic()), where=where)
+        conn.timeout = timeout
+    else:
+        conn = Connection(sock, timeout=timeout)
     try:
         client_handshake(conn, name=name, secret=secret, timeout=deadline - time.monotonic(),
                          where=where)
@@ -321,11 +533,12 @@ def client_handshake(conn: Connection, *, name: str, secret: bytes | None,
     """
     where = where or conn.peer
     deadline = time.monotonic() + (conn.timeout if timeout is None else timeout)
-    machine = handshake.ClientHandshake(name=name, secret=secret, where=where)
+    machine = handshake.ClientHandshake(name=name, secret=secret, where=where, binding=conn.binding)
     step = machine.start()
     while True:
         _perform(conn, step)
         if step.done:
+            conn.private = bool(secret)  # a member proved the secret over this TLS channel
             return
         try:
             msg = conn.recv(timeout=deadline - time.monotonic())
@@ -355,7 +568,8 @@ def server_handshake(conn: Connection, *, name: str, secret: bytes | None) -> pr
     connection still works) and raises AuthError or ProtocolError;
     ConnectionClosed and TimeoutError pass through. The caller closes.
     """
-    machine = handshake.ServerHandshake(name=name, secret=secret, peer=conn.peer)
+    machine = handshake.ServerHandshake(name=name, secret=secret, peer=conn.peer,
+                                        binding=conn.binding)
     while True:
         try:
             msg = conn.recv()
@@ -370,4 +584,5 @@ def server_handshake(conn: Connection, *, name: str, secret: bytes | None) -> pr
         _perform(conn, step)
         if step.done:
             assert machine.hello is not None
+            conn.private = bool(secret)
             return machine.hello

@@ -15,12 +15,17 @@ from .connection_pair import ConnectionPair, run_handshake
 
 SECRET = b"s" * 32
 OTHER = b"o" * 32
+#: a stand-in for the hash of the server's TLS certificate (tls-server-end-point)
+BINDING = bytes(range(32))
 
 
-def converse(client_secret, server_secret, chunk=1 << 20):
+def converse(client_secret, server_secret, chunk=1 << 20, *, client_binding=BINDING,
+             server_binding=BINDING):
     pair = ConnectionPair(chunk)
-    client = ClientHandshake(name="alice", secret=client_secret, where="server:1")
-    server = ServerHandshake(name="bob", secret=server_secret, peer="client:2")
+    client = ClientHandshake(name="alice", secret=client_secret, where="server:1",
+                             binding=client_binding if client_secret else None)
+    server = ServerHandshake(name="bob", secret=server_secret, peer="client:2",
+                             binding=server_binding if server_secret else None)
     return pair, client, server, run_handshake(pair, client, server)
 
 
@@ -71,18 +76,18 @@ def test_a_server_without_the_secret_is_not_trusted_and_hears_why():
 
 def test_the_server_proof_cannot_be_replayed_as_the_client_proof():
     nonce_c, nonce_s = auth.new_nonce(), auth.new_nonce()
-    server = ServerHandshake(name="s", secret=SECRET, peer="p", nonce=nonce_s)
+    server = ServerHandshake(name="s", secret=SECRET, peer="p", binding=BINDING, nonce=nonce_s)
     server.receive(protocol.Hello(protocol.PROTOCOL_VERSION, "c", nonce_c))
-    replayed = auth.server_proof(SECRET, nonce_c, nonce_s)
+    replayed = auth.server_proof(SECRET, nonce_c, nonce_s, BINDING)
     step = server.receive(protocol.Auth(replayed))
     assert isinstance(step.failure, AuthError) and step.send[0].code == "auth-failed"
 
 
 def test_a_client_with_a_valid_proof_from_another_exchange_fails():
-    server = ServerHandshake(name="s", secret=SECRET, peer="p")
+    server = ServerHandshake(name="s", secret=SECRET, peer="p", binding=BINDING)
     nonce_c = auth.new_nonce()
     server.receive(protocol.Hello(protocol.PROTOCOL_VERSION, "c", nonce_c))
-    old = auth.client_proof(SECRET, nonce_c, auth.new_nonce())  # another server nonce
+    old = auth.client_proof(SECRET, nonce_c, auth.new_nonce(), BINDING)  # another server nonce
     assert isinstance(server.receive(protocol.Auth(old)).failure, AuthError)
 
 
@@ -114,7 +119,7 @@ def test_a_server_error_during_the_handshake_is_not_an_auth_failure_unless_it_sa
 
 
 def test_something_other_than_auth_after_a_keyed_welcome_is_refused():
-    server = ServerHandshake(name="s", secret=SECRET, peer="p")
+    server = ServerHandshake(name="s", secret=SECRET, peer="p", binding=BINDING)
     server.receive(protocol.Hello(protocol.PROTOCOL_VERSION, "c", auth.new_nonce()))
     step = server.receive(protocol.Ping())
     assert step.send[0].code == "auth-unexpected" and step.failure is not None
@@ -138,7 +143,31 @@ def test_a_finished_handshake_takes_no_more_messages():
 
 
 def test_a_client_that_leaves_mid_handshake_is_reported():
-    server = ServerHandshake(name="s", secret=SECRET, peer="p")
+    server = ServerHandshake(name="s", secret=SECRET, peer="p", binding=BINDING)
     server.receive(protocol.Hello(protocol.PROTOCOL_VERSION, "c", auth.new_nonce()))
     step = server.connection_lost("reset")
     assert isinstance(step.failure, RemoteProtocolError) and "reset" in str(step.failure)
+
+
+def test_a_relay_that_terminates_tls_on_both_sides_cannot_pass_the_proofs_along():
+    """The client sees the relay's certificate, the server its own: different bindings."""
+    pair, _, _, final = converse(SECRET, SECRET, client_binding=b"relay-cert-hash" * 2)
+    assert isinstance(final["client"].failure, AuthError)
+    assert "terminates TLS" in str(final["client"].failure)
+    assert "Auth" not in pair.sent_by("client")  # it proved nothing the relay could reuse
+
+
+def test_a_client_proof_for_another_channel_is_refused():
+    nonce_c = auth.new_nonce()
+    server = ServerHandshake(name="s", secret=SECRET, peer="p", binding=BINDING)
+    welcome = server.receive(protocol.Hello(protocol.PROTOCOL_VERSION, "c", nonce_c)).send[0]
+    other_channel = auth.client_proof(SECRET, nonce_c, welcome.nonce, b"x" * 32)
+    step = server.receive(protocol.Auth(other_channel))
+    assert isinstance(step.failure, AuthError) and step.send[0].code == "auth-failed"
+
+
+def test_with_a_secret_there_is_no_handshake_without_a_channel_binding():
+    with pytest.raises(LocalProtocolError, match="TLS"):
+        ClientHandshake(name="c", secret=SECRET, where="w")
+    with pytest.raises(LocalProtocolError, match="TLS"):
+        ServerHandshake(name="s", secret=SECRET, peer="p", binding=b"")

@@ -265,7 +265,7 @@ def test_nonces_are_what_the_protocol_accepts():
     nonce = auth.new_nonce()
     assert len(nonce) == protocol.NONCE_HEX and set(nonce) <= set("0123456789abcdef")
     assert decode_message(encode_message(protocol.Hello(1, "n", nonce))[6:]).nonce == nonce
-    proof = auth.server_proof(b"s", nonce, auth.new_nonce())
+    proof = auth.server_proof(b"s", nonce, auth.new_nonce(), bytes(32))
     assert decode_message(encode_message(protocol.Auth(proof))[6:]).proof == proof
 
 
