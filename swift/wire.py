@@ -466,6 +466,10 @@ def accept(sock: socket.socket, *, name: str, secret: bytes | None, tls: ServerT
             raise AuthError(f"client {peer} did not offer the shared secret (it sent plain frames; "
                             f"with a secret every connection runs over TLS)")
         if speaks_tls:
+            with contextlib.suppress(OSError):
+                sock.recv(65536)  # its TLS hello: closing with it unread would reset the connection
+            send_error(conn, "auth-required", "this server has no shared secret; a client that "
+                                              "speaks TLS has one (start the server with --secret-file)")
             conn.close()
             raise AuthError(f"the client {peer} requires a shared secret and this server has none "
                             f"(it speaks TLS; start this server with --secret-file to let it in)")
