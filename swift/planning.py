@@ -33,7 +33,7 @@ import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 #: Split points are rounded to this, so pieces start on page/extent-friendly offsets.
 ALIGN = 64 * 1024
@@ -64,7 +64,8 @@ class RangeSet:
     Two parallel sorted lists (starts, ends) make every lookup a bisect and an
     add a slice assignment, so thousands of small adds (one per received
     block) stay cheap; ``total`` is kept up to date instead of summed.
-    ``len()`` is the number of ranges, not of bytes.
+    ``len()`` is the number of ranges, not of bytes, and iterating gives
+    the ranges as ``(start, end)`` pairs.
     """
 
     def __init__(self, ranges: Iterable[Range | tuple[int, int]] = ()) -> None:
@@ -207,6 +208,10 @@ class RangeSet:
     def __len__(self) -> int:
         return len(self._starts)
 
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        """The ranges as ``(start, end)`` pairs, in order (as ``len()`` counts them)."""
+        return zip(self._starts, self._ends)
+
     def __repr__(self) -> str:
         return f"RangeSet({self.to_json()})"
 
@@ -238,15 +243,30 @@ def plan_piece_size(size: int, workers: int, *, min_piece: int = 1 << 20,
 
 
 @dataclass(frozen=True)
+class Shrink:
+    """A split moved running job ``job_id``'s end back to ``end``.
+
+    The worker running that job must be told (a peer stops at ``end``); the
+    bytes from ``end`` on are a new piece now.
+    """
+
+    job_id: int
+    end: int
+
+
+@dataclass(frozen=True)
 class Piece:
     """What a worker is told to fetch: job ``job_id``, ``[start, end)`` as at assignment.
 
-    The job's end may later shrink (a split); ask ``Scheduler.end_of``.
+    ``shrink`` is set when the piece was split off a running job: that job
+    now ends at ``shrink.end == start``, and its worker must be told. The
+    new job's own end may later shrink too; ask ``Scheduler.end_of``.
     """
 
     job_id: int
     start: int
     end: int
+    shrink: Shrink | None = None
 
 
 @dataclass(frozen=True)
@@ -317,7 +337,9 @@ class Scheduler:
     def assign(self, peer: str, now: float | None = None) -> Piece | None:
         """The next piece for an idle worker of ``peer``, or None.
 
-        None if ``peer`` is excluded or there is nothing to give. The queue
+        None if ``peer`` is excluded or there is nothing to give. A piece
+        split off a running job says so in ``piece.shrink`` (the job and its
+        new end), so the caller tells that job's worker without looking. The queue
         comes first (front to back; failed remainders are at its front). With
         the queue empty, a running job whose unclaimed remainder is at least
         ``2 * min_split`` is split: the running job keeps ``[claimed, mid)``,
@@ -339,7 +361,7 @@ class Scheduler:
         if mid is None:
             return None
         old_end, victim.end = victim.end, mid
-        return self._start(peer, mid, old_end, now)
+        return self._start(peer, mid, old_end, now, Shrink(victim.job_id, mid))
 
     def _split_victim(self, peer: str, now: float | None) -> _Job | None:
         def urgency(job: _Job) -> tuple[float, int, bool, int]:
@@ -385,11 +407,12 @@ class Scheduler:
             return (job.claimed - job.start) / (now - job.started)
         return self._peer_rate.get(job.peer)
 
-    def _start(self, peer: str, start: int, end: int, now: float | None) -> Piece:
+    def _start(self, peer: str, start: int, end: int, now: float | None,
+               shrink: Shrink | None = None) -> Piece:
         job_id = self._next_id
         self._next_id += 1
         self._jobs[job_id] = _Job(job_id, peer, start, start, start, end, now)
-        return Piece(job_id, start, end)
+        return Piece(job_id, start, end, shrink)
 
     # -- progress -----------------------------------------------------------------------------
     def end_of(self, job_id: int) -> int:

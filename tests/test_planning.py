@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
                                  rule)
 
-from swift.planning import ALIGN, ActiveJob, Piece, Range, RangeSet, Scheduler, plan_piece_size
+from swift.planning import ALIGN, ActiveJob, Piece, Range, RangeSet, Scheduler, Shrink, plan_piece_size
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -317,6 +317,7 @@ def test_split_gives_the_far_half_of_the_unclaimed_remainder():
     # unclaimed [2 MiB + 10, 8 MiB): the half-way point, rounded to 64 KiB
     assert (q.start, q.end) == (5 * MiB, 8 * MiB)
     assert s.end_of(p.job_id) == 5 * MiB and s.end_of(q.job_id) == 8 * MiB
+    assert q.shrink == Shrink(p.job_id, 5 * MiB) and p.shrink is None  # the split says so
     assert s.claim(p.job_id, 4 * MiB) == (2 * MiB + 10, 3 * MiB - 10)  # stops at its new end
     s.commit(p.job_id, 10 + 3 * MiB - 10)
     assert s.finished(p.job_id)
@@ -582,6 +583,11 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert s.end_of(victim.job_id) == piece.start and victim.end == piece.end
             assert piece.start - victim.claimed >= s.min_split
             assert piece.end - piece.start >= s.min_split
+            # the split says which job shrank and to where: what its worker is told
+            assert piece.shrink == Shrink(victim.job_id, s.end_of(victim.job_id))
+        else:
+            assert piece.shrink is None  # from the queue: no running job changed
+            assert all(s.end_of(j) == before[j].end for j in before)
 
     @precondition(lambda self: self._active())
     @rule(data=st.data(), nbytes=st.integers(0, 3 * MiB))
