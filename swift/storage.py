@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .names import free_path
+from .planning import RangeSet
 
 log = logging.getLogger(__name__)
 
@@ -431,38 +432,24 @@ class PartFile:
             pass
 
 
-# -- the resume record -----------------------------------------------------------------------
-
-def _check_ranges(done, size: int) -> list[tuple[int, int]]:
-    """Validated, sorted, merged ``[start, end)`` ranges within ``[0, size]``."""
-    if not isinstance(done, (list, tuple)):
-        raise ValueError("done must be a list of [start, end) ranges")
-    out: list[tuple[int, int]] = []
-    for item in done:
-        if not isinstance(item, (list, tuple)) or len(item) != 2 \
-                or not all(type(x) is int for x in item):
-            raise ValueError(f"bad range {item!r}")
-        start, end = item
-        if not 0 <= start < end <= size:
-            raise ValueError(f"range [{start}, {end}) is outside [0, {size})")
-        out.append((start, end))
-    out.sort()
-    merged: list[tuple[int, int]] = []
-    for start, end in out:
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
-
+# -- the resume record ----------------------------------------------------------------------
 
 @dataclass
 class ResumeRecord:
     """What a resume needs to know: which file (URL, size, validator) and
     which ranges of ``NAME.part`` are already written.
 
-    ``done`` holds half-open ``(start, end)`` ranges; :meth:`load` returns
-    them sorted and merged.
+    ``done`` is a :class:`~swift.planning.RangeSet`; a list of ``(start,
+    end)`` pairs is accepted and checked on construction.
+
+    Ranges are validated once, here, by :meth:`RangeSet.from_json
+    <swift.planning.RangeSet.from_json>`, with one rule: pairs of ints,
+    ``0 <= start < end <= size``, in increasing order and not overlapping.
+    Why refuse rather than merge: every record we write comes from
+    ``RangeSet.to_json``, which cannot produce anything else, so a record
+    with overlapping or unsorted ranges was damaged or edited; guessing what
+    it meant could mark missing bytes as done, and starting over is always
+    correct.
     """
 
     version: int
@@ -471,7 +458,15 @@ class ResumeRecord:
     size: int
     etag: str | None
     last_modified: str | None
-    done: list[tuple[int, int]] = field(default_factory=list)
+    done: RangeSet = field(default_factory=RangeSet)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.done, RangeSet):
+            if type(self.size) is not int or not 0 <= self.size <= MAX_FILE_SIZE:
+                raise ValueError(f"bad size {self.size!r}")
+            self.done = RangeSet.from_json(list(self.done), self.size)
+        elif self.done.end > self.size:
+            raise ValueError(f"ranges reach past the end of the file ({self.size} bytes)")
 
     def to_json(self) -> dict:
         """The JSON object saved (ValueError if a field is out of range)."""
@@ -479,8 +474,7 @@ class ResumeRecord:
                          self.last_modified)
         return {"format": RECORD_FORMAT, "version": self.version, "url": self.url,
                 "final_url": self.final_url, "size": self.size, "etag": self.etag,
-                "last_modified": self.last_modified,
-                "done": [[a, b] for a, b in _check_ranges(self.done, self.size)]}
+                "last_modified": self.last_modified, "done": self.done.to_json()}
 
     @classmethod
     def from_json(cls, obj) -> "ResumeRecord":
@@ -494,7 +488,8 @@ class ResumeRecord:
             raise ValueError(f"missing field {exc.args[0]}") from None
         version, url, final_url, size, etag, last_modified, done = fields
         _validate_fields(version, url, final_url, size, etag, last_modified)
-        return cls(version, url, final_url, size, etag, last_modified, _check_ranges(done, size))
+        return cls(version, url, final_url, size, etag, last_modified,
+                   RangeSet.from_json(done, size))
 
     def save(self, path: Path) -> None:
         """Replace the record at ``path`` atomically: a crash leaves the old
@@ -572,6 +567,89 @@ class ResumeRecord:
             log.warning("ignoring the damaged resume record %s: %s", path,
                         str(exc)[:200] or type(exc).__name__)
             return None
+
+
+# -- the control file: the record, or nothing --------------------------------------------------
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """Which file a record is about: what must match for a resume."""
+
+    url: str
+    final_url: str
+    size: int
+    etag: str | None
+    last_modified: str | None
+
+
+class ControlFile:
+    """Where a download keeps what it has written (aria2's ``BtProgressInfoFile``).
+
+    Two kinds: :class:`ResumeFile` (``NAME.part.swift``) for downloads that
+    can resume, :class:`NullControlFile` for those that cannot (a plain
+    stream), so callers never check for None.
+    """
+
+    path: Path | None = None
+
+    def load(self) -> ResumeRecord | None:
+        """The record of an earlier run of this URL, or None (see :meth:`ResumeRecord.load`)."""
+        raise NotImplementedError
+
+    def save(self, done: RangeSet) -> None:
+        """Record ``done`` as written. Flush the data first. StorageError on failure."""
+        raise NotImplementedError
+
+    def exists(self) -> bool:
+        raise NotImplementedError
+
+    def remove(self) -> None:
+        """Remove the record if there is one; never raises for a missing file."""
+        raise NotImplementedError
+
+
+class ResumeFile(ControlFile):
+    """``NAME.part.swift`` for one file identity; see the module docstring."""
+
+    def __init__(self, final: Path, identity: FileIdentity):
+        self.path = record_path(final)
+        self.identity = identity
+
+    def load(self) -> ResumeRecord | None:
+        record = ResumeRecord.load(self.path)
+        return record if record is not None and record.url == self.identity.url else None
+
+    def save(self, done: RangeSet) -> None:
+        i = self.identity
+        ResumeRecord(RECORD_VERSION, i.url, i.final_url, i.size, i.etag, i.last_modified,
+                     done).save(self.path)
+
+    def exists(self) -> bool:
+        return os.path.lexists(self.path)
+
+    def remove(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _error(exc, "removing the resume record", self.path, kept=True) from None
+
+
+class NullControlFile(ControlFile):
+    """No record: for downloads that cannot resume. Saves nothing, loads nothing."""
+
+    def load(self) -> ResumeRecord | None:
+        return None
+
+    def save(self, done: RangeSet) -> None:
+        pass
+
+    def exists(self) -> bool:
+        return False
+
+    def remove(self) -> None:
+        pass
 
 
 def _validate_fields(version, url, final_url, size, etag, last_modified) -> None:

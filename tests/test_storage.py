@@ -268,10 +268,13 @@ def test_record_round_trip_and_no_temp_files(tmp_path):
     assert json.loads(path.read_text())["format"] == storage.RECORD_FORMAT
 
 
-def test_record_ranges_are_sorted_and_merged(tmp_path):
+def test_record_ranges_touching_merge_but_unsorted_or_overlapping_are_refused(tmp_path):
     path = tmp_path / "f.part.swift"
-    make_record(done=[(50, 60), (0, 10), (5, 20), (20, 25), (90, 100)]).save(path)
-    assert ResumeRecord.load(path).done == [(0, 25), (50, 60), (90, 100)]
+    make_record(done=[(0, 10), (10, 25), (50, 60), (90, 100)]).save(path)
+    assert list(ResumeRecord.load(path).done) == [(0, 25), (50, 60), (90, 100)]
+    for bad in ([(50, 60), (0, 10)], [(0, 10), (5, 20)]):  # only a damaged record has these
+        with pytest.raises(ValueError, match="out of order or overlaps"):
+            make_record(done=bad)
     make_record(size=0, done=[]).save(path)
     assert ResumeRecord.load(path) == make_record(size=0, done=[])
 
