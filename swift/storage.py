@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import json
 import logging
 import os
@@ -42,6 +43,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from .names import free_path
 from .planning import RangeSet
@@ -55,6 +57,8 @@ RECORD_VERSION = 1
 RECORD_FORMAT = "swift-resume-record"
 #: A record larger than this is not ours (a record holds a few ranges).
 MAX_RECORD_BYTES = 16 << 20
+#: Ranges encoded at a time when a record is saved: bounds the text held at once.
+RANGES_PER_CHUNK = 4096
 #: Largest file offset the kernel accepts (off_t).
 MAX_FILE_SIZE = (1 << 63) - 1
 
@@ -470,11 +474,31 @@ class ResumeRecord:
 
     def to_json(self) -> dict:
         """The JSON object saved (ValueError if a field is out of range)."""
+        return {**self.to_json_head(), "done": self.done.to_json()}
+
+    def _encoded(self, head: dict) -> Iterator[bytes]:
+        """The JSON text of :meth:`to_json`, in chunks of :data:`RANGES_PER_CHUNK` ranges.
+
+        A fragmented record is rewritten every second: encoding it in one
+        piece would build a list per range first (about 140 bytes each).
+        ``head`` is :meth:`to_json_head`.
+        """
+        yield json.dumps(head, separators=(",", ":"))[:-1].encode() + b',"done":['
+        pairs = iter(self.done)
+        first = True
+        while batch := list(itertools.islice(pairs, RANGES_PER_CHUNK)):
+            text = ",".join(f"[{a},{b}]" for a, b in batch)
+            yield (text if first else "," + text).encode()
+            first = False
+        yield b"]}"
+
+    def to_json_head(self) -> dict:
+        """Every field of :meth:`to_json` but ``done`` (ValueError if one is out of range)."""
         _validate_fields(self.version, self.url, self.final_url, self.size, self.etag,
                          self.last_modified)
         return {"format": RECORD_FORMAT, "version": self.version, "url": self.url,
                 "final_url": self.final_url, "size": self.size, "etag": self.etag,
-                "last_modified": self.last_modified, "done": self.done.to_json()}
+                "last_modified": self.last_modified}
 
     @classmethod
     def from_json(cls, obj) -> "ResumeRecord":
@@ -497,13 +521,14 @@ class ResumeRecord:
 
         StorageError on failure (the previous record, if any, stays)."""
         path = Path(path)
-        data = json.dumps(self.to_json(), separators=(",", ":")).encode("utf-8")
+        chunks = self._encoded(self.to_json_head())  # ValueError here, before any file exists
         tmp: str | None = None
         try:
             # a short temporary name: the record's own name may be near the limit
             fd, tmp = tempfile.mkstemp(prefix=".swift-", suffix=".tmp", dir=path.parent)
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                for chunk in chunks:
+                    f.write(chunk)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)

@@ -154,3 +154,56 @@ def test_the_null_control_file_keeps_nothing_and_the_resume_file_round_trips(tmp
     rf.remove()
     rf.remove()
     assert not rf.exists()
+
+
+def _probe(size: int, etag: str | None = '"e"'):
+    from swift import httpclient
+    return httpclient.ProbeResult(url="http://127.0.0.1/f", final_url="http://127.0.0.1/f",
+                                  size=size, ranges=True, validator=httpclient.Validator(etag, None),
+                                  filename="f")
+
+
+def test_a_fragmented_record_forgets_its_small_pieces_and_says_so(tmp_path):
+    from swift.engine import target
+    from swift.engine.options import Options
+    size = 64 * MiB
+    final = tmp_path / "f"
+    storage.part_path(final).write_bytes(b"")
+    probe = _probe(size)
+    control = storage.ResumeFile(final, target.identity(probe.url, probe))
+    tiny = [(k * 4096, k * 4096 + 10) for k in range(target.FRAGMENTED + 5)]
+    big = (32 * MiB, 48 * MiB)
+    control.save(RangeSet(tiny + [big]))
+    notices: list[str] = []
+    done = target.resume_point(control, probe, final, Options(min_split=256 << 10), notices.append)
+    assert list(done) == [big]
+    assert f"holds {target.FRAGMENTED + 6} fragments" in notices[0]
+    assert "resuming: 16.0 MiB of 64.0 MiB" in notices[1]
+
+
+def test_a_few_small_pieces_are_all_resumed(tmp_path):
+    from swift.engine import target
+    from swift.engine.options import Options
+    final = tmp_path / "f"
+    storage.part_path(final).write_bytes(b"")
+    probe = _probe(8 * MiB)
+    control = storage.ResumeFile(final, target.identity(probe.url, probe))
+    control.save(RangeSet([(0, 10), (100, 200)]))
+    notices: list[str] = []
+    done = target.resume_point(control, probe, final, Options(), notices.append)
+    assert list(done) == [(0, 10), (100, 200)] and len(notices) == 1
+
+
+def test_a_changed_file_starts_over_and_removes_the_old_part(tmp_path):
+    from swift.engine import target
+    from swift.engine.options import Options
+    final = tmp_path / "f"
+    storage.part_path(final).write_bytes(b"old")
+    old = _probe(8 * MiB, etag='"old"')
+    storage.ResumeFile(final, target.identity(old.url, old)).save(RangeSet([(0, 3)]))
+    new = _probe(8 * MiB, etag='"new"')
+    control = storage.ResumeFile(final, target.identity(new.url, new))
+    notices: list[str] = []
+    assert len(target.resume_point(control, new, final, Options(), notices.append)) == 0
+    assert "changed on the server" in notices[0]
+    assert not storage.part_path(final).exists() and not control.exists()

@@ -648,3 +648,24 @@ def test_read_only_directory(tiny_tmpfs):
     assert str(part) in str(info.value)
     assert part.read_text() == "new" and ResumeRecord.load(record_path(final)) == make_record()
     assert not final.exists()
+
+
+def test_saving_a_100000_fragment_record_holds_no_list_per_range(tmp_path):
+    import gc
+    import tracemalloc
+    from swift.planning import RangeSet
+    n, size = 100_000, 1 << 40
+    step = size // n
+    done = RangeSet.from_json([[k * step, k * step + 10] for k in range(n)], size)
+    record = make_record(size=size, done=done)
+    path = tmp_path / "f.part.swift"
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        record.save(path)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 << 20, f"{peak} bytes to save {n} ranges"
+    assert ResumeRecord.load(path) == record

@@ -24,6 +24,12 @@ from .report import DownloadError, human_bytes
 
 log = logging.getLogger(__name__)
 
+#: A record with more ranges than this is fragmented: its ranges shorter than
+#: a split (what a request costs, ``Options.min_split``) are forgotten and
+#: fetched again with the gaps around them, which saves a request each and
+#: keeps the done set small. Below it every range is kept.
+FRAGMENTED = 1024
+
 
 def file_name(probe: httpclient.ProbeResult) -> str:
     """The name to save under (Content-Disposition, else the URL's), already made safe."""
@@ -91,10 +97,16 @@ def resume_point(control: storage.ResumeFile, probe: httpclient.ProbeResult, fin
                "(size or ETag/Last-Modified differ): starting over")
         _discard(part, control)
         return RangeSet()
-    if record.done.total:
-        notice(f"resuming: {human_bytes(record.done.total)} of {human_bytes(probe.size or 0)} "
+    done = record.done
+    if len(done) > FRAGMENTED:
+        fragments = len(done)
+        forgotten = done.drop_shorter_than(opts.min_split)
+        notice(f"the resume record holds {fragments} fragments: the {human_bytes(forgotten)} "
+               f"in pieces under {human_bytes(opts.min_split)} are fetched again")
+    if done.total:
+        notice(f"resuming: {human_bytes(done.total)} of {human_bytes(probe.size or 0)} "
                f"already in {part}")
-    return record.done
+    return done
 
 
 def _discard(part: Path, control: storage.ControlFile) -> None:
