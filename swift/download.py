@@ -120,6 +120,10 @@ class Download:
         self.size = probe.size
         final = self.path = target.choose_path(self.url, probe, self.opts)
         storage.check_writable(final.parent)
+        with storage.DownloadLock.acquire(final):  # one download per output path
+            return self._locked(probe, final)
+
+    def _locked(self, probe: httpclient.ProbeResult, final: Path) -> Report:
         control: storage.ControlFile = storage.NullControlFile()
         if probe.splittable:
             control = storage.ResumeFile(final, target.identity(self.url, probe))
@@ -147,6 +151,7 @@ class Download:
                   control: storage.ResumeFile) -> Report:
         done = target.resume_point(control, probe, final, self.opts, self._notice)
         part_file = storage.part_path(final)
+        storage.check_free_space(final.parent, (probe.size or 0) - _allocated(part_file), part_file)
         with storage.PartFile.open(part_file, probe.size or 0) as part:
             board = self._make_board(probe.size or 0, done, part)
             keeper = RecordKeeper(board, part, control, self.opts.record_interval)
@@ -241,6 +246,14 @@ def _guarded(board: Board, body: Callable[[], None]) -> None:
         board.fail_internal(exc)
     finally:
         board.worker_ended()
+
+
+def _allocated(path: Path) -> int:
+    """Bytes the file already occupies on disk (0 if it does not exist)."""
+    try:
+        return os.stat(path).st_blocks * 512
+    except (OSError, AttributeError):
+        return 0
 
 
 def _unique(peers: list[Peer]) -> list[Peer]:

@@ -13,6 +13,10 @@ Layout, for a download whose final name is ``NAME``:
   crash leaves the old record or the new one, never half of one. The engine
   must flush the data (:meth:`PartFile.sync`) *before* saving a record, so a
   record never claims bytes that are not on disk.
+* ``NAME.part.swift.lock`` — exists while a download of ``NAME`` runs and
+  holds its pid under an exclusive ``flock`` (:class:`DownloadLock`): one
+  download per output path; a second one is refused before it touches
+  anything.
 * :func:`finalize` gives the complete part its final name and never
   overwrites an existing file unless asked to.
 
@@ -33,6 +37,8 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
+import hashlib
 import itertools
 import json
 import logging
@@ -205,6 +211,25 @@ def check_writable(directory: Path) -> None:
         log.warning("could not remove the probe file %s", name)
 
 
+def check_free_space(directory: Path, needed: int, what: Path) -> None:
+    """StorageError unless ``directory``'s file system has ``needed`` bytes free for ``what``.
+
+    Checked up front whenever the size is known, so a full disk shows in the
+    first second, not after an hour (``fallocate`` checks again where it
+    exists; a plain stream has only this). Best effort: a file system that
+    cannot say is not refused.
+    """
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return
+    available = st.f_bavail * st.f_frsize
+    if needed > available:
+        raise StorageError(f"{_CAUSES[errno.ENOSPC]} for {what} ({_human(needed)} needed, "
+                           f"{_human(available)} free); free some space and try again",
+                           path=what, errno=errno.ENOSPC)
+
+
 # -- libc helpers (Linux), looked up once ------------------------------------------------------
 
 class _Libc:
@@ -273,9 +298,12 @@ class PartFile:
     happens to reuse the closed descriptor's number.
     """
 
-    def __init__(self, path: Path, fd: int, size: int | None):
+    def __init__(self, path: Path, fd: int, size: int | None, *, resumable: bool = True):
         self.path = Path(path)
         self.size = size
+        #: False for a download that cannot resume (a plain stream): its part is
+        #: removed on failure, so no message may say it is kept.
+        self.resumable = resumable
         self._fd = fd
         self._cond = threading.Condition()
         self._busy = 0  # writes and syncs in progress
@@ -285,7 +313,8 @@ class PartFile:
         return self._fd < 0
 
     @classmethod
-    def open(cls, path: Path, size: int | None, *, preallocate: bool = True) -> "PartFile":
+    def open(cls, path: Path, size: int | None, *, preallocate: bool = True,
+             resumable: bool = True) -> "PartFile":
         """Create ``path`` or open it as it is (never truncating data below ``size``).
 
         With a known ``size`` the file is made exactly that long: space is
@@ -325,7 +354,7 @@ class PartFile:
                 except OSError:
                     pass
             raise
-        return cls(path, fd, size)
+        return cls(path, fd, size, resumable=resumable)
 
     @staticmethod
     def _conform(fd: int, path: Path, current: int, size: int, *, preallocate: bool,
@@ -397,7 +426,7 @@ class PartFile:
                 view = view[n:]
                 offset += n
         except OSError as exc:
-            raise _error(exc, "writing", self.path, kept=True) from None
+            raise _error(exc, "writing", self.path, kept=self.resumable) from None
         finally:
             self._leave()
 
@@ -407,7 +436,7 @@ class PartFile:
         try:
             (getattr(os, "fdatasync", None) or os.fsync)(fd)
         except OSError as exc:
-            raise _error(exc, "flushing", self.path, kept=True) from None
+            raise _error(exc, "flushing", self.path, kept=self.resumable) from None
         finally:
             self._leave()
 
@@ -687,6 +716,110 @@ def _validate_fields(version, url, final_url, size, etag, last_modified) -> None
     for name, value in (("etag", etag), ("last_modified", last_modified)):
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{name} must be text or null")
+
+
+# -- one download per output path ----------------------------------------------------------------
+
+LOCK_SUFFIX = ".part.swift.lock"
+
+
+class Busy(StorageError):
+    """Another process holds the download lock of this output path."""
+
+
+def lock_path(final: Path) -> Path:
+    """``NAME`` -> ``NAME.part.swift.lock``; a hashed hidden name where that is too long.
+
+    A separate file rather than ``NAME.part`` itself: the part is removed
+    and created again (``--restart``, a changed file, a failed plain
+    stream), and a lock on a removed file guards nothing.
+    """
+    final = Path(final)
+    name = final.name + LOCK_SUFFIX
+    if len(os.fsencode(name)) > 255:
+        name = ".swift-" + hashlib.sha256(os.fsencode(final.name)).hexdigest()[:32] + ".lock"
+    return final.with_name(name)
+
+
+class DownloadLock:
+    """An exclusive ``flock`` on :func:`lock_path`, held for the life of a download.
+
+    ``flock`` (not ``lockf``) because its lock belongs to the open file, so
+    two downloads in one process (the prompt) exclude each other too; the
+    kernel drops it when the process dies, however it dies. The file holds
+    the holder's pid, for the message a second process gives. Release
+    removes the file while still holding the lock; an acquirer that locked a
+    file already removed (its inode no longer at the path) tries again.
+    """
+
+    def __init__(self, path: Path, fd: int):
+        self.path = path
+        self._fd = fd
+
+    @classmethod
+    def acquire(cls, final: Path) -> "DownloadLock":
+        """Lock ``final``'s download; Busy (naming the holder's pid) if another holds it."""
+        path = lock_path(final)
+        for _ in range(10):
+            fd = cls._open(path)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_pid(fd)
+                os.close(fd)
+                raise Busy(f"{final} is being downloaded by another swift process"
+                           f" (pid {holder or 'unknown'}); wait for it to finish, or stop it",
+                           path=final) from None
+            except OSError as exc:
+                os.close(fd)
+                raise _error(exc, "locking", path, kept=False) from None
+            if _same_file(fd, path):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                return cls(path, fd)
+            os.close(fd)  # locked a file its holder had just removed: take the new one
+        raise StorageError(f"could not lock {path}: it keeps being replaced", path=path)
+
+    @staticmethod
+    def _open(path: Path) -> int:
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            return os.open(path, flags, 0o644)
+        except OSError as exc:
+            raise _error(exc, "creating the lock file", path, kept=False) from None
+
+    def release(self) -> None:
+        """Remove the lock file, then drop the lock (idempotent)."""
+        if self._fd < 0:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = -1
+
+    def __enter__(self) -> "DownloadLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 # -- the final rename -------------------------------------------------------------------------

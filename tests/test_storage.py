@@ -669,3 +669,31 @@ def test_saving_a_100000_fragment_record_holds_no_list_per_range(tmp_path):
         tracemalloc.stop()
     assert peak < 2 << 20, f"{peak} bytes to save {n} ranges"
     assert ResumeRecord.load(path) == record
+
+
+def test_one_download_lock_per_output_path_names_its_holder(tmp_path):
+    final = tmp_path / "same.bin"
+    with storage.DownloadLock.acquire(final) as held:
+        assert held.path == tmp_path / "same.bin.part.swift.lock"
+        assert held.path.read_text() == f"{os.getpid()}\n"
+        with pytest.raises(storage.Busy, match=rf"same.bin is being downloaded by another swift "
+                                               rf"process \(pid {os.getpid()}\)"):
+            storage.DownloadLock.acquire(final)  # another open file: refused, in-process too
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["same.bin.part.swift.lock"]
+    assert list(tmp_path.iterdir()) == []  # released: the lock file is gone
+    storage.DownloadLock.acquire(final).release()  # and free again
+
+
+def test_a_lock_file_left_by_a_killed_process_does_not_block(tmp_path):
+    final = tmp_path / "f"
+    storage.lock_path(final).write_text("99999999\n")  # no one holds a lock on it
+    with storage.DownloadLock.acquire(final) as held:
+        assert held.path.read_text() == f"{os.getpid()}\n"
+
+
+def test_a_long_name_gets_a_short_lock_file(tmp_path):
+    final = tmp_path / ("n" * 250)
+    path = storage.lock_path(final)
+    assert path.parent == tmp_path and len(path.name) < 60 and path.name.startswith(".swift-")
+    with storage.DownloadLock.acquire(final):
+        assert path.exists()

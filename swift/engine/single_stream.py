@@ -1,9 +1,10 @@
 """The plain-stream fallback: one GET, written front to back, for servers
 without byte ranges or without a length.
 
-Nothing of it can be resumed: the control file is the null one, a partial
-``NAME.part`` is removed on failure (and the message says so), and a
-``NAME.part`` found at the start is not ours to append to.
+Nothing of it can be resumed (the control file is the null one): a
+partial ``NAME.part`` is removed on failure, and the message says so; a
+``NAME.part`` found at the start is not ours to append to. With a known
+size, free space is checked before the first byte.
 
 :func:`open_plain_stream` and :func:`raw_blocks` are the only places that
 reach below the public HTTP API (a private status helper, urllib3's raw
@@ -58,28 +59,34 @@ class SingleStream:
 
     def run(self, started: float, notices: list[str]) -> Report:
         self._check_part()
+        if self.probe.size is not None:
+            storage.check_free_space(self.final.parent, self.probe.size, self.part)
         session = make_session(source_address=self.opts.source_address, allow_private=True)
-        keep = False
         try:
             self._fetch(session)
             path = self._finish()
-            keep = True
-            return Report(url=self.url, path=str(path), size=self.received,
-                          seconds=time.monotonic() - started, mode="single",
-                          bytes_by_source={LOCAL: self.received}, notices=list(notices))
         except ChecksumMismatch:
-            keep = True
-            raise
-        except (DownloadError, storage.StorageError):
-            raise
-        except httpclient.HttpError as exc:
-            raise DownloadError(str(exc)) from exc
+            raise  # the data stays for a look; the message says how to fetch it anew
         except Exception as exc:  # noqa: BLE001 - one clear line for the user
-            raise DownloadError(httpclient.describe_exception(exc, self.url)) from exc
+            raise self._failed(exc) from exc
+        except BaseException:
+            _unlink(self.part)
+            raise
         finally:
             session.close()
-            if not keep:
-                _unlink(self.part)  # without range support there is nothing to resume from
+        return Report(url=self.url, path=str(path), size=self.received,
+                      seconds=time.monotonic() - started, mode="single",
+                      bytes_by_source={LOCAL: self.received}, notices=list(notices))
+
+    def _failed(self, exc: Exception) -> DownloadError:
+        """The error in one line, saying what became of the partial download."""
+        if isinstance(exc, (DownloadError, storage.StorageError, httpclient.HttpError)):
+            text = str(exc)
+        else:
+            text = httpclient.describe_exception(exc, self.url)
+        if _unlink(self.part):
+            text += "; the partial download was removed: without byte ranges it cannot be resumed"
+        return DownloadError(text)
 
     def _check_part(self) -> None:
         _unlink(storage.record_path(self.final))  # no ranges: nothing to resume from
@@ -92,7 +99,7 @@ class SingleStream:
 
     def _fetch(self, session) -> None:
         with open_plain_stream(session, self.probe, self.opts.retry, self.stop) as resp, \
-                storage.PartFile.open(self.part, None, preallocate=False) as out:
+                storage.PartFile.open(self.part, None, preallocate=False, resumable=False) as out:
             for block in raw_blocks(resp):
                 if self.stop.is_set():
                     raise DownloadError("cancelled")
@@ -105,12 +112,15 @@ class SingleStream:
             raise DownloadError(f"the server sent {self.received} of {self.probe.size} bytes")
 
     def _finish(self) -> Path:
-        verify.checksum(self.part, self.opts.checksum, self.stop)
+        verify.checksum(self.part, self.opts.checksum, self.stop,
+                        again="run the same command with --restart to fetch it anew")
         return storage.finalize(self.part, self.final, overwrite=self.opts.overwrite)
 
 
-def _unlink(path: Path) -> None:
+def _unlink(path: Path) -> bool:
+    """Remove ``path``; True if it was there."""
     try:
         path.unlink()
+        return True
     except FileNotFoundError:
-        pass
+        return False
