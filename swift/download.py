@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds the supervisor waits between progress reports and record checks.
 SUPERVISE_TICK = 0.25
+#: Seconds between two looks at the stop flag while a helper thread probes.
+CANCEL_POLL = 0.1
 #: Seconds the end of a download waits for its workers before leaving them behind
 #: (one stuck on a frozen peer or a stalled origin ends within its own timeout).
 WORKER_JOIN = 1.0
@@ -80,9 +82,15 @@ class Download:
 
     # -- public --------------------------------------------------------------------------------
     def cancel(self) -> None:
+        """Stop from any thread (or a signal handler): every wait and loop ends within ~1 s.
+
+        The record stays true: it is only ever saved after a flush.
+        """
         self._stop.set()
         if self._board is not None:
-            self._board.fail_all(DownloadError("cancelled"))
+            self._board.fail_all(DownloadError("cancelled; the partial download is kept for resume"))
+        if self._stream is not None:
+            self._stream.abort()
 
     @property
     def done_bytes(self) -> int:
@@ -112,11 +120,7 @@ class Download:
 
     # -- the whole download ----------------------------------------------------------------------
     def _run(self) -> Report:
-        session = make_session(source_address=self.opts.source_address, allow_private=True)
-        try:
-            probe = httpclient.probe(session, self.url, policy=self.opts.retry)
-        finally:
-            session.close()
+        probe = self._probe()
         self.size = probe.size
         final = self.path = target.choose_path(self.url, probe, self.opts)
         storage.check_writable(final.parent)
@@ -134,6 +138,33 @@ class Download:
         except ChecksumMismatch:
             _forget_all(control)
             raise
+
+    def _probe(self) -> httpclient.ProbeResult:
+        """Probe on a helper thread, so that ``cancel()`` ends the wait at once.
+
+        The probe's own retries and timeouts can take many seconds; an
+        abandoned probe thread finishes (and closes its session) on its own.
+        """
+        outcome: list = []
+        finished = threading.Event()
+
+        def body() -> None:
+            session = make_session(source_address=self.opts.source_address, allow_private=True)
+            try:
+                outcome.append(httpclient.probe(session, self.url, policy=self.opts.retry))
+            except BaseException as exc:  # handed to the waiting thread
+                outcome.append(exc)
+            finally:
+                session.close()
+                finished.set()
+
+        threading.Thread(target=body, name="probe", daemon=True).start()
+        while not finished.wait(CANCEL_POLL):
+            if self._stop.is_set():
+                raise DownloadError("cancelled")
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
 
     def _single(self, probe: httpclient.ProbeResult, final: Path) -> Report:
         why = ("the server does not support byte ranges" if probe.size is not None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import errno
+import os
+import signal
+import time
 
 import pytest
 
@@ -90,3 +93,54 @@ def test_a_plain_stream_too_big_for_the_disk_is_refused_before_the_first_byte(cl
     assert "12.0 MiB needed" in last and "free some space and try again" in last
     assert "removed" not in last and "kept" not in last
     assert list(disk.iterdir()) == []
+
+
+# -- a stop request ends the process within two seconds, the record true ------------------------------
+def _record_is_true(final, original) -> int:
+    from swift.storage import ResumeRecord, part_path, record_path
+    rec = ResumeRecord.load(record_path(final))
+    assert rec is not None
+    with open(part_path(final), "rb") as part, open(original, "rb") as src:
+        for start, end in rec.done:
+            assert os.pread(part.fileno(), end - start, start) == os.pread(src.fileno(), end - start, start)
+    return rec.done.total
+
+
+@pytest.mark.parametrize("behaviour", [{}, {"stall_after": 2 * MiB, "stall_seconds": 60}])
+def test_sigterm_ends_a_download_within_two_seconds_with_a_true_record(cluster, origin, origin_root,
+                                                                       behaviour):
+    make_file(origin_root / "t.bin", 32 * MiB, seed=24)
+    origin.configure(path="/t.bin", **behaviour)
+    origin.configure(host_rate=4 * MiB)
+    get = _get(cluster, origin.url("/t.bin"), cluster.workdir)
+    final = cluster.workdir / "t.bin"
+    wait_until(lambda: _claims(final) > 0, 30, "a record that claims something")
+    started = time.monotonic()
+    os.kill(get.popen.pid, signal.SIGTERM)
+    code = get.wait(10)
+    assert time.monotonic() - started <= 2.0, get.output()
+    assert code != 0 and "Traceback" not in get.output()
+    assert _record_is_true(final, origin_root / "t.bin") > 0
+    assert not (cluster.workdir / "t.bin.part.swift.lock").exists()
+
+
+def test_sigterm_ends_a_plain_stream_within_two_seconds_and_says_it_is_removed(cluster, origin,
+                                                                              origin_root):
+    make_file(origin_root / "u.bin", 32 * MiB, seed=25)
+    origin.configure(path="/u.bin", ignore_ranges=True, stall_after=MiB, stall_seconds=60)
+    get = _get(cluster, origin.url("/u.bin"), cluster.workdir)
+    part = cluster.workdir / "u.bin.part"
+    wait_until(lambda: part.exists() and part.stat().st_size >= MiB, 30, "the stream to stall")
+    started = time.monotonic()
+    os.kill(get.popen.pid, signal.SIGTERM)
+    code = get.wait(10)
+    assert time.monotonic() - started <= 2.0, get.output()
+    assert code != 0 and "Traceback" not in get.output()
+    assert "cancelled; the partial download was removed" in _last_line(get)
+    assert list(cluster.workdir.glob("u.bin*")) == []
+
+
+def _claims(final) -> int:
+    from swift.storage import ResumeRecord, record_path
+    rec = ResumeRecord.load(record_path(final))
+    return rec.done.total if rec else 0

@@ -6,13 +6,14 @@ partial ``NAME.part`` is removed on failure, and the message says so; a
 ``NAME.part`` found at the start is not ours to append to. With a known
 size, free space is checked before the first byte.
 
-:func:`open_plain_stream` and :func:`raw_blocks` are the only places that
+:func:`open_plain_stream`, :func:`raw_blocks` and :func:`interrupt` are the only places that
 reach below the public HTTP API (a private status helper, urllib3's raw
 stream): switching to the HTTP layer's own plain-stream call is one edit.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
@@ -43,6 +44,25 @@ def raw_blocks(resp) -> Iterator[bytes]:
     return resp.raw.stream(httpclient.CHUNK_SIZE, decode_content=False)
 
 
+def interrupt(resp) -> None:
+    """Make a read blocked on ``resp`` return now, from any thread or a signal handler.
+
+    ``shutdown`` wakes a blocked ``recv`` at once; closing alone does not (in
+    another thread the read goes on; in a signal handler the interrupted
+    read is retried on a socket the response still holds open).
+    """
+    sock = getattr(getattr(resp.raw, "_connection", None), "sock", None)
+    try:
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+    try:
+        resp.close()
+    except Exception:  # noqa: BLE001 - best effort from a foreign thread
+        pass
+
+
 class SingleStream:
     """Downloads ``probe``'s URL to ``final`` in one plain stream."""
 
@@ -55,6 +75,7 @@ class SingleStream:
         self.opts = opts
         self.stop = stop
         self._progress = progress
+        self._resp = None
         self.received = 0
 
     def run(self, started: float, notices: list[str]) -> Report:
@@ -80,7 +101,9 @@ class SingleStream:
 
     def _failed(self, exc: Exception) -> DownloadError:
         """The error in one line, saying what became of the partial download."""
-        if isinstance(exc, (DownloadError, storage.StorageError, httpclient.HttpError)):
+        if self.stop.is_set():
+            text = "cancelled"
+        elif isinstance(exc, (DownloadError, storage.StorageError, httpclient.HttpError)):
             text = str(exc)
         else:
             text = httpclient.describe_exception(exc, self.url)
@@ -97,9 +120,18 @@ class SingleStream:
                                     f"choose another output path")
             _unlink(self.part)
 
+    def abort(self) -> None:
+        """Stop from another thread, also when blocked reading a stalled origin."""
+        self.stop.set()
+        if self._resp is not None:
+            interrupt(self._resp)
+
     def _fetch(self, session) -> None:
         with open_plain_stream(session, self.probe, self.opts.retry, self.stop) as resp, \
                 storage.PartFile.open(self.part, None, preallocate=False, resumable=False) as out:
+            self._resp = resp
+            if self.stop.is_set():  # cancelled while the request was on its way
+                raise DownloadError("cancelled")
             for block in raw_blocks(resp):
                 if self.stop.is_set():
                     raise DownloadError("cancelled")
