@@ -13,8 +13,8 @@ import requests
 
 from swift import errors
 from swift.errors import ErrorCode
-from swift.http import RangeFetch, RequestProfile, Retry, Target, open_stream, probe
-from swift.http.target import IF_RANGE_STRIKES
+from swift.http import RangeFetch, RequestProfile, Retry, RemoteFile, open_stream, probe
+from swift.http.remote import IF_RANGE_STRIKES
 
 from . import http_origin as o
 
@@ -22,14 +22,14 @@ FAST = Retry(attempts=5, first_delay=0.01, max_delay=0.05)
 DATA = os.urandom(300_000)
 
 
-def fetch_all(session, result, target=None, *, piece=50_000, headers=None, retry=FAST):
+def fetch_all(session, result, remote=None, *, piece=50_000, headers=None, retry=FAST):
     """Fetch the whole file in pieces the way a local worker does; return the bytes."""
     out = bytearray(result.size)
     for start in range(0, result.size, piece):
         end = min(start + piece, result.size)
         got = bytearray()
         fetch = RangeFetch(session, result.final_url, result.size, result.validator, policy=retry,
-                           encoding=result.encoding, target=target, headers=headers)
+                           encoding=result.encoding, remote=remote, headers=headers)
         n = fetch.run(start, lambda: end, lambda block: got.extend(block) or True)
         assert n == end - start
         out[start:end] = got
@@ -59,10 +59,10 @@ def test_a_backend_that_ignores_range_now_and_then_is_retried(session):
 
 def test_a_cdn_that_answers_200_to_if_range_gets_ranges_without_it(session):
     with o.Origin({"/f": DATA}, {"/f": [o.if_range_etag_gives_200]}) as origin:
-        target = Target(origin.url("/f"), jar=session.cookies)
-        result = probe(session, target, retry=FAST)
-        assert fetch_all(session, result, target) == DATA
-        assert not target.uses_if_range
+        remote = RemoteFile(origin.url("/f"), jar=session.cookies)
+        result = probe(session, remote, retry=FAST)
+        assert fetch_all(session, result, remote) == DATA
+        assert not remote.uses_if_range
         assert origin.statuses("/f").count(200) == IF_RANGE_STRIKES
 
 
@@ -103,35 +103,35 @@ def test_an_etag_that_differs_once_is_not_a_change(session):
 def test_an_expired_signed_url_is_resolved_again(session):
     now = [1000.0]
     with o.Origin({"/f": DATA}, {"*": [o.signed_redirect(10, clock=lambda: now[0])]}) as origin:
-        target = Target(origin.url("/f"), jar=session.cookies)
-        result = probe(session, target, retry=FAST)
+        remote = RemoteFile(origin.url("/f"), jar=session.cookies)
+        result = probe(session, remote, retry=FAST)
         assert "/signed/f?" in result.final_url
         first = result.final_url
-        got = fetch_all(session, result, target, piece=100_000)
+        got = fetch_all(session, result, remote, piece=100_000)
         now[0] += 60  # every signed URL so far has expired
-        assert fetch_all(session, result, target, piece=100_000) == got == DATA
-        assert target.final_url != first and target.refreshes == 1
+        assert fetch_all(session, result, remote, piece=100_000) == got == DATA
+        assert remote.final_url != first and remote.refreshes == 1
 
 
 def test_a_url_that_never_worked_is_not_refreshed_forever(session):
     now = [1000.0]
     always_expired = o.signed_redirect(-1, clock=lambda: now[0])
     with o.Origin({"/f": DATA}, {"*": [always_expired]}) as origin:
-        target = Target(origin.url("/f"), jar=session.cookies)
+        remote = RemoteFile(origin.url("/f"), jar=session.cookies)
         with pytest.raises(errors.OriginError) as exc:
-            probe(session, target, retry=FAST)
+            probe(session, remote, retry=FAST)
         assert exc.value.code is ErrorCode.ACCESS_DENIED and "403" in str(exc.value)
 
 
 def test_a_cookie_set_on_a_redirect_is_sent_with_every_range():
     with o.Origin({"/f": DATA}, {"*": [o.cookie_on_redirect]}) as origin:
-        target = Target(origin.url("/early/f"))
-        probing = target.session()
-        result = probe(probing, target, retry=FAST)
+        remote = RemoteFile(origin.url("/early/f"))
+        probing = remote.session()
+        result = probe(probing, remote, retry=FAST)
         probing.close()
-        worker = target.session()  # another session of the same download: the same jar
+        worker = remote.session()  # another session of the same download: the same jar
         try:
-            assert fetch_all(worker, result, target) == DATA
+            assert fetch_all(worker, result, remote) == DATA
         finally:
             worker.close()
 
@@ -142,27 +142,27 @@ def test_the_profile_shapes_every_request(tmp_path):
     rules = {"/f": [o.browser_user_agent_only, o.needs_header("Referer", "http://127.0.0.1/p"),
                     o.needs_cookie("sid", "s3cr3t")]}
     with o.Origin({"/f": DATA}, rules) as origin:
-        plain = Target(origin.url("/f"))
+        plain = RemoteFile(origin.url("/f"))
         with plain.session() as s, pytest.raises(errors.OriginError, match="403"):
             probe(s, plain, retry=FAST)
         profile = RequestProfile.build(user_agent="Mozilla/5.0 x", referer="http://127.0.0.1/p",
                                        cookie_file=str(cookies))
-        target = Target(origin.url("/f"), profile=profile)
-        with target.session() as s:
-            result = probe(s, target, retry=FAST)
-            assert fetch_all(s, result, target) == DATA
-            with open_stream(s, target, retry=FAST) as stream:
+        remote = RemoteFile(origin.url("/f"), profile=profile)
+        with remote.session() as s:
+            result = probe(s, remote, retry=FAST)
+            assert fetch_all(s, result, remote) == DATA
+            with open_stream(s, remote, retry=FAST) as stream:
                 assert b"".join(stream) == DATA
 
 
 def test_extra_headers_go_with_every_range_and_cannot_replace_ours(session):
     with o.Origin({"/f": DATA}, {"/f": [o.needs_header("X-Token", "t1")]}) as origin:
         headers = {"X-Token": "t1", "If-Range": '"forged"', "Range": "bytes=0-1"}
-        target = Target(origin.url("/f"), jar=session.cookies)
+        remote = RemoteFile(origin.url("/f"), jar=session.cookies)
         session.headers["X-Token"] = "t1"  # the probe's session; a helper gets them per fetch
-        result = probe(session, target, retry=FAST)
+        result = probe(session, remote, retry=FAST)
         del session.headers["X-Token"]
-        assert fetch_all(session, result, target, headers=headers) == DATA
+        assert fetch_all(session, result, remote, headers=headers) == DATA
 
 
 @pytest.mark.parametrize("rule", [o.empty_416_without_content_range, None])
@@ -308,17 +308,17 @@ def test_an_untrusted_certificate_fails_at_once_and_says_what_to_do(certificate,
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
         monkeypatch.delenv(name, raising=False)
     with o.Origin({"/f": DATA}, tls=certificate) as origin:
-        target = Target(origin.url("/f"))
-        with target.session() as s, pytest.raises(errors.NetworkError) as exc:
-            probe(s, target, retry=Retry(attempts=5, first_delay=5))  # a retry would take 5 s
+        remote = RemoteFile(origin.url("/f"))
+        with remote.session() as s, pytest.raises(errors.NetworkError) as exc:
+            probe(s, remote, retry=Retry(attempts=5, first_delay=5))  # a retry would take 5 s
         assert exc.value.code is ErrorCode.TLS_UNTRUSTED
         assert str(exc.value).startswith("the certificate of 127.0.0.1 is not trusted")
         assert "--ca-certificate FILE" in str(exc.value) and "--insecure" in str(exc.value)
         for profile in (RequestProfile.build(ca_file=certificate[0]), RequestProfile.build(insecure=True)):
-            target = Target(origin.url("/f"), profile=profile)
-            with target.session() as s:
-                result = probe(s, target, retry=FAST)
-                assert fetch_all(s, result, target) == DATA
+            remote = RemoteFile(origin.url("/f"), profile=profile)
+            with remote.session() as s:
+                result = probe(s, remote, retry=FAST)
+                assert fetch_all(s, result, remote) == DATA
 
 
 def test_a_ca_file_wins_over_the_environment(certificate, monkeypatch, tmp_path):
@@ -327,6 +327,6 @@ def test_a_ca_file_wins_over_the_environment(certificate, monkeypatch, tmp_path)
                      if os.path.exists("/etc/ssl/certs/ca-certificates.crt") else "")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(other))
     with o.Origin({"/f": DATA}, tls=certificate) as origin:
-        target = Target(origin.url("/f"), profile=RequestProfile.build(ca_file=certificate[0]))
-        with target.session() as s:
-            assert probe(s, target, retry=FAST).size == len(DATA)
+        remote = RemoteFile(origin.url("/f"), profile=RequestProfile.build(ca_file=certificate[0]))
+        with remote.session() as s:
+            assert probe(s, remote, retry=FAST).size == len(DATA)

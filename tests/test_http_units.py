@@ -343,7 +343,7 @@ def test_secrets_are_known_and_never_shown(tmp_path):
     p = RequestProfile.build(headers=["Authorization: Bearer t0k", "X-Trace: 7"],
                              cookie_file=str(jar_file))
     assert [c.name for c in p.cookies] == ["session", "token"]
-    assert p.secrets("http://u:pw@127.0.0.1/") == ["a Authorization header", "cookies from a cookie file",
+    assert p.secrets("http://u:pw@127.0.0.1/") == ["the Authorization header", "cookies from a cookie file",
                                                     "credentials in the URL"]
     assert RequestProfile.build(headers=["X-Trace: 7"]).secrets("http://127.0.0.1/") == []
     shown = repr(p) + str(p.redacted())
@@ -365,3 +365,21 @@ def test_bad_cookie_and_ca_files_say_so(tmp_path):
         RequestProfile.build(ca_file=str(tmp_path / "none.pem"))
     assert RequestProfile.build(insecure=True).verify is False
     assert RequestProfile().verify is True
+
+
+def test_a_helper_gets_secrets_only_over_a_private_connection():
+    from swift.http import RemoteFile
+    t = RemoteFile("http://us%40er:p%3Ass%20wd@127.0.0.1:81/f",
+               profile=RequestProfile.build(headers=["X-Trace: 1"], user_agent="Mozilla/5.0 x"))
+    assert t.secrets() == ["credentials in the URL"]
+    t.jar.set("dl", "7f3a", domain="127.0.0.1", path="/")
+    assert t.secrets() == ["credentials in the URL", "cookies the server set"]
+    url, public = t.for_peer(private=False)
+    assert url == "http://127.0.0.1:81/f"
+    assert sorted(public) == [["User-Agent", "Mozilla/5.0 x"], ["X-Trace", "1"]]
+    url, private = t.for_peer(private=True)
+    assert url == "http://127.0.0.1:81/f"
+    assert ["Cookie", "dl=7f3a"] in private
+    assert ["Authorization", "Basic dXNAZXI6cDpzcyB3ZA=="] in private  # what requests would send
+    assert "p%3Ass" not in repr(t) and "***" in repr(t)
+    assert RemoteFile("http://127.0.0.1/f").secrets() == []

@@ -13,7 +13,7 @@ Modules, one job each:
 ``failures``        library exceptions and statuses → swift errors, by type (pure)
 ``retry``           the :class:`Retry` value and the one retry loop
 ``profile``         :class:`RequestProfile`: headers, cookies, TLS trust; secrets
-``target``          :class:`Target`: one download's URL, cookie jar, range rules
+``remote``          :class:`RemoteFile`: one download's URL, cookie jar, range rules
 ``body``            reading raw, undecoded bodies
 ``probe``           :func:`probe`: size, ranges, validators, final URL
 ``rangefetch``      :class:`RangeFetch`: one checked, resumable range
@@ -33,11 +33,11 @@ from .profile import RequestProfile
 from .rangefetch import RangeFetch
 from .retry import Retry, call_with_retry
 from .stream import PlainStream, open_stream
-from .target import Target
+from .remote import RemoteFile
 from .url import normalize_url, redact_url
 
 __all__ = ["CHUNK_SIZE", "DEFAULT_TIMEOUT", "PlainStream", "ProbeResult", "RangeFetch",
-           "RequestProfile", "Retry", "Target", "Validator", "call_with_retry",
+           "RequestProfile", "Retry", "RemoteFile", "Validator", "call_with_retry",
            "check_range_answer", "content_coding", "iter_body", "normalize_url", "open_stream",
            "parse_content_range", "parse_retry_after", "probe", "redact_url", "status_error",
            "translate"]

@@ -33,7 +33,7 @@ from .body import DEFAULT_TIMEOUT
 from .failures import status_error
 from .headers import Validator, content_coding, parse_content_range, parse_unsatisfied_range
 from .retry import Retry, call_with_retry
-from .target import Target
+from .remote import RemoteFile
 
 __all__ = ["ProbeResult", "probe"]
 
@@ -66,19 +66,19 @@ class ProbeResult:
         return names.choose_name(self.url, self.final_url, self.content_disposition)
 
 
-def probe(session: requests.Session, target: Target | str, *, timeout: Any = DEFAULT_TIMEOUT,
+def probe(session: requests.Session, remote: RemoteFile | str, *, timeout: Any = DEFAULT_TIMEOUT,
           retry: Retry | None = None, stop: threading.Event | None = None,
           policy: Retry | None = None) -> ProbeResult:
-    """Probe ``target`` (a :class:`Target`, or a URL: then a Target on the session's jar).
+    """Probe ``remote`` (a :class:`RemoteFile`, or a URL: then a RemoteFile on the session's jar).
 
     Raises :class:`~swift.errors.SwiftError` subclasses: ``UsageError`` for a
     malformed URL, ``NetworkError``, ``OriginError`` for an unusable answer.
     ``policy`` is the old name of ``retry``.
     """
-    if isinstance(target, str):
-        target = Target(target, jar=session.cookies)
+    if isinstance(remote, str):
+        remote = RemoteFile(remote, jar=session.cookies)
     retry = retry or policy or Retry()
-    url = target.url
+    url = remote.url
 
     def attempt() -> ProbeResult:
         headers = {"Range": "bytes=0-0", "Accept-Encoding": "identity"}
@@ -86,7 +86,7 @@ def probe(session: requests.Session, target: Target | str, *, timeout: Any = DEF
             return _read_probe(resp, url)
 
     result = call_with_retry(attempt, retry, url=url, stop=stop)
-    target.resolved(result.final_url)
+    remote.resolved(result.final_url)
     return result
 
 

@@ -146,7 +146,7 @@ class RequestProfile:
     # -- secrets --------------------------------------------------------------------------
     def secrets(self, url: str = "") -> list[str]:
         """What in this profile (and ``url``) is a secret, in words; empty if nothing."""
-        found = [f"a {name} header" for name, _ in self.headers if name.lower() in SECRET_HEADERS]
+        found = [f"the {name} header" for name, _ in self.headers if name.lower() in SECRET_HEADERS]
         if self.cookies:
             found.append("cookies from a cookie file")
         if url and split_credentials(url)[1] is not None:

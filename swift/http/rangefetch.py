@@ -13,7 +13,7 @@ Deviating answers that are still usable (issue 8, item 2), in steps:
    its headers, nothing written, tried again (another connection may reach
    another backend);
 2. ``200`` answers to ranges sent with ``If-Range`` that carry our own
-   validators: after :data:`swift.http.target.IF_RANGE_STRIKES` of them the
+   validators: after :data:`swift.http.remote.IF_RANGE_STRIKES` of them the
    download's ranges go without ``If-Range``, each ``206`` still checked
    against the validators the server reports and the total size;
 3. if ranges keep coming back as ``200`` until the retry budget is spent:
@@ -24,7 +24,7 @@ before the fetch says "the file changed on the server"
 (:class:`~swift.errors.FileChanged`); a size that differs is enough on its own.
 
 A resolved URL that answers 401/403/404/410 after it had worked is resolved
-again through the download's :class:`~swift.http.target.Target` (issue 8,
+again through the download's :class:`~swift.http.remote.RemoteFile` (issue 8,
 item 3).
 """
 
@@ -42,7 +42,7 @@ from .body import CHUNK_SIZE, DEFAULT_TIMEOUT, iter_body
 from .failures import status_error
 from .headers import Validator, ValidatorMismatch, check_range_answer, parse_content_range
 from .retry import Passthrough, Retry, call_with_retry
-from .target import Target
+from .remote import RemoteFile
 
 __all__ = ["RangeFetch"]
 
@@ -53,8 +53,8 @@ log = logging.getLogger(__name__)
 class RangeFetch:
     """Fetch one range with retries, resuming at the first undelivered byte.
 
-    ``url`` is the resolved URL (or give ``target``, the download's shared
-    :class:`Target`, and ``url`` is only its starting point). ``headers`` are
+    ``url`` is the resolved URL (or give ``remote``, the download's shared
+    :class:`RemoteFile`, and ``url`` is only its starting point). ``headers`` are
     extra request headers sent on every range request (the download's
     profile, for a helper: ``protocol.Fetch.headers``); they cannot replace
     ``Range``, ``If-Range`` or ``Accept-Encoding``. ``encoding`` is the content
@@ -71,12 +71,12 @@ class RangeFetch:
     stop: threading.Event | None = None
     encoding: str = ""
     headers: Mapping[str, str] | None = None
-    target: Target | None = None
+    remote: RemoteFile | None = None
 
     def __post_init__(self) -> None:
         self._current: requests.Response | None = None
-        if self.target is None:
-            self.target = Target(self.url, final_url=self.url, jar=self.session.cookies)
+        if self.remote is None:
+            self.remote = RemoteFile(self.url, final_url=self.url, jar=self.session.cookies)
         if self.stop is None:
             self.stop = threading.Event()
 
@@ -126,7 +126,7 @@ class RangeFetch:
                 self._current = None
 
         try:
-            call_with_retry(attempt, self.policy, url=self.target.final_url,  # type: ignore[union-attr]
+            call_with_retry(attempt, self.policy, url=self.remote.final_url,  # type: ignore[union-attr]
                             stop=self.stop, on_error=self._second_look, progressed=state.progressed)
         except OriginError as error:
             if error.code is ErrorCode.RANGE_IGNORED:
@@ -143,15 +143,15 @@ class RangeFetch:
     # -- one request ---------------------------------------------------------------------------
     def _open(self, start: int, end: int) -> requests.Response:
         """Send the range request; return the response once its headers are proven right."""
-        target = self.target
-        assert target is not None
-        url = target.final_url
+        remote = self.remote
+        assert remote is not None
+        url = remote.final_url
         for _ in range(2):  # the second time with a refreshed URL
             headers = dict(self.headers or {})
             headers.update({"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"})
             for name in [k for k in headers if k.lower() in ("if-range",)]:
                 del headers[name]
-            if_range = target.if_range(self.validator)
+            if_range = remote.if_range(self.validator)
             if if_range:
                 headers["If-Range"] = if_range
             resp = self.session.get(url, headers=headers, stream=True, timeout=self.timeout)
@@ -160,7 +160,7 @@ class RangeFetch:
                     error = status_error(resp.status_code, resp.reason or "", url,
                                          resp.headers.get("Retry-After"))
                     if error.code is ErrorCode.ACCESS_DENIED:
-                        new = target.refresh(self.session, url, size=self.size, timeout=self.timeout)
+                        new = remote.refresh(self.session, url, size=self.size, timeout=self.timeout)
                         if new is not None and new != url:
                             resp.close()
                             url = new
@@ -172,12 +172,12 @@ class RangeFetch:
                                        if_range_sent=bool(if_range))
                 except OriginError as error:
                     if error.code is ErrorCode.RANGE_IGNORED and if_range:
-                        target.if_range_ignored()
+                        remote.if_range_ignored()
                     raise
             except BaseException:
                 resp.close()
                 raise
-            target.worked(url)
+            remote.worked(url)
             return resp
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -197,12 +197,12 @@ class RangeFetch:
         return OriginError(f"{error}; a second look finds the file unchanged", ErrorCode.RANGE_MISMATCH)
 
     def _recheck(self) -> tuple[Validator, int | None] | None:
-        target = self.target
-        assert target is not None
+        remote = self.remote
+        assert remote is not None
         headers = dict(self.headers or {})
         headers.update({"Range": "bytes=0-0", "Accept-Encoding": "identity"})
         try:
-            with self.session.get(target.final_url, headers=headers, stream=True,
+            with self.session.get(remote.final_url, headers=headers, stream=True,
                                   timeout=self.timeout) as resp:
                 if resp.status_code == 206:
                     parsed = parse_content_range(resp.headers.get("Content-Range"))

@@ -21,7 +21,7 @@ from .body import CHUNK_SIZE, DEFAULT_TIMEOUT, iter_body
 from .failures import status_error
 from .headers import Validator, content_coding
 from .retry import Retry, call_with_retry
-from .target import Target
+from .remote import RemoteFile
 
 __all__ = ["PlainStream", "open_stream"]
 
@@ -30,11 +30,11 @@ class PlainStream:
     """An iterable of the body's raw blocks; ``size`` is the length the server
     announced (None for chunked answers). Close it, or use it in ``with``."""
 
-    def __init__(self, session: requests.Session, target: Target, *, retry: Retry,
+    def __init__(self, session: requests.Session, remote: RemoteFile, *, retry: Retry,
                  stop: threading.Event | None, timeout: Any, chunk_size: int,
                  headers: Mapping[str, str] | None):
         self.session = session
-        self.target = target
+        self.remote = remote
         self.retry = retry
         self.stop = stop
         self.timeout = timeout
@@ -88,7 +88,7 @@ class PlainStream:
 
     # -- opening ---------------------------------------------------------------------------------
     def _open(self, *, first: bool) -> requests.Response:
-        url = self.target.final_url
+        url = self.remote.final_url
         headers = dict(self.headers)
         headers["Accept-Encoding"] = "identity"
 
@@ -125,19 +125,19 @@ class PlainStream:
     _skip = 0
 
 
-def open_stream(session: requests.Session, target: Target | str, *, retry: Retry | None = None,
+def open_stream(session: requests.Session, remote: RemoteFile | str, *, retry: Retry | None = None,
                 stop: threading.Event | None = None, timeout: Any = DEFAULT_TIMEOUT,
                 chunk_size: int = CHUNK_SIZE,
                 headers: Mapping[str, str] | None = None) -> PlainStream:
-    """Open the plain stream of ``target`` (a :class:`Target` or a resolved URL).
+    """Open the plain stream of ``remote`` (a :class:`RemoteFile` or a resolved URL).
 
     Raises :class:`~swift.errors.SwiftError` if it cannot be opened (after
     retries). Iterating may raise it too: ``SHORT_BODY`` when the server ends
     the body early and it cannot be resumed, :class:`FileChanged` when a
     resumed answer is another file.
     """
-    if isinstance(target, str):
-        target = Target(target, final_url=target, jar=session.cookies)
-    return PlainStream(session, target, retry=retry or Retry(), stop=stop, timeout=timeout,
+    if isinstance(remote, str):
+        remote = RemoteFile(remote, final_url=remote, jar=session.cookies)
+    return PlainStream(session, remote, retry=retry or Retry(), stop=stop, timeout=timeout,
                        chunk_size=chunk_size, headers=headers)
 

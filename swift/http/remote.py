@@ -1,9 +1,9 @@
 """The one shared object per download that knows where the file is *now*.
 
-A :class:`Target` holds the URL the user gave, the URL it currently resolves
+A :class:`RemoteFile` holds the URL the user gave, the URL it currently resolves
 to (after redirects), the download's cookie jar and request profile, and what
 the server has taught us about ranges. Every local range worker of a download
-uses the same Target; each helper makes its own for the URL it is sent.
+uses the same RemoteFile; each helper makes its own for the URL it is sent.
 
 Rules
 -----
@@ -28,18 +28,20 @@ Rules
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 from typing import Any
+from urllib.parse import unquote
 
 import requests
 
 from .. import sessions
 from .headers import Validator, parse_content_range
 from .profile import RequestProfile
-from .url import normalize_url, redact_url
+from .url import normalize_url, redact_url, split_credentials
 
-__all__ = ["Target", "IF_RANGE_STRIKES"]
+__all__ = ["RemoteFile", "IF_RANGE_STRIKES"]
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ log = logging.getLogger(__name__)
 IF_RANGE_STRIKES = 2
 
 
-class Target:
+class RemoteFile:
     """Where one download's file is: original URL, current URL, cookies, range rules."""
 
     def __init__(self, url: str, *, profile: RequestProfile | None = None,
@@ -67,7 +69,7 @@ class Target:
         self.refreshes = 0
 
     def __repr__(self) -> str:
-        return f"Target({redact_url(self.url)!r} -> {redact_url(self.final_url)!r})"
+        return f"RemoteFile({redact_url(self.url)!r} -> {redact_url(self.final_url)!r})"
 
     # -- sessions ------------------------------------------------------------------------------
     def session(self, *, source_address: str | None = None, allow_private: bool = True,
@@ -129,6 +131,32 @@ class Target:
             log.info("resolving %s again failed: %s", redact_url(self.url), type(exc).__name__)
             return None
 
+    # -- helpers -------------------------------------------------------------------------------
+    def secrets(self) -> list[str]:
+        """What in this download is a secret, in words (empty: nothing): the
+        profile's, credentials in the URL, and cookies the server set."""
+        found = self.profile.secrets(self.url) or []
+        if not any("URL" in f for f in found) and split_credentials(self.final_url)[1] is not None:
+            found.append("credentials in the URL")
+        if len(self.jar) > len(self.profile.cookies):
+            found.append("cookies the server set")
+        return found
+
+    def for_peer(self, *, private: bool) -> tuple[str, list[list[str]]]:
+        """(URL, headers) for a helper's fetch job (``protocol.Fetch.url`` and
+        ``.headers``): the current URL without ``user:password@``, and the profile's
+        headers; over a private connection also the secrets (the download's cookies
+        for the URL, the credentials as an ``Authorization`` header)."""
+        url = self.final_url
+        bare, user, password = split_credentials(url)
+        cookie = authorization = None
+        if private:
+            cookie = _cookie_header(self.jar, bare)
+            if user is not None:
+                authorization = _basic(unquote(user), unquote(password or ""))
+        return bare, self.profile.peer_headers(private=private, cookie_header=cookie,
+                                               authorization=authorization)
+
     # -- range rules ---------------------------------------------------------------------------
     def if_range(self, validator: Validator) -> str | None:
         """The ``If-Range`` value to send now (None once the server showed it cannot take one)."""
@@ -150,3 +178,14 @@ class Target:
     def uses_if_range(self) -> bool:
         with self._lock:
             return self._if_range_strikes < IF_RANGE_STRIKES
+
+
+def _cookie_header(jar: requests.cookies.RequestsCookieJar, url: str) -> str | None:
+    request = requests.Request("GET", url).prepare()
+    return requests.cookies.get_cookie_header(jar, request) or None
+
+
+def _basic(user: str, password: str) -> str:
+    """HTTP Basic credentials as requests sends them for ``user:password@`` (RFC 7617)."""
+    token = base64.b64encode(f"{user}:{password}".encode("latin-1", "replace")).decode("ascii")
+    return f"Basic {token}"
