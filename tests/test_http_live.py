@@ -330,3 +330,16 @@ def test_a_ca_file_wins_over_the_environment(certificate, monkeypatch, tmp_path)
         remote = RemoteFile(origin.url("/f"), profile=RequestProfile.build(ca_file=certificate[0]))
         with remote.session() as s:
             assert probe(s, remote, retry=FAST).size == len(DATA)
+
+
+def test_a_plain_stream_stops_at_once_when_aborted(session):
+    with o.Origin({"/f": DATA * 20}, rate=200_000) as origin:
+        stop = threading.Event()
+        with open_stream(session, origin.url("/f"), retry=FAST, stop=stop) as stream:
+            blocks = iter(stream)
+            first = next(blocks)
+            threading.Thread(target=stream.abort).start()
+            with pytest.raises(errors.Cancelled):
+                for _ in blocks:
+                    pass
+            assert stop.is_set() and 0 < len(first) < len(DATA) * 20

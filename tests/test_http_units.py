@@ -383,3 +383,12 @@ def test_a_helper_gets_secrets_only_over_a_private_connection():
     assert ["Authorization", "Basic dXNAZXI6cDpzcyB3ZA=="] in private  # what requests would send
     assert "p%3Ass" not in repr(t) and "***" in repr(t)
     assert RemoteFile("http://127.0.0.1/f").secrets() == []
+
+
+def test_a_range_request_keeps_its_own_headers_whatever_it_is_given():
+    from swift.http.rangefetch import range_headers
+    given = [["X-Token", "t"], ["range", "bytes=0-"], ["IF-RANGE", '"forged"'], ["Accept-Encoding", "gzip"],
+             ["Transfer-Encoding", "chunked"]]
+    assert range_headers(given, 10, 20, None) == {"X-Token": "t", "Range": "bytes=10-19",
+                                                  "Accept-Encoding": "identity"}
+    assert range_headers({"X-Token": "t"}, 0, 1, '"v1"')["If-Range"] == '"v1"'

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import requests
 
@@ -42,6 +42,7 @@ from .body import CHUNK_SIZE, DEFAULT_TIMEOUT, iter_body
 from .failures import status_error
 from .headers import Validator, ValidatorMismatch, check_range_answer, parse_content_range
 from .retry import Passthrough, Retry, call_with_retry
+from .profile import RESERVED_HEADERS
 from .remote import RemoteFile
 
 __all__ = ["RangeFetch"]
@@ -56,8 +57,8 @@ class RangeFetch:
     ``url`` is the resolved URL (or give ``remote``, the download's shared
     :class:`RemoteFile`, and ``url`` is only its starting point). ``headers`` are
     extra request headers sent on every range request (the download's
-    profile, for a helper: ``protocol.Fetch.headers``); they cannot replace
-    ``Range``, ``If-Range`` or ``Accept-Encoding``. ``encoding`` is the content
+    profile; for a helper ``protocol.Fetch.headers``, [name, value] pairs); they
+    cannot replace ``Range``, ``If-Range``, ``Accept-Encoding`` or framing headers. ``encoding`` is the content
     coding the probe saw ("" for identity); every answer must carry the same.
     """
 
@@ -70,7 +71,7 @@ class RangeFetch:
     chunk_size: int = CHUNK_SIZE
     stop: threading.Event | None = None
     encoding: str = ""
-    headers: Mapping[str, str] | None = None
+    headers: Mapping[str, str] | Iterable[Sequence[str]] | None = None
     remote: RemoteFile | None = None
 
     def __post_init__(self) -> None:
@@ -118,7 +119,6 @@ class RangeFetch:
                             except Exception as exc:  # the receiving side's failure, not HTTP's
                                 raise Passthrough() from exc
                             if keep_going is False:
-                                state.finished = True
                                 return
                         if state.position >= get_end() or self.stop.is_set():  # type: ignore[union-attr]
                             return
@@ -147,13 +147,8 @@ class RangeFetch:
         assert remote is not None
         url = remote.final_url
         for _ in range(2):  # the second time with a refreshed URL
-            headers = dict(self.headers or {})
-            headers.update({"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"})
-            for name in [k for k in headers if k.lower() in ("if-range",)]:
-                del headers[name]
             if_range = remote.if_range(self.validator)
-            if if_range:
-                headers["If-Range"] = if_range
+            headers = range_headers(self.headers, start, end, if_range)
             resp = self.session.get(url, headers=headers, stream=True, timeout=self.timeout)
             try:
                 if resp.status_code not in (200, 206):
@@ -199,8 +194,7 @@ class RangeFetch:
     def _recheck(self) -> tuple[Validator, int | None] | None:
         remote = self.remote
         assert remote is not None
-        headers = dict(self.headers or {})
-        headers.update({"Range": "bytes=0-0", "Accept-Encoding": "identity"})
+        headers = range_headers(self.headers, 0, 1, None)
         try:
             with self.session.get(remote.final_url, headers=headers, stream=True,
                                   timeout=self.timeout) as resp:
@@ -217,12 +211,25 @@ class RangeFetch:
             return None
 
 
+def range_headers(extra: Mapping[str, str] | Iterable[Sequence[str]] | None, start: int, end: int,
+                  if_range: str | None) -> dict[str, str]:
+    """The headers of a request for bytes [start, end): ``extra`` (a mapping, or
+    [name, value] pairs as ``protocol.Fetch.headers`` carries them) without any
+    header swift sets itself, then ``Range``, ``Accept-Encoding: identity`` and
+    ``If-Range`` (when given)."""
+    pairs = extra.items() if isinstance(extra, Mapping) else (extra or ())
+    headers = {name: value for name, value in pairs if name.lower() not in RESERVED_HEADERS}
+    headers.update({"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"})
+    if if_range:
+        headers["If-Range"] = if_range
+    return headers
+
+
 class _Progress:
     """Where a fetch is, and whether it moved since the last question."""
 
     def __init__(self, start: int):
         self.position = start
-        self.finished = False
         self._moved = False
 
     def advance(self, n: int) -> None:

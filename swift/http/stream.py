@@ -11,15 +11,17 @@ break is an error, since the two halves might be of two versions.
 
 from __future__ import annotations
 
+import socket
 import threading
 from typing import Any, Iterator, Mapping
 
 import requests
 
-from ..errors import FileChanged, SwiftError
+from ..errors import Cancelled, FileChanged, SwiftError
 from .body import CHUNK_SIZE, DEFAULT_TIMEOUT, iter_body
 from .failures import status_error
 from .headers import Validator, content_coding
+from .profile import RESERVED_HEADERS
 from .retry import Retry, call_with_retry
 from .remote import RemoteFile
 
@@ -39,7 +41,8 @@ class PlainStream:
         self.stop = stop
         self.timeout = timeout
         self.chunk_size = chunk_size
-        self.headers = dict(headers or {})
+        self.headers = {name: value for name, value in (headers or {}).items()
+                        if name.lower() not in RESERVED_HEADERS}
         self.size: int | None = None
         self.validator = Validator()
         self.encoding = ""
@@ -57,6 +60,29 @@ class PlainStream:
         resp, self._resp = self._resp, None
         if resp is not None:
             resp.close()
+
+    def abort(self) -> None:
+        """Make a read blocked on the stream return now, from any thread or a signal handler.
+
+        ``shutdown`` wakes a blocked ``recv`` at once; closing alone does not (in
+        another thread the read goes on; in a signal handler the interrupted
+        read is retried on a socket the response still holds open).
+        """
+        if self.stop is not None:
+            self.stop.set()
+        resp = self._resp
+        if resp is None:
+            return
+        sock = getattr(getattr(resp.raw, "_connection", None), "sock", None)
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed
+        try:
+            resp.close()
+        except Exception:  # noqa: BLE001 - best effort from a foreign thread
+            pass
 
     def __iter__(self) -> Iterator[bytes]:
         retry = self.retry
@@ -81,8 +107,8 @@ class PlainStream:
                 if not self._resumable():
                     raise
                 retry = retry.increment(error)
-                if self.stop is not None and self.stop.wait(retry.delay(error)):
-                    raise
+                if (self.stop or threading.Event()).wait(retry.delay(error)):
+                    raise Cancelled("cancelled") from error
                 self.close()
                 self._resp = self._open(first=False)
 
