@@ -136,6 +136,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request, client_address) -> None:
+        pass  # a client that hung up, or a reset we played on purpose: nothing to report
+
 
 class _Server6(_Server):
     address_family = socket.AF_INET6

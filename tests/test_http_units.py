@@ -2,7 +2,6 @@
 translation by type, the retry value, the request profile. No sockets."""
 
 import errno
-import http.cookiejar
 import socket
 import ssl
 import threading
