@@ -1,27 +1,114 @@
 """A running node: its job server, its membership in discovery, its downloads.
 
 ``NodeApp`` owns every long-lived piece of a node and stops them in order:
-first it stops taking new downloads, then unregisters from discovery (so
-peers stop sending jobs), then closes its server and every connection.
-The prompt and ``--serve-only`` are thin front ends over it.
+first it cancels its downloads, then unregisters from discovery (so peers
+stop sending jobs), then closes its server and every connection; the whole
+stop keeps to a deadline, so a SIGTERM ends the node within two seconds
+even when discovery does not answer.
+
+The front ends (the prompt, ``--serve-only``) use only the public API
+below: ``start_download`` / ``jobs`` / ``job`` and a :class:`DownloadJob`'s
+``status()``, ``cancel()``, ``wait()``; ``peers()``; ``name``, ``key``,
+``port``, ``directory``. They never touch the membership, the config or a
+``Download``'s internals.
+
+Each download runs on its own thread, and everything slow for it happens
+there, asking discovery for peers included: starting a download returns at
+once, whether discovery is up or not. Every message about a job (its start,
+its notices, its end) is emitted from that thread in order, so a job's
+error never appears before its "started" line.
+
+This module also holds what the one-shot ``get`` and the prompt's ``get``
+share: the ``get`` options (:func:`add_get_arguments`, one parser builder for
+both) and the summary line (:func:`summary`).
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from . import download, node_server
+from .addresses import format_hostport
+from .checksums import parse_checksum
 from .membership import DiscoveryClient, Membership, Peer
 from .sessions import make_session
+from .units import human_bytes, human_rate, parse_size
 
 log = logging.getLogger(__name__)
 
+#: Seconds a whole stop (cancel downloads, unregister, close) may take: a
+#: SIGTERM must end the process within two seconds (issue 9), and the engine
+#: notices a cancel within about one.
+STOP_DEADLINE = 1.5
 
+
+# -- what `get` takes, at the command line and at the prompt ------------------------------
+def _checked(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse type from a parser that raises ValueError with a message for the user."""
+    def convert(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def _checksum(text: str) -> str:
+    parse_checksum(text)
+    return text
+
+
+def add_get_arguments(parser: argparse.ArgumentParser, *, at_prompt: bool = False) -> None:
+    """The arguments of ``get``: the same parser builder for ``node.py get`` and the prompt.
+
+    At the prompt ``--report`` and ``--piece-size`` are not offered (a report
+    belongs to a script; the piece size is a test knob).
+    """
+    parser.add_argument("url", help="the URL to download (http:// or https://)")
+    parser.add_argument("-o", "--output", type=Path, metavar="PATH",
+                        help="output path, used as given (at the prompt, a relative path is "
+                             "taken inside the download directory)")
+    parser.add_argument("--checksum", type=_checked(_checksum), metavar="ALGO:HEX",
+                        help="verify the file: sha256:HEX (also md5, sha1, sha512)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing file")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard a partial download and start over")
+    parser.add_argument("--no-peers", action="store_true", help="do not ask discovery for peers")
+    if not at_prompt:
+        parser.add_argument("--report", type=Path, metavar="FILE",
+                            help="write a JSON report of the download to this file")
+        parser.add_argument("--piece-size", type=_checked(parse_size), help=argparse.SUPPRESS)
+
+
+# -- the summary line --------------------------------------------------------------------
+def summary(report: download.Report, names: dict[str, str] | None = None) -> str:
+    """``done: PATH  SIZE in S s (RATE)[, X resumed]; by machine: NAME SIZE, ...``.
+
+    ``names`` maps a source key (``HOST:PORT``) to the helper's ``--name``;
+    ``local`` is this machine. Units from :mod:`swift.units` only.
+    """
+    names = names or {}
+    by = ", ".join(f"{names.get(src) or src} {human_bytes(n)}" for src, n in
+                   sorted(report.bytes_by_source.items(), key=lambda kv: (-kv[1], kv[0])))
+    resumed = f", {human_bytes(report.resumed_bytes)} resumed" if report.resumed_bytes else ""
+    return (f"done: {report.path}  {human_bytes(report.size)} in {report.seconds:.1f} s "
+            f"({human_rate(report.rate)}){resumed}; by machine: {by or 'none'}")
+
+
+def peer_names(peers: list[Peer]) -> dict[str, str]:
+    """Source key → the name a helper gave itself (``--name``), for :func:`summary`."""
+    return {p.key: p.name for p in peers if p.name}
+
+
+# -- the node ----------------------------------------------------------------------------
 @dataclass
 class NodeConfig:
     discovery: tuple[str, int]
@@ -56,19 +143,143 @@ def advertised_host(bind_host: str, discovery_host: str) -> str:
         return "127.0.0.1"
 
 
-@dataclass
+class AlreadyDownloading(Exception):
+    """The same URL is already being downloaded to the same place; ``job`` is that download."""
+
+    def __init__(self, job: "DownloadJob"):
+        super().__init__(f"already downloading as [{job.number}]")
+        self.job = job
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A snapshot of one download for display. ``rate`` counts this run's bytes only."""
+    state: str          # "starting", "running", "done", "failed", "cancelled"
+    done: int           # bytes on disk, resumed ones included
+    size: int | None
+    rate: float         # bytes/s fetched by this run (resumed bytes excluded)
+    summary: str | None  # the summary line once done
+    error: str | None
+
+
+# Events a job reports to its front end, in this order: STARTED, NOTICE*, then ENDED.
+STARTED, NOTICE, ENDED = "started", "notice", "ended"
+
+
 class DownloadJob:
-    number: int
-    url: str
-    download: download.Download
-    thread: threading.Thread
-    report: download.Report | None = None
-    error: str | None = None
+    """One download started from the node's front end; runs on its own thread."""
+
+    def __init__(self, app: "NodeApp", number: int, url: str, output: Path | None,
+                 overrides: dict, no_peers: bool,
+                 on_event: Callable[["DownloadJob", str, str], None] | None):
+        self.number = number
+        self.url = url
+        self.output = output
+        self._app = app
+        self._overrides = overrides
+        self._no_peers = no_peers
+        self._on_event = on_event or (lambda job, kind, text: None)
+        self._lock = threading.Lock()
+        self._download: download.Download | None = None
+        self._cancelled = False
+        self._first_done: int | None = None
+        self._started = time.monotonic()
+        self._names: dict[str, str] = {}
+        self.report: download.Report | None = None
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._body, name=f"download-{number}", daemon=True)
+
+    # -- public ----------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def place(self) -> Path:
+        """Where it goes: the output path if one was given, else the download directory."""
+        return self.output if self.output is not None else self._app.directory
+
+    def cancel(self) -> None:
+        """Stop it; the partial download stays for a later resume."""
+        with self._lock:
+            self._cancelled = True
+            dl = self._download
+        if dl is not None:
+            dl.cancel()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the job has ended (within ``timeout`` seconds)."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def status(self) -> JobStatus:
+        with self._lock:
+            dl = self._download
+        if self.report is not None:
+            return JobStatus("done", self.report.size, self.report.size, self.report.rate,
+                             summary(self.report, self._names), None)
+        if self.error is not None:
+            state = "cancelled" if self._cancelled else "failed"
+            return JobStatus(state, dl.done_bytes if dl else 0, dl.size if dl else None, 0.0,
+                             None, self.error)
+        if dl is None:
+            return JobStatus("starting", 0, None, 0.0, None, None)
+        done = dl.done_bytes
+        with self._lock:
+            base, since = self._first_done, self._started
+        rate = (done - base) / max(1e-3, time.monotonic() - since) if base is not None else 0.0
+        return JobStatus(dl.state, done, dl.size, rate, None, None)
+
+    # -- the job's thread -------------------------------------------------------------
+    def _emit(self, kind: str, text: str) -> None:
+        try:
+            self._on_event(self, kind, text)
+        except Exception:  # a front end's bug must not kill the download
+            log.exception("reporting on download %d", self.number)
+
+    def _progress(self, done: int, size: int | None) -> None:
+        """The engine's progress callback: the first call marks where this run began."""
+        with self._lock:
+            if self._first_done is None:
+                self._first_done, self._started = done, time.monotonic()
+
+    def _body(self) -> None:
+        self._emit(STARTED, self.url)
+        try:
+            peers: list[Peer] = []
+            if not self._no_peers:
+                peers, warning = self._app.peers()
+                if warning:
+                    self._emit(NOTICE, warning)
+                if not peers:
+                    self._emit(NOTICE, "no peers known: downloading alone with several connections")
+            self._names = peer_names(peers)
+            dl = download.Download(self.url, self._app.download_options(self.output, self._overrides),
+                                   peers, notice=lambda text: self._emit(NOTICE, text),
+                                   progress=self._progress)
+            with self._lock:
+                self._download = dl
+                cancelled = self._cancelled
+            if cancelled:
+                raise download.DownloadError("cancelled")
+            self.report = dl.run()
+        except download.DownloadError as exc:
+            self.error = str(exc)
+        except Exception as exc:  # a bug must not take the node down
+            log.exception("download %d failed", self.number)
+            self.error = f"internal error: {exc}"
+        if self.report is not None:
+            self._emit(ENDED, summary(self.report, self._names))
+        else:
+            self._emit(ENDED, f"error: {self.error}")
+
+    def _start(self) -> None:
+        self._thread.start()
 
 
 class NodeApp:
     def __init__(self, config: NodeConfig, *, notice: Callable[[str], None] | None = None):
-        self.config = config
+        self._config = config
         self.notice = notice or (lambda text: log.warning("%s", text))
         self.server = node_server.make_server(
             config.host, config.port, name=config.name or "node", secret=config.secret,
@@ -77,75 +288,90 @@ class NodeApp:
                                                  allow_private=config.allow_private))
         self.port = self.server.port
         host = config.advertise or advertised_host(config.host, config.discovery[0])
-        self.name = config.name or f"{socket.gethostname()}:{self.port}"
+        self.name = config.name or format_hostport(socket.gethostname(), self.port)
         self.server.name = self.name
         self.server.service.name = self.name  # type: ignore[attr-defined]
-        self.discovery = DiscoveryClient(*config.discovery, name=self.name, secret=config.secret)
-        self.membership = Membership(self.discovery, host=host, port=self.port, name=self.name,
-                                     slots=config.slots, interval=config.heartbeat)
+        self._membership = Membership(
+            DiscoveryClient(*config.discovery, name=self.name, secret=config.secret),
+            host=host, port=self.port, name=self.name, slots=config.slots,
+            interval=config.heartbeat)
         self._jobs: list[DownloadJob] = []
         self._lock = threading.Lock()
 
     @property
     def key(self) -> str:
-        return self.membership.me.key
+        """``HOST:PORT`` peers reach this node at."""
+        return self._membership.me.key
+
+    @property
+    def directory(self) -> Path:
+        return self._config.directory
 
     def start(self) -> "NodeApp":
         self.server.start()
-        self.membership.start()
+        self._membership.start()
         return self
 
-    def stop(self) -> None:
-        with self._lock:
-            running = [j for j in self._jobs if j.thread.is_alive()]
-        for job in running:
-            job.download.cancel()
-        for job in running:
-            job.thread.join(10)
-        self.membership.stop(unregister=True)
-        self.server.stop()
+    def stop(self, deadline: float = STOP_DEADLINE) -> None:
+        """Cancel every download, unregister, close: all within ``deadline`` seconds.
 
-    # -- downloads --------------------------------------------------------------------
-    def peers(self) -> tuple[list[Peer], str | None]:
-        peers, warning = self.membership.peers()
-        return [p for p in peers if p.key != self.key], warning
+        What has not finished by then (an unregister that discovery does not
+        answer) is left to its daemon thread; discovery forgets the node when
+        its lease runs out.
+        """
+        end = time.monotonic() + deadline
+        running = [j for j in self.jobs() if j.running]
+        for job in running:
+            job.cancel()
+        for job in running:
+            job.wait(max(0.0, end - time.monotonic()))
 
-    def start_download(self, url: str, output: Path | None = None,
-                       on_end: Callable[[DownloadJob], None] | None = None,
+        def close() -> None:
+            self._membership.stop(unregister=True)
+            self.server.stop(timeout=max(0.1, end - time.monotonic()))
+
+        closer = threading.Thread(target=close, name="node-stop", daemon=True)
+        closer.start()
+        closer.join(max(0.0, end - time.monotonic()))
+
+    # -- peers -------------------------------------------------------------------------
+    def peers(self, *, include_self: bool = False) -> tuple[list[Peer], str | None]:
+        """The live nodes (fresh from discovery, else the last known, with a warning)."""
+        peers, warning = self._membership.peers()
+        return [p for p in peers if include_self or p.key != self.key], warning
+
+    # -- downloads ---------------------------------------------------------------------
+    def download_options(self, output: Path | None, overrides: dict) -> download.Options:
+        c = self._config
+        return download.Options(directory=c.directory, output=output, local_slots=c.slots,
+                                peer_timeout=c.peer_timeout, source_address=c.source_address,
+                                secret=c.secret, name=self.name,
+                                **{**c.download_options, **overrides})
+
+    def start_download(self, url: str, output: Path | None = None, *, no_peers: bool = False,
+                       on_event: Callable[[DownloadJob, str, str], None] | None = None,
                        **overrides) -> DownloadJob:
-        peers, warning = self.peers()
-        if warning:
-            self.notice(warning)
-        if not peers:
-            self.notice("no peers known: downloading alone with several connections")
-        opts = download.Options(directory=self.config.directory, output=output,
-                                local_slots=self.config.slots, peer_timeout=self.config.peer_timeout,
-                                source_address=self.config.source_address,
-                                secret=self.config.secret, name=self.name,
-                                **{**self.config.download_options, **overrides})
-        dl = download.Download(url, opts, peers, notice=self.notice)
-        with self._lock:
-            number = len(self._jobs) + 1
-        job = DownloadJob(number, url, dl, threading.Thread(name=f"download-{number}", daemon=True,
-                                                             target=lambda: None))
+        """Start downloading ``url`` on a new thread and return at once.
 
-        def body() -> None:
-            try:
-                job.report = dl.run()
-            except download.DownloadError as exc:
-                job.error = str(exc)
-            except Exception as exc:  # a bug must not take the node down
-                log.exception("download #%d failed", number)
-                job.error = f"internal error: {exc}"
-            if on_end:
-                on_end(job)
-
-        job.thread = threading.Thread(target=body, name=f"download-{number}", daemon=True)
+        ``on_event(job, kind, text)`` is called from the job's thread with
+        ``STARTED`` (the URL), then any ``NOTICE`` lines, then ``ENDED`` (the
+        summary line, or ``error: ...``). Raises :class:`AlreadyDownloading`
+        when the same URL is running to the same place.
+        """
         with self._lock:
+            place = output if output is not None else self.directory
+            for other in self._jobs:
+                if other.running and other.url == url and other.place == place:
+                    raise AlreadyDownloading(other)
+            job = DownloadJob(self, len(self._jobs) + 1, url, output, overrides, no_peers, on_event)
             self._jobs.append(job)
-        job.thread.start()
+        job._start()
         return job
 
     def jobs(self) -> list[DownloadJob]:
         with self._lock:
             return list(self._jobs)
+
+    def job(self, number: int) -> DownloadJob | None:
+        with self._lock:
+            return self._jobs[number - 1] if 0 < number <= len(self._jobs) else None

@@ -1,34 +1,53 @@
 """The interactive prompt of a node (``python3 node.py`` without a subcommand).
 
 Downloads started here run in the background, each on its own thread, so
-the user can start a second one while the first runs; a line is printed
-when each one ends. Ctrl-C at the prompt only clears the line: it cancels
-nothing and does not stop the node. ``quit`` or end of input unregisters
-and exits.
+the user can start a second one while the first runs; typing a URL returns
+at once (even with discovery down: peers are asked for on the download's
+own thread). Every line about a download carries its number, ``[N]``, and
+comes in order: ``started``, any notes, then the summary or the error.
+Ctrl-C at the prompt only clears the line: it cancels nothing and does not
+stop the node. ``quit`` or end of input unregisters and exits.
+
+The prompt talks to the node only through ``NodeApp``'s public API; ``get``
+lines are read by the same parser builder as ``node.py get``
+(``nodeapp.add_get_arguments``).
 """
 
 from __future__ import annotations
 
+import argparse
 import cmd
 import shlex
 import sys
 import threading
-import time
-from pathlib import Path
 
-from .download import human_bytes
-from .nodeapp import DownloadJob, NodeApp
+from .nodeapp import ENDED, NOTICE, STARTED, AlreadyDownloading, DownloadJob, NodeApp, add_get_arguments
+from .units import human_bytes, human_rate
 
 HELP = """\
 commands:
   URL                      download URL (same as get URL)
-  get URL [-o PATH]        download URL into the download directory, or to PATH
+  get URL [-o PATH] [--checksum ALGO:HEX] [--force] [--restart] [--no-peers]
+                           download URL into the download directory, or to PATH
                            (a relative PATH is taken inside the download directory)
   request URL              old spelling of get
   peers                    list the nodes discovery knows
   jobs                     show running and finished downloads
   help                     this text
   quit                     unregister and exit (also end of input, Ctrl-D)"""
+
+
+class _LineParser(argparse.ArgumentParser):
+    """argparse for one prompt line: an error is a ValueError, never an exit."""
+
+    def error(self, message: str):
+        raise ValueError(message)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = _LineParser(prog="get", add_help=False)
+    add_get_arguments(parser, at_prompt=True)
+    return parser
 
 
 class Prompt(cmd.Cmd):
@@ -38,6 +57,7 @@ class Prompt(cmd.Cmd):
         super().__init__(stdin=stdin, stdout=stdout)
         self.app = app
         self._print_lock = threading.Lock()
+        self._parser = get_parser()
         self.intro = (f"swift node {app.name} serving on port {app.port}; "
                       f"type a URL to download it, 'help' for commands")
 
@@ -49,30 +69,26 @@ class Prompt(cmd.Cmd):
     # -- downloads -----------------------------------------------------------------
     def _start(self, arg: str) -> None:
         try:
-            words = shlex.split(arg)
+            args = self._parser.parse_args(shlex.split(arg))
         except ValueError as exc:
-            self.say(f"error: {exc}")
+            self.say(f"error: {exc}; usage: get URL [-o PATH] [--checksum ALGO:HEX] "
+                     f"[--force] [--restart] [--no-peers]")
             return
-        output = None
-        if "-o" in words:
-            i = words.index("-o")
-            if i + 1 >= len(words):
-                self.say("error: -o needs a path")
-                return
-            # relative to the node's download directory, not to wherever it was started
-            output = self.app.config.directory / Path(words[i + 1]).expanduser()
-            del words[i:i + 2]
-        if len(words) != 1:
-            self.say("usage: get URL [-o PATH]")
-            return
-        job = self.app.start_download(words[0], output, on_end=self._ended)
-        self.say(f"[{job.number}] started {words[0]}")
+        # relative to the node's download directory, not to wherever it was started
+        output = self.app.directory / args.output.expanduser() if args.output else None
+        try:
+            self.app.start_download(args.url, output, no_peers=args.no_peers, on_event=self._event,
+                                    checksum=args.checksum, force=args.force, restart=args.restart)
+        except AlreadyDownloading as exc:
+            self.say(f"{args.url}: {exc}")
 
-    def _ended(self, job: DownloadJob) -> None:
-        if job.report is not None:
-            self.say(f"[{job.number}] {job.report.summary()}")
-        else:
-            self.say(f"[{job.number}] error: {job.error}")
+    def _event(self, job: DownloadJob, kind: str, text: str) -> None:
+        if kind == STARTED:
+            self.say(f"[{job.number}] started {text}")
+        elif kind == NOTICE:
+            self.say(f"[{job.number}] note: {text}")
+        elif kind == ENDED:
+            self.say(f"[{job.number}] {text}")
 
     def do_get(self, arg: str) -> None:
         """get URL [-o PATH]: download URL"""
@@ -95,7 +111,7 @@ class Prompt(cmd.Cmd):
     # -- information ---------------------------------------------------------------
     def do_peers(self, arg: str) -> None:
         """peers: list the nodes discovery knows"""
-        peers, warning = self.app.membership.peers()
+        peers, warning = self.app.peers(include_self=True)
         if warning:
             self.say(f"note: {warning}")
         if not peers:
@@ -110,17 +126,7 @@ class Prompt(cmd.Cmd):
         if not jobs:
             self.say("no downloads yet")
         for job in jobs:
-            dl = job.download
-            if job.report is not None:
-                status = job.report.summary()
-            elif job.error is not None:
-                status = f"failed: {job.error}"
-            else:
-                done, size = dl.done_bytes, dl.size
-                pct = f" {100 * done / size:.0f}%" if size else ""
-                rate = done / max(1e-3, time.monotonic() - dl.started)
-                status = f"{dl.state}{pct} {human_bytes(done)} at {human_bytes(rate)}/s"
-            self.say(f"[{job.number}] {job.url}  {status}")
+            self.say(f"[{job.number}] {job.url}  {describe(job)}")
 
     def do_help(self, arg: str) -> None:
         self.say(HELP)
@@ -136,17 +142,27 @@ class Prompt(cmd.Cmd):
         return True
 
 
-def run_prompt(app: NodeApp, stop: threading.Event) -> None:
-    """Run the prompt until quit, end of input or ``stop``; Ctrl-C only clears the line."""
+def describe(job: DownloadJob) -> str:
+    """One line on a job for ``jobs``: state, share done, bytes, and this run's rate."""
+    s = job.status()
+    if s.summary is not None:
+        return s.summary
+    if s.error is not None:
+        return f"{s.state}: {s.error}"
+    pct = f" {100 * s.done / s.size:.0f}%" if s.size else ""
+    return f"{s.state}{pct} {human_bytes(s.done)} at {human_rate(s.rate)}"
+
+
+def run_prompt(app: NodeApp) -> None:
+    """Run the prompt until quit or end of input; Ctrl-C only clears the line."""
     prompt = Prompt(app)
-    intro = prompt.intro
-    while not stop.is_set():
+    while True:
         try:
-            prompt.cmdloop(intro)
+            prompt.cmdloop()
             return
         except OSError:
             return  # the terminal went away (hang-up): same as end of input
         except KeyboardInterrupt:
-            intro = None
+            prompt.intro = None  # cmdloop() shows self.intro each time: once is enough
             sys.stdout.write("^C (downloads keep running; type quit to exit)\n")
             sys.stdout.flush()
