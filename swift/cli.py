@@ -54,7 +54,9 @@ CANCEL_GRACE = 1.5
 #: needs and keeps a helper's thread count small.
 MAX_SLOTS = 64
 
-NO_SECRET = "no shared secret (--secret-file): anyone on this network can use this {what}"
+#: Said once at start, one line: daemons log it, one-shot commands print it.
+NO_SECRET_SERVER = "no shared secret (--secret-file): anyone who can reach this {what} can use it"
+NO_SECRET_CLIENT = "no shared secret (--secret-file): discovery and peers are not authenticated"
 
 
 class Terminated(BaseException):
@@ -190,7 +192,7 @@ def _discovery(argv: list[str] | None) -> int:
         print(f"discovery: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if secret is None:
-        log.warning(NO_SECRET.format(what="discovery"))
+        log.warning(NO_SECRET_SERVER.format(what="discovery"))
     srv.start()
     try:
         print(f"swift discovery listening on {format_hostport(args.host, srv.port)}", flush=True)
@@ -323,9 +325,11 @@ def _node(argv: list[str] | None) -> int:
         return EXIT_USAGE
     if secret is None and not args.quiet:
         if daemon:
-            log.warning(NO_SECRET.format(what="node"))
+            log.warning(NO_SECRET_SERVER.format(what="node"))
+        elif command is None:
+            print(f"note: {NO_SECRET_SERVER.format(what='node')}", flush=True)
         else:
-            print(f"note: {NO_SECRET.format(what='network')}", file=sys.stderr, flush=True)
+            print(f"note: {NO_SECRET_CLIENT}", file=sys.stderr, flush=True)
     if command == "peers":
         return _peers(args.discovery, secret)
     if command == "get":
@@ -416,7 +420,7 @@ def _run_download(dl: download.Download, bar: "ProgressBar | None") -> download.
         if bar:
             bar.close()
         if dl.path is not None and storage.record_path(dl.path).exists():
-            print(f"\nstopped; the partial download is kept in {storage.part_path(dl.path)}: "
+            print(f"stopped; the partial download is kept in {storage.part_path(dl.path)}: "
                   f"run the same command again to resume", file=sys.stderr, flush=True)
         raise
     if bar:
