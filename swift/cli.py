@@ -27,6 +27,7 @@ import ipaddress
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -429,38 +430,59 @@ def _run_download(dl: download.Download, bar: "ProgressBar | None") -> download.
 
 
 class ProgressBar:
-    """A tqdm bar fed by the download's progress callback, in swift's own units.
+    """One self-redrawing line on stderr, fed by the download's progress callback.
 
-    ``12.0 MiB of 160.0 MiB at 8.0 MiB/s, 18 s left``: the rate is this
-    run's (resumed bytes excluded), so the time left is honest.
+    `` 45% [#########           ] 12.0 MiB of 160.0 MiB at 8.0 MiB/s, 18 s left``:
+    swift's own units (see :mod:`swift.units`); the rate is this run's
+    (resumed bytes excluded), so the time left is honest. Drawn at most
+    every :data:`REDRAW` seconds; never raises into the download.
     """
 
-    def __init__(self) -> None:
-        self.bar = None
+    #: Seconds between redraws: smooth to the eye, cheap on a slow terminal.
+    REDRAW = 0.2
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
         self._first: tuple[int, float] | None = None
+        self._drawn = 0.0
+        self._shown = False
 
     def update(self, done: int, total: int | None) -> None:
-        from tqdm import tqdm
         now = time.monotonic()
-        if self.bar is None:
-            fmt = "{percentage:3.0f}%|{bar}| {postfix}" if total else "{postfix}"
-            self.bar = tqdm(total=total or None, file=sys.stderr, dynamic_ncols=True, leave=False,
-                            bar_format=fmt)
+        if self._first is None:
             self._first = (done, now)
+        if now - self._drawn < self.REDRAW and (not total or done < total):
+            return
+        self._drawn = now
+        try:
+            self.stream.write("\r" + self.line(done, total, now) + "\x1b[K")
+            self.stream.flush()
+            self._shown = True
+        except (OSError, ValueError):  # the terminal went away: the download goes on
+            pass
+
+    def line(self, done: int, total: int | None, now: float) -> str:
         first_done, since = self._first or (done, now)
         rate = (done - first_done) / (now - since) if now > since else 0.0
         text = human_bytes(done) + (f" of {human_bytes(total)}" if total else "")
         text += f" at {human_rate(rate)}"
-        if total and rate > 0:
+        if total and 0 < rate and done < total:
             text += f", {human_seconds((total - done) / rate)} left"
-        self.bar.n = done
-        self.bar.set_postfix_str(text, refresh=False)
-        self.bar.refresh()
+        if not total:
+            return text
+        # the bar's width is fixed by the terminal's: room for the longest text (about 64)
+        width = max(10, min(30, shutil.get_terminal_size().columns - 72))
+        filled = int(width * min(done, total) / total)
+        return f"{100 * done / total:3.0f}% [{'#' * filled}{' ' * (width - filled)}] {text}"
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        if self._shown:
+            try:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+            self._shown = False
 
 
 def _serve(args: argparse.Namespace, secret: bytes | None) -> int:

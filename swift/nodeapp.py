@@ -178,7 +178,7 @@ class DownloadJob:
         self._app = app
         self._overrides = overrides
         self._no_peers = no_peers
-        self._on_event = on_event or (lambda job, kind, text: None)
+        self._on_event = on_event or (lambda job, kind, text: app.notice(text) if kind == NOTICE else None)
         self._lock = threading.Lock()
         self._download: download.Download | None = None
         self._cancelled = False

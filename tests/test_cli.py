@@ -171,6 +171,16 @@ def test_the_summary_names_helpers_by_their_name_in_binary_units(cluster, origin
     assert json.loads(report.read_text())["size"] == 24 * MiB
 
 
+def test_the_progress_line_uses_the_same_units_and_this_runs_rate():
+    import io
+    from swift.cli import ProgressBar
+    bar = ProgressBar(io.StringIO())
+    bar.update(64 * MiB, 256 * MiB)  # resumed: 64 MiB were there before this run
+    line = bar.line(96 * MiB, 256 * MiB, bar._first[1] + 4.0)
+    assert line.startswith(" 38% [")
+    assert "96.0 MiB of 256.0 MiB at 8.0 MiB/s, 20 s left" in line
+
+
 # -- signals -----------------------------------------------------------------------------
 @pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_ends_get_within_two_seconds_and_the_same_command_resumes(cluster, origin, origin_root,
