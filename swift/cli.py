@@ -159,8 +159,8 @@ def _make_directory(path: Path) -> bool:
 
 
 # -- discovery ------------------------------------------------------------------------------
-def discovery_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="discovery.py",
+def discovery_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = Parser(prog=prog,
                                 description="swift discovery: tracks which nodes are alive "
                                             "(soft state: leases renewed by heartbeat)")
     p.add_argument("--host", type=HOST, metavar="H", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
@@ -175,16 +175,17 @@ def discovery_parser() -> argparse.ArgumentParser:
     return p
 
 
-def discovery_main(argv: list[str] | None = None) -> int:
+def discovery_main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``discovery.py`` (``prog``: the name usage lines show; default: how it was started)."""
     _install_signals()
     try:
-        return _discovery(argv)
+        return _discovery(argv, prog)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 
 
-def _discovery(argv: list[str] | None) -> int:
-    args = discovery_parser().parse_args(argv)
+def _discovery(argv: list[str] | None, prog: str | None) -> int:
+    args = discovery_parser(prog).parse_args(argv)
     _setup_logging(args.verbose, args.quiet, daemon=True, machine="discovery")
     try:
         secret = _load_secret(args.secret_file)
@@ -250,8 +251,8 @@ exit status: 0 done, 1 failed, 2 bad usage, 130 Ctrl-C, 143 SIGTERM
 Options may come before or after the subcommand."""
 
 
-def node_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="node.py", description=NODE_DESCRIPTION, epilog=NODE_EPILOG,
+def node_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = Parser(prog=prog, description=NODE_DESCRIPTION, epilog=NODE_EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     _network_options(p, after=False)
     p.add_argument("--host", type=HOST, metavar="H", default="0.0.0.0",
@@ -292,18 +293,19 @@ def node_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_node_args(argv: list[str] | None) -> argparse.Namespace:
-    args = node_parser().parse_args(argv)
+def parse_node_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
+    args = node_parser(prog).parse_args(argv)
     args.verbose += getattr(args, "verbose_after", 0)
     args.quiet += getattr(args, "quiet_after", 0)
     return args
 
 
 # -- node: the programs -------------------------------------------------------------------
-def node_main(argv: list[str] | None = None) -> int:
+def node_main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``node.py`` (``prog``: the name usage lines show; default: how it was started)."""
     _install_signals()
     try:
-        return _node(argv)
+        return _node(argv, prog)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
@@ -311,8 +313,8 @@ def node_main(argv: list[str] | None = None) -> int:
         return EXIT_TERMINATED
 
 
-def _node(argv: list[str] | None) -> int:
-    args = parse_node_args(argv)
+def _node(argv: list[str] | None, prog: str | None) -> int:
+    args = parse_node_args(argv, prog)
     command = args.command
     daemon = command is None and args.serve_only
     _setup_logging(args.verbose, args.quiet, daemon=daemon,
