@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import download, node_server
+from . import download, node_server, storage
 from .addresses import format_hostport
 from .checksums import parse_checksum
 from .membership import DiscoveryClient, Membership, Peer
@@ -147,14 +147,21 @@ class AlreadyDownloading(Exception):
     """The same URL is already being downloaded to the same place; ``job`` is that download."""
 
     def __init__(self, job: "DownloadJob"):
-        super().__init__(f"already downloading as [{job.number}]")
+        paused = f" (paused: resume {job.number})" if job.paused else ""
+        super().__init__(f"already downloading as [{job.number}]{paused}")
         self.job = job
+
+
+def with_scheme(url: str) -> str:
+    """A URL as curl takes it: without a scheme, ``http://`` is meant (``example.com/f.iso``)."""
+    url = url.strip()
+    return url if "://" in url else f"http://{url}"
 
 
 @dataclass(frozen=True)
 class JobStatus:
     """A snapshot of one download for display. ``rate`` counts this run's bytes only."""
-    state: str          # "starting", "running", "done", "failed", "cancelled"
+    state: str          # "starting", "running", "paused", "done", "failed", "cancelled"
     done: int           # bytes on disk, resumed ones included
     size: int | None
     rate: float         # bytes/s fetched by this run (resumed bytes excluded)
@@ -162,12 +169,21 @@ class JobStatus:
     error: str | None
 
 
-# Events a job reports to its front end, in this order: STARTED, NOTICE*, then ENDED.
-STARTED, NOTICE, ENDED = "started", "notice", "ended"
+# Events a job reports to its front end. Each run emits STARTED, then any
+# NOTICE lines, then ENDED (the summary, or "error: ..."), or PAUSED /
+# CANCELLED when the user stopped it; RESUMED starts a new run.
+STARTED, NOTICE, ENDED, PAUSED, CANCELLED, RESUMED = (
+    "started", "notice", "ended", "paused", "cancelled", "resumed")
 
 
 class DownloadJob:
-    """One download started from the node's front end; runs on its own thread."""
+    """One download started from the node's front end; each run on its own thread.
+
+    ``pause()`` and ``cancel()`` both stop the running ``Download`` and keep
+    the partial file and its record (the engine's promise); ``resume()``
+    starts a new run of the same URL to the same place, which resumes from
+    that record. A paused or cancelled job differs only in what it says.
+    """
 
     def __init__(self, app: "NodeApp", number: int, url: str, output: Path | None,
                  overrides: dict, no_peers: bool,
@@ -181,13 +197,13 @@ class DownloadJob:
         self._on_event = on_event or (lambda job, kind, text: app.notice(text) if kind == NOTICE else None)
         self._lock = threading.Lock()
         self._download: download.Download | None = None
-        self._cancelled = False
+        self._stopped_as: str | None = None   # PAUSED or CANCELLED, while stopping or stopped
         self._first_done: int | None = None
         self._started = time.monotonic()
         self._names: dict[str, str] = {}
         self.report: download.Report | None = None
         self.error: str | None = None
-        self._thread = threading.Thread(target=self._body, name=f"download-{number}", daemon=True)
+        self._thread = self._new_thread(first=True)
 
     # -- public ----------------------------------------------------------------------
     @property
@@ -195,42 +211,78 @@ class DownloadJob:
         return self._thread.is_alive()
 
     @property
+    def paused(self) -> bool:
+        with self._lock:
+            return self._stopped_as == PAUSED
+
+    @property
     def place(self) -> Path:
         """Where it goes: the output path if one was given, else the download directory."""
         return self.output if self.output is not None else self._app.directory
 
-    def cancel(self) -> None:
-        """Stop it; the partial download stays for a later resume."""
+    @property
+    def path(self) -> Path | None:
+        """The file it writes (known once the server said its name)."""
         with self._lock:
-            self._cancelled = True
             dl = self._download
-        if dl is not None:
-            dl.cancel()
+        return dl.path if dl is not None else None
+
+    def cancel(self) -> bool:
+        """Stop it; the partial download stays for a later resume. False if it was not running."""
+        return self._stop(CANCELLED)
+
+    def pause(self) -> bool:
+        """Stop it until :meth:`resume`; False if it was not running."""
+        return self._stop(PAUSED)
+
+    def resume(self) -> bool:
+        """Run a paused or cancelled job again, from its partial file; False if it cannot be."""
+        with self._lock:
+            if self._thread.is_alive() or self._stopped_as is None:
+                return False
+            self._stopped_as, self.error, self._download = None, None, None
+            self._first_done = None
+            self._thread = self._new_thread(first=False)
+        self._thread.start()
+        return True
 
     def wait(self, timeout: float | None = None) -> bool:
-        """True once the job has ended (within ``timeout`` seconds)."""
+        """True once the current run has ended (within ``timeout`` seconds)."""
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
     def status(self) -> JobStatus:
         with self._lock:
-            dl = self._download
+            dl, stopped, base, since = self._download, self._stopped_as, self._first_done, self._started
         if self.report is not None:
             return JobStatus("done", self.report.size, self.report.size, self.report.rate,
                              summary(self.report, self._names), None)
+        done = dl.done_bytes if dl else 0
+        size = dl.size if dl else None
+        if stopped is not None and not self.running:
+            return JobStatus(stopped, done, size, 0.0, None, None)
         if self.error is not None:
-            state = "cancelled" if self._cancelled else "failed"
-            return JobStatus(state, dl.done_bytes if dl else 0, dl.size if dl else None, 0.0,
-                             None, self.error)
+            return JobStatus("failed", done, size, 0.0, None, self.error)
         if dl is None:
             return JobStatus("starting", 0, None, 0.0, None, None)
-        done = dl.done_bytes
-        with self._lock:
-            base, since = self._first_done, self._started
         rate = (done - base) / max(1e-3, time.monotonic() - since) if base is not None else 0.0
-        return JobStatus(dl.state, done, dl.size, rate, None, None)
+        return JobStatus(dl.state, done, size, rate, None, None)
 
     # -- the job's thread -------------------------------------------------------------
+    def _new_thread(self, first: bool) -> threading.Thread:
+        return threading.Thread(target=self._body, args=(first,), name=f"download-{self.number}",
+                                daemon=True)
+
+    def _stop(self, how: str) -> bool:
+        with self._lock:
+            if not self._thread.is_alive():
+                return False
+            self._stopped_as = how
+            dl = self._download
+        if dl is not None:
+            dl.cancel()
+        return True
+
     def _emit(self, kind: str, text: str) -> None:
         try:
             self._on_event(self, kind, text)
@@ -243,8 +295,8 @@ class DownloadJob:
             if self._first_done is None:
                 self._first_done, self._started = done, time.monotonic()
 
-    def _body(self) -> None:
-        self._emit(STARTED, self.url)
+    def _body(self, first: bool) -> None:
+        self._emit(STARTED if first else RESUMED, self.url)
         try:
             peers: list[Peer] = []
             if not self._no_peers:
@@ -254,13 +306,14 @@ class DownloadJob:
                 if not peers:
                     self._emit(NOTICE, "no peers known: downloading alone with several connections")
             self._names = peer_names(peers)
-            dl = download.Download(self.url, self._app.download_options(self.output, self._overrides),
+            overrides = self._overrides if first else {**self._overrides, "restart": False}
+            dl = download.Download(self.url, self._app.download_options(self.output, overrides),
                                    peers, notice=lambda text: self._emit(NOTICE, text),
                                    progress=self._progress)
             with self._lock:
                 self._download = dl
-                cancelled = self._cancelled
-            if cancelled:
+                stopped = self._stopped_as
+            if stopped:
                 raise download.DownloadError("cancelled")
             self.report = dl.run()
         except download.DownloadError as exc:
@@ -268,10 +321,25 @@ class DownloadJob:
         except Exception as exc:  # a bug must not take the node down
             log.exception("download %d failed", self.number)
             self.error = f"internal error: {exc}"
+        with self._lock:
+            stopped = self._stopped_as
         if self.report is not None:
             self._emit(ENDED, summary(self.report, self._names))
+        elif stopped is not None:
+            self._emit(stopped, self._kept())
         else:
             self._emit(ENDED, f"error: {self.error}")
+
+    def _kept(self) -> str:
+        """What a stop left on disk, truthfully: the partial file if it and its record exist."""
+        final = self.path
+        if final is not None:
+            part, record = storage.part_path(final), storage.record_path(final)
+            if part.exists() and record.exists():
+                return f"the partial download is kept in {part}"
+            if part.exists():
+                return f"{part} is kept, but without a resume record it will start over"
+        return "nothing was written yet"
 
     def _start(self) -> None:
         self._thread.start()
@@ -350,21 +418,25 @@ class NodeApp:
 
     def start_download(self, url: str, output: Path | None = None, *, no_peers: bool = False,
                        on_event: Callable[[DownloadJob, str, str], None] | None = None,
+                       before_start: Callable[[DownloadJob], None] | None = None,
                        **overrides) -> DownloadJob:
         """Start downloading ``url`` on a new thread and return at once.
 
         ``on_event(job, kind, text)`` is called from the job's thread with
         ``STARTED`` (the URL), then any ``NOTICE`` lines, then ``ENDED`` (the
         summary line, or ``error: ...``). Raises :class:`AlreadyDownloading`
-        when the same URL is running to the same place.
+        when the same URL is running (or paused) to the same place.
+        ``before_start(job)`` runs on the caller's thread before the job's.
         """
         with self._lock:
             place = output if output is not None else self.directory
             for other in self._jobs:
-                if other.running and other.url == url and other.place == place:
+                if other.url == url and other.place == place and (other.running or other.paused):
                     raise AlreadyDownloading(other)
             job = DownloadJob(self, len(self._jobs) + 1, url, output, overrides, no_peers, on_event)
             self._jobs.append(job)
+        if before_start:
+            before_start(job)
         job._start()
         return job
 
