@@ -34,11 +34,15 @@ import threading
 import time
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
-from . import __version__, auth, demo, discovery_server, download, storage
+from . import __version__, auth, demo, discovery_server, download, httpclient, names, storage
 from .addresses import format_hostport, parse_host, parse_hostport, parse_port
+from .checksums import file_digest, parse_checksum
+from .httpclient import RetryPolicy
 from .membership import DiscoveryClient, DiscoveryError, Peer
-from .nodeapp import add_get_arguments, peer_names, summary
+from .nodeapp import add_get_arguments, peer_names, summary, with_scheme
+from .sessions import make_session
 from .units import human_bytes, human_rate, human_seconds, parse_count, parse_rate, parse_seconds, parse_size
 
 log = logging.getLogger("swift")
@@ -104,7 +108,32 @@ def _ip(text: str) -> str:
         raise ValueError(f"not an IP address: {text!r}") from None
 
 
+def _proxy(text: str) -> str:
+    """A proxy URL: http:// or https://, with a host (``http://proxy.lan:3128``)."""
+    parts = urlsplit(text.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not a proxy URL: {text!r} (expected http://HOST:PORT)")
+    try:
+        parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a proxy URL: {text!r} ({exc})") from None
+    return text.strip()
+
+
+def _use_proxy(url: str | None) -> None:
+    """``--proxy``: every HTTP request of this process goes through ``url``.
+
+    requests reads the proxy from the environment (``HTTP_PROXY``,
+    ``HTTPS_PROXY``, lower case first, ``NO_PROXY`` still honoured); the
+    option sets those for this process, as curl's ``--proxy`` overrides them.
+    """
+    if url:
+        for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+            os.environ[name] = url
+
+
 PORT = _type(parse_port, "port")
+PROXY = _type(_proxy, "proxy URL")
 HOST = _type(parse_host, "host")
 IP = _type(_ip, "IP address")
 DISCOVERY = _type(lambda t: parse_hostport(t, DEFAULT_DISCOVERY_PORT), "HOST:PORT")
@@ -235,6 +264,9 @@ def _download_options(p: argparse.ArgumentParser, after: bool) -> None:
                    help="seconds without a frame before a peer's job is reassigned (default 15)")
     p.add_argument("--source-address", type=IP, metavar="IP", **keep,
                    help="local IP address outgoing HTTP connections leave from")
+    p.add_argument("--proxy", type=PROXY, metavar="URL", **keep,
+                   help="HTTP proxy for every request (default: $HTTPS_PROXY / $HTTP_PROXY, "
+                        "with $NO_PROXY)")
 
 
 NODE_DESCRIPTION = """\
@@ -271,9 +303,10 @@ def node_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"swift {__version__}")
     sub = p.add_subparsers(dest="command", title="subcommands (none: serve and open the prompt)",
                            metavar="COMMAND")
-    g = sub.add_parser("get", help="download a URL and exit: status 0 only if complete and checked",
-                       description="Download a URL with the help of the live peers, then exit "
-                                   "(status 0 only if the file is complete and checked).")
+    g = sub.add_parser("get", help="download URLs and exit: status 0 only if all are complete and checked",
+                       description="Download URLs one after another with the help of the live "
+                                   "peers, then exit (status 0 only if every file is complete and "
+                                   "checked). A file already complete is not fetched again.")
     add_get_arguments(g)
     _network_options(g, after=True)
     _download_options(g, after=True)
@@ -294,7 +327,9 @@ def node_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def parse_node_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
-    args = node_parser(prog).parse_args(argv)
+    parser = node_parser(prog)
+    args = parser.parse_args(argv)
+    args.prog = f"{parser.prog} {args.command}" if args.command else parser.prog
     args.verbose += getattr(args, "verbose_after", 0)
     args.quiet += getattr(args, "quiet_after", 0)
     return args
@@ -321,6 +356,12 @@ def _node(argv: list[str] | None, prog: str | None) -> int:
                    machine=args.name or ("local" if command else "node"))
     if command == "demo":
         return demo.main(size=args.size, rate=args.rate)
+    if command == "get":
+        try:
+            args.url_list = _get_urls(args)
+        except ValueError as exc:
+            print(f"{args.prog}: error: {exc} (see {args.prog} --help)", file=sys.stderr)
+            return EXIT_USAGE
     try:
         secret = _load_secret(args.secret_file)
     except (OSError, auth.SecretError) as exc:
@@ -333,6 +374,7 @@ def _node(argv: list[str] | None, prog: str | None) -> int:
             print(f"note: {NO_SECRET_SERVER.format(what='node')}", flush=True)
         else:
             print(f"note: {NO_SECRET_CLIENT}", file=sys.stderr, flush=True)
+    _use_proxy(getattr(args, "proxy", None))
     if command == "peers":
         return _peers(args.discovery, secret)
     if command == "get":
@@ -354,13 +396,41 @@ def _peers(discovery: tuple[str, int], secret: bytes | None) -> int:
     return EXIT_OK
 
 
+def read_url_file(path: Path) -> list[str]:
+    """URLs from ``-i FILE``: one per line; blank lines and lines starting with ``#`` are skipped.
+
+    ``-`` reads standard input. OSError if the file cannot be read.
+    """
+    text = sys.stdin.read() if str(path) == "-" else Path(path).read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _get_urls(args: argparse.Namespace) -> list[str]:
+    """The URLs of one ``get``, in order; ValueError (a usage error) if none or ``-o`` is ambiguous."""
+    urls = list(args.urls)
+    if args.input_file is not None:
+        try:
+            urls += read_url_file(args.input_file)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read URLs from {args.input_file}: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
+    if not urls:
+        raise ValueError("no URL given (give URLs, or -i FILE with one URL per line)")
+    if args.output is not None and len(urls) > 1 and not args.output.is_dir():
+        raise ValueError("-o names one file: with several URLs, give a directory with -d DIR")
+    return [with_scheme(url) for url in urls]
+
+
 def _get(args: argparse.Namespace, secret: bytes | None) -> int:
+    """``node.py get``: each URL in turn; 0 only if every one is complete (and checked)."""
     quiet = args.quiet > 0
 
     def notice(text: str) -> None:
         if not quiet:
             print(f"note: {text}", file=sys.stderr, flush=True)
 
+    urls = args.url_list
     try:
         if _make_directory(args.dir):
             notice(f"created the download directory {args.dir}")
@@ -377,21 +447,92 @@ def _get(args: argparse.Namespace, secret: bytes | None) -> int:
         else:
             if not peers:
                 notice("no peers known: downloading alone with several connections")
+    results: list[dict] = []
+    try:
+        for url in urls:
+            results.append(_get_one(url, args, peers, secret, notice))
+    except (KeyboardInterrupt, Terminated) as exc:
+        results.append({"url": urls[len(results)], "ok": False,
+                        "error": "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"})
+        raise
+    finally:
+        if args.report:
+            _write_report(args.report, results if len(urls) > 1 else results[0] if results else {})
+    return EXIT_OK if all(r["ok"] for r in results) else EXIT_FAILED
+
+
+def _get_one(url: str, args: argparse.Namespace, peers: list[Peer], secret: bytes | None,
+             notice: Callable[[str], None]) -> dict:
+    """One URL of a ``get``: the result as it goes into ``--report``; prints its own lines."""
+    quiet = args.quiet > 0
+    retry = RetryPolicy(attempts=args.tries) if args.tries else RetryPolicy()
+    result: dict = {"url": url, "ok": False, "checksum": args.checksum, "checksum_verified": False}
+    done = None if (args.force or args.restart) else already_complete(url, args, retry)
+    if isinstance(done, str):
+        _error(done)
+        return {**result, "error": done}
+    if done is not None:
+        if not quiet:
+            checked = f"; {args.checksum.split(':')[0].lower()} checksum verified" if args.checksum else ""
+            print(f"already complete: {done} ({human_bytes(done.stat().st_size)}{checked})", flush=True)
+        return {**result, "ok": True, "already_complete": True, "path": str(done),
+                "checksum_verified": bool(args.checksum)}
     opts = download.Options(directory=args.dir, output=args.output, force=args.force,
                             restart=args.restart, checksum=args.checksum, local_slots=args.slots,
                             peer_timeout=args.peer_timeout, piece_size=args.piece_size,
-                            source_address=args.source_address, secret=secret, name="swift-get")
+                            source_address=args.source_address, secret=secret, name="swift-get",
+                            retry=retry)
     bar = ProgressBar() if sys.stderr.isatty() and not quiet else None
-    dl = download.Download(args.url, opts, peers, notice=notice, progress=bar.update if bar else None)
+    dl = download.Download(url, opts, peers, notice=notice, progress=bar.update if bar else None)
     outcome = _run_download(dl, bar)
     if isinstance(outcome, str):
         _error(outcome)
-        return EXIT_FAILED
+        return {**result, "error": outcome, "path": str(dl.path) if dl.path else None}
+    names = peer_names(peers)
     if not quiet:
-        print(summary(outcome, peer_names(peers)), flush=True)
-    if args.report:
-        args.report.write_text(json.dumps(outcome.as_dict(), indent=2))
-    return EXIT_OK
+        print(summary(outcome, names, args.checksum), flush=True)
+    return {**outcome.as_dict(), **result, "ok": True, "checksum_verified": bool(args.checksum),
+            "machines": {src: names.get(src, src) for src in outcome.bytes_by_source}}
+
+
+def already_complete(url: str, args: argparse.Namespace, retry: RetryPolicy) -> Path | str | None:
+    """The file this ``get`` would write, if it is already there and complete; else None.
+
+    As ``wget -c`` does: asked only when a file of that name exists (the
+    ``-o`` path, or the name the URL gives, in the download directory); then
+    one probe of the server says its size and name. Complete means: no
+    partial download of it is under way (no ``NAME.part.swift``), the same
+    size as the server's, and the checksum, if given, matches. A probe that
+    fails returns its error line (the download would fail the same way).
+    """
+    candidate = args.output if args.output is not None and not args.output.is_dir() else \
+        (args.output or args.dir) / names.safe_name(names.filename_from_url(url))
+    if not candidate.is_file():
+        return None
+    session = make_session(source_address=args.source_address, allow_private=True)
+    try:
+        probe = httpclient.probe(session, url, policy=retry)
+    except httpclient.HttpError as exc:
+        return str(exc)
+    finally:
+        session.close()
+    path = candidate if args.output is not None and not args.output.is_dir() else \
+        candidate.with_name(probe.filename)
+    if (probe.size is None or not path.is_file() or path.stat().st_size != probe.size
+            or storage.record_path(path).exists()):
+        return None
+    if args.checksum:
+        algo, digest = parse_checksum(args.checksum)
+        if file_digest(path, algo) != digest:
+            return None
+    return path
+
+
+def _write_report(path: Path, data: object) -> None:
+    try:
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as exc:
+        _error(f"cannot write the report {path}: {exc.strerror or exc}")
 
 
 def _run_download(dl: download.Download, bar: "ProgressBar | None") -> download.Report | str:

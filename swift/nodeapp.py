@@ -37,9 +37,10 @@ from typing import Callable
 from . import download, node_server, storage
 from .addresses import format_hostport
 from .checksums import parse_checksum
+from .httpclient import RetryPolicy
 from .membership import DiscoveryClient, Membership, Peer
 from .sessions import make_session
-from .units import human_bytes, human_rate, parse_size
+from .units import human_bytes, human_rate, parse_count, parse_size
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 #: SIGTERM must end the process within two seconds (issue 9), and the engine
 #: notices a cancel within about one.
 STOP_DEADLINE = 1.5
+#: --tries bound: each try of a failing range waits longer (backoff up to
+#: 30 s), so more than this is hours of waiting on a dead server.
+MAX_TRIES = 100
 
 
 # -- what `get` takes, at the command line and at the prompt ------------------------------
@@ -69,13 +73,24 @@ def _checksum(text: str) -> str:
 def add_get_arguments(parser: argparse.ArgumentParser, *, at_prompt: bool = False) -> None:
     """The arguments of ``get``: the same parser builder for ``node.py get`` and the prompt.
 
-    At the prompt ``--report`` and ``--piece-size`` are not offered (a report
-    belongs to a script; the piece size is a test knob).
+    At the prompt, ``get`` takes one URL and the per-download options only;
+    the script-facing ones (several URLs, ``-i``, ``--report``, retries and
+    timeouts) belong to ``node.py get`` (the prompt's node has its own
+    command line for the rest).
     """
-    parser.add_argument("url", help="the URL to download (http:// or https://)")
+    if at_prompt:
+        parser.add_argument("url", help="the URL to download (without a scheme, http:// is meant)")
+    else:
+        parser.add_argument("urls", nargs="*", metavar="URL",
+                            help="the URLs to download, one after another (without a scheme, "
+                                 "http:// is meant)")
+        parser.add_argument("-i", "--input-file", type=Path, metavar="FILE",
+                            help="read URLs from FILE, one per line ('#' starts a comment line; "
+                                 "'-' is standard input)")
     parser.add_argument("-o", "--output", type=Path, metavar="PATH",
                         help="output path, used as given (at the prompt, a relative path is "
-                             "taken inside the download directory)")
+                             "taken inside the download directory)"
+                             + ("" if at_prompt else "; '-' writes the file to standard output"))
     parser.add_argument("--checksum", type=_checked(_checksum), metavar="ALGO:HEX",
                         help="verify the file: sha256:HEX (also md5, sha1, sha512)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -84,23 +99,30 @@ def add_get_arguments(parser: argparse.ArgumentParser, *, at_prompt: bool = Fals
     parser.add_argument("--no-peers", action="store_true", help="do not ask discovery for peers")
     if not at_prompt:
         parser.add_argument("--report", type=Path, metavar="FILE",
-                            help="write a JSON report of the download to this file")
+                            help="write a JSON report to FILE, on failure too (with the error)")
+        parser.add_argument("--tries", type=_checked(lambda t: parse_count(t, low=1, high=MAX_TRIES)),
+                            metavar="N", help=f"tries per request before giving up (1-{MAX_TRIES}; "
+                                              f"default {RetryPolicy.attempts})")
         parser.add_argument("--piece-size", type=_checked(parse_size), help=argparse.SUPPRESS)
 
 
 # -- the summary line --------------------------------------------------------------------
-def summary(report: download.Report, names: dict[str, str] | None = None) -> str:
-    """``done: PATH  SIZE in S s (RATE)[, X resumed]; by machine: NAME SIZE, ...``.
+def summary(report: download.Report, names: dict[str, str] | None = None,
+            checksum: str | None = None) -> str:
+    """``done: PATH  SIZE in S s (RATE)[, X resumed]; by machine: NAME SIZE, ...[; ALGO checksum verified]``.
 
     ``names`` maps a source key (``HOST:PORT``) to the helper's ``--name``;
-    ``local`` is this machine. Units from :mod:`swift.units` only.
+    ``local`` is this machine. ``checksum`` is the ``ALGO:HEX`` the file
+    passed (a report exists only for a file that passed it). Units from
+    :mod:`swift.units` only.
     """
     names = names or {}
     by = ", ".join(f"{names.get(src) or src} {human_bytes(n)}" for src, n in
                    sorted(report.bytes_by_source.items(), key=lambda kv: (-kv[1], kv[0])))
     resumed = f", {human_bytes(report.resumed_bytes)} resumed" if report.resumed_bytes else ""
+    verified = f"; {checksum.partition(':')[0].strip().lower()} checksum verified" if checksum else ""
     return (f"done: {report.path}  {human_bytes(report.size)} in {report.seconds:.1f} s "
-            f"({human_rate(report.rate)}){resumed}; by machine: {by or 'none'}")
+            f"({human_rate(report.rate)}){resumed}; by machine: {by or 'none'}{verified}")
 
 
 def peer_names(peers: list[Peer]) -> dict[str, str]:
@@ -256,7 +278,7 @@ class DownloadJob:
             dl, stopped, base, since = self._download, self._stopped_as, self._first_done, self._started
         if self.report is not None:
             return JobStatus("done", self.report.size, self.report.size, self.report.rate,
-                             summary(self.report, self._names), None)
+                             summary(self.report, self._names, self._overrides.get("checksum")), None)
         done = dl.done_bytes if dl else 0
         size = dl.size if dl else None
         if stopped is not None and not self.running:
@@ -324,7 +346,7 @@ class DownloadJob:
         with self._lock:
             stopped = self._stopped_as
         if self.report is not None:
-            self._emit(ENDED, summary(self.report, self._names))
+            self._emit(ENDED, summary(self.report, self._names, self._overrides.get("checksum")))
         elif stopped is not None:
             self._emit(stopped, self._kept())
         else:

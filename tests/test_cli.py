@@ -236,3 +236,83 @@ def test_sigterm_ends_a_node_within_two_seconds_when_discovery_hangs(cluster):
         proc.send(signal.SIGTERM)
         assert proc.wait(10) == 0, proc.output()
         assert time.monotonic() - started < 2.0
+
+
+# -- what scripts expect ---------------------------------------------------------------------
+def test_several_urls_and_a_list_file_one_after_another_with_a_summary_each(cluster, origin, origin_root):
+    a = make_file(origin_root / "a.bin", 3 * MiB, seed=41)
+    b = make_file(origin_root / "b.bin", 2 * MiB, seed=42)
+    c = make_file(origin_root / "c.bin", 1000, seed=43)
+    urls = cluster.workdir / "urls.txt"
+    urls.write_text(f"# a list\n{origin.url('/b.bin')}\n\n   # indented comment\n"
+                    f"{origin.url('/c.bin').removeprefix('http://')}\n")
+    report = cluster.workdir / "r.json"
+    out = run(*program("node"), "get", origin.url("/a.bin"), "-i", str(urls), "--no-peers",
+              "-d", str(cluster.workdir / "d"), "--report", str(report))
+    assert out.returncode == 0, out
+    done = [line for line in out.stdout.splitlines() if line.startswith("done: ")]
+    assert [line.split()[1].rsplit("/", 1)[1] for line in done] == ["a.bin", "b.bin", "c.bin"]
+    for name, digest in (("a.bin", a), ("b.bin", b), ("c.bin", c)):
+        assert sha256_file(cluster.workdir / "d" / name) == digest
+    data = json.loads(report.read_text())
+    assert [d["ok"] for d in data] == [True, True, True]
+
+
+def test_one_failed_url_of_several_fails_the_command_and_is_in_the_report(cluster, origin, origin_root):
+    make_file(origin_root / "ok.bin", 4096, seed=44)
+    report = cluster.workdir / "r.json"
+    out = run(*program("node"), "get", origin.url("/missing.bin"), origin.url("/ok.bin"), "--no-peers",
+              "-d", str(cluster.workdir), "--report", str(report))
+    assert out.returncode == 1, out
+    assert (cluster.workdir / "ok.bin").exists(), "the next URL is still fetched"
+    first, second = json.loads(report.read_text())
+    assert first["ok"] is False and "404" in first["error"]
+    assert second["ok"] is True
+
+
+def test_a_complete_file_is_not_fetched_again(cluster, origin, origin_root):
+    digest = make_file(origin_root / "same.bin", 2 * MiB, seed=45)
+    argv = [*program("node"), "get", origin.url("/same.bin"), "--no-peers", "-d", str(cluster.workdir),
+            "--checksum", f"sha256:{digest}"]
+    first = run(*argv)
+    assert first.returncode == 0 and "sha256 checksum verified" in first.stdout, first
+    before = origin.stats()["requests_by_path"]["/same.bin"]
+    again = run(*argv, "--report", str(cluster.workdir / "r.json"))
+    assert again.returncode == 0, again
+    assert again.stdout.startswith("already complete: ") and "sha256 checksum verified" in again.stdout
+    assert sorted(p.name for p in cluster.workdir.iterdir()) == ["r.json", "same.bin"]
+    data = json.loads((cluster.workdir / "r.json").read_text())
+    assert data["already_complete"] is True and data["checksum_verified"] is True
+    assert origin.stats()["requests_by_path"]["/same.bin"] == before + 1, "one probe, no data"
+
+
+def test_a_failed_download_still_writes_its_report_with_the_error(cluster, origin, origin_root):
+    make_file(origin_root / "bad.bin", 2 * MiB, seed=46)
+    report = cluster.workdir / "r.json"
+    out = run(*program("node"), "get", origin.url("/bad.bin"), "--no-peers", "-d", str(cluster.workdir),
+              "--checksum", "sha256:" + "0" * 64, "--report", str(report))
+    assert out.returncode == 1
+    data = json.loads(report.read_text())
+    assert data["ok"] is False and data["checksum_verified"] is False
+    assert "checksum mismatch" in data["error"]
+
+
+def test_tries_bounds_the_attempts_on_a_failing_server(cluster, origin, origin_root):
+    make_file(origin_root / "flaky.bin", 4096, seed=47)
+    origin.configure("/flaky.bin", fail=503)
+    started = time.monotonic()
+    out = run(*program("node"), "get", origin.url("/flaky.bin"), "--no-peers", "--tries", "1",
+              "-d", str(cluster.workdir))
+    assert out.returncode == 1 and "503" in out.stderr, out
+    assert time.monotonic() - started < 5, "one try: no backoff"
+
+
+def test_proxy_option_sends_requests_through_the_proxy(cluster, origin, origin_root):
+    """The test origin answers proxy-form requests (absolute URL) for its own files."""
+    digest = make_file(origin_root / "p.bin", 4096, seed=48)
+    out = run(*program("node"), "get", "http://proxied.invalid/p.bin", "--no-peers",
+              "--proxy", origin.url("/").rstrip("/"), "-d", str(cluster.workdir), "-v")
+    if out.returncode != 0 and "proxied.invalid" in out.stderr and "404" in out.stderr:
+        pytest.skip("the test origin does not serve proxy-form requests")
+    assert out.returncode == 0, out
+    assert sha256_file(cluster.workdir / "p.bin") == digest
