@@ -89,7 +89,12 @@ class Prompt(cmd.Cmd):
         self.intro = (f"swift node {app.name} serving on port {app.port}; "
                       f"type a URL to download it, 'help' for commands")
         self._terminal = _isatty(self.stdout)
+        # readline draws the prompt itself; its pre-input hook says when that is done
+        self._hooked = self._terminal and _isatty(self.stdin) and _has_readline()
         self._reading = False        # the input line is on screen (redraw it after a message)
+        self._drawing = False        # readline is drawing the prompt: hold messages until done
+        self._held: list[tuple[str, bool]] = []
+        self._asking: str | None = None  # the prompt of a question being asked, if any
         self._progress_shown = False  # the line above the input line is the progress line
         self._ticker_stop = threading.Event()
         self._ticker: threading.Thread | None = None
@@ -103,17 +108,25 @@ class Prompt(cmd.Cmd):
                     self.stdout.write(text + "\n")
                     self.stdout.flush()
                 return
-            out = "\r\x1b[K"
-            if self._progress_shown:
-                out += "\x1b[1A\r\x1b[K"  # replace the progress line: it is out of date
-            self.stdout.write(out + text + "\n")
-            self._progress_shown = progress
-            if self._reading:
-                self.stdout.write(self.prompt + _line_buffer())
-            self.stdout.flush()
+            if self._drawing:
+                self._held.append((text, progress))
+                return
+            self._write_above(text, progress)
+
+    def _write_above(self, text: str, progress: bool) -> None:
+        """Write one message line above the input line (call with the print lock held)."""
+        out = "\r\x1b[K"
+        if self._progress_shown:
+            out += "\x1b[1A\r\x1b[K"  # replace the progress line: it is out of date
+        self.stdout.write(out + text + "\n")
+        self._progress_shown = progress
+        if self._reading:
+            self.stdout.write((self._asking or self.prompt) + _line_buffer())
+        self.stdout.flush()
 
     def preloop(self) -> None:
-        if self._terminal:
+        if self._hooked:
+            self._drawing = True
             _set_pre_input_hook(self._input_ready)
         if self._terminal and self._ticker is None:
             self._ticker = threading.Thread(target=self._tick, name="prompt-progress", daemon=True)
@@ -125,13 +138,25 @@ class Prompt(cmd.Cmd):
             self._progress_shown = False  # the user's Enter moved the screen on
         return line
 
+    def postcmd(self, stop: bool, line: str) -> bool:
+        with self._print_lock:
+            self._drawing = self._hooked and not stop
+        return stop
+
     def _input_ready(self) -> None:
         """readline's pre-input hook: the prompt is on screen and input begins."""
         with self._print_lock:
-            self._reading = True
+            self._drawing, self._reading = False, True
+            held, self._held = self._held, []
+            for text, progress in held:
+                self._write_above(text, progress)
 
     def postloop(self) -> None:
-        self._reading = False
+        with self._print_lock:
+            self._reading = self._drawing = False
+            held, self._held = self._held, []
+            for text, progress in held:
+                self._write_above(text, progress)
         _set_pre_input_hook(None)
 
     def close(self) -> None:
@@ -259,13 +284,7 @@ class Prompt(cmd.Cmd):
             return self._wait(running)
         self.say(f"{numbers} still running: wait for them (w), cancel them and keep their "
                  f"partial files for resume (c), or stay at the prompt (s)?")
-        try:
-            answer = input("[w/c/s] ").strip().lower()
-        except EOFError:
-            answer = "w"
-        except KeyboardInterrupt:
-            answer = "s"
-            self.say("")
+        answer = self._ask("[w/c/s] ")
         if answer.startswith("w"):
             self.say(f"waiting for {numbers} (Ctrl-C to stop waiting)")
             return self._wait(running)
@@ -276,6 +295,21 @@ class Prompt(cmd.Cmd):
             return True
         self.say("staying; the downloads go on")
         return False
+
+    def _ask(self, question: str) -> str:
+        """One answer from the user, lower case; end of input is "w", Ctrl-C is "s"."""
+        with self._print_lock:
+            self._asking, self._reading = question, False
+        try:
+            return input(question).strip().lower()
+        except EOFError:
+            return "w"
+        except KeyboardInterrupt:
+            self.say("")
+            return "s"
+        finally:
+            with self._print_lock:
+                self._asking, self._reading = None, False
 
     def _wait(self, jobs: list[DownloadJob]) -> bool:
         """Wait for ``jobs``; True once all ended, False if Ctrl-C stopped the wait."""
@@ -299,7 +333,8 @@ def progress(job: DownloadJob) -> str:
     """``45% 12.0 MiB at 8.0 MiB/s``: share done, bytes, and this run's rate."""
     s = job.status()
     pct = f"{100 * s.done / s.size:.0f}% " if s.size else ""
-    return f"{pct}{human_bytes(s.done)} at {human_rate(s.rate)}"
+    rate = f" at {human_rate(s.rate)}" if s.rate > 0 else ""  # none measured yet
+    return f"{pct}{human_bytes(s.done)}{rate}"
 
 
 def describe(job: DownloadJob) -> str:
@@ -316,6 +351,14 @@ def _isatty(stream) -> bool:
     try:
         return stream.isatty()
     except (AttributeError, ValueError):
+        return False
+
+
+def _has_readline() -> bool:
+    try:
+        import readline
+        return hasattr(readline, "set_pre_input_hook")
+    except ImportError:  # pragma: no cover - a Python without readline
         return False
 
 
