@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from swift import fetchjob, node_server, protocol, wire
-from swift.origin import OriginServer, make_file
+from swiftlab.origin import OriginServer, make_file
 from swift.sessions import make_session
 
 MiB = 1 << 20

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from swift.cluster import wait_until
-from swift.origin import make_file
+from swiftlab.cluster import wait_until
+from swiftlab.origin import make_file
 
-from .conftest import MiB, sha256_file
+from tests.helpers import MiB, sha256_file
 
 
 def test_a_second_get_to_the_same_output_is_refused_and_touches_nothing(cluster, origin, origin_root):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 #: The pure core. A listed module whose file does not exist yet is skipped.
 CORE = ["protocol", "handshake", "fetchjob", "auth", "planning", "names", "units", "addresses",

@@ -13,12 +13,12 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from swift.cluster import Process, program, wait_until
+from swiftlab.cluster import Process, program, wait_until
 from swift.demo import DEFAULT_SIZE
-from swift.origin import make_file
+from swiftlab.origin import make_file
 from swift.units import human_bytes
 
-from .conftest import MiB, sha256_file
+from tests.helpers import MiB, sha256_file
 
 
 def run(*args: str, timeout: float = 30, **kw) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ from swift.auth import AuthError
 from swift.handshake import ClientHandshake, ServerHandshake
 from swift.protocol import LocalProtocolError, RemoteProtocolError
 
-from .connection_pair import ConnectionPair, run_handshake
+from tests.connection_pair import ConnectionPair, run_handshake
 
 SECRET = b"s" * 32
 OTHER = b"o" * 32

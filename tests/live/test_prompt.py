@@ -14,10 +14,10 @@ from contextlib import contextmanager
 
 import pytest
 
-from swift.cluster import wait_until
-from swift.origin import make_file
+from swiftlab.cluster import wait_until
+from swiftlab.origin import make_file
 
-from .conftest import MiB, sha256_file
+from tests.helpers import MiB, sha256_file
 
 
 @contextmanager
@@ -216,7 +216,7 @@ def test_quit_from_a_pipe_waits_for_the_downloads_and_says_so(cluster, origin, o
 @contextmanager
 def terminal_node(cluster, discovery: str):
     """A prompt node whose input *and* output are a terminal, read from the master side."""
-    from swift.cluster import program
+    from swiftlab.cluster import program
     master, slave = pty.openpty()
     proc = subprocess.Popen([*program("node"), "--discovery", discovery, "--host", "127.0.0.1",
                              "--port", "0", "--dir", str(cluster.workdir), "--allow-private"],

@@ -16,7 +16,7 @@ from swift.errors import ErrorCode
 from swift.http import RangeFetch, RequestProfile, Retry, RemoteFile, open_stream, probe
 from swift.http.remote import IF_RANGE_STRIKES
 
-from . import http_origin as o
+from tests import http_origin as o
 
 FAST = Retry(attempts=5, first_delay=0.01, max_delay=0.05)
 DATA = os.urandom(300_000)

@@ -8,7 +8,7 @@ from swift import protocol
 from swift.fetchjob import Changed, Data, Failed, Finished, KeptAlive, NodeJob, RequesterJob
 from swift.protocol import LocalProtocolError, RemoteProtocolError
 
-from .connection_pair import ConnectionPair
+from tests.connection_pair import ConnectionPair
 
 FILE = bytes(range(256)) * 64  # 16 KiB
 
