@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import re
 import socket
 import struct
 import threading
@@ -60,7 +62,13 @@ class Background:
         return self.value, self.error
 
 
-def serve_once(secret, *, listener=None):
+@pytest.fixture(scope="session")
+def server_tls(tmp_path_factory):
+    """A member's TLS identity, made in a directory of its own (never the real state directory)."""
+    return wire.ServerTLS.load("node", tmp_path_factory.mktemp("state"))
+
+
+def serve_once(secret, tls=None, *, listener=None):
     """Accept one connection, handshake, answer one Ping; returns (port, Background)."""
     listener = listener or socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
@@ -70,13 +78,22 @@ def serve_once(secret, *, listener=None):
             sock, _ = listener.accept()
         finally:
             listener.close()
-        with wire.Connection(sock, timeout=5) as conn:
-            hello = wire.server_handshake(conn, name="srv", secret=secret)
+        conn, hello = wire.accept(sock, name="srv", secret=secret, tls=tls, timeout=5)
+        with conn:
             if isinstance(conn.recv(), protocol.Ping):
                 conn.send(protocol.Pong("srv", 1, 0))
             return hello
 
     return port, Background(run)
+
+
+def tls_pair(client_sock, server_sock, server_tls):
+    """TLS over two connected sockets: (client Connection, server Connection)."""
+    srv = Background(wire.start_tls_server, server_sock, server_tls, timeout=5)
+    client = wire.start_tls_client(client_sock, timeout=5)
+    server, error = srv.result()
+    assert error is None, error
+    return client, server
 
 
 def assert_no_secret(*texts: str) -> None:
@@ -87,10 +104,11 @@ def assert_no_secret(*texts: str) -> None:
 
 # -- handshake --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("client,server", [(None, None), (SECRET, SECRET)])
-def test_handshake_succeeds(client, server):
-    port, srv = serve_once(server)
+def test_handshake_succeeds(client, server, server_tls):
+    port, srv = serve_once(server, server_tls)
     with wire.client_connect("127.0.0.1", port, name="cli", secret=client, timeout=5) as conn:
         assert conn.peer == f"127.0.0.1:{port}"
+        assert conn.private == (client is not None)
         conn.send(protocol.Ping())
         assert conn.recv() == protocol.Pong("srv", 1, 0)
     hello, error = srv.result()
@@ -103,8 +121,9 @@ def test_handshake_succeeds(client, server):
     (OTHER, SECRET, "failed to prove", "refused us"),
     (SECRET, OTHER, "failed to prove", "refused us"),
 ])
-def test_handshake_refusals_are_clear_on_both_ends(client, server, client_says, server_says):
-    port, srv = serve_once(server)
+def test_handshake_refusals_are_clear_on_both_ends(client, server, client_says, server_says,
+                                                  server_tls):
+    port, srv = serve_once(server, server_tls)
     with pytest.raises(wire.AuthError, match=client_says) as exc:
         wire.client_connect("127.0.0.1", port, name="cli", secret=client, timeout=5)
     _, error = srv.result()
@@ -113,8 +132,8 @@ def test_handshake_refusals_are_clear_on_both_ends(client, server, client_says, 
     assert_no_secret(str(exc.value), repr(exc.value), str(error), repr(error))
 
 
-def test_a_client_without_the_secret_hears_why_when_the_server_has_one():
-    port, srv = serve_once(SECRET)
+def test_a_client_without_the_secret_hears_why_when_the_server_has_one(server_tls):
+    port, srv = serve_once(SECRET, server_tls)
     with pytest.raises(wire.AuthError) as exc:
         wire.client_connect("127.0.0.1", port, name="cli", secret=None, timeout=5)
     assert "--secret-file" in str(exc.value)
@@ -145,13 +164,13 @@ def relay(a: socket.socket, b: socket.socket, log: bytearray) -> list[threading.
 
 
 @pytest.mark.parametrize("client", [SECRET, OTHER])
-def test_the_secret_never_crosses_the_wire(client):
+def test_the_secret_never_crosses_the_wire(client, server_tls):
     """Over socketpairs with a recording relay in the middle: every byte is seen."""
     c_near, c_far = socket.socketpair()
     s_far, s_near = socket.socketpair()
     seen = bytearray()
     threads = relay(c_far, s_far, seen)
-    server_conn, client_conn = wire.Connection(s_near, timeout=5), wire.Connection(c_near, timeout=5)
+    client_conn, server_conn = tls_pair(c_near, s_near, server_tls)
     srv = Background(wire.server_handshake, server_conn, name="srv", secret=SECRET)
     try:
         wire.client_handshake(client_conn, name="cli", secret=client)
@@ -166,7 +185,7 @@ def test_the_secret_never_crosses_the_wire(client):
         t.join(5)
     for s in (c_far, s_far):
         s.close()
-    assert b"hello" in seen and b"welcome" in seen and b"auth" in seen
+    assert b"hello" not in seen and b"welcome" not in seen  # all of it inside TLS
     assert SECRET not in seen and SECRET.hex().encode() not in seen and OTHER not in seen
 
 
@@ -219,13 +238,13 @@ def test_server_refuses_a_bad_start_and_says_why(first, code):
         assert isinstance(reply, protocol.Error) and reply.code == code
 
 
-def test_server_refuses_a_wrong_client_proof():
-    a, b = socket.socketpair()
-    with wire.Connection(a, timeout=5) as client, wire.Connection(b, timeout=5) as server:
+def test_server_refuses_a_wrong_client_proof(server_tls):
+    client, server = tls_pair(*socket.socketpair(), server_tls)
+    with client, server:
         srv = Background(wire.server_handshake, server, name="srv", secret=SECRET)
         client.send(protocol.Hello(1, "liar", auth.new_nonce()))
         welcome = client.recv()
-        assert isinstance(welcome, protocol.Welcome) and auth.valid_nonce(welcome.proof)
+        assert isinstance(welcome, protocol.Welcome) and re.fullmatch("[0-9a-f]{64}", welcome.proof)
         client.send(protocol.Auth("0" * 64))
         reply = client.recv()
         assert isinstance(reply, protocol.Error) and reply.code == "auth-failed"
@@ -234,17 +253,17 @@ def test_server_refuses_a_wrong_client_proof():
         assert_no_secret(reply.message, str(error))
 
 
-def test_server_refuses_a_replayed_proof():
+def test_server_refuses_a_replayed_proof(server_tls):
     """A proof recorded from one handshake is worthless in the next (fresh server nonce)."""
     nonce_c = auth.new_nonce()
     proofs = []
     for attempt in range(2):
-        a, b = socket.socketpair()
-        with wire.Connection(a, timeout=5) as client, wire.Connection(b, timeout=5) as server:
+        client, server = tls_pair(*socket.socketpair(), server_tls)
+        with client, server:
             srv = Background(wire.server_handshake, server, name="srv", secret=SECRET)
             client.send(protocol.Hello(1, "replayer", nonce_c))
             welcome = client.recv()
-            proofs.append(auth.client_proof(SECRET, nonce_c, welcome.nonce))
+            proofs.append(auth.client_proof(SECRET, nonce_c, welcome.nonce, client.binding))
             client.send(protocol.Auth(proofs[0]))
             reply = client.recv()
             _, error = srv.result()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import pytest
 
@@ -24,12 +25,14 @@ def assert_no_secret(*texts: str) -> None:
 
 def test_proofs():
     nc, ns = auth.new_nonce(), auth.new_nonce()
-    assert nc != ns and auth.valid_nonce(nc) and not auth.valid_nonce(nc.upper())
-    ps, pc = auth.server_proof(SECRET, nc, ns), auth.client_proof(SECRET, nc, ns)
+    assert nc != ns and re.fullmatch("[0-9a-f]{64}", nc)
+    cb = bytes(32)
+    ps, pc = auth.server_proof(SECRET, nc, ns, cb), auth.client_proof(SECRET, nc, ns, cb)
     assert ps != pc  # role-tagged: a proof cannot be replayed the other way
-    assert auth.check(ps, auth.server_proof(SECRET, nc, ns))
-    assert not auth.check(ps, auth.server_proof(OTHER, nc, ns))
-    assert not auth.check(ps, auth.server_proof(SECRET, ns, nc))
+    assert auth.check(ps, auth.server_proof(SECRET, nc, ns, cb))
+    assert not auth.check(ps, auth.server_proof(OTHER, nc, ns, cb))
+    assert not auth.check(ps, auth.server_proof(SECRET, ns, nc, cb))
+    assert not auth.check(ps, auth.server_proof(SECRET, nc, ns, b"\1" * 32))  # another channel
     assert not auth.check(ps, None) and not auth.check(ps, "é" * 64)
     assert SECRET.hex() not in ps + pc
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from swift.names import (DEFAULT_NAME, MAX_NAME_BYTES, choose_name,
-                         filename_from_content_disposition, filename_from_url, free_path,
-                         numbered, safe_name, split_extension)
+                         companions, filename_from_content_disposition, filename_from_url,
+                         free_path, is_taken, numbered, safe_name, split_extension)
 
 HOSTILE = [
     "../../etc/passwd", "/etc/passwd", "..\\..\\win.ini", "C:\\Windows\\win.ini", "foo\x00bar",
@@ -229,6 +229,32 @@ def test_free_path_numbering(tmp_path):
     assert free_path(tmp_path, "f.iso").name == "f (3).iso"
     (tmp_path / "f (3).iso").symlink_to(tmp_path / "nowhere")  # dangling links count too
     assert free_path(tmp_path, "f.iso").name == "f (4).iso"
+
+
+def test_one_rule_says_whether_a_name_is_taken(tmp_path):
+    final = tmp_path / "f.iso"
+    assert [p.name for p in companions(final)] == ["f.iso", "f.iso.part", "f.iso.part.swift"]
+    assert not is_taken(final)
+    for companion in companions(final):
+        companion.write_text("x")
+        assert is_taken(final)
+        assert not is_taken(final, ignore=set(companions(final)))
+        companion.unlink()
+
+
+def test_free_path_leaves_a_download_its_own_part_and_record(tmp_path):
+    final = tmp_path / "f.iso"
+    _, part, record = companions(final)
+    part.write_text("x"), record.write_text("{}")
+    assert free_path(tmp_path, "f.iso", ignore={part, record}) == final
+    assert free_path(tmp_path, "f.iso").name == "f (1).iso"
+
+
+def test_free_path_takes_a_name_that_is_ours_to_resume(tmp_path):
+    final = tmp_path / "f.iso"
+    companions(final)[1].write_text("partial")
+    assert free_path(tmp_path, "f.iso", ours=lambda p: p == final) == final
+    assert free_path(tmp_path, "f.iso", ours=lambda p: False).name == "f (1).iso"
 
 
 def test_free_path_long_names_get_distinct_numbers(tmp_path):

@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
                                  rule)
 
-from swift.planning import ALIGN, ActiveJob, Piece, Range, RangeSet, Scheduler, plan_piece_size
+from swift.planning import ALIGN, ActiveJob, Piece, Range, RangeSet, Scheduler, Shrink, plan_piece_size
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -317,6 +317,7 @@ def test_split_gives_the_far_half_of_the_unclaimed_remainder():
     # unclaimed [2 MiB + 10, 8 MiB): the half-way point, rounded to 64 KiB
     assert (q.start, q.end) == (5 * MiB, 8 * MiB)
     assert s.end_of(p.job_id) == 5 * MiB and s.end_of(q.job_id) == 8 * MiB
+    assert q.shrink == Shrink(p.job_id, 5 * MiB) and p.shrink is None  # the split says so
     assert s.claim(p.job_id, 4 * MiB) == (2 * MiB + 10, 3 * MiB - 10)  # stops at its new end
     s.commit(p.job_id, 10 + 3 * MiB - 10)
     assert s.finished(p.job_id)
@@ -582,6 +583,11 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert s.end_of(victim.job_id) == piece.start and victim.end == piece.end
             assert piece.start - victim.claimed >= s.min_split
             assert piece.end - piece.start >= s.min_split
+            # the split says which job shrank and to where: what its worker is told
+            assert piece.shrink == Shrink(victim.job_id, s.end_of(victim.job_id))
+        else:
+            assert piece.shrink is None  # from the queue: no running job changed
+            assert all(s.end_of(j) == before[j].end for j in before)
 
     @precondition(lambda self: self._active())
     @rule(data=st.data(), nbytes=st.integers(0, 3 * MiB))
@@ -702,3 +708,80 @@ class SchedulerMachine(RuleBasedStateMachine):
 
 SchedulerMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
 TestSchedulerInvariants = SchedulerMachine.TestCase
+
+
+# -- memory: nothing proportional to the file's size or the blocks received ---------------------
+TiB = 1 << 40
+
+
+def _traced_peak(build: Callable[[], object]) -> tuple[int, object]:
+    """Peak bytes allocated while ``build`` runs (tracemalloc), and what it built (kept alive)."""
+    import gc
+    import tracemalloc
+    gc.collect()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        built = build()
+        return tracemalloc.get_traced_memory()[1] - base, built
+    finally:
+        tracemalloc.stop()
+
+
+def test_planning_a_tebibyte_costs_kilobytes_not_one_entry_per_piece():
+    def plan():
+        s = Scheduler(TiB, piece_size=plan_piece_size(TiB, 256), min_split=256 * KiB)
+        pieces = [s.assign(f"peer-{k}", 0.0) for k in range(256)]  # 64 peers x 4 slots
+        return s, pieces
+    peak, (s, pieces) = _traced_peak(plan)
+    assert all(p is not None for p in pieces) and s.has_work()
+    assert peak < 256 * KiB, f"{peak} bytes to plan 1 TiB"
+
+
+def test_a_100000_fragment_record_and_its_scheduler_stay_within_a_few_mebibytes():
+    size, n = TiB, 100_000
+    step = size // n
+    record = [[k * step, k * step + step // 2] for k in range(n)]  # as json.loads gives it
+
+    def load_and_plan():
+        done = RangeSet.from_json(record, size)
+        s = Scheduler(size, piece_size=64 * MiB, min_split=256 * KiB, done=done)
+        pieces = [s.assign("a", 0.0) for _ in range(256)]
+        return done, s, pieces
+    peak, (done, s, pieces) = _traced_peak(load_and_plan)
+    assert len(done) == n and s.done.total == done.total == n * (step // 2)
+    assert pieces[0] == Piece(1, step // 2, step)  # the first gap, whole (shorter than a piece)
+    assert peak < 8 * MiB, f"{peak} bytes for a record of {n} fragments"
+
+
+def test_200000_one_byte_blocks_leave_one_range_behind():
+    s = Scheduler(8 * MiB, piece_size=8 * MiB, min_split=MiB)
+    p = s.assign("a")
+
+    def trickle():
+        for _ in range(200_000):
+            offset, n = s.claim(p.job_id, 1)
+            s.commit(p.job_id, n)
+    peak, _ = _traced_peak(trickle)
+    assert s.done.to_json() == [[0, 200_000]] and len(s.done) == 1
+    assert peak < 64 * KiB, f"{peak} bytes for 200,000 blocks"
+
+
+def test_small_islands_of_a_fragmented_record_are_forgotten_and_fetched_again():
+    done = RangeSet([(0, 100), (200, 5000), (6000, 6010), (7000, 9000)])
+    assert done.drop_shorter_than(1000) == 110
+    assert list(done) == [(200, 5000), (7000, 9000)] and done.total == 6800
+
+
+def test_the_lazy_queue_plans_the_gaps_in_order_and_requeued_remainders_first():
+    done = RangeSet([(MiB, 2 * MiB), (5 * MiB, 6 * MiB)])
+    s = Scheduler(7 * MiB, piece_size=2 * MiB, min_split=MiB, done=done)
+    assert s.queue == [Range(0, MiB), Range(2 * MiB, 4 * MiB), Range(4 * MiB, 5 * MiB),
+                       Range(6 * MiB, 7 * MiB)]
+    a = s.assign("a")
+    assert (a.start, a.end) == (0, MiB)
+    s.failed(a.job_id, "reset")
+    assert s.queue[0] == Range(0, MiB) and len(s.queue) == 4
+    assert RangeSet().gap_from(3, 10) == Range(3, 10) and done.gap_from(MiB + 5, 7 * MiB) == \
+        Range(2 * MiB, 5 * MiB) and done.gap_from(7 * MiB, 7 * MiB) is None

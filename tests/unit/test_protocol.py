@@ -68,7 +68,7 @@ def test_round_trip(msg):
 def test_field_names_on_the_wire():
     assert json.loads(encode_message(EXAMPLES[15])[6:]) == {
         "type": "fetch", "job_id": 7, "url": "http://127.0.0.1:8/f.bin", "start": 0, "end": 10,
-        "size": 10, "etag": '"etag"', "last_modified": None, "encoding": None}
+        "size": 10, "etag": '"etag"', "last_modified": None, "encoding": None, "headers": []}
     assert json.loads(encode_message(protocol.Peers([protocol.PeerInfo("h", 1, "n", 2, 0.5)]))[6:]) \
         == {"type": "peers", "peers": [{"host": "h", "port": 1, "name": "n", "slots": 2, "age": 0.5}]}
 
@@ -204,7 +204,7 @@ def test_bad_fields(name):
 def test_at_the_limits_is_fine():
     assert decode_message(control({"type": "fetch", "job_id": protocol.MAX_OFFSET,
                                    "url": "u" * protocol.MAX_URL, "start": 0, "end": 1, "size": 1,
-                                   "etag": None, "last_modified": None})).job_id == protocol.MAX_OFFSET
+                                   "etag": None, "last_modified": None, "encoding": None})).job_id == protocol.MAX_OFFSET
     assert decode_message(control({"type": "pong", "name": "n" * 255, "slots": 64, "busy": 0}))
     assert len(decode_message(control({"type": "peers", "peers": [
         {"host": "h", "port": 65535, "name": "", "slots": 64, "age": 0}] * protocol.MAX_PEERS})).peers) \
@@ -265,7 +265,82 @@ def test_a_bad_header_after_good_frames_is_refused_at_once():
 
 def test_nonces_are_what_the_protocol_accepts():
     nonce = auth.new_nonce()
-    assert auth.valid_nonce(nonce)
+    assert len(nonce) == protocol.NONCE_HEX and set(nonce) <= set("0123456789abcdef")
     assert decode_message(encode_message(protocol.Hello(1, "n", nonce))[6:]).nonce == nonce
-    proof = auth.server_proof(b"s", nonce, auth.new_nonce())
+    proof = auth.server_proof(b"s", nonce, auth.new_nonce(), bytes(32))
     assert decode_message(encode_message(protocol.Auth(proof))[6:]).proof == proof
+
+
+# -- limits at least HTTP's; who broke the rules ------------------------------------------------
+def test_the_worst_fetch_with_a_64_KiB_url_and_64_KiB_of_headers_fits_one_control_frame():
+    # each character at its most expensive: 4 bytes of UTF-8 in the URL, an escaped quote or a
+    # 2-byte Latin-1 character in header values, the most pairs allowed
+    url = "\U0001F600" * protocol.MAX_URL
+    per_pair = protocol.MAX_HEADERS // protocol.MAX_HEADER_COUNT
+    headers = [["X", '"' * (per_pair // 2 - 1) + "\xff" * (per_pair // 2)]] * protocol.MAX_HEADER_COUNT
+    msg = protocol.Fetch(1, url, 0, 1, 1, "\xff" * 1024, '"' * 1024, "x" * 255, headers)
+    raw = encode_message(msg)
+    assert len(raw) - 6 <= protocol.MAX_CONTROL and decode_message(raw[6:]) == msg
+    assert protocol.MAX_URL >= 64 * 1024 and protocol.MAX_HEADERS >= 16 * 1024
+
+
+def test_validators_and_header_values_may_hold_obs_text():
+    etag = '"caf\xe9\x85\xa0"'  # requests hands obs-text bytes over as Latin-1 characters
+    msg = protocol.Fetch(1, "http://h/x", 0, 1, 1, etag, "Tue,\t01 Dec 2026 \x9b", None,
+                         [["Cookie", "a=\x80\xff; b=2"]])
+    assert decode_message(encode_message(msg)[6:]) == msg
+
+
+@pytest.mark.parametrize("headers", [
+    [["Cookie", "a\r\nX-Evil: 1"]], [["Cookie", "a\0"]], [["Bad Name", "v"]], [["", "v"]],
+    [["Na:me", "v"]], [["X", "\u0100"]], [["X"]], [["X", "v", "w"]], ["X: v"],
+    [["X", "v"]] * (protocol.MAX_HEADER_COUNT + 1),
+    [["X", "v" * (protocol.MAX_HEADERS // 2)], ["Y", "v" * (protocol.MAX_HEADERS // 2)]],
+])
+def test_bad_headers_are_refused_locally_and_remotely(headers):
+    msg = protocol.Fetch(1, "http://h/x", 0, 1, 1, None, None, None, headers)
+    with pytest.raises(protocol.LocalProtocolError) as exc:
+        encode_message(msg)
+    assert exc.value.code == "bad-field"
+    obj = protocol.to_dict(protocol.Fetch(1, "http://h/x", 0, 1, 1))
+    obj["headers"] = headers
+    with pytest.raises(protocol.RemoteProtocolError) as exc:
+        decode_message(json.dumps(obj).encode())
+    assert exc.value.code == "bad-field"
+
+
+def test_headers_may_be_absent_on_the_wire_and_default_to_none():
+    obj = protocol.to_dict(protocol.Fetch(1, "http://h/x", 0, 1, 1))
+    del obj["headers"]
+    assert decode_message(json.dumps(obj).encode()).headers == []
+
+
+def test_an_encoding_error_is_ours_and_a_decoding_error_the_peers():
+    with pytest.raises(protocol.LocalProtocolError):
+        encode_message(protocol.Fetch(1, "x" * (protocol.MAX_URL + 1), 0, 1, 1))
+    with pytest.raises(protocol.LocalProtocolError):
+        encode_message(protocol.Fetch(1, "http://h/", 0, 1, 1, "\r\n"))
+    with pytest.raises(protocol.LocalProtocolError):
+        encode_data_header(protocol.MAX_DATA + 1)
+    for payload in (b"{", b'{"type":"nope"}', b'{"type":"shrink","job_id":-1,"end":0}'):
+        with pytest.raises(protocol.RemoteProtocolError):
+            decode_message(payload)
+    with pytest.raises(protocol.RemoteProtocolError):
+        FrameDecoder().feed(frame(9, b""))
+
+
+def test_the_decoder_receives_in_place_through_buffer_and_advance():
+    raw = encode_data(b"abcdef") + encode_message(protocol.Ping())
+    dec = FrameDecoder()
+    frames, pos = [], 0
+    while pos < len(raw):
+        target = dec.buffer()
+        n = min(len(target), 4)  # a socket that returns at most 4 bytes per read
+        target[:n] = raw[pos:pos + n]
+        pos += n
+        got = dec.advance(n)
+        if got is not None:
+            frames.append(got)
+    assert frames == [Frame(protocol.KIND_DATA, b"abcdef"), Frame(protocol.KIND_CONTROL,
+                                                                  encode_message(protocol.Ping())[6:])]
+    assert dec.pending == 0

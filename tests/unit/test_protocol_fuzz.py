@@ -44,6 +44,11 @@ def control(obj) -> bytes:
 # control characters or lone surrogates (both refused on the wire, see the named
 # cases below), hosts not empty, nonces and proofs 64 lowercase hex digits.
 CLEAN = st.characters(blacklist_categories=("Cc", "Cs"))
+#: HTTP field values as requests gives them: Latin-1 without C0 controls (tab aside) or DEL
+FIELD = st.characters(min_codepoint=0x09, max_codepoint=0xFF).filter(
+    lambda c: c == "\t" or (c >= " " and c != "\x7f"))
+TOKEN = st.text("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+                min_size=1, max_size=40)
 
 
 def text(limit: int, min_size: int = 0) -> st.SearchStrategy[str]:
@@ -67,7 +72,11 @@ def fetches(draw) -> protocol.Fetch:
     end = draw(st.integers(1, size))
     start = draw(st.integers(0, end - 1))
     return protocol.Fetch(draw(offsets), draw(text(protocol.MAX_URL, min_size=1)), start, end, size,
-                          draw(st.none() | text(1024)), draw(st.none() | text(128)))
+                          draw(st.none() | st.text(FIELD, max_size=1024)),
+                          draw(st.none() | st.text(FIELD, max_size=128)),
+                          draw(st.none() | text(40, min_size=1)),
+                          draw(st.lists(st.tuples(TOKEN, st.text(FIELD, max_size=200)).map(list),
+                                        max_size=8)))
 
 
 messages: st.SearchStrategy[Message] = st.one_of(
@@ -418,7 +427,7 @@ def test_largest_allowed_frames_pass():
     assert bytes(back.payload) == big
     with pytest.raises(ProtocolError):
         protocol.encode_data(big + b"x")
-    crowd = protocol.Peers([protocol.PeerInfo("h" * 255, 1, "n" * 255, 1, 0.0)] * 200)
+    crowd = protocol.Peers([protocol.PeerInfo("h" * 255, 1, "n" * 255, 1, 0.0)] * protocol.MAX_PEERS)
     with pytest.raises(ProtocolError) as exc:
         protocol.encode_message(crowd)
     assert exc.value.code == "too-large"

@@ -252,10 +252,13 @@ def test_record_round_trip_and_no_temp_files(tmp_path):
     assert json.loads(path.read_text())["format"] == storage.RECORD_FORMAT
 
 
-def test_record_ranges_are_sorted_and_merged(tmp_path):
+def test_record_ranges_touching_merge_but_unsorted_or_overlapping_are_refused(tmp_path):
     path = tmp_path / "f.part.swift"
-    make_record(done=[(50, 60), (0, 10), (5, 20), (20, 25), (90, 100)]).save(path)
-    assert ResumeRecord.load(path).done == [(0, 25), (50, 60), (90, 100)]
+    make_record(done=[(0, 10), (10, 25), (50, 60), (90, 100)]).save(path)
+    assert list(ResumeRecord.load(path).done) == [(0, 25), (50, 60), (90, 100)]
+    for bad in ([(50, 60), (0, 10)], [(0, 10), (5, 20)]):  # only a damaged record has these
+        with pytest.raises(ValueError, match="out of order or overlaps"):
+            make_record(done=bad)
     make_record(size=0, done=[]).save(path)
     assert ResumeRecord.load(path) == make_record(size=0, done=[])
 
@@ -453,3 +456,52 @@ def test_check_writable(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(StorageError, match="is not a directory"):
         check_writable(tmp_path / "file")
+
+
+def test_saving_a_100000_fragment_record_holds_no_list_per_range(tmp_path):
+    import gc
+    import tracemalloc
+    from swift.planning import RangeSet
+    n, size = 100_000, 1 << 40
+    step = size // n
+    done = RangeSet.from_json([[k * step, k * step + 10] for k in range(n)], size)
+    record = make_record(size=size, done=done)
+    path = tmp_path / "f.part.swift"
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        record.save(path)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 << 20, f"{peak} bytes to save {n} ranges"
+    assert ResumeRecord.load(path) == record
+
+
+def test_one_download_lock_per_output_path_names_its_holder(tmp_path):
+    final = tmp_path / "same.bin"
+    with storage.DownloadLock.acquire(final) as held:
+        assert held.path == tmp_path / "same.bin.part.swift.lock"
+        assert held.path.read_text() == f"{os.getpid()}\n"
+        with pytest.raises(storage.Busy, match=rf"same.bin is being downloaded by another swift "
+                                               rf"process \(pid {os.getpid()}\)"):
+            storage.DownloadLock.acquire(final)  # another open file: refused, in-process too
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["same.bin.part.swift.lock"]
+    assert list(tmp_path.iterdir()) == []  # released: the lock file is gone
+    storage.DownloadLock.acquire(final).release()  # and free again
+
+
+def test_a_lock_file_left_by_a_killed_process_does_not_block(tmp_path):
+    final = tmp_path / "f"
+    storage.lock_path(final).write_text("99999999\n")  # no one holds a lock on it
+    with storage.DownloadLock.acquire(final) as held:
+        assert held.path.read_text() == f"{os.getpid()}\n"
+
+
+def test_a_long_name_gets_a_short_lock_file(tmp_path):
+    final = tmp_path / ("n" * 250)
+    path = storage.lock_path(final)
+    assert path.parent == tmp_path and len(path.name) < 60 and path.name.startswith(".swift-")
+    with storage.DownloadLock.acquire(final):
+        assert path.exists()
