@@ -21,6 +21,16 @@ from swiftlab.cluster import wait_until
 
 MiB = 1 << 20
 
+#: Hypothesis example counts in the unit tier are written for a thorough run;
+#: by default the tier runs this fraction of each (it must stay under 30 s,
+#: tests/README.md). ``SWIFT_FUZZ_SCALE=1`` runs every count in full (.ci/run).
+FUZZ_SCALE = float(os.environ.get("SWIFT_FUZZ_SCALE") or 0.25)
+
+
+def examples(thorough: int) -> int:
+    """How many hypothesis examples to run for a test written for ``thorough`` of them."""
+    return max(20, round(thorough * FUZZ_SCALE))
+
 
 def sha256_file(path: Path) -> str:
     return file_digest(path, "sha256")

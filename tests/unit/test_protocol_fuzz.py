@@ -23,11 +23,14 @@ from hypothesis import HealthCheck, assume, event, given, settings, strategies a
 from swift import protocol
 from swift.protocol import (MAX_CONTROL, MAX_DATA, MAX_OFFSET, DataFrame, FrameDecoder, Message,
                             ProtocolError)
+from tests.helpers import examples
 
-def fuzz(examples: int) -> settings:
-    """Many examples, no per-example deadline (the machine is shared), no health check
+
+def fuzz(thorough: int) -> settings:
+    """Many examples (``thorough`` with SWIFT_FUZZ_SCALE=1, a quarter by default: see
+    tests/helpers.py), no per-example deadline (the machine is shared), no health check
     complaining that large generated frames are slow to build."""
-    return settings(max_examples=examples, deadline=None,
+    return settings(max_examples=examples(thorough), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

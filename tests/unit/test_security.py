@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from swift import names, sessions
-from tests.helpers import assert_safe_name
+from tests.helpers import assert_safe_name, examples
 
 
 @pytest.mark.parametrize("ip,public", [
@@ -47,7 +47,7 @@ def test_is_public_address(ip, public):
     assert sessions.is_public_address(ip) is public
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(1500), deadline=None)
 @given(st.one_of(st.text(max_size=300), st.binary(max_size=300),
                  st.lists(st.sampled_from(["..", ".", "/", "\\", "\x00", "\n", "\u202e", "\u2215",
                                            "CON", "-", " ", "é", "a", ".part.swift", "x" * 100]),
@@ -62,7 +62,7 @@ def test_safe_name_property(raw):
 LATIN1 = st.text(st.characters(max_codepoint=255, blacklist_characters="\r\n\x00"), max_size=120)
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(600), deadline=None)
 @given(st.one_of(
     LATIN1,
     LATIN1.map(lambda t: f'attachment; filename="{t}"'),
