@@ -151,6 +151,89 @@ def _settled_usage(pid: int, timeout: float = 20.0) -> Usage:
     return last[0]
 
 
+class _Soak:
+    """One soak run: the origin, the daemons, the figures; ``run_soak`` drives it."""
+
+    def __init__(self, cluster: Cluster, origin: OriginServer, digests: dict[str, str], out: Path,
+                 helpers: int, result: SoakResult):
+        self.cluster, self.origin, self.digests, self.out = cluster, origin, digests, out
+        self.result = result
+        self.helper_ips = [f"127.0.0.{k + 2}" for k in range(helpers)]
+        self.disc = cluster.discovery(extra=["-q"])
+        self.nodes = [_helper(cluster, self.disc, k) for k in range(helpers)]
+        wait_until(lambda: len(_live(self.disc.port)) == helpers, 20, "helpers to register")
+        self.figures: dict[str, DaemonFigures] = {}
+
+    def inject(self, fault: str, setting: Callable[[OriginServer, str], None]) -> None:
+        """Clear the last download's rules and counters, then set this one's fault."""
+        self.origin.clear()
+        self.origin.configure(host_rates={})
+        self.origin.reset_stats()
+        for ip in self.helper_ips if fault != "requester reset" else self.helper_ips[:1]:
+            setting(self.origin, ip)
+        self.result.faults[fault] = self.result.faults.get(fault, 0) + 1
+
+    def fault_met(self, fault: str) -> bool:
+        """Did the fault meet a request (a queued rule was taken, a capped helper fetched)?"""
+        queued = sum(len(q) for q in self.origin.config()["queued"].values())
+        if fault == "slow reads":
+            fetched = self.origin.stats()["bytes_by_client"]
+            return any(fetched.get(ip, 0) for ip in self.helper_ips)
+        if fault == "requester reset":
+            return queued == 0
+        return fault != "none" and queued < len(self.helper_ips)
+
+    def download(self, i: int, name: str, fault: str) -> None:
+        """One ``node.py get``; checks its sha256 and removes what it wrote."""
+        report, target = self.out / f"{i}.json", self.out / f"{i}.bin"
+        get = self.cluster.get(f"127.0.0.1:{self.disc.port}", self.origin.url(f"/{name}"),
+                               extra=["-q", "--source-address", "127.0.0.1"],
+                               get_extra=["-o", str(target), "--report", str(report), "--piece-size", "64K"])
+        try:
+            code = get.wait(120)
+            if code == 0 and file_digest(target, "sha256") == self.digests[name]:
+                data = json.loads(report.read_text())
+                self.result.ok += 1
+                self.result.bytes += data["size"]
+                self.result.helper_bytes += sum(v for k, v in data["bytes_by_source"].items() if k != "local")
+            else:
+                self.result.failures.append(f"download {i} ({name}, fault {fault}): exit {code}: "
+                                            f"{get.output().strip().splitlines()[-1:]}")
+        finally:
+            self.cluster.processes.remove(get)
+            get.kill()
+            for path in (target, report):
+                path.unlink(missing_ok=True)
+
+    def replace_helper(self, k: int) -> str:
+        """SIGKILL helper k and start a new one in its place (its baseline is taken anew)."""
+        victim = self.nodes[k]
+        victim.kill()
+        self.figures.pop(victim.name, None)
+        self.nodes[k] = _helper(self.cluster, self.disc, k)
+        return f"SIGKILL helper{k} (pid {victim.pid}); helper{k} is now pid {self.nodes[k].pid}"
+
+    def take_baselines(self) -> None:
+        for proc in (self.disc, *self.nodes):
+            if proc.name not in self.figures:
+                self.figures[proc.name] = DaemonFigures(proc.name, proc.pid, _settled_usage(proc.pid))
+
+    def take_end_figures(self, margins: Margins) -> None:
+        for proc in (self.disc, *self.nodes):
+            fig = self.figures.get(proc.name)
+            if fig is None:  # too few downloads after the restart for a warm baseline
+                continue
+            fig.end = _settled_usage(proc.pid)
+            if not fig.within(margins):  # give stragglers the rest of the deadline
+                try:
+                    wait_until(lambda: DaemonFigures(fig.name, fig.pid, fig.start, usage(proc.pid))
+                               .within(margins), 10, f"{proc.name} to give back what it took")
+                except TimeoutError:
+                    pass
+                fig.end = usage(proc.pid)
+            self.result.daemons.append(fig)
+
+
 def run_soak(workdir: Path, downloads: int = 300, *, helpers: int = 3, files: int = 8,
              warmup: int = 10, seed: int = 7, margins: Margins = Margins(),
              say: Callable[[str], None] = log.info) -> SoakResult:
@@ -168,73 +251,22 @@ def run_soak(workdir: Path, downloads: int = 300, *, helpers: int = 3, files: in
     origin = OriginServer(root, host="127.0.0.1", port=0).start()
     try:
         with Cluster(workdir) as cluster:
-            disc = cluster.discovery(extra=["-q"])
-            nodes = [_helper(cluster, disc, k) for k in range(helpers)]
-            wait_until(lambda: len(_live(disc.port)) == helpers, 20, "helpers to register")
-            figures: dict[str, DaemonFigures] = {}
+            soak = _Soak(cluster, origin, digests, out, helpers, result)
             started = time.monotonic()
             for i in range(downloads):
-                name = f"f{i % files}.bin"
-                fault, inject = FAULTS[i % len(FAULTS)]
-                helper_ips = [f"127.0.0.{k + 2}" for k in range(helpers)]
-                origin.clear()
-                origin.configure(host_rates={})
-                origin.reset_stats()
-                for ip in helper_ips if fault != "requester reset" else helper_ips[:1]:
-                    inject(origin, ip)
-                result.faults[fault] = result.faults.get(fault, 0) + 1
+                fault, setting = FAULTS[i % len(FAULTS)]
+                soak.inject(fault, setting)
                 if i == restart_at:
-                    victim = nodes[1 % helpers]
-                    say(f"download {i}: SIGKILL helper{1 % helpers} (pid {victim.pid}) and start a new one")
-                    victim.kill()
-                    figures.pop(f"helper{1 % helpers}", None)
-                    nodes[1 % helpers] = _helper(cluster, disc, 1 % helpers)
-                report = out / f"{i}.json"
-                target = out / f"{i}.bin"
-                get = cluster.get(f"127.0.0.1:{disc.port}", origin.url(f"/{name}"),
-                                  extra=["-q", "--source-address", "127.0.0.1"],
-                                  get_extra=["-o", str(target), "--report", str(report),
-                                             "--piece-size", "64K"])
-                code = get.wait(120)
-                if code == 0 and file_digest(target, "sha256") == digests[name]:
-                    result.ok += 1
-                    data = json.loads(report.read_text())
-                    result.bytes += data["size"]
-                    result.helper_bytes += sum(v for k, v in data["bytes_by_source"].items() if k != "local")
-                else:
-                    result.failures.append(f"download {i} ({name}, fault {fault}): exit {code}: "
-                                           f"{get.output().strip().splitlines()[-1:]}")
-                queued = sum(len(q) for q in origin.config()["queued"].values())
-                fetched = origin.stats()["bytes_by_client"]
-                met = (any(fetched.get(ip, 0) for ip in helper_ips) if fault == "slow reads"
-                       else fault == "requester reset" and queued == 0
-                       or fault not in ("none", "requester reset") and queued < helpers)
-                result.hits[fault] = result.hits.get(fault, 0) + met
-                cluster.processes.remove(get)
-                get.kill()
-                for path in (target, report):
-                    path.unlink(missing_ok=True)
+                    say(f"download {i}: {soak.replace_helper(1 % helpers)}")
+                soak.download(i, f"f{i % files}.bin", fault)
+                result.hits[fault] = result.hits.get(fault, 0) + soak.fault_met(fault)
                 # baselines: after the warm-up, and for the new helper after its own warm-up
-                if i + 1 == warmup or i + 1 == restart_at + warmup:
-                    for proc in (disc, *nodes):
-                        if proc.name not in figures:
-                            figures[proc.name] = DaemonFigures(proc.name, proc.pid, _settled_usage(proc.pid))
+                if i + 1 in (warmup, restart_at + warmup):
+                    soak.take_baselines()
                 if (i + 1) % 25 == 0:
                     say(f"{i + 1}/{downloads} downloads, {result.ok} right")
             result.seconds = time.monotonic() - started
-            for proc in (disc, *nodes):
-                fig = figures.get(proc.name)
-                if fig is None:  # too few downloads after the restart for a warm baseline
-                    continue
-                fig.end = _settled_usage(proc.pid)
-                if not fig.within(margins):  # give stragglers the rest of the deadline
-                    try:
-                        wait_until(lambda: DaemonFigures(fig.name, fig.pid, fig.start, usage(proc.pid))
-                                   .within(margins), 10, f"{proc.name} to give back what it took")
-                    except TimeoutError:
-                        pass
-                    fig.end = usage(proc.pid)
-                result.daemons.append(fig)
+            soak.take_end_figures(margins)
     finally:
         origin.stop()
     return result
