@@ -471,8 +471,8 @@ def accept(sock: socket.socket, *, name: str, secret: bytes | None, tls: ServerT
             send_error(conn, "auth-required", "this server has no shared secret; a client that "
                                               "speaks TLS has one (start the server with --secret-file)")
             conn.close()
-            raise AuthError(f"the client {peer} requires a shared secret and this server has none "
-                            f"(it speaks TLS; start this server with --secret-file to let it in)")
+            raise AuthError(f"the client requires a shared secret and this server has none "
+                            f"({peer} speaks TLS; start this server with --secret-file to let it in)")
     try:
         conn.timeout = max(0.0, deadline - time.monotonic())
         hello = server_handshake(conn, name=name, secret=secret)
