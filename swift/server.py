@@ -158,9 +158,6 @@ class FramedServer(socketserver.ThreadingTCPServer):
             sockets = list(self._open.values())
             threads = list(self._handlers)
         for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            wire.shutdown(sock)
         for thread in threads:
             thread.join(timeout / max(1, len(threads)))

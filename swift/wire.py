@@ -50,7 +50,9 @@ __all__ = ["AuthError", "ConnectionClosed", "Connection", "ServerTLS", "accept",
 
 log = logging.getLogger(__name__)
 
-_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+#: the peer is gone (TLS: it closed without or with close_notify)
+_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, ssl.SSLEOFError,
+         ssl.SSLZeroReturnError)
 
 
 class ConnectionClosed(Exception):
@@ -187,10 +189,7 @@ class Connection:
     def _break(self, why: str) -> None:
         """A partial frame went out: nothing more may follow it."""
         self._send_broken = why
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        shutdown(self.sock)
 
     # -- receiving ----------------------------------------------------------------
     def readable(self, timeout: float = 0) -> bool:
@@ -245,6 +244,11 @@ class Connection:
                 continue
             except _GONE as exc:
                 raise ConnectionClosed(f"{self.peer} reset the connection") from exc
+            except ssl.SSLError as exc:  # a record that fails to decrypt: altered or forged
+                if self._closed:
+                    raise ConnectionClosed(f"connection to {self.peer} is closed") from exc
+                raise protocol.RemoteProtocolError(
+                    "tls", f"TLS record from {self.peer} refused: {_tls_reason(exc)}") from None
             except OSError as exc:
                 if self._closed:
                     raise ConnectionClosed(f"connection to {self.peer} is closed") from exc
@@ -266,10 +270,7 @@ class Connection:
         if self._closed:
             return
         self._closed = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        shutdown(self.sock)
         self.sock.close()
 
     def __enter__(self) -> "Connection":
@@ -277,6 +278,19 @@ class Connection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def shutdown(sock: socket.socket) -> None:
+    """Shut ``sock`` down both ways, waking any thread that waits on it; never raises.
+
+    For TLS this is the TCP shutdown underneath (``SSLSocket.shutdown`` would
+    drop the TLS state first, and a reader in another thread would then read
+    raw records as frames): the TLS layer then sees the end of the stream.
+    """
+    try:
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except (OSError, ValueError):
+        pass
 
 
 def _advance(parts: list, n: int) -> list:
@@ -327,6 +341,10 @@ class ServerTLS:
         ident = identity.load_or_create(role, state_dir)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_3
+        # no session tickets: nothing to resume (a handshake costs a millisecond), and
+        # after the handshake only frames arrive, so ``readable`` never wakes for a record
+        # that holds no frame bytes
+        context.num_tickets = 0
         context.load_cert_chain(ident.path)
         return cls(context, ident.binding)
 

@@ -29,13 +29,17 @@ def tcp_pair() -> tuple[socket.socket, socket.socket]:
     return client, server
 
 
-PAIRS = {"socketpair": socket.socketpair, "tcp": tcp_pair}
+PAIRS = {"socketpair": socket.socketpair, "tcp": tcp_pair, "tls over tcp": tcp_pair}
 
 
 @pytest.fixture(params=sorted(PAIRS))
 def pair(request):
+    """Two connected Connections: every frame-level test runs over plain sockets and over TLS."""
     a, b = PAIRS[request.param]()
-    ca, cb = wire.Connection(a, timeout=5), wire.Connection(b, timeout=5)
+    if request.param.startswith("tls"):
+        ca, cb = tls_pair(a, b, request.getfixturevalue("server_tls"))
+    else:
+        ca, cb = wire.Connection(a, timeout=5), wire.Connection(b, timeout=5)
     yield ca, cb
     ca.close()
     cb.close()
