@@ -50,7 +50,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import handshake, protocol
+from . import auth, handshake, protocol
 from .auth import AuthError
 from .protocol import DataFrame, Message, ProtocolError
 
@@ -346,7 +346,7 @@ class ServerTLS:
 
         Raises ``identity.IdentityError`` (an OSError) with what to do.
         """
-        from . import identity  # cryptography is needed only with a secret
+        from . import identity
 
         ident = identity.load_or_create(role, state_dir)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -355,7 +355,11 @@ class ServerTLS:
         # after the handshake only frames arrive, so ``readable`` never wakes for a record
         # that holds no frame bytes
         context.num_tickets = 0
-        context.load_cert_chain(ident.path)
+        try:
+            context.load_cert_chain(ident.path)
+        except ssl.SSLError as exc:
+            raise identity.IdentityError(f"{ident.path} holds no usable TLS key ({_tls_reason(exc)}); "
+                                         f"remove it to make a new one") from None
         return cls(context, ident.binding)
 
 
@@ -393,8 +397,6 @@ def start_tls_client(sock: socket.socket, *, timeout: float, where: str | None =
     Takes ``sock`` over (closes it on failure). A server that does not
     answer TLS has no shared secret: AuthError, saying so.
     """
-    from . import identity
-
     where = where or _describe(sock)
     deadline = time.monotonic() + timeout
     sock.setblocking(False)
@@ -406,8 +408,10 @@ def start_tls_client(sock: socket.socket, *, timeout: float, where: str | None =
     try:
         _tls_handshake(tls, deadline, where)
         der = tls.getpeercert(binary_form=True)
-        if not der:  # pragma: no cover - TLS 1.3 servers always send one
-            raise AuthError(f"{where} sent no TLS certificate")
+        binding = auth.tls_server_end_point(der or b"")
+    except ValueError:
+        tls.close()
+        raise AuthError(f"{where} sent no readable TLS certificate") from None
     except (ssl.SSLError, ConnectionError) as exc:
         tls.close()
         raise AuthError(f"{where} does not know the shared secret (it does not speak TLS: "
@@ -416,7 +420,7 @@ def start_tls_client(sock: socket.socket, *, timeout: float, where: str | None =
     except BaseException:
         tls.close()
         raise
-    return Connection(tls, timeout=timeout, binding=identity.end_point_binding(der))
+    return Connection(tls, timeout=timeout, binding=binding)
 
 
 def start_tls_server(sock: socket.socket, tls: ServerTLS, *, timeout: float) -> Connection:
