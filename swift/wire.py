@@ -51,11 +51,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import auth, handshake, protocol
+from .addresses import format_hostport
 from .auth import AuthError
 from .protocol import DataFrame, Message, ProtocolError
 
 __all__ = ["AuthError", "ConnectionClosed", "Connection", "ServerTLS", "accept", "client_connect",
-           "client_handshake", "hostport", "server_handshake", "send_error", "start_tls_client",
+           "client_handshake", "server_handshake", "send_error", "start_tls_client",
            "start_tls_server"]
 
 log = logging.getLogger(__name__)
@@ -86,13 +87,8 @@ def _describe(sock: socket.socket) -> str:
     except OSError:
         return "?"
     if isinstance(peer, tuple):
-        return hostport(peer[0], peer[1])
+        return format_hostport(peer[0], peer[1])
     return str(peer) or "local"
-
-
-def hostport(host: str, port: int) -> str:
-    """``host:port``, with an IPv6 address in brackets (``[::1]:8000``)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Connection:
@@ -437,7 +433,7 @@ def start_tls_server(sock: socket.socket, tls: ServerTLS, *, timeout: float) -> 
         _tls_handshake(wrapped, deadline, where)
     except ssl.SSLError as exc:
         wrapped.close()
-        raise ProtocolError("tls", f"TLS handshake with {where} failed: {_tls_reason(exc)}") from None
+        raise protocol.RemoteProtocolError("tls", f"TLS handshake with {where} failed: {_tls_reason(exc)}") from None
     except BaseException:
         wrapped.close()
         raise
@@ -524,7 +520,7 @@ def client_connect(host: str, port: int, *, name: str, secret: bytes | None, tim
     ConnectionRefusedError, TimeoutError, ProtocolError (the server refused
     for another reason or spoke nonsense) or another OSError.
     """
-    where = hostport(host, port)
+    where = format_hostport(host, port)
     deadline = time.monotonic() + timeout
     try:
         sock = socket.create_connection(
