@@ -191,6 +191,7 @@ def main() -> int:
     parser.add_argument("--no-write", action="store_true", help="print the tables only")
     args = parser.parse_args()
     size = args.size * MiB
+    load = os.getloadavg()
     sections = [
         "# The private member channel: what TLS costs",
         "",
@@ -218,6 +219,8 @@ def main() -> int:
             sections.append(table(f"Each machine's link capped at {args.cap} MiB/s at the origin "
                                   f"(limit {4 * args.cap} MiB/s for the four machines)",
                                   best, rounds, size))
+    sections.append(f"Load average (1 min) at the start and end of the run: {load[0]:.1f}, "
+                    f"{os.getloadavg()[0]:.1f} (other work on the machine shares its cores).\n")
     text = "\n".join(sections)
     print(text)
     if not args.no_write:

@@ -320,7 +320,7 @@ def send_error(conn: Connection, code: str, message: str) -> None:
         log.debug("could not send error %r to %s: %s", code, conn.peer, exc)
 
 
-# -- the private channel: TLS with a secret (issue: nobody else on the LAN reads or alters frames) ----
+# -- the private channel: TLS with a secret (nobody else on the LAN reads or alters member frames) --
 #: The first byte of a TLS connection (a handshake record, RFC 8446 section 5.1);
 #: a swift frame starts with its version, 1. A server tells the two apart by it.
 TLS_HANDSHAKE_RECORD = 0x16
