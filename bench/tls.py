@@ -42,9 +42,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from swift.cluster import Cluster, program, wait_until  # noqa: E402
+from swiftlab.cluster import Cluster, program, wait_until  # noqa: E402
 from swift.membership import DiscoveryClient  # noqa: E402
-from swift.origin import make_file  # noqa: E402
+from swiftlab.origin import make_file  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -87,7 +87,7 @@ def start_origin(cluster: Cluster, root: Path, work: Path, cap: int | None) -> s
     port_file = work / "origin.port"
     port_file.unlink(missing_ok=True)
     caps = ["--host-rate", str(cap)] if cap else []
-    cluster.start([sys.executable, "-m", "swift.origin", "--root", str(root), "--port", "0",
+    cluster.start([sys.executable, "-m", "swiftlab.origin", "--root", str(root), "--port", "0",
                    "--port-file", str(port_file), *caps], name="origin", cwd=ROOT)
     wait_until(lambda: port_file.exists() and port_file.read_text().strip(), 20, "the origin")
     return f"http://127.0.0.1:{port_file.read_text().strip()}/f.bin"
