@@ -80,6 +80,66 @@ def check(expected: str, given: object) -> bool:
     return hmac.compare_digest(expected.encode("ascii"), given.encode("ascii", "replace"))
 
 
+# -- tls-server-end-point (RFC 5929 section 4.1) ---------------------------------------------------
+#: Signature algorithms that name one hash (RFC 4055, RFC 5758); any other, MD5 and SHA-1
+#: included, and signatures without a separate hash (Ed25519) bind with SHA-256
+_SIGNATURE_HASHES = {
+    "1.2.840.113549.1.1.11": "sha256", "1.2.840.113549.1.1.12": "sha384",
+    "1.2.840.113549.1.1.13": "sha512", "1.2.840.113549.1.1.14": "sha224",
+    "1.2.840.10045.4.3.1": "sha224", "1.2.840.10045.4.3.2": "sha256",
+    "1.2.840.10045.4.3.3": "sha384", "1.2.840.10045.4.3.4": "sha512",
+}
+
+
+def tls_server_end_point(certificate_der: bytes) -> bytes:
+    """The ``tls-server-end-point`` channel binding of a DER certificate (RFC 5929 section 4.1).
+
+    The certificate's hash, with the hash its signature algorithm uses,
+    SHA-256 where that is MD5 or SHA-1 or there is none. ValueError for
+    bytes that are not a certificate.
+    """
+    name = _SIGNATURE_HASHES.get(signature_algorithm(certificate_der), "sha256")
+    return hashlib.new(name, certificate_der).digest()
+
+
+def signature_algorithm(certificate_der: bytes) -> str:
+    """The dotted OID of a DER certificate's ``signatureAlgorithm`` (RFC 5280 section 4.1.1.2)."""
+    _, body, _ = _der_item(certificate_der, 0, 0x30)    # Certificate ::= SEQUENCE {
+    _, _, after_tbs = _der_item(certificate_der, body, 0x30)  # tbsCertificate,
+    _, algorithm, _ = _der_item(certificate_der, after_tbs, 0x30)  # signatureAlgorithm {
+    _, start, end = _der_item(certificate_der, algorithm, 0x06)  # algorithm OID, ...
+    return _decode_oid(certificate_der[start:end])
+
+
+def _der_item(data: bytes, pos: int, tag: int) -> tuple[int, int, int]:
+    """(tag, content start, content end) of the DER item at ``pos``, which must have ``tag``."""
+    if pos + 2 > len(data) or data[pos] != tag:
+        raise ValueError("not a DER certificate")
+    length, pos = data[pos + 1], pos + 2
+    if length & 0x80:
+        count = length & 0x7F
+        if not 0 < count <= 4 or pos + count > len(data):
+            raise ValueError("not a DER certificate")
+        length, pos = int.from_bytes(data[pos:pos + count], "big"), pos + count
+    if pos + length > len(data):
+        raise ValueError("truncated DER certificate")
+    return tag, pos, pos + length
+
+
+def _decode_oid(raw: bytes) -> str:
+    """X.690 section 8.19: base-128 subidentifiers, the first holding two arcs."""
+    numbers, value = [], 0
+    for byte in raw:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            numbers.append(value)
+            value = 0
+    if not numbers or raw[-1] & 0x80:
+        raise ValueError("malformed OID")
+    first = min(numbers[0] // 40, 2)
+    return ".".join(map(str, [first, numbers[0] - 40 * first, *numbers[1:]]))
+
+
 def load_secret(path: str | os.PathLike) -> bytes:
     """Read a shared secret file; trailing white space (the newline) is ignored.
 

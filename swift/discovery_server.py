@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import protocol, server, wire
+from .addresses import format_hostport
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class Registry:
             if len(self._nodes) >= self.max_nodes:
                 return False
             self._nodes[key] = Entry(host, port, name, slots, now, now + self.lease)
-            log.info("node %s (%s) joined", wire.hostport(host, port), name)
+            log.info("node %s (%s) joined", format_hostport(host, port), name)
         else:
             entry.name, entry.slots, entry.expires = name, slots, now + self.lease
         return True
@@ -64,12 +65,12 @@ class Registry:
     def remove(self, host: str, port: int) -> bool:
         gone = self._nodes.pop((host, port), None) is not None
         if gone:
-            log.info("node %s left", wire.hostport(host, port))
+            log.info("node %s left", format_hostport(host, port))
         return gone
 
     def expire(self, now: float) -> None:
         for key in [k for k, e in self._nodes.items() if e.expires <= now]:
-            log.info("node %s expired", wire.hostport(*key))
+            log.info("node %s expired", format_hostport(*key))
             del self._nodes[key]
 
     def live(self, now: float) -> list[protocol.PeerInfo]:

@@ -24,30 +24,32 @@ Rules:
   ``$XDG_STATE_HOME/swift``, else ``~/.local/state/swift`` (XDG Base
   Directory: state that should persist across restarts).
 * Keys are ECDSA P-256 with a SHA-256 signature: fast handshakes, and the
-  binding hash is SHA-256 (RFC 5929: the certificate's signature hash, and
-  SHA-256 where that is MD5 or SHA-1).
+  binding hash is SHA-256 (``auth.tls_server_end_point``).
 
-``cryptography`` is imported only here and only when a secret is in use.
+``cryptography`` is imported only to make a key, at a member's first start:
+loading one needs only the standard library, so a running helper does not
+carry the package (about 11 MiB of memory).
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import logging
 import os
+import ssl
 import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import auth
+
 log = logging.getLogger(__name__)
 
-#: A self-signed certificate's lifetime. Nobody validates it (see above), but
-#: some TLS stacks refuse an expired one, so it is long, and renewed on start
-#: once fewer than 30 days remain.
-VALIDITY = datetime.timedelta(days=3650)
-RENEW_BEFORE = datetime.timedelta(days=30)
+#: Nobody validates these certificates (see above), so they never expire: RFC 5280
+#: section 4.1.2.5's "no well-defined expiration date".
+NOT_AFTER = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.timezone.utc)
+_PEM_BEGIN, _PEM_END = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
 
 
 class IdentityError(OSError):
@@ -64,7 +66,7 @@ class Identity:
     @property
     def binding(self) -> bytes:
         """This member's ``tls-server-end-point`` value, as its clients compute it."""
-        return end_point_binding(self.certificate_der)
+        return auth.tls_server_end_point(self.certificate_der)
 
 
 def state_dir() -> Path:
@@ -74,24 +76,6 @@ def state_dir() -> Path:
     if os.environ.get("XDG_STATE_HOME"):
         return Path(os.environ["XDG_STATE_HOME"]) / "swift"
     return Path.home() / ".local" / "state" / "swift"
-
-
-def end_point_binding(certificate_der: bytes) -> bytes:
-    """RFC 5929 section 4.1 ``tls-server-end-point``: the certificate's hash.
-
-    The hash is the certificate's signature hash; MD5 and SHA-1 (and
-    signatures without a separate hash, such as Ed25519) use SHA-256.
-    """
-    from cryptography import x509
-
-    try:
-        algorithm = x509.load_der_x509_certificate(certificate_der).signature_hash_algorithm
-    except (ValueError, TypeError):
-        algorithm = None
-    name = getattr(algorithm, "name", "sha256")
-    if name in ("md5", "sha1") or name not in hashlib.algorithms_available:
-        name = "sha256"
-    return hashlib.new(name, certificate_der).digest()
 
 
 def load_or_create(role: str, directory: Path | None = None) -> Identity:
@@ -117,24 +101,23 @@ def load_or_create(role: str, directory: Path | None = None) -> Identity:
 
 
 def _load(path: Path) -> Identity | None:
-    """The identity in ``path``; None if it must be made anew (unreadable or near expiry)."""
-    from cryptography import x509
-
+    """The identity in ``path``; None if it holds no certificate (then a new one is made)."""
     info = path.stat()
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise IdentityError(f"{path} (this member's TLS key) is readable by other users; "
                             f"chmod 600 it, or remove it to make a new one")
-    try:
-        cert = x509.load_pem_x509_certificate(path.read_bytes())
-    except ValueError:
+    text = path.read_text("ascii", errors="replace")
+    begin, end = text.find(_PEM_BEGIN), text.find(_PEM_END)
+    if begin < 0 or end < begin:
         log.warning("%s holds no certificate; making a new key", path)
         return None
-    now = datetime.datetime.now(datetime.timezone.utc)
-    if cert.not_valid_after_utc - now < RENEW_BEFORE:
-        log.info("the TLS certificate in %s expires soon; making a new one", path)
+    try:
+        der = ssl.PEM_cert_to_DER_cert(text[begin:end + len(_PEM_END)])
+        auth.signature_algorithm(der)
+    except ValueError:
+        log.warning("%s holds no readable certificate; making a new key", path)
         return None
-    from cryptography.hazmat.primitives.serialization import Encoding
-    return Identity(path, cert.public_bytes(Encoding.DER))
+    return Identity(path, der)
 
 
 def _create(path: Path, role: str, *, replace: bool) -> None:
@@ -155,7 +138,7 @@ def _create(path: Path, role: str, *, replace: bool) -> None:
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + VALIDITY)
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(NOT_AFTER)
             .sign(key, hashes.SHA256()))
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())

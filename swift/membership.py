@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 
 from . import protocol, wire
+from .addresses import format_hostport
 
 log = logging.getLogger(__name__)
 
@@ -31,25 +32,7 @@ class Peer:
 
     @property
     def key(self) -> str:
-        return wire.hostport(self.host, self.port)
-
-
-def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
-    """``host``, ``host:port``, ``[v6]:port`` → (host, port); ValueError if malformed."""
-    text = text.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    else:
-        host, port = text, ""
-    if not host:
-        raise ValueError(f"no host in {text!r}")
-    value = int(port) if port else default_port
-    if not 0 < value < 65536:
-        raise ValueError(f"bad port in {text!r}")
-    return host, value
+        return format_hostport(self.host, self.port)
 
 
 class DiscoveryClient:
@@ -62,7 +45,7 @@ class DiscoveryClient:
 
     @property
     def address(self) -> str:
-        return wire.hostport(self.host, self.port)
+        return format_hostport(self.host, self.port)
 
     def request(self, msg: object) -> object:
         try:

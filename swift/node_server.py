@@ -34,7 +34,8 @@ from typing import Callable
 
 import requests
 
-from . import fetchjob, httpclient, protocol, server, wire
+from . import errors, fetchjob, http, protocol, server, wire
+from .errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 KEEPALIVE_INTERVAL = 2.0
 #: How long a job may wait for a free slot before the node answers "busy".
 SLOT_WAIT = 60.0
+
+
+#: Origin failures that mean "this node will not fetch that", not "the origin failed"
+_REFUSED = frozenset({ErrorCode.ADDRESS_BLOCKED, ErrorCode.UNSUPPORTED_SCHEME, ErrorCode.BAD_URL})
 
 
 class RequesterGone(Exception):
@@ -54,9 +59,9 @@ class JobService:
 
     def __init__(self, *, name: str, slots: int,
                  session_factory: Callable[[], requests.Session],
-                 policy: httpclient.RetryPolicy = httpclient.RetryPolicy(),
+                 policy: http.Retry = http.Retry(),
                  keepalive: float = KEEPALIVE_INTERVAL, slot_wait: float = SLOT_WAIT,
-                 timeout: tuple[float, float] = httpclient.DEFAULT_TIMEOUT):
+                 timeout: tuple[float, float] = http.DEFAULT_TIMEOUT):
         self.name = name
         self.slots = slots
         self.session_factory = session_factory
@@ -105,17 +110,16 @@ class JobService:
                 stopping: threading.Event) -> bool:
         """Run one job; False when the connection is no longer usable."""
         try:
-            url = httpclient.check_url(fetch.url)
-        except httpclient.HttpError as exc:
+            url = http.normalize_url(fetch.url)
+        except errors.SwiftError as exc:
             conn.send(protocol.Error("refused", str(exc)))
             return True
         job = fetchjob.NodeJob(fetch, time.monotonic(), pong=self._pong,
                                keepalive_interval=self.keepalive)
-        extra = {"headers": fetch.headers} if fetch.headers else {}  # needs RangeFetch(headers=)
-        fetch_range = httpclient.RangeFetch(
-            session, url, fetch.size, httpclient.Validator(fetch.etag, fetch.last_modified),
+        fetch_range = http.RangeFetch(
+            session, url, fetch.size, http.Validator(fetch.etag, fetch.last_modified),
             policy=self.policy, timeout=self.timeout, stop=threading.Event(),
-            encoding=httpclient.content_coding(fetch.encoding), **extra)
+            encoding=http.content_coding(fetch.encoding), headers=fetch.headers)
         ticking = _Ticking()
         ticker = threading.Thread(target=self._keepalive, args=(conn, job, ticking, fetch_range),
                                   name="keepalive", daemon=True)
@@ -137,11 +141,11 @@ class JobService:
 
             try:
                 fetch_range.run(fetch.start, lambda: job.end, deliver)
-            except httpclient.FileChanged as exc:
+            except errors.FileChanged as exc:
                 conn.send(protocol.Error("changed", str(exc)))
                 return True
-            except httpclient.HttpError as exc:
-                code = "refused" if "refusing to fetch" in str(exc) else "origin"
+            except errors.SwiftError as exc:
+                code = "refused" if exc.code in _REFUSED else "origin"
                 log.info("job %d (%s bytes %d-%d) failed: %s", fetch.job_id, url,
                          fetch.start, fetch.end - 1, exc)
                 conn.send(protocol.Error(code, str(exc)))
@@ -197,7 +201,7 @@ class JobService:
                 conn.send(answer)
 
     def _keepalive(self, conn: wire.Connection, job: fetchjob.NodeJob, ticking: "_Ticking",
-                   fetch_range: httpclient.RangeFetch) -> None:
+                   fetch_range: http.RangeFetch) -> None:
         while not ticking.finished.wait(self.keepalive / 2):
             msg = job.keepalive(time.monotonic())
             if msg is None:

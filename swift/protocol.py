@@ -42,6 +42,8 @@ import struct
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
 
+from . import errors
+
 PROTOCOL_VERSION = 1
 KIND_CONTROL = 1
 KIND_DATA = 2
@@ -89,12 +91,20 @@ class ProtocolError(Exception):
         return f"{type(self).__name__}({self.code!r}, {str(self)!r})"
 
 
-class LocalProtocolError(ProtocolError):
-    """Something *we* were about to send breaks the rules: our bug or our input, never the peer's."""
+class LocalProtocolError(ProtocolError, errors.LocalProtocolError):
+    """Something *we* were about to send breaks the rules: our bug or our input, never the peer's.
+
+    Also an ``errors.LocalProtocolError``, so the one error hierarchy catches it;
+    ``code`` stays the wire's word ("bad-field"), the hierarchy's code is
+    ``ErrorCode.LOCAL_PROTOCOL`` (``default_code``).
+    """
 
 
-class RemoteProtocolError(ProtocolError):
-    """What the peer sent breaks the rules: the peer is broken or hostile."""
+class RemoteProtocolError(ProtocolError, errors.RemoteProtocolError):
+    """What the peer sent breaks the rules: the peer is broken or hostile.
+
+    Also an ``errors.RemoteProtocolError`` (``ErrorCode.REMOTE_PROTOCOL``).
+    """
 
 
 # -- field checks -------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ class FramedServer(socketserver.ThreadingTCPServer):
         self.max_connections = max_connections
         self._serve_connection = serve_connection
         self._lock = threading.Lock()
-        self._open: dict[socket.socket, socket.socket] = {}  # accepted -> live (TLS) socket
+        self._open: set[socket.socket] = set()
         self._per_ip: dict[str, int] = {}
         self._handlers: set[threading.Thread] = set()  # type: ignore[assignment]
         self._thread: threading.Thread | None = None
@@ -80,7 +80,7 @@ class FramedServer(socketserver.ThreadingTCPServer):
             full = (len(self._open) >= self.max_connections or self.stopping.is_set()
                     or from_ip >= max(8, self.max_connections // 4))
             if not full:
-                self._open[request] = request
+                self._open.add(request)
                 self._per_ip[ip] = from_ip + 1
         if full:
             log.warning("refusing connection from %s: %d connections open",
@@ -103,15 +103,10 @@ class FramedServer(socketserver.ThreadingTCPServer):
         self.shutdown_request(request)
 
     def _run(self, request: socket.socket, client_address) -> None:
-        def adopt(live: socket.socket) -> None:
-            with self._lock:
-                if request in self._open:
-                    self._open[request] = live
-
         try:
             try:
                 conn, _ = wire.accept(request, name=self.name, secret=self.secret, tls=self.tls,
-                                      timeout=HANDSHAKE_TIMEOUT, adopt=adopt)
+                                      timeout=HANDSHAKE_TIMEOUT)
             except (wire.AuthError, protocol.ProtocolError) as exc:
                 log.warning("handshake with %s failed: %s", client_address[0], exc)
                 return
@@ -127,7 +122,7 @@ class FramedServer(socketserver.ThreadingTCPServer):
             log.exception("error serving %s", client_address[0])
         finally:
             with self._lock:
-                self._open.pop(request, None)
+                self._open.discard(request)
                 left = self._per_ip.get(client_address[0], 1) - 1
                 if left > 0:
                     self._per_ip[client_address[0]] = left
@@ -155,12 +150,9 @@ class FramedServer(socketserver.ThreadingTCPServer):
             self._thread.join(timeout)
         self.server_close()
         with self._lock:
-            sockets = list(self._open.values())
+            sockets = list(self._open)
             threads = list(self._handlers)
         for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            wire.shutdown(sock)
         for thread in threads:
             thread.join(timeout / max(1, len(threads)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -10,6 +11,19 @@ import pytest
 from swiftlab.cluster import Cluster
 
 from .helpers import is_root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def state_dir(tmp_path_factory):
+    """With a secret every node and discovery keeps a TLS key in its state directory: during the
+    tests (and in every process they start) that is a temporary one, never the user's."""
+    before = os.environ.get("SWIFT_STATE_DIR")
+    os.environ["SWIFT_STATE_DIR"] = str(tmp_path_factory.mktemp("swift-state"))
+    yield Path(os.environ["SWIFT_STATE_DIR"])
+    if before is None:
+        os.environ.pop("SWIFT_STATE_DIR", None)
+    else:
+        os.environ["SWIFT_STATE_DIR"] = before
 
 
 @pytest.fixture

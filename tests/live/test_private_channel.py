@@ -200,7 +200,7 @@ def test_a_member_with_a_secret_refuses_a_plain_peer_with_a_clear_message_on_bot
         plain.stop()
     logged = caplog.text
     assert "did not offer the shared secret (it sent plain frames" in logged
-    assert "requires a shared secret and this server has none (it speaks TLS" in logged
+    assert "requires a shared secret and this server has none (" in logged and "speaks TLS" in logged
     for text in (logged, str(plain_client.value), str(keyed_client.value)):
         assert SECRET.decode() not in text
 

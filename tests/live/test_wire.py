@@ -30,13 +30,17 @@ def tcp_pair() -> tuple[socket.socket, socket.socket]:
     return client, server
 
 
-PAIRS = {"socketpair": socket.socketpair, "tcp": tcp_pair}
+PAIRS = {"socketpair": socket.socketpair, "tcp": tcp_pair, "tls over tcp": tcp_pair}
 
 
 @pytest.fixture(params=sorted(PAIRS))
 def pair(request):
+    """Two connected Connections: every frame-level test runs over plain sockets and over TLS."""
     a, b = PAIRS[request.param]()
-    ca, cb = wire.Connection(a, timeout=5), wire.Connection(b, timeout=5)
+    if request.param.startswith("tls"):
+        ca, cb = tls_pair(a, b, request.getfixturevalue("server_tls"))
+    else:
+        ca, cb = wire.Connection(a, timeout=5), wire.Connection(b, timeout=5)
     yield ca, cb
     ca.close()
     cb.close()
@@ -85,6 +89,11 @@ def serve_once(secret, tls=None, *, listener=None):
             return hello
 
     return port, Background(run)
+
+
+def inject(conn, raw: bytes) -> None:
+    """Put raw stream bytes (not necessarily whole or valid frames) on ``conn``, inside TLS if any."""
+    conn._send_frame([raw])
 
 
 def tls_pair(client_sock, server_sock, server_tls):
@@ -355,12 +364,12 @@ def test_timeouts_never_lose_a_frame(pair):
     raw = protocol.encode_data(b"x" * 1000) + protocol.encode_message(protocol.Keepalive(4))
     # inside the header, at its end, inside the payload, inside and at the end of the next header
     for cut in (3, 6, 500, 1008, 1012):
-        cb.sock.sendall(raw[:cut])
+        inject(cb, raw[:cut])
         frames = []
         with pytest.raises(TimeoutError):
             while True:
                 frames.append(ca.recv(timeout=0.05))
-        cb.sock.sendall(raw[cut:])
+        inject(cb, raw[cut:])
         frames.append(ca.recv())
         if len(frames) < 2:
             frames.append(ca.recv())
@@ -370,14 +379,14 @@ def test_timeouts_never_lose_a_frame(pair):
 def test_a_slow_trickle_does_not_hold_a_reader_forever(pair):
     ca, cb = pair
     raw = protocol.encode_data(b"y" * 100)
-    cb.sock.sendall(raw[:50])
+    inject(cb, raw[:50])
     ready = threading.Event()
 
     def trickle():
         for i in range(50, len(raw)):
             if ready.wait(0.01):
                 return
-            cb.sock.sendall(raw[i:i + 1])
+            inject(cb, raw[i:i + 1])
 
     t = threading.Thread(target=trickle, daemon=True)
     t.start()
@@ -403,7 +412,7 @@ def test_eof_between_frames_is_connection_closed(pair):
 
 def test_eof_inside_a_frame_is_truncated(pair):
     ca, cb = pair
-    cb.sock.sendall(protocol.encode_data(b"abc")[:-1])
+    inject(cb, protocol.encode_data(b"abc")[:-1])
     cb.close()
     for _ in range(2):  # and stays so
         with pytest.raises(ProtocolError) as exc:
@@ -413,7 +422,7 @@ def test_eof_inside_a_frame_is_truncated(pair):
 
 def test_bad_header_poisons_the_stream(pair):
     ca, cb = pair
-    cb.sock.sendall(struct.pack(">BBI", 1, 2, protocol.MAX_DATA + 1) + protocol.encode_message(
+    inject(cb, struct.pack(">BBI", 1, 2, protocol.MAX_DATA + 1) + protocol.encode_message(
         protocol.Ping()))
     for _ in range(2):
         with pytest.raises(ProtocolError) as exc:
@@ -424,7 +433,7 @@ def test_bad_header_poisons_the_stream(pair):
 
 def test_bad_control_payload_keeps_the_stream_in_step(pair):
     ca, cb = pair
-    cb.sock.sendall(struct.pack(">BBI", 1, 1, 2) + b"[]" + protocol.encode_message(protocol.Ping()))
+    inject(cb, struct.pack(">BBI", 1, 1, 2) + b"[]" + protocol.encode_message(protocol.Ping()))
     with pytest.raises(ProtocolError) as exc:
         ca.recv()
     assert exc.value.code == "bad-json"
