@@ -38,7 +38,7 @@ from . import httpclient, planning, storage
 from .engine import target, verify
 from .engine.board import Board
 from .engine.local_worker import run_local
-from .engine.options import LOCAL, MIN_SPLIT, RECORD_INTERVAL, SMALL_FILE, Options
+from .engine.options import LOCAL, MAX_PEER_WORKERS, MIN_SPLIT, RECORD_INTERVAL, SMALL_FILE, Options
 from .engine.peer_worker import PeerWorker
 from .engine.record_keeper import RecordKeeper
 from .engine.report import ChecksumMismatch, DownloadError, Report, human_bytes
@@ -209,14 +209,16 @@ class Download:
         piece = size if small else (self.opts.piece_size or planning.plan_piece_size(size, workers))
         sched = planning.Scheduler(size, piece_size=max(1, piece),
                                    min_split=max(size, 1) if small else self.opts.min_split,
-                                   done=done, max_failures=self.opts.max_failures)
+                                   done=done, max_failures=self.opts.max_failures,
+                                   race_after=self.opts.race_after)
         self._board = Board(sched, part, notice=self._notice)
         if self._stop.is_set():  # cancelled while probing
             self._board.fail_all(DownloadError("cancelled"))
         return self._board
 
     def _slots(self, peer: Peer) -> int:
-        return min(peer.slots, self.opts.peer_slots)
+        share = max(1, MAX_PEER_WORKERS // max(1, len(self.peers)))
+        return min(peer.slots, self.opts.peer_slots, share)
 
     def _start_workers(self, board: Board, probe: httpclient.ProbeResult) -> list[threading.Thread]:
         local = 1 if (probe.size or 0) <= SMALL_FILE else self.opts.local_slots

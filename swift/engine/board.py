@@ -6,9 +6,9 @@ Rules:
 
 - Claim, write outside the lock, commit: :meth:`Board.write` claims the
   offset under the lock, ``pwrite`` s with the lock released, then commits.
-- No I/O under the lock. A split's :class:`~swift.planning.Shrink` is
-  delivered to the worker running the shrunk job (its *carrier*) after the
-  lock is released.
+- No I/O under the lock. A split's :class:`~swift.planning.Shrink`, and a
+  lost race's, is delivered to the worker running the shrunk job (its
+  *carrier*) after the lock is released.
 - Time is read here (``clock``) and passed to the scheduler as ``now``.
 - The first fatal error wins (:meth:`fail_all`); it stops every worker.
 """
@@ -100,6 +100,26 @@ class Board:
             carrier(piece.shrink.end)
         return piece
 
+    def heard(self, job_id: int) -> None:
+        """A sign of life without data (a keep-alive): the job is not silent."""
+        with self.cond:
+            self._sched.heard(job_id, self._clock())
+
+    def _losers(self) -> list[tuple[Carrier, int]]:
+        """Under the lock: the carriers of jobs that just lost a race, with their new ends."""
+        out = []
+        for shrink in self._sched.take_losers():
+            running = self._sched.is_job_active(shrink.job_id)
+            carrier = (self._carriers.get if running else self._carriers.pop)(shrink.job_id, None)
+            if carrier is not None:
+                out.append((carrier, shrink.end))
+        return out
+
+    @staticmethod
+    def _tell(losers: list[tuple[Carrier, int]]) -> None:
+        for carrier, end in losers:
+            carrier(end)
+
     def carry(self, job_id: int, carrier: Carrier) -> int:
         """Tell ``carrier`` of later splits of the job; returns its end now (0 if gone)."""
         with self.cond:
@@ -112,11 +132,13 @@ class Board:
         """Write a received block at its offset; False once the job is no longer ours."""
         with self.cond:
             try:
-                offset, n = self._sched.claim(job_id, len(block))
+                offset, n = self._sched.claim(job_id, len(block), self._clock())
             except KeyError:
                 self.dropped += len(block)
                 return False
             self.dropped += len(block) - n
+            losers = self._losers()
+        self._tell(losers)
         if n:
             self._part.pwrite(offset, memoryview(block)[:n])
         with self.cond:

@@ -123,7 +123,7 @@ class PeerWorker:
                 received += len(frame.payload)
                 self._take_data(piece, received, frame.payload)
             elif isinstance(frame, protocol.Keepalive):
-                continue
+                self.board.heard(piece.job_id)
             elif isinstance(frame, protocol.Done):
                 self._done(piece, received, frame.length)
                 return True
