@@ -14,6 +14,7 @@ thread that split it (:meth:`Board.carry`); ``_send_lock`` keeps that
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
 from .. import httpclient, protocol, storage, wire
 from ..membership import Peer
@@ -30,7 +31,9 @@ class _Drop(Exception):
 class PeerWorker:
     """One slot on ``peer``: ``run()`` until no work is left for it."""
 
-    def __init__(self, board: Board, probe: httpclient.ProbeResult, peer: Peer, opts: Options):
+    def __init__(self, board: Board, probe: httpclient.ProbeResult, peer: Peer, opts: Options, *,
+                 connect: Callable[..., wire.Connection] = wire.client_connect):
+        self._connect_to = connect  # tests pass an in-memory connection
         self.board = board
         self.probe = probe
         self.peer = peer
@@ -60,9 +63,9 @@ class PeerWorker:
     def _connect(self, failures: int) -> int:
         """Connect; the count of failures in a row, or -1 when the worker must end."""
         try:
-            conn = wire.client_connect(self.peer.host, self.peer.port, name=self.opts.name,
-                                       secret=self.opts.secret,
-                                       timeout=min(5.0, self.opts.peer_timeout), source_address=None)
+            conn = self._connect_to(self.peer.host, self.peer.port, name=self.opts.name,
+                                    secret=self.opts.secret,
+                                    timeout=min(5.0, self.opts.peer_timeout), source_address=None)
         except wire.AuthError as exc:
             self.board.exclude(self.source, f"refused the handshake: {exc}")
             return -1
