@@ -38,7 +38,7 @@ from . import httpclient, planning, storage
 from .engine import target, verify
 from .engine.board import Board
 from .engine.local_worker import run_local
-from .engine.options import LOCAL, MAX_PEER_WORKERS, MIN_SPLIT, RECORD_INTERVAL, SMALL_FILE, Options
+from .engine.options import MAX_PEER_WORKERS, SMALL_FILE, Options
 from .engine.peer_worker import PeerWorker
 from .engine.record_keeper import RecordKeeper
 from .engine.report import ChecksumMismatch, DownloadError, Report, human_bytes
@@ -46,8 +46,7 @@ from .engine.single_stream import SingleStream
 from .membership import Peer
 from .sessions import make_session
 
-__all__ = ["Download", "DownloadError", "ChecksumMismatch", "Options", "Report", "human_bytes",
-           "LOCAL", "MIN_SPLIT", "RECORD_INTERVAL", "SMALL_FILE"]
+__all__ = ["Download", "DownloadError", "ChecksumMismatch", "Options", "Report", "human_bytes"]
 
 log = logging.getLogger(__name__)
 
