@@ -604,15 +604,16 @@ class Scheduler:
             self._peer_rate[job.peer] = rate if old is None else (old + rate) / 2
         return True
 
-    def failed(self, job_id: int, reason: str, *, discard: bool = False) -> None:
+    def failed(self, job_id: int, reason: str, *, discard: bool = False, count: bool = True) -> None:
         """Give up on a job: its unwritten remainder goes to the FRONT of the queue.
 
         The remainder is ``[position, end)``: claimed but uncommitted bytes
         count as unwritten. Committed bytes stay done, unless ``discard``:
         for a worker caught lying, whose written bytes cannot be trusted, the
         whole ``[start, end)`` is requeued and its bytes leave ``done`` (and
-        its peer's count). Counts one failure for the peer, which is excluded
-        at ``max_failures``. A no-op for a job that is not running.
+        its peer's count). Counts one failure for the peer (unless ``count``
+        is False: the fault was the caller's), which is excluded at
+        ``max_failures``. A no-op for a job that is not running.
         """
         job = self._jobs.pop(job_id, None)
         if job is None:
@@ -628,6 +629,8 @@ class Scheduler:
             job.position = job.start
         if job.position < end:
             self._requeued.appendleft(Range(job.position, end))
+        if not count:  # the caller's own fault: the peer is not to blame
+            return
         reasons = self._failures.setdefault(job.peer, [])
         reasons.append(reason)
         if len(reasons) >= self.max_failures:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import httpclient
+from ..http import RequestProfile, Retry
 
 #: The source name of this machine's own workers (peers are named ``host:port``).
 LOCAL = "local"
@@ -53,7 +53,10 @@ class Options:
     record_interval: float = RECORD_INTERVAL
     max_failures: int = 3
     race_after: float | None = RACE_AFTER
-    retry: httpclient.RetryPolicy = field(default_factory=httpclient.RetryPolicy)
+    retry: Retry = field(default_factory=Retry)
+    #: extra headers, cookies, TLS trust for every request of the download (and,
+    #: over private connections only, its secrets for the helpers)
+    profile: RequestProfile | None = None
 
     @property
     def overwrite(self) -> bool:

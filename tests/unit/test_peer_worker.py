@@ -12,7 +12,7 @@ from typing import Callable
 
 import pytest
 
-from swift import httpclient, protocol, storage, wire
+from swift import http, protocol, storage, wire
 from swift.engine.board import Board
 from swift.engine.options import Options
 from swift.engine.peer_worker import PeerWorker
@@ -61,9 +61,9 @@ def honest(fetch: protocol.Fetch) -> list:
 
 def run(tmp_path, script, *, max_failures=1) -> tuple[Board, list[ScriptedPeer]]:
     """One peer worker until it has nothing left to do; the connections it opened."""
-    probe = httpclient.ProbeResult(url="http://127.0.0.1/f", final_url="http://127.0.0.1/f",
-                                   size=SIZE, ranges=True,
-                                   validator=httpclient.Validator('"e"', None), filename="f")
+    probe = http.ProbeResult(url="http://127.0.0.1/f", final_url="http://127.0.0.1/f",
+                             size=SIZE, ranges=True, validator=http.Validator('"e"', None))
+    remote = http.RemoteFile(probe.url, final_url=probe.final_url)
     part = storage.PartFile.open(tmp_path / "f.part", SIZE)
     sched = Scheduler(SIZE, piece_size=MiB, min_split=MiB, max_failures=max_failures)
     board = Board(sched, part)
@@ -73,7 +73,7 @@ def run(tmp_path, script, *, max_failures=1) -> tuple[Board, list[ScriptedPeer]]
         conns.append(ScriptedPeer(script))
         return conns[-1]
 
-    PeerWorker(board, probe, PEER, Options(peer_timeout=0.01), connect=connect).run()
+    PeerWorker(board, probe, remote, PEER, Options(peer_timeout=0.01), connect=connect).run()
     part.close()
     return board, conns
 
@@ -111,3 +111,20 @@ def test_a_silent_peer_is_failed_and_its_connection_dropped(tmp_path):
     assert "no frame for 0.01 s" in board.last_failure
     assert conns and all(c.closed for c in conns)
     assert board.done_total() == 0
+
+
+@pytest.mark.parametrize("private", [False, True])
+def test_credentials_go_to_a_peer_only_over_a_private_connection(tmp_path, private):
+    probe = http.ProbeResult(url="http://user:pw@127.0.0.1/f", final_url="http://user:pw@127.0.0.1/f",
+                             size=SIZE, ranges=True, validator=http.Validator('"e"', None))
+    remote = http.RemoteFile(probe.url, final_url=probe.final_url)
+    board = Board(Scheduler(SIZE, piece_size=SIZE, min_split=SIZE), storage.PartFile.open(
+        tmp_path / "f.part", SIZE))
+    conn = ScriptedPeer(honest)
+    conn.private = private
+    PeerWorker(board, probe, remote, PEER, Options(), connect=lambda *a, **k: conn).run()
+    fetch = next(m for m in conn.sent if isinstance(m, protocol.Fetch))
+    assert "pw" not in fetch.url and fetch.url == "http://127.0.0.1/f"
+    authorization = [v for n, v in fetch.headers if n.lower() == "authorization"]
+    assert bool(authorization) == private
+    assert board.complete()
