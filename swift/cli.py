@@ -543,6 +543,10 @@ def _run_download(dl: download.Download, bar: "ProgressBar | None") -> download.
     then the signal's exception goes on up (to exit 130 or 143).
     """
     outcome: list[download.Report | str] = []
+    # An event, not Thread.join: on Python 3.11 a signal's exception that
+    # interrupts join() leaves the thread looking stopped, so a second join
+    # returns at once and the grace below would never be given.
+    finished = threading.Event()
 
     def body() -> None:
         try:
@@ -552,15 +556,17 @@ def _run_download(dl: download.Download, bar: "ProgressBar | None") -> download.
         except Exception as exc:  # a bug: one line for the user, the trace in the log
             log.debug("download failed", exc_info=True)
             outcome.append(f"internal error: {exc!r}")
+        finally:
+            finished.set()
 
     worker = threading.Thread(target=body, name="download", daemon=True)
     worker.start()
     try:
-        while worker.is_alive():
-            worker.join(0.25)
+        while not finished.wait(0.25):
+            pass
     except BaseException:
         dl.cancel()
-        worker.join(CANCEL_GRACE)
+        finished.wait(CANCEL_GRACE)
         if bar:
             bar.close()
         if dl.path is not None and storage.record_path(dl.path).exists():

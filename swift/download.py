@@ -34,20 +34,20 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import httpclient, planning, storage
+from . import http, planning, storage
 from .engine import target, verify
 from .engine.board import Board
 from .engine.local_worker import run_local
-from .engine.options import LOCAL, MIN_SPLIT, RECORD_INTERVAL, SMALL_FILE, Options
+from .engine.options import MAX_PEER_WORKERS, SMALL_FILE, Options
 from .engine.peer_worker import PeerWorker
 from .engine.record_keeper import RecordKeeper
-from .engine.report import ChecksumMismatch, DownloadError, Report, human_bytes
+from .engine.report import ChecksumMismatch, DownloadError, Report, cancelled
 from .engine.single_stream import SingleStream
+from .errors import ErrorCode, SwiftError
 from .membership import Peer
-from .sessions import make_session
+from .units import human_bytes
 
-__all__ = ["Download", "DownloadError", "ChecksumMismatch", "Options", "Report", "human_bytes",
-           "LOCAL", "MIN_SPLIT", "RECORD_INTERVAL", "SMALL_FILE"]
+__all__ = ["Download", "DownloadError", "ChecksumMismatch", "Options", "Report"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ class Download:
         self._stop = threading.Event()
         self._board: Board | None = None
         self._stream: SingleStream | None = None
+        self._remote: http.RemoteFile | None = None
         self.size: int | None = None
         self.path: Path | None = None
         self.started = time.monotonic()
@@ -88,7 +89,7 @@ class Download:
         """
         self._stop.set()
         if self._board is not None:
-            self._board.fail_all(DownloadError("cancelled; the partial download is kept for resume"))
+            self._board.fail_all(cancelled("the partial download is kept for resume"))
         if self._stream is not None:
             self._stream.abort()
 
@@ -106,9 +107,9 @@ class Download:
         except DownloadError:
             self.state = "failed"
             raise
-        except (httpclient.HttpError, storage.StorageError) as exc:
+        except SwiftError as exc:  # the HTTP layer's or the disk's, in its own words and code
             self.state = "failed"
-            raise DownloadError(str(exc)) from exc
+            raise DownloadError.of(exc) from exc
         finally:
             self._stop.set()
             if self._board is not None:
@@ -120,14 +121,15 @@ class Download:
 
     # -- the whole download ----------------------------------------------------------------------
     def _run(self) -> Report:
+        self._remote = http.RemoteFile(self.url, profile=self.opts.profile)
         probe = self._probe()
         self.size = probe.size
-        final = self.path = target.choose_path(self.url, probe, self.opts)
+        final = self.path = target.choose_path(probe, self.opts)
         storage.check_writable(final.parent)
         with storage.DownloadLock.acquire(final):  # one download per output path
             return self._locked(probe, final)
 
-    def _locked(self, probe: httpclient.ProbeResult, final: Path) -> Report:
+    def _locked(self, probe: http.ProbeResult, final: Path) -> Report:
         control: storage.ControlFile = storage.NullControlFile()
         if probe.splittable:
             control = storage.ResumeFile(final, target.identity(self.url, probe))
@@ -139,7 +141,7 @@ class Download:
             _forget_all(control)
             raise
 
-    def _probe(self) -> httpclient.ProbeResult:
+    def _probe(self) -> http.ProbeResult:
         """Probe on a helper thread, so that ``cancel()`` ends the wait at once.
 
         The probe's own retries and timeouts can take many seconds; an
@@ -149,9 +151,10 @@ class Download:
         finished = threading.Event()
 
         def body() -> None:
-            session = make_session(source_address=self.opts.source_address, allow_private=True)
+            session = self._remote.session(source_address=self.opts.source_address)
             try:
-                outcome.append(httpclient.probe(session, self.url, policy=self.opts.retry))
+                outcome.append(http.probe(session, self._remote, retry=self.opts.retry,
+                                          stop=self._stop))
             except BaseException as exc:  # handed to the waiting thread
                 outcome.append(exc)
             finally:
@@ -161,24 +164,24 @@ class Download:
         threading.Thread(target=body, name="probe", daemon=True).start()
         while not finished.wait(CANCEL_POLL):
             if self._stop.is_set():
-                raise DownloadError("cancelled")
+                raise cancelled()
         if isinstance(outcome[0], BaseException):
             raise outcome[0]
         return outcome[0]
 
-    def _single(self, probe: httpclient.ProbeResult, final: Path) -> Report:
+    def _single(self, probe: http.ProbeResult, final: Path) -> Report:
         why = ("the server does not support byte ranges" if probe.size is not None
                else "the server sends no length")
         self._notice(f"{why}: downloading in one plain stream")
-        self._stream = SingleStream(self.url, probe, final, self.opts, stop=self._stop,
-                                    progress=self._progress_cb)
+        self._stream = SingleStream(self.url, probe, self._remote, final, self.opts,
+                                    stop=self._stop, progress=self._progress_cb)
         self.state = "running"
         report = self._stream.run(self.started, self.notices)
         self.path = Path(report.path)
         return report
 
     # -- parallel download ---------------------------------------------------------------------
-    def _parallel(self, probe: httpclient.ProbeResult, final: Path,
+    def _parallel(self, probe: http.ProbeResult, final: Path,
                   control: storage.ResumeFile) -> Report:
         done = target.resume_point(control, probe, final, self.opts, self._notice)
         part_file = storage.part_path(final)
@@ -209,21 +212,25 @@ class Download:
         piece = size if small else (self.opts.piece_size or planning.plan_piece_size(size, workers))
         sched = planning.Scheduler(size, piece_size=max(1, piece),
                                    min_split=max(size, 1) if small else self.opts.min_split,
-                                   done=done, max_failures=self.opts.max_failures)
+                                   done=done, max_failures=self.opts.max_failures,
+                                   race_after=self.opts.race_after)
         self._board = Board(sched, part, notice=self._notice)
         if self._stop.is_set():  # cancelled while probing
-            self._board.fail_all(DownloadError("cancelled"))
+            self._board.fail_all(cancelled())
         return self._board
 
     def _slots(self, peer: Peer) -> int:
-        return min(peer.slots, self.opts.peer_slots)
+        share = max(1, MAX_PEER_WORKERS // max(1, len(self.peers)))
+        return min(peer.slots, self.opts.peer_slots, share)
 
-    def _start_workers(self, board: Board, probe: httpclient.ProbeResult) -> list[threading.Thread]:
+    def _start_workers(self, board: Board, probe: http.ProbeResult) -> list[threading.Thread]:
         local = 1 if (probe.size or 0) <= SMALL_FILE else self.opts.local_slots
-        bodies = [(f"local-{i}", lambda: run_local(board, probe, self.opts)) for i in range(local)]
+        remote = self._remote
+        bodies = [(f"local-{i}", lambda: run_local(board, probe, remote, self.opts))
+                  for i in range(local)]
         for peer in self.peers:
             for i in range(self._slots(peer)):
-                worker = PeerWorker(board, probe, peer, self.opts)
+                worker = PeerWorker(board, probe, remote, peer, self.opts)
                 bodies.append((f"peer-{peer.key}-{i}", worker.run))
         threads = [threading.Thread(target=_guarded, args=(board, body), name=name, daemon=True)
                    for name, body in bodies]
@@ -259,7 +266,8 @@ class Download:
     def _check_size(self, part_file: Path, size: int) -> None:
         actual = os.path.getsize(part_file)
         if actual != size:
-            raise DownloadError(f"{part_file} has {actual} bytes, expected {size}; kept for resume")
+            raise DownloadError(f"{part_file} has {actual} bytes, expected {size}; kept for resume",
+                                ErrorCode.SHORT_BODY)
 
     def _report(self, board: Board, resumed: int) -> Report:
         return Report(url=self.url, path=str(self.path), size=board.size,

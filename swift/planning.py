@@ -25,6 +25,14 @@ Splits never give away claimed bytes and a failure gives back everything
 from ``position`` on, so at every moment the written bytes (``done``), the
 queue and the running jobs' ``[position, end)`` cut ``[0, size)`` into
 disjoint parts: no byte is lost and none is handed to two live jobs.
+
+One exception, by design: a *race* (with ``race_after`` and a clock). A
+job whose worker has been silent that long while others progress gets a
+backup job over its unclaimed ``[claimed, end)`` for an idle worker, as
+BitTorrent's endgame or MapReduce's backup tasks do. The two overlap only
+until one of them claims a byte: that one wins, the other's end moves back
+to what it had claimed (:meth:`Scheduler.take_losers` says whom to tell),
+so claims still never hand out a byte twice.
 """
 
 from __future__ import annotations
@@ -321,6 +329,8 @@ class _Job:
     position: int
     end: int
     started: float | None  # the caller's clock at assignment, if it gave one
+    heard: float | None = None  # the caller's clock at the job's last sign of life
+    rival: int | None = None  # the job racing this one for [claimed, end), if any
 
     def snapshot(self) -> ActiveJob:
         return ActiveJob(self.job_id, self.peer, self.start, self.claimed, self.position, self.end)
@@ -344,10 +354,16 @@ class Scheduler:
     """
 
     def __init__(self, size: int, *, piece_size: int, min_split: int,
-                 done: RangeSet | None = None, max_failures: int = 3) -> None:
+                 done: RangeSet | None = None, max_failures: int = 3,
+                 race_after: float | None = None) -> None:
         if size < 0 or piece_size <= 0 or min_split <= 0 or max_failures <= 0:
             raise ValueError("need size >= 0, and piece_size, min_split, max_failures > 0")
+        if race_after is not None and race_after <= 0:
+            raise ValueError("race_after must be > 0 seconds, or None")
         self.size = size
+        self.race_after = race_after
+        self._last_progress: float | None = None  # the caller's clock at the last claim
+        self._losers: list[Shrink] = []  # races settled since the caller last asked
         self.piece_size = piece_size
         self.min_split = min_split
         self.max_failures = max_failures
@@ -387,6 +403,9 @@ class Scheduler:
         r = self._take_queued()
         if r is not None:
             return self._start(peer, r.start, r.end, now)
+        backup = self._race(peer, now)
+        if backup is not None:
+            return backup
         victim = self._split_victim(peer, now)
         if victim is None:
             return None
@@ -420,7 +439,8 @@ class Scheduler:
             seconds_left = remaining / rate if rate else math.inf
             return (seconds_left, remaining, job.peer != peer, -job.job_id)
 
-        candidates = [j for j in self._jobs.values() if j.end - j.claimed >= 2 * self.min_split]
+        candidates = [j for j in self._jobs.values()
+                      if j.end - j.claimed >= 2 * self.min_split and j.rival is None]
         return max(candidates, key=urgency, default=None)
 
     def _split_point(self, job: _Job, peer: str, now: float | None) -> int | None:
@@ -461,8 +481,55 @@ class Scheduler:
                shrink: Shrink | None = None) -> Piece:
         job_id = self._next_id
         self._next_id += 1
-        self._jobs[job_id] = _Job(job_id, peer, start, start, start, end, now)
+        self._jobs[job_id] = _Job(job_id, peer, start, start, start, end, now, now)
         return Piece(job_id, start, end, shrink)
+
+    # -- racing a silent job --------------------------------------------------------------------
+    def _race(self, peer: str, now: float | None) -> Piece | None:
+        """A backup job for the unclaimed remainder of a silent job, or None.
+
+        Silent: no sign of life for ``race_after`` seconds while some job
+        made progress more recently (so the silence is that peer's, not the
+        origin's). The longest-silent job of another peer is raced; the
+        backup covers its ``[claimed, end)`` and the first of the two to
+        claim a byte wins (:meth:`claim`).
+        """
+        if now is None or self.race_after is None or self._last_progress is None \
+                or now - self._last_progress >= self.race_after:
+            return None
+        silent = [j for j in self._jobs.values()
+                  if j.rival is None and j.peer != peer and j.end > j.claimed
+                  and j.heard is not None and now - j.heard >= self.race_after]
+        if not silent:
+            return None
+        job = min(silent, key=lambda j: (j.heard, j.job_id))
+        piece = self._start(peer, job.claimed, job.end, now)
+        job.rival, self._jobs[piece.job_id].rival = piece.job_id, job.job_id
+        return piece
+
+    def _settle_race(self, winner: _Job) -> None:
+        """``winner`` claimed first: its rival stops at what it has claimed."""
+        loser = self._jobs[winner.rival]
+        winner.rival = loser.rival = None
+        loser.end = loser.claimed
+        self._losers.append(Shrink(loser.job_id, loser.end))
+        if loser.position == loser.end:  # nothing of it is left to write: retired
+            del self._jobs[loser.job_id]
+
+    def take_losers(self) -> list[Shrink]:
+        """The jobs that lost a race since the last call, with their new ends.
+
+        Tell their workers (a peer stops at the new end; a job no longer
+        running stops at once).
+        """
+        losers, self._losers = self._losers, []
+        return losers
+
+    def heard(self, job_id: int, now: float) -> None:
+        """A sign of life from the job's worker that carried no data (a keep-alive)."""
+        job = self._jobs.get(job_id)
+        if job is not None:
+            job.heard = now
 
     # -- progress -----------------------------------------------------------------------------
     def end_of(self, job_id: int) -> int:
@@ -476,19 +543,25 @@ class Scheduler:
     def is_job_active(self, job_id: int) -> bool:
         return job_id in self._jobs
 
-    def claim(self, job_id: int, nbytes: int) -> tuple[int, int]:
+    def claim(self, job_id: int, nbytes: int, now: float | None = None) -> tuple[int, int]:
         """Accept ``nbytes`` more contiguous bytes received for a job: ``(offset, n)``.
 
         Write the first ``n`` of them at ``offset``, then ``commit(job_id, n)``.
         ``n = min(nbytes, end - claimed)``: what lies beyond the job's current
         end (it was split away, or the sender sent too much) is dropped.
         KeyError for a job that is not running: a worker that was given up on
-        (a frozen peer waking up) gets nothing written.
+        (a frozen peer waking up) gets nothing written. The first claim of a
+        byte by either side of a race settles it (see :meth:`take_losers`).
+        ``now``, if given, is the job's last sign of life.
         """
         if nbytes < 0:
             raise ValueError("nbytes must be >= 0")
         job = self._jobs[job_id]
         n = min(nbytes, job.end - job.claimed)
+        if n and job.rival is not None:
+            self._settle_race(job)
+        if n and now is not None:
+            job.heard = self._last_progress = now
         offset = job.claimed
         job.claimed += n
         return offset, n
@@ -531,25 +604,33 @@ class Scheduler:
             self._peer_rate[job.peer] = rate if old is None else (old + rate) / 2
         return True
 
-    def failed(self, job_id: int, reason: str, *, discard: bool = False) -> None:
+    def failed(self, job_id: int, reason: str, *, discard: bool = False, count: bool = True) -> None:
         """Give up on a job: its unwritten remainder goes to the FRONT of the queue.
 
         The remainder is ``[position, end)``: claimed but uncommitted bytes
         count as unwritten. Committed bytes stay done, unless ``discard``:
         for a worker caught lying, whose written bytes cannot be trusted, the
         whole ``[start, end)`` is requeued and its bytes leave ``done`` (and
-        its peer's count). Counts one failure for the peer, which is excluded
-        at ``max_failures``. A no-op for a job that is not running.
+        its peer's count). Counts one failure for the peer (unless ``count``
+        is False: the fault was the caller's), which is excluded at
+        ``max_failures``. A no-op for a job that is not running.
         """
         job = self._jobs.pop(job_id, None)
         if job is None:
             return
+        end = job.end
+        if job.rival is not None:  # its rival covers [rival.start, end) and goes on alone
+            rival = self._jobs[job.rival]
+            rival.rival = None
+            end = rival.start if rival.start > job.start else job.position
         if discard and job.position > job.start:
             self._done.remove(job.start, job.position)
             self._bytes_by_peer[job.peer] -= job.position - job.start
             job.position = job.start
-        if job.position < job.end:
-            self._requeued.appendleft(Range(job.position, job.end))
+        if job.position < end:
+            self._requeued.appendleft(Range(job.position, end))
+        if not count:  # the caller's own fault: the peer is not to blame
+            return
         reasons = self._failures.setdefault(job.peer, [])
         reasons.append(reason)
         if len(reasons) >= self.max_failures:

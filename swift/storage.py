@@ -51,8 +51,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from . import errors
 from .names import free_path
 from .planning import RangeSet
+from .units import human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +90,8 @@ _UNSUPPORTED = tuple(e for e in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, 
                                  errno.ENOTTY) if e is not None)
 
 
-class StorageError(Exception):
-    """A disk problem, in words that name the path and the cause.
+class StorageError(errors.StorageError):
+    """A disk problem, in words that name the path and the cause (code ``STORAGE``).
 
     ``path`` is the file or directory concerned, ``errno`` the operating
     system's error number when there was one.
@@ -99,15 +101,6 @@ class StorageError(Exception):
         super().__init__(message)
         self.path = path
         self.errno = errno
-
-
-def _human(n: int) -> str:
-    value = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} bytes"  # pragma: no cover - the loop always returns
 
 
 def _error(exc: OSError, doing: str, path: Path, *, kept: bool) -> StorageError:
@@ -225,8 +218,8 @@ def check_free_space(directory: Path, needed: int, what: Path) -> None:
         return
     available = st.f_bavail * st.f_frsize
     if needed > available:
-        raise StorageError(f"{_CAUSES[errno.ENOSPC]} for {what} ({_human(needed)} needed, "
-                           f"{_human(available)} free); free some space and try again",
+        raise StorageError(f"{_CAUSES[errno.ENOSPC]} for {what} ({human_bytes(needed)} needed, "
+                           f"{human_bytes(available)} free); free some space and try again",
                            path=what, errno=errno.ENOSPC)
 
 
@@ -381,8 +374,8 @@ class PartFile:
                                 os.ftruncate(fd, current)
                         except OSError:  # pragma: no cover
                             pass
-                        need = f"{_human(size)} needed" + (
-                            f", {_human(available)} free" if available is not None else "")
+                        need = f"{human_bytes(size)} needed" + (
+                            f", {human_bytes(available)} free" if available is not None else "")
                         raise StorageError(
                             f"{_CAUSES[exc.errno]} for {path} ({need})"
                             + ("; free some space and try again" if created else
@@ -393,7 +386,7 @@ class PartFile:
             if current < size:
                 os.ftruncate(fd, size)
         except OSError as exc:
-            raise _error(exc, f"making room for {_human(size)} in", path, kept=not created) from None
+            raise _error(exc, f"making room for {human_bytes(size)} in", path, kept=not created) from None
 
     def _enter(self) -> int:
         with self._cond:
@@ -606,7 +599,7 @@ class ResumeRecord:
                 total += len(chunk)
             if total > MAX_RECORD_BYTES:
                 log.warning("ignoring the resume record %s: larger than %s", path,
-                            _human(MAX_RECORD_BYTES))
+                            human_bytes(MAX_RECORD_BYTES))
                 return None
         except OSError as exc:
             log.warning("ignoring the resume record %s: %s", path,

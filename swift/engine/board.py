@@ -6,9 +6,9 @@ Rules:
 
 - Claim, write outside the lock, commit: :meth:`Board.write` claims the
   offset under the lock, ``pwrite`` s with the lock released, then commits.
-- No I/O under the lock. A split's :class:`~swift.planning.Shrink` is
-  delivered to the worker running the shrunk job (its *carrier*) after the
-  lock is released.
+- No I/O under the lock. A split's :class:`~swift.planning.Shrink`, and a
+  lost race's, is delivered to the worker running the shrunk job (its
+  *carrier*) after the lock is released.
 - Time is read here (``clock``) and passed to the scheduler as ``now``.
 - The first fatal error wins (:meth:`fail_all`); it stops every worker.
 """
@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Callable
 
+from ..errors import ErrorCode
 from ..planning import Piece, Scheduler
 from ..storage import PartFile
 from .options import LOCAL
@@ -53,6 +54,7 @@ class Board:
         self.dropped = 0
         self.live_workers = 0
         self.last_failure: str | None = None
+        self._last_source: str | None = None
 
     # -- reading -------------------------------------------------------------------------------
     @property
@@ -100,6 +102,26 @@ class Board:
             carrier(piece.shrink.end)
         return piece
 
+    def heard(self, job_id: int) -> None:
+        """A sign of life without data (a keep-alive): the job is not silent."""
+        with self.cond:
+            self._sched.heard(job_id, self._clock())
+
+    def _losers(self) -> list[tuple[Carrier, int]]:
+        """Under the lock: the carriers of jobs that just lost a race, with their new ends."""
+        out = []
+        for shrink in self._sched.take_losers():
+            running = self._sched.is_job_active(shrink.job_id)
+            carrier = (self._carriers.get if running else self._carriers.pop)(shrink.job_id, None)
+            if carrier is not None:
+                out.append((carrier, shrink.end))
+        return out
+
+    @staticmethod
+    def _tell(losers: list[tuple[Carrier, int]]) -> None:
+        for carrier, end in losers:
+            carrier(end)
+
     def carry(self, job_id: int, carrier: Carrier) -> int:
         """Tell ``carrier`` of later splits of the job; returns its end now (0 if gone)."""
         with self.cond:
@@ -112,11 +134,13 @@ class Board:
         """Write a received block at its offset; False once the job is no longer ours."""
         with self.cond:
             try:
-                offset, n = self._sched.claim(job_id, len(block))
+                offset, n = self._sched.claim(job_id, len(block), self._clock())
             except KeyError:
                 self.dropped += len(block)
                 return False
             self.dropped += len(block) - n
+            losers = self._losers()
+        self._tell(losers)
         if n:
             self._part.pwrite(offset, memoryview(block)[:n])
         with self.cond:
@@ -133,27 +157,32 @@ class Board:
             self.cond.notify_all()
             return ok
 
-    def failed(self, job_id: int, source: str, reason: str, *, discard: bool = False) -> None:
-        """The job failed: its remainder is requeued (with ``discard``, its bytes too)."""
+    def failed(self, job_id: int, source: str, reason: str, *, discard: bool = False,
+               blame: bool = True) -> None:
+        """The job failed: its remainder is requeued (with ``discard``, its bytes too).
+
+        ``blame=False`` when the fault is ours, not the source's: it counts no failure.
+        """
         log.info("%s: %s", source, reason)
         later = None
         with self.cond:
             self._carriers.pop(job_id, None)
             self.last_failure = f"{source}: {reason}"
+            self._last_source = source
             if self._sched.is_job_active(job_id):
-                self._fail_job(job_id, source, reason, discard)
+                self._fail_job(job_id, source, reason, discard, blame)
                 if self._sched.excluded(source) and source != LOCAL and self._first(source):
                     later = f"peer {source} left out after repeated failures ({reason})"
             self.cond.notify_all()
         if later:
             self._notice(later)
 
-    def _fail_job(self, job_id: int, source: str, reason: str, discard: bool) -> None:
+    def _fail_job(self, job_id: int, source: str, reason: str, discard: bool, blame: bool) -> None:
         if not discard:
-            self._sched.failed(job_id, reason)
+            self._sched.failed(job_id, reason, count=blame)
             return
         before = self._sched.bytes_by_peer().get(source, 0)
-        self._sched.failed(job_id, reason, discard=True)
+        self._sched.failed(job_id, reason, discard=True, count=blame)
         lost = before - self._sched.bytes_by_peer().get(source, 0)
         self._bytes_by_source[source] = self._bytes_by_source.get(source, 0) - lost
         self.dropped += lost
@@ -197,7 +226,9 @@ class Board:
             return True
         if self.live_workers == 0:
             self.error = DownloadError(f"every source failed ({self.last_failure or 'no worker left'}); "
-                                       f"the partial download is kept for resume")
+                                       f"the partial download is kept for resume",
+                                       ErrorCode.NETWORK if self._last_source in (None, LOCAL)
+                                       else ErrorCode.PEER_FAILED)
             return True
         return False
 
@@ -211,7 +242,7 @@ class Board:
         self.close_all()
 
     def fail_internal(self, exc: BaseException) -> None:
-        self.fail_all(DownloadError(f"internal error in a worker: {exc}"))
+        self.fail_all(DownloadError(f"internal error in a worker: {exc}", ErrorCode.LOCAL_PROTOCOL))
 
     def add_closer(self, close: Callable[[], None]) -> None:
         """Register something to close when the download stops (a peer connection)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import httpclient
+from ..http import RequestProfile, Retry
 
 #: The source name of this machine's own workers (peers are named ``host:port``).
 LOCAL = "local"
@@ -19,6 +19,18 @@ MIN_SPLIT = 256 << 10
 #: Seconds between flushing data and rewriting the resume record: a crash
 #: costs at most this much transfer time again.
 RECORD_INTERVAL = 1.0
+#: Seconds without a sign of life from a job, while others progress, before an
+#: idle worker races its unreceived remainder: two keep-alive periods (a node
+#: sends one every 2 s while its origin is slow, node_server.KEEPALIVE_INTERVAL),
+#: so only a peer that is frozen or cut off is raced, seconds instead of a whole
+#: peer timeout after it went quiet.
+RACE_AFTER = 4.0
+#: Most peer workers one download runs, however many peers there are (each peer
+#: then gets ``max(1, 128 // peers)`` of its slots). Each worker holds at most
+#: one data frame (256 KiB as nodes send them) and a thread: 128 of them stay
+#: well inside the requester's 100 MiB, and 64 peers are already more than one
+#: LAN link needs.
+MAX_PEER_WORKERS = 128
 #: A peer that cannot be reached this many times in a row is left out.
 MAX_CONNECT_FAILURES = 2
 
@@ -40,7 +52,11 @@ class Options:
     name: str = "requester"
     record_interval: float = RECORD_INTERVAL
     max_failures: int = 3
-    retry: httpclient.RetryPolicy = field(default_factory=httpclient.RetryPolicy)
+    race_after: float | None = RACE_AFTER
+    retry: Retry = field(default_factory=Retry)
+    #: extra headers, cookies, TLS trust for every request of the download (and,
+    #: over private connections only, its secrets for the helpers)
+    profile: RequestProfile | None = None
 
     @property
     def overwrite(self) -> bool:

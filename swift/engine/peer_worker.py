@@ -1,21 +1,32 @@
 """A peer worker: one connection to one peer, carrying fetch jobs one after another.
 
-The worker judges what the peer says: a peer that sends more than it was
-ever asked for, or reports a length other than what it sent, or stops short
-and calls it done, is lying about what it fetched; its bytes are dropped
-(``discard``) and fetched elsewhere. A peer that fails ``max_failures``
-times, or cannot be reached or authenticated, is left out.
+The conversation itself (what a peer's frames mean, which lies it can tell)
+is the sans-I/O :class:`swift.fetchjob.RequesterJob`; this module is its I/O
+shell: it connects, sends, receives with a timeout, and turns the job's
+events into the board's calls. A peer caught lying (more bytes than asked,
+a miscounted or short ``Done``) loses what it wrote (``discard``), and a
+peer that fails ``max_failures`` times, or cannot be reached or
+authenticated, is left out.
 
-A split of the running job reaches the peer as a ``Shrink`` sent by the
-thread that split it (:meth:`Board.carry`); ``_send_lock`` keeps that
-``Shrink`` from overtaking the job's ``Fetch``.
+Secrets (cookies, credentials, ``Authorization``) go to a peer only over a
+private connection (:attr:`wire.Connection.private`):
+:meth:`RemoteFile.for_peer <swift.http.RemoteFile.for_peer>` decides what
+the ``Fetch`` carries.
+
+A split or a lost race reaches the peer as a ``Shrink`` sent by the thread
+that caused it (:meth:`Board.carry`); ``_lock`` keeps that ``Shrink`` from
+overtaking the job's ``Fetch`` and the job's state consistent between the
+two threads.
 """
 
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
-from .. import httpclient, protocol, storage, wire
+from .. import http, protocol, wire
+from ..errors import ErrorCode, StorageError
+from ..fetchjob import Changed, Data, Failed, Finished, KeptAlive, RequesterJob
 from ..membership import Peer
 from ..planning import Piece
 from .board import Board
@@ -23,21 +34,21 @@ from .options import MAX_CONNECT_FAILURES, Options
 from .report import DownloadError
 
 
-class _Drop(Exception):
-    """The connection can no longer be trusted or used: close it."""
-
-
 class PeerWorker:
     """One slot on ``peer``: ``run()`` until no work is left for it."""
 
-    def __init__(self, board: Board, probe: httpclient.ProbeResult, peer: Peer, opts: Options):
+    def __init__(self, board: Board, probe: http.ProbeResult, remote: http.RemoteFile, peer: Peer,
+                 opts: Options, *, connect: Callable[..., wire.Connection] = wire.client_connect):
+        self._connect_to = connect  # tests pass an in-memory connection
         self.board = board
         self.probe = probe
+        self.remote = remote
         self.peer = peer
         self.source = peer.key
         self.opts = opts
         self._conn: wire.Connection | None = None
-        self._send_lock = threading.Lock()
+        self._job: RequesterJob | None = None
+        self._lock = threading.Lock()
 
     def run(self) -> None:
         try:
@@ -60,9 +71,9 @@ class PeerWorker:
     def _connect(self, failures: int) -> int:
         """Connect; the count of failures in a row, or -1 when the worker must end."""
         try:
-            conn = wire.client_connect(self.peer.host, self.peer.port, name=self.opts.name,
-                                       secret=self.opts.secret,
-                                       timeout=min(5.0, self.opts.peer_timeout), source_address=None)
+            conn = self._connect_to(self.peer.host, self.peer.port, name=self.opts.name,
+                                    secret=self.opts.secret,
+                                    timeout=min(5.0, self.opts.peer_timeout), source_address=None)
         except wire.AuthError as exc:
             self.board.exclude(self.source, f"refused the handshake: {exc}")
             return -1
@@ -83,87 +94,83 @@ class PeerWorker:
             self.board.discard_closer(conn.close)
             conn.close()
 
-    def _tell_shrink(self, conn: wire.Connection, job: int, end: int) -> None:
+    def _tell_shrink(self, conn: wire.Connection, job_id: int, end: int) -> None:
+        """From another thread: the job now ends at ``end``; tell the peer."""
         try:
-            with self._send_lock:
-                conn.send(protocol.Shrink(job, end))
+            with self._lock:
+                job = self._job
+                msg = job.shrink(end) if job is not None and job.job_id == job_id else None
+                if msg is not None:
+                    conn.send(msg)
         except (OSError, wire.ConnectionClosed, TimeoutError):
             pass  # the worker will notice its connection is gone
 
     # -- one job -----------------------------------------------------------------------------------
     def _run_job(self, conn: wire.Connection, piece: Piece) -> bool:
         """Run one job on the peer; False when the connection must be dropped."""
-        job = piece.job_id
+        job_id = piece.job_id
         try:
-            with self._send_lock:
-                end = self.board.carry(job, lambda new_end: self._tell_shrink(conn, job, new_end))
-                if end == 0:
-                    return True  # already given up on (or split away entirely): nothing to do
-                p = self.probe
-                conn.send(protocol.Fetch(job, p.final_url, piece.start, end, p.size or 0,
-                                         p.validator.etag, p.validator.last_modified,
-                                         p.encoding or None))
-            return self._receive(conn, piece)
-        except _Drop:
+            if not self._start(conn, piece):
+                return True  # given up on (or split away entirely) before it was sent
+            return self._receive(conn, self._job)
+        except protocol.LocalProtocolError as exc:  # ours: the job cannot be encoded
+            self.board.failed(job_id, self.source, str(exc), blame=False)
+            self.board.exclude(self.source, f"this download's fetch job cannot be sent ({exc})")
             return False
-        except storage.StorageError as exc:
-            self.board.fail_all(DownloadError(str(exc)))
+        except StorageError as exc:
+            self.board.fail_all(DownloadError.of(exc))
             return False
         except (wire.ConnectionClosed, OSError, protocol.ProtocolError) as exc:
             if not self.board.stop.is_set():
-                self.board.failed(job, self.source, f"connection lost: {exc}")
+                self.board.failed(job_id, self.source, f"connection lost: {exc}")
             return False
 
-    def _receive(self, conn: wire.Connection, piece: Piece) -> bool:
-        """Frames until the job ends; True to keep the connection. _Drop to close it."""
-        received = 0  # every byte the peer sent for this job, dropped ones included
+    def _start(self, conn: wire.Connection, piece: Piece) -> bool:
+        """Send the job's Fetch (False if the job is no longer running)."""
+        job_id = piece.job_id
+        with self._lock:
+            end = self.board.carry(job_id, lambda new_end: self._tell_shrink(conn, job_id, new_end))
+            if end == 0:
+                return False
+            p = self.probe
+            url, headers = self.remote.for_peer(private=getattr(conn, "private", False))
+            self._job = RequesterJob(protocol.Fetch(
+                job_id, url, piece.start, end, p.size or 0, p.validator.etag,
+                p.validator.last_modified, p.encoding or None, headers))
+            conn.send(self._job.request())
+        return True
+
+    def _receive(self, conn: wire.Connection, job: RequesterJob) -> bool:
+        """Frames until the job ends; True to keep the connection for the next job."""
         while True:
-            frame = self._next_frame(conn, piece.job_id)
-            if isinstance(frame, protocol.DataFrame):
-                received += len(frame.payload)
-                self._take_data(piece, received, frame.payload)
-            elif isinstance(frame, protocol.Keepalive):
-                continue
-            elif isinstance(frame, protocol.Done):
-                self._done(piece, received, frame.length)
-                return True
-            elif isinstance(frame, protocol.Error):
-                return self._error(piece.job_id, frame)
+            try:
+                frame = conn.recv(timeout=self.opts.peer_timeout)
+            except TimeoutError:
+                with self._lock:
+                    event = job.timed_out(self.opts.peer_timeout)
             else:
-                self.board.failed(piece.job_id, self.source, f"unexpected {type(frame).__name__}")
-                raise _Drop()
+                with self._lock:
+                    event = job.receive(frame)
+            keep = self._handle(job.job_id, event)
+            if keep is not None:
+                return keep
 
-    def _next_frame(self, conn: wire.Connection, job: int):
-        try:
-            return conn.recv(timeout=self.opts.peer_timeout)
-        except TimeoutError:
-            self.board.failed(job, self.source, f"no frame for {self.opts.peer_timeout:g} s; "
-                                                f"reassigning its remainder")
-            raise _Drop() from None
-
-    def _take_data(self, piece: Piece, received: int, payload: bytes) -> None:
-        if received > piece.end - piece.start:
-            # more than it was ever asked for: nothing it sent can be trusted
-            self.board.failed(piece.job_id, self.source, "the peer sent more bytes than asked",
-                              discard=True)
-            raise _Drop()
-        if not self.board.write(piece.job_id, self.source, payload):
-            raise _Drop()  # our job was abandoned meanwhile: resync by reconnecting
-
-    def _done(self, piece: Piece, received: int, length: int) -> None:
-        owed = self.board.end_of(piece.job_id) - piece.start
-        if length != received or owed > received:
-            # a peer that miscounts (or stops short and calls it done) is lying about
-            # what it fetched: drop what it wrote, fetch it elsewhere
-            self.board.failed(piece.job_id, self.source, f"the peer reported {length} bytes, "
-                              f"sent {received}, owed {owed}", discard=True)
-        elif not self.board.finished(piece.job_id):
-            self.board.failed(piece.job_id, self.source, "the peer sent too few bytes", discard=True)
-
-    def _error(self, job: int, frame: protocol.Error) -> bool:
-        if frame.code == "changed":
-            self.board.fail_all(DownloadError(f"{frame.message}; nothing written after "
-                                              f"the change is kept"))
-            raise _Drop()
-        self.board.failed(job, self.source, f"{frame.code}: {frame.message}")
-        return frame.code != "busy"
+    def _handle(self, job_id: int, event) -> bool | None:
+        """Act on one event; None while the job goes on, else whether to keep the connection."""
+        if isinstance(event, Data):
+            # False: our job was abandoned meanwhile; resync by reconnecting
+            return None if self.board.write(job_id, self.source, event.payload) else False
+        if isinstance(event, KeptAlive):
+            self.board.heard(job_id)
+            return None
+        if isinstance(event, Finished):
+            if not self.board.finished(job_id):
+                self.board.failed(job_id, self.source, "the peer sent too few bytes", discard=True)
+            return True
+        if isinstance(event, Failed):
+            self.board.failed(job_id, self.source, event.reason, discard=event.discard)
+            return event.keep_connection
+        assert isinstance(event, Changed)
+        self.board.fail_all(DownloadError(f"{event.message}; nothing written after the change "
+                                          f"is kept", ErrorCode.FILE_CHANGED))
+        return False

@@ -41,8 +41,5 @@ class RecordKeeper:
             self._part.sync()  # the record must never claim bytes that are not on disk
             self._control.save(snapshot)
         except storage.StorageError as exc:
-            self._board.fail_all(DownloadError(str(exc)))
-        except OSError as exc:
-            self._board.fail_all(DownloadError(
-                f"cannot write the resume record {self._control.path}: {exc}"))
+            self._board.fail_all(DownloadError.of(exc))
         self._next = self._clock() + self._interval

@@ -4,18 +4,39 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from ..errors import ErrorCode, SwiftError
 
-class DownloadError(Exception):
-    """The download failed; the message is one line for the user."""
+
+class DownloadError(SwiftError):
+    """The download failed; the message is one line for the user.
+
+    ``code`` says why, for callers that branch on it: the cause's code when
+    the engine passes one on (``STORAGE``, ``FILE_CHANGED``, an origin's
+    or the network's), ``CANCELLED`` for a stop request, ``CHECKSUM_MISMATCH``.
+    """
+
+    default_code = ErrorCode.NETWORK
+
+    @classmethod
+    def of(cls, error: BaseException) -> "DownloadError":
+        """The same line and code as a SwiftError ``error`` (NETWORK for anything else)."""
+        return cls(str(error), getattr(error, "code", None))
 
 
 class ChecksumMismatch(DownloadError):
     """The finished file does not match the checksum the user gave; it stays at NAME.part."""
 
+    default_code = ErrorCode.CHECKSUM_MISMATCH
+
+
+def cancelled(detail: str = "") -> DownloadError:
+    """The error a stop request ends a download with; ``detail`` says what is kept."""
+    return DownloadError(f"cancelled{'; ' + detail if detail else ''}", ErrorCode.CANCELLED)
+
 
 @dataclass
 class Report:
-    """The end-of-download summary; ``bytes_by_source`` keys are ``local`` or ``host:port``."""
+    """The end-of-download record; ``bytes_by_source`` keys are ``local`` or ``host:port``."""
 
     url: str
     path: str
@@ -32,22 +53,7 @@ class Report:
         """Bytes per second fetched by this run (resumed bytes not counted)."""
         return (self.size - self.resumed_bytes) / self.seconds if self.seconds > 0 else 0.0
 
-    def summary(self) -> str:
-        by = ", ".join(f"{src} {human_bytes(n)}" for src, n in
-                       sorted(self.bytes_by_source.items(), key=lambda kv: -kv[1]))
-        resumed = f", {human_bytes(self.resumed_bytes)} resumed" if self.resumed_bytes else ""
-        return (f"done: {self.path}  {human_bytes(self.size)} in {self.seconds:.1f} s "
-                f"({human_bytes(self.rate)}/s){resumed}; by machine: {by or 'none'}")
-
     def as_dict(self) -> dict:
         d = asdict(self)
         d["rate"] = self.rate
         return d
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover

@@ -17,10 +17,12 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from .. import httpclient, names, storage
+from .. import http, names, storage
+from ..errors import ErrorCode
 from ..planning import RangeSet
 from .options import Options
-from .report import DownloadError, human_bytes
+from ..units import human_bytes
+from .report import DownloadError
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +33,19 @@ log = logging.getLogger(__name__)
 FRAGMENTED = 1024
 
 
-def file_name(probe: httpclient.ProbeResult) -> str:
-    """The name to save under (Content-Disposition, else the URL's), already made safe."""
-    return probe.filename
+def file_name(probe: http.ProbeResult) -> str:
+    """The name to save under (Content-Disposition, else the final URL's, else the
+    URL's), already made safe."""
+    return names.choose_name(probe.url, probe.final_url, probe.content_disposition)
 
 
-def identity(url: str, probe: httpclient.ProbeResult) -> storage.FileIdentity:
+def identity(url: str, probe: http.ProbeResult) -> storage.FileIdentity:
     """What a resume record must match: this URL, and the file as the probe saw it."""
     return storage.FileIdentity(url, probe.final_url, probe.size or 0, probe.validator.etag,
                                 probe.validator.last_modified)
 
 
-def choose_path(url: str, probe: httpclient.ProbeResult, opts: Options) -> Path:
+def choose_path(probe: http.ProbeResult, opts: Options) -> Path:
     """The final path; DownloadError if ``-o`` names an existing file without ``--force``."""
     name = file_name(probe)
     if opts.output is not None:
@@ -50,14 +53,15 @@ def choose_path(url: str, probe: httpclient.ProbeResult, opts: Options) -> Path:
         if path.is_dir():
             path = path / name
         if path.exists() and not opts.force:
-            raise DownloadError(f"{path} already exists; use --force to overwrite it")
+            raise DownloadError(f"{path} already exists; use --force to overwrite it",
+                                ErrorCode.STORAGE)
         return path
     directory = Path(opts.directory).expanduser()
     if opts.force:
         return directory / name
 
     def taken(candidate: Path) -> bool:
-        if _record_of(url, candidate) is not None:
+        if _record_of(probe.url, candidate) is not None:
             return False  # a partial download of this same URL is ours to resume
         return (candidate.exists() or storage.part_path(candidate).exists()
                 or storage.record_path(candidate).exists())
@@ -70,7 +74,7 @@ def _record_of(url: str, final: Path) -> storage.ResumeRecord | None:
     return record if record is not None and record.url == url else None
 
 
-def resume_point(control: storage.ResumeFile, probe: httpclient.ProbeResult, final: Path,
+def resume_point(control: storage.ResumeFile, probe: http.ProbeResult, final: Path,
                  opts: Options, notice: Callable[[str], None]) -> RangeSet:
     """What ``NAME.part`` already holds of this file; an empty set to start over.
 
@@ -88,7 +92,8 @@ def resume_point(control: storage.ResumeFile, probe: httpclient.ProbeResult, fin
         if part.exists():
             # not ours to resume, and maybe not ours at all: never delete it
             raise DownloadError(f"{part} exists but is not a partial download of this URL; "
-                                f"remove it, use --restart, or choose another output path")
+                                f"remove it, use --restart, or choose another output path",
+                                ErrorCode.STORAGE)
         return RangeSet()
     v = probe.validator
     if (record.size, record.etag, record.last_modified) != (probe.size, v.etag, v.last_modified) \

@@ -6,7 +6,8 @@ import threading
 from pathlib import Path
 
 from ..checksums import DigestStopped, file_digest, parse_checksum
-from .report import ChecksumMismatch, DownloadError
+from ..errors import ErrorCode
+from .report import ChecksumMismatch, DownloadError, cancelled
 
 
 def checksum(path: Path, expected_text: str | None, stop: threading.Event | None = None, *,
@@ -22,7 +23,10 @@ def checksum(path: Path, expected_text: str | None, stop: threading.Event | None
     try:
         actual = file_digest(path, algo, stop)
     except DigestStopped:
-        raise DownloadError(f"cancelled while checking the {algo} checksum of {path}") from None
+        raise cancelled(f"stopped while checking the {algo} checksum of {path}") from None
+    except OSError as exc:
+        raise DownloadError(f"cannot read {path} to check its checksum "
+                            f"({exc.strerror or exc}); it is kept", ErrorCode.STORAGE) from None
     if actual != expected:
         raise ChecksumMismatch(f"{algo} checksum mismatch: expected {expected}, got {actual}; "
                                f"the data is kept at {path}; {again}")

@@ -157,10 +157,9 @@ def test_the_null_control_file_keeps_nothing_and_the_resume_file_round_trips(tmp
 
 
 def _probe(size: int, etag: str | None = '"e"'):
-    from swift import httpclient
-    return httpclient.ProbeResult(url="http://127.0.0.1/f", final_url="http://127.0.0.1/f",
-                                  size=size, ranges=True, validator=httpclient.Validator(etag, None),
-                                  filename="f")
+    from swift import http
+    return http.ProbeResult(url="http://127.0.0.1/f", final_url="http://127.0.0.1/f",
+                            size=size, ranges=True, validator=http.Validator(etag, None))
 
 
 def test_a_fragmented_record_forgets_its_small_pieces_and_says_so(tmp_path):
@@ -207,3 +206,24 @@ def test_a_changed_file_starts_over_and_removes_the_old_part(tmp_path):
     assert len(target.resume_point(control, new, final, Options(), notices.append)) == 0
     assert "changed on the server" in notices[0]
     assert not storage.part_path(final).exists() and not control.exists()
+
+
+def test_a_race_won_by_the_backup_tells_the_silent_jobs_worker_to_stop(part):
+    now = [0.0]
+    sched = Scheduler(8 * MiB, piece_size=4 * MiB, min_split=MiB, race_after=4.0)
+    board = Board(sched, part, clock=lambda: now[0])
+    frozen, busy = board.next_piece("frozen"), board.next_piece("busy")
+    told: list[int] = []
+    board.carry(frozen.job_id, told.append)
+    now[0] = 1.0
+    board.write(frozen.job_id, "frozen", b"f" * MiB)
+    for t in (2.0, 3.0, 5.0):
+        now[0] = t
+        board.write(busy.job_id, "busy", b"b" * (64 << 10))
+    backup = board.next_piece("idle")  # frozen silent 4 s while busy progressed: raced
+    assert (backup.start, backup.end) == (MiB, 4 * MiB)
+    now[0] = 5.5
+    assert board.write(backup.job_id, "idle", b"i" * 100)
+    assert told == [MiB]  # its peer is told to stop where it was
+    assert board.write(frozen.job_id, "frozen", b"late") is False  # a wake-up writes nothing
+    assert board.bytes_by_source() == {"frozen": MiB, "busy": 3 * (64 << 10), "idle": 100}

@@ -785,3 +785,118 @@ def test_the_lazy_queue_plans_the_gaps_in_order_and_requeued_remainders_first():
     assert s.queue[0] == Range(0, MiB) and len(s.queue) == 4
     assert RangeSet().gap_from(3, 10) == Range(3, 10) and done.gap_from(MiB + 5, 7 * MiB) == \
         Range(2 * MiB, 5 * MiB) and done.gap_from(7 * MiB, 7 * MiB) is None
+
+
+# -- racing a silent job (speculative duplicate) ---------------------------------------------------
+def racing(size=8 * MiB) -> tuple[Scheduler, Piece, Piece]:
+    """Jobs a (goes silent at t=1) and b (progresses until t=5) share the file; at t=5 the queue is empty."""
+    s = Scheduler(size, piece_size=size // 2, min_split=MiB, race_after=4.0)
+    a, b = s.assign("a", 0.0), s.assign("b", 0.0)
+    s.commit(a.job_id, s.claim(a.job_id, MiB, 1.0)[1])
+    for t in (2.0, 3.0, 4.0, 5.0):
+        s.commit(b.job_id, s.claim(b.job_id, 64 * KiB, t)[1])
+    return s, a, b
+
+
+def test_a_silent_job_gets_a_backup_for_its_unclaimed_remainder_before_any_split():
+    s, a, b = racing()
+    assert s.assign("c", 4.9) is not None  # t=4.9: a silent for 3.9 s, b's remainder is split
+    s, a, b = racing()
+    backup = s.assign("c", 5.0)  # a silent for 4 s while b progressed: raced, not split
+    assert (backup.start, backup.end) == (MiB, 4 * MiB) and backup.shrink is None
+    assert s.end_of(a.job_id) == 4 * MiB  # until one of them claims a byte, both run
+    assert s.assign("d", 5.0).job_id != a.job_id  # a racing job is never raced or split again
+
+
+def test_the_backup_claiming_first_wins_and_the_silent_job_stops_at_what_it_claimed():
+    s, a, _ = racing()
+    backup = s.assign("c", 5.0)
+    assert s.claim(backup.job_id, 1000, 5.5) == (MiB, 1000)
+    assert s.take_losers() == [Shrink(a.job_id, MiB)] and s.take_losers() == []
+    assert not s.is_job_active(a.job_id)  # everything it claimed is written: retired
+    with pytest.raises(KeyError):
+        s.claim(a.job_id, 10)  # the frozen peer wakes up: nothing it sends is written
+    s.commit(backup.job_id, 1000)
+    assert s.done.covers(0, MiB + 1000)
+
+
+def test_the_silent_job_waking_first_wins_and_the_backup_is_cancelled():
+    s, a, _ = racing()
+    backup = s.assign("c", 5.0)
+    assert s.claim(a.job_id, 500, 5.2) == (MiB, 500)
+    assert s.take_losers() == [Shrink(backup.job_id, backup.start)]
+    assert not s.is_job_active(backup.job_id) and s.end_of(a.job_id) == 4 * MiB
+    assert s.failures("c") == 0  # losing a race is not a failure
+
+
+def test_no_race_when_nobody_progresses_the_origin_is_slow_not_the_peer():
+    s = Scheduler(8 * MiB, piece_size=4 * MiB, min_split=MiB, race_after=4.0)
+    a, b = s.assign("a", 0.0), s.assign("b", 0.0)
+    s.commit(a.job_id, s.claim(a.job_id, MiB, 1.0)[1])
+    s.commit(b.job_id, s.claim(b.job_id, MiB, 1.0)[1])
+    piece = s.assign("c", 6.0)  # both silent since t=1: a split, as without racing
+    assert piece.shrink is not None
+
+
+def test_a_keepalive_keeps_a_job_from_being_raced():
+    s, a, _ = racing()
+    s.heard(a.job_id, 4.5)  # a node waiting on a slow origin says so
+    piece = s.assign("c", 5.0)
+    assert piece.shrink is not None  # split, not raced
+
+
+def test_a_failed_racer_gives_back_only_what_its_rival_does_not_cover():
+    s, a, _ = racing()
+    s.claim(a.job_id, 10)  # claimed, never committed: [MiB, MiB + 10) is unwritten
+    backup = s.assign("c", 5.0)
+    assert backup.start == MiB + 10
+    s.failed(a.job_id, "no frame for 15 s")
+    assert s.queue[0] == Range(MiB, MiB + 10)  # only what the backup does not cover
+    assert s.end_of(backup.job_id) == 4 * MiB and s.job(backup.job_id).claimed == backup.start
+    s2, a2, _ = racing()
+    backup2 = s2.assign("c", 5.0)
+    s2.failed(backup2.job_id, "connection lost")
+    assert Range(backup2.start, backup2.end) not in s2.queue  # the silent job still holds it
+    assert s2.end_of(a2.job_id) == 4 * MiB
+
+
+@given(st.lists(st.tuples(st.sampled_from("abcz"), st.floats(0, 0.3),
+                          st.sampled_from(["claim", "claim", "claim", "fail", "beat"])), max_size=80))
+@settings(max_examples=200, deadline=None)
+def test_races_never_hand_out_a_byte_twice_and_lose_nothing(events):
+    """Peers a, b, c work (or fail, or only send keep-alives); z takes jobs and goes silent."""
+    s = Scheduler(4 * MiB, piece_size=MiB, min_split=256 * KiB, race_after=0.5, max_failures=1000)
+    now, taken, jobs = 0.0, RangeSet(), {}
+    for peer, dt, what in events:
+        now += dt
+        mine = [j for j, p in jobs.items() if p == peer and s.is_job_active(j)]
+        if not mine:
+            piece = s.assign(peer, now)
+            if piece is not None:
+                jobs[piece.job_id] = peer
+        elif peer != "z":
+            _act(s, mine[0], what, now, taken)
+        for shrink in s.take_losers():  # a loser keeps only what it claimed
+            assert not s.is_job_active(shrink.job_id) or s.end_of(shrink.job_id) == shrink.end
+    covered = s.done.copy()  # what is done, queued or held by running jobs covers the file
+    for r in s.queue:
+        covered.add(r.start, r.end)
+    for j in s.active_jobs:
+        covered.add(j.position, j.end)
+    assert covered.covers(0, s.size)
+
+
+def _act(s: Scheduler, job: int, what: str, now: float, taken: RangeSet) -> None:
+    if what == "claim":
+        offset, n = s.claim(job, 100 * KiB, now)
+        assert not taken.overlaps(offset, offset + n), "a byte handed out twice"
+        taken.add(offset, offset + n)
+        s.commit(job, n)
+        if s.job(job).position == s.end_of(job):
+            assert s.finished(job, now)
+    elif what == "fail":
+        snap = s.job(job)
+        s.failed(job, "test")
+        taken.remove(snap.position, snap.claimed)
+    else:
+        s.heard(job, now)

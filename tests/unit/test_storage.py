@@ -505,3 +505,13 @@ def test_a_long_name_gets_a_short_lock_file(tmp_path):
     assert path.parent == tmp_path and len(path.name) < 60 and path.name.startswith(".swift-")
     with storage.DownloadLock.acquire(final):
         assert path.exists()
+
+
+def test_free_space_is_checked_up_front_and_the_message_says_how_much(tmp_path):
+    available = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    storage.check_free_space(tmp_path, 1, tmp_path / "f.part")  # fits
+    with pytest.raises(storage.StorageError, match=r"no space left on device for .*f\.part "
+                                                   r"\(.* needed, .* free\); free some space") as info:
+        storage.check_free_space(tmp_path, available + (1 << 40), tmp_path / "f.part")
+    assert info.value.errno == errno.ENOSPC and info.value.code.value == "storage"
+    assert list(tmp_path.iterdir()) == []  # nothing was created to find out
