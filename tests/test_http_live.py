@@ -111,6 +111,7 @@ def test_an_expired_signed_url_is_resolved_again(session):
         now[0] += 60  # every signed URL so far has expired
         assert fetch_all(session, result, remote, piece=100_000) == got == DATA
         assert remote.final_url != first and remote.refreshes == 1
+        assert remote.works(remote.final_url) and not remote.works(first)
 
 
 def test_a_url_that_never_worked_is_not_refreshed_forever(session):

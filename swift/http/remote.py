@@ -96,6 +96,12 @@ class RemoteFile:
             if url == self._final:
                 self._worked = True
 
+    def works(self, url: str) -> bool:
+        """True when ``url`` is the current URL and an answer from it was good: a
+        helper refused there is refused for itself, not because the URL expired."""
+        with self._lock:
+            return url == self._final and self._worked
+
     def refresh(self, session: requests.Session, failed_url: str, *, size: int | None,
                 timeout: Any) -> str | None:
         """A URL to use instead of ``failed_url`` (which answered 401/403/404/410), or
