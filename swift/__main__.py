@@ -10,7 +10,8 @@ def main() -> int:
         print("usage: python3 -m swift discovery|node [options]", file=sys.stderr)
         return 2
     program, argv = sys.argv[1], sys.argv[2:]
-    return discovery_main(argv) if program == "discovery" else node_main(argv)
+    main = discovery_main if program == "discovery" else node_main
+    return main(argv, prog=f"python3 -m swift {program}")
 
 
 if __name__ == "__main__":

@@ -1,163 +1,385 @@
-"""Command lines of ``discovery.py`` and ``node.py`` (also ``swift-discovery``/``swift-node``)."""
+"""Command lines of ``discovery.py`` and ``node.py`` (also ``swift-discovery``/``swift-node``).
+
+Rules every command line here keeps:
+
+* Every option value is checked by its argparse type (:mod:`swift.units`,
+  :mod:`swift.addresses`): a bad value is a one-line usage error and exit
+  status 2, never a traceback.
+* Options go before or after the subcommand (``node.py get URL --dir D -q``):
+  each subcommand repeats the options that apply to it.
+* Exit status: 0 done, 1 failed, 2 usage error, 130 Ctrl-C (128 + SIGINT),
+  143 SIGTERM (128 + SIGTERM) for the one-shot commands and the prompt. The
+  daemons (``discovery.py``, ``node.py --serve-only``) take SIGTERM as their
+  normal stop and exit 0 after it, as service managers expect; Ctrl-C
+  stops them with 130.
+* A signal ends any program within two seconds: SIGINT and SIGTERM raise
+  in the main thread (whose waits are all interruptible), running downloads
+  are cancelled (``Download.cancel()``) and given a bounded grace to save
+  their record, and the node's stop keeps to a deadline.
+* ``-q`` prints nothing on success (errors still go to stderr); ``-v`` logs
+  each HTTP request's status line with the name of the machine that made it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
 
-from . import __version__, auth, discovery_server, download
-from .checksums import parse_checksum
-from .membership import DiscoveryClient, DiscoveryError, Peer, parse_hostport
+from . import __version__, auth, demo, discovery_server, download, httpclient, names, storage
+from .addresses import format_hostport, parse_host, parse_hostport, parse_port
+from .checksums import file_digest, parse_checksum
+from .httpclient import RetryPolicy
+from .membership import DiscoveryClient, DiscoveryError, Peer
+from .nodeapp import add_get_arguments, peer_names, summary, with_scheme
+from .sessions import make_session
+from .units import human_bytes, human_rate, human_seconds, parse_count, parse_rate, parse_seconds, parse_size
 
 log = logging.getLogger("swift")
 
-NO_SECRET_WARNING = ("no shared secret (--secret-file): anyone who can reach this {what} "
-                     "can use it")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT     # 130
+EXIT_TERMINATED = 128 + signal.SIGTERM     # 143
+DEFAULT_DISCOVERY_PORT = 5000
+#: Seconds a cancelled download gets to stop its workers and save its record
+#: before the program exits anyway; the engine notices a cancel within ~1 s,
+#: and the whole exit must stay under two seconds.
+CANCEL_GRACE = 1.5
+#: --slots bounds: at least one connection; 64 is far beyond what one link
+#: needs and keeps a helper's thread count small.
+MAX_SLOTS = 64
+
+#: Said once at start, one line: daemons log it, one-shot commands print it.
+NO_SECRET_SERVER = "no shared secret (--secret-file): anyone who can reach this {what} can use it"
+NO_SECRET_CLIENT = "no shared secret (--secret-file): discovery and peers are not authenticated"
 
 
-def _setup_logging(verbose: int, quiet: int, default: int) -> None:
-    level = default - 10 * verbose + 10 * quiet
-    logging.basicConfig(level=max(logging.DEBUG, min(level, logging.CRITICAL)),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    # urllib3 logs every retry and connection at INFO/DEBUG: far too chatty
-    logging.getLogger("urllib3").setLevel(max(logging.WARNING, level))
+class Terminated(BaseException):
+    """SIGTERM arrived; raised in the main thread like KeyboardInterrupt for SIGINT."""
 
 
-def _size(text: str) -> int:
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    text = text.strip().lower().rstrip("ib").rstrip("b")
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
 
 
-def _load_secret(path: str | None, what: str) -> bytes | None:
-    path = path or os.environ.get("SWIFT_SECRET_FILE")
-    if not path:
-        log.warning(NO_SECRET_WARNING.format(what=what))
-        return None
-    return auth.load_secret(path)
+def _install_signals() -> None:
+    """SIGINT raises KeyboardInterrupt and SIGTERM raises Terminated, in the main thread.
+
+    SIGINT is set explicitly: a shell that starts a background job ignores
+    SIGINT for it, and Ctrl-C must still reach us.
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_terminated)
 
 
-def _install_stop_signals(stop: threading.Event, raise_in_main: bool = False) -> None:
-    def handler(signum, frame):
-        stop.set()
-        if raise_in_main:
-            raise SystemExit(0)
-    signal.signal(signal.SIGTERM, handler)
-    if raise_in_main:
-        # the prompt turns Ctrl-C into "clear the line"; make sure it arrives
-        # even if our parent shell ignored SIGINT for background jobs
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line usage error (exit 2): the message and where help is."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# -- argparse types ----------------------------------------------------------------------
+def _type(parse: Callable[[str], object], name: str) -> Callable[[str], object]:
+    """An argparse type from a parser raising ValueError: its message becomes the usage error."""
+    def convert(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = name
+    return convert
+
+
+def _ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise ValueError(f"not an IP address: {text!r}") from None
+
+
+def _proxy(text: str) -> str:
+    """A proxy URL: http:// or https://, with a host (``http://proxy.lan:3128``)."""
+    parts = urlsplit(text.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not a proxy URL: {text!r} (expected http://HOST:PORT)")
+    try:
+        parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a proxy URL: {text!r} ({exc})") from None
+    return text.strip()
+
+
+def _use_proxy(url: str | None) -> None:
+    """``--proxy``: every HTTP request of this process goes through ``url``.
+
+    requests reads the proxy from the environment (``HTTP_PROXY``,
+    ``HTTPS_PROXY``, lower case first, ``NO_PROXY`` still honoured); the
+    option sets those for this process, as curl's ``--proxy`` overrides them.
+    """
+    if url:
+        for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+            os.environ[name] = url
+
+
+PORT = _type(parse_port, "port")
+PROXY = _type(_proxy, "proxy URL")
+HOST = _type(parse_host, "host")
+IP = _type(_ip, "IP address")
+DISCOVERY = _type(lambda t: parse_hostport(t, DEFAULT_DISCOVERY_PORT), "HOST:PORT")
+SECONDS = _type(parse_seconds, "seconds")
+SIZE = _type(parse_size, "size")
+RATE = _type(parse_rate, "rate")
+SLOTS = _type(lambda t: parse_count(t, low=1, high=MAX_SLOTS), "slots")
+
+
+# -- logging and messages ----------------------------------------------------------------
+def _setup_logging(verbose: int, quiet: int, *, daemon: bool, machine: str) -> None:
+    """Daemons log at INFO with timestamps; front ends print warnings as short lines.
+
+    ``-v`` adds each HTTP request's status line (urllib3's connection log)
+    prefixed with the machine's name; ``-q`` leaves errors only.
+    """
+    default = logging.INFO if daemon else logging.WARNING
+    level = max(logging.DEBUG, min(default - 10 * verbose + 10 * quiet, logging.CRITICAL))
+    if quiet and not daemon:
+        level = max(level, logging.ERROR)
+    who = machine.replace("%", "%%")
+    if daemon:
+        fmt = f"%(asctime)s %(levelname)s [{who}] %(name)s: %(message)s"
+    elif verbose:
+        fmt = f"[{who}] %(levelname)s %(name)s: %(message)s"
     else:
-        signal.signal(signal.SIGINT, handler)
+        fmt = "%(levelname)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+    # urllib3 logs every request's status line at DEBUG: shown with -v only
+    logging.getLogger("urllib3").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
-# -- discovery ----------------------------------------------------------------------------
-def discovery_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-                                     description="swift discovery: tracks which nodes are alive")
-    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=5000, help="port to listen on (default 5000; 0 = any free port)")
-    parser.add_argument("--lease", type=float, default=discovery_server.DEFAULT_LEASE,
-                        help="seconds a node stays listed without a heartbeat (default %(default)s)")
-    parser.add_argument("--secret-file", help="shared secret file (or SWIFT_SECRET_FILE)")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
-    parser.add_argument("-q", "--quiet", action="count", default=0)
-    parser.add_argument("--version", action="version", version=f"swift {__version__}")
-    args = parser.parse_args(argv)
-    _setup_logging(args.verbose, args.quiet, logging.INFO)
-    try:
-        secret = _load_secret(args.secret_file, "discovery")
-        srv = discovery_server.make_server(args.host, args.port, secret=secret, lease=args.lease)
-    except (OSError, ValueError, auth.SecretError) as exc:
-        print(f"discovery: {exc}", file=sys.stderr)
-        return 1
-    stop = threading.Event()
-    _install_stop_signals(stop)
-    srv.start()
-    print(f"swift discovery listening on {args.host}:{srv.port}", flush=True)
-    try:
-        while not stop.wait(1.0):
-            pass
-    finally:
-        srv.stop()
-    log.info("discovery stopped")
-    return 0
+def _load_secret(path: str | None) -> bytes | None:
+    path = path or os.environ.get("SWIFT_SECRET_FILE")
+    return auth.load_secret(path) if path else None
 
 
-# -- node -------------------------------------------------------------------------------------
-def _node_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="swift node: download with the help of peers")
-    p.add_argument("--discovery", default=os.environ.get("SWIFT_DISCOVERY", "127.0.0.1:5000"),
-                   help="discovery HOST:PORT (default $SWIFT_DISCOVERY, else 127.0.0.1:5000)")
-    p.add_argument("--host", default="0.0.0.0", help="address the job server listens on (default 0.0.0.0)")
-    p.add_argument("--port", type=int, default=6000, help="job server port (default 6000; 0 = any free port)")
-    p.add_argument("--advertise", help="address peers use to reach this node (default: the address "
-                                       "facing discovery)")
-    p.add_argument("--name", help="a name for this node in peer lists (default HOST:PORT)")
-    p.add_argument("--dir", default=".", help="download directory (default: current directory)")
-    p.add_argument("--slots", type=int, default=4,
-                   help="concurrent fetch jobs this node serves, and local connections per download (default 4)")
-    p.add_argument("--serve-only", action="store_true", help="headless helper: no prompt")
-    p.add_argument("--peer-timeout", type=float, default=15.0,
-                   help="seconds without a frame before a peer's job is reassigned (default 15)")
-    p.add_argument("--source-address", help="local IP address outgoing HTTP connections leave from")
-    p.add_argument("--allow-private", action="store_true",
-                   help="let peers' fetch jobs reach loopback/private addresses (off by default)")
-    p.add_argument("--secret-file", help="shared secret file (or SWIFT_SECRET_FILE)")
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.add_argument("-q", "--quiet", action="count", default=0)
+def _error(text: str) -> None:
+    print(f"error: {text}", file=sys.stderr, flush=True)
+
+
+def _make_directory(path: Path) -> bool:
+    """Create a missing download directory (as ``aria2c -d`` does); True if it was created.
+
+    OSError (with the reason) if it cannot be created or is not a directory.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return False
+    path.mkdir(parents=True, exist_ok=True)
+    return True
+
+
+# -- discovery ------------------------------------------------------------------------------
+def discovery_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = Parser(prog=prog,
+                                description="swift discovery: tracks which nodes are alive "
+                                            "(soft state: leases renewed by heartbeat)")
+    p.add_argument("--host", type=HOST, metavar="H", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--port", type=PORT, metavar="P", default=DEFAULT_DISCOVERY_PORT,
+                   help="port to listen on (default %(default)s; 0 = any free port)")
+    p.add_argument("--lease", type=SECONDS, metavar="S", default=discovery_server.DEFAULT_LEASE,
+                   help="seconds a node stays listed without a heartbeat (default %(default)s)")
+    p.add_argument("--secret-file", metavar="FILE", help="shared secret file (or $SWIFT_SECRET_FILE)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    p.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
     p.add_argument("--version", action="version", version=f"swift {__version__}")
-    sub = p.add_subparsers(dest="command")
-    g = sub.add_parser("get", help="download one URL and exit (status 0 only if complete and checked)")
-    g.add_argument("url")
-    g.add_argument("-o", "--output", help="output path (honoured as given)")
-    g.add_argument("--checksum", help="verify the file: sha256:HEX (also md5, sha1, sha512)")
-    g.add_argument("--force", action="store_true", help="overwrite an existing file")
-    g.add_argument("--restart", action="store_true", help="discard a partial download and start over")
-    g.add_argument("--report", help="write a JSON report of the download to this file")
-    g.add_argument("--no-peers", action="store_true", help="do not ask discovery for peers")
-    g.add_argument("--piece-size", type=_size, help=argparse.SUPPRESS)
-    sub.add_parser("peers", help="print the live peers and exit")
-    d = sub.add_parser("demo", help="self-contained demo on loopback: 1 machine vs 4")
-    d.add_argument("--size", type=_size, default=None, help="demo file size (default 192M)")
-    d.add_argument("--rate", type=_size, default=None, help="per-machine cap in bytes/s (default 8M)")
     return p
 
 
-def node_main(argv: list[str] | None = None) -> int:
-    args = _node_parser().parse_args(argv)
-    one_shot = args.command in ("get", "peers", "demo")
-    _setup_logging(args.verbose, args.quiet,
-                   logging.WARNING if one_shot or not args.serve_only else logging.INFO)
-    if args.command == "demo":
-        from . import demo
+def discovery_main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``discovery.py`` (``prog``: the name usage lines show; default: how it was started)."""
+    _install_signals()
+    try:
+        return _discovery(argv, prog)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _discovery(argv: list[str] | None, prog: str | None) -> int:
+    args = discovery_parser(prog).parse_args(argv)
+    _setup_logging(args.verbose, args.quiet, daemon=True, machine="discovery")
+    try:
+        secret = _load_secret(args.secret_file)
+        srv = discovery_server.make_server(args.host, args.port, secret=secret, lease=args.lease)
+    except (OSError, ValueError, auth.SecretError) as exc:
+        print(f"discovery: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if secret is None:
+        log.warning(NO_SECRET_SERVER.format(what="discovery"))
+    srv.start()
+    try:
+        print(f"swift discovery listening on {format_hostport(args.host, srv.port)}", flush=True)
+        while True:
+            time.sleep(3600)  # until a signal raises
+    except Terminated:
+        return EXIT_OK  # the normal way to stop a daemon
+    finally:
+        srv.stop(timeout=1.0)
+        log.info("discovery stopped")
+
+
+# -- node: the parser ---------------------------------------------------------------------
+def _logging_options(p: argparse.ArgumentParser, after: bool) -> None:
+    suffix = "_after" if after else ""
+    p.add_argument("-v", "--verbose", action="count", default=0, dest="verbose" + suffix,
+                   help="more output: each HTTP request's status line and the machine that made it")
+    p.add_argument("-q", "--quiet", action="count", default=0, dest="quiet" + suffix,
+                   help="nothing on success; errors only")
+
+
+def _network_options(p: argparse.ArgumentParser, after: bool) -> None:
+    keep = {"default": argparse.SUPPRESS} if after else {}
+    p.add_argument("--discovery", type=DISCOVERY, metavar="HOST:PORT",
+                   **(keep or {"default": os.environ.get("SWIFT_DISCOVERY", "127.0.0.1:5000")}),
+                   help="where discovery runs (default $SWIFT_DISCOVERY, else 127.0.0.1:5000)")
+    p.add_argument("--secret-file", metavar="FILE", **keep, help="shared secret file (or $SWIFT_SECRET_FILE)")
+
+
+def _download_options(p: argparse.ArgumentParser, after: bool) -> None:
+    keep = {"default": argparse.SUPPRESS} if after else {}
+    p.add_argument("-d", "--dir", type=Path, **(keep or {"default": Path(".")}),
+                   help="download directory, created if missing (default: the current directory)")
+    p.add_argument("--slots", type=SLOTS, metavar="N", **(keep or {"default": 4}),
+                   help=f"fetch jobs this node serves at once, and connections per download "
+                        f"on its own link (1-{MAX_SLOTS}; default 4)")
+    p.add_argument("--peer-timeout", type=SECONDS, metavar="S", **(keep or {"default": 15.0}),
+                   help="seconds without a frame before a peer's job is reassigned (default 15)")
+    p.add_argument("--source-address", type=IP, metavar="IP", **keep,
+                   help="local IP address outgoing HTTP connections leave from")
+    p.add_argument("--proxy", type=PROXY, metavar="URL", **keep,
+                   help="HTTP proxy for every request (default: $HTTPS_PROXY / $HTTP_PROXY, "
+                        "with $NO_PROXY)")
+
+
+NODE_DESCRIPTION = """\
+swift node: download with the help of the machines on your LAN.
+
+Without a subcommand, node.py serves fetch jobs for its peers, registers
+with discovery and opens a prompt: type a URL to download it in the
+background ('help' at the prompt lists its commands). --serve-only runs a
+headless helper instead."""
+
+NODE_EPILOG = """\
+exit status: 0 done, 1 failed, 2 bad usage, 130 Ctrl-C, 143 SIGTERM
+(--serve-only takes SIGTERM as its normal stop and exits 0).
+Options may come before or after the subcommand."""
+
+
+def node_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = Parser(prog=prog, description=NODE_DESCRIPTION, epilog=NODE_EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    _network_options(p, after=False)
+    p.add_argument("--host", type=HOST, metavar="H", default="0.0.0.0",
+                   help="address the job server listens on (default 0.0.0.0)")
+    p.add_argument("--port", type=PORT, metavar="P", default=6000,
+                   help="job server port (default 6000; 0 = any free port)")
+    p.add_argument("--advertise", type=HOST, metavar="HOST",
+                   help="address peers use to reach this node (default: the address facing discovery)")
+    p.add_argument("--name", help="a name for this node in peer lists and summaries "
+                                  "(default HOSTNAME:PORT)")
+    _download_options(p, after=False)
+    p.add_argument("--serve-only", action="store_true", help="headless helper: no prompt")
+    p.add_argument("--allow-private", action="store_true",
+                   help="let peers' fetch jobs reach loopback/private addresses (off by default)")
+    _logging_options(p, after=False)
+    p.add_argument("--version", action="version", version=f"swift {__version__}")
+    sub = p.add_subparsers(dest="command", title="subcommands (none: serve and open the prompt)",
+                           metavar="COMMAND")
+    g = sub.add_parser("get", help="download URLs and exit: status 0 only if all are complete and checked",
+                       description="Download URLs one after another with the help of the live "
+                                   "peers, then exit (status 0 only if every file is complete and "
+                                   "checked). A file already complete is not fetched again.")
+    add_get_arguments(g)
+    _network_options(g, after=True)
+    _download_options(g, after=True)
+    _logging_options(g, after=True)
+    pe = sub.add_parser("peers", help="print the live nodes discovery knows, and exit",
+                        description="Print the live nodes discovery knows, and exit.")
+    _network_options(pe, after=True)
+    _logging_options(pe, after=True)
+    d = sub.add_parser("demo", help="a self-contained demo on loopback: 1 machine against "
+                                    f"{demo.HELPERS + 1}, no internet needed",
+                       description=demo.__doc__.split("\n\n", 1)[1].strip() if demo.__doc__ else None)
+    d.add_argument("--size", type=SIZE, metavar="SIZE", default=demo.DEFAULT_SIZE,
+                   help=f"demo file size (default {human_bytes(demo.DEFAULT_SIZE)})")
+    d.add_argument("--rate", type=RATE, metavar="RATE", default=demo.DEFAULT_RATE,
+                   help=f"each machine's link, bytes/s (default {human_rate(demo.DEFAULT_RATE)})")
+    _logging_options(d, after=True)
+    return p
+
+
+def parse_node_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
+    parser = node_parser(prog)
+    args = parser.parse_args(argv)
+    args.prog = f"{parser.prog} {args.command}" if args.command else parser.prog
+    args.verbose += getattr(args, "verbose_after", 0)
+    args.quiet += getattr(args, "quiet_after", 0)
+    return args
+
+
+# -- node: the programs -------------------------------------------------------------------
+def node_main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``node.py`` (``prog``: the name usage lines show; default: how it was started)."""
+    _install_signals()
+    try:
+        return _node(argv, prog)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except Terminated:
+        return EXIT_TERMINATED
+
+
+def _node(argv: list[str] | None, prog: str | None) -> int:
+    args = parse_node_args(argv, prog)
+    command = args.command
+    daemon = command is None and args.serve_only
+    _setup_logging(args.verbose, args.quiet, daemon=daemon,
+                   machine=args.name or ("local" if command else "node"))
+    if command == "demo":
         return demo.main(size=args.size, rate=args.rate)
+    if command == "get":
+        try:
+            args.url_list = _get_urls(args)
+        except ValueError as exc:
+            print(f"{args.prog}: error: {exc} (see {args.prog} --help)", file=sys.stderr)
+            return EXIT_USAGE
     try:
-        discovery = parse_hostport(args.discovery, 5000)
-    except ValueError as exc:
-        print(f"node: bad --discovery: {exc}", file=sys.stderr)
-        return 2
-    if args.slots < 1 or args.slots > 64:
-        print("node: --slots must be between 1 and 64", file=sys.stderr)
-        return 2
-    try:
-        secret = _load_secret(args.secret_file, "node" if not one_shot else "network")
+        secret = _load_secret(args.secret_file)
     except (OSError, auth.SecretError) as exc:
         print(f"node: {exc}", file=sys.stderr)
-        return 2
-    if args.command == "peers":
-        return _peers(discovery, secret)
-    if args.command == "get":
-        return _get(args, discovery, secret)
-    return _serve(args, discovery, secret)
+        return EXIT_USAGE
+    if secret is None and not args.quiet:
+        if daemon:
+            log.warning(NO_SECRET_SERVER.format(what="node"))
+        elif command is None:
+            print(f"note: {NO_SECRET_SERVER.format(what='node')}", flush=True)
+        else:
+            print(f"note: {NO_SECRET_CLIENT}", file=sys.stderr, flush=True)
+    _use_proxy(getattr(args, "proxy", None))
+    if command == "peers":
+        return _peers(args.discovery, secret)
+    if command == "get":
+        return _get(args, secret)
+    return _serve(args, secret)
 
 
 def _peers(discovery: tuple[str, int], secret: bytes | None) -> int:
@@ -165,22 +387,59 @@ def _peers(discovery: tuple[str, int], secret: bytes | None) -> int:
     try:
         infos = client.list_peers()
     except DiscoveryError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        _error(str(exc))
+        return EXIT_FAILED
     for info in infos:
-        print(f"{Peer(info.host, info.port).key}  {info.name}  slots={info.slots}")
+        print(f"{format_hostport(info.host, info.port)}  {info.name}  slots={info.slots}")
     if not infos:
         print("no nodes known", file=sys.stderr)
-    return 0
+    return EXIT_OK
 
 
-def _get(args, discovery: tuple[str, int], secret: bytes | None) -> int:
+def read_url_file(path: Path) -> list[str]:
+    """URLs from ``-i FILE``: one per line; blank lines and lines starting with ``#`` are skipped.
+
+    ``-`` reads standard input. OSError if the file cannot be read.
+    """
+    text = sys.stdin.read() if str(path) == "-" else Path(path).read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _get_urls(args: argparse.Namespace) -> list[str]:
+    """The URLs of one ``get``, in order; ValueError (a usage error) if none or ``-o`` is ambiguous."""
+    urls = list(args.urls)
+    if args.input_file is not None:
+        try:
+            urls += read_url_file(args.input_file)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read URLs from {args.input_file}: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
+    if not urls:
+        raise ValueError("no URL given (give URLs, or -i FILE with one URL per line)")
+    if args.output is not None and len(urls) > 1 and not args.output.is_dir():
+        raise ValueError("-o names one file: with several URLs, give a directory with -d DIR")
+    return [with_scheme(url) for url in urls]
+
+
+def _get(args: argparse.Namespace, secret: bytes | None) -> int:
+    """``node.py get``: each URL in turn; 0 only if every one is complete (and checked)."""
+    quiet = args.quiet > 0
+
     def notice(text: str) -> None:
-        print(f"note: {text}", file=sys.stderr, flush=True)
+        if not quiet:
+            print(f"note: {text}", file=sys.stderr, flush=True)
 
+    urls = args.url_list
+    try:
+        if _make_directory(args.dir):
+            notice(f"created the download directory {args.dir}")
+    except OSError as exc:
+        _error(f"cannot create the download directory {args.dir}: {exc.strerror or exc}")
+        return EXIT_FAILED
     peers: list[Peer] = []
     if not args.no_peers:
-        client = DiscoveryClient(*discovery, name="swift-get", secret=secret)
+        client = DiscoveryClient(*args.discovery, name="swift-get", secret=secret)
         try:
             peers = [Peer(i.host, i.port, i.name, i.slots) for i in client.list_peers()]
         except DiscoveryError as exc:
@@ -188,94 +447,221 @@ def _get(args, discovery: tuple[str, int], secret: bytes | None) -> int:
         else:
             if not peers:
                 notice("no peers known: downloading alone with several connections")
-    if args.checksum:
-        try:
-            parse_checksum(args.checksum)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    opts = download.Options(directory=Path(args.dir), output=Path(args.output) if args.output else None,
-                            force=args.force, restart=args.restart, checksum=args.checksum,
-                            local_slots=args.slots, peer_timeout=args.peer_timeout,
-                            piece_size=args.piece_size, source_address=args.source_address,
-                            secret=secret, name="swift-get")
-    bar = _ProgressBar() if sys.stderr.isatty() else None
-    dl = download.Download(args.url, opts, peers, notice=notice,
-                           progress=bar.update if bar else None)
-    stop = threading.Event()
-
-    def on_signal(signum, frame):
-        dl.cancel()
-        stop.set()
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    results: list[dict] = []
     try:
-        report = dl.run()
-    except download.DownloadError as exc:
+        for url in urls:
+            results.append(_get_one(url, args, peers, secret, notice))
+    except (KeyboardInterrupt, Terminated) as exc:
+        results.append({"url": urls[len(results)], "ok": False,
+                        "error": "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"})
+        raise
+    finally:
+        if args.report:
+            _write_report(args.report, results if len(urls) > 1 else results[0] if results else {})
+    return EXIT_OK if all(r["ok"] for r in results) else EXIT_FAILED
+
+
+def _get_one(url: str, args: argparse.Namespace, peers: list[Peer], secret: bytes | None,
+             notice: Callable[[str], None]) -> dict:
+    """One URL of a ``get``: the result as it goes into ``--report``; prints its own lines."""
+    quiet = args.quiet > 0
+    retry = RetryPolicy(attempts=args.tries) if args.tries else RetryPolicy()
+    result: dict = {"url": url, "ok": False, "checksum": args.checksum, "checksum_verified": False}
+    done = None if (args.force or args.restart) else already_complete(url, args, retry)
+    if isinstance(done, str):
+        _error(done)
+        return {**result, "error": done}
+    if done is not None:
+        if not quiet:
+            checked = f"; {args.checksum.split(':')[0].lower()} checksum verified" if args.checksum else ""
+            print(f"already complete: {done} ({human_bytes(done.stat().st_size)}{checked})", flush=True)
+        return {**result, "ok": True, "already_complete": True, "path": str(done),
+                "checksum_verified": bool(args.checksum)}
+    opts = download.Options(directory=args.dir, output=args.output, force=args.force,
+                            restart=args.restart, checksum=args.checksum, local_slots=args.slots,
+                            peer_timeout=args.peer_timeout, piece_size=args.piece_size,
+                            source_address=args.source_address, secret=secret, name="swift-get",
+                            retry=retry)
+    bar = ProgressBar() if sys.stderr.isatty() and not quiet else None
+    dl = download.Download(url, opts, peers, notice=notice, progress=bar.update if bar else None)
+    outcome = _run_download(dl, bar)
+    if isinstance(outcome, str):
+        _error(outcome)
+        return {**result, "error": outcome, "path": str(dl.path) if dl.path else None}
+    names = peer_names(peers)
+    if not quiet:
+        print(summary(outcome, names, args.checksum), flush=True)
+    return {**outcome.as_dict(), **result, "ok": True, "checksum_verified": bool(args.checksum),
+            "machines": {src: names.get(src, src) for src in outcome.bytes_by_source}}
+
+
+def already_complete(url: str, args: argparse.Namespace, retry: RetryPolicy) -> Path | str | None:
+    """The file this ``get`` would write, if it is already there and complete; else None.
+
+    As ``wget -c`` does: asked only when a file of that name exists (the
+    ``-o`` path, or the name the URL gives, in the download directory); then
+    one probe of the server says its size and name. Complete means: no
+    partial download of it is under way (no ``NAME.part.swift``), the same
+    size as the server's, and the checksum, if given, matches. A probe that
+    fails returns its error line (the download would fail the same way).
+    """
+    candidate = args.output if args.output is not None and not args.output.is_dir() else \
+        (args.output or args.dir) / names.safe_name(names.filename_from_url(url))
+    if not candidate.is_file():
+        return None
+    session = make_session(source_address=args.source_address, allow_private=True)
+    try:
+        probe = httpclient.probe(session, url, policy=retry)
+    except httpclient.HttpError as exc:
+        return str(exc)
+    finally:
+        session.close()
+    path = candidate if args.output is not None and not args.output.is_dir() else \
+        candidate.with_name(probe.filename)
+    if (probe.size is None or not path.is_file() or path.stat().st_size != probe.size
+            or storage.record_path(path).exists()):
+        return None
+    if args.checksum:
+        algo, digest = parse_checksum(args.checksum)
+        if file_digest(path, algo) != digest:
+            return None
+    return path
+
+
+def _write_report(path: Path, data: object) -> None:
+    try:
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as exc:
+        _error(f"cannot write the report {path}: {exc.strerror or exc}")
+
+
+def _run_download(dl: download.Download, bar: "ProgressBar | None") -> download.Report | str:
+    """Run ``dl`` on a worker thread while the main thread waits, interruptibly.
+
+    Returns the report, or the error line. On Ctrl-C or SIGTERM the download
+    is cancelled and given :data:`CANCEL_GRACE` seconds to save its record;
+    then the signal's exception goes on up (to exit 130 or 143).
+    """
+    outcome: list[download.Report | str] = []
+
+    def body() -> None:
+        try:
+            outcome.append(dl.run())
+        except download.DownloadError as exc:
+            outcome.append(str(exc))
+        except Exception as exc:  # a bug: one line for the user, the trace in the log
+            log.debug("download failed", exc_info=True)
+            outcome.append(f"internal error: {exc!r}")
+
+    worker = threading.Thread(target=body, name="download", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.25)
+    except BaseException:
+        dl.cancel()
+        worker.join(CANCEL_GRACE)
         if bar:
             bar.close()
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        if dl.path is not None and storage.record_path(dl.path).exists():
+            print(f"stopped; the partial download is kept in {storage.part_path(dl.path)}: "
+                  f"run the same command again to resume", file=sys.stderr, flush=True)
+        raise
     if bar:
         bar.close()
-    print(report.summary(), flush=True)
-    if args.report:
-        Path(args.report).write_text(json.dumps(report.as_dict(), indent=2))
-    return 0
+    return outcome[0] if outcome else "internal error: the download ended without a result"
 
 
-class _ProgressBar:
-    """A tqdm bar (bytes, rate, ETA) fed from the download's progress callback."""
+class ProgressBar:
+    """One self-redrawing line on stderr, fed by the download's progress callback.
 
-    def __init__(self):
-        from tqdm import tqdm
-        self._tqdm = tqdm
-        self.bar = None
-        self.last = 0
+    `` 45% [#########           ] 12.0 MiB of 160.0 MiB at 8.0 MiB/s, 18 s left``:
+    swift's own units (see :mod:`swift.units`); the rate is this run's
+    (resumed bytes excluded), so the time left is honest. Drawn at most
+    every :data:`REDRAW` seconds; never raises into the download.
+    """
+
+    #: Seconds between redraws: smooth to the eye, cheap on a slow terminal.
+    REDRAW = 0.2
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self._first: tuple[int, float] | None = None
+        self._drawn = 0.0
+        self._shown = False
 
     def update(self, done: int, total: int | None) -> None:
-        if self.bar is None:
-            self.bar = self._tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                                  file=sys.stderr, dynamic_ncols=True, leave=False)
-        self.bar.update(done - self.last)
-        self.last = done
+        now = time.monotonic()
+        if self._first is None:
+            self._first = (done, now)
+        if now - self._drawn < self.REDRAW and (not total or done < total):
+            return
+        self._drawn = now
+        try:
+            self.stream.write("\r" + self.line(done, total, now) + "\x1b[K")
+            self.stream.flush()
+            self._shown = True
+        except (OSError, ValueError):  # the terminal went away: the download goes on
+            pass
+
+    def line(self, done: int, total: int | None, now: float) -> str:
+        first_done, since = self._first or (done, now)
+        rate = (done - first_done) / (now - since) if now > since else 0.0
+        text = human_bytes(done) + (f" of {human_bytes(total)}" if total else "")
+        text += f" at {human_rate(rate)}"
+        if total and 0 < rate and done < total:
+            text += f", {human_seconds((total - done) / rate)} left"
+        if not total:
+            return text
+        # the bar's width is fixed by the terminal's: room for the longest text (about 64)
+        width = max(10, min(30, shutil.get_terminal_size().columns - 72))
+        filled = int(width * min(done, total) / total)
+        return f"{100 * done / total:3.0f}% [{'#' * filled}{' ' * (width - filled)}] {text}"
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        if self._shown:
+            try:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+            self._shown = False
 
 
-def _serve(args, discovery: tuple[str, int], secret: bytes | None) -> int:
+def _serve(args: argparse.Namespace, secret: bytes | None) -> int:
     from .nodeapp import NodeApp, NodeConfig
     from .prompt import run_prompt
 
     def notice(text: str) -> None:
         print(f"note: {text}", flush=True)
 
-    config = NodeConfig(discovery=discovery, host=args.host, port=args.port, advertise=args.advertise,
-                        name=args.name, slots=args.slots, directory=Path(args.dir), secret=secret,
-                        allow_private=args.allow_private, source_address=args.source_address,
-                        peer_timeout=args.peer_timeout)
+    try:
+        if _make_directory(args.dir):
+            notice(f"created the download directory {args.dir}")
+    except OSError as exc:
+        _error(f"cannot create the download directory {args.dir}: {exc.strerror or exc}")
+        return EXIT_FAILED
+    config = NodeConfig(discovery=args.discovery, host=args.host, port=args.port,
+                        advertise=args.advertise, name=args.name, slots=args.slots,
+                        directory=args.dir, secret=secret, allow_private=args.allow_private,
+                        source_address=args.source_address, peer_timeout=args.peer_timeout)
     try:
         app = NodeApp(config, notice=notice)
     except OSError as exc:
-        print(f"node: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
-    stop = threading.Event()
-    if not args.serve_only:
-        # the prompt takes Ctrl-C over once it runs; until then, ignore it
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    app.start()
-    print(f"swift node {app.name} listening on {args.host}:{app.port} "
-          f"(advertised as {app.key})", flush=True)
+        _error(f"cannot listen on {format_hostport(args.host, args.port)}: {exc}")
+        return EXIT_FAILED
     try:
+        app.start()
+        print(f"swift node {app.name} listening on {format_hostport(args.host, app.port)} "
+              f"(advertised as {app.key})", flush=True)
         if args.serve_only:
-            _install_stop_signals(stop)
-            while not stop.wait(1.0):
-                pass
-        else:
-            _install_stop_signals(stop, raise_in_main=True)
-            run_prompt(app, stop)
+            while True:
+                time.sleep(3600)  # until a signal raises
+        run_prompt(app)
+        return EXIT_OK
+    except Terminated:
+        if args.serve_only:
+            return EXIT_OK  # the normal way to stop a daemon
+        raise
     finally:
         app.stop()
-    return 0

@@ -26,6 +26,9 @@ base name* that, joined to the download directory, stays inside it:
 * nothing left means the default name (``download``).
 
 A name the local user gives (``-o``) never comes through here.
+
+Whether a name is free is decided here too, by one rule (:func:`is_taken`):
+the final name, its ``.part`` and its ``.part.swift`` must all be absent.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import os
 import re
 import unicodedata
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 #: The usual file-name limit is 255 bytes; the resume record appends
@@ -312,28 +315,49 @@ def numbered(name: str, n: int) -> str:
     return _fit(stem, f" ({n}){ext}", MAX_NAME_BYTES)
 
 
-def _default_taken(path: Path) -> bool:
-    """A name is taken if the file, its ``.part`` or its ``.part.swift`` exists
-    (as anything, a dangling symbolic link included)."""
-    return any(os.path.lexists(p) for p in
-               (path, path.with_name(path.name + ".part"), path.with_name(path.name + ".part.swift")))
+#: The companions of a final name: its partial data and its resume record
+#: (the same suffixes as ``storage.PART_SUFFIX`` / ``storage.RECORD_SUFFIX``;
+#: storage imports this module, not the other way round).
+COMPANION_SUFFIXES = (".part", ".part.swift")
+
+
+def companions(path: Path) -> tuple[Path, Path, Path]:
+    """``NAME``, ``NAME.part`` and ``NAME.part.swift``: the three paths one download may use."""
+    path = Path(path)
+    return (path, *(path.with_name(path.name + suffix) for suffix in COMPANION_SUFFIXES))
+
+
+def is_taken(path: Path, *, ignore: Collection[Path] = ()) -> bool:
+    """The one rule for "is this name taken": the file, its ``.part`` or its
+    ``.part.swift`` exists (as anything, a dangling symbolic link included),
+    other than the paths in ``ignore`` (a download's own part and record)."""
+    return any(os.path.lexists(p) for p in companions(path) if p not in ignore)
 
 
 def free_path(directory: Path, name: str, *, taken: Callable[[Path], bool] | None = None,
+              ignore: Collection[Path] = (), ours: Callable[[Path], bool] | None = None,
               limit: int = 10000) -> Path:
     """``directory/name`` if it is free, else the first free ``name (n).ext``.
 
-    ``taken(path)`` decides; by default a name is taken when the file, its
-    ``.part`` or its ``.part.swift`` companion exists. ``name`` must be a base
-    name (ValueError otherwise). Raises FileExistsError after ``limit`` tries.
+    By default :func:`is_taken` decides (``ignore`` passed on to it); a name
+    for which ``ours(path)`` is true is free whatever is there (a partial
+    download of the same URL, to be resumed). ``taken(path)``, if given,
+    replaces the rule entirely. ``name`` must be a base name (ValueError
+    otherwise). Raises FileExistsError after ``limit`` tries.
     """
     if not name or name in (".", "..") or any(sep in name for sep in _REAL_SEPARATORS) or "\x00" in name:
         raise ValueError(f"not a base name: {name!r}")
-    is_taken = taken or _default_taken
+    def rule(candidate: Path) -> bool:
+        if taken is not None:
+            return taken(candidate)
+        if ours is not None and ours(candidate):
+            return False
+        return is_taken(candidate, ignore=ignore)
+
     directory = Path(directory)
     for n in range(limit):
         candidate = directory / numbered(name, n)
-        if not is_taken(candidate):
+        if not rule(candidate):
             return candidate
     raise FileExistsError(f"no free name for {name!r} in {os.fspath(directory)} "
                           f"after {limit} tries")

@@ -1,27 +1,183 @@
 """A running node: its job server, its membership in discovery, its downloads.
 
 ``NodeApp`` owns every long-lived piece of a node and stops them in order:
-first it stops taking new downloads, then unregisters from discovery (so
-peers stop sending jobs), then closes its server and every connection.
-The prompt and ``--serve-only`` are thin front ends over it.
+first it cancels its downloads, then unregisters from discovery (so peers
+stop sending jobs), then closes its server and every connection; the whole
+stop keeps to a deadline, so a SIGTERM ends the node within two seconds
+even when discovery does not answer.
+
+The front ends (the prompt, ``--serve-only``) use only the public API
+below: ``start_download`` / ``jobs`` / ``job`` and a :class:`DownloadJob`'s
+``status()``, ``cancel()``, ``wait()``; ``peers()``; ``name``, ``key``,
+``port``, ``directory``. They never touch the membership, the config or a
+``Download``'s internals.
+
+Each download runs on its own thread, and everything slow for it happens
+there, asking discovery for peers included: starting a download returns at
+once, whether discovery is up or not. Every message about a job (its start,
+its notices, its end) is emitted from that thread in order, so a job's
+error never appears before its "started" line.
+
+This module also holds what the one-shot ``get`` and the prompt's ``get``
+share: the ``get`` options (:func:`add_get_arguments`, one parser builder for
+both) and the summary line (:func:`summary`).
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import download, node_server
+from . import download, node_server, storage
+from .addresses import format_hostport
+from .checksums import parse_checksum
+from .httpclient import RetryPolicy
 from .membership import DiscoveryClient, Membership, Peer
 from .sessions import make_session
+from .units import human_bytes, human_rate, parse_count, parse_size
 
 log = logging.getLogger(__name__)
 
+#: Seconds a whole stop (cancel downloads, unregister, close) may take: a
+#: SIGTERM must end the process within two seconds (issue 9), and the engine
+#: notices a cancel within about one.
+STOP_DEADLINE = 1.5
+#: --tries bound: each try of a failing range waits longer (backoff up to
+#: 30 s), so more than this is hours of waiting on a dead server.
+MAX_TRIES = 100
 
+
+# -- what `get` takes, at the command line and at the prompt ------------------------------
+def _checked(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse type from a parser that raises ValueError with a message for the user."""
+    def convert(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def _checksum(text: str) -> str:
+    parse_checksum(text)
+    return text
+
+
+def add_get_arguments(parser: argparse.ArgumentParser, *, at_prompt: bool = False) -> None:
+    """The arguments of ``get``: the same parser builder for ``node.py get`` and the prompt.
+
+    At the prompt, ``get`` takes one URL and the per-download options only;
+    the script-facing ones (several URLs, ``-i``, ``--report``, retries and
+    timeouts) belong to ``node.py get`` (the prompt's node has its own
+    command line for the rest).
+    """
+    if at_prompt:
+        parser.add_argument("url", help="the URL to download (without a scheme, http:// is meant)")
+    else:
+        parser.add_argument("urls", nargs="*", metavar="URL",
+                            help="the URLs to download, one after another (without a scheme, "
+                                 "http:// is meant)")
+        parser.add_argument("-i", "--input-file", type=Path, metavar="FILE",
+                            help="read URLs from FILE, one per line ('#' starts a comment line; "
+                                 "'-' is standard input)")
+    parser.add_argument("-o", "--output", type=Path, metavar="PATH",
+                        help="output path, used as given (at the prompt, a relative path is "
+                             "taken inside the download directory)"
+                             + ("" if at_prompt else "; '-' writes the file to standard output"))
+    parser.add_argument("--checksum", type=_checked(_checksum), metavar="ALGO:HEX",
+                        help="verify the file: sha256:HEX (also md5, sha1, sha512)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing file")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard a partial download and start over")
+    parser.add_argument("--no-peers", action="store_true", help="do not ask discovery for peers")
+    if not at_prompt:
+        parser.add_argument("--report", type=Path, metavar="FILE",
+                            help="write a JSON report to FILE, on failure too (with the error)")
+        parser.add_argument("--tries", type=_checked(lambda t: parse_count(t, low=1, high=MAX_TRIES)),
+                            metavar="N", help=f"tries per request before giving up (1-{MAX_TRIES}; "
+                                              f"default {RetryPolicy.attempts})")
+        parser.add_argument("--piece-size", type=_checked(parse_size), help=argparse.SUPPRESS)
+
+
+# -- --limit-rate ------------------------------------------------------------------------
+class RateLimit:
+    """A token bucket shared by every thread of one download, or of one helper's jobs.
+
+    ``charge(nbytes, now)`` is the pure part (time is an argument): it takes
+    the bytes out of the bucket, which may go into debt, and returns the
+    seconds the caller must wait before going on, so the long-run rate is
+    ``rate`` bytes/s and at most ``burst`` bytes go out at once. ``take``
+    waits that long on an event that :meth:`close` sets, so a cancelled
+    download is never held up by its limit.
+    """
+
+    #: Burst, in seconds of the rate: a quarter second smooths scheduling
+    #: jitter without letting a visible spike through.
+    BURST_SECONDS = 0.25
+
+    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic):
+        if rate <= 0:
+            raise ValueError("a rate limit must be more than 0 bytes/s")
+        self.rate = float(rate)
+        self.burst = max(1.0, self.rate * self.BURST_SECONDS)
+        self._clock = clock
+        self._tokens = self.burst
+        self._last: float | None = None
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+
+    def charge(self, nbytes: int, now: float) -> float:
+        """Take ``nbytes``; the seconds to wait before they may go (0.0 if none)."""
+        with self._lock:
+            if self._last is not None:
+                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            self._tokens -= nbytes
+            return -self._tokens / self.rate if self._tokens < 0 else 0.0
+
+    def take(self, nbytes: int) -> None:
+        """Wait until ``nbytes`` may go (at once after :meth:`close`)."""
+        delay = self.charge(nbytes, self._clock())
+        if delay > 0:
+            self._closed.wait(delay)
+
+    def close(self) -> None:
+        """Let every waiter go on at once, now and later (the download is stopping)."""
+        self._closed.set()
+
+
+# -- the summary line --------------------------------------------------------------------
+def summary(report: download.Report, names: dict[str, str] | None = None,
+            checksum: str | None = None) -> str:
+    """``done: PATH  SIZE in S s (RATE)[, X resumed]; by machine: NAME SIZE, ...[; ALGO checksum verified]``.
+
+    ``names`` maps a source key (``HOST:PORT``) to the helper's ``--name``;
+    ``local`` is this machine. ``checksum`` is the ``ALGO:HEX`` the file
+    passed (a report exists only for a file that passed it). Units from
+    :mod:`swift.units` only.
+    """
+    names = names or {}
+    by = ", ".join(f"{names.get(src) or src} {human_bytes(n)}" for src, n in
+                   sorted(report.bytes_by_source.items(), key=lambda kv: (-kv[1], kv[0])))
+    resumed = f", {human_bytes(report.resumed_bytes)} resumed" if report.resumed_bytes else ""
+    verified = f"; {checksum.partition(':')[0].strip().lower()} checksum verified" if checksum else ""
+    return (f"done: {report.path}  {human_bytes(report.size)} in {report.seconds:.1f} s "
+            f"({human_rate(report.rate)}){resumed}; by machine: {by or 'none'}{verified}")
+
+
+def peer_names(peers: list[Peer]) -> dict[str, str]:
+    """Source key → the name a helper gave itself (``--name``), for :func:`summary`."""
+    return {p.key: p.name for p in peers if p.name}
+
+
+# -- the node ----------------------------------------------------------------------------
 @dataclass
 class NodeConfig:
     discovery: tuple[str, int]
@@ -56,19 +212,211 @@ def advertised_host(bind_host: str, discovery_host: str) -> str:
         return "127.0.0.1"
 
 
-@dataclass
+class AlreadyDownloading(Exception):
+    """The same URL is already being downloaded to the same place; ``job`` is that download."""
+
+    def __init__(self, job: "DownloadJob"):
+        paused = f" (paused: resume {job.number})" if job.paused else ""
+        super().__init__(f"already downloading as [{job.number}]{paused}")
+        self.job = job
+
+
+def with_scheme(url: str) -> str:
+    """A URL as curl takes it: without a scheme, ``http://`` is meant (``example.com/f.iso``)."""
+    url = url.strip()
+    return url if "://" in url else f"http://{url}"
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A snapshot of one download for display. ``rate`` counts this run's bytes only."""
+    state: str          # "starting", "running", "paused", "done", "failed", "cancelled"
+    done: int           # bytes on disk, resumed ones included
+    size: int | None
+    rate: float         # bytes/s fetched by this run (resumed bytes excluded)
+    summary: str | None  # the summary line once done
+    error: str | None
+
+
+# Events a job reports to its front end. Each run emits STARTED, then any
+# NOTICE lines, then ENDED (the summary, or "error: ..."), or PAUSED /
+# CANCELLED when the user stopped it; RESUMED starts a new run.
+STARTED, NOTICE, ENDED, PAUSED, CANCELLED, RESUMED = (
+    "started", "notice", "ended", "paused", "cancelled", "resumed")
+
+
 class DownloadJob:
-    number: int
-    url: str
-    download: download.Download
-    thread: threading.Thread
-    report: download.Report | None = None
-    error: str | None = None
+    """One download started from the node's front end; each run on its own thread.
+
+    ``pause()`` and ``cancel()`` both stop the running ``Download`` and keep
+    the partial file and its record (the engine's promise); ``resume()``
+    starts a new run of the same URL to the same place, which resumes from
+    that record. A paused or cancelled job differs only in what it says.
+    """
+
+    def __init__(self, app: "NodeApp", number: int, url: str, output: Path | None,
+                 overrides: dict, no_peers: bool,
+                 on_event: Callable[["DownloadJob", str, str], None] | None):
+        self.number = number
+        self.url = url
+        self.output = output
+        self._app = app
+        self._overrides = overrides
+        self._no_peers = no_peers
+        self._on_event = on_event or (lambda job, kind, text: app.notice(text) if kind == NOTICE else None)
+        self._lock = threading.Lock()
+        self._download: download.Download | None = None
+        self._stopped_as: str | None = None   # PAUSED or CANCELLED, while stopping or stopped
+        self._first_done: int | None = None
+        self._started = time.monotonic()
+        self._names: dict[str, str] = {}
+        self.report: download.Report | None = None
+        self.error: str | None = None
+        self._thread = self._new_thread(first=True)
+
+    # -- public ----------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def paused(self) -> bool:
+        with self._lock:
+            return self._stopped_as == PAUSED
+
+    @property
+    def place(self) -> Path:
+        """Where it goes: the output path if one was given, else the download directory."""
+        return self.output if self.output is not None else self._app.directory
+
+    @property
+    def path(self) -> Path | None:
+        """The file it writes (known once the server said its name)."""
+        with self._lock:
+            dl = self._download
+        return dl.path if dl is not None else None
+
+    def cancel(self) -> bool:
+        """Stop it; the partial download stays for a later resume. False if it was not running."""
+        return self._stop(CANCELLED)
+
+    def pause(self) -> bool:
+        """Stop it until :meth:`resume`; False if it was not running."""
+        return self._stop(PAUSED)
+
+    def resume(self) -> bool:
+        """Run a paused or cancelled job again, from its partial file; False if it cannot be."""
+        with self._lock:
+            if self._thread.is_alive() or self._stopped_as is None:
+                return False
+            self._stopped_as, self.error, self._download = None, None, None
+            self._first_done = None
+            self._thread = self._new_thread(first=False)
+        self._thread.start()
+        return True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the current run has ended (within ``timeout`` seconds)."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def status(self) -> JobStatus:
+        with self._lock:
+            dl, stopped, base, since = self._download, self._stopped_as, self._first_done, self._started
+        if self.report is not None:
+            return JobStatus("done", self.report.size, self.report.size, self.report.rate,
+                             summary(self.report, self._names, self._overrides.get("checksum")), None)
+        done = dl.done_bytes if dl else 0
+        size = dl.size if dl else None
+        if stopped is not None and not self.running:
+            return JobStatus(stopped, done, size, 0.0, None, None)
+        if self.error is not None:
+            return JobStatus("failed", done, size, 0.0, None, self.error)
+        if dl is None:
+            return JobStatus("starting", 0, None, 0.0, None, None)
+        rate = (done - base) / max(1e-3, time.monotonic() - since) if base is not None else 0.0
+        return JobStatus(dl.state, done, size, rate, None, None)
+
+    # -- the job's thread -------------------------------------------------------------
+    def _new_thread(self, first: bool) -> threading.Thread:
+        return threading.Thread(target=self._body, args=(first,), name=f"download-{self.number}",
+                                daemon=True)
+
+    def _stop(self, how: str) -> bool:
+        with self._lock:
+            if not self._thread.is_alive():
+                return False
+            self._stopped_as = how
+            dl = self._download
+        if dl is not None:
+            dl.cancel()
+        return True
+
+    def _emit(self, kind: str, text: str) -> None:
+        try:
+            self._on_event(self, kind, text)
+        except Exception:  # a front end's bug must not kill the download
+            log.exception("reporting on download %d", self.number)
+
+    def _progress(self, done: int, size: int | None) -> None:
+        """The engine's progress callback: the first call marks where this run began."""
+        with self._lock:
+            if self._first_done is None:
+                self._first_done, self._started = done, time.monotonic()
+
+    def _body(self, first: bool) -> None:
+        self._emit(STARTED if first else RESUMED, self.url)
+        try:
+            peers: list[Peer] = []
+            if not self._no_peers:
+                peers, warning = self._app.peers()
+                if warning:
+                    self._emit(NOTICE, warning)
+                if not peers:
+                    self._emit(NOTICE, "no peers known: downloading alone with several connections")
+            self._names = peer_names(peers)
+            overrides = self._overrides if first else {**self._overrides, "restart": False}
+            dl = download.Download(self.url, self._app.download_options(self.output, overrides),
+                                   peers, notice=lambda text: self._emit(NOTICE, text),
+                                   progress=self._progress)
+            with self._lock:
+                self._download = dl
+                stopped = self._stopped_as
+            if stopped:
+                raise download.DownloadError("cancelled")
+            self.report = dl.run()
+        except download.DownloadError as exc:
+            self.error = str(exc)
+        except Exception as exc:  # a bug must not take the node down
+            log.exception("download %d failed", self.number)
+            self.error = f"internal error: {exc}"
+        with self._lock:
+            stopped = self._stopped_as
+        if self.report is not None:
+            self._emit(ENDED, summary(self.report, self._names, self._overrides.get("checksum")))
+        elif stopped is not None:
+            self._emit(stopped, self._kept())
+        else:
+            self._emit(ENDED, f"error: {self.error}")
+
+    def _kept(self) -> str:
+        """What a stop left on disk, truthfully: the partial file if it and its record exist."""
+        final = self.path
+        if final is not None:
+            part, record = storage.part_path(final), storage.record_path(final)
+            if part.exists() and record.exists():
+                return f"the partial download is kept in {part}"
+            if part.exists():
+                return f"{part} is kept, but without a resume record it will start over"
+        return "nothing was written yet"
+
+    def _start(self) -> None:
+        self._thread.start()
 
 
 class NodeApp:
     def __init__(self, config: NodeConfig, *, notice: Callable[[str], None] | None = None):
-        self.config = config
+        self._config = config
         self.notice = notice or (lambda text: log.warning("%s", text))
         self.server = node_server.make_server(
             config.host, config.port, name=config.name or "node", secret=config.secret,
@@ -77,75 +425,94 @@ class NodeApp:
                                                  allow_private=config.allow_private))
         self.port = self.server.port
         host = config.advertise or advertised_host(config.host, config.discovery[0])
-        self.name = config.name or f"{socket.gethostname()}:{self.port}"
+        self.name = config.name or format_hostport(socket.gethostname(), self.port)
         self.server.name = self.name
         self.server.service.name = self.name  # type: ignore[attr-defined]
-        self.discovery = DiscoveryClient(*config.discovery, name=self.name, secret=config.secret)
-        self.membership = Membership(self.discovery, host=host, port=self.port, name=self.name,
-                                     slots=config.slots, interval=config.heartbeat)
+        self._membership = Membership(
+            DiscoveryClient(*config.discovery, name=self.name, secret=config.secret),
+            host=host, port=self.port, name=self.name, slots=config.slots,
+            interval=config.heartbeat)
         self._jobs: list[DownloadJob] = []
         self._lock = threading.Lock()
 
     @property
     def key(self) -> str:
-        return self.membership.me.key
+        """``HOST:PORT`` peers reach this node at."""
+        return self._membership.me.key
+
+    @property
+    def directory(self) -> Path:
+        return self._config.directory
 
     def start(self) -> "NodeApp":
         self.server.start()
-        self.membership.start()
+        self._membership.start()
         return self
 
-    def stop(self) -> None:
-        with self._lock:
-            running = [j for j in self._jobs if j.thread.is_alive()]
-        for job in running:
-            job.download.cancel()
-        for job in running:
-            job.thread.join(10)
-        self.membership.stop(unregister=True)
-        self.server.stop()
+    def stop(self, deadline: float = STOP_DEADLINE) -> None:
+        """Cancel every download, unregister, close: all within ``deadline`` seconds.
 
-    # -- downloads --------------------------------------------------------------------
-    def peers(self) -> tuple[list[Peer], str | None]:
-        peers, warning = self.membership.peers()
-        return [p for p in peers if p.key != self.key], warning
+        What has not finished by then (an unregister that discovery does not
+        answer) is left to its daemon thread; discovery forgets the node when
+        its lease runs out.
+        """
+        end = time.monotonic() + deadline
+        running = [j for j in self.jobs() if j.running]
+        for job in running:
+            job.cancel()
+        for job in running:
+            job.wait(max(0.0, end - time.monotonic()))
 
-    def start_download(self, url: str, output: Path | None = None,
-                       on_end: Callable[[DownloadJob], None] | None = None,
+        def close() -> None:
+            self._membership.stop(unregister=True)
+            self.server.stop(timeout=max(0.1, end - time.monotonic()))
+
+        closer = threading.Thread(target=close, name="node-stop", daemon=True)
+        closer.start()
+        closer.join(max(0.0, end - time.monotonic()))
+
+    # -- peers -------------------------------------------------------------------------
+    def peers(self, *, include_self: bool = False) -> tuple[list[Peer], str | None]:
+        """The live nodes (fresh from discovery, else the last known, with a warning)."""
+        peers, warning = self._membership.peers()
+        return [p for p in peers if include_self or p.key != self.key], warning
+
+    # -- downloads ---------------------------------------------------------------------
+    def download_options(self, output: Path | None, overrides: dict) -> download.Options:
+        c = self._config
+        return download.Options(directory=c.directory, output=output, local_slots=c.slots,
+                                peer_timeout=c.peer_timeout, source_address=c.source_address,
+                                secret=c.secret, name=self.name,
+                                **{**c.download_options, **overrides})
+
+    def start_download(self, url: str, output: Path | None = None, *, no_peers: bool = False,
+                       on_event: Callable[[DownloadJob, str, str], None] | None = None,
+                       before_start: Callable[[DownloadJob], None] | None = None,
                        **overrides) -> DownloadJob:
-        peers, warning = self.peers()
-        if warning:
-            self.notice(warning)
-        if not peers:
-            self.notice("no peers known: downloading alone with several connections")
-        opts = download.Options(directory=self.config.directory, output=output,
-                                local_slots=self.config.slots, peer_timeout=self.config.peer_timeout,
-                                source_address=self.config.source_address,
-                                secret=self.config.secret, name=self.name,
-                                **{**self.config.download_options, **overrides})
-        dl = download.Download(url, opts, peers, notice=self.notice)
-        with self._lock:
-            number = len(self._jobs) + 1
-        job = DownloadJob(number, url, dl, threading.Thread(name=f"download-{number}", daemon=True,
-                                                             target=lambda: None))
+        """Start downloading ``url`` on a new thread and return at once.
 
-        def body() -> None:
-            try:
-                job.report = dl.run()
-            except download.DownloadError as exc:
-                job.error = str(exc)
-            except Exception as exc:  # a bug must not take the node down
-                log.exception("download #%d failed", number)
-                job.error = f"internal error: {exc}"
-            if on_end:
-                on_end(job)
-
-        job.thread = threading.Thread(target=body, name=f"download-{number}", daemon=True)
+        ``on_event(job, kind, text)`` is called from the job's thread with
+        ``STARTED`` (the URL), then any ``NOTICE`` lines, then ``ENDED`` (the
+        summary line, or ``error: ...``). Raises :class:`AlreadyDownloading`
+        when the same URL is running (or paused) to the same place.
+        ``before_start(job)`` runs on the caller's thread before the job's.
+        """
         with self._lock:
+            place = output if output is not None else self.directory
+            for other in self._jobs:
+                if other.url == url and other.place == place and (other.running or other.paused):
+                    raise AlreadyDownloading(other)
+            job = DownloadJob(self, len(self._jobs) + 1, url, output, overrides, no_peers, on_event)
             self._jobs.append(job)
-        job.thread.start()
+        if before_start:
+            before_start(job)
+        job._start()
         return job
 
     def jobs(self) -> list[DownloadJob]:
         with self._lock:
             return list(self._jobs)
+
+    def job(self, number: int) -> DownloadJob | None:
+        with self._lock:
+            return self._jobs[number - 1] if 0 < number <= len(self._jobs) else None

@@ -1,34 +1,81 @@
 """The interactive prompt of a node (``python3 node.py`` without a subcommand).
 
 Downloads started here run in the background, each on its own thread, so
-the user can start a second one while the first runs; a line is printed
-when each one ends. Ctrl-C at the prompt only clears the line: it cancels
-nothing and does not stop the node. ``quit`` or end of input unregisters
-and exits.
+the user can start a second one while the first runs; typing a URL returns
+at once (even with discovery down: peers are asked for on the download's
+own thread). Every line about a download carries its number, ``[N]``, and
+comes in order: ``started``, any notes, then the summary or the error.
+
+On a terminal, messages appear *above* the line being typed, which is then
+redrawn (readline's ``rl_forced_update_display`` is not exposed in Python:
+clear the line, print the message, print the prompt and
+``readline.get_line_buffer()`` again), and one progress line for the running
+downloads is kept up to date in place above the input line.
+
+Ctrl-C at the prompt only clears the line: it cancels nothing and does not
+stop the node. ``quit`` or end of input with downloads running asks, on a
+terminal, whether to wait for them, cancel them (their partial files are
+kept for resume) or stay; with input from a pipe or file it waits for them
+and says so. Then the node unregisters and exits.
+
+The prompt talks to the node only through ``NodeApp``'s public API; ``get``
+lines are read by the same parser builder as ``node.py get``
+(``nodeapp.add_get_arguments``).
 """
 
 from __future__ import annotations
 
+import argparse
 import cmd
 import shlex
+import shutil
 import sys
 import threading
-import time
-from pathlib import Path
 
-from .download import human_bytes
-from .nodeapp import DownloadJob, NodeApp
+from .nodeapp import (CANCELLED, ENDED, NOTICE, PAUSED, RESUMED, STARTED, AlreadyDownloading,
+                      DownloadJob, NodeApp, add_get_arguments, with_scheme)
+from .units import human_bytes, human_rate
 
 HELP = """\
 commands:
-  URL                      download URL (same as get URL)
-  get URL [-o PATH]        download URL into the download directory, or to PATH
+  URL                      download URL (same as get URL; without a scheme, http:// is meant)
+  get URL [-o PATH] [--checksum ALGO:HEX] [--force] [--restart] [--no-peers]
+                           download URL into the download directory, or to PATH
                            (a relative PATH is taken inside the download directory)
   request URL              old spelling of get
+  jobs                     show the downloads: state, bytes, this run's rate
+  pause N / resume N       stop download N for now / go on from where it stopped
+  cancel N                 stop download N (its partial file is kept; resume N goes on)
   peers                    list the nodes discovery knows
-  jobs                     show running and finished downloads
   help                     this text
-  quit                     unregister and exit (also end of input, Ctrl-D)"""
+  quit                     unregister and exit (also end of input, Ctrl-D); asks first
+                           while downloads run"""
+
+USAGE = "usage: get URL [-o PATH] [--checksum ALGO:HEX] [--force] [--restart] [--no-peers]"
+
+#: Seconds between refreshes of the live progress line: often enough to see
+#: motion, rarely enough not to disturb typing.
+PROGRESS_INTERVAL = 1.0
+#: Seconds between checks while ``quit`` waits for downloads (Ctrl-C stops waiting).
+WAIT_STEP = 0.5
+
+
+class _LineParser(argparse.ArgumentParser):
+    """argparse for one prompt line: an error is a ValueError, never an exit."""
+
+    def error(self, message: str):
+        raise ValueError(message)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = _LineParser(prog="get", add_help=False)
+    add_get_arguments(parser, at_prompt=True)
+    return parser
+
+
+def _looks_like_url(word: str) -> bool:
+    """``example.com/f.iso``, ``10.0.0.5:8000/x``, ``host.lan``: a URL without a scheme."""
+    return "://" in word or (("." in word or "/" in word) and word[:1].isalnum())
 
 
 class Prompt(cmd.Cmd):
@@ -38,41 +85,125 @@ class Prompt(cmd.Cmd):
         super().__init__(stdin=stdin, stdout=stdout)
         self.app = app
         self._print_lock = threading.Lock()
+        self._parser = get_parser()
         self.intro = (f"swift node {app.name} serving on port {app.port}; "
                       f"type a URL to download it, 'help' for commands")
+        self._terminal = _isatty(self.stdout)
+        # readline draws the prompt itself; its pre-input hook says when that is done
+        self._hooked = self._terminal and _isatty(self.stdin) and _has_readline()
+        self._reading = False        # the input line is on screen (redraw it after a message)
+        self._drawing = False        # readline is drawing the prompt: hold messages until done
+        self._held: list[tuple[str, bool]] = []
+        self._asking: str | None = None  # the prompt of a question being asked, if any
+        self._progress_shown = False  # the line above the input line is the progress line
+        self._ticker_stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
-    def say(self, text: str) -> None:
+    # -- output ----------------------------------------------------------------------
+    def say(self, text: str, *, progress: bool = False) -> None:
+        """Print a message; on a terminal, above the input line, which is redrawn."""
         with self._print_lock:
-            self.stdout.write(text + "\n")
-            self.stdout.flush()
+            if not self._terminal:
+                if not progress:
+                    self.stdout.write(text + "\n")
+                    self.stdout.flush()
+                return
+            if self._drawing:
+                self._held.append((text, progress))
+                return
+            self._write_above(text, progress)
+
+    def _write_above(self, text: str, progress: bool) -> None:
+        """Write one message line above the input line (call with the print lock held)."""
+        out = "\r\x1b[K"
+        if self._progress_shown:
+            out += "\x1b[1A\r\x1b[K"  # replace the progress line: it is out of date
+        self.stdout.write(out + text + "\n")
+        self._progress_shown = progress
+        if self._reading:
+            self.stdout.write((self._asking or self.prompt) + _line_buffer())
+        self.stdout.flush()
+
+    def preloop(self) -> None:
+        if self._hooked:
+            self._drawing = True
+            _set_pre_input_hook(self._input_ready)
+        if self._terminal and self._ticker is None:
+            self._ticker = threading.Thread(target=self._tick, name="prompt-progress", daemon=True)
+            self._ticker.start()
+
+    def precmd(self, line: str) -> str:
+        with self._print_lock:
+            self._reading = False
+            self._progress_shown = False  # the user's Enter moved the screen on
+        return line
+
+    def postcmd(self, stop: bool, line: str) -> bool:
+        with self._print_lock:
+            self._drawing = self._hooked and not stop
+        return stop
+
+    def _input_ready(self) -> None:
+        """readline's pre-input hook: the prompt is on screen and input begins."""
+        with self._print_lock:
+            self._drawing, self._reading = False, True
+            held, self._held = self._held, []
+            for text, progress in held:
+                self._write_above(text, progress)
+
+    def postloop(self) -> None:
+        with self._print_lock:
+            self._reading = self._drawing = False
+            held, self._held = self._held, []
+            for text, progress in held:
+                self._write_above(text, progress)
+        _set_pre_input_hook(None)
+
+    def close(self) -> None:
+        """Stop the progress line's thread."""
+        self._ticker_stop.set()
+        if self._ticker is not None:
+            self._ticker.join(2 * PROGRESS_INTERVAL)
+
+    def _tick(self) -> None:
+        while not self._ticker_stop.wait(PROGRESS_INTERVAL):
+            parts = [f"[{job.number}] {progress(job)}" for job in self.app.jobs()
+                     if job.running and job.status().state == "running"]
+            if parts and self._reading:
+                width = shutil.get_terminal_size().columns - 1
+                self.say("  ".join(parts)[:width], progress=True)
 
     # -- downloads -----------------------------------------------------------------
     def _start(self, arg: str) -> None:
         try:
-            words = shlex.split(arg)
+            args = self._parser.parse_args(shlex.split(arg))
         except ValueError as exc:
-            self.say(f"error: {exc}")
+            self.say(f"error: {exc}; {USAGE}")
             return
-        output = None
-        if "-o" in words:
-            i = words.index("-o")
-            if i + 1 >= len(words):
-                self.say("error: -o needs a path")
-                return
-            # relative to the node's download directory, not to wherever it was started
-            output = self.app.config.directory / Path(words[i + 1]).expanduser()
-            del words[i:i + 2]
-        if len(words) != 1:
-            self.say("usage: get URL [-o PATH]")
-            return
-        job = self.app.start_download(words[0], output, on_end=self._ended)
-        self.say(f"[{job.number}] started {words[0]}")
+        url = with_scheme(args.url)
+        # relative to the node's download directory, not to wherever it was started
+        output = self.app.directory / args.output.expanduser() if args.output else None
+        try:
+            self.app.start_download(url, output, no_peers=args.no_peers, on_event=self._event,
+                                    checksum=args.checksum, force=args.force, restart=args.restart,
+                                    before_start=self._same_url_note)
+        except AlreadyDownloading as exc:
+            self.say(f"{url}: {exc}")
 
-    def _ended(self, job: DownloadJob) -> None:
-        if job.report is not None:
-            self.say(f"[{job.number}] {job.report.summary()}")
-        else:
-            self.say(f"[{job.number}] error: {job.error}")
+    def _same_url_note(self, job: DownloadJob) -> None:
+        earlier = [other.number for other in self.app.jobs() if other.url == job.url and other is not job]
+        if earlier:
+            self.say(f"note: [{job.number}] has the same URL as [{earlier[-1]}]")
+
+    def _event(self, job: DownloadJob, kind: str, text: str) -> None:
+        if kind in (STARTED, RESUMED):
+            self.say(f"[{job.number}] {kind} {text}")
+        elif kind == NOTICE:
+            self.say(f"[{job.number}] note: {text}")
+        elif kind in (PAUSED, CANCELLED):
+            self.say(f"[{job.number}] {kind}; {text} (resume {job.number} goes on)")
+        elif kind == ENDED:
+            self.say(f"[{job.number}] {text}")
 
     def do_get(self, arg: str) -> None:
         """get URL [-o PATH]: download URL"""
@@ -84,7 +215,7 @@ class Prompt(cmd.Cmd):
 
     def default(self, line: str) -> None:
         word = line.strip().split()[0] if line.strip() else ""
-        if "://" in word:
+        if _looks_like_url(word):
             self._start(line)
         else:
             self.say(f"unknown command {word!r}; type a URL, or 'help'")
@@ -92,10 +223,36 @@ class Prompt(cmd.Cmd):
     def emptyline(self) -> bool:
         return False
 
+    def _job(self, arg: str, command: str) -> DownloadJob | None:
+        word = arg.strip().lstrip("[").rstrip("]")
+        job = self.app.job(int(word)) if word.isdigit() else None
+        if job is None:
+            self.say(f"usage: {command} N, with N a download's number (see jobs)")
+        return job
+
+    def do_cancel(self, arg: str) -> None:
+        """cancel N: stop download N, keeping its partial file"""
+        job = self._job(arg, "cancel")
+        if job is not None and not job.cancel():
+            self.say(f"[{job.number}] is not running")
+
+    def do_pause(self, arg: str) -> None:
+        """pause N: stop download N until resume N"""
+        job = self._job(arg, "pause")
+        if job is not None and not job.pause():
+            self.say(f"[{job.number}] is not running")
+
+    def do_resume(self, arg: str) -> None:
+        """resume N: go on with a paused or cancelled download"""
+        job = self._job(arg, "resume")
+        if job is not None and not job.resume():
+            self.say(f"[{job.number}] is {job.status().state}: only a paused or cancelled "
+                     f"download can be resumed")
+
     # -- information ---------------------------------------------------------------
     def do_peers(self, arg: str) -> None:
         """peers: list the nodes discovery knows"""
-        peers, warning = self.app.membership.peers()
+        peers, warning = self.app.peers(include_self=True)
         if warning:
             self.say(f"note: {warning}")
         if not peers:
@@ -110,43 +267,130 @@ class Prompt(cmd.Cmd):
         if not jobs:
             self.say("no downloads yet")
         for job in jobs:
-            dl = job.download
-            if job.report is not None:
-                status = job.report.summary()
-            elif job.error is not None:
-                status = f"failed: {job.error}"
-            else:
-                done, size = dl.done_bytes, dl.size
-                pct = f" {100 * done / size:.0f}%" if size else ""
-                rate = done / max(1e-3, time.monotonic() - dl.started)
-                status = f"{dl.state}{pct} {human_bytes(done)} at {human_bytes(rate)}/s"
-            self.say(f"[{job.number}] {job.url}  {status}")
+            self.say(f"[{job.number}] {job.url}  {describe(job)}")
 
     def do_help(self, arg: str) -> None:
         self.say(HELP)
 
+    # -- leaving -------------------------------------------------------------------
     def do_quit(self, arg: str) -> bool:
         """quit: unregister and exit"""
-        return True
+        running = [job for job in self.app.jobs() if job.running]
+        if not running:
+            return True
+        numbers = ", ".join(f"[{job.number}]" for job in running)
+        if not _isatty(self.stdin):
+            self.say(f"waiting for {numbers} to finish before leaving (input is not a terminal)")
+            return self._wait(running)
+        self.say(f"{numbers} still running: wait for them (w), cancel them and keep their "
+                 f"partial files for resume (c), or stay at the prompt (s)?")
+        answer = self._ask("[w/c/s] ")
+        if answer.startswith("w"):
+            self.say(f"waiting for {numbers} (Ctrl-C to stop waiting)")
+            return self._wait(running)
+        if answer.startswith("c"):
+            for job in running:
+                job.cancel()
+            self._wait(running)
+            return True
+        self.say("staying; the downloads go on")
+        return False
+
+    def _ask(self, question: str) -> str:
+        """One answer from the user, lower case; end of input is "w", Ctrl-C is "s"."""
+        with self._print_lock:
+            self._asking, self._reading = question, False
+        try:
+            return input(question).strip().lower()
+        except EOFError:
+            return "w"
+        except KeyboardInterrupt:
+            self.say("")
+            return "s"
+        finally:
+            with self._print_lock:
+                self._asking, self._reading = None, False
+
+    def _wait(self, jobs: list[DownloadJob]) -> bool:
+        """Wait for ``jobs``; True once all ended, False if Ctrl-C stopped the wait."""
+        try:
+            for job in jobs:
+                while not job.wait(WAIT_STEP):
+                    pass
+            return True
+        except KeyboardInterrupt:
+            self.say("\nstopped waiting; the downloads go on")
+            return False
 
     do_exit = do_quit
 
     def do_EOF(self, arg: str) -> bool:
         self.say("")
-        return True
+        return self.do_quit(arg)
 
 
-def run_prompt(app: NodeApp, stop: threading.Event) -> None:
-    """Run the prompt until quit, end of input or ``stop``; Ctrl-C only clears the line."""
+def progress(job: DownloadJob) -> str:
+    """``45% 12.0 MiB at 8.0 MiB/s``: share done, bytes, and this run's rate."""
+    s = job.status()
+    pct = f"{100 * s.done / s.size:.0f}% " if s.size else ""
+    rate = f" at {human_rate(s.rate)}" if s.rate > 0 else ""  # none measured yet
+    return f"{pct}{human_bytes(s.done)}{rate}"
+
+
+def describe(job: DownloadJob) -> str:
+    """One line on a job for ``jobs``: its state, then progress, summary or error."""
+    s = job.status()
+    if s.summary is not None:
+        return s.summary
+    if s.error is not None:
+        return f"{s.state}: {s.error}"
+    return f"{s.state} {progress(job)}"
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _has_readline() -> bool:
+    try:
+        import readline
+        return hasattr(readline, "set_pre_input_hook")
+    except ImportError:  # pragma: no cover - a Python without readline
+        return False
+
+
+def _set_pre_input_hook(hook) -> None:
+    try:
+        import readline
+        readline.set_pre_input_hook(hook)
+    except (ImportError, AttributeError):  # pragma: no cover - no GNU readline
+        pass
+
+
+def _line_buffer() -> str:
+    try:
+        import readline
+        return readline.get_line_buffer()
+    except ImportError:  # pragma: no cover - a Python without readline
+        return ""
+
+
+def run_prompt(app: NodeApp) -> None:
+    """Run the prompt until quit or end of input; Ctrl-C only clears the line."""
     prompt = Prompt(app)
-    intro = prompt.intro
-    while not stop.is_set():
-        try:
-            prompt.cmdloop(intro)
-            return
-        except OSError:
-            return  # the terminal went away (hang-up): same as end of input
-        except KeyboardInterrupt:
-            intro = None
-            sys.stdout.write("^C (downloads keep running; type quit to exit)\n")
-            sys.stdout.flush()
+    try:
+        while True:
+            try:
+                prompt.cmdloop()
+                return
+            except OSError:
+                return  # the terminal went away (hang-up): same as end of input
+            except KeyboardInterrupt:
+                prompt.intro = None  # cmdloop() shows self.intro each time: once is enough
+                prompt.postloop()
+                prompt.say("^C (downloads keep running; type quit to exit)")
+    finally:
+        prompt.close()
