@@ -35,6 +35,7 @@ from typing import Callable
 import requests
 
 from . import fetchjob, httpclient, protocol, server, wire
+from .errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,14 @@ log = logging.getLogger(__name__)
 KEEPALIVE_INTERVAL = 2.0
 #: How long a job may wait for a free slot before the node answers "busy".
 SLOT_WAIT = 60.0
+
+
+#: The code of the error frame for a failed fetch, by the HTTP layer's error code:
+#: "refused" for the address policy; "denied" where the origin refuses this node
+#: (401/403/404/410, an untrusted certificate), so the requester can tell a URL
+#: that only it may fetch; "origin" for everything else.
+_ERROR_CODES = {ErrorCode.ADDRESS_BLOCKED: "refused", ErrorCode.ACCESS_DENIED: "denied",
+                ErrorCode.TLS_UNTRUSTED: "denied"}
 
 
 class RequesterGone(Exception):
@@ -141,7 +150,7 @@ class JobService:
                 conn.send(protocol.Error("changed", str(exc)))
                 return True
             except httpclient.HttpError as exc:
-                code = "refused" if "refusing to fetch" in str(exc) else "origin"
+                code = _ERROR_CODES.get(getattr(exc, "code", None), "origin")
                 log.info("job %d (%s bytes %d-%d) failed: %s", fetch.job_id, url,
                          fetch.start, fetch.end - 1, exc)
                 conn.send(protocol.Error(code, str(exc)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .. import httpclient, storage
+from ..errors import ErrorCode
 from ..sessions import make_session
 from .board import Board
 from .options import LOCAL, Options
@@ -12,12 +13,14 @@ from .report import DownloadError
 def run_local(board: Board, probe: httpclient.ProbeResult, opts: Options,
               source: str = LOCAL) -> None:
     """Take pieces from ``board`` until there are none; one session for all of them."""
-    session = make_session(source_address=opts.source_address, allow_private=True)
+    remote = probe.remote  # the download's URL, cookie jar and profile, shared by all workers
+    session = (remote.session(source_address=opts.source_address) if remote is not None else
+               make_session(source_address=opts.source_address, allow_private=True))
     try:
         while (piece := board.next_piece(source)) is not None:
             fetch = httpclient.RangeFetch(session, probe.final_url, probe.size or 0,
                                           probe.validator, policy=opts.retry, stop=board.stop,
-                                          encoding=probe.encoding)
+                                          encoding=probe.encoding, remote=remote)
             if not _fetch_one(board, fetch, piece.job_id, piece.start, source):
                 return
     finally:
@@ -36,6 +39,9 @@ def _fetch_one(board: Board, fetch: httpclient.RangeFetch, job: int, start: int,
         board.fail_all(DownloadError(str(exc)))
         return False
     except httpclient.HttpError as exc:
+        if exc.code is ErrorCode.RANGES_UNUSABLE:
+            board.fail_all(exc)  # the download goes on in one plain stream
+            return False
         board.failed(job, source, str(exc))
         return True
     if board.stop.is_set():

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import httpclient
+from ..http.profile import RequestProfile
 
 #: The source name of this machine's own workers (peers are named ``host:port``).
 LOCAL = "local"
@@ -41,6 +42,8 @@ class Options:
     record_interval: float = RECORD_INTERVAL
     max_failures: int = 3
     retry: httpclient.RetryPolicy = field(default_factory=httpclient.RetryPolicy)
+    #: headers, cookies and TLS trust for every request of the download (--header, -U, ...)
+    profile: RequestProfile = field(default_factory=RequestProfile)
 
     @property
     def overwrite(self) -> bool:

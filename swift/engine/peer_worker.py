@@ -37,6 +37,7 @@ class PeerWorker:
         self.source = peer.key
         self.opts = opts
         self._conn: wire.Connection | None = None
+        self._sent_url = probe.final_url  # the URL of the job in flight, as this machine knows it
         self._send_lock = threading.Lock()
 
     def run(self) -> None:
@@ -100,9 +101,13 @@ class PeerWorker:
                 if end == 0:
                     return True  # already given up on (or split away entirely): nothing to do
                 p = self.probe
-                conn.send(protocol.Fetch(job, p.final_url, piece.start, end, p.size or 0,
+                url, headers = p.final_url, []
+                if p.remote is not None:  # the current URL; secrets only if conn.private
+                    self._sent_url = p.remote.final_url
+                    url, headers = p.remote.for_peer(private=conn.private)
+                conn.send(protocol.Fetch(job, url, piece.start, end, p.size or 0,
                                          p.validator.etag, p.validator.last_modified,
-                                         p.encoding or None))
+                                         p.encoding or None, headers=headers))
             return self._receive(conn, piece)
         except _Drop:
             return False
@@ -166,4 +171,11 @@ class PeerWorker:
                                               f"the change is kept"))
             raise _Drop()
         self.board.failed(job, self.source, f"{frame.code}: {frame.message}")
+        remote = self.probe.remote
+        if frame.code == "denied" and remote is not None and remote.refused_only_for_peer(
+                self._sent_url, size=self.probe.size, source_address=self.opts.source_address):
+            # the origin gives this machine what it refuses the helper (README "Misbehaving servers")
+            self.board.exclude(self.source, f"the origin refuses it what it gives this machine "
+                                            f"({frame.message})")
+            raise _Drop()
         return frame.code != "busy"

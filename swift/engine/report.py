@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from ..http.url import redact_url
+
 
 class DownloadError(Exception):
     """The download failed; the message is one line for the user."""
@@ -26,6 +28,8 @@ class Report:
     resumed_bytes: int = 0
     dropped_bytes: int = 0
     notices: list[str] = field(default_factory=list)
+    #: helpers left out of this download, and why (``host:port`` → reason)
+    left_out: dict[str, str] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -41,6 +45,7 @@ class Report:
 
     def as_dict(self) -> dict:
         d = asdict(self)
+        d["url"] = redact_url(self.url, strict=False)  # never a password in a report
         d["rate"] = self.rate
         return d
 

@@ -82,7 +82,9 @@ class SingleStream:
         self._check_part()
         if self.probe.size is not None:
             storage.check_free_space(self.final.parent, self.probe.size, self.part)
-        session = make_session(source_address=self.opts.source_address, allow_private=True)
+        remote = self.probe.remote  # the download's cookie jar and profile
+        session = (remote.session(source_address=self.opts.source_address) if remote is not None
+                   else make_session(source_address=self.opts.source_address, allow_private=True))
         try:
             self._fetch(session)
             path = self._finish()

@@ -33,7 +33,7 @@ FRAGMENTED = 1024
 
 def file_name(probe: httpclient.ProbeResult) -> str:
     """The name to save under (Content-Disposition, else the URL's), already made safe."""
-    return probe.filename
+    return names.choose_name(probe.url, probe.final_url, probe.content_disposition)
 
 
 def identity(url: str, probe: httpclient.ProbeResult) -> storage.FileIdentity:

@@ -102,6 +102,21 @@ class RemoteFile:
         with self._lock:
             return url == self._final and self._worked
 
+    def refused_only_for_peer(self, url: str, *, size: int | None,
+                              source_address: str | None = None, timeout: Any = (10.0, 15.0)) -> bool:
+        """A helper was refused (401/403/404/410, an untrusted certificate) at ``url``.
+
+        True when the refusal is the helper's own (issue 8, item 7): ``url`` works
+        here and resolving the original URL again gives the same one (a URL bound
+        to this machine's address, a token or a CA only this machine has). False
+        when ``url`` is no longer current or has expired for everyone (then a new
+        one is resolved, and later jobs carry it)."""
+        if not self.works(url):
+            return False
+        with self.session(source_address=source_address) as session:
+            fresh = self.refresh(session, url, size=size, timeout=timeout)
+        return fresh is None or fresh == url
+
     def refresh(self, session: requests.Session, failed_url: str, *, size: int | None,
                 timeout: Any) -> str | None:
         """A URL to use instead of ``failed_url`` (which answered 401/403/404/410), or

@@ -159,8 +159,7 @@ def test_the_null_control_file_keeps_nothing_and_the_resume_file_round_trips(tmp
 def _probe(size: int, etag: str | None = '"e"'):
     from swift import httpclient
     return httpclient.ProbeResult(url="http://127.0.0.1/f", final_url="http://127.0.0.1/f",
-                                  size=size, ranges=True, validator=httpclient.Validator(etag, None),
-                                  filename="f")
+                                  size=size, ranges=True, validator=httpclient.Validator(etag, None))
 
 
 def test_a_fragmented_record_forgets_its_small_pieces_and_says_so(tmp_path):
