@@ -67,8 +67,7 @@ def test_a_cdn_that_answers_200_to_if_range_gets_ranges_without_it(session):
 
 
 def test_ranges_that_never_work_end_in_ranges_unusable(session):
-    ignore_after_probe = lambda req: setattr(req, "ignore_range", req.count > 1) or False  # noqa: E731
-    with o.Origin({"/f": DATA}, {"/f": [ignore_after_probe]}) as origin:
+    with o.Origin({"/f": DATA}, {"/f": [o.ranges_only_for_the_first_request]}) as origin:
         result = probe(session, origin.url("/f"), retry=FAST)
         assert result.splittable
         with pytest.raises(errors.OriginError) as exc:
