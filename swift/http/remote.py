@@ -37,6 +37,7 @@ from urllib.parse import unquote
 import requests
 
 from .. import sessions
+from .body import DEFAULT_TIMEOUT
 from .headers import Validator, parse_content_range
 from .profile import RequestProfile
 from .url import normalize_url, redact_url, split_credentials
@@ -103,7 +104,7 @@ class RemoteFile:
             return url == self._final and self._worked
 
     def refused_only_for_peer(self, url: str, *, size: int | None,
-                              source_address: str | None = None, timeout: Any = (10.0, 15.0)) -> bool:
+                              source_address: str | None = None, timeout: Any = DEFAULT_TIMEOUT) -> bool:
         """A helper was refused (401/403/404/410, an untrusted certificate) at ``url``.
 
         True when the refusal is the helper's own (issue 8, item 7): ``url`` works
