@@ -170,12 +170,13 @@ class PeerWorker:
             self.board.fail_all(DownloadError(f"{frame.message}; nothing written after "
                                               f"the change is kept"))
             raise _Drop()
-        self.board.failed(job, self.source, f"{frame.code}: {frame.message}")
         remote = self.probe.remote
         if frame.code == "denied" and remote is not None and remote.refused_only_for_peer(
                 self._sent_url, size=self.probe.size, source_address=self.opts.source_address):
             # the origin gives this machine what it refuses the helper (README "Misbehaving servers")
             self.board.exclude(self.source, f"the origin refuses it what it gives this machine "
                                             f"({frame.message})")
+            self.board.failed(job, self.source, f"{frame.code}: {frame.message}")
             raise _Drop()
+        self.board.failed(job, self.source, f"{frame.code}: {frame.message}")
         return frame.code != "busy"

@@ -68,6 +68,8 @@ class RemoteFile:
         self._worked = final_url is not None
         self._if_range_strikes = 0
         self.refreshes = 0
+        self._verdict_lock = threading.Lock()
+        self._verdicts: dict[str, bool] = {}  # URL → refused only for helpers? (decided once)
 
     def __repr__(self) -> str:
         return f"RemoteFile({redact_url(self.url)!r} -> {redact_url(self.final_url)!r})"
@@ -112,11 +114,15 @@ class RemoteFile:
         to this machine's address, a token or a CA only this machine has). False
         when ``url`` is no longer current or has expired for everyone (then a new
         one is resolved, and later jobs carry it)."""
-        if not self.works(url):
-            return False
-        with self.session(source_address=source_address) as session:
-            fresh = self.refresh(session, url, size=size, timeout=timeout)
-        return fresh is None or fresh == url
+        with self._verdict_lock:  # a helper's other slots wait for the first one's answer
+            if url in self._verdicts:
+                return self._verdicts[url]
+            if not self.works(url):
+                return False
+            with self.session(source_address=source_address) as session:
+                fresh = self.refresh(session, url, size=size, timeout=timeout)
+            self._verdicts[url] = verdict = fresh is None or fresh == url
+            return verdict
 
     def refresh(self, session: requests.Session, failed_url: str, *, size: int | None,
                 timeout: Any) -> str | None:

@@ -343,3 +343,30 @@ def test_a_plain_stream_stops_at_once_when_aborted(session):
                 for _ in blocks:
                     pass
             assert stop.is_set() and 0 < len(first) < len(DATA) * 20
+
+
+def test_a_url_only_this_machine_may_fetch_is_told_from_one_that_expired():
+    now = [1000.0]
+    rules = {"/b": [o.address_bound_redirect], "/bound/b": [o.address_bound_redirect],
+             "/s": [o.signed_redirect(10, clock=lambda: now[0])],
+             "/signed/s": [o.signed_redirect(10, clock=lambda: now[0])]}
+    with o.Origin({"/b": DATA, "/s": DATA}, rules) as origin:
+        bound = RemoteFile(origin.url("/b"))
+        with bound.session() as s:
+            result = probe(s, bound, retry=FAST)
+        verdicts: list[bool] = []
+        threads = [threading.Thread(target=lambda: verdicts.append(
+            bound.refused_only_for_peer(result.final_url, size=len(DATA)))) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        # every slot of the helper gets the same answer, from one look at the origin
+        assert verdicts == [True] * 4 and bound.refreshes == 1
+
+        signed = RemoteFile(origin.url("/s"))
+        with signed.session() as s:
+            first = probe(s, signed, retry=FAST).final_url
+        now[0] += 60
+        assert not signed.refused_only_for_peer(first, size=len(DATA))
+        assert signed.final_url != first  # expired for everyone: the next jobs carry a new URL
