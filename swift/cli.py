@@ -39,10 +39,13 @@ from urllib.parse import urlsplit
 from . import __version__, auth, demo, discovery_server, download, httpclient, names, storage
 from .addresses import format_hostport, parse_host, parse_hostport, parse_port
 from .checksums import file_digest, parse_checksum
+from .errors import SwiftError
+from .http.profile import INSECURE_WARNING, profile_from_args
+from .http.remote import RemoteFile
+from .http.url import redact_url
 from .httpclient import RetryPolicy
 from .membership import DiscoveryClient, DiscoveryError, Peer
 from .nodeapp import add_get_arguments, peer_names, summary, with_scheme
-from .sessions import make_session
 from .units import human_bytes, human_rate, human_seconds, parse_count, parse_rate, parse_seconds, parse_size
 
 log = logging.getLogger("swift")
@@ -452,7 +455,7 @@ def _get(args: argparse.Namespace, secret: bytes | None) -> int:
         for url in urls:
             results.append(_get_one(url, args, peers, secret, notice))
     except (KeyboardInterrupt, Terminated) as exc:
-        results.append({"url": urls[len(results)], "ok": False,
+        results.append({"url": redact_url(urls[len(results)], strict=False), "ok": False,
                         "error": "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"})
         raise
     finally:
@@ -466,7 +469,15 @@ def _get_one(url: str, args: argparse.Namespace, peers: list[Peer], secret: byte
     """One URL of a ``get``: the result as it goes into ``--report``; prints its own lines."""
     quiet = args.quiet > 0
     retry = RetryPolicy(attempts=args.tries) if args.tries else RetryPolicy()
-    result: dict = {"url": url, "ok": False, "checksum": args.checksum, "checksum_verified": False}
+    result: dict = {"url": redact_url(url, strict=False), "ok": False, "checksum": args.checksum,
+                    "checksum_verified": False}
+    try:  # request shaping (swift.http.profile): checked when parsed; a file may change since
+        profile = profile_from_args(args)
+    except SwiftError as exc:
+        _error(str(exc))
+        return {**result, "error": str(exc)}
+    if profile.insecure and not quiet:
+        print(INSECURE_WARNING, file=sys.stderr, flush=True)
     done = None if (args.force or args.restart) else already_complete(url, args, retry)
     if isinstance(done, str):
         _error(done)
@@ -481,7 +492,7 @@ def _get_one(url: str, args: argparse.Namespace, peers: list[Peer], secret: byte
                             restart=args.restart, checksum=args.checksum, local_slots=args.slots,
                             peer_timeout=args.peer_timeout, piece_size=args.piece_size,
                             source_address=args.source_address, secret=secret, name="swift-get",
-                            retry=retry)
+                            retry=retry, profile=profile)
     bar = ProgressBar() if sys.stderr.isatty() and not quiet else None
     dl = download.Download(url, opts, peers, notice=notice, progress=bar.update if bar else None)
     outcome = _run_download(dl, bar)
@@ -509,15 +520,18 @@ def already_complete(url: str, args: argparse.Namespace, retry: RetryPolicy) -> 
         (args.output or args.dir) / names.safe_name(names.filename_from_url(url))
     if not candidate.is_file():
         return None
-    session = make_session(source_address=args.source_address, allow_private=True)
+    session = None
     try:
-        probe = httpclient.probe(session, url, policy=retry)
+        remote = RemoteFile(url, profile=profile_from_args(args))
+        session = remote.session(source_address=args.source_address)
+        probe = httpclient.probe(session, remote, policy=retry)
     except httpclient.HttpError as exc:
         return str(exc)
     finally:
-        session.close()
+        if session is not None:
+            session.close()
     path = candidate if args.output is not None and not args.output.is_dir() else \
-        candidate.with_name(probe.filename)
+        candidate.with_name(names.choose_name(probe.url, probe.final_url, probe.content_disposition))
     if (probe.size is None or not path.is_file() or path.stat().st_size != probe.size
             or storage.record_path(path).exists()):
         return None

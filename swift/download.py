@@ -135,7 +135,18 @@ class Download:
             control = storage.ResumeFile(final, target.identity(self.url, probe))
         try:
             if probe.splittable:
-                return self._parallel(probe, final, control)
+                try:
+                    return self._parallel(probe, final, control)
+                except OriginError as exc:
+                    if exc.code is not ErrorCode.RANGES_UNUSABLE:
+                        raise
+                    # the last step for a server whose ranges do not work (README
+                    # "Misbehaving servers"): what the ranges wrote cannot be resumed
+                    self._board = None
+                    storage.part_path(final).unlink(missing_ok=True)
+                    control.remove()
+                    self._notice(f"{exc}: downloading in one plain stream")
+                    return self._single(probe, final, quiet=True)
             return self._single(probe, final)
         except ChecksumMismatch:
             _forget_all(control)
@@ -158,7 +169,8 @@ class Download:
             except BaseException as exc:  # handed to the waiting thread
                 outcome.append(exc)
             finally:
-                session.close()
+                if session is not None:
+                    session.close()
                 finished.set()
 
         threading.Thread(target=body, name="probe", daemon=True).start()
@@ -169,10 +181,11 @@ class Download:
             raise outcome[0]
         return outcome[0]
 
-    def _single(self, probe: http.ProbeResult, final: Path) -> Report:
+    def _single(self, probe: http.ProbeResult, final: Path, quiet: bool = False) -> Report:
         why = ("the server does not support byte ranges" if probe.size is not None
                else "the server sends no length")
-        self._notice(f"{why}: downloading in one plain stream")
+        if not quiet:
+            self._notice(f"{why}: downloading in one plain stream")
         self._stream = SingleStream(self.url, probe, self._remote, final, self.opts,
                                     stop=self._stop, progress=self._progress_cb)
         self.state = "running"
@@ -186,6 +199,7 @@ class Download:
         done = target.resume_point(control, probe, final, self.opts, self._notice)
         part_file = storage.part_path(final)
         storage.check_free_space(final.parent, (probe.size or 0) - _allocated(part_file), part_file)
+        self._keep_secrets(probe)
         with storage.PartFile.open(part_file, probe.size or 0) as part:
             board = self._make_board(probe.size or 0, done, part)
             keeper = RecordKeeper(board, part, control, self.opts.record_interval)
@@ -218,6 +232,16 @@ class Download:
         if self._stop.is_set():  # cancelled while probing
             self._board.fail_all(cancelled())
         return self._board
+
+    def _keep_secrets(self, probe: http.ProbeResult) -> None:
+        """Secrets (cookies, credentials) go to helpers only over a private connection
+        (README "Security"); without a shared secret there is none: go alone."""
+        secrets = self._remote.secrets() if self._remote is not None else []
+        if secrets and self.peers and self.opts.secret is None:
+            self._notice(f"this download carries secrets ({', '.join(secrets)}); without a "
+                         f"private connection to helpers (--secret-file) it runs on this "
+                         f"machine alone")
+            self.peers = []
 
     def _slots(self, peer: Peer) -> int:
         share = max(1, MAX_PEER_WORKERS // max(1, len(self.peers)))
@@ -273,7 +297,8 @@ class Download:
         return Report(url=self.url, path=str(self.path), size=board.size,
                       seconds=time.monotonic() - self.started, mode="parallel",
                       bytes_by_source=board.bytes_by_source(), resumed_bytes=resumed,
-                      dropped_bytes=board.dropped, notices=list(self.notices))
+                      dropped_bytes=board.dropped, notices=list(self.notices),
+                      left_out=dict(board.left_out))
 
 
 def _guarded(board: Board, body: Callable[[], None]) -> None:

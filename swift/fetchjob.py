@@ -89,6 +89,8 @@ class Failed:
     reason: str
     discard: bool = False
     keep_connection: bool = True
+    #: the node's error code when the node reported the failure (``Error`` frame)
+    code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ class RequesterJob:
         if isinstance(frame, protocol.Error):
             if frame.code == "changed":
                 return self._over(Changed(frame.message))
-            return self._over(Failed(f"{frame.code}: {frame.message}",
+            return self._over(Failed(f"{frame.code}: {frame.message}", code=frame.code,
                                      keep_connection=frame.code != "busy"))
         return self._over(Failed(f"unexpected {type(frame).__name__}", keep_connection=False))
 

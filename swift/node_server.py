@@ -46,8 +46,14 @@ KEEPALIVE_INTERVAL = 2.0
 SLOT_WAIT = 60.0
 
 
-#: Origin failures that mean "this node will not fetch that", not "the origin failed"
-_REFUSED = frozenset({ErrorCode.ADDRESS_BLOCKED, ErrorCode.UNSUPPORTED_SCHEME, ErrorCode.BAD_URL})
+#: The code of the error frame for a failed fetch, by the HTTP layer's error code:
+#: "refused" where this node will not fetch that (the address policy, a scheme or
+#: URL it refuses); "denied" where the origin refuses this node (401/403/404/410,
+#: an untrusted certificate), so the requester can tell a URL that only it may
+#: fetch; "origin" for everything else.
+_ERROR_CODES = {ErrorCode.ADDRESS_BLOCKED: "refused", ErrorCode.UNSUPPORTED_SCHEME: "refused",
+                ErrorCode.BAD_URL: "refused", ErrorCode.ACCESS_DENIED: "denied",
+                ErrorCode.TLS_UNTRUSTED: "denied"}
 
 
 class RequesterGone(Exception):
@@ -145,7 +151,7 @@ class JobService:
                 conn.send(protocol.Error("changed", str(exc)))
                 return True
             except errors.SwiftError as exc:
-                code = "refused" if exc.code in _REFUSED else "origin"
+                code = _ERROR_CODES.get(exc.code, "origin")
                 log.info("job %d (%s bytes %d-%d) failed: %s", fetch.job_id, url,
                          fetch.start, fetch.end - 1, exc)
                 conn.send(protocol.Error(code, str(exc)))

@@ -37,6 +37,8 @@ from typing import Callable
 from . import download, node_server, storage
 from .addresses import format_hostport
 from .checksums import parse_checksum
+from .http.profile import add_request_options
+from .http.url import redact_url
 from .httpclient import RetryPolicy
 from .membership import DiscoveryClient, Membership, Peer
 from .sessions import make_session
@@ -97,6 +99,7 @@ def add_get_arguments(parser: argparse.ArgumentParser, *, at_prompt: bool = Fals
     parser.add_argument("--restart", action="store_true",
                         help="discard a partial download and start over")
     parser.add_argument("--no-peers", action="store_true", help="do not ask discovery for peers")
+    add_request_options(parser)  # --header, -U, --referer, --load-cookies, --ca-certificate, --insecure
     if not at_prompt:
         parser.add_argument("--report", type=Path, metavar="FILE",
                             help="write a JSON report to FILE, on failure too (with the error)")
@@ -168,8 +171,10 @@ def summary(report: download.Report, names: dict[str, str] | None = None,
                    sorted(report.bytes_by_source.items(), key=lambda kv: (-kv[1], kv[0])))
     resumed = f", {human_bytes(report.resumed_bytes)} resumed" if report.resumed_bytes else ""
     verified = f"; {checksum.partition(':')[0].strip().lower()} checksum verified" if checksum else ""
+    left = "".join(f"; left out: {names.get(src) or src} ({why})"
+                   for src, why in sorted(getattr(report, "left_out", {}).items()))
     return (f"done: {report.path}  {human_bytes(report.size)} in {report.seconds:.1f} s "
-            f"({human_rate(report.rate)}){resumed}; by machine: {by or 'none'}{verified}")
+            f"({human_rate(report.rate)}){resumed}; by machine: {by or 'none'}{verified}{left}")
 
 
 def peer_names(peers: list[Peer]) -> dict[str, str]:
@@ -365,7 +370,7 @@ class DownloadJob:
                 self._first_done, self._started = done, time.monotonic()
 
     def _body(self, first: bool) -> None:
-        self._emit(STARTED if first else RESUMED, self.url)
+        self._emit(STARTED if first else RESUMED, redact_url(self.url, strict=False))
         try:
             peers: list[Peer] = []
             if not self._no_peers:

@@ -34,6 +34,9 @@ import threading
 
 from .nodeapp import (CANCELLED, ENDED, NOTICE, PAUSED, RESUMED, STARTED, AlreadyDownloading,
                       DownloadJob, NodeApp, add_get_arguments, with_scheme)
+from .errors import SwiftError
+from .http.profile import INSECURE_WARNING, profile_from_args
+from .http.url import redact_url
 from .units import human_bytes, human_rate
 
 HELP = """\
@@ -184,11 +187,18 @@ class Prompt(cmd.Cmd):
         # relative to the node's download directory, not to wherever it was started
         output = self.app.directory / args.output.expanduser() if args.output else None
         try:
+            profile = profile_from_args(args)  # --header, -U, ... (swift.http.profile)
+        except SwiftError as exc:
+            self.say(f"error: {exc}")
+            return
+        if profile.insecure:
+            self.say(INSECURE_WARNING)
+        try:
             self.app.start_download(url, output, no_peers=args.no_peers, on_event=self._event,
                                     checksum=args.checksum, force=args.force, restart=args.restart,
-                                    before_start=self._same_url_note)
+                                    before_start=self._same_url_note, profile=profile)
         except AlreadyDownloading as exc:
-            self.say(f"{url}: {exc}")
+            self.say(f"{redact_url(url, strict=False)}: {exc}")
 
     def _same_url_note(self, job: DownloadJob) -> None:
         earlier = [other.number for other in self.app.jobs() if other.url == job.url and other is not job]
@@ -267,7 +277,7 @@ class Prompt(cmd.Cmd):
         if not jobs:
             self.say("no downloads yet")
         for job in jobs:
-            self.say(f"[{job.number}] {job.url}  {describe(job)}")
+            self.say(f"[{job.number}] {redact_url(job.url, strict=False)}  {describe(job)}")
 
     def do_help(self, arg: str) -> None:
         self.say(HELP)

@@ -278,6 +278,12 @@ def ranges_ignored(req: Request) -> bool:
     return False
 
 
+def ranges_only_for_the_first_request(req: Request) -> bool:
+    """Honours the first range request of a path (the probe's), ignores every later one."""
+    req.ignore_range = req.count > 1
+    return False
+
+
 def if_range_etag_gives_200(req: Request) -> bool:
     """A CDN that answers 200 whenever If-Range carries an entity-tag, even the current one."""
     value = (req.headers.get("If-Range") or "").strip()

@@ -50,6 +50,7 @@ class Board:
         self._closers: set[Callable[[], None]] = set()
         self._bytes_by_source: dict[str, int] = {}
         self._announced: set[str] = set()
+        self.left_out: dict[str, str] = {}  # peer → why it was left out (under ``cond``)
         self.error: BaseException | None = None
         self.dropped = 0
         self.live_workers = 0
@@ -171,7 +172,8 @@ class Board:
             self._last_source = source
             if self._sched.is_job_active(job_id):
                 self._fail_job(job_id, source, reason, discard, blame)
-                if self._sched.excluded(source) and source != LOCAL and self._first(source):
+                if self._sched.excluded(source) and source != LOCAL and \
+                        self._first(source, f"repeated failures ({reason})"):
                     later = f"peer {source} left out after repeated failures ({reason})"
             self.cond.notify_all()
         if later:
@@ -192,13 +194,15 @@ class Board:
         with self.cond:
             self._sched.exclude(source)
             self.cond.notify_all()
-            first = self._first(source)
+            first = self._first(source, why)
         if first:
             self._notice(f"peer {source} left out: {why}")
 
-    def _first(self, source: str) -> bool:
+    def _first(self, source: str, why: str) -> bool:
         first = source not in self._announced
         self._announced.add(source)
+        if first:
+            self.left_out[source] = why  # for the summary and the report
         return first
 
     # -- workers and the end -----------------------------------------------------------------------

@@ -40,6 +40,9 @@ def _fetch_one(board: Board, fetch: http.RangeFetch, job: int, start: int, sourc
         board.fail_all(DownloadError.of(exc))
         return False
     except SwiftError as exc:  # the origin or the network, in the HTTP layer's words
+        if exc.code is ErrorCode.RANGES_UNUSABLE:
+            board.fail_all(exc)  # the download goes on in one plain stream
+            return False
         board.failed(job, source, str(exc))
         return True
     if board.stop.is_set():

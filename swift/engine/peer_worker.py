@@ -49,6 +49,7 @@ class PeerWorker:
         self._conn: wire.Connection | None = None
         self._job: RequesterJob | None = None
         self._lock = threading.Lock()
+        self._sent_url = probe.final_url  # the URL of the job in flight, as this machine knows it
 
     def run(self) -> None:
         try:
@@ -134,6 +135,7 @@ class PeerWorker:
                 return False
             p = self.probe
             url, headers = self.remote.for_peer(private=getattr(conn, "private", False))
+            self._sent_url = self.remote.final_url  # the URL as this machine knows it
             self._job = RequesterJob(protocol.Fetch(
                 job_id, url, piece.start, end, p.size or 0, p.validator.etag,
                 p.validator.last_modified, p.encoding or None, headers))
@@ -168,9 +170,23 @@ class PeerWorker:
                 self.board.failed(job_id, self.source, "the peer sent too few bytes", discard=True)
             return True
         if isinstance(event, Failed):
+            if event.code == "denied" and self._refused_only_here(event.reason):
+                self.board.failed(job_id, self.source, event.reason)
+                return False
             self.board.failed(job_id, self.source, event.reason, discard=event.discard)
             return event.keep_connection
         assert isinstance(event, Changed)
         self.board.fail_all(DownloadError(f"{event.message}; nothing written after the change "
                                           f"is kept", ErrorCode.FILE_CHANGED))
         return False
+
+    def _refused_only_here(self, reason: str) -> bool:
+        """The origin refused the helper what it gives this machine (a URL bound to this
+        machine's address, a token only it holds; README "Misbehaving servers"): leave
+        the helper out for this download. False when the URL merely expired for all."""
+        if not self.remote.refused_only_for_peer(self._sent_url, size=self.probe.size,
+                                                 source_address=self.opts.source_address):
+            return False
+        self.board.exclude(self.source, f"the origin refuses it what it gives this machine "
+                                        f"({reason})")
+        return True

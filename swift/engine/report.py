@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from ..errors import ErrorCode, SwiftError
+from ..http.url import redact_url
 
 
 class DownloadError(SwiftError):
@@ -47,6 +48,8 @@ class Report:
     resumed_bytes: int = 0
     dropped_bytes: int = 0
     notices: list[str] = field(default_factory=list)
+    #: helpers left out of this download, and why (``host:port`` → reason)
+    left_out: dict[str, str] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -55,5 +58,6 @@ class Report:
 
     def as_dict(self) -> dict:
         d = asdict(self)
+        d["url"] = redact_url(self.url, strict=False)  # never a password in a report
         d["rate"] = self.rate
         return d

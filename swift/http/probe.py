@@ -24,7 +24,7 @@ raw ``Content-Disposition`` value; the engine asks :mod:`swift.names`.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import requests
@@ -50,6 +50,9 @@ class ProbeResult:
     validator: Validator
     content_disposition: str | None = None
     encoding: str = ""
+    #: The download's shared :class:`RemoteFile` the probe resolved (its current
+    #: URL, cookie jar and request profile), for every later request of it.
+    remote: RemoteFile | None = field(default=None, compare=False, repr=False)
 
     @property
     def encoded(self) -> bool:
@@ -58,12 +61,6 @@ class ProbeResult:
     @property
     def splittable(self) -> bool:
         return self.ranges and self.size is not None
-
-    @property
-    def filename(self) -> str:
-        """Deprecated: the engine chooses names (``names.choose_name``); kept until it does."""
-        from .. import names
-        return names.choose_name(self.url, self.final_url, self.content_disposition)
 
 
 def probe(session: requests.Session, remote: RemoteFile | str, *, timeout: Any = DEFAULT_TIMEOUT,
@@ -87,7 +84,7 @@ def probe(session: requests.Session, remote: RemoteFile | str, *, timeout: Any =
 
     result = call_with_retry(attempt, retry, url=url, stop=stop)
     remote.resolved(result.final_url)
-    return result
+    return replace(result, remote=remote)
 
 
 def _read_probe(resp: requests.Response, url: str) -> ProbeResult:

@@ -25,11 +25,12 @@ checks that the CA file can be read.
 
 from __future__ import annotations
 
+import argparse
 import http.cookiejar
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 from ..errors import ErrorCode, UsageError
 from .url import split_credentials
@@ -202,3 +203,63 @@ def load_cookies(path: str) -> tuple[http.cookiejar.Cookie, ...]:
         if cookie.expires == 0:  # curl and browsers' exports write 0 for a session cookie
             cookie.expires, cookie.discard = None, True
     return cookies
+
+
+# -- command-line options ---------------------------------------------------------------------------
+#: Printed once per download that runs with --insecure.
+INSECURE_WARNING = ("warning: --insecure: certificates are not checked; anyone on the way to "
+                    "the server can read and change what is downloaded")
+
+
+def add_request_options(parser: argparse.ArgumentParser) -> None:
+    """The request-shaping options of ``get`` (``node.py get`` and the prompt), each
+    checked as it is parsed: a bad one is a usage error naming what is wrong."""
+    parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                        type=_argument(lambda line: parse_header(line) and line),
+                        help="send this request header with every request of the download "
+                             "(repeatable), to the origin and, if secret, only over a private "
+                             "connection to helpers")
+    parser.add_argument("-U", "--user-agent", metavar="UA",
+                        type=_argument(lambda v: check_header("User-Agent", v) or v),
+                        help=f"the User-Agent to send (default {DEFAULT_USER_AGENT})")
+    parser.add_argument("--referer", metavar="URL",
+                        type=_argument(lambda v: check_header("Referer", v) or v),
+                        help="the Referer to send")
+    parser.add_argument("--load-cookies", metavar="FILE", type=_argument(_cookie_file),
+                        help="send the cookies of a Netscape cookies.txt (as curl, wget and "
+                             "browser extensions write it)")
+    parser.add_argument("--ca-certificate", metavar="FILE", type=_argument(_ca_file),
+                        help="trust the certificates in this PEM file (a self-signed server's)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="do not check the server's certificate at all (with a warning)")
+
+
+def profile_from_args(args: argparse.Namespace) -> RequestProfile:
+    """The profile the options of :func:`add_request_options` describe; UsageError if
+    a file changed since it was checked."""
+    return RequestProfile.build(headers=getattr(args, "header", None) or (),
+                                user_agent=getattr(args, "user_agent", None),
+                                referer=getattr(args, "referer", None),
+                                cookie_file=getattr(args, "load_cookies", None),
+                                ca_file=getattr(args, "ca_certificate", None),
+                                insecure=bool(getattr(args, "insecure", False)))
+
+
+def _argument(check: Callable[[str], object]) -> Callable[[str], object]:
+    def convert(text: str) -> object:
+        try:
+            return check(text)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = getattr(check, "__name__", "value")
+    return convert
+
+
+def _cookie_file(path: str) -> str:
+    load_cookies(path)
+    return path
+
+
+def _ca_file(path: str) -> str:
+    RequestProfile.build(ca_file=path)
+    return path

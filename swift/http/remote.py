@@ -37,6 +37,7 @@ from urllib.parse import unquote
 import requests
 
 from .. import sessions
+from .body import DEFAULT_TIMEOUT
 from .headers import Validator, parse_content_range
 from .profile import RequestProfile
 from .url import normalize_url, redact_url, split_credentials
@@ -67,6 +68,8 @@ class RemoteFile:
         self._worked = final_url is not None
         self._if_range_strikes = 0
         self.refreshes = 0
+        self._verdict_lock = threading.Lock()
+        self._verdicts: dict[str, bool] = {}  # URL → refused only for helpers? (decided once)
 
     def __repr__(self) -> str:
         return f"RemoteFile({redact_url(self.url)!r} -> {redact_url(self.final_url)!r})"
@@ -95,6 +98,31 @@ class RemoteFile:
         with self._lock:
             if url == self._final:
                 self._worked = True
+
+    def works(self, url: str) -> bool:
+        """True when ``url`` is the current URL and an answer from it was good: a
+        helper refused there is refused for itself, not because the URL expired."""
+        with self._lock:
+            return url == self._final and self._worked
+
+    def refused_only_for_peer(self, url: str, *, size: int | None,
+                              source_address: str | None = None, timeout: Any = DEFAULT_TIMEOUT) -> bool:
+        """A helper was refused (401/403/404/410, an untrusted certificate) at ``url``.
+
+        True when the refusal is the helper's own (issue 8, item 7): ``url`` works
+        here and resolving the original URL again gives the same one (a URL bound
+        to this machine's address, a token or a CA only this machine has). False
+        when ``url`` is no longer current or has expired for everyone (then a new
+        one is resolved, and later jobs carry it)."""
+        with self._verdict_lock:  # a helper's other slots wait for the first one's answer
+            if url in self._verdicts:
+                return self._verdicts[url]
+            if not self.works(url):
+                return False
+            with self.session(source_address=source_address) as session:
+                fresh = self.refresh(session, url, size=size, timeout=timeout)
+            self._verdicts[url] = verdict = fresh is None or fresh == url
+            return verdict
 
     def refresh(self, session: requests.Session, failed_url: str, *, size: int | None,
                 timeout: Any) -> str | None:

@@ -36,10 +36,11 @@ class Retry:
     """How many failures in a row are allowed, and how long to wait after each.
 
     ``attempts``: tries in all (the first one included) before giving up.
-    ``first_delay``, ``max_delay``: backoff ``first_delay * 2**n`` seconds after
-    the n-th failure in a row, at most ``max_delay``; a ``Retry-After`` from the
-    server is honoured up to ``max_delay`` as well (a server asking for an hour
-    is better told "no" at once by the error than waited for).
+    ``first_delay``, ``max_delay``: wait ``first_delay * 2**(n-1)`` seconds after
+    the n-th failure in a row (0.5, 1, 2, 4 s by default), at most
+    ``max_delay``; a longer ``Retry-After`` from the server is honoured, also
+    only up to ``max_delay`` (a server that asks for an hour is asked again
+    after 30 s, and the budget of tries ends the wait for good).
     ``failures``: failures in a row so far (state; 0 in a fresh policy).
     """
 
@@ -75,10 +76,6 @@ class Retry:
         if advice is not None:
             wait = max(wait, advice)
         return min(wait, self.max_delay)
-
-    @property
-    def exhausted(self) -> bool:
-        return self.failures + 1 >= self.attempts
 
 
 class Passthrough(Exception):

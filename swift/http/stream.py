@@ -47,6 +47,7 @@ class PlainStream:
         self.validator = Validator()
         self.encoding = ""
         self.delivered = 0
+        self._skip = 0  # bytes of the current answer already delivered from an earlier one
         self._resp: requests.Response | None = None
         self._resp = self._open(first=True)
 
@@ -103,7 +104,6 @@ class PlainStream:
                     yield block
                 return
             except SwiftError as error:
-                self._skip = skip
                 if not self._resumable():
                     raise
                 retry = retry.increment(error)
@@ -147,8 +147,6 @@ class PlainStream:
 
     def _resumable(self) -> bool:
         return bool(self.validator.etag or self.validator.last_modified)
-
-    _skip = 0
 
 
 def open_stream(session: requests.Session, remote: RemoteFile | str, *, retry: Retry | None = None,

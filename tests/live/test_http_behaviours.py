@@ -1,0 +1,206 @@
+"""Every server habit in one table: behaviour → the sha256 of the saved file, or one error line.
+
+Each row starts the scripted origin (``tests/http_origin.py``) with the rules
+of one real-server habit, runs ``node.py get`` as a user would (alone, and
+where helpers matter with two helpers fetching from 127.0.0.2 and
+127.0.0.3), and checks the outcome: the file's sha256, the name it was saved
+under, or the one error line and no file. No curl or aria2c is needed; the
+same habits are the rows of the README's "Misbehaving servers".
+
+Every run must also end without a traceback, without library text in its
+last line, and without a password in anything it printed or reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests import http_origin as o
+from tests.helpers import sha256_file, start_helpers
+
+KiB, MiB = 1 << 10, 1 << 20
+FILE = os.urandom(3 * MiB + 12_345)  # over the one-request threshold (1 MiB): ranges are planned
+SHA = hashlib.sha256(FILE).hexdigest()
+GZ = b"\x1f\x8b\x08" + os.urandom(2 * MiB)
+NEW = o.File(os.urandom(len(FILE)), etag=None, last_modified="Tue, 02 Jan 2024 00:00:00 GMT")
+INTERNALS = re.compile(r"Traceback|HTTPS?ConnectionPool|Max retries exceeded|Caused by|urllib3|"
+                       r"requests\.exceptions|ProtocolError|IncompleteRead|SSLError\(|NewConnectionError|"
+                       r"object at 0x")
+PASSWORD = "p%3Ass%20wd"
+
+
+@dataclass
+class Row:
+    """One habit: the origin's files and rules, the URL path, and what must come out."""
+
+    files: dict
+    rules: dict = field(default_factory=dict)
+    path: str = "/f"
+    args: list = field(default_factory=list)
+    sha: str | None = SHA                # the saved file's sha256 (None: no file)
+    also: tuple = ()                     # other acceptable sha256s (a replaced file)
+    error: str | None = None             # regex of the one error line (with sha: acceptable too)
+    name: str | None = None              # the saved name, when no -o is given
+    helpers: bool = False                # also run with two helpers
+    with_helpers: str | None = None      # regex the helper run's report must match (notices, left out)
+    with_alone: str | None = None        # regex the run alone's report must match
+    rate: int = 0                        # bytes/s per answer
+    host: str = "127.0.0.1"
+    userinfo: str = ""
+    tls: bool = False
+
+
+ROWS = {
+    "baseline": Row({"/f": FILE}, helpers=True),
+    "ranges ignored (200 always)": Row({"/f": FILE}, {"/f": [o.ranges_ignored]}),
+    "one backend in three ignores Range": Row({"/f": FILE}, {"/f": [o.every_nth_range_ignored(3)]},
+                                               helpers=True),
+    "If-Range with an ETag gets 200": Row({"/f": FILE}, {"/f": [o.if_range_etag_gives_200]}, helpers=True),
+    "ranges honoured for the probe only": Row({"/f": FILE}, {"/f": [o.ranges_only_for_the_first_request]},
+                                              with_alone=r"ranges are unusable here: downloading in one "
+                                                         r"plain stream"),
+    "Content-Range bytes a-b/*": Row({"/f": FILE}, {"/f": [o.unknown_total]}),
+    "weak ETag only": Row({"/f": FILE}, {"/f": [o.weak_etag_only]}),
+    "HEAD 405": Row({"/f": FILE}, {"/f": [o.head_refused]}),
+    "HEAD length differs": Row({"/f": FILE}, {"/f": [o.head_length_differs]}),
+    "signed URL expires": Row({"/f": FILE}, {"*": [o.signed_redirect(1.0)]}, rate=1 * MiB, helpers=True),
+    "URL bound to the requester's address": Row(
+        {"/f": FILE}, {"*": [o.address_bound_redirect]}, helpers=True,
+        with_helpers=r'"left_out": \{\s*"127\.0\.0\.1:\d+": "the origin refuses it what it gives this machine'),
+    "cookie set on a redirect": Row({"/f": FILE}, {"*": [o.cookie_on_redirect]}, path="/early/f",
+                                    helpers=True, with_helpers=r"cookies the server set.*runs on this "
+                                                               r"machine alone"),
+    "User-Agent required, not given": Row({"/f": FILE}, {"/f": [o.browser_user_agent_only]}, sha=None,
+                                          error=r"the server answered 403 Forbidden for http://"),
+    "User-Agent required, -U": Row({"/f": FILE}, {"/f": [o.browser_user_agent_only]},
+                                   args=["-U", "Mozilla/5.0 x"], helpers=True),
+    "User-Agent required, --header": Row({"/f": FILE}, {"/f": [o.browser_user_agent_only]},
+                                         args=["--header", "User-Agent: Mozilla/5.0 x"]),
+    "Content-Disposition filename*": Row(
+        {"/cd": FILE}, {"/cd": [o.content_disposition("attachment; filename*=UTF-8''%e2%82%ac%20rates.txt")]},
+        path="/cd", name="€ rates.txt"),
+    "Content-Encoding x-gzip": Row({"/p.tar.gz": GZ}, {"/p.tar.gz": [o.content_encoding("x-gzip")]},
+                                   path="/p.tar.gz", sha=hashlib.sha256(GZ).hexdigest(), helpers=True),
+    "chunked bodies with ranges": Row({"/f": FILE}, {"/f": [o.chunked_bodies]}),
+    "empty file, 416 with bytes */0": Row({"/e": b""}, path="/e", sha=hashlib.sha256(b"").hexdigest()),
+    "empty file, 416 without Content-Range": Row({"/e": b""}, {"/e": [o.empty_416_without_content_range]},
+                                                 path="/e", sha=hashlib.sha256(b"").hexdigest()),
+    "empty file, Range ignored": Row({"/e": b""}, {"/e": [o.ranges_ignored]}, path="/e",
+                                     sha=hashlib.sha256(b"").hexdigest()),
+    "one-byte file": Row({"/one": b"Z"}, path="/one", sha=hashlib.sha256(b"Z").hexdigest()),
+    "two connections per client, else 503": Row({"/f": FILE}, {"/f": [o.per_client_limit(2)]},
+                                                rate=4 * MiB),
+    "416 for a range past the end": Row({"/f": FILE}, {"/f": [o.past_end_416]}),
+    "reset mid-body": Row({"/f": FILE}, {"/f": [o.reset_every_nth(3)]}, helpers=True),
+    "URL typed with a space": Row({"/my file.bin": FILE}, path="/my file.bin"),
+    "URL with a Unicode path": Row({"/données €uro.bin": FILE}, path="/données €uro.bin",
+                                   name="données €uro.bin"),
+    "IPv6 literal": Row({"/f": FILE}, host="::1"),
+    "credentials in the URL": Row({"/f": FILE}, {"*": [o.basic_auth("us@er", "p:ss wd")]},
+                                  userinfo=f"us%40er:{PASSWORD}", helpers=True,
+                                  with_helpers=r"credentials in the URL.*runs on this machine alone"),
+    "HTTPS self-signed, no CA": Row({"/f": FILE}, tls=True, sha=None,
+                                    error=r"the certificate of 127\.0\.0\.1 is not trusted .*"
+                                          r"--ca-certificate FILE.*--insecure"),
+    "HTTPS self-signed, --ca-certificate": Row({"/f": FILE}, tls=True, args=["--ca-certificate", "{cert}"],
+                                               helpers=True),
+    "HTTPS self-signed, --insecure": Row({"/f": FILE}, tls=True, args=["--insecure"]),
+    "Last-Modified only, file replaced": Row(
+        {"/f": o.File(FILE, last_modified="Mon, 01 Jan 2024 00:00:00 GMT")},
+        {"/f": [o.no_etag, o.replaced_after(3, NEW)]},
+        also=(hashlib.sha256(NEW.body).hexdigest(),), error=r"the file changed on the server"),
+    "206 without Content-Range": Row({"/f": FILE}, {"/f": [o.no_content_range_on_206]}),
+    "Content-Range bytes=a-b/N": Row({"/f": FILE}, {"/f": [o.malformed_content_range]}),
+}
+# (over 4 GiB needs a real server and 4 GiB of disk per run: the compatibility suite's case 28)
+
+
+def _have_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+                   check=True, capture_output=True, timeout=60)
+    return str(d / "cert.pem"), str(d / "key.pem")
+
+
+def _run(cluster, disc: str, url: str, row: Row, out: Path | None, report: Path, cert: str | None,
+         peers: bool) -> tuple[int, str]:
+    args = [a.replace("{cert}", cert or "") for a in row.args]
+    get_extra = [*(["-o", str(out)] if out else []), "--report", str(report), *args]
+    if not peers:
+        get_extra.append("--no-peers")
+    env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+                                                            "SSL_CERT_FILE")}
+    proc = cluster.get(disc, url, get_extra=get_extra, env=env)
+    return proc.wait(120), proc.output()
+
+
+def _judge(row: Row, code: int, output: str, saved: Path | None, report: Path) -> None:
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    assert "Traceback" not in output, output
+    assert not INTERNALS.search(last), last
+    assert PASSWORD not in output, output
+    if report.exists():
+        assert PASSWORD not in report.read_text(), report.read_text()
+    if code == 0:
+        assert row.sha is not None, f"exit 0 where an error was expected: {output}"
+        assert saved is not None and saved.exists(), output
+        assert sha256_file(saved) in (row.sha, *row.also), output
+        return
+    assert row.error is not None, f"exit {code}: {output}"
+    assert last.startswith("error: ") and re.search(row.error, last), last
+    assert saved is None or not saved.exists()
+
+
+@pytest.mark.parametrize("behaviour", list(ROWS))
+def test_every_server_habit_ends_in_the_right_file_or_one_clear_line(behaviour, cluster, tmp_path,
+                                                                    request):
+    row = ROWS[behaviour]
+    if row.host == "::1" and not _have_ipv6():
+        pytest.skip("no IPv6 loopback")
+    cert = request.getfixturevalue("certificate") if row.tls else None
+    with o.Origin(row.files, row.rules, host=row.host, tls=cert, rate=row.rate) as origin:
+        url = origin.url(row.path, userinfo=row.userinfo)
+        disc = cluster.discovery()
+        modes = [False, True] if row.helpers else [False]
+        for peers in modes:
+            if peers:
+                start_helpers(cluster, disc, 2)
+            where = tmp_path / ("helpers" if peers else "alone")
+            where.mkdir()
+            report = where / "report.json"
+            out = None if row.name else where / "file.bin"
+            code, output = _run(cluster, f"127.0.0.1:{disc.port}", url, row, out, report,
+                                cert[0] if cert else None, peers)
+            saved = out
+            if row.name and code == 0:
+                saved = Path(json.loads(report.read_text())["path"])
+                assert saved.name == row.name, saved
+            _judge(row, code, output, saved, report)
+            expected = row.with_helpers if peers else row.with_alone
+            if expected:
+                assert re.search(expected, report.read_text()), report.read_text()
