@@ -121,7 +121,7 @@ def test_a_changed_file_stops_the_whole_download():
 @pytest.mark.parametrize("code,keep", [("origin", True), ("refused", True), ("busy", False)])
 def test_errors_fail_the_job_with_their_code(code, keep):
     event = RequesterJob(fetch()).receive(protocol.Error(code, "why"))
-    assert event == Failed(f"{code}: why", keep_connection=keep)
+    assert event == Failed(f"{code}: why", keep_connection=keep, code=code)
 
 
 def test_keepalives_and_surprises():
