@@ -30,6 +30,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -55,6 +56,9 @@ DEFAULT_DISCOVERY_PORT = 5000
 #: before the program exits anyway; the engine notices a cancel within ~1 s,
 #: and the whole exit must stay under two seconds.
 CANCEL_GRACE = 1.5
+#: Seconds between the main thread's looks at a running download (signals are
+#: handled at once anyway; ``-o -`` streams what has arrived at this pace).
+TICK = 0.1
 #: --slots bounds: at least one connection; 64 is far beyond what one link
 #: needs and keeps a helper's thread count small.
 MAX_SLOTS = 64
@@ -417,9 +421,14 @@ def _get_urls(args: argparse.Namespace) -> list[str]:
                              f"{getattr(exc, 'strerror', None) or exc}") from None
     if not urls:
         raise ValueError("no URL given (give URLs, or -i FILE with one URL per line)")
-    if args.output is not None and len(urls) > 1 and not args.output.is_dir():
-        raise ValueError("-o names one file: with several URLs, give a directory with -d DIR")
+    if args.output is not None and len(urls) > 1 and not (_to_stdout(args) or args.output.is_dir()):
+        raise ValueError("-o names one file: with several URLs, give a directory with -d DIR "
+                         "(or -o - for all of them, one after another, on standard output)")
     return [with_scheme(url) for url in urls]
+
+
+def _to_stdout(args: argparse.Namespace) -> bool:
+    return args.output is not None and str(args.output) == "-"
 
 
 def _get(args: argparse.Namespace, secret: bytes | None) -> int:
@@ -467,6 +476,8 @@ def _get_one(url: str, args: argparse.Namespace, peers: list[Peer], secret: byte
     quiet = args.quiet > 0
     retry = RetryPolicy(attempts=args.tries) if args.tries else RetryPolicy()
     result: dict = {"url": url, "ok": False, "checksum": args.checksum, "checksum_verified": False}
+    if _to_stdout(args):
+        return _get_to_stdout(url, args, peers, secret, notice, retry, result)
     done = None if (args.force or args.restart) else already_complete(url, args, retry)
     if isinstance(done, str):
         _error(done)
@@ -493,6 +504,54 @@ def _get_one(url: str, args: argparse.Namespace, peers: list[Peer], secret: byte
         print(summary(outcome, names, args.checksum), flush=True)
     return {**outcome.as_dict(), **result, "ok": True, "checksum_verified": bool(args.checksum),
             "machines": {src: names.get(src, src) for src in outcome.bytes_by_source}}
+
+
+def _get_to_stdout(url: str, args: argparse.Namespace, peers: list[Peer], secret: bytes | None,
+                   notice: Callable[[str], None], retry: RetryPolicy, result: dict) -> dict:
+    """``-o -``: download into a temporary directory while streaming it, in order, to stdout."""
+    quiet = args.quiet > 0
+    workdir = Path(tempfile.mkdtemp(prefix=".swift-stdout-", dir=args.dir))
+    try:
+        opts = download.Options(directory=workdir, output=workdir / "download", force=True,
+                                checksum=args.checksum, local_slots=args.slots,
+                                peer_timeout=args.peer_timeout, piece_size=args.piece_size,
+                                source_address=args.source_address, secret=secret,
+                                name="swift-get", retry=retry)
+        bar = ProgressBar() if sys.stderr.isatty() and not quiet else None
+        dl = download.Download(url, opts, peers, notice=notice, progress=bar.update if bar else None)
+        stream = StdoutStream(dl, sys.stdout.buffer)
+        try:
+            outcome = _run_download(dl, bar, tick=stream.pump)
+            if not isinstance(outcome, str):
+                stream.finish(outcome)
+        except BrokenPipeError:
+            dl.cancel()
+            _quiet_stdout()
+            outcome = "standard output was closed before the end of the file"
+        finally:
+            stream.close()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if isinstance(outcome, str):
+        _error(outcome)
+        return {**result, "error": outcome, "path": "-"}
+    names = peer_names(peers)
+    if not quiet:
+        print(summary(outcome, names, args.checksum).replace(f" {outcome.path} ", " (standard output) "),
+              file=sys.stderr, flush=True)
+    return {**outcome.as_dict(), **result, "ok": True, "path": "-",
+            "checksum_verified": bool(args.checksum),
+            "machines": {src: names.get(src, src) for src in outcome.bytes_by_source}}
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: send what is left to /dev/null, so exiting prints no second error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except OSError:
+        pass
 
 
 def already_complete(url: str, args: argparse.Namespace, retry: RetryPolicy) -> Path | str | None:
@@ -535,12 +594,16 @@ def _write_report(path: Path, data: object) -> None:
         _error(f"cannot write the report {path}: {exc.strerror or exc}")
 
 
-def _run_download(dl: download.Download, bar: "ProgressBar | None") -> download.Report | str:
+def _run_download(dl: download.Download, bar: "ProgressBar | None", *,
+                  tick: Callable[[], None] | None = None,
+                  limit: "RateLimit | None" = None) -> download.Report | str:
     """Run ``dl`` on a worker thread while the main thread waits, interruptibly.
 
-    Returns the report, or the error line. On Ctrl-C or SIGTERM the download
-    is cancelled and given :data:`CANCEL_GRACE` seconds to save its record;
-    then the signal's exception goes on up (to exit 130 or 143).
+    Returns the report, or the error line. ``tick()`` runs on the main thread
+    every :data:`TICK` seconds while it waits (``-o -`` streams there). On
+    Ctrl-C or SIGTERM the download is cancelled (its rate limit released)
+    and given :data:`CANCEL_GRACE` seconds to save its record; then the
+    signal's exception goes on up (to exit 130 or 143).
     """
     outcome: list[download.Report | str] = []
 
@@ -557,8 +620,12 @@ def _run_download(dl: download.Download, bar: "ProgressBar | None") -> download.
     worker.start()
     try:
         while worker.is_alive():
-            worker.join(0.25)
+            worker.join(TICK)
+            if tick:
+                tick()
     except BaseException:
+        if limit:
+            limit.close()
         dl.cancel()
         worker.join(CANCEL_GRACE)
         if bar:
@@ -570,6 +637,63 @@ def _run_download(dl: download.Download, bar: "ProgressBar | None") -> download.
     if bar:
         bar.close()
     return outcome[0] if outcome else "internal error: the download ended without a result"
+
+
+class StdoutStream:
+    """``-o -``: the file to standard output, in order, while it downloads.
+
+    A collaborative download arrives out of order, so only the contiguous
+    prefix from byte 0 can go out: the engine says how long it is
+    (``Download.contiguous_bytes()``, bytes already written to the part file)
+    and this reads them back from the part file, at most :data:`CHUNK` at a
+    time, so memory stays bounded whatever the file's size. The part file is
+    opened once and read through that descriptor, which stays valid when the
+    finished file is renamed. The file itself lives in a temporary directory
+    removed at the end: ``-o -`` never resumes (as in curl).
+    """
+
+    #: Largest read from the part file at once.
+    CHUNK = 1 << 20
+
+    def __init__(self, dl: download.Download, out) -> None:
+        self.dl = dl
+        self.out = out
+        self.sent = 0
+        self._fd: int | None = None
+
+    def _open(self, path: Path | None) -> bool:
+        if self._fd is None and path is not None:
+            try:
+                self._fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                return False
+        return self._fd is not None
+
+    def pump(self, upto: int | None = None) -> None:
+        """Write what is contiguous (or, given ``upto``, everything up to it) to the output."""
+        path = self.dl.path
+        if not self._open(storage.part_path(path) if path is not None else None):
+            return
+        end = self.dl.contiguous_bytes() if upto is None else upto
+        while self.sent < end:
+            block = os.pread(self._fd, min(self.CHUNK, end - self.sent), self.sent)
+            if not block:
+                break
+            self.out.write(block)
+            self.sent += len(block)
+        self.out.flush()
+
+    def finish(self, report: download.Report) -> None:
+        """The rest, from the finished file (already checked by the engine)."""
+        self._open(Path(report.path))
+        self.pump(upto=report.size)
+        if self.sent != report.size:
+            raise OSError(f"wrote {self.sent} of {report.size} bytes to standard output")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class ProgressBar:

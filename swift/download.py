@@ -174,6 +174,14 @@ class Download:
                 return self._sched.done.total
             return self.received
 
+    def contiguous_bytes(self) -> int:
+        """Bytes from offset 0 with no gap already written to the part file (``-o -`` streams them)."""
+        with self._cond:
+            if self._sched is None:
+                return self.received  # the plain stream writes in order
+            ranges = self._sched.done.ranges()
+        return ranges[0].end if ranges and ranges[0].start == 0 else 0
+
     def run(self) -> Report:
         try:
             report = self._run()

@@ -316,3 +316,38 @@ def test_proxy_option_sends_requests_through_the_proxy(cluster, origin, origin_r
         pytest.skip("the test origin does not serve proxy-form requests")
     assert out.returncode == 0, out
     assert sha256_file(cluster.workdir / "p.bin") == digest
+
+
+@pytest.mark.parametrize("helpers,plain", [(2, False), (0, True)])
+def test_output_dash_streams_the_file_in_order_to_stdout(cluster, origin, origin_root, helpers, plain):
+    """Out-of-order arrival (helpers, several connections) still comes out in order."""
+    digest = make_file(origin_root / "s.bin", 24 * MiB, seed=49)
+    origin.configure(conn_rate=4 * MiB)
+    if plain:
+        origin.configure("/s.bin", ignore_ranges=True)
+    disc = cluster.discovery()
+    for i in range(helpers):
+        d = cluster.workdir / f"h{i}"
+        d.mkdir()
+        cluster.node(f"127.0.0.1:{disc.port}", name=f"h{i}", directory=d, extra=["--allow-private"])
+    out = subprocess.run([*program("node"), "--discovery", f"127.0.0.1:{disc.port}", "get",
+                          origin.url("/s.bin"), "-o", "-", "-d", str(cluster.workdir)],
+                         capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    import hashlib
+    assert hashlib.sha256(out.stdout).hexdigest() == digest
+    assert b"(standard output)" in out.stderr
+    assert [p.name for p in cluster.workdir.iterdir() if p.is_file()] == [], "nothing left behind"
+
+
+def test_output_dash_into_a_closed_pipe_is_one_error_line(cluster, origin, origin_root):
+    make_file(origin_root / "big.bin", 16 * MiB, seed=50)
+    origin.configure(conn_rate=4 * MiB)
+    node = subprocess.Popen([*program("node"), "get", origin.url("/big.bin"), "--no-peers", "-o", "-",
+                             "-d", str(cluster.workdir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    head = node.stdout.read(1000)
+    node.stdout.close()
+    err = node.stderr.read().decode()
+    assert node.wait(20) == 1
+    assert len(head) == 1000
+    assert "standard output was closed" in err and "Traceback" not in err
