@@ -1,6 +1,6 @@
 """The benchmark's namespace mode: real hosts, tc-capped uplinks, nginx as the origin.
 
-Each machine is its own network namespace (see swift/netlab.py); what nginx
+Each machine is its own network namespace (see swiftlab/netlab.py); what nginx
 sends to each machine is capped with tc, the LAN between machines is not.
 Measured: N = 1, 2, 4, 8 at equal caps, and one of four machines killed
 half-way (when the requester's resume record shows half the file written).
@@ -15,9 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from swift import netlab
-from swift.cluster import Cluster, program, wait_until
-from swift.origin import make_file
+from swiftlab import netlab
+from swiftlab.cluster import Cluster, program, wait_until
+from swiftlab.origin import make_file
 from swift.storage import ResumeRecord
 
 MiB = 1 << 20

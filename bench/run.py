@@ -34,9 +34,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from swift.cluster import Cluster, program, wait_until  # noqa: E402
+from swiftlab.cluster import Cluster, program, wait_until  # noqa: E402
 from swift.membership import DiscoveryClient  # noqa: E402
-from swift.origin import OriginServer, make_file  # noqa: E402
+from swiftlab.origin import OriginServer, make_file  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -116,7 +116,7 @@ def run_get(cluster: Cluster, disc_port: int, url: str, out: Path, *, alone: boo
 def start_origin_process(cluster: Cluster, root: Path, case_dir: Path) -> str:
     """An uncapped origin in its own process (so it does not share our interpreter); its URL."""
     port_file = case_dir / "port"
-    cluster.start([sys.executable, "-m", "swift.origin", "--root", str(root), "--port", "0",
+    cluster.start([sys.executable, "-m", "swiftlab.origin", "--root", str(root), "--port", "0",
                    "--port-file", str(port_file)], name="origin", cwd=ROOT)
     wait_until(lambda: port_file.exists() and port_file.read_text().strip(), 20, "origin")
     return f"http://127.0.0.1:{port_file.read_text().strip()}"

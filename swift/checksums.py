@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
@@ -21,10 +22,26 @@ def parse_checksum(text: str) -> tuple[str, str]:
     return algo, digest
 
 
-def file_digest(path: Path | str, algo: str = "sha256") -> str:
-    """Hex digest of a whole file, read in 1 MiB blocks."""
+#: Bytes read and hashed between two looks at the stop flag: 1 MiB takes a
+#: few milliseconds to hash, so a stop request is noticed at once.
+BLOCK = 1 << 20
+
+
+class DigestStopped(Exception):
+    """Hashing was stopped (``stop`` was set) before the end of the file."""
+
+
+def file_digest(path: Path | str, algo: str = "sha256",
+                stop: threading.Event | None = None) -> str:
+    """Hex digest of a whole file, read in :data:`BLOCK` blocks.
+
+    DigestStopped as soon as ``stop`` is set: a large file takes minutes,
+    and a stop request (Ctrl-C, SIGTERM) must not wait for them.
+    """
     h = hashlib.new(algo)
     with open(path, "rb") as f:
-        while block := f.read(1 << 20):
+        while block := f.read(BLOCK):
+            if stop is not None and stop.is_set():
+                raise DigestStopped(f"stopped while computing the {algo} checksum of {path}")
             h.update(block)
     return h.hexdigest()

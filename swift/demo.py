@@ -15,17 +15,22 @@ without loading them.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .addresses import format_hostport
 from .checksums import file_digest
 from .membership import DiscoveryClient, DiscoveryError
 from .units import human_bytes, human_rate
+
+if TYPE_CHECKING:
+    from swiftlab.cluster import Cluster
 
 #: Big enough that the speed-up shows over start-up costs (about 20 s alone
 #: at the default rate), small enough for half a minute in all.
@@ -58,8 +63,9 @@ def _download(cluster, disc_port: int, url: str, out: Path, report: Path,
 
 
 def run(size: int, rate: int, workdir: Path) -> float:
-    from .cluster import Cluster, wait_until
-    from .origin import make_file
+    # the lab (swiftlab/) is in the source checkout only: never imported by the product
+    from swiftlab.cluster import Cluster, wait_until
+    from swiftlab.origin import make_file
 
     root = workdir / "origin"
     root.mkdir()
@@ -69,7 +75,7 @@ def run(size: int, rate: int, workdir: Path) -> float:
         _say(f"generating a {human_bytes(size)} test file ...")
         digest = make_file(root / "demo.bin", size, seed=2026)
         port_file = workdir / "origin.port"
-        cluster.start([sys.executable, "-m", "swift.origin", "--root", str(root), "--host", "127.0.0.1",
+        cluster.start([sys.executable, "-m", "swiftlab.origin", "--root", str(root), "--host", "127.0.0.1",
                        "--port", "0", "--host-rate", str(rate), "--port-file", str(port_file)],
                       name="origin")
         wait_until(lambda: port_file.exists() and port_file.read_text().strip(), 20, "origin to start")
@@ -118,6 +124,10 @@ def main(size: int | None = None, rate: int | None = None) -> int:
     KeyboardInterrupt, SIGTERM its own exception, and both reach the
     ``finally`` below, which removes every process and file.
     """
+    if importlib.util.find_spec("swiftlab") is None:
+        print("demo: needs swift's source checkout (its swiftlab/ lab is not installed "
+              "by pip); run `python3 node.py demo` there", file=sys.stderr)
+        return 1
     workdir = Path(tempfile.mkdtemp(prefix="swift-demo-"))
     started = time.monotonic()
     try:

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import protocol, server, wire
 
@@ -55,7 +56,7 @@ class Registry:
             if len(self._nodes) >= self.max_nodes:
                 return False
             self._nodes[key] = Entry(host, port, name, slots, now, now + self.lease)
-            log.info("node %s:%d (%s) joined", host, port, name)
+            log.info("node %s (%s) joined", wire.hostport(host, port), name)
         else:
             entry.name, entry.slots, entry.expires = name, slots, now + self.lease
         return True
@@ -63,12 +64,12 @@ class Registry:
     def remove(self, host: str, port: int) -> bool:
         gone = self._nodes.pop((host, port), None) is not None
         if gone:
-            log.info("node %s:%d left", host, port)
+            log.info("node %s left", wire.hostport(host, port))
         return gone
 
     def expire(self, now: float) -> None:
         for key in [k for k, e in self._nodes.items() if e.expires <= now]:
-            log.info("node %s:%d expired", *key)
+            log.info("node %s expired", wire.hostport(*key))
             del self._nodes[key]
 
     def live(self, now: float) -> list[protocol.PeerInfo]:
@@ -138,9 +139,13 @@ class DiscoveryService:
 
 
 def make_server(host: str, port: int, *, secret: bytes | None, lease: float = DEFAULT_LEASE,
-                idle_timeout: float = 30.0, max_connections: int = 256) -> server.FramedServer:
+                idle_timeout: float = 30.0, max_connections: int = 256,
+                state_dir: Path | None = None) -> server.FramedServer:
+    """Discovery's server; with a ``secret`` it serves TLS only, with its own key from
+    ``state_dir`` (default: ``identity.state_dir()``), made at first start."""
     service = DiscoveryService(Registry(lease))
-    srv = server.FramedServer((host, port), name="discovery", secret=secret,
+    tls = wire.ServerTLS.load("discovery", state_dir) if secret else None
+    srv = server.FramedServer((host, port), name="discovery", secret=secret, tls=tls,
                               idle_timeout=idle_timeout, max_connections=max_connections,
                               serve_connection=service.serve_connection)
     srv.service = service  # type: ignore[attr-defined]

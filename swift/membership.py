@@ -31,8 +31,7 @@ class Peer:
 
     @property
     def key(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return wire.hostport(self.host, self.port)
 
 
 def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
@@ -63,7 +62,7 @@ class DiscoveryClient:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return wire.hostport(self.host, self.port)
 
     def request(self, msg: object) -> object:
         try:

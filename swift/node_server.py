@@ -13,6 +13,11 @@ worker), and a closed connection means the requester is gone: the fetch
 stops at once (a keep-alive that cannot be sent aborts even a read that is
 blocked on a stalled origin).
 
+The job's bookkeeping (what is still owed after a shrink, when a keep-alive
+is due, Done or Error at the end) is ``swift.fetchjob.NodeJob``, pure; this
+module is its I/O shell: the socket, the origin fetch and the two threads
+(the job's and its keep-alive ticker).
+
 Fetch jobs from other machines go through a guarded session: unless the
 node's owner allowed it with ``--allow-private``, a job whose URL (or any
 redirect) reaches a loopback, private or otherwise non-public address is
@@ -24,11 +29,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 import requests
 
-from . import httpclient, protocol, server, wire
+from . import fetchjob, httpclient, protocol, server, wire
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +67,6 @@ class JobService:
         self._slots = threading.BoundedSemaphore(slots)
         self._lock = threading.Lock()
         self.busy = 0
-        self.jobs_done = 0
-        self.bytes_sent = 0
 
     # -- per connection -------------------------------------------------------------
     def serve_connection(self, srv: server.FramedServer, conn: wire.Connection) -> None:
@@ -77,7 +81,7 @@ class JobService:
                     wire.send_error(conn, exc.code, str(exc))
                     return
                 if isinstance(msg, protocol.Ping):
-                    conn.send(protocol.Pong(self.name, self.slots, self.busy))
+                    conn.send(self._pong())
                 elif isinstance(msg, protocol.Fetch):
                     if session is None:
                         session = self.session_factory()
@@ -94,135 +98,136 @@ class JobService:
                 session.close()
 
     # -- one job ----------------------------------------------------------------------
-    def run_job(self, conn: wire.Connection, job: protocol.Fetch, session: requests.Session,
+    def _pong(self) -> protocol.Pong:
+        return protocol.Pong(self.name, self.slots, self.busy)
+
+    def run_job(self, conn: wire.Connection, fetch: protocol.Fetch, session: requests.Session,
                 stopping: threading.Event) -> bool:
         """Run one job; False when the connection is no longer usable."""
         try:
-            url = httpclient.check_url(job.url)
+            url = httpclient.check_url(fetch.url)
         except httpclient.HttpError as exc:
             conn.send(protocol.Error("refused", str(exc)))
             return True
-        state = _JobState(job.end)
-        fetch = httpclient.RangeFetch(
-            session, url, job.size, httpclient.Validator(job.etag, job.last_modified),
+        job = fetchjob.NodeJob(fetch, time.monotonic(), pong=self._pong,
+                               keepalive_interval=self.keepalive)
+        extra = {"headers": fetch.headers} if fetch.headers else {}  # needs RangeFetch(headers=)
+        fetch_range = httpclient.RangeFetch(
+            session, url, fetch.size, httpclient.Validator(fetch.etag, fetch.last_modified),
             policy=self.policy, timeout=self.timeout, stop=threading.Event(),
-            encoding=httpclient.content_coding(job.encoding))
-        ticker = threading.Thread(target=self._keepalive, args=(conn, job, state, fetch),
+            encoding=httpclient.content_coding(fetch.encoding), **extra)
+        ticking = _Ticking()
+        ticker = threading.Thread(target=self._keepalive, args=(conn, job, ticking, fetch_range),
                                   name="keepalive", daemon=True)
         ticker.start()
         got_slot = False
         try:
-            got_slot = self._acquire_slot(conn, job, state, stopping)
+            got_slot = self._acquire_slot(conn, job, ticking, stopping)
             if not got_slot:
-                if not state.gone.is_set():
+                if not ticking.gone.is_set():
                     conn.send(protocol.Error("busy", "all slots of this node are busy"))
-                return not state.gone.is_set()
+                return not ticking.gone.is_set()
 
             def deliver(block: bytes) -> bool:
-                self._read_control(conn, job, state)
-                block = block[: max(0, state.end - (job.start + state.sent))]
-                if block:
-                    conn.send_data(block)
-                    state.sent += len(block)
-                    state.last_frame = time.monotonic()
+                self._read_control(conn, job, ticking)
+                part = job.take(block, time.monotonic())
+                if part:
+                    conn.send_data(part)
                 return not stopping.is_set()
 
             try:
-                fetch.run(job.start, lambda: state.end, deliver)
+                fetch_range.run(fetch.start, lambda: job.end, deliver)
             except httpclient.FileChanged as exc:
                 conn.send(protocol.Error("changed", str(exc)))
                 return True
             except httpclient.HttpError as exc:
                 code = "refused" if "refusing to fetch" in str(exc) else "origin"
-                log.info("job %d (%s bytes %d-%d) failed: %s", job.job_id, url,
-                         job.start, job.end - 1, exc)
+                log.info("job %d (%s bytes %d-%d) failed: %s", fetch.job_id, url,
+                         fetch.start, fetch.end - 1, exc)
                 conn.send(protocol.Error(code, str(exc)))
                 return True
-            if state.gone.is_set() or stopping.is_set():
+            if ticking.gone.is_set() or stopping.is_set():
                 return False
-            expected = state.end - job.start
-            if state.sent != expected:
-                conn.send(protocol.Error("origin", f"sent {state.sent} of {expected} bytes"))
-                return True
-            conn.send(protocol.Done(job.job_id, state.sent))
-            with self._lock:
-                self.jobs_done += 1
-                self.bytes_sent += state.sent
+            conn.send(job.finish())
             return True
         except (RequesterGone, wire.ConnectionClosed, OSError, TimeoutError) as exc:
-            log.info("job %d: requester gone (%s); stopped fetching", job.job_id, exc)
+            log.info("job %d: requester gone (%s); stopped fetching", fetch.job_id, exc)
             return False
         finally:
-            state.finished.set()
-            fetch.abort()
+            ticking.finished.set()
+            fetch_range.abort()
             ticker.join(self.keepalive * 2 + 1)
             if got_slot:
                 with self._lock:
                     self.busy -= 1
                 self._slots.release()
 
-    def _acquire_slot(self, conn: wire.Connection, job: protocol.Fetch, state: "_JobState",
+    def _acquire_slot(self, conn: wire.Connection, job: fetchjob.NodeJob, ticking: "_Ticking",
                       stopping: threading.Event) -> bool:
         deadline = time.monotonic() + self.slot_wait
         while time.monotonic() < deadline and not stopping.is_set():
-            if state.gone.is_set():
+            if ticking.gone.is_set():
                 return False
-            self._read_control(conn, job, state)
+            self._read_control(conn, job, ticking)
             if self._slots.acquire(timeout=0.5):
                 with self._lock:
                     self.busy += 1
                 return True
         return False
 
-    def _read_control(self, conn: wire.Connection, job: protocol.Fetch, state: "_JobState") -> None:
+    def _read_control(self, conn: wire.Connection, job: fetchjob.NodeJob,
+                      ticking: "_Ticking") -> None:
         """Handle what the requester sent meanwhile, without blocking."""
         while conn.readable(0):
             try:
                 msg = conn.recv(timeout=5.0)
             except protocol.ProtocolError as exc:
                 wire.send_error(conn, exc.code, str(exc))
-                state.gone.set()
+                ticking.gone.set()
                 raise RequesterGone(f"bad frame from the requester: {exc}") from exc
             except (wire.ConnectionClosed, TimeoutError) as exc:
-                state.gone.set()
+                ticking.gone.set()
                 raise RequesterGone(str(exc)) from exc
-            if isinstance(msg, protocol.Shrink) and msg.job_id == job.job_id:
-                state.end = max(job.start + state.sent, min(state.end, msg.end))
-            elif isinstance(msg, protocol.Ping):
-                conn.send(protocol.Pong(self.name, self.slots, self.busy))
-            else:
-                state.gone.set()
-                raise RequesterGone(f"unexpected {type(msg).__name__} during a job")
+            try:
+                answers = job.receive(msg)
+            except protocol.RemoteProtocolError as exc:
+                ticking.gone.set()
+                raise RequesterGone(str(exc)) from exc
+            for answer in answers:
+                conn.send(answer)
 
-    def _keepalive(self, conn: wire.Connection, job: protocol.Fetch, state: "_JobState",
-                   fetch: httpclient.RangeFetch) -> None:
-        while not state.finished.wait(self.keepalive / 2):
-            if time.monotonic() - state.last_frame < self.keepalive:
+    def _keepalive(self, conn: wire.Connection, job: fetchjob.NodeJob, ticking: "_Ticking",
+                   fetch_range: httpclient.RangeFetch) -> None:
+        while not ticking.finished.wait(self.keepalive / 2):
+            msg = job.keepalive(time.monotonic())
+            if msg is None:
                 continue
             try:
-                conn.send(protocol.Keepalive(job.job_id))
-                state.last_frame = time.monotonic()
+                conn.send(msg)
             except (OSError, TimeoutError, wire.ConnectionClosed):
-                state.gone.set()
-                fetch.abort()  # unblock a read stalled on the origin
+                ticking.gone.set()
+                fetch_range.abort()  # unblock a read stalled on the origin
                 return
 
 
-class _JobState:
-    def __init__(self, end: int):
-        self.end = end
-        self.sent = 0
-        self.last_frame = time.monotonic()
-        self.gone = threading.Event()
-        self.finished = threading.Event()
+class _Ticking:
+    """The two flags a job shares with its keep-alive thread."""
+
+    def __init__(self) -> None:
+        self.gone = threading.Event()      # the requester is gone: stop
+        self.finished = threading.Event()  # the job ended: the ticker stops
 
 
 def make_server(host: str, port: int, *, name: str, secret: bytes | None, slots: int,
                 session_factory: Callable[[], requests.Session], idle_timeout: float = 60.0,
-                max_connections: int | None = None) -> server.FramedServer:
+                max_connections: int | None = None,
+                state_dir: Path | None = None) -> server.FramedServer:
+    """The node's job server; with a ``secret`` it serves TLS only, with the node's own
+    key from ``state_dir`` (default: ``identity.state_dir()``), made at first start."""
     service = JobService(name=name, slots=slots, session_factory=session_factory)
+    tls = wire.ServerTLS.load("node", state_dir) if secret else None
     srv = server.FramedServer(
-        (host, port), name=name, secret=secret, idle_timeout=idle_timeout,
+        (host, port), name=name, secret=secret, tls=tls, idle_timeout=idle_timeout,
         # several requesters may each hold a connection per slot; beyond that
         # a connection costs a thread for nothing.
         max_connections=max_connections or max(64, slots * 16),

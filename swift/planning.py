@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import bisect
 import math
+from array import array
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 #: Split points are rounded to this, so pieces start on page/extent-friendly offsets.
 ALIGN = 64 * 1024
@@ -61,15 +62,16 @@ class Range:
 class RangeSet:
     """A set of byte offsets, kept as sorted, disjoint, coalesced ranges.
 
-    Two parallel sorted lists (starts, ends) make every lookup a bisect and an
-    add a slice assignment, so thousands of small adds (one per received
+    Two parallel sorted arrays of 64-bit offsets (starts, ends) make every
+    lookup a bisect and an add a slice assignment, at 16 bytes a range, so thousands of small adds (one per received
     block) stay cheap; ``total`` is kept up to date instead of summed.
-    ``len()`` is the number of ranges, not of bytes.
+    ``len()`` is the number of ranges, not of bytes, and iterating gives
+    the ranges as ``(start, end)`` pairs.
     """
 
     def __init__(self, ranges: Iterable[Range | tuple[int, int]] = ()) -> None:
-        self._starts: list[int] = []
-        self._ends: list[int] = []
+        self._starts = array("q")  # 8 bytes per offset: 100,000 ranges take 1.6 MB
+        self._ends = array("q")
         self._total = 0
         for r in ranges:
             start, end = (r.start, r.end) if isinstance(r, Range) else r
@@ -90,8 +92,8 @@ class RangeSet:
             self._total -= sum(self._ends[k] - self._starts[k] for k in range(i, j))
             start = min(start, self._starts[i])
             end = max(end, self._ends[j - 1])
-        self._starts[i:j] = [start]
-        self._ends[i:j] = [end]
+        self._starts[i:j] = array("q", (start,))
+        self._ends[i:j] = array("q", (end,))
         self._total += end - start
 
     def remove(self, start: int, end: int) -> None:
@@ -102,8 +104,8 @@ class RangeSet:
         j = bisect.bisect_left(self._starts, end)   # ranges starting before end overlap
         if i >= j:
             return
-        keep_starts: list[int] = []
-        keep_ends: list[int] = []
+        keep_starts = array("q")
+        keep_ends = array("q")
         if self._starts[i] < start:
             keep_starts.append(self._starts[i])
             keep_ends.append(start)
@@ -160,6 +162,30 @@ class RangeSet:
             gaps.append(Range(at, size))
         return gaps
 
+    def gap_from(self, offset: int, size: int) -> Range | None:
+        """The first gap of ``[0, size)`` at or after ``offset``, or None (a bisect, no list)."""
+        i = bisect.bisect_right(self._starts, offset) - 1
+        if i >= 0 and self._ends[i] > offset:
+            offset = self._ends[i]  # inside a range: the gap starts at its end
+        if offset >= size:
+            return None
+        j = bisect.bisect_right(self._starts, offset)
+        return Range(offset, min(self._starts[j], size) if j < len(self._starts) else size)
+
+    def drop_shorter_than(self, length: int) -> int:
+        """Forget every range shorter than ``length`` bytes; returns the bytes forgotten.
+
+        For a fragmented resume record: a range shorter than what a request
+        costs is cheaper to fetch again with the gaps around it than to
+        fetch around, and the set stays small.
+        """
+        keep = [k for k in range(len(self._starts)) if self._ends[k] - self._starts[k] >= length]
+        before = self._total
+        self._starts = array("q", (self._starts[k] for k in keep))
+        self._ends = array("q", (self._ends[k] for k in keep))
+        self._total = sum(e - s for s, e in zip(self._starts, self._ends))
+        return before - self._total
+
     def to_json(self) -> list[list[int]]:
         return [[s, e] for s, e in zip(self._starts, self._ends)]
 
@@ -188,13 +214,19 @@ class RangeSet:
                 raise ValueError(f"range [{start}, {end}) is empty or outside [0, {size})")
             if start < previous_end:
                 raise ValueError(f"range [{start}, {end}) is out of order or overlaps")
-            out.add(start, end)
+            if start == previous_end and out._ends:  # touching: one range
+                out._ends[-1] = end
+            else:
+                out._starts.append(start)
+                out._ends.append(end)
+            out._total += end - start
             previous_end = end
         return out
 
     def copy(self) -> RangeSet:
         other = RangeSet()
-        other._starts, other._ends, other._total = list(self._starts), list(self._ends), self._total
+        other._starts, other._ends = array("q", self._starts), array("q", self._ends)
+        other._total = self._total
         return other
 
     def __eq__(self, other: object) -> bool:
@@ -206,6 +238,10 @@ class RangeSet:
 
     def __len__(self) -> int:
         return len(self._starts)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        """The ranges as ``(start, end)`` pairs, in order (as ``len()`` counts them)."""
+        return zip(self._starts, self._ends)
 
     def __repr__(self) -> str:
         return f"RangeSet({self.to_json()})"
@@ -238,15 +274,30 @@ def plan_piece_size(size: int, workers: int, *, min_piece: int = 1 << 20,
 
 
 @dataclass(frozen=True)
+class Shrink:
+    """A split moved running job ``job_id``'s end back to ``end``.
+
+    The worker running that job must be told (a peer stops at ``end``); the
+    bytes from ``end`` on are a new piece now.
+    """
+
+    job_id: int
+    end: int
+
+
+@dataclass(frozen=True)
 class Piece:
     """What a worker is told to fetch: job ``job_id``, ``[start, end)`` as at assignment.
 
-    The job's end may later shrink (a split); ask ``Scheduler.end_of``.
+    ``shrink`` is set when the piece was split off a running job: that job
+    now ends at ``shrink.end == start``, and its worker must be told. The
+    new job's own end may later shrink too; ask ``Scheduler.end_of``.
     """
 
     job_id: int
     start: int
     end: int
+    shrink: Shrink | None = None
 
 
 @dataclass(frozen=True)
@@ -302,10 +353,12 @@ class Scheduler:
         self.max_failures = max_failures
         self._done = done.copy() if done is not None else RangeSet()
         self._done.remove(size, max(size, self._done.end))  # nothing past the end of the file
-        self._queue: deque[Range] = deque()
-        for gap in self._done.missing(size):
-            for at in range(gap.start, gap.end, piece_size):
-                self._queue.append(Range(at, min(gap.end, at + piece_size)))
+        # The queue is planned lazily: failed remainders wait in ``_requeued``
+        # (front first); the rest is every gap of ``done`` from ``_plan_at`` on,
+        # cut into pieces only when handed out. So the queue costs nothing per
+        # piece, whatever the file's size or the record's fragments.
+        self._requeued: deque[Range] = deque()
+        self._plan_at = 0
         self._jobs: dict[int, _Job] = {}
         self._next_id = 1  # never reused, so a stale worker's id never names a new job
         self._failures: dict[str, list[str]] = {}
@@ -317,7 +370,9 @@ class Scheduler:
     def assign(self, peer: str, now: float | None = None) -> Piece | None:
         """The next piece for an idle worker of ``peer``, or None.
 
-        None if ``peer`` is excluded or there is nothing to give. The queue
+        None if ``peer`` is excluded or there is nothing to give. A piece
+        split off a running job says so in ``piece.shrink`` (the job and its
+        new end), so the caller tells that job's worker without looking. The queue
         comes first (front to back; failed remainders are at its front). With
         the queue empty, a running job whose unclaimed remainder is at least
         ``2 * min_split`` is split: the running job keeps ``[claimed, mid)``,
@@ -329,8 +384,8 @@ class Scheduler:
         """
         if peer in self._excluded:
             return None
-        if self._queue:
-            r = self._queue.popleft()
+        r = self._take_queued()
+        if r is not None:
             return self._start(peer, r.start, r.end, now)
         victim = self._split_victim(peer, now)
         if victim is None:
@@ -339,7 +394,24 @@ class Scheduler:
         if mid is None:
             return None
         old_end, victim.end = victim.end, mid
-        return self._start(peer, mid, old_end, now)
+        return self._start(peer, mid, old_end, now, Shrink(victim.job_id, mid))
+
+    def _take_queued(self) -> Range | None:
+        if self._requeued:
+            return self._requeued.popleft()
+        r = self._planned_from(self._plan_at)
+        if r is not None:
+            self._plan_at = r.end
+        return r
+
+    def _planned_from(self, at: int) -> Range | None:
+        """The piece planned at or after ``at``: the next gap of ``done``, at most a piece long.
+
+        Everything from ``_plan_at`` on that is not done is unplanned: jobs
+        and requeued remainders all lie below it, and only jobs commit.
+        """
+        gap = self._done.gap_from(at, self.size)
+        return None if gap is None else Range(gap.start, min(gap.end, gap.start + self.piece_size))
 
     def _split_victim(self, peer: str, now: float | None) -> _Job | None:
         def urgency(job: _Job) -> tuple[float, int, bool, int]:
@@ -385,11 +457,12 @@ class Scheduler:
             return (job.claimed - job.start) / (now - job.started)
         return self._peer_rate.get(job.peer)
 
-    def _start(self, peer: str, start: int, end: int, now: float | None) -> Piece:
+    def _start(self, peer: str, start: int, end: int, now: float | None,
+               shrink: Shrink | None = None) -> Piece:
         job_id = self._next_id
         self._next_id += 1
         self._jobs[job_id] = _Job(job_id, peer, start, start, start, end, now)
-        return Piece(job_id, start, end)
+        return Piece(job_id, start, end, shrink)
 
     # -- progress -----------------------------------------------------------------------------
     def end_of(self, job_id: int) -> int:
@@ -476,7 +549,7 @@ class Scheduler:
             self._bytes_by_peer[job.peer] -= job.position - job.start
             job.position = job.start
         if job.position < job.end:
-            self._queue.appendleft(Range(job.position, job.end))
+            self._requeued.appendleft(Range(job.position, job.end))
         reasons = self._failures.setdefault(job.peer, [])
         reasons.append(reason)
         if len(reasons) >= self.max_failures:
@@ -509,8 +582,17 @@ class Scheduler:
 
     @property
     def queue(self) -> list[Range]:
-        """The pieces waiting for a worker, in the order they will be given out."""
-        return list(self._queue)
+        """The pieces waiting for a worker, in the order they will be given out.
+
+        Built on each call (one entry per piece): for tests and diagnostics,
+        not for a loop.
+        """
+        pieces = list(self._requeued)
+        at = self._plan_at
+        while (r := self._planned_from(at)) is not None:
+            pieces.append(r)
+            at = r.end
+        return pieces
 
     def has_work(self) -> bool:
         """True if pieces are queued or a running job is big enough to split.
@@ -519,8 +601,11 @@ class Scheduler:
         something"; with one, ``assign`` may still refuse a peer too slow for
         a split to help.
         """
-        return bool(self._queue) or any(j.end - j.claimed >= 2 * self.min_split
+        return self._has_queued() or any(j.end - j.claimed >= 2 * self.min_split
                                         for j in self._jobs.values())
+
+    def _has_queued(self) -> bool:
+        return bool(self._requeued) or self._planned_from(self._plan_at) is not None
 
     def bytes_by_peer(self) -> dict[str, int]:
         """Bytes committed per peer (less what ``failed(discard=True)`` took back)."""

@@ -19,18 +19,27 @@ hot path must not base64 or copy megabytes through a JSON parser.
 Decoding is strict. Each message is a frozen dataclass whose fields carry
 their own check (type, range, length, allowed characters) in the field
 metadata; the same checks run when encoding, so a message this module
-encodes always decodes on the other side, and a bug shows up as a local
-``ProtocolError("bad-field")`` rather than as a refusal from the peer.
+encodes always decodes on the other side, and a bug shows up here as a
+``LocalProtocolError`` rather than as a refusal from the peer; only what a
+peer sent raises ``RemoteProtocolError`` (h11's split: the error type says
+who broke the rules).
 Unknown keys are ignored for forward compatibility. Nothing received is
 ever evaluated or unpickled. No sockets here: ``swift.wire`` is the I/O
-shell. See docs/protocol.md for the message catalogue.
+shell, and ``FrameDecoder`` is the one frame parser it uses (so the fuzz
+tests drive the production code). See docs/protocol.md for the message
+catalogue.
+
+The limits are at least HTTP's in practice: a URL may be 64 KiB long (long
+signed URLs are common), request headers 64 KiB in all, and validators may
+hold obs-text bytes 0x80-0xFF (RFC 9110 section 5.5), which ``requests``
+hands us as Latin-1 characters.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
 
 PROTOCOL_VERSION = 1
@@ -38,9 +47,22 @@ KIND_CONTROL = 1
 KIND_DATA = 2
 HEADER = struct.Struct(">BBI")
 HEADER_SIZE = HEADER.size
-MAX_CONTROL = 64 * 1024
+#: A control frame holds at most this many bytes. It must fit the largest
+#: ``fetch``: a ``MAX_URL`` URL plus ``MAX_HEADERS`` of headers, each
+#: character worst-case encoded (``"`` escaped as two bytes, non-ASCII as up
+#: to four bytes of UTF-8): 4 * 64 Ki + 2 * 64 Ki + list overhead < 512 KiB
+#: (tests/test_protocol.py builds that worst case). At most one partial frame
+#: is buffered per connection, so this costs no more memory than a data frame.
+MAX_CONTROL = 512 * 1024
 MAX_DATA = 1024 * 1024
-MAX_URL = 8192
+#: URLs up to 64 KiB characters: beyond what browsers and servers accept
+#: (commonly 8-64 KiB), so whatever HTTP carries in practice fits.
+MAX_URL = 64 * 1024
+#: Extra request headers of a fetch: at most this many characters of names
+#: and values in all (HTTP servers commonly accept 8-64 KiB of headers) ...
+MAX_HEADERS = 64 * 1024
+#: ... in at most this many [name, value] pairs.
+MAX_HEADER_COUNT = 256
 MAX_NAME = 255
 MAX_MESSAGE = 2048
 MAX_PEERS = 1024
@@ -53,14 +75,26 @@ ERROR_CODES = ("bad-version", "unknown-kind", "too-large", "truncated", "bad-utf
 
 
 class ProtocolError(Exception):
-    """Input that breaks the protocol; ``code`` is a short machine-readable word."""
+    """A message or frame that breaks the protocol; ``code`` is a short machine-readable word.
+
+    Catch this base to handle both; raise one of the two subclasses, which
+    say who broke the rules.
+    """
 
     def __init__(self, code: str, message: str):
         super().__init__(message)
         self.code = code
 
     def __repr__(self) -> str:
-        return f"ProtocolError({self.code!r}, {str(self)!r})"
+        return f"{type(self).__name__}({self.code!r}, {str(self)!r})"
+
+
+class LocalProtocolError(ProtocolError):
+    """Something *we* were about to send breaks the rules: our bug or our input, never the peer's."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """What the peer sent breaks the rules: the peer is broken or hostile."""
 
 
 # -- field checks -------------------------------------------------------------------------------
@@ -72,7 +106,7 @@ class Check:
 
 
 def _bad(name: str, why: str) -> ProtocolError:
-    return ProtocolError("bad-field", f"field {name!r} {why}")
+    return RemoteProtocolError("bad-field", f"field {name!r} {why}")
 
 
 @dataclass(frozen=True)
@@ -132,6 +166,62 @@ class Text(Check):
         return value
 
 
+#: RFC 9110 section 5.5: a field value is visible ASCII, space, tab and obs-text (0x80-0xFF)
+_FIELD_VALUE_CHARS = frozenset(map(chr, [0x09, *range(0x20, 0x7F), *range(0x80, 0x100)]))
+#: RFC 9110 section 5.6.2: a token (a header name)
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789"
+                         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+@dataclass(frozen=True)
+class FieldValue(Check):
+    """An HTTP field value as ``requests`` gives it: Latin-1 characters, no CR/LF/NUL.
+
+    C1 bytes (0x80-0x9F) are legal obs-text in HTTP, so they pass here;
+    whoever logs such a value must ``repr`` it.
+    """
+
+    max_len: int = 1024
+    min_len: int = 0
+
+    def __call__(self, name: str, value: Any) -> str:
+        if type(value) is not str:
+            raise _bad(name, f"must be a string, not {_json_type(value)}")
+        if not self.min_len <= len(value) <= self.max_len:
+            raise _bad(name, f"must be {self.min_len}..{self.max_len} characters long")
+        if not _FIELD_VALUE_CHARS.issuperset(value):
+            raise _bad(name, "holds a character not allowed in an HTTP field value")
+        return value
+
+
+@dataclass(frozen=True)
+class HeaderList(Check):
+    """``[[name, value], ...]``: names are tokens, values field values, sizes bounded."""
+
+    max_count: int = MAX_HEADER_COUNT
+    max_chars: int = MAX_HEADERS
+
+    def __call__(self, name: str, value: Any) -> list[list[str]]:
+        if type(value) is not list:
+            raise _bad(name, f"must be a list, not {_json_type(value)}")
+        if len(value) > self.max_count:
+            raise _bad(name, f"must hold at most {self.max_count} entries")
+        out, total = [], 0
+        for i, pair in enumerate(value):
+            where = f"{name}[{i}]"
+            if type(pair) not in (list, tuple) or len(pair) != 2:
+                raise _bad(where, "must be a [name, value] pair")
+            key, val = pair
+            if type(key) is not str or not key or not _TOKEN_CHARS.issuperset(key):
+                raise _bad(where, "must have an HTTP token as its name")
+            FieldValue(self.max_chars)(where, val)
+            total += len(key) + len(val)
+            out.append([key, val])
+        if total > self.max_chars:
+            raise _bad(name, f"must hold at most {self.max_chars} characters in all")
+        return out
+
+
 @dataclass(frozen=True)
 class FreeText(Check):
     """Human text (error messages): any string; sanitised by the message itself."""
@@ -178,9 +268,13 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def checked(check: Check, **kw: Any) -> Any:
-    """A dataclass field carrying its wire check in its metadata."""
-    return field(metadata={"check": check}, **kw)
+def checked(check: Check, *, may_be_absent: bool = False, **kw: Any) -> Any:
+    """A dataclass field carrying its wire check in its metadata.
+
+    ``may_be_absent``: a field added after a message was first defined (it
+    must have a default) may be missing on the wire and then takes its default.
+    """
+    return field(metadata={"check": check, "may_be_absent": may_be_absent}, **kw)
 
 
 OFFSET = Int()
@@ -189,7 +283,7 @@ SLOTS = Int(1, MAX_SLOTS)
 HOST = Text(MAX_NAME, min_len=1)
 NAME = Text(MAX_NAME)
 HEX = Text(NONCE_HEX, min_len=NONCE_HEX, hex_only=True)
-VALIDATOR = Optional(Text(1024))
+VALIDATOR = Optional(FieldValue(1024))
 
 
 # -- messages -----------------------------------------------------------------------------------
@@ -351,6 +445,9 @@ class Fetch(Message):
     #: the content coding the requester's probe saw (None: identity); the
     #: node's answers must carry the same one, and it is never decoded
     encoding: str | None = checked(Optional(Text(MAX_NAME, min_len=1)), default=None)
+    #: extra request headers for the origin, ``[[name, value], ...]`` (cookies,
+    #: authorization): a requester sends secret ones only over a private connection
+    headers: list[list[str]] = checked(HeaderList(), may_be_absent=True, default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -403,17 +500,19 @@ MESSAGES: dict[str, type[Message]] = {
 def _check_relations(msg: Any) -> None:
     """Checks that span fields."""
     if isinstance(msg, Fetch) and not msg.start < msg.end <= msg.size:
-        raise ProtocolError("bad-field", f"fetch range {msg.start}..{msg.end} of {msg.size} bytes "
+        raise RemoteProtocolError("bad-field", f"fetch range {msg.start}..{msg.end} of {msg.size} bytes "
                                          f"breaks 0 <= start < end <= size")
 
 
 def _from_dict(cls: type, obj: Any, where: str) -> Any:
     if type(obj) is not dict:
-        raise ProtocolError("bad-field", f"{where} must be an object, not {_json_type(obj)}")
+        raise RemoteProtocolError("bad-field", f"{where} must be an object, not {_json_type(obj)}")
     values = {}
     for f in fields(cls):
         if f.name not in obj:
-            raise ProtocolError("bad-field", f"field {f.name!r} is missing from {where}")
+            if f.metadata["may_be_absent"]:
+                continue
+            raise RemoteProtocolError("bad-field", f"field {f.name!r} is missing from {where}")
         values[f.name] = f.metadata["check"](f.name, obj[f.name])
     instance = cls(**values)
     _check_relations(instance)
@@ -422,7 +521,7 @@ def _from_dict(cls: type, obj: Any, where: str) -> Any:
 
 def _to_json_value(value: Any) -> Any:
     if isinstance(value, list):
-        return [to_dict(item) for item in value]
+        return [to_dict(item) if is_dataclass(item) else list(item) for item in value]
     return value
 
 
@@ -434,21 +533,24 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return out
 
 
-def validate(msg: Message) -> Message:
-    """Run the receiver's checks on a message; returns it or raises ProtocolError."""
-    _from_dict(type(msg), to_dict(msg), msg.TYPE)
-    return msg
-
-
 # -- encoding -----------------------------------------------------------------------------------
 def encode_message(msg: Message) -> bytes:
-    """A whole control frame for ``msg``; ProtocolError if a field is out of bounds."""
+    """A whole control frame for ``msg``.
+
+    Runs the receiver's checks first, so LocalProtocolError (never a remote
+    one) if a field is out of bounds or the frame would be too large.
+    """
     obj = to_dict(msg)
-    _from_dict(type(msg), obj, msg.TYPE)
-    payload = json.dumps(obj, separators=(",", ":"), ensure_ascii=False,
-                         allow_nan=False).encode("utf-8")
+    try:
+        _from_dict(type(msg), obj, msg.TYPE)
+        payload = json.dumps(obj, separators=(",", ":"), ensure_ascii=False,
+                             allow_nan=False).encode("utf-8")
+    except ProtocolError as exc:
+        raise LocalProtocolError(exc.code, f"cannot send {msg.TYPE}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # a value JSON cannot carry: our bug
+        raise LocalProtocolError("bad-field", f"cannot send {msg.TYPE}: {exc}") from None
     if len(payload) > MAX_CONTROL:
-        raise ProtocolError("too-large", f"{msg.TYPE} message of {len(payload)} bytes exceeds "
+        raise LocalProtocolError("too-large", f"{msg.TYPE} message of {len(payload)} bytes exceeds "
                                          f"{MAX_CONTROL}")
     return HEADER.pack(PROTOCOL_VERSION, KIND_CONTROL, len(payload)) + payload
 
@@ -456,7 +558,7 @@ def encode_message(msg: Message) -> bytes:
 def encode_data_header(length: int) -> bytes:
     """The header of a data frame carrying ``length`` bytes."""
     if not 0 <= length <= MAX_DATA:
-        raise ProtocolError("too-large", f"data frame of {length} bytes exceeds {MAX_DATA}")
+        raise LocalProtocolError("too-large", f"data frame of {length} bytes exceeds {MAX_DATA}")
     return HEADER.pack(PROTOCOL_VERSION, KIND_DATA, length)
 
 
@@ -470,16 +572,16 @@ def check_header(header: bytes | bytearray | memoryview) -> tuple[int, int]:
     """Validate a 6-byte header; returns (kind, length). Nothing else is read first."""
     version, kind, length = HEADER.unpack(header)
     if version != PROTOCOL_VERSION:
-        raise ProtocolError("bad-version", f"unsupported protocol version {version} "
+        raise RemoteProtocolError("bad-version", f"unsupported protocol version {version} "
                                            f"(this side speaks {PROTOCOL_VERSION})")
     if kind == KIND_CONTROL:
         limit = MAX_CONTROL
     elif kind == KIND_DATA:
         limit = MAX_DATA
     else:
-        raise ProtocolError("unknown-kind", f"unknown frame kind {kind}")
+        raise RemoteProtocolError("unknown-kind", f"unknown frame kind {kind}")
     if length > limit:
-        raise ProtocolError("too-large", f"{'control' if kind == KIND_CONTROL else 'data'} frame "
+        raise RemoteProtocolError("too-large", f"{'control' if kind == KIND_CONTROL else 'data'} frame "
                                          f"of {length} bytes exceeds {limit}")
     return kind, length
 
@@ -493,20 +595,20 @@ def decode_message(payload: bytes | bytearray | memoryview) -> Message:
     try:
         text = bytes(payload).decode("utf-8")
     except UnicodeDecodeError:
-        raise ProtocolError("bad-utf8", "control frame is not valid UTF-8") from None
+        raise RemoteProtocolError("bad-utf8", "control frame is not valid UTF-8") from None
     try:
         obj = json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError):
-        raise ProtocolError("bad-json", "control frame is not valid JSON") from None
+        raise RemoteProtocolError("bad-json", "control frame is not valid JSON") from None
     if type(obj) is not dict:
-        raise ProtocolError("bad-json", f"control frame must be a JSON object, not {_json_type(obj)}")
+        raise RemoteProtocolError("bad-json", f"control frame must be a JSON object, not {_json_type(obj)}")
     kind = obj.get("type")
     if type(kind) is not str:
-        raise ProtocolError("bad-field", "control frame lacks a string 'type'")
+        raise RemoteProtocolError("bad-field", "control frame lacks a string 'type'")
     cls = MESSAGES.get(kind)
     if cls is None:
         shown = _sanitise(kind[:40])
-        raise ProtocolError("unknown-type", f"unknown message type {shown!r}")
+        raise RemoteProtocolError("unknown-type", f"unknown message type {shown!r}")
     return _from_dict(cls, obj, kind)
 
 
@@ -518,62 +620,90 @@ def parse_frame(frame: Frame) -> Message | DataFrame:
 
 
 class FrameDecoder:
-    """Incremental decoder: feed bytes in any split, get whole frames.
+    """Incremental frame parser, sans I/O: bytes in any split in, whole frames out.
+
+    Two ways to give it bytes, both driving the one state machine:
+
+    * ``feed(data)`` copies ``data`` in and returns the frames it completed
+      (what the fuzz tests and the in-memory tests use);
+    * ``buffer()`` returns a writable view where the next bytes belong, the
+      caller reads into it (``sock.recv_into(decoder.buffer())``), then
+      ``advance(n)`` returns the frame those ``n`` bytes completed, or None
+      (what ``swift.wire`` uses: a data frame's payload is received straight
+      into its own buffer, with no copy).
 
     Each header is checked the moment its sixth byte arrives, before any of
     its payload is kept, and at most one partial frame is buffered (so at
-    most ``MAX_DATA`` bytes). After an error the decoder stays broken: the
-    stream has lost its framing and every later ``feed`` raises again.
+    most ``MAX_DATA`` bytes). A frame's payload is a ``bytearray`` nobody
+    else holds. After an error the decoder stays broken: the stream has lost
+    its framing and every later call raises again.
     """
 
     def __init__(self) -> None:
-        self._header = bytearray()
-        self._kind: int | None = None
-        self._length = 0
-        self._payload = bytearray()
-        self._error: ProtocolError | None = None
+        self._header = bytearray(HEADER_SIZE)
+        self._header_got = 0
+        self._kind = 0
+        self._payload: bytearray | None = None  # None while the header is incomplete
+        self._payload_got = 0
+        self._error: RemoteProtocolError | None = None
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+    def buffer(self) -> memoryview:
+        """Where the next received bytes go: never empty; fill a prefix, then ``advance``."""
         if self._error is not None:
             raise self._error
+        if self._payload is None:
+            return memoryview(self._header)[self._header_got:]
+        return memoryview(self._payload)[self._payload_got:]
+
+    def advance(self, n: int) -> Frame | None:
+        """``n`` bytes were written at the start of ``buffer()``; the frame they end, if any."""
+        if self._error is not None:
+            raise self._error
+        if self._payload is None:
+            self._header_got += n
+            if self._header_got < HEADER_SIZE:
+                return None
+            try:
+                self._kind, length = check_header(self._header)
+            except RemoteProtocolError as exc:
+                self._error = exc
+                raise
+            self._payload, self._payload_got = bytearray(length), 0
+        else:
+            self._payload_got += n
+        if self._payload_got < len(self._payload):
+            return None
+        frame = Frame(self._kind, self._payload)
+        self._header_got, self._payload, self._payload_got = 0, None, 0
+        return frame
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        """Take ``data`` (any split of the stream); the frames it completed, in order."""
         view = memoryview(data).cast("B")
         frames: list[Frame] = []
         pos = 0
-        try:
-            while True:
-                if self._kind is None:
-                    take = min(HEADER_SIZE - len(self._header), len(view) - pos)
-                    self._header += view[pos:pos + take]
-                    pos += take
-                    if len(self._header) < HEADER_SIZE:
-                        return frames
-                    self._kind, self._length = check_header(self._header)
-                    self._header.clear()
-                take = min(self._length - len(self._payload), len(view) - pos)
-                self._payload += view[pos:pos + take]
-                pos += take
-                if len(self._payload) < self._length:
-                    return frames
-                frames.append(Frame(self._kind, bytes(self._payload)))
-                self._kind, self._length = None, 0
-                self._payload.clear()
-                if pos == len(view):
-                    return frames
-        except ProtocolError as exc:
-            self._error = exc
-            raise
+        while pos < len(view):
+            target = self.buffer()
+            take = min(len(target), len(view) - pos)
+            target[:take] = view[pos:pos + take]
+            pos += take
+            frame = self.advance(take)
+            if frame is not None:
+                frames.append(frame)
+        return frames
 
     @property
     def pending(self) -> int:
         """Bytes of an incomplete frame held (header included)."""
-        if self._kind is None:
-            return len(self._header)
-        return HEADER_SIZE + len(self._payload)
+        if self._payload is None:
+            return self._header_got
+        return HEADER_SIZE + self._payload_got
 
     def eof(self) -> None:
         """The stream ended: fine between frames, ``truncated`` inside one."""
         if self._error is not None:
             raise self._error
         if self.pending:
-            raise ProtocolError("truncated", f"stream ended inside a frame ({self.pending} bytes "
-                                             f"of it received)")
+            self._error = RemoteProtocolError("truncated", f"stream ended inside a frame "
+                                                           f"({self.pending} bytes of it received)")
+            raise self._error

@@ -6,8 +6,10 @@ adds what a daemon facing a LAN needs:
 
 - a bound on open connections: past it a new connection gets an ``Error``
   frame ("busy") and is closed at once instead of a thread;
-- the protocol handshake (version check and, with a shared secret, mutual
-  challenge-response) before any request is looked at;
+- the private channel and the protocol handshake before any request is
+  looked at: with a shared secret, TLS with this member's own key
+  (``ServerTLS``) and the mutual challenge-response bound to it; without
+  one, plain frames and the version check (``wire.accept``);
 - an idle timeout: a connection that sends nothing for that long is closed;
 - ownership of every connection: ``stop()`` closes the listening socket and
   every open connection, then joins the handler threads with a deadline.
@@ -44,15 +46,20 @@ class FramedServer(socketserver.ThreadingTCPServer):
 
     def __init__(self, address: tuple[str, int], *, name: str, secret: bytes | None,
                  idle_timeout: float, max_connections: int,
-                 serve_connection: Callable[["FramedServer", wire.Connection], None]):
+                 serve_connection: Callable[["FramedServer", wire.Connection], None],
+                 tls: wire.ServerTLS | None = None):
+        """``tls`` is required with a ``secret`` (``wire.ServerTLS.load(role)``)."""
+        if secret and tls is None:
+            raise ValueError("a server with a shared secret needs its TLS identity")
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.name = name
         self.secret = secret
+        self.tls = tls
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self._serve_connection = serve_connection
         self._lock = threading.Lock()
-        self._open: set[socket.socket] = set()
+        self._open: dict[socket.socket, socket.socket] = {}  # accepted -> live (TLS) socket
         self._per_ip: dict[str, int] = {}
         self._handlers: set[threading.Thread] = set()  # type: ignore[assignment]
         self._thread: threading.Thread | None = None
@@ -73,7 +80,7 @@ class FramedServer(socketserver.ThreadingTCPServer):
             full = (len(self._open) >= self.max_connections or self.stopping.is_set()
                     or from_ip >= max(8, self.max_connections // 4))
             if not full:
-                self._open.add(request)
+                self._open[request] = request
                 self._per_ip[ip] = from_ip + 1
         if full:
             log.warning("refusing connection from %s: %d connections open",
@@ -96,16 +103,22 @@ class FramedServer(socketserver.ThreadingTCPServer):
         self.shutdown_request(request)
 
     def _run(self, request: socket.socket, client_address) -> None:
+        def adopt(live: socket.socket) -> None:
+            with self._lock:
+                if request in self._open:
+                    self._open[request] = live
+
         try:
-            with wire.Connection(request, timeout=HANDSHAKE_TIMEOUT) as conn:
-                try:
-                    wire.server_handshake(conn, name=self.name, secret=self.secret)
-                except (wire.AuthError, protocol.ProtocolError) as exc:
-                    log.warning("handshake with %s failed: %s", client_address[0], exc)
-                    return
-                except (wire.ConnectionClosed, TimeoutError, OSError) as exc:
-                    log.debug("handshake with %s ended: %s", client_address[0], exc)
-                    return
+            try:
+                conn, _ = wire.accept(request, name=self.name, secret=self.secret, tls=self.tls,
+                                      timeout=HANDSHAKE_TIMEOUT, adopt=adopt)
+            except (wire.AuthError, protocol.ProtocolError) as exc:
+                log.warning("handshake with %s failed: %s", client_address[0], exc)
+                return
+            except (wire.ConnectionClosed, TimeoutError, OSError) as exc:
+                log.debug("handshake with %s ended: %s", client_address[0], exc)
+                return
+            with conn:
                 conn.timeout = self.idle_timeout
                 self._serve_connection(self, conn)
         except (wire.ConnectionClosed, OSError) as exc:
@@ -114,7 +127,7 @@ class FramedServer(socketserver.ThreadingTCPServer):
             log.exception("error serving %s", client_address[0])
         finally:
             with self._lock:
-                self._open.discard(request)
+                self._open.pop(request, None)
                 left = self._per_ip.get(client_address[0], 1) - 1
                 if left > 0:
                     self._per_ip[client_address[0]] = left
@@ -142,7 +155,7 @@ class FramedServer(socketserver.ThreadingTCPServer):
             self._thread.join(timeout)
         self.server_close()
         with self._lock:
-            sockets = list(self._open)
+            sockets = list(self._open.values())
             threads = list(self._handlers)
         for sock in sockets:
             try:

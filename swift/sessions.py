@@ -74,6 +74,7 @@ import ipaddress
 import logging
 import socket
 import sys
+import warnings
 from socket import timeout as SocketTimeout
 from typing import Any
 from urllib.parse import urlsplit
@@ -83,8 +84,8 @@ from requests.adapters import HTTPAdapter
 from requests.utils import select_proxy
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import (ConnectTimeoutError, LocationParseError, NameResolutionError,
-                                NewConnectionError)
+from urllib3.exceptions import (ConnectTimeoutError, InsecureRequestWarning, LocationParseError,
+                                NameResolutionError, NewConnectionError)
 from urllib3.util import connection
 from urllib3.util.connection import allowed_gai_family
 
@@ -384,6 +385,15 @@ def _scheme_message(url: str) -> str:
 
 
 class _SwiftSession(requests.Session):
+    def merge_environment_settings(self, url: str, proxies: Any, stream: Any, verify: Any,
+                                   cert: Any) -> dict[str, Any]:
+        # requests lets REQUESTS_CA_BUNDLE override a session's own CA file and even
+        # verify=False; a --ca-certificate or --insecure the user gave must win.
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if verify is None and self.verify is not True:
+            settings["verify"] = self.verify
+        return settings
+
     def get_adapter(self, url: str) -> Any:
         scheme = url.split(":", 1)[0].lower() if ":" in url else ""
         if scheme not in ALLOWED_SCHEMES:
@@ -392,7 +402,8 @@ class _SwiftSession(requests.Session):
 
 
 def make_session(*, source_address: str | None = None, allow_private: bool = True,
-                 pool_size: int = 16) -> requests.Session:
+                 pool_size: int = 16, profile: Any = None,
+                 cookies: requests.cookies.RequestsCookieJar | None = None) -> requests.Session:
     """A ``requests.Session`` with swift's source address and address policy.
 
     ``source_address``: local address every outgoing connection (to an
@@ -401,6 +412,10 @@ def make_session(*, source_address: str | None = None, allow_private: bool = Tru
     docstring); a refusal raises :class:`BlockedAddress`.
     ``pool_size``: hosts kept in the pool cache, and keep-alive connections
     kept per host.
+    ``profile``: a :class:`swift.http.profile.RequestProfile` (headers, CA file,
+    --insecure) applied to every request; ``cookies``: the download's one
+    cookie jar, shared by all its sessions (requests keeps cookies that
+    answers set there, redirects included).
     Everything else is plain requests: streaming, redirects, timeouts,
     keep-alive, HTTPS verification, proxies from the environment.
     """
@@ -410,4 +425,12 @@ def make_session(*, source_address: str | None = None, allow_private: bool = Tru
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = "swift-downloader"
+    if profile is not None:
+        session.headers.update(profile.request_headers())
+        session.verify = profile.verify
+        if profile.verify is False:
+            # the user chose --insecure and was warned once; not once per request
+            warnings.filterwarnings("ignore", category=InsecureRequestWarning)
+    if cookies is not None:
+        session.cookies = cookies
     return session

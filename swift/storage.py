@@ -13,6 +13,10 @@ Layout, for a download whose final name is ``NAME``:
   crash leaves the old record or the new one, never half of one. The engine
   must flush the data (:meth:`PartFile.sync`) *before* saving a record, so a
   record never claims bytes that are not on disk.
+* ``NAME.part.swift.lock`` — exists while a download of ``NAME`` runs and
+  holds its pid under an exclusive ``flock`` (:class:`DownloadLock`): one
+  download per output path; a second one is refused before it touches
+  anything.
 * :func:`finalize` gives the complete part its final name and never
   overwrites an existing file unless asked to.
 
@@ -33,6 +37,9 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
+import hashlib
+import itertools
 import json
 import logging
 import os
@@ -42,8 +49,10 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from .names import free_path
+from .planning import RangeSet
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +63,8 @@ RECORD_VERSION = 1
 RECORD_FORMAT = "swift-resume-record"
 #: A record larger than this is not ours (a record holds a few ranges).
 MAX_RECORD_BYTES = 16 << 20
+#: Ranges encoded at a time when a record is saved: bounds the text held at once.
+RANGES_PER_CHUNK = 4096
 #: Largest file offset the kernel accepts (off_t).
 MAX_FILE_SIZE = (1 << 63) - 1
 
@@ -200,6 +211,25 @@ def check_writable(directory: Path) -> None:
         log.warning("could not remove the probe file %s", name)
 
 
+def check_free_space(directory: Path, needed: int, what: Path) -> None:
+    """StorageError unless ``directory``'s file system has ``needed`` bytes free for ``what``.
+
+    Checked up front whenever the size is known, so a full disk shows in the
+    first second, not after an hour (``fallocate`` checks again where it
+    exists; a plain stream has only this). Best effort: a file system that
+    cannot say is not refused.
+    """
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return
+    available = st.f_bavail * st.f_frsize
+    if needed > available:
+        raise StorageError(f"{_CAUSES[errno.ENOSPC]} for {what} ({_human(needed)} needed, "
+                           f"{_human(available)} free); free some space and try again",
+                           path=what, errno=errno.ENOSPC)
+
+
 # -- libc helpers (Linux), looked up once ------------------------------------------------------
 
 class _Libc:
@@ -268,9 +298,12 @@ class PartFile:
     happens to reuse the closed descriptor's number.
     """
 
-    def __init__(self, path: Path, fd: int, size: int | None):
+    def __init__(self, path: Path, fd: int, size: int | None, *, resumable: bool = True):
         self.path = Path(path)
         self.size = size
+        #: False for a download that cannot resume (a plain stream): its part is
+        #: removed on failure, so no message may say it is kept.
+        self.resumable = resumable
         self._fd = fd
         self._cond = threading.Condition()
         self._busy = 0  # writes and syncs in progress
@@ -280,7 +313,8 @@ class PartFile:
         return self._fd < 0
 
     @classmethod
-    def open(cls, path: Path, size: int | None, *, preallocate: bool = True) -> "PartFile":
+    def open(cls, path: Path, size: int | None, *, preallocate: bool = True,
+             resumable: bool = True) -> "PartFile":
         """Create ``path`` or open it as it is (never truncating data below ``size``).
 
         With a known ``size`` the file is made exactly that long: space is
@@ -320,7 +354,7 @@ class PartFile:
                 except OSError:
                     pass
             raise
-        return cls(path, fd, size)
+        return cls(path, fd, size, resumable=resumable)
 
     @staticmethod
     def _conform(fd: int, path: Path, current: int, size: int, *, preallocate: bool,
@@ -392,7 +426,7 @@ class PartFile:
                 view = view[n:]
                 offset += n
         except OSError as exc:
-            raise _error(exc, "writing", self.path, kept=True) from None
+            raise _error(exc, "writing", self.path, kept=self.resumable) from None
         finally:
             self._leave()
 
@@ -402,7 +436,7 @@ class PartFile:
         try:
             (getattr(os, "fdatasync", None) or os.fsync)(fd)
         except OSError as exc:
-            raise _error(exc, "flushing", self.path, kept=True) from None
+            raise _error(exc, "flushing", self.path, kept=self.resumable) from None
         finally:
             self._leave()
 
@@ -431,38 +465,24 @@ class PartFile:
             pass
 
 
-# -- the resume record -----------------------------------------------------------------------
-
-def _check_ranges(done, size: int) -> list[tuple[int, int]]:
-    """Validated, sorted, merged ``[start, end)`` ranges within ``[0, size]``."""
-    if not isinstance(done, (list, tuple)):
-        raise ValueError("done must be a list of [start, end) ranges")
-    out: list[tuple[int, int]] = []
-    for item in done:
-        if not isinstance(item, (list, tuple)) or len(item) != 2 \
-                or not all(type(x) is int for x in item):
-            raise ValueError(f"bad range {item!r}")
-        start, end = item
-        if not 0 <= start < end <= size:
-            raise ValueError(f"range [{start}, {end}) is outside [0, {size})")
-        out.append((start, end))
-    out.sort()
-    merged: list[tuple[int, int]] = []
-    for start, end in out:
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
-
+# -- the resume record ----------------------------------------------------------------------
 
 @dataclass
 class ResumeRecord:
     """What a resume needs to know: which file (URL, size, validator) and
     which ranges of ``NAME.part`` are already written.
 
-    ``done`` holds half-open ``(start, end)`` ranges; :meth:`load` returns
-    them sorted and merged.
+    ``done`` is a :class:`~swift.planning.RangeSet`; a list of ``(start,
+    end)`` pairs is accepted and checked on construction.
+
+    Ranges are validated once, here, by :meth:`RangeSet.from_json
+    <swift.planning.RangeSet.from_json>`, with one rule: pairs of ints,
+    ``0 <= start < end <= size``, in increasing order and not overlapping.
+    Why refuse rather than merge: every record we write comes from
+    ``RangeSet.to_json``, which cannot produce anything else, so a record
+    with overlapping or unsorted ranges was damaged or edited; guessing what
+    it meant could mark missing bytes as done, and starting over is always
+    correct.
     """
 
     version: int
@@ -471,16 +491,43 @@ class ResumeRecord:
     size: int
     etag: str | None
     last_modified: str | None
-    done: list[tuple[int, int]] = field(default_factory=list)
+    done: RangeSet = field(default_factory=RangeSet)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.done, RangeSet):
+            if type(self.size) is not int or not 0 <= self.size <= MAX_FILE_SIZE:
+                raise ValueError(f"bad size {self.size!r}")
+            self.done = RangeSet.from_json(list(self.done), self.size)
+        elif self.done.end > self.size:
+            raise ValueError(f"ranges reach past the end of the file ({self.size} bytes)")
 
     def to_json(self) -> dict:
         """The JSON object saved (ValueError if a field is out of range)."""
+        return {**self.to_json_head(), "done": self.done.to_json()}
+
+    def _encoded(self, head: dict) -> Iterator[bytes]:
+        """The JSON text of :meth:`to_json`, in chunks of :data:`RANGES_PER_CHUNK` ranges.
+
+        A fragmented record is rewritten every second: encoding it in one
+        piece would build a list per range first (about 140 bytes each).
+        ``head`` is :meth:`to_json_head`.
+        """
+        yield json.dumps(head, separators=(",", ":"))[:-1].encode() + b',"done":['
+        pairs = iter(self.done)
+        first = True
+        while batch := list(itertools.islice(pairs, RANGES_PER_CHUNK)):
+            text = ",".join(f"[{a},{b}]" for a, b in batch)
+            yield (text if first else "," + text).encode()
+            first = False
+        yield b"]}"
+
+    def to_json_head(self) -> dict:
+        """Every field of :meth:`to_json` but ``done`` (ValueError if one is out of range)."""
         _validate_fields(self.version, self.url, self.final_url, self.size, self.etag,
                          self.last_modified)
         return {"format": RECORD_FORMAT, "version": self.version, "url": self.url,
                 "final_url": self.final_url, "size": self.size, "etag": self.etag,
-                "last_modified": self.last_modified,
-                "done": [[a, b] for a, b in _check_ranges(self.done, self.size)]}
+                "last_modified": self.last_modified}
 
     @classmethod
     def from_json(cls, obj) -> "ResumeRecord":
@@ -494,7 +541,8 @@ class ResumeRecord:
             raise ValueError(f"missing field {exc.args[0]}") from None
         version, url, final_url, size, etag, last_modified, done = fields
         _validate_fields(version, url, final_url, size, etag, last_modified)
-        return cls(version, url, final_url, size, etag, last_modified, _check_ranges(done, size))
+        return cls(version, url, final_url, size, etag, last_modified,
+                   RangeSet.from_json(done, size))
 
     def save(self, path: Path) -> None:
         """Replace the record at ``path`` atomically: a crash leaves the old
@@ -502,13 +550,14 @@ class ResumeRecord:
 
         StorageError on failure (the previous record, if any, stays)."""
         path = Path(path)
-        data = json.dumps(self.to_json(), separators=(",", ":")).encode("utf-8")
+        chunks = self._encoded(self.to_json_head())  # ValueError here, before any file exists
         tmp: str | None = None
         try:
             # a short temporary name: the record's own name may be near the limit
             fd, tmp = tempfile.mkstemp(prefix=".swift-", suffix=".tmp", dir=path.parent)
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                for chunk in chunks:
+                    f.write(chunk)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -574,6 +623,89 @@ class ResumeRecord:
             return None
 
 
+# -- the control file: the record, or nothing --------------------------------------------------
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """Which file a record is about: what must match for a resume."""
+
+    url: str
+    final_url: str
+    size: int
+    etag: str | None
+    last_modified: str | None
+
+
+class ControlFile:
+    """Where a download keeps what it has written (aria2's ``BtProgressInfoFile``).
+
+    Two kinds: :class:`ResumeFile` (``NAME.part.swift``) for downloads that
+    can resume, :class:`NullControlFile` for those that cannot (a plain
+    stream), so callers never check for None.
+    """
+
+    path: Path | None = None
+
+    def load(self) -> ResumeRecord | None:
+        """The record of an earlier run of this URL, or None (see :meth:`ResumeRecord.load`)."""
+        raise NotImplementedError
+
+    def save(self, done: RangeSet) -> None:
+        """Record ``done`` as written. Flush the data first. StorageError on failure."""
+        raise NotImplementedError
+
+    def exists(self) -> bool:
+        raise NotImplementedError
+
+    def remove(self) -> None:
+        """Remove the record if there is one; never raises for a missing file."""
+        raise NotImplementedError
+
+
+class ResumeFile(ControlFile):
+    """``NAME.part.swift`` for one file identity; see the module docstring."""
+
+    def __init__(self, final: Path, identity: FileIdentity):
+        self.path = record_path(final)
+        self.identity = identity
+
+    def load(self) -> ResumeRecord | None:
+        record = ResumeRecord.load(self.path)
+        return record if record is not None and record.url == self.identity.url else None
+
+    def save(self, done: RangeSet) -> None:
+        i = self.identity
+        ResumeRecord(RECORD_VERSION, i.url, i.final_url, i.size, i.etag, i.last_modified,
+                     done).save(self.path)
+
+    def exists(self) -> bool:
+        return os.path.lexists(self.path)
+
+    def remove(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _error(exc, "removing the resume record", self.path, kept=True) from None
+
+
+class NullControlFile(ControlFile):
+    """No record: for downloads that cannot resume. Saves nothing, loads nothing."""
+
+    def load(self) -> ResumeRecord | None:
+        return None
+
+    def save(self, done: RangeSet) -> None:
+        pass
+
+    def exists(self) -> bool:
+        return False
+
+    def remove(self) -> None:
+        pass
+
+
 def _validate_fields(version, url, final_url, size, etag, last_modified) -> None:
     if type(version) is not int or version != RECORD_VERSION:
         raise ValueError(f"unsupported record version {version!r}")
@@ -584,6 +716,110 @@ def _validate_fields(version, url, final_url, size, etag, last_modified) -> None
     for name, value in (("etag", etag), ("last_modified", last_modified)):
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{name} must be text or null")
+
+
+# -- one download per output path ----------------------------------------------------------------
+
+LOCK_SUFFIX = ".part.swift.lock"
+
+
+class Busy(StorageError):
+    """Another process holds the download lock of this output path."""
+
+
+def lock_path(final: Path) -> Path:
+    """``NAME`` -> ``NAME.part.swift.lock``; a hashed hidden name where that is too long.
+
+    A separate file rather than ``NAME.part`` itself: the part is removed
+    and created again (``--restart``, a changed file, a failed plain
+    stream), and a lock on a removed file guards nothing.
+    """
+    final = Path(final)
+    name = final.name + LOCK_SUFFIX
+    if len(os.fsencode(name)) > 255:
+        name = ".swift-" + hashlib.sha256(os.fsencode(final.name)).hexdigest()[:32] + ".lock"
+    return final.with_name(name)
+
+
+class DownloadLock:
+    """An exclusive ``flock`` on :func:`lock_path`, held for the life of a download.
+
+    ``flock`` (not ``lockf``) because its lock belongs to the open file, so
+    two downloads in one process (the prompt) exclude each other too; the
+    kernel drops it when the process dies, however it dies. The file holds
+    the holder's pid, for the message a second process gives. Release
+    removes the file while still holding the lock; an acquirer that locked a
+    file already removed (its inode no longer at the path) tries again.
+    """
+
+    def __init__(self, path: Path, fd: int):
+        self.path = path
+        self._fd = fd
+
+    @classmethod
+    def acquire(cls, final: Path) -> "DownloadLock":
+        """Lock ``final``'s download; Busy (naming the holder's pid) if another holds it."""
+        path = lock_path(final)
+        for _ in range(10):
+            fd = cls._open(path)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_pid(fd)
+                os.close(fd)
+                raise Busy(f"{final} is being downloaded by another swift process"
+                           f" (pid {holder or 'unknown'}); wait for it to finish, or stop it",
+                           path=final) from None
+            except OSError as exc:
+                os.close(fd)
+                raise _error(exc, "locking", path, kept=False) from None
+            if _same_file(fd, path):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                return cls(path, fd)
+            os.close(fd)  # locked a file its holder had just removed: take the new one
+        raise StorageError(f"could not lock {path}: it keeps being replaced", path=path)
+
+    @staticmethod
+    def _open(path: Path) -> int:
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            return os.open(path, flags, 0o644)
+        except OSError as exc:
+            raise _error(exc, "creating the lock file", path, kept=False) from None
+
+    def release(self) -> None:
+        """Remove the lock file, then drop the lock (idempotent)."""
+        if self._fd < 0:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = -1
+
+    def __enter__(self) -> "DownloadLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 # -- the final rename -------------------------------------------------------------------------

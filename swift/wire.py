@@ -13,7 +13,9 @@ a data loop may share one, and receives them with a deadline. The rules:
   cannot hold a reader forever) and raises ``TimeoutError`` otherwise. A
   frame cut short by a timeout is kept and completed by the next ``recv``:
   a timeout never desynchronises the stream.
-* Data frames are read straight into a fresh buffer of the announced size
+* All framing is ``protocol.FrameDecoder``, the same parser the fuzz tests
+  drive: ``recv_into(decoder.buffer())`` then ``decoder.advance(n)``. So a
+  data frame is read straight into a fresh buffer of the announced size
   (after the header passed the limits) and handed out without a copy.
   Sending writes header + payload with one ``sendmsg`` and no joined copy.
   One connection pair moves several GB/s over loopback.
@@ -21,24 +23,30 @@ a data loop may share one, and receives them with a deadline. The rules:
   connection is then shut down and every later send raises
   ``ConnectionClosed``, rather than letting garbage follow.
 
-The handshake (``client_connect`` / ``server_handshake``) is described in
-``swift.auth`` and docs/protocol.md.
+The handshake (``client_connect`` / ``server_handshake``) is the state
+machine of ``swift.handshake``, driven here over the socket; its rules are
+there and in docs/protocol.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 import socket
+import ssl
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
-from . import auth, protocol
+from . import handshake, protocol
 from .auth import AuthError
 from .protocol import DataFrame, Message, ProtocolError
 
-__all__ = ["AuthError", "ConnectionClosed", "Connection", "client_connect", "client_handshake",
-           "server_handshake", "send_error"]
+__all__ = ["AuthError", "ConnectionClosed", "Connection", "ServerTLS", "accept", "client_connect",
+           "client_handshake", "hostport", "server_handshake", "send_error", "start_tls_client",
+           "start_tls_server"]
 
 log = logging.getLogger(__name__)
 
@@ -66,21 +74,35 @@ def _describe(sock: socket.socket) -> str:
     except OSError:
         return "?"
     if isinstance(peer, tuple):
-        host, port = peer[0], peer[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return hostport(peer[0], peer[1])
     return str(peer) or "local"
 
 
-def _address(host: str, port: int) -> str:
+def hostport(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets (``[::1]:8000``)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Connection:
-    """A framed connection over a connected stream socket (TCP or a socketpair)."""
+    """A framed connection over a connected stream socket (TCP, a socketpair, or TLS over either).
 
-    def __init__(self, sock: socket.socket, *, timeout: float):
+    ``binding`` is the TLS channel binding when ``sock`` is an ``ssl.SSLSocket``
+    (see ``start_tls_client`` / ``start_tls_server``). ``private`` becomes
+    True once a member proved the shared secret over that TLS channel.
+    """
+
+    def __init__(self, sock: socket.socket, *, timeout: float, binding: bytes | None = None):
         self.sock = sock
         self._timeout = timeout
+        self.binding = binding
+        #: True when this connection runs over TLS with a verified member: the
+        #: only kind that may carry secrets (cookies, credentials) to a peer
+        self.private = False
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        # one SSL object must not be used by two threads at once: every TLS call
+        # (never a wait) holds this lock; plain sockets need none
+        self._io_lock: contextlib.AbstractContextManager = (
+            threading.Lock() if self._tls else contextlib.nullcontext())
         sock.setblocking(False)  # every wait is ours, with a deadline: see _wait
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
@@ -91,12 +113,7 @@ class Connection:
         self._send_lock = threading.Lock()
         self._send_broken: str | None = None
         self._closed = False
-        # the frame being received: header bytes, then its payload
-        self._head = bytearray(protocol.HEADER_SIZE)
-        self._head_got = 0
-        self._kind = 0
-        self._body: bytearray | None = None
-        self._body_got = 0
+        self._decoder = protocol.FrameDecoder()  # the frame being received; its errors stick
         self._read_error: ProtocolError | None = None
 
     def __repr__(self) -> str:
@@ -134,14 +151,20 @@ class Connection:
                 raise ConnectionClosed(f"connection to {self.peer} is closed")
             if self._send_broken:
                 raise ConnectionClosed(self._send_broken)
-            sent = 0
+            sent = 0  # with TLS: 1 once any record may have gone out
             deadline = time.monotonic() + self._timeout
             try:
                 while parts:
                     try:
-                        n = self.sock.sendmsg(parts)
-                    except BlockingIOError:
-                        if not _wait(self.sock, deadline - time.monotonic(), write=True):
+                        if self._tls:
+                            sent = max(sent, 1)
+                            with self._io_lock:
+                                n = self.sock.send(parts[0])  # all of it or SSLWant*: no sendmsg
+                        else:
+                            n = self.sock.sendmsg(parts)
+                    except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError) as exc:
+                        reading = isinstance(exc, ssl.SSLWantReadError)
+                        if not _wait(self.sock, deadline - time.monotonic(), write=not reading):
                             if time.monotonic() >= deadline:
                                 raise TimeoutError from None
                         continue
@@ -175,6 +198,10 @@ class Connection:
         if self._closed or self._read_error is not None:
             return True
         try:
+            if self._tls:
+                with self._io_lock:
+                    if self.sock.pending():  # decrypted bytes poll() cannot see
+                        return True
             return _wait(self.sock, timeout)
         except (OSError, ValueError):
             return True  # closed underneath us: let recv report it
@@ -183,8 +210,8 @@ class Connection:
         """The next whole frame within ``timeout`` seconds (default: the connection's).
 
         Raises TimeoutError, ConnectionClosed (EOF, reset, closed here) or
-        ProtocolError (bad input; after a bad header the stream is unusable
-        and every later call raises it again).
+        RemoteProtocolError (bad input; after a bad header the stream is
+        unusable and every later call raises it again).
         """
         if self._closed:
             raise ConnectionClosed(f"connection to {self.peer} is closed")
@@ -192,38 +219,28 @@ class Connection:
             raise self._read_error
         wait = self._timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
-        while self._head_got < protocol.HEADER_SIZE:
-            view = memoryview(self._head)[self._head_got:]
-            self._head_got += self._recv_into(view, deadline, wait)
-        if self._body is None:
-            try:
-                self._kind, length = protocol.check_header(self._head)
-            except ProtocolError as exc:
-                self._read_error = exc
-                raise
-            self._body = bytearray(length)
-            self._body_got = 0
-        body = self._body
-        while self._body_got < len(body):
-            self._body_got += self._recv_into(memoryview(body)[self._body_got:], deadline, wait)
-        kind = self._kind
-        self._head_got, self._body, self._body_got = 0, None, 0
-        if kind == protocol.KIND_DATA:
-            return DataFrame(body)  # a bytearray nobody else holds: no copy
-        return protocol.decode_message(body)
+        frame = None
+        try:
+            while frame is None:
+                frame = self._decoder.advance(self._recv_into(self._decoder.buffer(), deadline, wait))
+        except ProtocolError as exc:
+            self._read_error = exc
+            raise
+        return protocol.parse_frame(frame)
 
     def _recv_into(self, view: memoryview, deadline: float, wait: float) -> int:
         while True:
             try:
-                n = self.sock.recv_into(view)
-            except BlockingIOError:
+                with self._io_lock:
+                    n = self.sock.recv_into(view)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:
                 remaining = deadline - time.monotonic()
                 try:
-                    ready = _wait(self.sock, remaining)
+                    ready = _wait(self.sock, remaining, write=isinstance(exc, ssl.SSLWantWriteError))
                 except (OSError, ValueError) as exc:
                     raise ConnectionClosed(f"connection to {self.peer} is closed") from exc
                 if not ready and remaining <= 0:
-                    where = "inside a frame" if self._head_got else "for a frame"
+                    where = "inside a frame" if self._decoder.pending else "for a frame"
                     raise TimeoutError(f"waited {wait:g} s {where} from {self.peer}") from None
                 continue
             except _GONE as exc:
@@ -234,11 +251,14 @@ class Connection:
                 raise
             if n:
                 return n
-            if self._head_got == 0:
+            if not self._decoder.pending:
                 raise ConnectionClosed(f"{self.peer} closed the connection")
-            self._read_error = ProtocolError("truncated",
-                                             f"{self.peer} closed the connection inside a frame")
-            raise self._read_error
+            try:
+                self._decoder.eof()
+            except ProtocolError as exc:
+                raise protocol.RemoteProtocolError(
+                    "truncated", f"{self.peer} closed the connection inside a frame") from exc
+            raise AssertionError("eof() inside a frame must raise")  # pragma: no cover
 
     # -- closing ------------------------------------------------------------------
     def close(self) -> None:
@@ -280,11 +300,189 @@ def send_error(conn: Connection, code: str, message: str) -> None:
         log.debug("could not send error %r to %s: %s", code, conn.peer, exc)
 
 
-# -- handshake ------------------------------------------------------------------------------------
-_AUTH_CODES = {"auth-required", "auth-failed", "auth-unexpected"}
-_NO_SECRET_HERE = "this client requires the shared secret and the server does not have it"
+# -- the private channel: TLS with a secret (issue: nobody else on the LAN reads or alters frames) ----
+#: The first byte of a TLS connection (a handshake record, RFC 8446 section 5.1);
+#: a swift frame starts with its version, 1. A server tells the two apart by it.
+TLS_HANDSHAKE_RECORD = 0x16
+
+_PLAIN_REFUSAL = ("this server requires the shared secret (--secret-file); with it every "
+                  "connection runs over TLS")
 
 
+@dataclass(frozen=True)
+class ServerTLS:
+    """A server's TLS context and the channel binding of its certificate."""
+
+    context: ssl.SSLContext
+    binding: bytes
+
+    @classmethod
+    def load(cls, role: str, state_dir: Path | None = None) -> "ServerTLS":
+        """This member's identity for ``role`` (made at first start), ready to serve TLS.
+
+        Raises ``identity.IdentityError`` (an OSError) with what to do.
+        """
+        from . import identity  # cryptography is needed only with a secret
+
+        ident = identity.load_or_create(role, state_dir)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        context.load_cert_chain(ident.path)
+        return cls(context, ident.binding)
+
+
+_client_context: ssl.SSLContext | None = None
+
+
+def _tls_client_context() -> ssl.SSLContext:
+    """TLS 1.3, any certificate: the membership proof, bound to the certificate, is the check."""
+    global _client_context
+    if _client_context is None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # see above: the proof covers the certificate's hash
+        _client_context = context
+    return _client_context
+
+
+def _tls_handshake(sock: ssl.SSLSocket, deadline: float, where: str) -> None:
+    while True:
+        try:
+            sock.do_handshake()
+            return
+        except ssl.SSLWantReadError:
+            write = False
+        except ssl.SSLWantWriteError:
+            write = True
+        if not _wait(sock, deadline - time.monotonic(), write=write) and time.monotonic() >= deadline:
+            raise TimeoutError(f"the TLS handshake with {where} took too long")
+
+
+def start_tls_client(sock: socket.socket, *, timeout: float, where: str | None = None) -> Connection:
+    """TLS over a connected ``sock`` as the client; the Connection, with the server's binding.
+
+    Takes ``sock`` over (closes it on failure). A server that does not
+    answer TLS has no shared secret: AuthError, saying so.
+    """
+    from . import identity
+
+    where = where or _describe(sock)
+    deadline = time.monotonic() + timeout
+    sock.setblocking(False)
+    try:
+        tls = _tls_client_context().wrap_socket(sock, do_handshake_on_connect=False)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        _tls_handshake(tls, deadline, where)
+        der = tls.getpeercert(binary_form=True)
+        if not der:  # pragma: no cover - TLS 1.3 servers always send one
+            raise AuthError(f"{where} sent no TLS certificate")
+    except (ssl.SSLError, ConnectionError) as exc:
+        tls.close()
+        raise AuthError(f"{where} does not know the shared secret (it does not speak TLS: "
+                        f"{_tls_reason(exc)}; start it with --secret-file), so it is not "
+                        f"trusted") from None
+    except BaseException:
+        tls.close()
+        raise
+    return Connection(tls, timeout=timeout, binding=identity.end_point_binding(der))
+
+
+def start_tls_server(sock: socket.socket, tls: ServerTLS, *, timeout: float) -> Connection:
+    """TLS over an accepted ``sock`` as the server; takes ``sock`` over (closes it on failure)."""
+    where = _describe(sock)
+    deadline = time.monotonic() + timeout
+    sock.setblocking(False)
+    try:
+        wrapped = tls.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        _tls_handshake(wrapped, deadline, where)
+    except ssl.SSLError as exc:
+        wrapped.close()
+        raise ProtocolError("tls", f"TLS handshake with {where} failed: {_tls_reason(exc)}") from None
+    except BaseException:
+        wrapped.close()
+        raise
+    return Connection(wrapped, timeout=timeout, binding=tls.binding)
+
+
+def _tls_reason(exc: BaseException) -> str:
+    return getattr(exc, "reason", None) or exc.__class__.__name__
+
+
+def _first_byte(sock: socket.socket, deadline: float) -> int:
+    """The first byte the client sent, left in the socket (MSG_PEEK)."""
+    sock.setblocking(False)
+    while True:
+        try:
+            head = sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            if not _wait(sock, deadline - time.monotonic()) and time.monotonic() >= deadline:
+                raise TimeoutError(f"{_describe(sock)} sent nothing") from None
+            continue
+        except _GONE as exc:
+            raise ConnectionClosed(f"{_describe(sock)} reset the connection") from exc
+        if not head:
+            raise ConnectionClosed(f"{_describe(sock)} closed the connection")
+        return head[0]
+
+
+def accept(sock: socket.socket, *, name: str, secret: bytes | None, tls: ServerTLS | None,
+           timeout: float, adopt=None) -> tuple[Connection, protocol.Hello]:
+    """Server side of a new connection: the channel, then the handshake, within ``timeout``.
+
+    With a secret the channel is TLS (``tls`` is required) and a client
+    sending plain frames is refused with an ``auth-required`` error frame
+    it can read; without one, a client speaking TLS (it has a secret) is
+    refused. ``adopt(new_socket)`` is called when TLS takes ``sock`` over,
+    so whoever shuts connections down holds the live socket. Returns the
+    connection (the caller closes it) and the client's Hello; raises
+    AuthError, ProtocolError, ConnectionClosed, TimeoutError or OSError
+    after closing what it opened.
+    """
+    deadline = time.monotonic() + timeout
+    peer = _describe(sock)
+    speaks_tls = _first_byte(sock, deadline) == TLS_HANDSHAKE_RECORD
+    if secret and tls is None:
+        raise protocol.LocalProtocolError("no-channel", "a server with a secret needs its TLS identity")
+    if secret and speaks_tls:
+        assert tls is not None
+        conn = start_tls_server(sock, tls, timeout=max(0.0, deadline - time.monotonic()))
+        if adopt is not None:
+            adopt(conn.sock)
+    else:
+        conn = Connection(sock, timeout=max(0.0, deadline - time.monotonic()))
+        if secret:
+            with contextlib.suppress(ConnectionClosed, TimeoutError, ProtocolError, OSError):
+                conn.recv()  # its hello: closing with it unread would reset the connection
+            send_error(conn, "auth-required", _PLAIN_REFUSAL)
+            conn.close()
+            raise AuthError(f"client {peer} did not offer the shared secret (it sent plain frames; "
+                            f"with a secret every connection runs over TLS)")
+        if speaks_tls:
+            with contextlib.suppress(OSError):
+                sock.recv(65536)  # its TLS hello: closing with it unread would reset the connection
+            send_error(conn, "auth-required", "this server has no shared secret; a client that "
+                                              "speaks TLS has one (start the server with --secret-file)")
+            conn.close()
+            raise AuthError(f"the client {peer} requires a shared secret and this server has none "
+                            f"(it speaks TLS; start this server with --secret-file to let it in)")
+    try:
+        conn.timeout = max(0.0, deadline - time.monotonic())
+        hello = server_handshake(conn, name=name, secret=secret)
+    except BaseException:
+        conn.close()
+        raise
+    return conn, hello
+
+
+# -- handshake: the socket side of swift.handshake -------------------------------------------------
 def client_connect(host: str, port: int, *, name: str, secret: bytes | None, timeout: float,
                    source_address: str | None = None) -> Connection:
     """Connect to a swift server and complete the handshake within ``timeout``.
@@ -294,7 +492,7 @@ def client_connect(host: str, port: int, *, name: str, secret: bytes | None, tim
     ConnectionRefusedError, TimeoutError, ProtocolError (the server refused
     for another reason or spoke nonsense) or another OSError.
     """
-    where = _address(host, port)
+    where = hostport(host, port)
     deadline = time.monotonic() + timeout
     try:
         sock = socket.create_connection(
@@ -307,7 +505,11 @@ def client_connect(host: str, port: int, *, name: str, secret: bytes | None, tim
         raise TimeoutError(f"connecting to {where} took over {timeout:g} s") from None
     except OSError as exc:
         raise _reworded(exc, f"cannot connect to {where}: {exc.strerror or exc}") from None
-    conn = Connection(sock, timeout=timeout)
+    if secret:  # a member's connections run over TLS, never plain (no fallback)
+        conn = start_tls_client(sock, timeout=max(0.0, deadline - time.monotonic()), where=where)
+        conn.timeout = timeout
+    else:
+        conn = Connection(sock, timeout=timeout)
     try:
         client_handshake(conn, name=name, secret=secret, timeout=deadline - time.monotonic(),
                          where=where)
@@ -325,13 +527,6 @@ def _reworded(exc: OSError, message: str) -> OSError:
         return OSError(message)
 
 
-def _refused(error: protocol.Error, where: str) -> None:
-    """Raise what an Error frame during the handshake means: not a member, or something else."""
-    if error.code in _AUTH_CODES:
-        raise AuthError(f"{where} refused us: {error.message}")
-    raise ProtocolError(error.code, f"{where} refused the connection: {error.message}")
-
-
 def client_handshake(conn: Connection, *, name: str, secret: bytes | None,
                      timeout: float | None = None, where: str | None = None) -> None:
     """Client side of the handshake on an already connected ``conn``.
@@ -342,43 +537,32 @@ def client_handshake(conn: Connection, *, name: str, secret: bytes | None,
     """
     where = where or conn.peer
     deadline = time.monotonic() + (conn.timeout if timeout is None else timeout)
-
-    def receive() -> Message | DataFrame:
+    machine = handshake.ClientHandshake(name=name, secret=secret, where=where, binding=conn.binding)
+    step = machine.start()
+    while True:
+        _perform(conn, step)
+        if step.done:
+            conn.private = bool(secret)  # a member proved the secret over this TLS channel
+            return
         try:
-            return conn.recv(timeout=deadline - time.monotonic())
+            msg = conn.recv(timeout=deadline - time.monotonic())
         except TimeoutError:
             raise TimeoutError(f"{where} did not complete the handshake in time") from None
+        step = machine.receive(msg)
 
-    nonce_c = auth.new_nonce() if secret else None
-    conn.send(protocol.Hello(protocol.PROTOCOL_VERSION, name[:protocol.MAX_NAME], nonce_c))
-    reply = receive()
-    if isinstance(reply, protocol.Error):
-        _refused(reply, where)
-    if not isinstance(reply, protocol.Welcome):
-        raise ProtocolError("unexpected", f"{where} answered hello with {type(reply).__name__}")
-    if reply.version != protocol.PROTOCOL_VERSION:
-        send_error(conn, "bad-version", f"this client speaks version {protocol.PROTOCOL_VERSION}")
-        raise ProtocolError("bad-version", f"{where} speaks protocol version {reply.version}, "
-                                           f"this client {protocol.PROTOCOL_VERSION}")
-    if not secret:
-        if reply.proof is not None or reply.nonce is not None:
-            send_error(conn, "auth-required", "this client has no shared secret")
-            raise AuthError(f"{where} requires the shared secret; give it with --secret-file")
-        return  # no secret on either side: ready after welcome
-    assert nonce_c is not None
-    if reply.proof is None or reply.nonce is None:
-        send_error(conn, "auth-required", _NO_SECRET_HERE)
-        raise AuthError(f"{where} does not know the shared secret (start it with --secret-file), "
-                        f"so it is not trusted")
-    if not auth.check(auth.server_proof(secret, nonce_c, reply.nonce), reply.proof):
-        send_error(conn, "auth-failed", "the server's proof does not match this client's secret")
-        raise AuthError(f"{where} failed to prove it knows the shared secret (a different secret?)")
-    conn.send(protocol.Auth(auth.client_proof(secret, nonce_c, reply.nonce)))
-    final = receive()
-    if isinstance(final, protocol.Error):
-        _refused(final, where)
-    if not isinstance(final, protocol.Ready):
-        raise ProtocolError("unexpected", f"{where} sent {type(final).__name__} instead of ready")
+
+def _perform(conn: Connection, step: handshake.Step) -> None:
+    """Send what a handshake step says; raise its failure (the error frames are best effort)."""
+    if step.failure is None:
+        for msg in step.send:
+            conn.send(msg)
+        return
+    for msg in step.send:
+        if isinstance(msg, protocol.Error):
+            send_error(conn, msg.code, msg.message)
+        else:  # pragma: no cover - a failing step sends only errors
+            conn.send(msg)
+    raise step.failure
 
 
 def server_handshake(conn: Connection, *, name: str, secret: bytes | None) -> protocol.Hello:
@@ -388,51 +572,21 @@ def server_handshake(conn: Connection, *, name: str, secret: bytes | None) -> pr
     connection still works) and raises AuthError or ProtocolError;
     ConnectionClosed and TimeoutError pass through. The caller closes.
     """
-    hello = _server_recv(conn)
-    if not isinstance(hello, protocol.Hello):
-        send_error(conn, "unexpected", "a connection must start with hello")
-        raise ProtocolError("unexpected", f"{conn.peer} started with {type(hello).__name__}, "
-                                          f"not hello")
-    if hello.version != protocol.PROTOCOL_VERSION:
-        send_error(conn, "bad-version", f"this server speaks protocol version "
-                                        f"{protocol.PROTOCOL_VERSION}, not {hello.version}")
-        raise ProtocolError("bad-version", f"{conn.peer} speaks protocol version {hello.version}")
-    short_name = name[:protocol.MAX_NAME]
-    if not secret:
-        conn.send(protocol.Welcome(protocol.PROTOCOL_VERSION, short_name, None, None))
-        if hello.nonce is not None:
-            # the client has a secret and will refuse us: hear its reason, and say so here too
-            try:
-                reply = _server_recv(conn)
-                why = reply.message if isinstance(reply, protocol.Error) else type(reply).__name__
-            except (ConnectionClosed, TimeoutError, ProtocolError) as exc:
-                why = str(exc)
-            raise AuthError(f"the client requires a shared secret and this server has none "
-                            f"(it says: {why})")
-        return hello
-    if hello.nonce is None:
-        send_error(conn, "auth-required", "this server requires the shared secret (--secret-file)")
-        raise AuthError(f"client {conn.peer} did not offer the shared secret")
-    nonce_s = auth.new_nonce()
-    conn.send(protocol.Welcome(protocol.PROTOCOL_VERSION, short_name, nonce_s,
-                               auth.server_proof(secret, hello.nonce, nonce_s)))
-    reply = _server_recv(conn)
-    if isinstance(reply, protocol.Error):
-        raise AuthError(f"client {conn.peer} refused us: {reply.message}")
-    if not isinstance(reply, protocol.Auth):
-        send_error(conn, "auth-unexpected", "expected auth")
-        raise ProtocolError("unexpected", f"{conn.peer} sent {type(reply).__name__}, not auth")
-    if not auth.check(auth.client_proof(secret, hello.nonce, nonce_s), reply.proof):
-        send_error(conn, "auth-failed", "wrong shared secret")
-        raise AuthError(f"client {conn.peer} failed to prove it knows the shared secret "
-                        f"(a different secret?)")
-    conn.send(protocol.Ready())
-    return hello
-
-
-def _server_recv(conn: Connection) -> Message | DataFrame:
-    try:
-        return conn.recv()
-    except ProtocolError as exc:
-        send_error(conn, exc.code, str(exc))
-        raise
+    machine = handshake.ServerHandshake(name=name, secret=secret, peer=conn.peer,
+                                        binding=conn.binding)
+    while True:
+        try:
+            msg = conn.recv()
+        except ProtocolError as exc:
+            step = machine.bad_frame(exc)
+        except (ConnectionClosed, TimeoutError) as exc:
+            if machine.state != "await-refusal":
+                raise
+            step = machine.connection_lost(str(exc))
+        else:
+            step = machine.receive(msg)
+        _perform(conn, step)
+        if step.done:
+            assert machine.hello is not None
+            conn.private = bool(secret)
+            return machine.hello

@@ -1,33 +1,15 @@
-"""Shared fixtures: a local origin, clusters of real processes, file helpers."""
+"""Shared fixtures: a local origin, clusters of real processes, tmpfs mounts (helpers: helpers.py)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from swift.checksums import file_digest
-from swift.cluster import Cluster
+from swiftlab.cluster import Cluster
 
-MiB = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    return file_digest(path, "sha256")
-
-
-def is_root() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0
-
-
-def have_netns() -> bool:
-    if not is_root() or shutil.which("ip") is None or shutil.which("tc") is None:
-        return False
-    probe = subprocess.run(["ip", "netns", "list"], capture_output=True)
-    return probe.returncode == 0
+from .helpers import is_root
 
 
 @pytest.fixture
@@ -61,7 +43,7 @@ def origin_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def origin(origin_root: Path):
-    from swift.origin import OriginServer
+    from swiftlab.origin import OriginServer
     server = OriginServer(origin_root, host="127.0.0.1", port=0).start()
     try:
         yield server

@@ -1,0 +1,16 @@
+"""The requester's download engine, in parts that each own one fact.
+
+``swift.download.Download`` composes them (aria2's ``RequestGroup``):
+
+- :mod:`.options`       what the user asked for (``Options``) and the engine's tunables;
+- :mod:`.report`        how a download ends: ``Report``, ``DownloadError``, ``ChecksumMismatch``;
+- :mod:`.target`        where the file goes (``NAME``, ``NAME.part``) and what to resume;
+- :mod:`.board`         the only guard of the scheduler: claim/commit, next piece, failures;
+- :mod:`.record_keeper` flushes the data, then records it (``NAME.part.swift``);
+- :mod:`.local_worker`  fetches ranges over this machine's own link;
+- :mod:`.peer_worker`   drives one connection to a peer, job after job;
+- :mod:`.single_stream` the plain GET for servers without ranges or length.
+
+Threads: each worker is one thread; the board's condition variable is the
+only lock that guards shared download state, and no I/O happens under it.
+"""

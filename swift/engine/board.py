@@ -1,0 +1,230 @@
+"""The board: the one guard of a download's scheduler (aria2's ``SegmentMan`` role).
+
+Every worker thread goes through it to get work, write what it received and
+say how a job ended; nothing else touches the :class:`~swift.planning.Scheduler`.
+Rules:
+
+- Claim, write outside the lock, commit: :meth:`Board.write` claims the
+  offset under the lock, ``pwrite`` s with the lock released, then commits.
+- No I/O under the lock. A split's :class:`~swift.planning.Shrink` is
+  delivered to the worker running the shrunk job (its *carrier*) after the
+  lock is released.
+- Time is read here (``clock``) and passed to the scheduler as ``now``.
+- The first fatal error wins (:meth:`fail_all`); it stops every worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from ..planning import Piece, Scheduler
+from ..storage import PartFile
+from .options import LOCAL
+from .report import DownloadError
+
+log = logging.getLogger(__name__)
+
+#: Seconds an idle worker waits for the board to change before looking again.
+IDLE_POLL = 0.5
+
+Carrier = Callable[[int], None]  # tells a job's worker its new end
+
+
+class Board:
+    """Shared state of one parallel download, behind one condition variable."""
+
+    def __init__(self, sched: Scheduler, part: PartFile, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 notice: Callable[[str], None] = lambda text: None):
+        self.cond = threading.Condition()
+        self.stop = threading.Event()
+        self._sched = sched
+        self._part = part
+        self._clock = clock
+        self._notice = notice
+        self._carriers: dict[int, Carrier] = {}
+        self._closers: set[Callable[[], None]] = set()
+        self._bytes_by_source: dict[str, int] = {}
+        self._announced: set[str] = set()
+        self.error: BaseException | None = None
+        self.dropped = 0
+        self.live_workers = 0
+        self.last_failure: str | None = None
+
+    # -- reading -------------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return self._sched.size
+
+    def done_total(self) -> int:
+        with self.cond:
+            return self._sched.done.total
+
+    def done_copy(self):
+        with self.cond:
+            return self._sched.done.copy()
+
+    def bytes_by_source(self) -> dict[str, int]:
+        with self.cond:
+            return dict(self._bytes_by_source)
+
+    def complete(self) -> bool:
+        with self.cond:
+            return self._sched.complete
+
+    def has_no_work_for(self, source: str) -> bool:
+        with self.cond:
+            return self._sched.complete or self._sched.excluded(source)
+
+    def end_of(self, job_id: int) -> int:
+        """The job's current end; 0 once it is no longer running."""
+        with self.cond:
+            return self._sched.end_of(job_id) if self._sched.is_job_active(job_id) else 0
+
+    # -- work ----------------------------------------------------------------------------------
+    def next_piece(self, source: str) -> Piece | None:
+        """Wait for a piece for ``source``; None when there is none to come (or on stop)."""
+        with self.cond:
+            while True:
+                if self.stop.is_set() or self._sched.complete or self._sched.excluded(source):
+                    return None
+                piece = self._sched.assign(source, self._clock())
+                if piece is not None:
+                    break
+                self.cond.wait(IDLE_POLL)
+            carrier = self._carriers.get(piece.shrink.job_id) if piece.shrink else None
+        if carrier is not None:
+            carrier(piece.shrink.end)
+        return piece
+
+    def carry(self, job_id: int, carrier: Carrier) -> int:
+        """Tell ``carrier`` of later splits of the job; returns its end now (0 if gone)."""
+        with self.cond:
+            if not self._sched.is_job_active(job_id):
+                return 0
+            self._carriers[job_id] = carrier
+            return self._sched.end_of(job_id)
+
+    def write(self, job_id: int, source: str, block) -> bool:
+        """Write a received block at its offset; False once the job is no longer ours."""
+        with self.cond:
+            try:
+                offset, n = self._sched.claim(job_id, len(block))
+            except KeyError:
+                self.dropped += len(block)
+                return False
+            self.dropped += len(block) - n
+        if n:
+            self._part.pwrite(offset, memoryview(block)[:n])
+        with self.cond:
+            self._sched.commit(job_id, n)
+            self._bytes_by_source[source] = self._bytes_by_source.get(source, 0) + n
+        return True
+
+    def finished(self, job_id: int) -> bool:
+        """The worker says the job is complete; False if it is not (it was failed "short")."""
+        with self.cond:
+            self._carriers.pop(job_id, None)
+            ok = (self._sched.finished(job_id, self._clock())
+                  if self._sched.is_job_active(job_id) else True)
+            self.cond.notify_all()
+            return ok
+
+    def failed(self, job_id: int, source: str, reason: str, *, discard: bool = False) -> None:
+        """The job failed: its remainder is requeued (with ``discard``, its bytes too)."""
+        log.info("%s: %s", source, reason)
+        later = None
+        with self.cond:
+            self._carriers.pop(job_id, None)
+            self.last_failure = f"{source}: {reason}"
+            if self._sched.is_job_active(job_id):
+                self._fail_job(job_id, source, reason, discard)
+                if self._sched.excluded(source) and source != LOCAL and self._first(source):
+                    later = f"peer {source} left out after repeated failures ({reason})"
+            self.cond.notify_all()
+        if later:
+            self._notice(later)
+
+    def _fail_job(self, job_id: int, source: str, reason: str, discard: bool) -> None:
+        if not discard:
+            self._sched.failed(job_id, reason)
+            return
+        before = self._sched.bytes_by_peer().get(source, 0)
+        self._sched.failed(job_id, reason, discard=True)
+        lost = before - self._sched.bytes_by_peer().get(source, 0)
+        self._bytes_by_source[source] = self._bytes_by_source.get(source, 0) - lost
+        self.dropped += lost
+
+    def exclude(self, source: str, why: str) -> None:
+        """No more work for ``source``; announced once per peer, not once per slot."""
+        with self.cond:
+            self._sched.exclude(source)
+            self.cond.notify_all()
+            first = self._first(source)
+        if first:
+            self._notice(f"peer {source} left out: {why}")
+
+    def _first(self, source: str) -> bool:
+        first = source not in self._announced
+        self._announced.add(source)
+        return first
+
+    # -- workers and the end -----------------------------------------------------------------------
+    def workers_started(self, n: int) -> None:
+        with self.cond:
+            self.live_workers = n
+
+    def worker_ended(self) -> None:
+        with self.cond:
+            self.live_workers -= 1
+            self.cond.notify_all()
+
+    def settled(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the end: complete, failed, or no worker left.
+
+        True once it has ended; with no worker left, ``error`` says why.
+        """
+        with self.cond:
+            if not self._ended():
+                self.cond.wait(timeout)
+            return self._ended()
+
+    def _ended(self) -> bool:
+        if self._sched.complete or self.error is not None:
+            return True
+        if self.live_workers == 0:
+            self.error = DownloadError(f"every source failed ({self.last_failure or 'no worker left'}); "
+                                       f"the partial download is kept for resume")
+            return True
+        return False
+
+    def fail_all(self, error: BaseException) -> None:
+        """Stop the download with ``error`` (the first one wins) and close every connection."""
+        with self.cond:
+            if self.error is None:
+                self.error = error
+            self.stop.set()
+            self.cond.notify_all()
+        self.close_all()
+
+    def fail_internal(self, exc: BaseException) -> None:
+        self.fail_all(DownloadError(f"internal error in a worker: {exc}"))
+
+    def add_closer(self, close: Callable[[], None]) -> None:
+        """Register something to close when the download stops (a peer connection)."""
+        with self.cond:
+            self._closers.add(close)
+
+    def discard_closer(self, close: Callable[[], None]) -> None:
+        with self.cond:
+            self._closers.discard(close)
+
+    def close_all(self) -> None:
+        with self.cond:
+            closers = list(self._closers)
+            self._closers.clear()
+        for close in closers:
+            close()

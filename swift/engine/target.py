@@ -1,0 +1,117 @@
+"""Where the file goes, and what of an earlier run may be kept.
+
+Owns two decisions, both made once before any byte is fetched:
+
+- the output path: ``-o`` as given (a directory gets the file's name in
+  it), else the file's name in the directory, numbered ``NAME (n).ext``
+  when taken — except by a partial download of this same URL, which is ours
+  to resume;
+- resume or not: a record of this URL for the same size and validator, with
+  its ``NAME.part``, is resumed; a changed file or a damaged record starts
+  over; a ``NAME.part`` that is not ours is never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+from .. import httpclient, names, storage
+from ..planning import RangeSet
+from .options import Options
+from .report import DownloadError, human_bytes
+
+log = logging.getLogger(__name__)
+
+#: A record with more ranges than this is fragmented: its ranges shorter than
+#: a split (what a request costs, ``Options.min_split``) are forgotten and
+#: fetched again with the gaps around them, which saves a request each and
+#: keeps the done set small. Below it every range is kept.
+FRAGMENTED = 1024
+
+
+def file_name(probe: httpclient.ProbeResult) -> str:
+    """The name to save under (Content-Disposition, else the URL's), already made safe."""
+    return probe.filename
+
+
+def identity(url: str, probe: httpclient.ProbeResult) -> storage.FileIdentity:
+    """What a resume record must match: this URL, and the file as the probe saw it."""
+    return storage.FileIdentity(url, probe.final_url, probe.size or 0, probe.validator.etag,
+                                probe.validator.last_modified)
+
+
+def choose_path(url: str, probe: httpclient.ProbeResult, opts: Options) -> Path:
+    """The final path; DownloadError if ``-o`` names an existing file without ``--force``."""
+    name = file_name(probe)
+    if opts.output is not None:
+        path = Path(opts.output).expanduser()
+        if path.is_dir():
+            path = path / name
+        if path.exists() and not opts.force:
+            raise DownloadError(f"{path} already exists; use --force to overwrite it")
+        return path
+    directory = Path(opts.directory).expanduser()
+    if opts.force:
+        return directory / name
+
+    def taken(candidate: Path) -> bool:
+        if _record_of(url, candidate) is not None:
+            return False  # a partial download of this same URL is ours to resume
+        return (candidate.exists() or storage.part_path(candidate).exists()
+                or storage.record_path(candidate).exists())
+
+    return names.free_path(directory, name, taken=taken)
+
+
+def _record_of(url: str, final: Path) -> storage.ResumeRecord | None:
+    record = storage.ResumeRecord.load(storage.record_path(final))
+    return record if record is not None and record.url == url else None
+
+
+def resume_point(control: storage.ResumeFile, probe: httpclient.ProbeResult, final: Path,
+                 opts: Options, notice: Callable[[str], None]) -> RangeSet:
+    """What ``NAME.part`` already holds of this file; an empty set to start over.
+
+    Removes the part and its record when they are ours but unusable (the
+    file changed, ``--restart``); refuses (DownloadError) a part that is not.
+    """
+    part = storage.part_path(final)
+    if opts.restart:
+        if part.exists() or control.exists():
+            notice(f"--restart: discarding the partial download {part}")
+        _discard(part, control)
+        return RangeSet()
+    record = control.load()
+    if record is None:
+        if part.exists():
+            # not ours to resume, and maybe not ours at all: never delete it
+            raise DownloadError(f"{part} exists but is not a partial download of this URL; "
+                                f"remove it, use --restart, or choose another output path")
+        return RangeSet()
+    v = probe.validator
+    if (record.size, record.etag, record.last_modified) != (probe.size, v.etag, v.last_modified) \
+            or not part.exists():
+        notice("the file changed on the server since the partial download "
+               "(size or ETag/Last-Modified differ): starting over")
+        _discard(part, control)
+        return RangeSet()
+    done = record.done
+    if len(done) > FRAGMENTED:
+        fragments = len(done)
+        forgotten = done.drop_shorter_than(opts.min_split)
+        notice(f"the resume record holds {fragments} fragments: the {human_bytes(forgotten)} "
+               f"in pieces under {human_bytes(opts.min_split)} are fetched again")
+    if done.total:
+        notice(f"resuming: {human_bytes(done.total)} of {human_bytes(probe.size or 0)} "
+               f"already in {part}")
+    return done
+
+
+def _discard(part: Path, control: storage.ControlFile) -> None:
+    try:
+        part.unlink()
+    except FileNotFoundError:
+        pass
+    control.remove()

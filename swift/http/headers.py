@@ -1,0 +1,170 @@
+"""What an HTTP answer's headers say, and whether a range answer keeps the contract.
+
+Pure: status codes and header mappings in, values or errors out; no I/O, so
+every rule here is tested without a server.
+
+The range contract (RFC 9110 sections 14.1.2, 14.4, 13.1.5, 15.3.7)
+------------------------------------------------------------------
+A range answer is written only if it is a ``206`` whose ``Content-Range``
+names exactly the bytes asked for and the total size the probe saw, whose
+``Content-Length`` (if any) matches, whose content coding is the one the
+probe saw (ranges count in the encoded bytes), and whose validators (the
+``ETag``, else the ``Last-Modified`` the server reports on that answer) are
+the probe's.
+
+What is *unambiguous* evidence that the file changed (:class:`FileChanged`):
+another total size in ``Content-Range`` (or in the ``Content-Length`` of a
+``200`` answer). Validators that differ are only *suspicious*
+(:class:`ValidatorMismatch`): a load balancer's backends may disagree about
+an ETag, so the caller checks again before it calls the file changed.
+A ``200`` with the probe's validators is a server that ignored the range
+this time (``RANGE_IGNORED``): retried, and never written.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from dataclasses import dataclass
+from typing import Mapping
+
+from ..errors import ErrorCode, FileChanged, OriginError
+
+__all__ = ["Validator", "content_coding", "parse_content_range", "parse_retry_after",
+           "strong_etag", "check_range_answer", "ValidatorMismatch"]
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+_UNSATISFIED = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)
+_IDENTITY = {"", "identity"}
+
+
+@dataclass(frozen=True)
+class Validator:
+    """What identifies one version of the file: a strong ETag, else Last-Modified."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+    def if_range(self) -> str | None:
+        """The ``If-Range`` value for this version (RFC 9110 section 13.1.5)."""
+        return self.etag or self.last_modified
+
+    @classmethod
+    def of(cls, headers: Mapping[str, str]) -> "Validator":
+        """The validators an answer reports (a weak ETag does not count)."""
+        return cls(strong_etag(headers.get("ETag")), headers.get("Last-Modified"))
+
+    def differs(self, other: "Validator") -> bool:
+        """True when ``other`` names another version: the strong ETags differ, or,
+        without an ETag on our side, the Last-Modified dates differ. A validator
+        ``other`` does not report is no evidence either way."""
+        if self.etag:
+            return other.etag is not None and other.etag != self.etag
+        if self.last_modified:
+            return other.last_modified is not None and other.last_modified != self.last_modified
+        return False
+
+
+class ValidatorMismatch(OriginError):
+    """An answer carries other validators than the probe saw: check again before
+    saying the file changed (see the module docstring)."""
+
+    default_code = ErrorCode.RANGE_MISMATCH
+
+    def __init__(self, message: str, seen: Validator):
+        super().__init__(message, ErrorCode.RANGE_MISMATCH)
+        self.seen = seen
+
+
+def content_coding(value: str | None) -> str:
+    """The normalised ``Content-Encoding`` of an answer: "" for identity."""
+    coding = ",".join(part.strip().lower() for part in (value or "").split(",") if part.strip())
+    return "" if coding in _IDENTITY else coding
+
+
+def strong_etag(value: str | None) -> str | None:
+    """The ETag if it is strong; None for a weak one (``W/"..."``) or none."""
+    if not value or value.strip().startswith("W/"):
+        return None
+    return value.strip()
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """``bytes a-b/size`` → (a, b + 1, size or None for ``*``); None when absent or malformed."""
+    if not value:
+        return None
+    m = _CONTENT_RANGE.match(value)
+    if not m:
+        return None
+    first, last = int(m.group(1)), int(m.group(2))
+    total = None if m.group(3) == "*" else int(m.group(3))
+    if last < first or (total is not None and last >= total):
+        return None
+    return first, last + 1, total
+
+
+def parse_unsatisfied_range(value: str | None) -> int | None:
+    """The size in a 416 answer's ``Content-Range: bytes */size``; None without one."""
+    m = _UNSATISFIED.match(value or "")
+    return int(m.group(1)) if m else None
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date;
+    RFC 9110 section 10.2.3); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def check_range_answer(status: int, headers: Mapping[str, str], start: int, end: int, *,
+                       size: int, validator: Validator, encoding: str = "",
+                       if_range_sent: bool = False) -> None:
+    """Return if the answer is exactly the 206 for bytes [start, end) of the same
+    file; raise otherwise (see the module docstring for what each error means).
+
+    Status errors other than 200 are left to the caller (it knows the URL).
+    """
+    span = f"bytes {start}-{end - 1}"
+    seen = Validator.of(headers)
+    if status == 200:
+        length = headers.get("Content-Length")
+        coded = content_coding(headers.get("Content-Encoding")) != encoding
+        if length is not None and length.isdigit() and int(length) != size and not coded:
+            raise FileChanged(f"size {size} became {length}")
+        if validator.differs(seen):
+            raise ValidatorMismatch(f"the server answered 200 with other validators to a range "
+                                    f"request for {span}", seen)
+        why = " with If-Range" if if_range_sent else ""
+        raise OriginError(f"the server ignored the range request{why} (200) for {span}",
+                          ErrorCode.RANGE_IGNORED, status=200)
+    if status != 206:
+        raise ValueError(f"not a range answer: {status}")
+    parsed = parse_content_range(headers.get("Content-Range"))
+    if parsed is not None and parsed[2] is not None and parsed[2] != size:
+        raise FileChanged(f"size {size} became {parsed[2]}")
+    got = content_coding(headers.get("Content-Encoding"))
+    if got != encoding:
+        raise OriginError(f"the server sent Content-Encoding {got or 'identity'!r} for a range, "
+                          f"{encoding or 'identity'!r} at first", ErrorCode.ENCODING_CHANGED,
+                          status=206)
+    if validator.differs(seen):
+        raise ValidatorMismatch(f"the validators changed on the answer for {span}", seen)
+    if parsed is None:
+        raise OriginError(f"missing or malformed Content-Range for {span}",
+                          ErrorCode.RANGE_MISMATCH, status=206)
+    if parsed[:2] != (start, end):
+        raise OriginError(f"asked for {span}, got Content-Range "
+                          f"{headers.get('Content-Range')!r}", ErrorCode.RANGE_MISMATCH, status=206)
+    length = headers.get("Content-Length")
+    if length is not None and (not length.isdigit() or int(length) != end - start):
+        raise OriginError(f"Content-Length {length} does not match {span}",
+                          ErrorCode.RANGE_MISMATCH, status=206)

@@ -1,0 +1,204 @@
+"""Request shaping as one frozen value: the headers, cookies and TLS trust of a download.
+
+A :class:`RequestProfile` is what curl's ``-H``/``-A``/``-e``/``-b``/``--cacert``/``-k``
+(and aria2c's ``--header``/``-U``/``--referer``/``--load-cookies``/
+``--ca-certificate``/``--check-certificate=false``) say: it applies to the
+probe, every local range, the plain stream and every helper's fetch of one
+download.
+
+Secrets
+-------
+``Authorization``, ``Cookie`` and ``Proxy-Authorization`` headers, the cookies
+of a cookie file, and ``user:password@`` in a URL are secrets. They never
+appear in logs, progress lines, error messages or reports
+(:meth:`RequestProfile.redacted`, :func:`swift.http.url.redact_url`), and they
+go to a helper only over a private connection (:meth:`RequestProfile.peer_headers`
+with ``private=True``; contract 3: ``wire.Connection.private``).
+
+Headers a download needs to control itself (``Range``, ``If-Range``,
+``Accept-Encoding``, ``Host``, framing headers) cannot be set by the user:
+they would break the byte-range contract, so they are refused with a message.
+
+Pure except :meth:`RequestProfile.build`, which reads the cookie file and
+checks that the CA file can be read.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from ..errors import ErrorCode, UsageError
+from .url import split_credentials
+
+__all__ = ["RequestProfile", "SECRET_HEADERS", "DEFAULT_USER_AGENT", "parse_header"]
+
+#: Sent unless the user gives another User-Agent.
+DEFAULT_USER_AGENT = "swift-downloader"
+#: Header names (lower case) whose values are credentials.
+SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+#: Header names (lower case) swift sets itself on every request, or that
+#: describe the message framing: a user value would break the range contract.
+RESERVED_HEADERS = frozenset({"range", "if-range", "accept-encoding", "host", "content-length",
+                              "transfer-encoding", "connection", "te", "trailer", "upgrade",
+                              "keep-alive", "expect"})
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# visible ASCII, space, tab and obs-text (RFC 9110 section 5.5)
+_FIELD_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
+#: Largest total size of the extra headers; the peer protocol carries at least 16 KiB.
+MAX_HEADERS_SIZE = 16 * 1024
+
+
+def parse_header(line: str) -> tuple[str, str]:
+    """``'Name: value'`` → (name, value); :class:`UsageError` saying what is wrong."""
+    name, colon, value = line.partition(":")
+    name, value = name.strip(), value.strip(" \t")
+    if not colon or not name:
+        raise UsageError(f"--header {line!r}: expected 'Name: value'", ErrorCode.BAD_OPTION)
+    check_header(name, value)
+    return name, value
+
+
+def check_header(name: str, value: str) -> None:
+    """Raise :class:`UsageError` unless ``name: value`` may be sent as an extra header."""
+    if not _TOKEN.match(name):
+        raise UsageError(f"header name {name!r} is not a valid HTTP field name",
+                         ErrorCode.BAD_OPTION)
+    if not _FIELD_VALUE.match(value):
+        raise UsageError(f"the value of header {name} contains a control character",
+                         ErrorCode.BAD_OPTION)
+    if name.lower() in RESERVED_HEADERS:
+        raise UsageError(f"header {name} is set by swift itself and cannot be given",
+                         ErrorCode.BAD_OPTION)
+
+
+@dataclass(frozen=True)
+class RequestProfile:
+    """The request shaping of one download (see the module docstring).
+
+    ``headers``: extra (name, value) pairs, in the order given.
+    ``user_agent``, ``referer``: override any such header in ``headers``.
+    ``cookies``: cookies from a Netscape cookies.txt (``cookie_file``).
+    ``ca_file``: a PEM file of certificates to trust instead of the system's.
+    ``insecure``: do not check certificates at all.
+    """
+
+    headers: tuple[tuple[str, str], ...] = ()
+    user_agent: str | None = None
+    referer: str | None = None
+    cookies: tuple[http.cookiejar.Cookie, ...] = field(default=(), compare=False)
+    cookie_file: str | None = None
+    ca_file: str | None = None
+    insecure: bool = False
+
+    @classmethod
+    def build(cls, *, headers: Iterable[str] = (), user_agent: str | None = None,
+              referer: str | None = None, cookie_file: str | None = None,
+              ca_file: str | None = None, insecure: bool = False) -> "RequestProfile":
+        """The profile for command-line style options; :class:`UsageError` for bad ones."""
+        pairs = tuple(parse_header(h) for h in headers)
+        for name, value in (("User-Agent", user_agent), ("Referer", referer)):
+            if value is not None:
+                check_header(name, value)
+        size = sum(len(n) + len(v) + 4 for n, v in pairs)
+        if size > MAX_HEADERS_SIZE:
+            raise UsageError(f"the extra headers take {size} bytes; at most {MAX_HEADERS_SIZE} "
+                             f"are allowed", ErrorCode.BAD_OPTION)
+        cookies = load_cookies(cookie_file) if cookie_file else ()
+        if ca_file is not None:
+            if not os.path.isfile(ca_file) or not os.access(ca_file, os.R_OK):
+                raise UsageError(f"--ca-certificate {ca_file}: no such readable file",
+                                 ErrorCode.BAD_OPTION)
+            ca_file = os.path.abspath(ca_file)
+        return cls(headers=pairs, user_agent=user_agent, referer=referer, cookies=cookies,
+                   cookie_file=cookie_file, ca_file=ca_file, insecure=insecure)
+
+    # -- what goes on the wire ------------------------------------------------------------
+    def request_headers(self) -> dict[str, str]:
+        """Headers for every request of the download (names in the user's spelling)."""
+        out: dict[str, str] = {"User-Agent": DEFAULT_USER_AGENT}
+        for name, value in self.headers:
+            for existing in [k for k in out if k.lower() == name.lower()]:
+                del out[existing]  # the user's value replaces ours (and an earlier one)
+            out[name] = value
+        for name, value in (("User-Agent", self.user_agent), ("Referer", self.referer)):
+            if value is not None:
+                for existing in [k for k in out if k.lower() == name.lower()]:
+                    del out[existing]
+                out[name] = value
+        return out
+
+    @property
+    def verify(self) -> bool | str:
+        """``requests``' ``verify``: False with --insecure, the CA file, else True."""
+        if self.insecure:
+            return False
+        return self.ca_file or True
+
+    def load_into(self, jar: http.cookiejar.CookieJar) -> None:
+        """Put the cookie file's cookies into the download's jar."""
+        for cookie in self.cookies:
+            jar.set_cookie(cookie)
+
+    # -- secrets --------------------------------------------------------------------------
+    def secrets(self, url: str = "") -> list[str]:
+        """What in this profile (and ``url``) is a secret, in words; empty if nothing."""
+        found = [f"the {name} header" for name, _ in self.headers if name.lower() in SECRET_HEADERS]
+        if self.cookies:
+            found.append("cookies from a cookie file")
+        if url and split_credentials(url)[1] is not None:
+            found.append("credentials in the URL")
+        return found
+
+    def peer_headers(self, *, private: bool, cookie_header: str | None = None,
+                     authorization: str | None = None) -> list[list[str]]:
+        """The headers a helper must send for this download (``protocol.Fetch.headers``).
+
+        Without a private connection the secret ones are left out. ``cookie_header``
+        is the ``Cookie`` value the download's jar holds for the URL (cookies from
+        the cookie file and cookies the server set); ``authorization`` the one that
+        stands for ``user:password@`` in the URL.
+        """
+        out = [[name, value] for name, value in self.request_headers().items()
+               if private or name.lower() not in SECRET_HEADERS]
+        if private:
+            names = {name.lower() for name, _ in out}
+            if cookie_header and "cookie" not in names:
+                out.append(["Cookie", cookie_header])
+            if authorization and "authorization" not in names:
+                out.append(["Authorization", authorization])
+        return out
+
+    def redacted(self) -> dict:
+        """This profile for logs and reports: secret values replaced by ``<secret>``."""
+        return {
+            "headers": [[n, "<secret>" if n.lower() in SECRET_HEADERS else v] for n, v in self.headers],
+            "user_agent": self.user_agent, "referer": self.referer,
+            "cookie_file": self.cookie_file,
+            "cookies": f"<{len(self.cookies)} secret cookies>" if self.cookies else None,
+            "ca_file": self.ca_file, "insecure": self.insecure,
+        }
+
+    def __repr__(self) -> str:  # never a secret in a log line or a traceback
+        return f"RequestProfile({self.redacted()!r})"
+
+
+def load_cookies(path: str) -> tuple[http.cookiejar.Cookie, ...]:
+    """The cookies of a Netscape cookies.txt (as curl, wget and browsers' extensions
+    write it); :class:`UsageError` if it cannot be read."""
+    jar = http.cookiejar.MozillaCookieJar()
+    try:
+        jar.load(path, ignore_discard=True, ignore_expires=True)
+    except FileNotFoundError:
+        raise UsageError(f"--load-cookies {path}: no such file", ErrorCode.BAD_OPTION) from None
+    except (http.cookiejar.LoadError, OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a Netscape cookies.txt file"
+        raise UsageError(f"--load-cookies {path}: {why}", ErrorCode.BAD_OPTION) from None
+    cookies = tuple(jar)
+    for cookie in cookies:
+        if cookie.expires == 0:  # curl and browsers' exports write 0 for a session cookie
+            cookie.expires, cookie.discard = None, True
+    return cookies

@@ -1,0 +1,247 @@
+"""Fetching one byte range, checked before a byte is handed on, resumed after failures.
+
+Every answer is checked against the range contract
+(:func:`swift.http.headers.check_range_answer`) before its body is read, and
+every block is handed to ``deliver`` as it arrives. On failure the fetch
+resumes at the first byte not yet delivered, through the one retry loop
+(:func:`swift.http.retry.call_with_retry`), so a budget of failures *in a
+row* applies, reset by progress.
+
+Deviating answers that are still usable (issue 8, item 2), in steps:
+
+1. a ``200`` with the whole file (a backend that ignored ``Range``): closed at
+   its headers, nothing written, tried again (another connection may reach
+   another backend);
+2. ``200`` answers to ranges sent with ``If-Range`` that carry our own
+   validators: after :data:`swift.http.remote.IF_RANGE_STRIKES` of them the
+   download's ranges go without ``If-Range``, each ``206`` still checked
+   against the validators the server reports and the total size;
+3. if ranges keep coming back as ``200`` until the retry budget is spent:
+   ``RANGES_UNUSABLE``, on which the engine falls back to one plain stream.
+
+Validators that differ on an answer are checked again with a fresh request
+before the fetch says "the file changed on the server"
+(:class:`~swift.errors.FileChanged`); a size that differs is enough on its own.
+
+A resolved URL that answers 401/403/404/410 after it had worked is resolved
+again through the download's :class:`~swift.http.remote.RemoteFile` (issue 8,
+item 3).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import requests
+
+from ..errors import ErrorCode, FileChanged, OriginError, SwiftError
+from .body import CHUNK_SIZE, DEFAULT_TIMEOUT, iter_body
+from .failures import status_error
+from .headers import Validator, ValidatorMismatch, check_range_answer, parse_content_range
+from .retry import Passthrough, Retry, call_with_retry
+from .profile import RESERVED_HEADERS
+from .remote import RemoteFile
+
+__all__ = ["RangeFetch"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RangeFetch:
+    """Fetch one range with retries, resuming at the first undelivered byte.
+
+    ``url`` is the resolved URL (or give ``remote``, the download's shared
+    :class:`RemoteFile`, and ``url`` is only its starting point). ``headers`` are
+    extra request headers sent on every range request (the download's
+    profile; for a helper ``protocol.Fetch.headers``, [name, value] pairs); they
+    cannot replace ``Range``, ``If-Range``, ``Accept-Encoding`` or framing headers. ``encoding`` is the content
+    coding the probe saw ("" for identity); every answer must carry the same.
+    """
+
+    session: requests.Session
+    url: str
+    size: int
+    validator: Validator
+    policy: Retry = field(default_factory=Retry)
+    timeout: Any = DEFAULT_TIMEOUT
+    chunk_size: int = CHUNK_SIZE
+    stop: threading.Event | None = None
+    encoding: str = ""
+    headers: Mapping[str, str] | Iterable[Sequence[str]] | None = None
+    remote: RemoteFile | None = None
+
+    def __post_init__(self) -> None:
+        self._current: requests.Response | None = None
+        if self.remote is None:
+            self.remote = RemoteFile(self.url, final_url=self.url, jar=self.session.cookies)
+        if self.stop is None:
+            self.stop = threading.Event()
+
+    def abort(self) -> None:
+        """Stop from another thread, also when blocked reading a stalled origin."""
+        assert self.stop is not None
+        self.stop.set()
+        resp = self._current
+        if resp is not None:
+            try:
+                resp.close()
+            except Exception:  # noqa: BLE001 - best effort from a foreign thread
+                pass
+
+    def run(self, start: int, get_end: Callable[[], int], deliver: Callable[[bytes], bool]) -> int:
+        """Fetch from ``start`` to ``get_end()`` (consulted between blocks: the range may
+        shrink while it runs), handing each block to ``deliver``, which may return
+        False to stop early. Returns the number of bytes delivered; raises
+        :class:`~swift.errors.SwiftError` (not :class:`~swift.errors.Cancelled`:
+        a stop just returns) or whatever ``deliver`` raised."""
+        state = _Progress(start)
+
+        def attempt() -> None:
+            end = get_end()
+            if state.position >= end:
+                return
+            resp = self._open(state.position, end)
+            self._current = resp
+            try:
+                with resp:
+                    for block in iter_body(resp, end - state.position, self.chunk_size):
+                        limit = get_end()
+                        if state.position + len(block) > limit:
+                            block = block[: max(0, limit - state.position)]
+                        if block:
+                            state.advance(len(block))
+                            try:
+                                keep_going = deliver(block)
+                            except Exception as exc:  # the receiving side's failure, not HTTP's
+                                raise Passthrough() from exc
+                            if keep_going is False:
+                                return
+                        if state.position >= get_end() or self.stop.is_set():  # type: ignore[union-attr]
+                            return
+            finally:
+                self._current = None
+
+        try:
+            call_with_retry(attempt, self.policy, url=self.remote.final_url,  # type: ignore[union-attr]
+                            stop=self.stop, on_error=self._second_look, progressed=state.progressed)
+        except OriginError as error:
+            if error.code is ErrorCode.RANGE_IGNORED:
+                raise OriginError(f"the server ignored {self.policy.attempts} range requests in a "
+                                  f"row (it sent the whole file each time); ranges are unusable "
+                                  f"here", ErrorCode.RANGES_UNUSABLE, status=200) from error
+            raise
+        except SwiftError as error:
+            if error.code is ErrorCode.CANCELLED:
+                return state.position - start
+            raise
+        return state.position - start
+
+    # -- one request ---------------------------------------------------------------------------
+    def _open(self, start: int, end: int) -> requests.Response:
+        """Send the range request; return the response once its headers are proven right."""
+        remote = self.remote
+        assert remote is not None
+        url = remote.final_url
+        for _ in range(2):  # the second time with a refreshed URL
+            if_range = remote.if_range(self.validator)
+            headers = range_headers(self.headers, start, end, if_range)
+            resp = self.session.get(url, headers=headers, stream=True, timeout=self.timeout)
+            try:
+                if resp.status_code not in (200, 206):
+                    error = status_error(resp.status_code, resp.reason or "", url,
+                                         resp.headers.get("Retry-After"))
+                    if error.code is ErrorCode.ACCESS_DENIED:
+                        new = remote.refresh(self.session, url, size=self.size, timeout=self.timeout)
+                        if new is not None and new != url:
+                            resp.close()
+                            url = new
+                            continue
+                    raise error
+                try:
+                    check_range_answer(resp.status_code, resp.headers, start, end, size=self.size,
+                                       validator=self.validator, encoding=self.encoding,
+                                       if_range_sent=bool(if_range))
+                except OriginError as error:
+                    if error.code is ErrorCode.RANGE_IGNORED and if_range:
+                        remote.if_range_ignored()
+                    raise
+            except BaseException:
+                resp.close()
+                raise
+            remote.worked(url)
+            return resp
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _second_look(self, error: SwiftError) -> SwiftError | None:
+        """Validators that differ: ask again before calling the file changed."""
+        if not isinstance(error, ValidatorMismatch):
+            return None
+        seen = self._recheck()
+        if seen is None:
+            return None  # could not look again: the mismatch stays a transient fault
+        validator, total = seen
+        if total is not None and total != self.size:
+            raise FileChanged(f"size {self.size} became {total}")
+        if self.validator.differs(validator):
+            raise FileChanged(_what_changed(self.validator, validator))
+        log.info("%s; a second look finds the file unchanged: fetching again", error)
+        return OriginError(f"{error}; a second look finds the file unchanged", ErrorCode.RANGE_MISMATCH)
+
+    def _recheck(self) -> tuple[Validator, int | None] | None:
+        remote = self.remote
+        assert remote is not None
+        headers = range_headers(self.headers, 0, 1, None)
+        try:
+            with self.session.get(remote.final_url, headers=headers, stream=True,
+                                  timeout=self.timeout) as resp:
+                if resp.status_code == 206:
+                    parsed = parse_content_range(resp.headers.get("Content-Range"))
+                    total = parsed[2] if parsed else None
+                elif resp.status_code == 200:
+                    length = resp.headers.get("Content-Length")
+                    total = int(length) if length and length.isdigit() and not self.encoding else None
+                else:
+                    return None
+                return Validator.of(resp.headers), total
+        except (requests.exceptions.RequestException, OSError):
+            return None
+
+
+def range_headers(extra: Mapping[str, str] | Iterable[Sequence[str]] | None, start: int, end: int,
+                  if_range: str | None) -> dict[str, str]:
+    """The headers of a request for bytes [start, end): ``extra`` (a mapping, or
+    [name, value] pairs as ``protocol.Fetch.headers`` carries them) without any
+    header swift sets itself, then ``Range``, ``Accept-Encoding: identity`` and
+    ``If-Range`` (when given)."""
+    pairs = extra.items() if isinstance(extra, Mapping) else (extra or ())
+    headers = {name: value for name, value in pairs if name.lower() not in RESERVED_HEADERS}
+    headers.update({"Range": f"bytes={start}-{end - 1}", "Accept-Encoding": "identity"})
+    if if_range:
+        headers["If-Range"] = if_range
+    return headers
+
+
+class _Progress:
+    """Where a fetch is, and whether it moved since the last question."""
+
+    def __init__(self, start: int):
+        self.position = start
+        self._moved = False
+
+    def advance(self, n: int) -> None:
+        self.position += n
+        self._moved = True
+
+    def progressed(self) -> bool:
+        moved, self._moved = self._moved, False
+        return moved
+
+
+def _what_changed(old: Validator, new: Validator) -> str:
+    if old.etag:
+        return f"ETag {old.etag} became {new.etag}"
+    return f"Last-Modified {old.last_modified} became {new.last_modified}"

@@ -1,0 +1,138 @@
+"""Retrying as one immutable value, and the one loop that uses it.
+
+:class:`Retry` is urllib3's idea (``urllib3/util/retry.py``): a frozen value
+that knows how many failures in a row it allows, which errors are worth
+another try, how long to wait before the next one (exponential backoff, or
+the server's ``Retry-After`` when that is longer, both capped), and whose
+:meth:`Retry.increment` returns a *new* value, or raises the error once the
+budget is spent or the error is not worth retrying. Classification goes by
+the error's type and :class:`~swift.errors.ErrorCode`
+(:data:`swift.errors.TRANSIENT`), never by its message.
+
+:func:`call_with_retry` is the only retry loop in swift's HTTP layer: the
+probe, every range fetch and the plain stream go through it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, replace
+from typing import Callable, TypeVar
+
+from ..errors import Cancelled, SwiftError
+from .failures import translate
+from .url import redact_url
+
+__all__ = ["Retry", "call_with_retry", "Passthrough"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How many failures in a row are allowed, and how long to wait after each.
+
+    ``attempts``: tries in all (the first one included) before giving up.
+    ``first_delay``, ``max_delay``: backoff ``first_delay * 2**n`` seconds after
+    the n-th failure in a row, at most ``max_delay``; a ``Retry-After`` from the
+    server is honoured up to ``max_delay`` as well (a server asking for an hour
+    is better told "no" at once by the error than waited for).
+    ``failures``: failures in a row so far (state; 0 in a fresh policy).
+    """
+
+    attempts: int = 5
+    first_delay: float = 0.5
+    max_delay: float = 30.0
+    failures: int = 0
+
+    def is_retryable(self, error: SwiftError) -> bool:
+        return error.transient
+
+    def increment(self, error: SwiftError) -> "Retry":
+        """The policy after one more failure; raises ``error`` when it is not worth
+        another try or the budget is spent."""
+        if not self.is_retryable(error) or self.failures + 1 >= self.attempts:
+            raise error
+        return replace(self, failures=self.failures + 1)
+
+    def reset(self) -> "Retry":
+        """After progress: the budget is for failures *in a row*."""
+        return replace(self, failures=0)
+
+    def backoff(self) -> float:
+        """Seconds to wait before the next try, ignoring any Retry-After."""
+        if self.failures <= 0:
+            return 0.0
+        return min(self.first_delay * (2 ** (self.failures - 1)), self.max_delay)
+
+    def delay(self, error: SwiftError | None = None) -> float:
+        """Seconds to wait before the next try after ``error``."""
+        advice = getattr(error, "retry_after", None)
+        wait = self.backoff()
+        if advice is not None:
+            wait = max(wait, advice)
+        return min(wait, self.max_delay)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.failures + 1 >= self.attempts
+
+
+class Passthrough(Exception):
+    """Carries an exception that is not the transfer's (the receiving side's, say)
+    out of :func:`call_with_retry` untouched; raise it ``from`` the original."""
+
+
+def call_with_retry(action: Callable[[], T], retry: Retry, *, url: str,
+                    stop: threading.Event | None = None,
+                    wait: Callable[[float], bool] | None = None,
+                    on_error: Callable[[SwiftError], SwiftError | None] | None = None,
+                    progressed: Callable[[], bool] | None = None) -> T:
+    """Run ``action()`` until it returns; retry what :class:`Retry` allows.
+
+    ``progressed()`` says whether the failed try made headway (delivered
+    bytes); if so the budget starts again (failures *in a row* count). An
+    exception is translated to a
+    :class:`SwiftError` (:func:`~swift.http.failures.translate`); one that is
+    not about the transfer (a bug) propagates unchanged, as does a
+    :class:`Passthrough`'s cause.
+    ``on_error(error)`` may replace the error (for example with a
+    "file changed" found by a re-check), or return None to keep it.
+    ``wait(seconds)`` waits and returns True if the wait was cut short by a
+    stop (default: ``stop.wait``); a stop raises :class:`Cancelled`.
+    """
+    if wait is None:
+        event = stop or threading.Event()
+        wait = event.wait
+    while True:
+        if stop is not None and stop.is_set():
+            raise Cancelled("cancelled")
+        try:
+            return action()
+        except Passthrough as carried:
+            raise carried.__cause__ from None  # type: ignore[misc]
+        except Cancelled:
+            raise
+        except Exception as exc:  # noqa: BLE001 - translated below; bugs re-raised
+            if stop is not None and stop.is_set():
+                raise Cancelled("cancelled") from None
+            error = translate(exc, url)
+            if error is None:
+                raise
+            if on_error is not None:
+                error = on_error(error) or error
+            if progressed is not None and progressed():
+                retry = retry.reset()
+            try:
+                retry = retry.increment(error)
+            except SwiftError:
+                if error is exc:
+                    raise
+                raise error from exc
+            delay = retry.delay(error)
+            log.info("%s: %s; retrying in %.1f s", redact_url(url, strict=False), error, delay)
+            if wait(delay):
+                raise Cancelled("cancelled") from None

@@ -1,0 +1,169 @@
+"""The whole file as one plain stream, for servers whose ranges cannot be used.
+
+:func:`open_stream` sends a plain GET (no ``Range``) and yields the raw,
+undecoded body in blocks. Opening is retried through the one retry loop. A
+connection that breaks mid-body is opened again and the bytes already
+delivered are read past (not handed on twice) -- but only when the new answer
+is provably the same file: it reports the validator the first one did (a
+strong ETag or a Last-Modified) and the same length. Without that proof the
+break is an error, since the two halves might be of two versions.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any, Iterator, Mapping
+
+import requests
+
+from ..errors import Cancelled, FileChanged, SwiftError
+from .body import CHUNK_SIZE, DEFAULT_TIMEOUT, iter_body
+from .failures import status_error
+from .headers import Validator, content_coding
+from .profile import RESERVED_HEADERS
+from .retry import Retry, call_with_retry
+from .remote import RemoteFile
+
+__all__ = ["PlainStream", "open_stream"]
+
+
+class PlainStream:
+    """An iterable of the body's raw blocks; ``size`` is the length the server
+    announced (None for chunked answers). Close it, or use it in ``with``."""
+
+    def __init__(self, session: requests.Session, remote: RemoteFile, *, retry: Retry,
+                 stop: threading.Event | None, timeout: Any, chunk_size: int,
+                 headers: Mapping[str, str] | None):
+        self.session = session
+        self.remote = remote
+        self.retry = retry
+        self.stop = stop
+        self.timeout = timeout
+        self.chunk_size = chunk_size
+        self.headers = {name: value for name, value in (headers or {}).items()
+                        if name.lower() not in RESERVED_HEADERS}
+        self.size: int | None = None
+        self.validator = Validator()
+        self.encoding = ""
+        self.delivered = 0
+        self._resp: requests.Response | None = None
+        self._resp = self._open(first=True)
+
+    def __enter__(self) -> "PlainStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        resp, self._resp = self._resp, None
+        if resp is not None:
+            resp.close()
+
+    def abort(self) -> None:
+        """Make a read blocked on the stream return now, from any thread or a signal handler.
+
+        ``shutdown`` wakes a blocked ``recv`` at once; closing alone does not (in
+        another thread the read goes on; in a signal handler the interrupted
+        read is retried on a socket the response still holds open).
+        """
+        if self.stop is not None:
+            self.stop.set()
+        resp = self._resp
+        if resp is None:
+            return
+        sock = getattr(getattr(resp.raw, "_connection", None), "sock", None)
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed
+        try:
+            resp.close()
+        except Exception:  # noqa: BLE001 - best effort from a foreign thread
+            pass
+
+    def __iter__(self) -> Iterator[bytes]:
+        retry = self.retry
+        while True:
+            resp = self._resp
+            assert resp is not None, "the stream is closed"
+            skip = self._skip
+            try:
+                for block in iter_body(resp, self.size, self.chunk_size):
+                    if skip:
+                        cut = min(skip, len(block))
+                        skip -= cut
+                        block = block[cut:]
+                        if not block:
+                            continue
+                    self.delivered += len(block)
+                    retry = retry.reset()
+                    yield block
+                return
+            except SwiftError as error:
+                self._skip = skip
+                if not self._resumable():
+                    raise
+                retry = retry.increment(error)
+                if (self.stop or threading.Event()).wait(retry.delay(error)):
+                    raise Cancelled("cancelled") from error
+                self.close()
+                self._resp = self._open(first=False)
+
+    # -- opening ---------------------------------------------------------------------------------
+    def _open(self, *, first: bool) -> requests.Response:
+        url = self.remote.final_url
+        headers = dict(self.headers)
+        headers["Accept-Encoding"] = "identity"
+
+        def attempt() -> requests.Response:
+            resp = self.session.get(url, headers=headers, stream=True, timeout=self.timeout)
+            try:
+                if resp.status_code != 200:
+                    raise status_error(resp.status_code, resp.reason or "", url,
+                                       resp.headers.get("Retry-After"))
+                self._take(resp, first)
+            except BaseException:
+                resp.close()
+                raise
+            return resp
+
+        resp = call_with_retry(attempt, self.retry, url=url, stop=self.stop)
+        self._skip = 0 if first else self.delivered
+        return resp
+
+    def _take(self, resp: requests.Response, first: bool) -> None:
+        length = resp.headers.get("Content-Length")
+        size = int(length) if length and length.isdigit() else None
+        validator = Validator.of(resp.headers)
+        encoding = content_coding(resp.headers.get("Content-Encoding"))
+        if first:
+            self.size, self.validator, self.encoding = size, validator, encoding
+            return
+        if size != self.size or encoding != self.encoding or validator != self.validator:
+            raise FileChanged("the answer to a new request differs from the first")
+
+    def _resumable(self) -> bool:
+        return bool(self.validator.etag or self.validator.last_modified)
+
+    _skip = 0
+
+
+def open_stream(session: requests.Session, remote: RemoteFile | str, *, retry: Retry | None = None,
+                stop: threading.Event | None = None, timeout: Any = DEFAULT_TIMEOUT,
+                chunk_size: int = CHUNK_SIZE,
+                headers: Mapping[str, str] | None = None) -> PlainStream:
+    """Open the plain stream of ``remote`` (a :class:`RemoteFile` or a resolved URL).
+
+    Raises :class:`~swift.errors.SwiftError` if it cannot be opened (after
+    retries). Iterating may raise it too: ``SHORT_BODY`` when the server ends
+    the body early and it cannot be resumed, :class:`FileChanged` when a
+    resumed answer is another file.
+    """
+    if isinstance(remote, str):
+        remote = RemoteFile(remote, final_url=remote, jar=session.cookies)
+    return PlainStream(session, remote, retry=retry or Retry(), stop=stop, timeout=timeout,
+                       chunk_size=chunk_size, headers=headers)
+

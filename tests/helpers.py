@@ -1,0 +1,82 @@
+"""What several test modules share: sizes, digests, privilege checks, and the
+few steps every live test takes (start helper nodes, run one ``get``).
+
+Test modules import from here, never from one another (and conftest.py holds
+only fixtures), so moving a test file between tiers breaks no other file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from pathlib import Path
+from typing import Callable
+
+from swift.checksums import file_digest
+from swift.membership import DiscoveryClient
+from swiftlab.cluster import wait_until
+
+MiB = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    return file_digest(path, "sha256")
+
+
+def is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def live_keys(port: int) -> set[str]:
+    """``host:port`` of every node the discovery on loopback ``port`` lists."""
+    client = DiscoveryClient("127.0.0.1", port, name="test", secret=None, timeout=2.0)
+    return {f"{p.host}:{p.port}" for p in client.list_peers()}
+
+
+def start_helpers(cluster, disc, count: int, *, first_ip: int = 2, extra=()):
+    """``count`` serve-only helpers, helper i fetching from 127.0.0.(first_ip + i),
+    each with its own directory; returns once discovery lists all of them."""
+    nodes = []
+    for i in range(count):
+        d = cluster.workdir / f"helper{i}"
+        d.mkdir()
+        nodes.append(cluster.node(f"127.0.0.1:{disc.port}", name=f"helper{i}", directory=d,
+                                  extra=["--allow-private", "--source-address",
+                                         f"127.0.0.{first_ip + i}", *extra]))
+    wait_until(lambda: len(live_keys(disc.port)) == count, 10, "helpers registered")
+    return nodes
+
+
+def run_get(cluster, disc_port, url, *args, extra=(), timeout=120):
+    """One ``node.py get url *args``; returns (exit status, combined output)."""
+    proc = cluster.get(f"127.0.0.1:{disc_port}", url, extra=extra, get_extra=args)
+    code = proc.wait(timeout)
+    return code, proc.output()
+
+
+def fake_resolver(monkeypatch, answers: dict[str, Callable[[], str | None]]) -> list[str]:
+    """Patch socket.getaddrinfo: names in ``answers`` resolve to what the callable
+    returns (None: the name does not resolve); IP literals and "localhost" resolve
+    for real; any other name fails, so no test ever asks a real DNS server.
+    Returns the log of looked-up hosts."""
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        host = host.decode() if isinstance(host, bytes) else host
+        asked.append(host)
+        if host in answers:
+            ip = answers[host]()
+            if ip is None:
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            return real(ip, port, *args, **kwargs)
+        try:
+            ipaddress.ip_address(str(host).split("%")[0])
+        except ValueError:
+            if host != "localhost":
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return asked

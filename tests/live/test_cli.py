@@ -1,0 +1,353 @@
+"""The command lines of node.py and discovery.py, run as a user would (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from swiftlab.cluster import Process, program, wait_until
+from swift.demo import DEFAULT_SIZE
+from swiftlab.origin import make_file
+from swift.units import human_bytes
+
+from tests.helpers import MiB, sha256_file
+
+
+def run(*args: str, timeout: float = 30, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- usage errors ---------------------------------------------------------------------------
+BAD_NODE_ARGS = [
+    ["--port", "-1"], ["--port", "65536"], ["--port", "x"], ["--discovery", "127.0.0.1:abc"],
+    ["--discovery", "http://127.0.0.1:5000"], ["--discovery", "[::1"], ["--slots", "0"],
+    ["--slots", "65"], ["--peer-timeout", "0"], ["--peer-timeout", "-5"], ["--host", "a:b:c:d:z"],
+    ["--source-address", "not-an-ip"], ["--advertise", "http://h"],
+    ["get", "http://h/x", "--checksum", "sha256:nothex"], ["get", "http://h/x", "--slots", "-2"],
+    ["get", "http://h/x", "--discovery", "h:0"], ["get"], ["demo", "--size", "12Q"],
+    ["demo", "--rate", "0"], ["demo", "--size", "-1M"], ["peers", "--discovery", "https://h:1"],
+    ["get", "http://h/x", "--piece-size", "lots"], ["nosuchcommand"],
+]
+
+
+@pytest.mark.parametrize("args", BAD_NODE_ARGS, ids=" ".join)
+def test_a_bad_node_option_is_a_one_line_usage_error(args):
+    out = run(*program("node"), *args)
+    assert out.returncode == 2, out
+    assert out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("node.py") and "error:" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("args", [["--port", "99999"], ["--port", "-1"], ["--lease", "0"],
+                                  ["--lease", "soon"], ["--host", "http://0.0.0.0"]], ids=" ".join)
+def test_a_bad_discovery_option_is_a_one_line_usage_error(args):
+    out = run(*program("discovery"), *args)
+    assert out.returncode == 2, out
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_a_url_given_as_discovery_says_what_to_type_instead():
+    out = run(*program("node"), "--discovery", "http://10.1.2.3:5000", "peers")
+    assert "give HOST:PORT without a scheme, e.g. '10.1.2.3:5000'" in out.stderr
+
+
+_WORDS = st.sampled_from(["--port", "--slots", "--discovery", "--peer-timeout", "--dir", "-q", "-v",
+                          "--host", "--source-address", "--secret-file", "--name", "-d", "--lease",
+                          "--checksum", "--no-peers", "--force", "-o", "--", "-x", "get", "peers"])
+_VALUES = st.one_of(st.sampled_from(["-1", "0", "1", "65535", "99999", "abc", "127.0.0.1:abc",
+                                     "http://h:5", "[::1]:1", "1e9", "", "nan", "sha256:00",
+                                     "\u00e9", "127.0.0.1"]),
+                    st.text(alphabet=st.characters(blacklist_categories=("Cs",),
+                                                   blacklist_characters="\x00"), max_size=8))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.one_of(_WORDS, _VALUES), max_size=6))
+def test_generated_command_lines_never_print_a_traceback(tmp_path_factory, words):
+    """Both programs, with argument vectors from options and hostile values; the tail keeps
+    every run short and on loopback (a closed discovery port, an ephemeral listening port)."""
+    work = tmp_path_factory.mktemp("argv")
+    dead = f"127.0.0.1:{closed_port()}"
+    for argv in ([*program("node"), *words, "--dir", str(work), "--discovery", dead, "peers"],
+                 [*program("discovery"), *words, "--host", "127.0.0.1", "--port", "0"]):
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL, cwd=work, start_new_session=True)
+        try:
+            try:
+                out, err = proc.communicate(timeout=8)
+            except subprocess.TimeoutExpired:  # a daemon started: stopping it must be clean
+                proc.send_signal(signal.SIGTERM)
+                out, err = proc.communicate(timeout=5)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        assert proc.returncode in (0, 1, 2, 130), (argv, proc.returncode, err)
+        assert "Traceback" not in err and "Traceback" not in out, (argv, err)
+
+
+# -- help --------------------------------------------------------------------------------
+def test_node_help_mentions_the_prompt_and_lists_each_subcommand():
+    out = run(*program("node"), "--help").stdout
+    assert "prompt" in out
+    for command in ("get", "peers", "demo"):
+        assert any(line.split()[:1] == [command] and len(line.split()) > 1 for line in out.splitlines()), out
+
+
+def test_demo_help_gives_the_real_default_size():
+    out = run(*program("node"), "demo", "--help").stdout
+    assert human_bytes(DEFAULT_SIZE) in " ".join(out.split())
+
+
+# -- options where people put them, quiet and verbose ----------------------------------------
+def test_options_work_after_the_subcommand_and_dir_is_created(cluster, origin, origin_root):
+    digest = make_file(origin_root / "a.bin", 3 * MiB, seed=21)
+    target = cluster.workdir / "new" / "deeper"
+    out = run(*program("node"), "get", origin.url("/a.bin"), "--dir", str(target), "--slots", "2",
+              "--no-peers", "-q", "--discovery", f"127.0.0.1:{closed_port()}")
+    assert out.returncode == 0, out
+    assert sha256_file(target / "a.bin") == digest
+    assert (out.stdout, out.stderr) == ("", ""), "-q prints nothing on success"
+
+
+def test_quiet_still_reports_errors_on_stderr(cluster, origin):
+    out = run(*program("node"), "-q", "get", origin.url("/missing.bin"), "--no-peers",
+              "-d", str(cluster.workdir))
+    assert out.returncode == 1
+    assert out.stdout == ""
+    assert "404" in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_verbose_shows_each_request_status_line_and_the_machine(cluster, origin, origin_root):
+    make_file(origin_root / "v.bin", 2 * MiB, seed=22)
+    out = run(*program("node"), "get", origin.url("/v.bin"), "-v", "--no-peers",
+              "-d", str(cluster.workdir))
+    assert out.returncode == 0, out
+    lines = [line for line in out.stderr.splitlines() if '"GET /v.bin HTTP/1.1" 206' in line]
+    assert lines and all(line.startswith("[local]") for line in lines), out.stderr
+
+
+def test_the_missing_secret_is_one_short_line(cluster, origin, origin_root):
+    make_file(origin_root / "s.bin", 4096, seed=23)
+    out = run(*program("node"), "get", origin.url("/s.bin"), "--no-peers", "-d", str(cluster.workdir))
+    assert out.returncode == 0, out
+    lines = [line for line in out.stderr.splitlines() if "no shared secret" in line]
+    assert lines == ["note: no shared secret (--secret-file): discovery and peers are not authenticated"]
+
+
+def test_the_summary_names_helpers_by_their_name_in_binary_units(cluster, origin, origin_root):
+    digest = make_file(origin_root / "n.bin", 24 * MiB, seed=24)
+    origin.configure(conn_rate=4 * MiB)
+    disc = cluster.discovery()
+    helper_dir = cluster.workdir / "h"
+    helper_dir.mkdir()
+    cluster.node(f"127.0.0.1:{disc.port}", name="kitchen", directory=helper_dir,
+                 extra=["--allow-private"])
+    report = cluster.workdir / "r.json"
+    code = cluster.get(f"127.0.0.1:{disc.port}", origin.url("/n.bin"),
+                       get_extra=["--report", str(report)])
+    assert code.wait(60) == 0, code.output()
+    assert sha256_file(cluster.workdir / "n.bin") == digest
+    done = [line for line in code.output().splitlines() if line.startswith("done:")]
+    assert len(done) == 1 and "kitchen " in done[0] and "MiB/s" in done[0], done
+    assert "MB" not in done[0].replace("MiB", "")
+    assert json.loads(report.read_text())["size"] == 24 * MiB
+
+
+def test_the_progress_line_uses_the_same_units_and_this_runs_rate():
+    import io
+    from swift.cli import ProgressBar
+    bar = ProgressBar(io.StringIO())
+    bar.update(64 * MiB, 256 * MiB)  # resumed: 64 MiB were there before this run
+    line = bar.line(96 * MiB, 256 * MiB, bar._first[1] + 4.0)
+    assert line.startswith(" 38% [")
+    assert "96.0 MiB of 256.0 MiB at 8.0 MiB/s, 20 s left" in line
+
+
+# -- signals -----------------------------------------------------------------------------
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_ends_get_within_two_seconds_and_the_same_command_resumes(cluster, origin, origin_root,
+                                                                           sig, status):
+    digest = make_file(origin_root / "slow.bin", 32 * MiB, seed=25)
+    origin.configure(conn_rate=MiB)
+    argv = [*program("node"), "get", origin.url("/slow.bin"), "--no-peers", "-d", str(cluster.workdir)]
+    proc = cluster.start(argv, name="get")
+    record = cluster.workdir / "slow.bin.part.swift"
+
+    def recorded() -> bool:
+        try:
+            return bool(json.loads(record.read_text()).get("done"))
+        except (OSError, ValueError):
+            return False
+
+    wait_until(recorded, 20, "a resume record with data")
+    started = time.monotonic()
+    proc.send(sig)
+    assert proc.wait(10) == status, proc.output()
+    assert time.monotonic() - started < 2.0
+    assert "Traceback" not in proc.output()
+    assert "run the same command again to resume" in proc.output()
+    origin.configure(conn_rate=None)
+    again = cluster.start(argv, name="again")
+    assert again.wait(60) == 0, again.output()
+    assert "resumed" in again.output()
+    assert sha256_file(cluster.workdir / "slow.bin") == digest
+
+
+def test_daemons_exit_130_on_ctrl_c_and_0_on_sigterm(cluster):
+    disc = cluster.discovery()
+    started = time.monotonic()
+    disc.send(signal.SIGINT)
+    assert disc.wait(5) == 130
+    assert time.monotonic() - started < 2.0
+    helper = cluster.node(f"127.0.0.1:{closed_port()}", name="alone")
+    started = time.monotonic()
+    helper.send(signal.SIGTERM)
+    assert helper.wait(5) == 0
+    assert time.monotonic() - started < 2.0
+
+
+def test_sigterm_ends_a_node_within_two_seconds_when_discovery_hangs(cluster):
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        proc = cluster.start([*program("node"), "--discovery", f"127.0.0.1:{silent.getsockname()[1]}",
+                              "--host", "127.0.0.1", "--port", "0", "--serve-only",
+                              "--dir", str(cluster.workdir)], name="stuck")
+        proc.wait_for("listening on", timeout=20)
+        started = time.monotonic()
+        proc.send(signal.SIGTERM)
+        assert proc.wait(10) == 0, proc.output()
+        assert time.monotonic() - started < 2.0
+
+
+# -- what scripts expect ---------------------------------------------------------------------
+def test_several_urls_and_a_list_file_one_after_another_with_a_summary_each(cluster, origin, origin_root):
+    a = make_file(origin_root / "a.bin", 3 * MiB, seed=41)
+    b = make_file(origin_root / "b.bin", 2 * MiB, seed=42)
+    c = make_file(origin_root / "c.bin", 1000, seed=43)
+    urls = cluster.workdir / "urls.txt"
+    urls.write_text(f"# a list\n{origin.url('/b.bin')}\n\n   # indented comment\n"
+                    f"{origin.url('/c.bin').removeprefix('http://')}\n")
+    report = cluster.workdir / "r.json"
+    out = run(*program("node"), "get", origin.url("/a.bin"), "-i", str(urls), "--no-peers",
+              "-d", str(cluster.workdir / "d"), "--report", str(report))
+    assert out.returncode == 0, out
+    done = [line for line in out.stdout.splitlines() if line.startswith("done: ")]
+    assert [line.split()[1].rsplit("/", 1)[1] for line in done] == ["a.bin", "b.bin", "c.bin"]
+    for name, digest in (("a.bin", a), ("b.bin", b), ("c.bin", c)):
+        assert sha256_file(cluster.workdir / "d" / name) == digest
+    data = json.loads(report.read_text())
+    assert [d["ok"] for d in data] == [True, True, True]
+
+
+def test_one_failed_url_of_several_fails_the_command_and_is_in_the_report(cluster, origin, origin_root):
+    make_file(origin_root / "ok.bin", 4096, seed=44)
+    report = cluster.workdir / "r.json"
+    out = run(*program("node"), "get", origin.url("/missing.bin"), origin.url("/ok.bin"), "--no-peers",
+              "-d", str(cluster.workdir), "--report", str(report))
+    assert out.returncode == 1, out
+    assert (cluster.workdir / "ok.bin").exists(), "the next URL is still fetched"
+    first, second = json.loads(report.read_text())
+    assert first["ok"] is False and "404" in first["error"]
+    assert second["ok"] is True
+
+
+def test_a_complete_file_is_not_fetched_again(cluster, origin, origin_root):
+    digest = make_file(origin_root / "same.bin", 2 * MiB, seed=45)
+    argv = [*program("node"), "get", origin.url("/same.bin"), "--no-peers", "-d", str(cluster.workdir),
+            "--checksum", f"sha256:{digest}"]
+    first = run(*argv)
+    assert first.returncode == 0 and "sha256 checksum verified" in first.stdout, first
+    before = origin.stats()["requests_by_path"]["/same.bin"]
+    again = run(*argv, "--report", str(cluster.workdir / "r.json"))
+    assert again.returncode == 0, again
+    assert again.stdout.startswith("already complete: ") and "sha256 checksum verified" in again.stdout
+    assert sorted(p.name for p in cluster.workdir.iterdir()) == ["r.json", "same.bin"]
+    data = json.loads((cluster.workdir / "r.json").read_text())
+    assert data["already_complete"] is True and data["checksum_verified"] is True
+    assert origin.stats()["requests_by_path"]["/same.bin"] == before + 1, "one probe, no data"
+
+
+def test_a_failed_download_still_writes_its_report_with_the_error(cluster, origin, origin_root):
+    make_file(origin_root / "bad.bin", 2 * MiB, seed=46)
+    report = cluster.workdir / "r.json"
+    out = run(*program("node"), "get", origin.url("/bad.bin"), "--no-peers", "-d", str(cluster.workdir),
+              "--checksum", "sha256:" + "0" * 64, "--report", str(report))
+    assert out.returncode == 1
+    data = json.loads(report.read_text())
+    assert data["ok"] is False and data["checksum_verified"] is False
+    assert "checksum mismatch" in data["error"]
+
+
+def test_tries_bounds_the_attempts_on_a_failing_server(cluster, origin, origin_root):
+    make_file(origin_root / "flaky.bin", 4096, seed=47)
+    origin.configure("/flaky.bin", fail=503)
+    started = time.monotonic()
+    out = run(*program("node"), "get", origin.url("/flaky.bin"), "--no-peers", "--tries", "1",
+              "-d", str(cluster.workdir))
+    assert out.returncode == 1 and "503" in out.stderr, out
+    assert time.monotonic() - started < 5, "one try: no backoff"
+
+
+def test_proxy_option_sends_requests_through_the_proxy(cluster, origin, origin_root):
+    """The test origin answers proxy-form requests (absolute URL) for its own files."""
+    digest = make_file(origin_root / "p.bin", 4096, seed=48)
+    out = run(*program("node"), "get", "http://proxied.invalid/p.bin", "--no-peers",
+              "--proxy", origin.url("/").rstrip("/"), "-d", str(cluster.workdir), "-v")
+    if out.returncode != 0 and "proxied.invalid" in out.stderr and "404" in out.stderr:
+        pytest.skip("the test origin does not serve proxy-form requests")
+    assert out.returncode == 0, out
+    assert sha256_file(cluster.workdir / "p.bin") == digest
+
+
+@pytest.mark.parametrize("helpers,plain", [(2, False), (0, True)])
+def test_output_dash_streams_the_file_in_order_to_stdout(cluster, origin, origin_root, helpers, plain):
+    """Out-of-order arrival (helpers, several connections) still comes out in order."""
+    digest = make_file(origin_root / "s.bin", 24 * MiB, seed=49)
+    origin.configure(conn_rate=4 * MiB)
+    if plain:
+        origin.configure("/s.bin", ignore_ranges=True)
+    disc = cluster.discovery()
+    for i in range(helpers):
+        d = cluster.workdir / f"h{i}"
+        d.mkdir()
+        cluster.node(f"127.0.0.1:{disc.port}", name=f"h{i}", directory=d, extra=["--allow-private"])
+    out = subprocess.run([*program("node"), "--discovery", f"127.0.0.1:{disc.port}", "get",
+                          origin.url("/s.bin"), "-o", "-", "-d", str(cluster.workdir)],
+                         capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    import hashlib
+    assert hashlib.sha256(out.stdout).hexdigest() == digest
+    assert b"(standard output)" in out.stderr
+    assert [p.name for p in cluster.workdir.iterdir() if p.is_file()] == [], "nothing left behind"
+
+
+def test_output_dash_into_a_closed_pipe_is_one_error_line(cluster, origin, origin_root):
+    make_file(origin_root / "big.bin", 16 * MiB, seed=50)
+    origin.configure(conn_rate=4 * MiB)
+    node = subprocess.Popen([*program("node"), "get", origin.url("/big.bin"), "--no-peers", "-o", "-",
+                             "-d", str(cluster.workdir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    head = node.stdout.read(1000)
+    node.stdout.close()
+    err = node.stderr.read().decode()
+    assert node.wait(20) == 1
+    assert len(head) == 1000
+    assert "standard output was closed" in err and "Traceback" not in err

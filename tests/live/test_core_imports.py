@@ -1,0 +1,67 @@
+"""The pure core imports no sockets, threads or clocks (DESIGN.md, "Layers").
+
+Each core module is imported in a fresh interpreter in which importing
+``socket``, ``threading``, ``time``, ``select``, ``ssl`` or ``requests`` raises
+(a meta-path finder placed first, after those names are dropped from
+``sys.modules``, since the interpreter itself may have loaded ``time`` at
+start-up). A core module that pulls one in, directly or through anything it
+imports, fails here with the chain that led to it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: The pure core. A listed module whose file does not exist yet is skipped.
+CORE = ["protocol", "handshake", "fetchjob", "auth", "planning", "names", "units", "addresses",
+        "errors"]
+BLOCKED = ["socket", "threading", "time", "select", "ssl", "requests"]
+
+PROBE = textwrap.dedent("""
+    import sys, traceback
+    BLOCKED = {blocked!r}
+
+    class Blocker:
+        def find_spec(self, name, path=None, target=None):
+            if name.partition(".")[0] in BLOCKED:
+                raise ImportError(f"core module imported {{name}}")
+            return None
+
+    for name in BLOCKED:
+        sys.modules.pop(name, None)
+    sys.meta_path.insert(0, Blocker())
+    try:
+        __import__("swift.{module}")
+    except ImportError:
+        traceback.print_exc()
+        sys.exit(3)
+    leaked = sorted(n for n in BLOCKED if n in sys.modules)
+    if leaked:
+        print("leaked:", leaked)
+        sys.exit(4)
+""")
+
+
+@pytest.mark.parametrize("module", CORE)
+def test_a_core_module_imports_no_sockets_threads_or_clocks(module):
+    if not (ROOT / "swift" / f"{module}.py").exists():
+        pytest.skip(f"swift/{module}.py does not exist yet")
+    probe = PROBE.format(blocked=BLOCKED, module=module)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, f"swift.{module}:\n{result.stdout}{result.stderr}"
+
+
+def test_the_blocker_catches_a_module_that_imports_a_clock():
+    """The probe can fail: swift.wire (an I/O shell) imports socket, threading and time."""
+    probe = PROBE.format(blocked=BLOCKED, module="wire")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 3 and "core module imported" in result.stderr

@@ -1,0 +1,209 @@
+"""The engine's parts without a network: the board, the record keeper, the control files.
+
+A real Scheduler and a real part file in a temporary directory; peers and
+origins are replaced by direct calls, as a worker would make them.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from swift import storage
+from swift.engine.board import Board
+from swift.engine.record_keeper import RecordKeeper
+from swift.engine.report import DownloadError
+from swift.planning import RangeSet, Scheduler, Shrink
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def part(tmp_path):
+    with storage.PartFile.open(tmp_path / "f.part", 8 * MiB) as p:
+        yield p
+
+
+def make_board(part, size=8 * MiB, **kw) -> Board:
+    sched = Scheduler(size, piece_size=size, min_split=MiB, **kw)
+    return Board(sched, part, clock=lambda: 0.0)
+
+
+def test_a_split_tells_the_shrunk_jobs_carrier_outside_the_lock(part):
+    board = make_board(part)
+    first = board.next_piece("a")
+    told: list[tuple[int, bool]] = []
+    assert board.carry(first.job_id, lambda end: told.append((end, board.cond._is_owned())))
+    board.write(first.job_id, "a", b"x" * MiB)
+    second = board.next_piece("b")  # the queue is empty: a split of the first job
+    assert second.shrink == Shrink(first.job_id, second.start)
+    assert told == [(second.start, False)]
+    assert board.end_of(first.job_id) == second.start
+
+
+def test_a_block_for_a_job_given_up_on_is_dropped_not_written(part):
+    board = make_board(part)
+    piece = board.next_piece("a")
+    board.write(piece.job_id, "a", b"y" * 1000)
+    board.failed(piece.job_id, "a", "test")
+    assert board.write(piece.job_id, "a", b"z" * 500) is False
+    assert board.dropped == 500 and board.done_total() == 1000
+    assert board.bytes_by_source() == {"a": 1000}
+
+
+def test_a_liars_bytes_leave_done_and_its_count(part):
+    board = make_board(part)
+    piece = board.next_piece("liar")
+    board.write(piece.job_id, "liar", b"l" * 4096)
+    board.failed(piece.job_id, "liar", "lied", discard=True)
+    assert board.done_total() == 0 and board.bytes_by_source() == {"liar": 0}
+    assert board.dropped == 4096
+
+
+def test_the_first_fatal_error_wins_and_stops_waiting_workers(part):
+    board = make_board(part, size=MiB)
+    board.next_piece("a")  # the only piece, too small to split: the next caller waits
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(board.next_piece("b")))
+    waiter.start()
+    board.fail_all(DownloadError("first"))
+    board.fail_all(DownloadError("second"))
+    waiter.join(5)
+    assert not waiter.is_alive() and got == [None]
+    assert str(board.error) == "first" and board.settled(0)
+
+
+def test_no_worker_left_ends_with_a_true_message(part):
+    board = make_board(part)
+    board.workers_started(1)
+    piece = board.next_piece("a")
+    board.failed(piece.job_id, "a", "reset by peer")
+    board.worker_ended()
+    assert board.settled(0)
+    assert "every source failed (a: reset by peer)" in str(board.error)
+    assert "kept for resume" in str(board.error)
+
+
+class _Order:
+    def __init__(self):
+        self.events: list[str] = []
+
+
+class _Part:
+    def __init__(self, order):
+        self.order = order
+
+    def sync(self):
+        self.order.events.append("sync")
+
+
+class _Control(storage.ControlFile):
+    path = None
+
+    def __init__(self, order):
+        self.order = order
+        self.saved: list[RangeSet] = []
+
+    def save(self, done):
+        self.order.events.append("save")
+        self.saved.append(done)
+
+
+def test_the_record_keeper_flushes_before_it_records_and_keeps_its_interval(part):
+    board = make_board(part)
+    piece = board.next_piece("a")
+    board.write(piece.job_id, "a", b"d" * 100)
+    order = _Order()
+    now = [0.0]
+    control = _Control(order)
+    keeper = RecordKeeper(board, _Part(order), control, 1.0, clock=lambda: now[0])
+    keeper.tick()
+    assert order.events == []  # not yet due
+    now[0] = 1.0
+    keeper.tick()
+    assert order.events == ["sync", "save"] and list(control.saved[-1]) == [(0, 100)]
+    keeper.tick()
+    assert order.events == ["sync", "save"]  # the next one is a second later
+
+
+def test_a_record_that_cannot_be_saved_stops_the_download_with_the_disks_words(part):
+    board = make_board(part)
+
+    class Failing(_Control):
+        def save(self, done):
+            raise storage.StorageError("no space left on device while saving x")
+
+    RecordKeeper(board, _Part(_Order()), Failing(_Order()), 1.0).save()
+    assert board.stop.is_set() and "no space left" in str(board.error)
+
+
+def test_the_null_control_file_keeps_nothing_and_the_resume_file_round_trips(tmp_path):
+    null = storage.NullControlFile()
+    null.save(RangeSet([(0, 5)]))
+    null.remove()
+    assert null.load() is None and not null.exists()
+    ident = storage.FileIdentity("http://127.0.0.1/f", "http://127.0.0.1/f", 100, '"e"', None)
+    rf = storage.ResumeFile(tmp_path / "f", ident)
+    rf.save(RangeSet([(0, 10), (50, 60)]))
+    assert rf.exists() and rf.path == tmp_path / "f.part.swift"
+    assert list(rf.load().done) == [(0, 10), (50, 60)]
+    other = storage.ResumeFile(tmp_path / "f", storage.FileIdentity("http://127.0.0.1/g", "", 100,
+                                                                     None, None))
+    assert other.load() is None  # another URL's record is not ours
+    rf.remove()
+    rf.remove()
+    assert not rf.exists()
+
+
+def _probe(size: int, etag: str | None = '"e"'):
+    from swift import httpclient
+    return httpclient.ProbeResult(url="http://127.0.0.1/f", final_url="http://127.0.0.1/f",
+                                  size=size, ranges=True, validator=httpclient.Validator(etag, None),
+                                  filename="f")
+
+
+def test_a_fragmented_record_forgets_its_small_pieces_and_says_so(tmp_path):
+    from swift.engine import target
+    from swift.engine.options import Options
+    size = 64 * MiB
+    final = tmp_path / "f"
+    storage.part_path(final).write_bytes(b"")
+    probe = _probe(size)
+    control = storage.ResumeFile(final, target.identity(probe.url, probe))
+    tiny = [(k * 4096, k * 4096 + 10) for k in range(target.FRAGMENTED + 5)]
+    big = (32 * MiB, 48 * MiB)
+    control.save(RangeSet(tiny + [big]))
+    notices: list[str] = []
+    done = target.resume_point(control, probe, final, Options(min_split=256 << 10), notices.append)
+    assert list(done) == [big]
+    assert f"holds {target.FRAGMENTED + 6} fragments" in notices[0]
+    assert "resuming: 16.0 MiB of 64.0 MiB" in notices[1]
+
+
+def test_a_few_small_pieces_are_all_resumed(tmp_path):
+    from swift.engine import target
+    from swift.engine.options import Options
+    final = tmp_path / "f"
+    storage.part_path(final).write_bytes(b"")
+    probe = _probe(8 * MiB)
+    control = storage.ResumeFile(final, target.identity(probe.url, probe))
+    control.save(RangeSet([(0, 10), (100, 200)]))
+    notices: list[str] = []
+    done = target.resume_point(control, probe, final, Options(), notices.append)
+    assert list(done) == [(0, 10), (100, 200)] and len(notices) == 1
+
+
+def test_a_changed_file_starts_over_and_removes_the_old_part(tmp_path):
+    from swift.engine import target
+    from swift.engine.options import Options
+    final = tmp_path / "f"
+    storage.part_path(final).write_bytes(b"old")
+    old = _probe(8 * MiB, etag='"old"')
+    storage.ResumeFile(final, target.identity(old.url, old)).save(RangeSet([(0, 3)]))
+    new = _probe(8 * MiB, etag='"new"')
+    control = storage.ResumeFile(final, target.identity(new.url, new))
+    notices: list[str] = []
+    assert len(target.resume_point(control, new, final, Options(), notices.append)) == 0
+    assert "changed on the server" in notices[0]
+    assert not storage.part_path(final).exists() and not control.exists()

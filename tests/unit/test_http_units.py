@@ -1,0 +1,393 @@
+"""Pure parts of the HTTP layer: URLs, headers and the range contract, error
+translation by type, the retry value, the request profile. No sockets."""
+
+import errno
+import socket
+import ssl
+import threading
+
+import pytest
+import requests
+import urllib3.exceptions as u3
+
+from swift import errors, httpclient
+from swift.errors import ErrorCode
+from swift.http import failures, headers as hd, url as u
+from swift.http.profile import RequestProfile, load_cookies, parse_header
+from swift.http.retry import Passthrough, Retry, call_with_retry
+from swift.sessions import BlockedAddress
+
+
+# -- URLs ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("typed,sent", [
+    ("http://127.0.0.1/x", "http://127.0.0.1/x"),
+    ("https://localhost:8443/a%20b?q=1", "https://localhost:8443/a%20b?q=1"),
+    ("HTTP://[::1]:8080/", "http://[::1]:8080/"),
+    ("http://[::1]:8080/f.bin", "http://[::1]:8080/f.bin"),
+    ("  http://127.0.0.1/my file.bin \n", "http://127.0.0.1/my%20file.bin"),
+    ("http://127.0.0.1/données €uro.bin", "http://127.0.0.1/donn%C3%A9es%20%E2%82%ACuro.bin"),
+    ("http://127.0.0.1/a\tb", "http://127.0.0.1/ab"),
+    ("http://127.0.0.1/x?a=1 2&b=é#frag", "http://127.0.0.1/x?a=1%202&b=%C3%A9#frag"),
+    ("http://bücher.example/", "http://xn--bcher-kva.example/"),
+    ("http://127.0.0.1", "http://127.0.0.1/"),
+    ("http://us%40er:p%3Ass@127.0.0.1:81/f", "http://us%40er:p%3Ass@127.0.0.1:81/f"),
+    ("http://127.0.0.1/sig?x=a%2Fb&y=[1]", "http://127.0.0.1/sig?x=a%2Fb&y=[1]"),
+])
+def test_a_url_is_encoded_as_a_browser_would_and_a_correct_one_is_unchanged(typed, sent):
+    assert u.normalize_url(typed) == sent
+    assert u.normalize_url(sent) == sent
+
+
+@pytest.mark.parametrize("typed,words", [
+    ("ftp://127.0.0.1/x", "unsupported URL scheme 'ftp'"),
+    ("file:///etc/passwd", "unsupported URL scheme 'file'"),
+    ("javascript:alert(1)", "unsupported URL scheme"),
+    ("127.0.0.1/x", "malformed URL '127.0.0.1/x': no scheme"),
+    ("not a url", "malformed URL 'not a url': no scheme"),
+    ("http://", "no host name"),
+    ("http:///nohost", "no host name"),
+    ("http:nohost/x", "expected http:// followed by a host name"),
+    ("http://[::1/x", "the '[' of an IPv6 address is not closed"),
+    ("http://[zz::1]/x", "is not an IPv6 address"),
+    ("http://127.0.0.1:99999/", "the port 99999 is out of range (1-65535)"),
+    ("http://127.0.0.1:8o/", "the port '8o' is not a number"),
+    ("http://127.0.0.1/a\x01b", "control character"),
+    ("http://ex ample.com/", "contains characters a host name cannot have"),
+])
+def test_a_malformed_url_says_what_is_wrong_in_it(typed, words):
+    with pytest.raises(errors.UsageError, match=words.replace("(", r"\(").replace(")", r"\)")
+                       .replace("[", r"\[")) as exc:
+        u.normalize_url(typed)
+    assert exc.value.code in (ErrorCode.BAD_URL, ErrorCode.UNSUPPORTED_SCHEME)
+
+
+def test_a_password_is_never_shown():
+    url = "http://us%40er:p%3Ass%20wd@127.0.0.1:81/f?x=1"
+    assert u.redact_url(url) == "http://us%40er:***@127.0.0.1:81/f?x=1"
+    assert u.redact_url("http://127.0.0.1/f") == "http://127.0.0.1/f"
+    assert u.redact_url("http://tok@127.0.0.1/f") == "http://tok@127.0.0.1/f"
+    assert u.split_credentials(url) == ("http://127.0.0.1:81/f?x=1", "us%40er", "p%3Ass%20wd")
+    with pytest.raises(errors.UsageError) as exc:
+        u.normalize_url("http://user:secret@127.0.0.1:99999/")
+    assert "secret" not in str(exc.value)
+
+
+# -- headers and the range contract -------------------------------------------------------------------
+def test_content_range():
+    assert hd.parse_content_range("bytes 0-99/1000") == (0, 100, 1000)
+    assert hd.parse_content_range("bytes 5-5/*") == (5, 6, None)
+    for bad in (None, "", "bytes 10-5/100", "bytes 0-100/100", "items 0-1/2", "bytes */100",
+                "bytes=0-99/1000"):
+        assert hd.parse_content_range(bad) is None
+    assert hd.parse_unsatisfied_range("bytes */0") == 0
+    assert hd.parse_unsatisfied_range(None) is None
+
+
+def test_retry_after():
+    assert hd.parse_retry_after("3") == 3.0
+    assert hd.parse_retry_after(None) is None
+    assert hd.parse_retry_after("soon") is None
+    assert hd.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+
+
+V = hd.Validator('"v1"', "Mon, 01 Jan 2024 00:00:00 GMT")
+GOOD = {"Content-Range": "bytes 10-19/100", "Content-Length": "10", "ETag": '"v1"'}
+
+
+def check(status, headers, **kw):
+    kw.setdefault("size", 100)
+    kw.setdefault("validator", V)
+    hd.check_range_answer(status, headers, 10, 20, **kw)
+
+
+def code_of(status, headers, **kw):
+    try:
+        check(status, headers, **kw)
+    except errors.SwiftError as exc:
+        return type(exc).__name__, exc.code
+    return None
+
+
+@pytest.mark.parametrize("status,headers,expected", [
+    (206, GOOD, None),
+    (206, {**GOOD, "ETag": None}, None),  # a validator the answer does not report is no evidence
+    (206, {"Content-Range": "bytes 10-19/100"}, None),
+    (206, {**GOOD, "Content-Range": "bytes 10-19/101"}, ("FileChanged", ErrorCode.FILE_CHANGED)),
+    (206, {**GOOD, "ETag": '"v2"'}, ("ValidatorMismatch", ErrorCode.RANGE_MISMATCH)),
+    (206, {**GOOD, "ETag": 'W/"v2"'}, None),  # a weak tag is not a validator
+    (206, {**GOOD, "Content-Range": "bytes 10-18/100"}, ("OriginError", ErrorCode.RANGE_MISMATCH)),
+    (206, {**GOOD, "Content-Range": None}, ("OriginError", ErrorCode.RANGE_MISMATCH)),
+    (206, {**GOOD, "Content-Length": "11"}, ("OriginError", ErrorCode.RANGE_MISMATCH)),
+    (206, {**GOOD, "Content-Encoding": "gzip"}, ("OriginError", ErrorCode.ENCODING_CHANGED)),
+    (200, {"Content-Length": "100", "ETag": '"v1"'}, ("OriginError", ErrorCode.RANGE_IGNORED)),
+    (200, {"Content-Length": "100"}, ("OriginError", ErrorCode.RANGE_IGNORED)),
+    (200, {"Content-Length": "100", "ETag": '"v2"'}, ("ValidatorMismatch", ErrorCode.RANGE_MISMATCH)),
+    (200, {"Content-Length": "90", "ETag": '"v1"'}, ("FileChanged", ErrorCode.FILE_CHANGED)),
+])
+def test_each_range_answer_gets_its_verdict(status, headers, expected):
+    headers = {k: v for k, v in headers.items() if v is not None}
+    assert code_of(status, headers) == expected
+
+
+def test_last_modified_is_the_validator_only_without_an_etag():
+    lm_only = hd.Validator(None, "Mon, 01 Jan 2024 00:00:00 GMT")
+    other = {"Content-Range": "bytes 10-19/100", "Last-Modified": "Tue, 02 Jan 2024 00:00:00 GMT"}
+    assert code_of(206, other, validator=lm_only) == ("ValidatorMismatch", ErrorCode.RANGE_MISMATCH)
+    assert code_of(206, {**other, "ETag": '"v1"'}) is None  # the ETag agrees; dates may differ
+
+
+def test_the_range_contract_counts_in_the_encoded_bytes():
+    gz = {**GOOD, "Content-Encoding": "x-gzip"}
+    assert code_of(206, gz, encoding="x-gzip") is None
+    assert code_of(206, GOOD, encoding="x-gzip") == ("OriginError", ErrorCode.ENCODING_CHANGED)
+    assert hd.content_coding(" GZIP ") == "gzip" and hd.content_coding("identity") == ""
+
+
+# -- errors by type -------------------------------------------------------------------------------
+def chain(*excs):
+    """outer(inner(...)) linked the way requests and urllib3 link them"""
+    for outer, inner in zip(excs, excs[1:]):
+        outer.__cause__ = inner
+    return excs[0]
+
+
+URL = "https://user:hunter2@files.example:8443/f.bin"
+
+
+@pytest.mark.parametrize("exc,code,words", [
+    (chain(requests.exceptions.ConnectionError("HTTPConnectionPool(host=...): Max retries exceeded"),
+           u3.NewConnectionError(None, "Failed to establish"), ConnectionRefusedError(111, "x")),
+     ErrorCode.CONNECTION_REFUSED, "connection refused by files.example"),
+    (chain(requests.exceptions.ConnectionError("anything at all"), socket.gaierror(-2, "whatever")),
+     ErrorCode.DNS_FAILED, "cannot resolve host name 'files.example'"),
+    (chain(requests.exceptions.SSLError("HTTPSConnectionPool ... Max retries exceeded"),
+           ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED]")),
+     ErrorCode.TLS_UNTRUSTED, "the certificate of files.example is not trusted"),
+    (requests.exceptions.SSLError("wrong version number"), ErrorCode.TLS_FAILED, "TLS handshake"),
+    (requests.exceptions.ConnectTimeout("x"), ErrorCode.CONNECT_TIMEOUT, "timed out connecting"),
+    (requests.exceptions.ReadTimeout("x"), ErrorCode.READ_TIMEOUT, "stopped sending"),
+    (chain(u3.ProtocolError("Connection broken: IncompleteRead(5 bytes read)"),
+           ConnectionResetError(104, "x")), ErrorCode.CONNECTION_RESET, "broke off"),
+    (requests.exceptions.ChunkedEncodingError("x"), ErrorCode.CONNECTION_RESET, "broke off"),
+    (requests.exceptions.InvalidSchema("x"), ErrorCode.UNSUPPORTED_SCHEME, "unsupported URL scheme"),
+    (requests.exceptions.TooManyRedirects("x"), ErrorCode.TOO_MANY_REDIRECTS, "redirected too many"),
+    (OSError(errno.ENETUNREACH, "Network is unreachable"), ErrorCode.NETWORK, "network is unreachable"),
+    (BlockedAddress("files.example", "10.0.0.1"), ErrorCode.ADDRESS_BLOCKED, "refusing to fetch"),
+])
+def test_library_errors_become_plain_words_chosen_by_type(exc, code, words):
+    error = failures.translate(exc, URL)
+    assert error.code is code and words in str(error)
+    for internal in ("Pool", "Max retries", "Caused by", "IncompleteRead", "hunter2", "urllib3"):
+        assert internal not in str(error)
+
+
+def test_message_text_does_not_decide_the_kind():
+    # a reset whose text happens to say "refused" is still a reset
+    exc = chain(u3.ProtocolError("refused"), ConnectionResetError(104, "name or service not known"))
+    assert failures.translate(exc, URL).code is ErrorCode.CONNECTION_RESET
+
+
+def test_an_unknown_exception_is_a_bug_not_a_network_error():
+    assert failures.translate(KeyError("x"), URL) is None
+
+
+def test_statuses_are_sorted_by_what_to_do():
+    assert failures.status_error(503, "", URL, "7").code is ErrorCode.SERVER_BUSY
+    assert failures.status_error(503, "", URL, "7").retry_after == 7
+    assert failures.status_error(403, "Forbidden", URL).code is ErrorCode.ACCESS_DENIED
+    assert failures.status_error(400, "", URL).code is ErrorCode.HTTP_STATUS
+    assert "hunter2" not in str(failures.status_error(404, "", URL))
+
+
+def test_errors_survive_pickling_with_their_code():
+    import pickle
+    e = pickle.loads(pickle.dumps(errors.OriginError("x", ErrorCode.SERVER_BUSY, status=503)))
+    assert (type(e), e.code, e.status, str(e)) == (errors.OriginError, ErrorCode.SERVER_BUSY, 503, "x")
+    f = pickle.loads(pickle.dumps(errors.FileChanged("size 1 became 2")))
+    assert str(f) == "the file changed on the server (size 1 became 2)"
+
+
+# -- retry --------------------------------------------------------------------------------------------
+BUSY = errors.OriginError("the server answered 503", ErrorCode.SERVER_BUSY, retry_after=None)
+
+
+def test_retry_is_a_value_and_increment_returns_a_new_one():
+    r = Retry(attempts=4, first_delay=0.5, max_delay=30)
+    delays = []
+    for _ in range(3):
+        r2 = r.increment(BUSY)
+        assert r2 is not r and r.failures + 1 == r2.failures
+        r = r2
+        delays.append(r.delay(BUSY))
+    assert delays == [0.5, 1.0, 2.0]
+    with pytest.raises(errors.OriginError):
+        r.increment(BUSY)
+    assert r.reset().failures == 0
+
+
+def test_retry_honours_retry_after_with_a_ceiling():
+    r = Retry(max_delay=30).increment(BUSY)
+    assert r.delay(errors.OriginError("x", ErrorCode.SERVER_BUSY, retry_after=5)) == 5
+    assert r.delay(errors.OriginError("x", ErrorCode.SERVER_BUSY, retry_after=3600)) == 30
+
+
+@pytest.mark.parametrize("code", [ErrorCode.TLS_UNTRUSTED, ErrorCode.DNS_FAILED,
+                                  ErrorCode.CONNECTION_REFUSED, ErrorCode.ADDRESS_BLOCKED,
+                                  ErrorCode.FILE_CHANGED, ErrorCode.ACCESS_DENIED])
+def test_what_will_not_mend_is_not_retried(code):
+    with pytest.raises(errors.SwiftError):
+        Retry(attempts=5).increment(errors.SwiftError("x", code))
+
+
+def test_the_loop_gives_up_clearly_after_the_budget():
+    calls = []
+
+    def action():
+        calls.append(1)
+        raise BUSY
+
+    with pytest.raises(errors.OriginError, match="503"):
+        call_with_retry(action, Retry(attempts=3, first_delay=0), url=URL, wait=lambda s: False)
+    assert len(calls) == 3
+
+
+def test_the_loop_translates_and_stops_at_once_on_a_certificate():
+    calls = []
+
+    def action():
+        calls.append(1)
+        raise chain(requests.exceptions.SSLError("HTTPSConnectionPool"), ssl.SSLCertVerificationError(1, "x"))
+
+    with pytest.raises(errors.NetworkError, match="--ca-certificate FILE.*--insecure"):
+        call_with_retry(action, Retry(attempts=5), url=URL, wait=lambda s: False)
+    assert len(calls) == 1
+
+
+def test_progress_restarts_the_budget_and_bugs_and_passthroughs_propagate():
+    n = {"calls": 0}
+    moved = iter([True, True, True, True, False, False])
+
+    def action():
+        n["calls"] += 1
+        raise BUSY
+
+    with pytest.raises(errors.OriginError):
+        call_with_retry(action, Retry(attempts=2, first_delay=0), url=URL, wait=lambda s: False,
+                        progressed=lambda: next(moved))
+    assert n["calls"] == 5  # four failures after progress, then one in a row more than allowed
+    with pytest.raises(KeyError):
+        call_with_retry(lambda: {}["x"], Retry(), url=URL, wait=lambda s: False)
+
+    def deliver_fails():
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as exc:
+            raise Passthrough() from exc
+    with pytest.raises(OSError, match="No space"):
+        call_with_retry(deliver_fails, Retry(), url=URL, wait=lambda s: False)
+
+
+def test_a_stop_cancels_the_wait():
+    stop = threading.Event()
+
+    def action():
+        stop.set()
+        raise BUSY
+
+    with pytest.raises(errors.Cancelled):
+        call_with_retry(action, Retry(first_delay=60), url=URL, stop=stop)
+
+
+def test_old_names_still_work():
+    assert httpclient.RetryPolicy is Retry
+    with pytest.raises(httpclient.HttpError, match="404"):
+        httpclient.with_retries(lambda: (_ for _ in ()).throw(failures.status_error(404, "", URL)),
+                                policy=Retry(), what=URL, sleep=lambda s: None)
+
+
+# -- the request profile ------------------------------------------------------------------------------
+COOKIES_TXT = """# Netscape HTTP Cookie File
+127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tabc123
+.example.com\tTRUE\t/\tTRUE\t2147483647\ttoken\tzzz
+"""
+
+
+def test_headers_user_agent_and_referer(tmp_path):
+    p = RequestProfile.build(headers=["X-A: 1", "user-agent: curl/8", "Authorization: Bearer t0k"],
+                             referer="http://127.0.0.1/page")
+    h = p.request_headers()
+    assert h["user-agent"] == "curl/8" and "User-Agent" not in h
+    assert h["X-A"] == "1" and h["Referer"] == "http://127.0.0.1/page"
+    assert RequestProfile.build(user_agent="Mozilla/5.0 x", headers=["User-Agent: y"]) \
+        .request_headers()["User-Agent"] == "Mozilla/5.0 x"
+    assert RequestProfile().request_headers() == {"User-Agent": "swift-downloader"}
+
+
+@pytest.mark.parametrize("line,words", [
+    ("no colon", "expected 'Name: value'"),
+    (": v", "expected 'Name: value'"),
+    ("Bad Name: v", "not a valid HTTP field name"),
+    ("X: a\r\nInjected: 1", "control character"),
+    ("Range: bytes=0-1", "set by swift itself"),
+    ("Accept-Encoding: gzip", "set by swift itself"),
+])
+def test_bad_headers_are_refused_with_a_reason(line, words):
+    with pytest.raises(errors.UsageError, match=words):
+        parse_header(line)
+
+
+def test_secrets_are_known_and_never_shown(tmp_path):
+    jar_file = tmp_path / "cookies.txt"
+    jar_file.write_text(COOKIES_TXT)
+    p = RequestProfile.build(headers=["Authorization: Bearer t0k", "X-Trace: 7"],
+                             cookie_file=str(jar_file))
+    assert [c.name for c in p.cookies] == ["session", "token"]
+    assert p.secrets("http://u:pw@127.0.0.1/") == ["the Authorization header", "cookies from a cookie file",
+                                                    "credentials in the URL"]
+    assert RequestProfile.build(headers=["X-Trace: 7"]).secrets("http://127.0.0.1/") == []
+    shown = repr(p) + str(p.redacted())
+    assert "t0k" not in shown and "abc123" not in shown and "zzz" not in shown
+    public = p.peer_headers(private=False, cookie_header="session=abc123")
+    assert ["X-Trace", "7"] in public and not any(n.lower() in ("authorization", "cookie") for n, _ in public)
+    private = p.peer_headers(private=True, cookie_header="session=abc123")
+    assert ["Authorization", "Bearer t0k"] in private and ["Cookie", "session=abc123"] in private
+
+
+def test_bad_cookie_and_ca_files_say_so(tmp_path):
+    with pytest.raises(errors.UsageError, match="no such file"):
+        RequestProfile.build(cookie_file=str(tmp_path / "missing.txt"))
+    bad = tmp_path / "bad.txt"
+    bad.write_text("not cookies at all\n")
+    with pytest.raises(errors.UsageError, match="not a Netscape cookies.txt"):
+        load_cookies(str(bad))
+    with pytest.raises(errors.UsageError, match="--ca-certificate"):
+        RequestProfile.build(ca_file=str(tmp_path / "none.pem"))
+    assert RequestProfile.build(insecure=True).verify is False
+    assert RequestProfile().verify is True
+
+
+def test_a_helper_gets_secrets_only_over_a_private_connection():
+    from swift.http import RemoteFile
+    t = RemoteFile("http://us%40er:p%3Ass%20wd@127.0.0.1:81/f",
+               profile=RequestProfile.build(headers=["X-Trace: 1"], user_agent="Mozilla/5.0 x"))
+    assert t.secrets() == ["credentials in the URL"]
+    t.jar.set("dl", "7f3a", domain="127.0.0.1", path="/")
+    assert t.secrets() == ["credentials in the URL", "cookies the server set"]
+    url, public = t.for_peer(private=False)
+    assert url == "http://127.0.0.1:81/f"
+    assert sorted(public) == [["User-Agent", "Mozilla/5.0 x"], ["X-Trace", "1"]]
+    url, private = t.for_peer(private=True)
+    assert url == "http://127.0.0.1:81/f"
+    assert ["Cookie", "dl=7f3a"] in private
+    assert ["Authorization", "Basic dXNAZXI6cDpzcyB3ZA=="] in private  # what requests would send
+    assert "p%3Ass" not in repr(t) and "***" in repr(t)
+    assert RemoteFile("http://127.0.0.1/f").secrets() == []
+
+
+def test_a_range_request_keeps_its_own_headers_whatever_it_is_given():
+    from swift.http.rangefetch import range_headers
+    given = [["X-Token", "t"], ["range", "bytes=0-"], ["IF-RANGE", '"forged"'], ["Accept-Encoding", "gzip"],
+             ["Transfer-Encoding", "chunked"]]
+    assert range_headers(given, 10, 20, None) == {"X-Token": "t", "Range": "bytes=10-19",
+                                                  "Accept-Encoding": "identity"}
+    assert range_headers({"X-Token": "t"}, 0, 1, '"v1"')["If-Range"] == '"v1"'
