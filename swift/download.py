@@ -100,11 +100,9 @@ class Download:
 
     def contiguous_bytes(self) -> int:
         """Bytes from offset 0 with no gap already written to the part file (``-o -`` streams them)."""
-        with self._cond:
-            if self._sched is None:
-                return self.received  # the plain stream writes in order
-            ranges = self._sched.done.ranges()
-        return ranges[0].end if ranges and ranges[0].start == 0 else 0
+        if self._board is not None:
+            return self._board.contiguous_bytes()
+        return self._stream.received if self._stream is not None else 0  # written in order
 
     def run(self) -> Report:
         try:

@@ -67,6 +67,12 @@ class Board:
         with self.cond:
             return self._sched.done.copy()
 
+    def contiguous_bytes(self) -> int:
+        """The length of the gap-free prefix from offset 0 already written."""
+        with self.cond:
+            start, end = next(iter(self._sched.done), (0, 0))  # ranges come sorted
+        return end if start == 0 else 0
+
     def bytes_by_source(self) -> dict[str, int]:
         with self.cond:
             return dict(self._bytes_by_source)
