@@ -42,7 +42,7 @@ from .addresses import format_hostport, parse_host, parse_hostport, parse_port
 from .checksums import file_digest, parse_checksum
 from .httpclient import RetryPolicy
 from .membership import DiscoveryClient, DiscoveryError, Peer
-from .nodeapp import add_get_arguments, peer_names, summary, with_scheme
+from .nodeapp import RateLimit, add_get_arguments, peer_names, summary, with_scheme
 from .sessions import make_session
 from .units import human_bytes, human_rate, human_seconds, parse_count, parse_rate, parse_seconds, parse_size
 
@@ -268,6 +268,15 @@ def _download_options(p: argparse.ArgumentParser, after: bool) -> None:
                    help="seconds without a frame before a peer's job is reassigned (default 15)")
     p.add_argument("--source-address", type=IP, metavar="IP", **keep,
                    help="local IP address outgoing HTTP connections leave from")
+    p.add_argument("--limit-rate", type=RATE, metavar="RATE", **keep,
+                   help="at most RATE bytes/s (e.g. 2M): for get, the whole download; for a "
+                        "node, what it spends fetching for others, and each download it starts")
+    p.add_argument("--timeout", type=SECONDS, metavar="S", **keep,
+                   help=f"seconds a request may wait for data before that try fails "
+                        f"(default {httpclient.DEFAULT_TIMEOUT[1]:g})")
+    p.add_argument("--connect-timeout", type=SECONDS, metavar="S", **keep,
+                   help=f"seconds to connect to a server before that try fails "
+                        f"(default {httpclient.DEFAULT_TIMEOUT[0]:g})")
     p.add_argument("--proxy", type=PROXY, metavar="URL", **keep,
                    help="HTTP proxy for every request (default: $HTTPS_PROXY / $HTTP_PROXY, "
                         "with $NO_PROXY)")
@@ -488,14 +497,16 @@ def _get_one(url: str, args: argparse.Namespace, peers: list[Peer], secret: byte
             print(f"already complete: {done} ({human_bytes(done.stat().st_size)}{checked})", flush=True)
         return {**result, "ok": True, "already_complete": True, "path": str(done),
                 "checksum_verified": bool(args.checksum)}
+    limit = RateLimit(args.limit_rate) if args.limit_rate else None
     opts = download.Options(directory=args.dir, output=args.output, force=args.force,
                             restart=args.restart, checksum=args.checksum, local_slots=args.slots,
                             peer_timeout=args.peer_timeout, piece_size=args.piece_size,
                             source_address=args.source_address, secret=secret, name="swift-get",
-                            retry=retry)
+                            retry=retry, timeout=request_timeout(args),
+                            throttle=limit.take if limit else None)
     bar = ProgressBar() if sys.stderr.isatty() and not quiet else None
     dl = download.Download(url, opts, peers, notice=notice, progress=bar.update if bar else None)
-    outcome = _run_download(dl, bar)
+    outcome = _run_download(dl, bar, limit=limit)
     if isinstance(outcome, str):
         _error(outcome)
         return {**result, "error": outcome, "path": str(dl.path) if dl.path else None}
@@ -512,16 +523,18 @@ def _get_to_stdout(url: str, args: argparse.Namespace, peers: list[Peer], secret
     quiet = args.quiet > 0
     workdir = Path(tempfile.mkdtemp(prefix=".swift-stdout-", dir=args.dir))
     try:
+        limit = RateLimit(args.limit_rate) if args.limit_rate else None
         opts = download.Options(directory=workdir, output=workdir / "download", force=True,
                                 checksum=args.checksum, local_slots=args.slots,
                                 peer_timeout=args.peer_timeout, piece_size=args.piece_size,
                                 source_address=args.source_address, secret=secret,
-                                name="swift-get", retry=retry)
+                                name="swift-get", retry=retry, timeout=request_timeout(args),
+                                throttle=limit.take if limit else None)
         bar = ProgressBar() if sys.stderr.isatty() and not quiet else None
         dl = download.Download(url, opts, peers, notice=notice, progress=bar.update if bar else None)
         stream = StdoutStream(dl, sys.stdout.buffer)
         try:
-            outcome = _run_download(dl, bar, tick=stream.pump)
+            outcome = _run_download(dl, bar, tick=stream.pump, limit=limit)
             if not isinstance(outcome, str):
                 stream.finish(outcome)
         except BrokenPipeError:
@@ -570,7 +583,7 @@ def already_complete(url: str, args: argparse.Namespace, retry: RetryPolicy) -> 
         return None
     session = make_session(source_address=args.source_address, allow_private=True)
     try:
-        probe = httpclient.probe(session, url, policy=retry)
+        probe = httpclient.probe(session, url, policy=retry, timeout=request_timeout(args))
     except httpclient.HttpError as exc:
         return str(exc)
     finally:
@@ -585,6 +598,12 @@ def already_complete(url: str, args: argparse.Namespace, retry: RetryPolicy) -> 
         if file_digest(path, algo) != digest:
             return None
     return path
+
+
+def request_timeout(args: argparse.Namespace) -> tuple[float, float]:
+    """(connect, read) seconds from ``--connect-timeout`` / ``--timeout``, else the defaults."""
+    connect, read = httpclient.DEFAULT_TIMEOUT
+    return (args.connect_timeout or connect, args.timeout or read)
 
 
 def _write_report(path: Path, data: object) -> None:
@@ -606,6 +625,10 @@ def _run_download(dl: download.Download, bar: "ProgressBar | None", *,
     signal's exception goes on up (to exit 130 or 143).
     """
     outcome: list[download.Report | str] = []
+    # An Event, not Thread.join(): a join interrupted by a signal's exception can
+    # mark a running thread as stopped (CPython gh-90882), and the grace below
+    # would then not wait at all.
+    ended = threading.Event()
 
     def body() -> None:
         try:
@@ -615,22 +638,25 @@ def _run_download(dl: download.Download, bar: "ProgressBar | None", *,
         except Exception as exc:  # a bug: one line for the user, the trace in the log
             log.debug("download failed", exc_info=True)
             outcome.append(f"internal error: {exc!r}")
+        finally:
+            ended.set()
 
     worker = threading.Thread(target=body, name="download", daemon=True)
     worker.start()
     try:
-        while worker.is_alive():
-            worker.join(TICK)
+        while not ended.wait(TICK):
             if tick:
                 tick()
     except BaseException:
         if limit:
             limit.close()
         dl.cancel()
-        worker.join(CANCEL_GRACE)
+        ended.wait(CANCEL_GRACE)
         if bar:
             bar.close()
-        if dl.path is not None and storage.record_path(dl.path).exists():
+        if outcome and isinstance(outcome[0], str):
+            _error(outcome[0])  # the engine's own word on what it left on disk
+        elif dl.path is not None and storage.record_path(dl.path).exists():
             print(f"stopped; the partial download is kept in {storage.part_path(dl.path)}: "
                   f"run the same command again to resume", file=sys.stderr, flush=True)
         raise
@@ -768,7 +794,8 @@ def _serve(args: argparse.Namespace, secret: bytes | None) -> int:
     config = NodeConfig(discovery=args.discovery, host=args.host, port=args.port,
                         advertise=args.advertise, name=args.name, slots=args.slots,
                         directory=args.dir, secret=secret, allow_private=args.allow_private,
-                        source_address=args.source_address, peer_timeout=args.peer_timeout)
+                        source_address=args.source_address, peer_timeout=args.peer_timeout,
+                        limit_rate=args.limit_rate, timeout=request_timeout(args))
     try:
         app = NodeApp(config, notice=notice)
     except OSError as exc:

@@ -157,7 +157,8 @@ class Download:
         def body() -> None:
             session = make_session(source_address=self.opts.source_address, allow_private=True)
             try:
-                outcome.append(httpclient.probe(session, self.url, policy=self.opts.retry))
+                outcome.append(httpclient.probe(session, self.url, policy=self.opts.retry,
+                                                timeout=self.opts.timeout))
             except BaseException as exc:  # handed to the waiting thread
                 outcome.append(exc)
             finally:
@@ -216,7 +217,7 @@ class Download:
         sched = planning.Scheduler(size, piece_size=max(1, piece),
                                    min_split=max(size, 1) if small else self.opts.min_split,
                                    done=done, max_failures=self.opts.max_failures)
-        self._board = Board(sched, part, notice=self._notice)
+        self._board = Board(sched, part, notice=self._notice, throttle=self.opts.throttle)
         if self._stop.is_set():  # cancelled while probing
             self._board.fail_all(DownloadError("cancelled"))
         return self._board

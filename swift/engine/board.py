@@ -38,13 +38,15 @@ class Board:
 
     def __init__(self, sched: Scheduler, part: PartFile, *,
                  clock: Callable[[], float] = time.monotonic,
-                 notice: Callable[[str], None] = lambda text: None):
+                 notice: Callable[[str], None] = lambda text: None,
+                 throttle: Callable[[int], None] | None = None):
         self.cond = threading.Condition()
         self.stop = threading.Event()
         self._sched = sched
         self._part = part
         self._clock = clock
         self._notice = notice
+        self._throttle = throttle
         self._carriers: dict[int, Carrier] = {}
         self._closers: set[Callable[[], None]] = set()
         self._bytes_by_source: dict[str, int] = {}
@@ -116,6 +118,8 @@ class Board:
 
     def write(self, job_id: int, source: str, block) -> bool:
         """Write a received block at its offset; False once the job is no longer ours."""
+        if self._throttle is not None:
+            self._throttle(len(block))  # outside the lock: only this worker waits
         with self.cond:
             try:
                 offset, n = self._sched.claim(job_id, len(block))

@@ -17,7 +17,7 @@ def run_local(board: Board, probe: httpclient.ProbeResult, opts: Options,
         while (piece := board.next_piece(source)) is not None:
             fetch = httpclient.RangeFetch(session, probe.final_url, probe.size or 0,
                                           probe.validator, policy=opts.retry, stop=board.stop,
-                                          encoding=probe.encoding)
+                                          encoding=probe.encoding, timeout=opts.timeout)
             if not _fetch_one(board, fetch, piece.job_id, piece.start, source):
                 return
     finally:

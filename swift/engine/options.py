@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from .. import httpclient
 
@@ -41,6 +42,11 @@ class Options:
     record_interval: float = RECORD_INTERVAL
     max_failures: int = 3
     retry: httpclient.RetryPolicy = field(default_factory=httpclient.RetryPolicy)
+    #: (connect, read) seconds for every request to the origin (probe, ranges, plain stream).
+    timeout: Any = httpclient.DEFAULT_TIMEOUT
+    #: Called with each block's size before it is written, from the thread that
+    #: received it; may wait (``--limit-rate``: the whole download's rate).
+    throttle: Callable[[int], None] | None = None
 
     @property
     def overwrite(self) -> bool:

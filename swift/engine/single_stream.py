@@ -27,10 +27,10 @@ from . import verify
 
 
 def open_plain_stream(session, probe: httpclient.ProbeResult, policy: httpclient.RetryPolicy,
-                      stop: threading.Event):
+                      stop: threading.Event, timeout=httpclient.DEFAULT_TIMEOUT):
     """The streaming response to a plain GET (status 200), with retries."""
     def attempt():
-        resp = session.get(probe.final_url, stream=True, timeout=httpclient.DEFAULT_TIMEOUT,
+        resp = session.get(probe.final_url, stream=True, timeout=timeout,
                            headers={"Accept-Encoding": "identity"})
         if resp.status_code != 200:
             resp.close()
@@ -127,7 +127,8 @@ class SingleStream:
             interrupt(self._resp)
 
     def _fetch(self, session) -> None:
-        with open_plain_stream(session, self.probe, self.opts.retry, self.stop) as resp, \
+        with open_plain_stream(session, self.probe, self.opts.retry, self.stop,
+                               self.opts.timeout) as resp, \
                 storage.PartFile.open(self.part, None, preallocate=False, resumable=False) as out:
             self._resp = resp
             if self.stop.is_set():  # cancelled while the request was on its way
@@ -135,6 +136,8 @@ class SingleStream:
             for block in raw_blocks(resp):
                 if self.stop.is_set():
                     raise DownloadError("cancelled")
+                if self.opts.throttle is not None:
+                    self.opts.throttle(len(block))
                 out.pwrite(self.received, block)
                 self.received += len(block)
                 if self._progress:

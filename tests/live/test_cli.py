@@ -203,7 +203,7 @@ def test_a_signal_ends_get_within_two_seconds_and_the_same_command_resumes(clust
     assert proc.wait(10) == status, proc.output()
     assert time.monotonic() - started < 2.0
     assert "Traceback" not in proc.output()
-    assert "run the same command again to resume" in proc.output()
+    assert "the partial download is kept for resume" in proc.output()
     origin.configure(conn_rate=None)
     again = cluster.start(argv, name="again")
     assert again.wait(60) == 0, again.output()
@@ -351,3 +351,42 @@ def test_output_dash_into_a_closed_pipe_is_one_error_line(cluster, origin, origi
     assert node.wait(20) == 1
     assert len(head) == 1000
     assert "standard output was closed" in err and "Traceback" not in err
+
+
+def test_limit_rate_paces_the_whole_download(cluster, origin, origin_root):
+    digest = make_file(origin_root / "paced.bin", 6 * MiB, seed=51)
+    started = time.monotonic()
+    out = run(*program("node"), "get", origin.url("/paced.bin"), "--no-peers", "--limit-rate", "2M",
+              "-d", str(cluster.workdir), timeout=60)
+    took = time.monotonic() - started
+    assert out.returncode == 0, out
+    assert sha256_file(cluster.workdir / "paced.bin") == digest
+    assert 2.3 < took < 8, took  # 6 MiB at 2 MiB/s, less the first quarter second's burst
+
+
+def test_limit_rate_on_a_helper_bounds_what_it_spends_for_others(cluster, origin, origin_root):
+    make_file(origin_root / "shared.bin", 24 * MiB, seed=52)
+    origin.configure(conn_rate=2 * MiB)
+    disc = cluster.discovery()
+    helper_dir = cluster.workdir / "h"
+    helper_dir.mkdir()
+    helper = cluster.node(f"127.0.0.1:{disc.port}", name="frugal", directory=helper_dir,
+                          extra=["--allow-private", "--limit-rate", "512K"])
+    report = cluster.workdir / "r.json"
+    code = cluster.get(f"127.0.0.1:{disc.port}", origin.url("/shared.bin"),
+                       get_extra=["--report", str(report)])
+    assert code.wait(120) == 0, code.output()
+    data = json.loads(report.read_text())
+    spent = data["bytes_by_source"].get(f"127.0.0.1:{helper.port}", 0)
+    assert spent <= 512 * 1024 * data["seconds"] * 1.2 + 1 * MiB, (spent, data["seconds"])
+
+
+def test_timeout_fails_a_stalled_read_in_seconds(cluster, origin, origin_root):
+    make_file(origin_root / "stall.bin", 4 * MiB, seed=53)
+    origin.configure("/stall.bin", stall_after=1000)
+    started = time.monotonic()
+    out = run(*program("node"), "get", origin.url("/stall.bin"), "--no-peers", "--timeout", "1",
+              "--connect-timeout", "1", "--tries", "1", "-d", str(cluster.workdir), timeout=60)
+    assert out.returncode == 1, out
+    assert time.monotonic() - started < 6
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) <= 3, out.stderr
