@@ -193,9 +193,8 @@ def _make_directory(path: Path) -> bool:
 
 # -- discovery ------------------------------------------------------------------------------
 def discovery_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    p = Parser(prog=prog,
-                                description="swift discovery: tracks which nodes are alive "
-                                            "(soft state: leases renewed by heartbeat)")
+    p = Parser(prog=prog, description="swift discovery: tracks which nodes are alive "
+                                      "(soft state: leases renewed by heartbeat)")
     p.add_argument("--host", type=HOST, metavar="H", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--port", type=PORT, metavar="P", default=DEFAULT_DISCOVERY_PORT,
                    help="port to listen on (default %(default)s; 0 = any free port)")
@@ -298,7 +297,7 @@ Options may come before or after the subcommand."""
 
 def node_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = Parser(prog=prog, description=NODE_DESCRIPTION, epilog=NODE_EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     _network_options(p, after=False)
     p.add_argument("--host", type=HOST, metavar="H", default="0.0.0.0",
                    help="address the job server listens on (default 0.0.0.0)")
