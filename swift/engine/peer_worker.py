@@ -13,6 +13,7 @@ thread that split it (:meth:`Board.carry`); ``_send_lock`` keeps that
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from .. import httpclient, protocol, storage, wire
@@ -21,6 +22,8 @@ from ..planning import Piece
 from .board import Board
 from .options import MAX_CONNECT_FAILURES, Options
 from .report import DownloadError
+
+log = logging.getLogger(__name__)
 
 
 class _Drop(Exception):
@@ -159,6 +162,9 @@ class PeerWorker:
                               f"sent {received}, owed {owed}", discard=True)
         elif not self.board.finished(piece.job_id):
             self.board.failed(piece.job_id, self.source, "the peer sent too few bytes", discard=True)
+        else:  # -v: which machine fetched which range
+            log.info("%s (%s) fetched bytes %d-%d", self.peer.name or self.source, self.source,
+                     piece.start, piece.start + received - 1)
 
     def _error(self, job: int, frame: protocol.Error) -> bool:
         if frame.code == "changed":

@@ -120,17 +120,19 @@ def test_the_summary_names_helpers_by_their_name_in_binary_units(cluster, origin
     disc = cluster.discovery()
     helper_dir = cluster.workdir / "h"
     helper_dir.mkdir()
-    cluster.node(f"127.0.0.1:{disc.port}", name="kitchen", directory=helper_dir,
-                 extra=["--allow-private"])
+    helper = cluster.node(f"127.0.0.1:{disc.port}", name="kitchen", directory=helper_dir,
+                          extra=["--allow-private"])
     report = cluster.workdir / "r.json"
     code = cluster.get(f"127.0.0.1:{disc.port}", origin.url("/n.bin"),
-                       get_extra=["--report", str(report)])
+                       get_extra=["--report", str(report), "-v"])
     assert code.wait(60) == 0, code.output()
     assert sha256_file(cluster.workdir / "n.bin") == digest
     done = [line for line in code.output().splitlines() if line.startswith("done:")]
     assert len(done) == 1 and "kitchen " in done[0] and "MiB/s" in done[0], done
     assert "MB" not in done[0].replace("MiB", "")
     assert json.loads(report.read_text())["size"] == 24 * MiB
+    # -v says which machine fetched which range, helpers by name
+    assert f"kitchen (127.0.0.1:{helper.port}) fetched bytes " in code.output()
 
 
 def test_the_progress_line_uses_the_same_units_and_this_runs_rate():
