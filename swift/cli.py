@@ -30,6 +30,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -45,7 +46,8 @@ from .http.remote import RemoteFile
 from .http.url import redact_url
 from .httpclient import RetryPolicy
 from .membership import DiscoveryClient, DiscoveryError, Peer
-from .nodeapp import add_get_arguments, peer_names, summary, with_scheme
+from .nodeapp import RateLimit, add_get_arguments, peer_names, summary, with_scheme
+from .sessions import make_session
 from .units import human_bytes, human_rate, human_seconds, parse_count, parse_rate, parse_seconds, parse_size
 
 log = logging.getLogger("swift")
@@ -58,6 +60,9 @@ DEFAULT_DISCOVERY_PORT = 5000
 #: before the program exits anyway; the engine notices a cancel within ~1 s,
 #: and the whole exit must stay under two seconds.
 CANCEL_GRACE = 1.5
+#: Seconds between the main thread's looks at a running download (signals are
+#: handled at once anyway; ``-o -`` streams what has arrived at this pace).
+TICK = 0.1
 #: --slots bounds: at least one connection; 64 is far beyond what one link
 #: needs and keeps a helper's thread count small.
 MAX_SLOTS = 64
@@ -192,9 +197,8 @@ def _make_directory(path: Path) -> bool:
 
 # -- discovery ------------------------------------------------------------------------------
 def discovery_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    p = Parser(prog=prog,
-                                description="swift discovery: tracks which nodes are alive "
-                                            "(soft state: leases renewed by heartbeat)")
+    p = Parser(prog=prog, description="swift discovery: tracks which nodes are alive "
+                                      "(soft state: leases renewed by heartbeat)")
     p.add_argument("--host", type=HOST, metavar="H", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--port", type=PORT, metavar="P", default=DEFAULT_DISCOVERY_PORT,
                    help="port to listen on (default %(default)s; 0 = any free port)")
@@ -267,6 +271,15 @@ def _download_options(p: argparse.ArgumentParser, after: bool) -> None:
                    help="seconds without a frame before a peer's job is reassigned (default 15)")
     p.add_argument("--source-address", type=IP, metavar="IP", **keep,
                    help="local IP address outgoing HTTP connections leave from")
+    p.add_argument("--limit-rate", type=RATE, metavar="RATE", **keep,
+                   help="at most RATE bytes/s (e.g. 2M): for get, the whole download; for a "
+                        "node, what it spends fetching for others, and each download it starts")
+    p.add_argument("--timeout", type=SECONDS, metavar="S", **keep,
+                   help=f"seconds a request may wait for data before that try fails "
+                        f"(default {httpclient.DEFAULT_TIMEOUT[1]:g})")
+    p.add_argument("--connect-timeout", type=SECONDS, metavar="S", **keep,
+                   help=f"seconds to connect to a server before that try fails "
+                        f"(default {httpclient.DEFAULT_TIMEOUT[0]:g})")
     p.add_argument("--proxy", type=PROXY, metavar="URL", **keep,
                    help="HTTP proxy for every request (default: $HTTPS_PROXY / $HTTP_PROXY, "
                         "with $NO_PROXY)")
@@ -288,7 +301,7 @@ Options may come before or after the subcommand."""
 
 def node_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = Parser(prog=prog, description=NODE_DESCRIPTION, epilog=NODE_EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     _network_options(p, after=False)
     p.add_argument("--host", type=HOST, metavar="H", default="0.0.0.0",
                    help="address the job server listens on (default 0.0.0.0)")
@@ -420,9 +433,14 @@ def _get_urls(args: argparse.Namespace) -> list[str]:
                              f"{getattr(exc, 'strerror', None) or exc}") from None
     if not urls:
         raise ValueError("no URL given (give URLs, or -i FILE with one URL per line)")
-    if args.output is not None and len(urls) > 1 and not args.output.is_dir():
-        raise ValueError("-o names one file: with several URLs, give a directory with -d DIR")
+    if args.output is not None and len(urls) > 1 and not (_to_stdout(args) or args.output.is_dir()):
+        raise ValueError("-o names one file: with several URLs, give a directory with -d DIR "
+                         "(or -o - for all of them, one after another, on standard output)")
     return [with_scheme(url) for url in urls]
+
+
+def _to_stdout(args: argparse.Namespace) -> bool:
+    return args.output is not None and str(args.output) == "-"
 
 
 def _get(args: argparse.Namespace, secret: bytes | None) -> int:
@@ -478,6 +496,8 @@ def _get_one(url: str, args: argparse.Namespace, peers: list[Peer], secret: byte
         return {**result, "error": str(exc)}
     if profile.insecure and not quiet:
         print(INSECURE_WARNING, file=sys.stderr, flush=True)
+    if _to_stdout(args):
+        return _get_to_stdout(url, args, peers, secret, notice, retry, result)
     done = None if (args.force or args.restart) else already_complete(url, args, retry)
     if isinstance(done, str):
         _error(done)
@@ -488,14 +508,16 @@ def _get_one(url: str, args: argparse.Namespace, peers: list[Peer], secret: byte
             print(f"already complete: {done} ({human_bytes(done.stat().st_size)}{checked})", flush=True)
         return {**result, "ok": True, "already_complete": True, "path": str(done),
                 "checksum_verified": bool(args.checksum)}
+    limit = RateLimit(args.limit_rate) if args.limit_rate else None
     opts = download.Options(directory=args.dir, output=args.output, force=args.force,
                             restart=args.restart, checksum=args.checksum, local_slots=args.slots,
                             peer_timeout=args.peer_timeout, piece_size=args.piece_size,
                             source_address=args.source_address, secret=secret, name="swift-get",
-                            retry=retry, profile=profile)
+                            retry=retry, profile=profile, timeout=request_timeout(args),
+                            throttle=limit.take if limit else None)
     bar = ProgressBar() if sys.stderr.isatty() and not quiet else None
     dl = download.Download(url, opts, peers, notice=notice, progress=bar.update if bar else None)
-    outcome = _run_download(dl, bar)
+    outcome = _run_download(dl, bar, limit=limit)
     if isinstance(outcome, str):
         _error(outcome)
         return {**result, "error": outcome, "path": str(dl.path) if dl.path else None}
@@ -504,6 +526,57 @@ def _get_one(url: str, args: argparse.Namespace, peers: list[Peer], secret: byte
         print(summary(outcome, names, args.checksum), flush=True)
     return {**outcome.as_dict(), **result, "ok": True, "checksum_verified": bool(args.checksum),
             "machines": {src: names.get(src, src) for src in outcome.bytes_by_source}}
+
+
+def _get_to_stdout(url: str, args: argparse.Namespace, peers: list[Peer], secret: bytes | None,
+                   notice: Callable[[str], None], retry: RetryPolicy, result: dict) -> dict:
+    """``-o -``: download into a temporary directory while streaming it, in order, to stdout."""
+    quiet = args.quiet > 0
+    workdir = Path(tempfile.mkdtemp(prefix=".swift-stdout-", dir=args.dir))
+    try:
+        limit = RateLimit(args.limit_rate) if args.limit_rate else None
+        opts = download.Options(directory=workdir, output=workdir / "download", force=True,
+                                checksum=args.checksum, local_slots=args.slots,
+                                peer_timeout=args.peer_timeout, piece_size=args.piece_size,
+                                source_address=args.source_address, secret=secret,
+                                name="swift-get", retry=retry, timeout=request_timeout(args),
+                                throttle=limit.take if limit else None,
+                                profile=profile_from_args(args))
+        bar = ProgressBar() if sys.stderr.isatty() and not quiet else None
+        dl = download.Download(url, opts, peers, notice=notice, progress=bar.update if bar else None)
+        stream = StdoutStream(dl, sys.stdout.buffer)
+        try:
+            outcome = _run_download(dl, bar, tick=stream.pump, limit=limit)
+            if not isinstance(outcome, str):
+                stream.finish(outcome)
+        except BrokenPipeError:
+            dl.cancel()
+            _quiet_stdout()
+            outcome = "standard output was closed before the end of the file"
+        finally:
+            stream.close()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if isinstance(outcome, str):
+        _error(outcome)
+        return {**result, "error": outcome, "path": "-"}
+    names = peer_names(peers)
+    if not quiet:
+        print(summary(outcome, names, args.checksum).replace(f" {outcome.path} ", " (standard output) "),
+              file=sys.stderr, flush=True)
+    return {**outcome.as_dict(), **result, "ok": True, "path": "-",
+            "checksum_verified": bool(args.checksum),
+            "machines": {src: names.get(src, src) for src in outcome.bytes_by_source}}
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: send what is left to /dev/null, so exiting prints no second error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except OSError:
+        pass
 
 
 def already_complete(url: str, args: argparse.Namespace, retry: RetryPolicy) -> Path | str | None:
@@ -524,7 +597,7 @@ def already_complete(url: str, args: argparse.Namespace, retry: RetryPolicy) -> 
     try:
         remote = RemoteFile(url, profile=profile_from_args(args))
         session = remote.session(source_address=args.source_address)
-        probe = httpclient.probe(session, remote, policy=retry)
+        probe = httpclient.probe(session, remote, policy=retry, timeout=request_timeout(args))
     except httpclient.HttpError as exc:
         return str(exc)
     finally:
@@ -542,6 +615,12 @@ def already_complete(url: str, args: argparse.Namespace, retry: RetryPolicy) -> 
     return path
 
 
+def request_timeout(args: argparse.Namespace) -> tuple[float, float]:
+    """(connect, read) seconds from ``--connect-timeout`` / ``--timeout``, else the defaults."""
+    connect, read = httpclient.DEFAULT_TIMEOUT
+    return (args.connect_timeout or connect, args.timeout or read)
+
+
 def _write_report(path: Path, data: object) -> None:
     try:
         path.write_text(json.dumps(data, indent=2) + "\n")
@@ -549,18 +628,22 @@ def _write_report(path: Path, data: object) -> None:
         _error(f"cannot write the report {path}: {exc.strerror or exc}")
 
 
-def _run_download(dl: download.Download, bar: "ProgressBar | None") -> download.Report | str:
+def _run_download(dl: download.Download, bar: "ProgressBar | None", *,
+                  tick: Callable[[], None] | None = None,
+                  limit: "RateLimit | None" = None) -> download.Report | str:
     """Run ``dl`` on a worker thread while the main thread waits, interruptibly.
 
-    Returns the report, or the error line. On Ctrl-C or SIGTERM the download
-    is cancelled and given :data:`CANCEL_GRACE` seconds to save its record;
-    then the signal's exception goes on up (to exit 130 or 143).
+    Returns the report, or the error line. ``tick()`` runs on the main thread
+    every :data:`TICK` seconds while it waits (``-o -`` streams there). On
+    Ctrl-C or SIGTERM the download is cancelled (its rate limit released)
+    and given :data:`CANCEL_GRACE` seconds to save its record; then the
+    signal's exception goes on up (to exit 130 or 143).
     """
     outcome: list[download.Report | str] = []
-    # An event, not Thread.join: on Python 3.11 a signal's exception that
-    # interrupts join() leaves the thread looking stopped, so a second join
-    # returns at once and the grace below would never be given.
-    finished = threading.Event()
+    # An Event, not Thread.join(): a join interrupted by a signal's exception can
+    # mark a running thread as stopped (CPython gh-90882), and the grace below
+    # would then not wait at all.
+    ended = threading.Event()
 
     def body() -> None:
         try:
@@ -571,25 +654,87 @@ def _run_download(dl: download.Download, bar: "ProgressBar | None") -> download.
             log.debug("download failed", exc_info=True)
             outcome.append(f"internal error: {exc!r}")
         finally:
-            finished.set()
+            ended.set()
 
     worker = threading.Thread(target=body, name="download", daemon=True)
     worker.start()
     try:
-        while not finished.wait(0.25):
-            pass
+        while not ended.wait(TICK):
+            if tick:
+                tick()
     except BaseException:
+        if limit:
+            limit.close()
         dl.cancel()
-        finished.wait(CANCEL_GRACE)
+        ended.wait(CANCEL_GRACE)
         if bar:
             bar.close()
-        if dl.path is not None and storage.record_path(dl.path).exists():
+        if outcome and isinstance(outcome[0], str):
+            _error(outcome[0])  # the engine's own word on what it left on disk
+        elif dl.path is not None and storage.record_path(dl.path).exists():
             print(f"stopped; the partial download is kept in {storage.part_path(dl.path)}: "
                   f"run the same command again to resume", file=sys.stderr, flush=True)
         raise
     if bar:
         bar.close()
     return outcome[0] if outcome else "internal error: the download ended without a result"
+
+
+class StdoutStream:
+    """``-o -``: the file to standard output, in order, while it downloads.
+
+    A collaborative download arrives out of order, so only the contiguous
+    prefix from byte 0 can go out: the engine says how long it is
+    (``Download.contiguous_bytes()``, bytes already written to the part file)
+    and this reads them back from the part file, at most :data:`CHUNK` at a
+    time, so memory stays bounded whatever the file's size. The part file is
+    opened once and read through that descriptor, which stays valid when the
+    finished file is renamed. The file itself lives in a temporary directory
+    removed at the end: ``-o -`` never resumes (as in curl).
+    """
+
+    #: Largest read from the part file at once.
+    CHUNK = 1 << 20
+
+    def __init__(self, dl: download.Download, out) -> None:
+        self.dl = dl
+        self.out = out
+        self.sent = 0
+        self._fd: int | None = None
+
+    def _open(self, path: Path | None) -> bool:
+        if self._fd is None and path is not None:
+            try:
+                self._fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                return False
+        return self._fd is not None
+
+    def pump(self, upto: int | None = None) -> None:
+        """Write what is contiguous (or, given ``upto``, everything up to it) to the output."""
+        path = self.dl.path
+        if not self._open(storage.part_path(path) if path is not None else None):
+            return
+        end = self.dl.contiguous_bytes() if upto is None else upto
+        while self.sent < end:
+            block = os.pread(self._fd, min(self.CHUNK, end - self.sent), self.sent)
+            if not block:
+                break
+            self.out.write(block)
+            self.sent += len(block)
+        self.out.flush()
+
+    def finish(self, report: download.Report) -> None:
+        """The rest, from the finished file (already checked by the engine)."""
+        self._open(Path(report.path))
+        self.pump(upto=report.size)
+        if self.sent != report.size:
+            raise OSError(f"wrote {self.sent} of {report.size} bytes to standard output")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class ProgressBar:
@@ -664,7 +809,8 @@ def _serve(args: argparse.Namespace, secret: bytes | None) -> int:
     config = NodeConfig(discovery=args.discovery, host=args.host, port=args.port,
                         advertise=args.advertise, name=args.name, slots=args.slots,
                         directory=args.dir, secret=secret, allow_private=args.allow_private,
-                        source_address=args.source_address, peer_timeout=args.peer_timeout)
+                        source_address=args.source_address, peer_timeout=args.peer_timeout,
+                        limit_rate=args.limit_rate, timeout=request_timeout(args))
     try:
         app = NodeApp(config, notice=notice)
     except OSError as exc:

@@ -99,6 +99,12 @@ class Download:
             return self._board.done_total()
         return self._stream.received if self._stream is not None else 0
 
+    def contiguous_bytes(self) -> int:
+        """Bytes from offset 0 with no gap already written to the part file (``-o -`` streams them)."""
+        if self._board is not None:
+            return self._board.contiguous_bytes()
+        return self._stream.received if self._stream is not None else 0  # written in order
+
     def run(self) -> Report:
         try:
             report = self._run()
@@ -165,7 +171,7 @@ class Download:
             session = self._remote.session(source_address=self.opts.source_address)
             try:
                 outcome.append(http.probe(session, self._remote, retry=self.opts.retry,
-                                          stop=self._stop))
+                                          stop=self._stop, timeout=self.opts.timeout))
             except BaseException as exc:  # handed to the waiting thread
                 outcome.append(exc)
             finally:
@@ -228,7 +234,7 @@ class Download:
                                    min_split=max(size, 1) if small else self.opts.min_split,
                                    done=done, max_failures=self.opts.max_failures,
                                    race_after=self.opts.race_after)
-        self._board = Board(sched, part, notice=self._notice)
+        self._board = Board(sched, part, notice=self._notice, throttle=self.opts.throttle)
         if self._stop.is_set():  # cancelled while probing
             self._board.fail_all(cancelled())
         return self._board

@@ -75,6 +75,9 @@ class JobService:
         self.keepalive = keepalive
         self.slot_wait = slot_wait
         self.timeout = timeout
+        #: Called with each block's size before it goes to the requester; may wait
+        #: (the owner's ``--limit-rate`` for all jobs together). None: no limit.
+        self.throttle: Callable[[int], None] | None = None
         self._slots = threading.BoundedSemaphore(slots)
         self._lock = threading.Lock()
         self.busy = 0
@@ -142,6 +145,8 @@ class JobService:
                 self._read_control(conn, job, ticking)
                 part = job.take(block, time.monotonic())
                 if part:
+                    if self.throttle is not None:
+                        self.throttle(len(part))  # --limit-rate: what this node spends for others
                     conn.send_data(part)
                 return not stopping.is_set()
 

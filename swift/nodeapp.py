@@ -39,7 +39,7 @@ from .addresses import format_hostport
 from .checksums import parse_checksum
 from .http.profile import add_request_options
 from .http.url import redact_url
-from .httpclient import RetryPolicy
+from .httpclient import DEFAULT_TIMEOUT, RetryPolicy
 from .membership import DiscoveryClient, Membership, Peer
 from .sessions import make_session
 from .units import human_bytes, human_rate, parse_count, parse_size
@@ -196,6 +196,11 @@ class NodeConfig:
     allow_private: bool = False
     source_address: str | None = None
     peer_timeout: float = 15.0
+    #: bytes/s: what the job server spends for others (one bucket for all jobs),
+    #: and each download started here, as a whole. None: no limit.
+    limit_rate: int | None = None
+    #: (connect, read) seconds for requests to origins: this node's downloads and its jobs.
+    timeout: tuple[float, float] = DEFAULT_TIMEOUT
     heartbeat: float = 3.0
     download_options: dict = field(default_factory=dict)
 
@@ -271,18 +276,20 @@ class DownloadJob:
         self._on_event = on_event or (lambda job, kind, text: app.notice(text) if kind == NOTICE else None)
         self._lock = threading.Lock()
         self._download: download.Download | None = None
+        self._limit: RateLimit | None = None
         self._stopped_as: str | None = None   # PAUSED or CANCELLED, while stopping or stopped
         self._first_done: int | None = None
         self._started = time.monotonic()
         self._names: dict[str, str] = {}
         self.report: download.Report | None = None
         self.error: str | None = None
+        self._ended = threading.Event()  # set when the current run has ended
         self._thread = self._new_thread(first=True)
 
     # -- public ----------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self._thread.is_alive()
+        return not self._ended.is_set()
 
     @property
     def paused(self) -> bool:
@@ -312,18 +319,20 @@ class DownloadJob:
     def resume(self) -> bool:
         """Run a paused or cancelled job again, from its partial file; False if it cannot be."""
         with self._lock:
-            if self._thread.is_alive() or self._stopped_as is None:
+            if not self._ended.is_set() or self._stopped_as is None:
                 return False
             self._stopped_as, self.error, self._download = None, None, None
             self._first_done = None
+            self._ended = threading.Event()
             self._thread = self._new_thread(first=False)
         self._thread.start()
         return True
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once the current run has ended (within ``timeout`` seconds)."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        # an Event, not Thread.join(): a join interrupted by Ctrl-C can mark a
+        # running thread as stopped (CPython gh-90882)
+        return self._ended.wait(timeout)
 
     def status(self) -> JobStatus:
         with self._lock:
@@ -349,10 +358,12 @@ class DownloadJob:
 
     def _stop(self, how: str) -> bool:
         with self._lock:
-            if not self._thread.is_alive():
+            if self._ended.is_set():
                 return False
             self._stopped_as = how
             dl = self._download
+        if self._limit is not None:
+            self._limit.close()  # a download waiting on its rate limit stops at once
         if dl is not None:
             dl.cancel()
         return True
@@ -381,6 +392,11 @@ class DownloadJob:
                     self._emit(NOTICE, "no peers known: downloading alone with several connections")
             self._names = peer_names(peers)
             overrides = self._overrides if first else {**self._overrides, "restart": False}
+            limit = self._app.rate_limit()
+            if limit is not None:
+                overrides = {**overrides, "throttle": limit.take}
+            with self._lock:
+                self._limit = limit
             dl = download.Download(self.url, self._app.download_options(self.output, overrides),
                                    peers, notice=lambda text: self._emit(NOTICE, text),
                                    progress=self._progress)
@@ -397,12 +413,15 @@ class DownloadJob:
             self.error = f"internal error: {exc}"
         with self._lock:
             stopped = self._stopped_as
-        if self.report is not None:
-            self._emit(ENDED, summary(self.report, self._names, self._overrides.get("checksum")))
-        elif stopped is not None:
-            self._emit(stopped, self._kept())
-        else:
-            self._emit(ENDED, f"error: {self.error}")
+        try:
+            if self.report is not None:
+                self._emit(ENDED, summary(self.report, self._names, self._overrides.get("checksum")))
+            elif stopped is not None:
+                self._emit(stopped, self._kept())
+            else:
+                self._emit(ENDED, f"error: {self.error}")
+        finally:
+            self._ended.set()
 
     def _kept(self) -> str:
         """What a stop left on disk, truthfully: the partial file if it and its record exist."""
@@ -428,6 +447,10 @@ class NodeApp:
             slots=config.slots,
             session_factory=lambda: make_session(source_address=config.source_address,
                                                  allow_private=config.allow_private))
+        self.server.service.timeout = config.timeout  # type: ignore[attr-defined]
+        self._serving_limit = RateLimit(config.limit_rate) if config.limit_rate else None
+        if self._serving_limit is not None:
+            self.server.service.throttle = self._serving_limit.take  # type: ignore[attr-defined]
         self.port = self.server.port
         host = config.advertise or advertised_host(config.host, config.discovery[0])
         self.name = config.name or format_hostport(socket.gethostname(), self.port)
@@ -462,6 +485,8 @@ class NodeApp:
         its lease runs out.
         """
         end = time.monotonic() + deadline
+        if self._serving_limit is not None:
+            self._serving_limit.close()  # jobs waiting on the limit go on to see the stop
         running = [j for j in self.jobs() if j.running]
         for job in running:
             job.cancel()
@@ -472,9 +497,16 @@ class NodeApp:
             self._membership.stop(unregister=True)
             self.server.stop(timeout=max(0.1, end - time.monotonic()))
 
-        closer = threading.Thread(target=close, name="node-stop", daemon=True)
-        closer.start()
-        closer.join(max(0.0, end - time.monotonic()))
+        closed = threading.Event()
+
+        def close_then_say() -> None:
+            try:
+                close()
+            finally:
+                closed.set()
+
+        threading.Thread(target=close_then_say, name="node-stop", daemon=True).start()
+        closed.wait(max(0.0, end - time.monotonic()))
 
     # -- peers -------------------------------------------------------------------------
     def peers(self, *, include_self: bool = False) -> tuple[list[Peer], str | None]:
@@ -487,8 +519,12 @@ class NodeApp:
         c = self._config
         return download.Options(directory=c.directory, output=output, local_slots=c.slots,
                                 peer_timeout=c.peer_timeout, source_address=c.source_address,
-                                secret=c.secret, name=self.name,
+                                secret=c.secret, name=self.name, timeout=c.timeout,
                                 **{**c.download_options, **overrides})
+
+    def rate_limit(self) -> "RateLimit | None":
+        """A new bucket for one download started here (``--limit-rate``), or None."""
+        return RateLimit(self._config.limit_rate) if self._config.limit_rate else None
 
     def start_download(self, url: str, output: Path | None = None, *, no_peers: bool = False,
                        on_event: Callable[[DownloadJob, str, str], None] | None = None,

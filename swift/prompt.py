@@ -29,7 +29,6 @@ import argparse
 import cmd
 import shlex
 import shutil
-import sys
 import threading
 
 from .nodeapp import (CANCELLED, ENDED, NOTICE, PAUSED, RESUMED, STARTED, AlreadyDownloading,

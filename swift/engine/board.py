@@ -39,13 +39,15 @@ class Board:
 
     def __init__(self, sched: Scheduler, part: PartFile, *,
                  clock: Callable[[], float] = time.monotonic,
-                 notice: Callable[[str], None] = lambda text: None):
+                 notice: Callable[[str], None] = lambda text: None,
+                 throttle: Callable[[int], None] | None = None):
         self.cond = threading.Condition()
         self.stop = threading.Event()
         self._sched = sched
         self._part = part
         self._clock = clock
         self._notice = notice
+        self._throttle = throttle
         self._carriers: dict[int, Carrier] = {}
         self._closers: set[Callable[[], None]] = set()
         self._bytes_by_source: dict[str, int] = {}
@@ -69,6 +71,12 @@ class Board:
     def done_copy(self):
         with self.cond:
             return self._sched.done.copy()
+
+    def contiguous_bytes(self) -> int:
+        """The length of the gap-free prefix from offset 0 already written."""
+        with self.cond:
+            start, end = next(iter(self._sched.done), (0, 0))  # ranges come sorted
+        return end if start == 0 else 0
 
     def bytes_by_source(self) -> dict[str, int]:
         with self.cond:
@@ -133,6 +141,8 @@ class Board:
 
     def write(self, job_id: int, source: str, block) -> bool:
         """Write a received block at its offset; False once the job is no longer ours."""
+        if self._throttle is not None:
+            self._throttle(len(block))  # outside the lock: only this worker waits
         with self.cond:
             try:
                 offset, n = self._sched.claim(job_id, len(block), self._clock())

@@ -21,7 +21,7 @@ def run_local(board: Board, probe: http.ProbeResult, remote: http.RemoteFile, op
         while (piece := board.next_piece(source)) is not None:
             fetch = http.RangeFetch(session, remote.final_url, probe.size or 0, probe.validator,
                                     policy=opts.retry, stop=board.stop, encoding=probe.encoding,
-                                    remote=remote)
+                                    remote=remote, timeout=opts.timeout)
             if not _fetch_one(board, fetch, piece.job_id, piece.start, source):
                 return
     finally:

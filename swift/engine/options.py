@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
-from ..http import RequestProfile, Retry
+from ..http import DEFAULT_TIMEOUT, RequestProfile, Retry
 
 #: The source name of this machine's own workers (peers are named ``host:port``).
 LOCAL = "local"
@@ -57,6 +58,11 @@ class Options:
     #: extra headers, cookies, TLS trust for every request of the download (and,
     #: over private connections only, its secrets for the helpers)
     profile: RequestProfile | None = None
+    #: (connect, read) seconds for every request to the origin (probe, ranges, plain stream).
+    timeout: Any = DEFAULT_TIMEOUT
+    #: Called with each block's size before it is written, from the thread that
+    #: received it; may wait (``--limit-rate``: the whole download's rate).
+    throttle: Callable[[int], None] | None = None
 
     @property
     def overwrite(self) -> bool:

@@ -21,6 +21,7 @@ two threads.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Callable
 
@@ -32,6 +33,8 @@ from ..planning import Piece
 from .board import Board
 from .options import MAX_CONNECT_FAILURES, Options
 from .report import DownloadError
+
+log = logging.getLogger(__name__)
 
 
 class PeerWorker:
@@ -168,6 +171,9 @@ class PeerWorker:
         if isinstance(event, Finished):
             if not self.board.finished(job_id):
                 self.board.failed(job_id, self.source, "the peer sent too few bytes", discard=True)
+            else:  # -v: which machine fetched which range
+                log.info("%s (%s) fetched %d bytes of job %d", self.peer.name or self.source,
+                         self.source, event.length, job_id)
             return True
         if isinstance(event, Failed):
             if event.code == "denied" and self._refused_only_here(event.reason):

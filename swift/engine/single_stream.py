@@ -92,12 +92,15 @@ class SingleStream:
             _unlink(self.part)
 
     def _fetch(self, session) -> None:
-        self._stream = http.open_stream(session, self.remote, retry=self.opts.retry, stop=self.stop)
+        self._stream = http.open_stream(session, self.remote, retry=self.opts.retry, stop=self.stop,
+                                        timeout=self.opts.timeout)
         with self._stream as blocks, \
                 storage.PartFile.open(self.part, None, preallocate=False, resumable=False) as out:
             for block in blocks:
                 if self.stop.is_set():
                     raise cancelled()
+                if self.opts.throttle is not None:
+                    self.opts.throttle(len(block))
                 out.pwrite(self.received, block)
                 self.received += len(block)
                 if self._progress:

@@ -12,8 +12,6 @@ import threading
 import time
 from contextlib import contextmanager
 
-import pytest
-
 from swiftlab.cluster import wait_until
 from swiftlab.origin import make_file
 

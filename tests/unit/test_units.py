@@ -101,31 +101,3 @@ def test_parsers_raise_only_value_error(text):
         except ValueError:
             pass
 
-
-# RateLimit lives with the node app that configures downloads; it is pure in its charge().
-def test_rate_limit_lets_a_burst_through_then_paces_to_the_rate():
-    from swift.nodeapp import RateLimit
-    limit = RateLimit(1000)  # 1000 B/s, burst 250 B
-    assert limit.charge(250, now=0.0) == 0.0
-    assert limit.charge(500, now=0.0) == pytest.approx(0.5)   # in debt by 500 B
-    assert limit.charge(0, now=0.5) == 0.0                     # paid back
-    assert limit.charge(1000, now=1.5) == pytest.approx(0.75)  # refilled to the burst only
-
-
-def test_rate_limit_long_run_rate_is_the_rate():
-    from swift.nodeapp import RateLimit
-    limit, now, sent = RateLimit(2 << 20), 0.0, 0
-    while sent < 20 << 20:
-        now += limit.charge(256 << 10, now)
-        sent += 256 << 10
-    assert sent / now == pytest.approx(2 << 20, rel=0.03)  # the first burst comes free
-
-
-def test_a_closed_rate_limit_never_waits():
-    import time
-    from swift.nodeapp import RateLimit
-    limit = RateLimit(1)
-    limit.close()
-    started = time.monotonic()
-    limit.take(1 << 20)  # would be 12 days at 1 B/s
-    assert time.monotonic() - started < 1

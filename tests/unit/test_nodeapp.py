@@ -1,0 +1,83 @@
+"""swift.nodeapp's pure parts: the summary line, URLs as curl takes them, the get parser, --limit-rate."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import pytest
+
+from swift.download import Report
+from swift.membership import Peer
+from swift.nodeapp import RateLimit, add_get_arguments, peer_names, summary, with_scheme
+from swift.prompt import _looks_like_url, get_parser
+
+MiB = 1 << 20
+
+
+def report(**kw) -> Report:
+    base = dict(url="http://h/f.iso", path="f.iso", size=96 * MiB, seconds=4.0, mode="parallel",
+                bytes_by_source={"local": 32 * MiB, "127.0.0.1:6001": 40 * MiB, "[::1]:6002": 24 * MiB})
+    return Report(**{**base, **kw})
+
+
+def test_the_summary_names_helpers_and_uses_binary_units():
+    names = peer_names([Peer("127.0.0.1", 6001, "kitchen"), Peer("::1", 6002, "attic")])
+    line = summary(report(), names)
+    assert line == ("done: f.iso  96.0 MiB in 4.0 s (24.0 MiB/s); "
+                    "by machine: kitchen 40.0 MiB, local 32.0 MiB, attic 24.0 MiB")
+
+
+def test_the_summary_says_resumed_bytes_and_a_verified_checksum():
+    line = summary(report(resumed_bytes=48 * MiB), {}, checksum="SHA256:" + "0" * 64)
+    assert "(12.0 MiB/s), 48.0 MiB resumed;" in line  # this run's rate
+    assert line.endswith("; sha256 checksum verified")
+
+
+@pytest.mark.parametrize("typed,url", [
+    ("example.com/f.iso", "http://example.com/f.iso"), ("10.0.0.5:8000/x", "http://10.0.0.5:8000/x"),
+    ("https://h/x", "https://h/x"), ("  http://h/x ", "http://h/x"),
+])
+def test_a_url_without_a_scheme_is_http_as_in_curl(typed, url):
+    assert with_scheme(typed) == url
+
+
+@pytest.mark.parametrize("word,looks", [("example.com/f", True), ("host.lan", True), ("h:80/x", True),
+                                        ("jobs", False), ("quti", False), ("-o", False), ("/x", False)])
+def test_what_the_prompt_takes_for_a_url(word, looks):
+    assert _looks_like_url(word) is looks
+
+
+def test_one_parser_builder_for_the_command_line_and_the_prompt():
+    cli = argparse.ArgumentParser()
+    add_get_arguments(cli)
+    args = cli.parse_args(["a", "b", "-i", "list.txt", "--tries", "3", "-o", "-"])
+    assert (args.urls, str(args.input_file), args.tries, str(args.output)) == (["a", "b"], "list.txt", 3, "-")
+    prompt = get_parser()
+    args = prompt.parse_args(["http://h/x", "-o", "out.bin", "--checksum", "md5:" + "a" * 32])
+    assert (args.url, str(args.output), args.force) == ("http://h/x", "out.bin", False)
+    for bad in (["http://h/x", "--tries", "2"], ["http://h/x", "--checksum", "md5:zz"], []):
+        with pytest.raises(ValueError):
+            prompt.parse_args(bad)
+def test_rate_limit_lets_a_burst_through_then_paces_to_the_rate():
+    limit = RateLimit(1000)  # 1000 B/s, burst 250 B
+    assert limit.charge(250, now=0.0) == 0.0
+    assert limit.charge(500, now=0.0) == pytest.approx(0.5)   # in debt by 500 B
+    assert limit.charge(0, now=0.5) == 0.0                     # paid back
+    assert limit.charge(1000, now=1.5) == pytest.approx(0.75)  # refilled to the burst only
+
+
+def test_rate_limit_long_run_rate_is_the_rate():
+    limit, now, sent = RateLimit(2 << 20), 0.0, 0
+    while sent < 20 << 20:
+        now += limit.charge(256 << 10, now)
+        sent += 256 << 10
+    assert sent / now == pytest.approx(2 << 20, rel=0.03)  # the first burst comes free
+
+
+def test_a_closed_rate_limit_never_waits():
+    limit = RateLimit(1)
+    limit.close()
+    started = time.monotonic()
+    limit.take(1 << 20)  # would be 12 days at 1 B/s
+    assert time.monotonic() - started < 1
