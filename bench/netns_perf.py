@@ -4,6 +4,7 @@
     python3 bench/netns_perf.py            # every row, about 8-12 minutes
     python3 bench/netns_perf.py --quick    # smaller files, a smoke run (about 3 minutes)
     python3 bench/netns_perf.py --rows 2,5 # some rows only
+    python3 bench/netns_perf.py --rows 4 --wide 16,8      # row 4 at other sizes
 
 Every machine is its own network namespace (swiftlab/netlab.py); nginx on
 the origin host serves the files; each host's traffic with the origin is
@@ -732,24 +733,28 @@ def import_times(args: Sequence[str], prefix: Sequence[str] = (), top: int = 8) 
 
     Listed: each module the script imports itself, and each package entered
     from another package (``requests`` from ``swift.http``, say): the
-    boundaries at which a lazy import would save that time. Nested entries
-    are counted inside their parents too.
+    boundaries at which a lazy import would save that time (nested entries
+    count inside their parents too); then swift's three slowest modules by
+    their own time.
     """
     _, err = timed_run([sys.executable, "-X", "importtime", *args], prefix=prefix, capture=True)
     entries = []
     for line in err.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)", line)
         if m:
-            entries.append(((len(m.group(3)) - 1) // 2, m.group(4), int(m.group(2)) / 1000))
+            entries.append(((len(m.group(3)) - 1) // 2, m.group(4), int(m.group(2)) / 1000,
+                            int(m.group(1)) / 1000))
     found, stack = [], []  # children are printed before their parent: walk backwards
-    for depth, name, cumulative in reversed(entries):
+    for depth, name, cumulative, _ in reversed(entries):
         while stack and stack[-1][0] >= depth:
             stack.pop()
         parent = stack[-1][1] if stack else None
         if parent is None or parent.split(".")[0] != name.split(".")[0]:
             found.append((name, round(cumulative, 1)))
         stack.append((depth, name))
-    return sorted(found, key=lambda x: -x[1])[:top]
+    ours = sorted(((f"{name} (self)", round(own, 1)) for _, name, _, own in entries
+                   if name.split(".")[0] == "swift"), key=lambda x: -x[1])[:3]
+    return sorted(found, key=lambda x: -x[1])[:top] + ours
 
 
 def row_startup(b: Bench, runs: int) -> list[Result]:
@@ -810,6 +815,7 @@ def row_startup(b: Bench, runs: int) -> list[Result]:
                        load=f"{load} -> {loadavg()}",
                        notes={"runs_s": [round(x, 3) for x in gets],
                               "cpu_s_median(user+sys)": round(statistics.median(get_cpu), 3),
+                              "python_-c_pass_s": round(floor, 3),
                               "no_peers_median_s": round(statistics.median(nopeers), 3),
                               "discovery_blackholed_s": blackhole,
                               "curl_runs_s": [round(x, 3) for x in curls],
@@ -825,6 +831,54 @@ def row_startup(b: Bench, runs: int) -> list[Result]:
 
 
 # -- output ------------------------------------------------------------------------------------
+def diagnose(r: Result) -> str:
+    """One sentence per row: how the wall time splits, from the row's own measurements."""
+    n = r.notes
+    if r.row in ("5a", "5b"):
+        imports = ", ".join(f"{k} {v:.0f} ms" for k, v in n.get("top_imports_ms", [])[:5])
+        text = (f"{r.wall:.3f} s wall, {n.get('cpu_s_median(user+sys)', 0):.3f} s CPU; a bare interpreter "
+                f"takes {n.get('python_-c_pass_s', 0):.3f} s here; imports (under -X importtime): {imports}")
+        if r.row == "5b":
+            text += (f"; with --no-peers {n['no_peers_median_s']:.3f} s; discovery on an address that never "
+                     f"answers: {n['discovery_blackholed_s']} s")
+        return text
+    parts = []
+    start = n.get("startup_s(wall-inside)")
+    if start is not None:
+        parts.append(f"start-up and exit (wall - inside) {start:.2f} s = {start / r.wall:.0%} of the wall")
+    if "inside_efficiency" in n:
+        parts.append(f"inside the download {n['inside_efficiency']:.3f} of ideal")
+    if n.get("first_MiB_s") is not None:
+        parts.append(f"first MiB at {n['first_MiB_s']} s")
+    if n.get("rate_10_to_90pct_of_ideal") is not None:
+        parts.append(f"rate from 10 % to 90 % = {n['rate_10_to_90pct_of_ideal']:.2f} of the ideal rate")
+    if n.get("t99_s") is not None and n.get("last_byte_s") is not None:
+        parts.append(f"the last 1 % took {n['last_byte_s'] - n['t99_s']:.2f} s")
+    if n.get("exit_after_last_byte_s") is not None:
+        parts.append(f"exit {n['exit_after_last_byte_s']:.2f} s after the last byte")
+    if n.get("longest_stall_s"):
+        parts.append(f"longest stall {n['longest_stall_s']} s from {n['stall_from_s']} s")
+    if "transfer_only_ratio((wall-first_MiB)/ideal)" in n:
+        parts.append(f"from the first MiB on {n['transfer_only_ratio((wall-first_MiB)/ideal)']:.2f}x the ideal; "
+                     f"frozen at {n['frozen_at_s']} s after {n['frozen_helper_had_sent_MiB']} MiB from it")
+    parts.append(f"requester {n['requester_cpu_s_per_GiB_after_first_MiB']} CPU s/GiB after start-up "
+                 f"({n['requester_cpu_before_first_MiB_s']} s CPU before the first MiB), "
+                 f"{n['threads_max']} threads, busiest {n['busiest_threads_cpu_s']} CPU s")
+    sc = n.get("requester_syscalls")
+    if sc:
+        parts.append(f"per MiB: {sc['recv_per_MiB']:.0f} recv, {sc.get('pwrite_per_MiB', 0):.0f} pwrite, "
+                     f"{sc['futex_per_MiB']:.0f} futex ({1024 / max(sc['recv_per_MiB'], 1):.1f} KiB per recv)")
+    hs = n.get("helper_h1_syscalls_per_MiB_served")
+    if hs:
+        parts.append(f"a helper per MiB served: {hs['recv_per_MiB']:.0f} recv, {hs['send_per_MiB']:.0f} send "
+                     f"({1024 / max(hs['send_per_MiB'], 1):.1f} KiB per data frame), "
+                     f"{n.get('helper_cpu_s_per_GiB_served_mean', '?')} CPU s/GiB served")
+    parts.append(f"machine {n['machine_busy']:.0%} busy ({n['machine_busy_1s_before']:.0%} the second before), "
+                 f"swift {n['swift_share_of_cores']:.0%} of its cores")
+    return "; ".join(parts)
+
+
+
 def fmt(x: float | None, spec: str = ".2f") -> str:
     return "–" if x is None else format(x, spec)
 
@@ -856,6 +910,12 @@ def write(results: list[Result], out: Path, header: list[str], skipped: list[str
         lines += ["", "Skipped: " + "; ".join(skipped)]
     lines += ["", "## Where the time goes (measured in the same run)", ""]
     for r in results:
+        try:
+            lines.append(f"- **row {r.row}**, {r.case}: {diagnose(r)}.")
+        except (KeyError, TypeError, ValueError) as exc:
+            lines.append(f"- **row {r.row}**: (no diagnosis: {exc!r})")
+    lines += ["", "### Raw notes", ""]
+    for r in results:
         lines.append(f"- **row {r.row}** ({r.case}; load {r.load}): "
                      + "; ".join(f"{k} {json.dumps(v) if not isinstance(v, (int, float, str)) else v}"
                                  for k, v in r.notes.items()))
@@ -876,7 +936,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller files: a smoke run")
     parser.add_argument("--rows", default="5,2,3,1,4", help="rows to run, in this order (default 5,2,3,1,4)")
-    parser.add_argument("--hosts", type=int, default=16, help="hosts of row 4 (default 16; 8 is run too)")
+    parser.add_argument("--wide", default="16,32,8", help="host counts of row 4, in this order (default 16,32,8)")
     parser.add_argument("--repeat", type=int, default=2, help="runs of rows 2 and 3 (default 2)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -890,7 +950,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="swift-perf-"))
     results: list[Result] = []
     skipped: list[str] = []
-    wide_counts = sorted({args.hosts, 8}, reverse=True) if args.hosts > 8 else [args.hosts]
+    wide_counts = [int(x) for x in args.wide.split(",") if x.strip()]
     bench = None
     try:
         bench = Bench(work, max(wide_counts) if "4" in wanted else 4)
