@@ -1,34 +1,39 @@
 #!/usr/bin/env python3
 """Issue 13's rows, measured on separate hosts in network namespaces (root only).
 
-    python3 bench/netns_perf.py            # every row, about 8-12 minutes
-    python3 bench/netns_perf.py --quick    # smaller files, a smoke run (about 3 minutes)
+    python3 bench/netns_perf.py            # every row, about 5 minutes
+    python3 bench/netns_perf.py --quick    # smaller files, a smoke run (about 2 minutes)
     python3 bench/netns_perf.py --rows 2,5 # some rows only
     python3 bench/netns_perf.py --rows 4 --wide 16,8      # row 4 at other sizes
 
 Every machine is its own network namespace (swiftlab/netlab.py); nginx on
 the origin host serves the files; each host's traffic with the origin is
-capped with tc (64 Mbit/s; 24 Mbit/s in the 16-host row), the LAN between
-hosts is not. The ideal is taken from **curl's rate on one host at the same
-cap in the same run** (so TCP/IP overhead and the origin count the same for
-both), and every row also runs ``aria2c -x4`` on one host at that cap. All
-ratios in the output come from one run of this script.
+capped with tc (64 Mbit/s; 24 Mbit/s in row 4), the LAN between hosts is
+not. The ideal is taken from **curl's rate on one host at the same cap in
+the same run** (so TCP/IP overhead and the origin count the same for
+both), and every row also runs ``aria2c -x4`` on another host at that cap
+(at the same time as curl: separate links). All ratios in the output come
+from one run of this script. Every file swift writes is checked against
+its sha256.
 
 Rows (goals from issue 13):
 
-1. A helper frozen with SIGSTOP 1 s after the ``get`` started, 96 MiB on 4
-   hosts. Ideal for the machines left: 1 s at 4 x r, the rest at 3 x r
-   (r = curl's rate). Goal: wall <= 1.3 x that.
+1. 96 MiB on 4 hosts; one helper frozen with SIGSTOP 1 s after the first
+   MiB reached the requester (so it has a piece in flight). Ideal for the
+   machines left: 1 s at 4 x r, the rest at 3 x r (r = curl's rate).
+   Goal: wall <= 1.3 x that.
 2. 64 MiB on 3 hosts, equal caps; wall clock of ``node.py get`` from spawn
    to exit (interpreter, probe and discovery included). Goal: ideal / wall
    >= 0.93, ideal = size / (3 r).
 3. 64 MiB on 3 hosts, one at 1/10 of the cap. Ideal = size / (2.1 r).
    Goal >= 0.90.
-4. 256 MiB on 16 hosts at 24 Mbit/s (and on 8, for comparison). Goal: ideal
-   / wall >= 0.93. Here the requester's CPU seconds per GiB (utime + stime,
-   from wait4), its threads (sampled from /proc/PID/task), its busiest
-   threads, involuntary context switches, and the helpers' CPU per GiB they
-   served are reported: where its time goes.
+4. 256 MiB on 16 hosts at 24 Mbit/s (then 32 and 8, to see how it scales).
+   Goal: ideal / wall >= 0.93. Here the requester's CPU seconds per GiB
+   (utime + stime, from wait4; apart: what it spent before its first MiB),
+   its threads (sampled from /proc/PID/task), its busiest threads, its
+   syscalls per MiB (``perf stat`` tracepoints: recv, pwrite, futex for the
+   GIL and lock hand-offs) and one helper's, and the helpers' CPU per GiB
+   they served are reported: where its time goes.
 5. Start-up: ``node.py --help`` wall time on loopback, median of 5 (goal
    <= 0.15 s); ``get`` of a 3 MiB file from an uncapped host with discovery
    unreachable (connection refused), median of 5 (goal <= 0.2 s), beside curl
@@ -37,14 +42,15 @@ Rows (goals from issue 13):
 
 For every transfer row a sampler reads the requester's received bytes
 (``/proc/PID/net/dev`` of its namespace) every 100 ms: the time to the first
-MiB, to 50/90/99 % of the file, and the longest stall (no more than a
-quarter of the expected rate) say where the wall time went.
+MiB, to 10/50/90/99 % of the file and to the last byte, and the longest
+stall (under a quarter of the expected rate) say where the wall time went.
 
-The machine is shared: the load average and the machine's busy fraction
-(``/proc/stat``) during each row go into the results. Everything this
-script starts is killed by PID (process group) and every namespace deleted,
-whatever happens (``try``/``finally``; the lab's own finalizer as a last
-resort). Results: bench/results/perf.md and perf.csv.
+The machine is shared: the load average, the machine's busy fraction
+(``/proc/stat``) during each row and in the second before it go into the
+results. Everything this script starts is killed by PID (process group)
+and every namespace deleted, whatever happens (``try``/``finally``; the
+lab's own finalizer as a last resort). The whole run stops starting rows
+after BUDGET seconds. Results: bench/results/perf.md and perf.csv.
 """
 
 from __future__ import annotations
