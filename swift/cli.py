@@ -77,6 +77,9 @@ class Terminated(BaseException):
 
 
 def _raise_terminated(signum, frame) -> None:
+    # Once: the process is already stopping, and a second SIGTERM (a supervisor's
+    # and `timeout`'s, say) must not break into the clean-up that the first started.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated()
 
 
@@ -218,6 +221,8 @@ def discovery_main(argv: list[str] | None = None, prog: str | None = None) -> in
         return _discovery(argv, prog)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except Terminated:  # a SIGTERM before the server was up, or during its stop
+        return EXIT_OK
 
 
 def _discovery(argv: list[str] | None, prog: str | None) -> int:
