@@ -172,8 +172,9 @@ class PeerWorker:
             if not self.board.finished(job_id):
                 self.board.failed(job_id, self.source, "the peer sent too few bytes", discard=True)
             else:  # -v: which machine fetched which range
-                log.info("%s (%s) fetched %d bytes of job %d", self.peer.name or self.source,
-                         self.source, event.length, job_id)
+                start = self._job.start if self._job is not None else 0
+                log.info("%s (%s) fetched bytes %d-%d", self.peer.name or self.source,
+                         self.source, start, start + event.length - 1)
             return True
         if isinstance(event, Failed):
             if event.code == "denied" and self._refused_only_here(event.reason):
