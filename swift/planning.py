@@ -42,7 +42,7 @@ import math
 from array import array
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 #: Split points are rounded to this, so pieces start on page/extent-friendly offsets.
 ALIGN = 64 * 1024
@@ -335,6 +335,188 @@ class _Job:
     def snapshot(self) -> ActiveJob:
         return ActiveJob(self.job_id, self.peer, self.start, self.claimed, self.position, self.end)
 
+    def rate(self, now: float | None) -> float | None:
+        """Its measured speed (bytes/s) at ``now``, or None before there is anything to measure."""
+        if now is not None and self.started is not None and now > self.started \
+                and self.claimed > self.start:
+            return (self.claimed - self.start) / (now - self.started)
+        return None
+
+
+class PieceQueue:
+    """The pieces waiting for a worker, planned lazily from the gaps of ``done``.
+
+    Failed remainders wait at the front (:meth:`requeue`); after them comes
+    every gap of ``done`` from a cursor on, cut into pieces of at most
+    ``piece_size`` only when one is taken. So the queue costs nothing per
+    piece, whatever the file's size or the record's fragments. Everything
+    from the cursor on that is not done is unplanned: running jobs and
+    requeued remainders all lie below it, and only running jobs commit.
+    """
+
+    def __init__(self, done: RangeSet, size: int, piece_size: int) -> None:
+        self._done = done  # the scheduler's live set
+        self._size = size
+        self._piece_size = piece_size
+        self._requeued: deque[Range] = deque()
+        self._cursor = 0
+
+    def take(self) -> Range | None:
+        """The next piece, or None."""
+        if self._requeued:
+            return self._requeued.popleft()
+        r = self._planned_from(self._cursor)
+        if r is not None:
+            self._cursor = r.end
+        return r
+
+    def requeue(self, r: Range) -> None:
+        """``r`` goes back to the front: it is the next piece given out."""
+        self._requeued.appendleft(r)
+
+    def __bool__(self) -> bool:
+        return bool(self._requeued) or self._planned_from(self._cursor) is not None
+
+    def pieces(self) -> list[Range]:
+        """Every piece waiting, in order (one entry each: for tests and diagnostics)."""
+        out = list(self._requeued)
+        at = self._cursor
+        while (r := self._planned_from(at)) is not None:
+            out.append(r)
+            at = r.end
+        return out
+
+    def _planned_from(self, at: int) -> Range | None:
+        gap = self._done.gap_from(at, self._size)
+        return None if gap is None else Range(gap.start, min(gap.end, gap.start + self._piece_size))
+
+
+class PeerBook:
+    """What the scheduler knows of each peer: bytes committed, speed, failures, exclusion."""
+
+    def __init__(self, max_failures: int) -> None:
+        self.max_failures = max_failures
+        self._failures: dict[str, list[str]] = {}
+        self._excluded: set[str] = set()
+        self._bytes: dict[str, int] = {}
+        self._rate: dict[str, float] = {}  # bytes/s of one job of that peer
+
+    def strike(self, peer: str, reason: str) -> None:
+        """One failure; the peer is excluded at ``max_failures``."""
+        reasons = self._failures.setdefault(peer, [])
+        reasons.append(reason)
+        if len(reasons) >= self.max_failures:
+            self._excluded.add(peer)
+
+    def reasons(self, peer: str) -> list[str]:
+        return list(self._failures.get(peer, ()))
+
+    def exclude(self, peer: str) -> None:
+        self._excluded.add(peer)
+
+    def excluded(self, peer: str) -> bool:
+        return peer in self._excluded
+
+    def credit(self, peer: str, n: int) -> None:
+        """``n`` more bytes committed (negative: taken back)."""
+        self._bytes[peer] = self._bytes.get(peer, 0) + n
+
+    def bytes(self) -> dict[str, int]:
+        return dict(self._bytes)
+
+    def rate(self, peer: str) -> float | None:
+        return self._rate.get(peer)
+
+    def observe(self, peer: str, rate: float) -> None:
+        """A job of ``peer`` ran at ``rate`` bytes/s (averaged with what was known)."""
+        old = self._rate.get(peer)
+        self._rate[peer] = rate if old is None else (old + rate) / 2
+
+
+def split_victim(jobs: Iterable[_Job], peer: str, at_least: int,
+                 rate: Callable[[_Job], float | None]) -> _Job | None:
+    """The running job to split for ``peer``: at least ``at_least`` unclaimed, not racing.
+
+    The one that would finish last (by ``rate``, bytes/s, where known), else
+    the largest unclaimed remainder; on a tie another peer's job (its link,
+    not ours, is the slow one), then the oldest.
+    """
+    def urgency(job: _Job) -> tuple[float, int, bool, int]:
+        remaining = job.end - job.claimed
+        speed = rate(job)
+        return (remaining / speed if speed else math.inf, remaining, job.peer != peer, -job.job_id)
+
+    candidates = [j for j in jobs if j.end - j.claimed >= at_least and j.rival is None]
+    return max(candidates, key=urgency, default=None)
+
+
+def split_point(claimed: int, end: int, min_split: int, theirs: float | None,
+                ours: float | None) -> int | None:
+    """Where to cut a running job at ``[claimed, end)``, or None if cutting would not help.
+
+    Never within ``min_split`` of its claimed offset (bytes already on their
+    way past the new end are wasted) nor of its end (a new request for less
+    costs more than it saves). Halves, or with both speeds known
+    (``theirs``: the running job's, ``ours``: the new worker's peer's, in
+    bytes/s) cuts so that both parts should end together; then a split must
+    help: a slow worker that would need longer for the (at least
+    ``min_split``) far part than the running job needs for all of it gets
+    nothing. Rounded to :data:`ALIGN` where the bounds allow.
+    """
+    remaining = end - claimed
+    keep = round(remaining * theirs / (theirs + ours)) if theirs and ours else remaining // 2
+    lo, hi = claimed + min_split, end - min_split
+    mid = min(max(claimed + keep, lo), hi)
+    down = mid - mid % ALIGN
+    for aligned in sorted((down, down + ALIGN), key=lambda a: abs(a - mid)):
+        if lo <= aligned <= hi:
+            mid = aligned
+            break
+    if theirs and ours and (end - mid) / ours >= remaining / theirs:
+        return None
+    return mid
+
+
+class Races:
+    """Backup jobs for silent ones: who is silent, and who won (see the module docstring).
+
+    Silent: no sign of life for ``after`` seconds while some job made
+    progress more recently (so the silence is that peer's, not the
+    origin's). The first of two rivals to claim a byte wins; the loser's end
+    moves back to what it had claimed, and it is retired if nothing of it is
+    left to write. Losers are kept until the caller asks (:meth:`take_losers`).
+    """
+
+    def __init__(self, after: float | None) -> None:
+        self.after = after
+        self._last_progress: float | None = None  # the caller's clock at the last claim
+        self._losers: list[Shrink] = []
+
+    def progressed(self, job: _Job, now: float) -> None:
+        job.heard = self._last_progress = now
+
+    def silent_job(self, jobs: Iterable[_Job], peer: str, now: float | None) -> _Job | None:
+        """The longest-silent job of another peer that may be raced now, or None."""
+        if now is None or self.after is None or self._last_progress is None \
+                or now - self._last_progress >= self.after:
+            return None
+        silent = [j for j in jobs if j.rival is None and j.peer != peer and j.end > j.claimed
+                  and j.heard is not None and now - j.heard >= self.after]
+        return min(silent, key=lambda j: (j.heard, j.job_id), default=None)
+
+    def settle(self, jobs: dict[int, _Job], winner: _Job) -> None:
+        """``winner`` claimed first: its rival stops at what it has claimed."""
+        loser = jobs[winner.rival]
+        winner.rival = loser.rival = None
+        loser.end = loser.claimed
+        self._losers.append(Shrink(loser.job_id, loser.end))
+        if loser.position == loser.end:  # nothing of it is left to write: retired
+            del jobs[loser.job_id]
+
+    def take_losers(self) -> list[Shrink]:
+        losers, self._losers = self._losers, []
+        return losers
+
 
 class Scheduler:
     """Hands byte ranges of a ``size``-byte file to workers; see the module docstring.
@@ -343,14 +525,13 @@ class Scheduler:
     only its gaps are planned. ``min_split`` is the smallest piece a split
     may create: smaller ones cost a request for too little data.
     ``max_failures`` failures exclude a peer for the rest of the download.
+    ``race_after`` (seconds, with a clock) enables races of silent jobs.
 
-    Optional clock: ``assign`` and ``finished`` accept ``now`` (seconds, any
-    monotonic clock). With it, a split is placed so that the running job and
-    the new one should end together, from the running job's measured speed
-    and the new worker's peer's speed on its earlier jobs. Without it (or
-    before there is anything to measure) a split halves the remainder, which
-    is never far wrong: a fast worker that finishes its half early simply
-    splits again.
+    Optional clock: ``assign``, ``claim`` and ``finished`` accept ``now``
+    (seconds, any monotonic clock). With it a split lets both parts end
+    together, from measured speeds; without it (or before there is anything
+    to measure) a split halves the remainder, which is never far wrong: a
+    fast worker that finishes its half early simply splits again.
     """
 
     def __init__(self, size: int, *, piece_size: int, min_split: int,
@@ -361,121 +542,51 @@ class Scheduler:
         if race_after is not None and race_after <= 0:
             raise ValueError("race_after must be > 0 seconds, or None")
         self.size = size
-        self.race_after = race_after
-        self._last_progress: float | None = None  # the caller's clock at the last claim
-        self._losers: list[Shrink] = []  # races settled since the caller last asked
         self.piece_size = piece_size
         self.min_split = min_split
-        self.max_failures = max_failures
         self._done = done.copy() if done is not None else RangeSet()
         self._done.remove(size, max(size, self._done.end))  # nothing past the end of the file
-        # The queue is planned lazily: failed remainders wait in ``_requeued``
-        # (front first); the rest is every gap of ``done`` from ``_plan_at`` on,
-        # cut into pieces only when handed out. So the queue costs nothing per
-        # piece, whatever the file's size or the record's fragments.
-        self._requeued: deque[Range] = deque()
-        self._plan_at = 0
+        self._queue = PieceQueue(self._done, size, piece_size)
         self._jobs: dict[int, _Job] = {}
         self._next_id = 1  # never reused, so a stale worker's id never names a new job
-        self._failures: dict[str, list[str]] = {}
-        self._excluded: set[str] = set()
-        self._bytes_by_peer: dict[str, int] = {}
-        self._peer_rate: dict[str, float] = {}  # bytes/s of one job of that peer
+        self.peers = PeerBook(max_failures)
+        self._races = Races(race_after)
 
     # -- handing out work ---------------------------------------------------------------------
     def assign(self, peer: str, now: float | None = None) -> Piece | None:
         """The next piece for an idle worker of ``peer``, or None.
 
-        None if ``peer`` is excluded or there is nothing to give. A piece
-        split off a running job says so in ``piece.shrink`` (the job and its
-        new end), so the caller tells that job's worker without looking. The queue
-        comes first (front to back; failed remainders are at its front). With
-        the queue empty, a running job whose unclaimed remainder is at least
-        ``2 * min_split`` is split: the running job keeps ``[claimed, mid)``,
-        the new piece is the far part ``[mid, end)``. The job split is the one
-        with the largest unclaimed remainder or, with a clock, the one that
-        would otherwise finish last (it decides when the download ends); on a
-        tie a job of another peer (its link, not ours, is the slow one), then
-        the oldest job.
+        None if ``peer`` is excluded or there is nothing to give. First the
+        queue (failed remainders at its front), then a race of a silent job
+        (:class:`Races`), then a split: a running job with at least
+        ``2 * min_split`` unclaimed keeps ``[claimed, mid)`` and the piece is
+        ``[mid, end)``, with ``piece.shrink`` naming the job and its new end
+        (tell its worker); see :func:`split_victim` and :func:`split_point`.
         """
-        if peer in self._excluded:
+        if self.peers.excluded(peer):
             return None
-        r = self._take_queued()
+        r = self._queue.take()
         if r is not None:
             return self._start(peer, r.start, r.end, now)
-        backup = self._race(peer, now)
-        if backup is not None:
-            return backup
-        victim = self._split_victim(peer, now)
+        return self._race(peer, now) or self._split(peer, now)
+
+    def _split(self, peer: str, now: float | None) -> Piece | None:
+        victim = split_victim(self._jobs.values(), peer, 2 * self.min_split,
+                              lambda job: self._job_rate(job, now))
         if victim is None:
             return None
-        mid = self._split_point(victim, peer, now)
+        mid = split_point(victim.claimed, victim.end, self.min_split, self._job_rate(victim, now),
+                          self.peers.rate(peer) if now is not None else None)
         if mid is None:
             return None
         old_end, victim.end = victim.end, mid
         return self._start(peer, mid, old_end, now, Shrink(victim.job_id, mid))
 
-    def _take_queued(self) -> Range | None:
-        if self._requeued:
-            return self._requeued.popleft()
-        r = self._planned_from(self._plan_at)
-        if r is not None:
-            self._plan_at = r.end
-        return r
-
-    def _planned_from(self, at: int) -> Range | None:
-        """The piece planned at or after ``at``: the next gap of ``done``, at most a piece long.
-
-        Everything from ``_plan_at`` on that is not done is unplanned: jobs
-        and requeued remainders all lie below it, and only jobs commit.
-        """
-        gap = self._done.gap_from(at, self.size)
-        return None if gap is None else Range(gap.start, min(gap.end, gap.start + self.piece_size))
-
-    def _split_victim(self, peer: str, now: float | None) -> _Job | None:
-        def urgency(job: _Job) -> tuple[float, int, bool, int]:
-            remaining = job.end - job.claimed
-            rate = self._job_rate(job, now) if now is not None else None
-            seconds_left = remaining / rate if rate else math.inf
-            return (seconds_left, remaining, job.peer != peer, -job.job_id)
-
-        candidates = [j for j in self._jobs.values()
-                      if j.end - j.claimed >= 2 * self.min_split and j.rival is None]
-        return max(candidates, key=urgency, default=None)
-
-    def _split_point(self, job: _Job, peer: str, now: float | None) -> int | None:
-        """Where to cut ``job``, or None if cutting it would not help.
-
-        Never within ``min_split`` of its claimed offset (bytes already on
-        their way past the new end are wasted) nor of its end (a new request
-        for less costs more than it saves). Halves, or with both speeds known
-        cuts so that both parts should end together; then a split must
-        help: a slow worker that would need longer for the (at least
-        ``min_split``) far part than the running job needs for all of it
-        gets nothing.
-        """
-        remaining = job.end - job.claimed
-        theirs = self._job_rate(job, now) if now is not None else None
-        ours = self._peer_rate.get(peer) if now is not None else None
-        keep = remaining // 2
-        if theirs and ours:
-            keep = round(remaining * theirs / (theirs + ours))
-        lo, hi = job.claimed + self.min_split, job.end - self.min_split
-        mid = min(max(job.claimed + keep, lo), hi)
-        down = mid - mid % ALIGN
-        for aligned in sorted((down, down + ALIGN), key=lambda a: abs(a - mid)):
-            if lo <= aligned <= hi:
-                mid = aligned
-                break
-        if theirs and ours and (job.end - mid) / ours >= remaining / theirs:
-            return None
-        return mid
-
     def _job_rate(self, job: _Job, now: float | None) -> float | None:
-        """The job's measured speed (bytes/s), else its peer's from earlier jobs, else None."""
-        if now is not None and job.started is not None and now > job.started and job.claimed > job.start:
-            return (job.claimed - job.start) / (now - job.started)
-        return self._peer_rate.get(job.peer)
+        """With a clock: the job's measured speed, else its peer's from earlier jobs."""
+        if now is None:
+            return None
+        return job.rate(now) or self.peers.rate(job.peer)
 
     def _start(self, peer: str, start: int, end: int, now: float | None,
                shrink: Shrink | None = None) -> Piece:
@@ -486,35 +597,13 @@ class Scheduler:
 
     # -- racing a silent job --------------------------------------------------------------------
     def _race(self, peer: str, now: float | None) -> Piece | None:
-        """A backup job for the unclaimed remainder of a silent job, or None.
-
-        Silent: no sign of life for ``race_after`` seconds while some job
-        made progress more recently (so the silence is that peer's, not the
-        origin's). The longest-silent job of another peer is raced; the
-        backup covers its ``[claimed, end)`` and the first of the two to
-        claim a byte wins (:meth:`claim`).
-        """
-        if now is None or self.race_after is None or self._last_progress is None \
-                or now - self._last_progress >= self.race_after:
+        """A backup job for the unclaimed ``[claimed, end)`` of a silent job, or None."""
+        job = self._races.silent_job(self._jobs.values(), peer, now)
+        if job is None:
             return None
-        silent = [j for j in self._jobs.values()
-                  if j.rival is None and j.peer != peer and j.end > j.claimed
-                  and j.heard is not None and now - j.heard >= self.race_after]
-        if not silent:
-            return None
-        job = min(silent, key=lambda j: (j.heard, j.job_id))
         piece = self._start(peer, job.claimed, job.end, now)
         job.rival, self._jobs[piece.job_id].rival = piece.job_id, job.job_id
         return piece
-
-    def _settle_race(self, winner: _Job) -> None:
-        """``winner`` claimed first: its rival stops at what it has claimed."""
-        loser = self._jobs[winner.rival]
-        winner.rival = loser.rival = None
-        loser.end = loser.claimed
-        self._losers.append(Shrink(loser.job_id, loser.end))
-        if loser.position == loser.end:  # nothing of it is left to write: retired
-            del self._jobs[loser.job_id]
 
     def take_losers(self) -> list[Shrink]:
         """The jobs that lost a race since the last call, with their new ends.
@@ -522,8 +611,7 @@ class Scheduler:
         Tell their workers (a peer stops at the new end; a job no longer
         running stops at once).
         """
-        losers, self._losers = self._losers, []
-        return losers
+        return self._races.take_losers()
 
     def heard(self, job_id: int, now: float) -> None:
         """A sign of life from the job's worker that carried no data (a keep-alive)."""
@@ -559,9 +647,9 @@ class Scheduler:
         job = self._jobs[job_id]
         n = min(nbytes, job.end - job.claimed)
         if n and job.rival is not None:
-            self._settle_race(job)
+            self._races.settle(self._jobs, job)
         if n and now is not None:
-            job.heard = self._last_progress = now
+            self._races.progressed(job, now)
         offset = job.claimed
         job.claimed += n
         return offset, n
@@ -582,7 +670,7 @@ class Scheduler:
             raise ValueError(f"job {job_id}: commit of {n} bytes beyond what was claimed")
         self._done.add(job.position, job.position + n)
         job.position += n
-        self._bytes_by_peer[job.peer] = self._bytes_by_peer.get(job.peer, 0) + n
+        self.peers.credit(job.peer, n)
 
     def finished(self, job_id: int, now: float | None = None) -> bool:
         """The job's worker says it is complete. True if it is (the job is retired).
@@ -599,21 +687,18 @@ class Scheduler:
             return False
         del self._jobs[job_id]
         if now is not None and job.started is not None and now > job.started:
-            rate = (job.end - job.start) / (now - job.started)
-            old = self._peer_rate.get(job.peer)
-            self._peer_rate[job.peer] = rate if old is None else (old + rate) / 2
+            self.peers.observe(job.peer, (job.end - job.start) / (now - job.started))
         return True
 
     def failed(self, job_id: int, reason: str, *, discard: bool = False, count: bool = True) -> None:
         """Give up on a job: its unwritten remainder goes to the FRONT of the queue.
 
-        The remainder is ``[position, end)``: claimed but uncommitted bytes
-        count as unwritten. Committed bytes stay done, unless ``discard``:
-        for a worker caught lying, whose written bytes cannot be trusted, the
-        whole ``[start, end)`` is requeued and its bytes leave ``done`` (and
-        its peer's count). Counts one failure for the peer (unless ``count``
-        is False: the fault was the caller's), which is excluded at
-        ``max_failures``. A no-op for a job that is not running.
+        The remainder is ``[position, end)`` (claimed but uncommitted bytes
+        are unwritten), less what a racing rival covers. Committed bytes stay
+        done, unless ``discard`` (a worker caught lying): then ``[start, end)``
+        is requeued and its bytes leave ``done`` and its peer's count. Counts
+        one failure for the peer unless ``count`` is False (the caller's own
+        fault). A no-op for a job that is not running.
         """
         job = self._jobs.pop(job_id, None)
         if job is None:
@@ -625,23 +710,19 @@ class Scheduler:
             end = rival.start if rival.start > job.start else job.position
         if discard and job.position > job.start:
             self._done.remove(job.start, job.position)
-            self._bytes_by_peer[job.peer] -= job.position - job.start
+            self.peers.credit(job.peer, job.start - job.position)
             job.position = job.start
         if job.position < end:
-            self._requeued.appendleft(Range(job.position, end))
-        if not count:  # the caller's own fault: the peer is not to blame
-            return
-        reasons = self._failures.setdefault(job.peer, [])
-        reasons.append(reason)
-        if len(reasons) >= self.max_failures:
-            self._excluded.add(job.peer)
+            self._queue.requeue(Range(job.position, end))
+        if count:
+            self.peers.strike(job.peer, reason)
 
     def exclude(self, peer: str) -> None:
         """No more work for ``peer``. Its running jobs are the caller's to fail."""
-        self._excluded.add(peer)
+        self.peers.exclude(peer)
 
     def excluded(self, peer: str) -> bool:
-        return peer in self._excluded
+        return self.peers.excluded(peer)
 
     # -- state --------------------------------------------------------------------------------
     @property
@@ -663,17 +744,8 @@ class Scheduler:
 
     @property
     def queue(self) -> list[Range]:
-        """The pieces waiting for a worker, in the order they will be given out.
-
-        Built on each call (one entry per piece): for tests and diagnostics,
-        not for a loop.
-        """
-        pieces = list(self._requeued)
-        at = self._plan_at
-        while (r := self._planned_from(at)) is not None:
-            pieces.append(r)
-            at = r.end
-        return pieces
+        """The pieces waiting for a worker, in the order they will be given out (built per call)."""
+        return self._queue.pieces()
 
     def has_work(self) -> bool:
         """True if pieces are queued or a running job is big enough to split.
@@ -682,18 +754,15 @@ class Scheduler:
         something"; with one, ``assign`` may still refuse a peer too slow for
         a split to help.
         """
-        return self._has_queued() or any(j.end - j.claimed >= 2 * self.min_split
+        return bool(self._queue) or any(j.end - j.claimed >= 2 * self.min_split
                                         for j in self._jobs.values())
-
-    def _has_queued(self) -> bool:
-        return bool(self._requeued) or self._planned_from(self._plan_at) is not None
 
     def bytes_by_peer(self) -> dict[str, int]:
         """Bytes committed per peer (less what ``failed(discard=True)`` took back)."""
-        return dict(self._bytes_by_peer)
+        return self.peers.bytes()
 
     def failures(self, peer: str) -> int:
-        return len(self._failures.get(peer, ()))
+        return len(self.peers.reasons(peer))
 
     def failure_reasons(self, peer: str) -> list[str]:
-        return list(self._failures.get(peer, ()))
+        return self.peers.reasons(peer)
