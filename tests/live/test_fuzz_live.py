@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import random
 import re
 import selectors
 import socket
 import struct
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -36,6 +34,7 @@ from swift import protocol, wire
 from swiftlab.cluster import Cluster, wait_until
 from swift.membership import DiscoveryClient
 from swiftlab.origin import make_file
+from swiftlab.procstat import usage
 
 from tests.helpers import MiB, sha256_file
 
@@ -47,9 +46,8 @@ SECRET = b"fuzzing-lab-secret-0123456789abcdef"
 # -- resources of a process ------------------------------------------------------------------------
 def resources(pid: int) -> tuple[int, int]:
     """(threads, open file descriptors) of a live process."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    threads = int(next(line for line in status.splitlines() if line.startswith("Threads:")).split()[1])
-    return threads, len(os.listdir(f"/proc/{pid}/fd"))
+    now = usage(pid)
+    return now.threads, now.fds
 
 
 def settled(pid: int, seconds: float = 1.0) -> tuple[int, int]:
