@@ -30,9 +30,10 @@ import cmd
 import shlex
 import shutil
 import threading
+import time
 
-from .nodeapp import (CANCELLED, ENDED, NOTICE, PAUSED, RESUMED, STARTED, AlreadyDownloading,
-                      DownloadJob, NodeApp, add_get_arguments, with_scheme)
+from .nodeapp import (CANCELLED, ENDED, NOTICE, PAUSED, RESUMED, STARTED, STOP_DEADLINE,
+                      AlreadyDownloading, DownloadJob, NodeApp, add_get_arguments, with_scheme)
 from .errors import SwiftError
 from .http.profile import INSECURE_WARNING, profile_from_args
 from .http.url import redact_url
@@ -289,18 +290,23 @@ class Prompt(cmd.Cmd):
             return True
         numbers = ", ".join(f"[{job.number}]" for job in running)
         if not _isatty(self.stdin):
-            self.say(f"waiting for {numbers} to finish before leaving (input is not a terminal)")
-            return self._wait(running)
+            self.say(f"waiting for {numbers} to finish before leaving (input is not a terminal; "
+                     f"Ctrl-C cancels them, keeping their partial files)")
+            if not self._wait(running):  # no prompt to go back to: Ctrl-C means leave
+                self.say("cancelling; the partial files are kept for resume")
+                self._cancel_and_wait(running)
+            return True
         self.say(f"{numbers} still running: wait for them (w), cancel them and keep their "
                  f"partial files for resume (c), or stay at the prompt (s)?")
         answer = self._ask("[w/c/s] ")
         if answer.startswith("w"):
             self.say(f"waiting for {numbers} (Ctrl-C to stop waiting)")
-            return self._wait(running)
+            if self._wait(running):
+                return True
+            self.say("stopped waiting; the downloads go on")
+            return False
         if answer.startswith("c"):
-            for job in running:
-                job.cancel()
-            self._wait(running)
+            self._cancel_and_wait(running)
             return True
         self.say("staying; the downloads go on")
         return False
@@ -320,6 +326,14 @@ class Prompt(cmd.Cmd):
             with self._print_lock:
                 self._asking, self._reading = None, False
 
+    def _cancel_and_wait(self, jobs: list[DownloadJob]) -> None:
+        """Cancel ``jobs`` and give them the node's stop deadline to say what they kept."""
+        for job in jobs:
+            job.cancel()
+        end = time.monotonic() + STOP_DEADLINE
+        for job in jobs:
+            job.wait(max(0.0, end - time.monotonic()))
+
     def _wait(self, jobs: list[DownloadJob]) -> bool:
         """Wait for ``jobs``; True once all ended, False if Ctrl-C stopped the wait."""
         try:
@@ -328,7 +342,6 @@ class Prompt(cmd.Cmd):
                     pass
             return True
         except KeyboardInterrupt:
-            self.say("\nstopped waiting; the downloads go on")
             return False
 
     do_exit = do_quit

@@ -883,17 +883,12 @@ def finalize(part: Path, final: Path, *, overwrite: bool) -> Path:
             os.replace(part, final)
         else:
             mine = {part, record}
-
-            def taken(p: Path) -> bool:
-                return any(os.path.lexists(q) for q in (p, part_path(p), record_path(p))
-                           if q not in mine)
-
             for _ in range(100):
                 try:
                     _rename_noreplace(part, target)
                     break
                 except FileExistsError:
-                    target = free_path(final.parent, final.name, taken=taken)
+                    target = free_path(final.parent, final.name, ignore=mine)
             else:  # pragma: no cover - 100 names appearing while we look
                 raise StorageError(f"could not find a free name for {final}", path=final)
     except FileExistsError as exc:  # free_path gave up

@@ -60,13 +60,9 @@ def choose_path(probe: http.ProbeResult, opts: Options) -> Path:
     if opts.force:
         return directory / name
 
-    def taken(candidate: Path) -> bool:
-        if _record_of(probe.url, candidate) is not None:
-            return False  # a partial download of this same URL is ours to resume
-        return (candidate.exists() or storage.part_path(candidate).exists()
-                or storage.record_path(candidate).exists())
-
-    return names.free_path(directory, name, taken=taken)
+    # names.is_taken is the one rule; a partial download of this same URL is ours to resume
+    return names.free_path(directory, name,
+                           ours=lambda candidate: _record_of(probe.url, candidate) is not None)
 
 
 def _record_of(url: str, final: Path) -> storage.ResumeRecord | None:

@@ -206,7 +206,7 @@ def test_quit_from_a_pipe_waits_for_the_downloads_and_says_so(cluster, origin, o
         node = cluster.node(f"127.0.0.1:{disc.port}", serve_only=False, stdin=stdin,
                             extra=["--allow-private"], name="piped")
         assert node.wait(60) == 0, node.output()
-    node.wait_for(r"waiting for \[1\] to finish before leaving \(input is not a terminal\)", timeout=1)
+    node.wait_for(r"waiting for \[1\] to finish before leaving \(input is not a terminal", timeout=1)
     node.wait_for(r"\[1\] done: ", timeout=1)
     assert sha256_file(cluster.workdir / "piped.bin") == digest
 
@@ -275,3 +275,21 @@ def test_live_progress_appears_above_the_line_being_typed(cluster, origin, origi
         type_("c\r")
         assert proc.wait(15) == 0
     assert "[1] cancelled; the partial download is kept in" in screen()
+
+
+def test_ctrl_c_while_a_piped_quit_waits_cancels_and_leaves(cluster, origin, origin_root, tmp_path):
+    make_file(origin_root / "slowpipe.bin", 32 * MiB, seed=40)
+    origin.configure(conn_rate=MiB)
+    disc = cluster.discovery()
+    script = tmp_path / "input.txt"
+    script.write_text(f"{origin.url('/slowpipe.bin')}\nquit\n")
+    with open(script) as stdin:
+        node = cluster.node(f"127.0.0.1:{disc.port}", serve_only=False, stdin=stdin,
+                            extra=["--allow-private"], name="piped")
+        node.wait_for(r"waiting for \[1\] to finish before leaving", timeout=20)
+        wait_until((cluster.workdir / "slowpipe.bin.part.swift").exists, 20, "the download to run")
+        started = time.monotonic()
+        node.send(signal.SIGINT)
+        assert node.wait(10) == 0, node.output()
+        assert time.monotonic() - started < 2.0
+    node.wait_for(r"\[1\] cancelled; the partial download is kept in .*slowpipe\.bin\.part", timeout=1)
