@@ -743,59 +743,69 @@ class StdoutStream:
 
 
 class ProgressBar:
-    """One self-redrawing line on stderr, fed by the download's progress callback.
+    """A tqdm bar on stderr, fed by the download's progress callback.
 
-    `` 45% [#########           ] 12.0 MiB of 160.0 MiB at 8.0 MiB/s, 18 s left``:
-    swift's own units (see :mod:`swift.units`); the rate is this run's
-    (resumed bytes excluded), so the time left is honest. Drawn at most
-    every :data:`REDRAW` seconds; never raises into the download.
+    tqdm in swift's unit family: ``unit="iB"`` with ``unit_divisor=1024``
+    prints ``12.0MiB`` (tqdm's default steps of 1000 would call them MB), and
+    the rate comes from :mod:`swift.units` (see :func:`_tqdm_class`). The bar starts at the bytes a resume already had
+    (``initial``), which tqdm leaves out of the rate, so the rate and the time
+    left are this run's. Never raises into the download.
     """
 
     #: Seconds between redraws: smooth to the eye, cheap on a slow terminal.
     REDRAW = 0.2
+    #: `` 38%|███▋      | 96.0MiB of 256MiB at 8.00MiB/s, 00:20 left``; ``smoothing=0``
+    #: makes the rate this run's average, not a guess from the last moments.
+    FORMAT = "{percentage:3.0f}%|{bar}| {n_fmt}iB of {total_fmt}iB at {swift_rate}, {remaining} left"
+    FORMAT_NO_TOTAL = "{n_fmt}iB at {swift_rate}"
 
     def __init__(self, stream=None) -> None:
         self.stream = stream or sys.stderr
-        self._first: tuple[int, float] | None = None
-        self._drawn = 0.0
-        self._shown = False
+        self._bar = None
 
     def update(self, done: int, total: int | None) -> None:
-        now = time.monotonic()
-        if self._first is None:
-            self._first = (done, now)
-        if now - self._drawn < self.REDRAW and (not total or done < total):
-            return
-        self._drawn = now
         try:
-            self.stream.write("\r" + self.line(done, total, now) + "\x1b[K")
-            self.stream.flush()
-            self._shown = True
+            if self._bar is None:
+                self._bar = _tqdm_class()(total=total, initial=done, unit="iB", unit_scale=True,
+                                 unit_divisor=1024, file=self.stream, mininterval=self.REDRAW,
+                                 dynamic_ncols=True, leave=False, smoothing=0,
+                                 bar_format=self.FORMAT if total else self.FORMAT_NO_TOTAL)
+                return
+            if total is not None and self._bar.total != total:
+                self._bar.total = total
+            if done > self._bar.n:
+                self._bar.update(done - self._bar.n)
         except (OSError, ValueError):  # the terminal went away: the download goes on
             pass
 
-    def line(self, done: int, total: int | None, now: float) -> str:
-        first_done, since = self._first or (done, now)
-        rate = (done - first_done) / (now - since) if now > since else 0.0
-        text = human_bytes(done) + (f" of {human_bytes(total)}" if total else "")
-        text += f" at {human_rate(rate)}"
-        if total and 0 < rate and done < total:
-            text += f", {human_seconds((total - done) / rate)} left"
-        if not total:
-            return text
-        # the bar's width is fixed by the terminal's: room for the longest text (about 64)
-        width = max(10, min(30, shutil.get_terminal_size().columns - 72))
-        filled = int(width * min(done, total) / total)
-        return f"{100 * done / total:3.0f}% [{'#' * filled}{' ' * (width - filled)}] {text}"
-
     def close(self) -> None:
-        if self._shown:
+        if self._bar is not None:
             try:
-                self.stream.write("\r\x1b[K")
-                self.stream.flush()
+                self._bar.close()
             except (OSError, ValueError):
                 pass
-            self._shown = False
+            self._bar = None
+
+
+def _tqdm_class():
+    """tqdm with the rate in swift's units (``{swift_rate}``).
+
+    tqdm scales sizes by ``unit_divisor`` but its rate by 1000 whatever the
+    divisor, so ``{rate_fmt}`` would print 8 MiB/s as "8.39MiB/s". Imported
+    here, not at the top: only a `get` on a terminal draws a bar, and start-up
+    stays light for every other command.
+    """
+    from tqdm import tqdm
+
+    class Bar(tqdm):
+        @property
+        def format_dict(self):
+            d = super().format_dict
+            elapsed = d.get("elapsed") or 0
+            d["swift_rate"] = human_rate((d["n"] - d.get("initial", 0)) / elapsed if elapsed else 0.0)
+            return d
+
+    return Bar
 
 
 def _serve(args: argparse.Namespace, secret: bytes | None) -> int:

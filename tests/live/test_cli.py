@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -135,14 +136,22 @@ def test_the_summary_names_helpers_by_their_name_in_binary_units(cluster, origin
     assert f"kitchen (127.0.0.1:{helper.port}) fetched bytes " in code.output()
 
 
-def test_the_progress_line_uses_the_same_units_and_this_runs_rate():
+def test_the_progress_bar_uses_binary_units_and_this_runs_rate():
     import io
     from swift.cli import ProgressBar
-    bar = ProgressBar(io.StringIO())
+    out = io.StringIO()
+    bar = ProgressBar(out)
     bar.update(64 * MiB, 256 * MiB)  # resumed: 64 MiB were there before this run
-    line = bar.line(96 * MiB, 256 * MiB, bar._first[1] + 4.0)
-    assert line.startswith(" 38% [")
-    assert "96.0 MiB of 256.0 MiB at 8.0 MiB/s, 20 s left" in line
+    bar._bar.start_t -= 4.0  # as if this run had started four seconds ago
+    bar._bar.last_print_t -= 4.0
+    bar.update(96 * MiB, 256 * MiB)
+    bar._bar.refresh()
+    line = out.getvalue().rsplit("\r", 1)[-1]
+    assert line.startswith(" 38%|") and "96.0MiB of 256MiB at " in line, line
+    rate = float(re.search(r"at ([0-9.]+) MiB/s", line).group(1))
+    assert 7.5 < rate <= 8.0, line  # 32 MiB in 4 s: the resumed 64 MiB do not count
+    assert "MB" not in line.replace("MiB", ""), line
+    bar.close()
 
 
 # -- signals -----------------------------------------------------------------------------
