@@ -23,7 +23,7 @@ MiB = 1 << 20
 
 #: Hypothesis example counts in the unit tier are written for a thorough run;
 #: by default the tier runs this fraction of each (it must stay under 30 s,
-#: tests/README.md). ``SWIFT_FUZZ_SCALE=1`` runs every count in full (.ci/run).
+#: tests/README.md). ``SWIFT_FUZZ_SCALE=1`` runs every count in full.
 FUZZ_SCALE = float(os.environ.get("SWIFT_FUZZ_SCALE") or 0.25)
 
 
