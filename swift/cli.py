@@ -47,8 +47,7 @@ from .http.url import redact_url
 from .httpclient import RetryPolicy
 from .membership import DiscoveryClient, DiscoveryError, Peer
 from .nodeapp import RateLimit, add_get_arguments, peer_names, summary, with_scheme
-from .sessions import make_session
-from .units import human_bytes, human_rate, human_seconds, parse_count, parse_rate, parse_seconds, parse_size
+from .units import human_bytes, human_rate, parse_count, parse_rate, parse_seconds, parse_size
 
 log = logging.getLogger("swift")
 

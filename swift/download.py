@@ -43,7 +43,7 @@ from .engine.peer_worker import PeerWorker
 from .engine.record_keeper import RecordKeeper
 from .engine.report import ChecksumMismatch, DownloadError, Report, cancelled
 from .engine.single_stream import SingleStream
-from .errors import ErrorCode, SwiftError
+from .errors import ErrorCode, OriginError, SwiftError
 from .membership import Peer
 from .units import human_bytes
 
