@@ -214,6 +214,8 @@ def discovery_main(argv: list[str] | None = None, prog: str | None = None) -> in
         return _discovery(argv, prog)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except Terminated:  # a second SIGTERM while stopping: still the normal stop
+        return EXIT_OK
 
 
 def _discovery(argv: list[str] | None, prog: str | None) -> int:
