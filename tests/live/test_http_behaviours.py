@@ -204,3 +204,16 @@ def test_every_server_habit_ends_in_the_right_file_or_one_clear_line(behaviour, 
             expected = row.with_helpers if peers else row.with_alone
             if expected:
                 assert re.search(expected, report.read_text()), report.read_text()
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--header", "no colon here"], "expected 'Name: value'"),
+    (["--header", "Range: bytes=0-1"], "set by swift itself"),
+    (["--load-cookies", "/nonexistent/cookies.txt"], "no such file"),
+    (["--ca-certificate", "/nonexistent/ca.pem"], "no such readable file"),
+])
+def test_a_bad_request_option_is_a_one_line_usage_error(cluster, args, words):
+    proc = cluster.get("127.0.0.1:1", "http://127.0.0.1:1/f", get_extra=["--no-peers", *args])
+    code, output = proc.wait(60), proc.output()
+    last = output.strip().splitlines()[-1]
+    assert code == 2 and "error:" in last and words in last and "Traceback" not in output, output
