@@ -217,3 +217,29 @@ def test_a_bad_request_option_is_a_one_line_usage_error(cluster, args, words):
     code, output = proc.wait(60), proc.output()
     last = output.strip().splitlines()[-1]
     assert code == 2 and "error:" in last and words in last and "Traceback" not in output, output
+
+
+def test_the_prompt_takes_the_same_request_options(cluster, tmp_path):
+    """``get URL -U UA --header ...`` at the prompt shapes every request of that download;
+    a password typed in a URL is never echoed."""
+    import pty
+    rules = {"*": [o.browser_user_agent_only, o.needs_header("X-Token", "t1"),
+                   o.basic_auth("us@er", "p:ss wd")]}
+    with o.Origin({"/f": FILE}, rules) as origin:
+        disc = cluster.discovery()
+        master, slave = pty.openpty()
+        try:
+            node = cluster.node(f"127.0.0.1:{disc.port}", serve_only=False, stdin=slave,
+                                extra=["--allow-private"], directory=tmp_path, name="p")
+            node.wait_for(r"type a URL to download it", timeout=20)
+            url = origin.url("/f", userinfo=f"us%40er:{PASSWORD}")
+            line = f"get {url} -o f.bin --no-peers -U 'Mozilla/5.0 x' --header 'X-Token: t1'\n"
+            os.write(master, line.encode())
+            node.wait_for(r"\[1\] done: ", timeout=60)
+            os.write(master, b"quit\n")
+            assert node.wait(15) == 0
+        finally:
+            os.close(master)
+            os.close(slave)
+        assert sha256_file(tmp_path / "f.bin") == SHA
+        assert PASSWORD not in node.output(), node.output()
