@@ -235,7 +235,7 @@ class Download:
 
     def _keep_secrets(self, probe: httpclient.ProbeResult) -> None:
         """Secrets (cookies, credentials) go to helpers only over a private connection
-        (README "Security"); without a shared secret there is none: go alone."""
+        (README "Misbehaving servers"); without a shared secret there is none: go alone."""
         secrets = probe.remote.secrets() if probe.remote is not None else []
         if secrets and self.peers and self.opts.secret is None:
             self._notice(f"this download carries secrets ({', '.join(secrets)}); without a "
