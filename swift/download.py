@@ -241,7 +241,7 @@ class Download:
 
     def _keep_secrets(self, probe: http.ProbeResult) -> None:
         """Secrets (cookies, credentials) go to helpers only over a private connection
-        (README "Security"); without a shared secret there is none: go alone."""
+        (README "Misbehaving servers"); without a shared secret there is none: go alone."""
         secrets = self._remote.secrets() if self._remote is not None else []
         if secrets and self.peers and self.opts.secret is None:
             self._notice(f"this download carries secrets ({', '.join(secrets)}); without a "

@@ -179,7 +179,9 @@ class RemoteFile:
         bare, user, password = split_credentials(url)
         cookie = authorization = None
         if private:
-            cookie = _cookie_header(self.jar, bare)
+            # requests files cookies that answers set under the host as it appears in
+            # the request URL, user:password@ included: look them up as it would
+            cookie = _cookie_header(self.jar, url) or _cookie_header(self.jar, bare)
             if user is not None:
                 authorization = _basic(unquote(user), unquote(password or ""))
         return bare, self.profile.peer_headers(private=private, cookie_header=cookie,

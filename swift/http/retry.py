@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Callable, TypeVar
 
-from ..errors import Cancelled, SwiftError
+from ..errors import Cancelled, ErrorCode, SwiftError
 from .failures import translate
 from .url import redact_url
 
@@ -29,6 +29,9 @@ __all__ = ["Retry", "call_with_retry", "Passthrough"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: Errors retried without waiting (see :meth:`Retry.delay`).
+NO_BACKOFF = frozenset({ErrorCode.RANGE_IGNORED})
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,11 @@ class Retry:
         return min(self.first_delay * (2 ** (self.failures - 1)), self.max_delay)
 
     def delay(self, error: SwiftError | None = None) -> float:
-        """Seconds to wait before the next try after ``error``."""
+        """Seconds to wait before the next try after ``error`` (none after a range the
+        server ignored: it answered at once, so it is not overloaded, and the next
+        connection may reach another backend, or go without ``If-Range``)."""
+        if error is not None and error.code in NO_BACKOFF:
+            return 0.0
         advice = getattr(error, "retry_after", None)
         wait = self.backoff()
         if advice is not None:

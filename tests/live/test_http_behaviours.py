@@ -204,3 +204,84 @@ def test_every_server_habit_ends_in_the_right_file_or_one_clear_line(behaviour, 
             expected = row.with_helpers if peers else row.with_alone
             if expected:
                 assert re.search(expected, report.read_text()), report.read_text()
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--header", "no colon here"], "expected 'Name: value'"),
+    (["--header", "Range: bytes=0-1"], "set by swift itself"),
+    (["--load-cookies", "/nonexistent/cookies.txt"], "no such file"),
+    (["--ca-certificate", "/nonexistent/ca.pem"], "no such readable file"),
+])
+def test_a_bad_request_option_is_a_one_line_usage_error(cluster, args, words):
+    proc = cluster.get("127.0.0.1:1", "http://127.0.0.1:1/f", get_extra=["--no-peers", *args])
+    code, output = proc.wait(60), proc.output()
+    last = output.strip().splitlines()[-1]
+    assert code == 2 and "error:" in last and words in last and "Traceback" not in output, output
+
+
+def test_the_prompt_takes_the_same_request_options(cluster, tmp_path):
+    """``get URL -U UA --header ...`` at the prompt shapes every request of that download;
+    a password typed in a URL is never echoed."""
+    import pty
+    rules = {"*": [o.browser_user_agent_only, o.needs_header("X-Token", "t1"),
+                   o.basic_auth("us@er", "p:ss wd")]}
+    with o.Origin({"/f": FILE}, rules) as origin:
+        disc = cluster.discovery()
+        master, slave = pty.openpty()
+        try:
+            node = cluster.node(f"127.0.0.1:{disc.port}", serve_only=False, stdin=slave,
+                                extra=["--allow-private"], directory=tmp_path, name="p")
+            node.wait_for(r"type a URL to download it", timeout=20)
+            url = origin.url("/f", userinfo=f"us%40er:{PASSWORD}")
+            line = f"get {url} -o f.bin --no-peers -U 'Mozilla/5.0 x' --header 'X-Token: t1'\n"
+            os.write(master, line.encode())
+            node.wait_for(r"\[1\] done: ", timeout=60)
+            os.write(master, b"quit\n")
+            assert node.wait(15) == 0
+        finally:
+            os.close(master)
+            os.close(slave)
+        assert sha256_file(tmp_path / "f.bin") == SHA
+        assert PASSWORD not in node.output(), node.output()
+
+
+def test_with_a_shared_secret_helpers_get_the_secrets_over_the_private_channel(tmp_path):
+    """Credentials in the URL and a cookie the server set reach the helpers, whose
+    connections are private (TLS between members), so they do their share."""
+    import secrets as _secrets
+
+    from swift.auth import load_secret
+    from swift.membership import DiscoveryClient
+    from swiftlab.cluster import Cluster, wait_until
+
+    secret = tmp_path / "secret"
+    secret.write_text(_secrets.token_hex(16))
+    secret.chmod(0o600)
+    work = tmp_path / "work"
+    work.mkdir()
+    rules = {"*": [o.basic_auth("us@er", "p:ss wd"), o.cookie_on_redirect]}
+    with o.Origin({"/f": FILE * 4}, rules, rate=4 * MiB) as origin, \
+            Cluster(work, secret_file=secret) as cluster:
+        disc = cluster.discovery()
+        for i in range(2):
+            d = work / f"helper{i}"
+            d.mkdir()
+            cluster.node(f"127.0.0.1:{disc.port}", name=f"helper{i}", directory=d,
+                         extra=["--allow-private", "--source-address", f"127.0.0.{2 + i}"])
+        member = DiscoveryClient("127.0.0.1", disc.port, name="test", secret=load_secret(secret),
+                                 timeout=2.0)
+        wait_until(lambda: len(member.list_peers()) == 2, 20, "helpers registered")
+        report = tmp_path / "report.json"
+        proc = cluster.get(f"127.0.0.1:{disc.port}", origin.url("/early/f", userinfo=f"us%40er:{PASSWORD}"),
+                           get_extra=["-o", str(tmp_path / "f.bin"), "--report", str(report)])
+        code, output = proc.wait(120), proc.output()
+        assert code == 0, output
+        assert sha256_file(tmp_path / "f.bin") == hashlib.sha256(FILE * 4).hexdigest()
+        data = json.loads(report.read_text())
+        helpers = {k: v for k, v in data["bytes_by_source"].items() if k != "local"}
+        assert len(helpers) == 2 and all(v > 0 for v in helpers.values()), (data, output)
+        assert not data.get("left_out") and "alone" not in " ".join(data["notices"]), data
+        # the helpers' requests carried the credentials and the cookie: no 401/403 from them
+        assert {client for _, status, client in origin.log if status == 206} >= {"127.0.0.2", "127.0.0.3"}
+        assert not [s for _, s, c in origin.log if c != "127.0.0.1" and s in (401, 403)], origin.log
+        assert PASSWORD not in output and PASSWORD not in report.read_text()

@@ -391,3 +391,9 @@ def test_a_range_request_keeps_its_own_headers_whatever_it_is_given():
     assert range_headers(given, 10, 20, None) == {"X-Token": "t", "Range": "bytes=10-19",
                                                   "Accept-Encoding": "identity"}
     assert range_headers({"X-Token": "t"}, 0, 1, '"v1"')["If-Range"] == '"v1"'
+
+
+def test_a_range_the_server_ignored_is_asked_again_at_once():
+    ignored = errors.OriginError("ignored", ErrorCode.RANGE_IGNORED, status=200)
+    r = Retry(first_delay=0.5).increment(ignored)
+    assert r.delay(ignored) == 0.0 and r.delay(BUSY) == 0.5
