@@ -90,6 +90,9 @@ def _install_signals() -> None:
     """
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_terminated)
+    # a parent may have started us with both held back (swiftlab.cluster does,
+    # for a moment); a held signal would never reach the handlers above
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 class Parser(argparse.ArgumentParser):

@@ -165,8 +165,21 @@ class Cluster:
 
     def start(self, args: Sequence[str], *, name: str, prefix: Sequence[str] | None = None,
               **kw) -> Process:
-        proc = Process([*(self.prefix if prefix is None else prefix), *args], name=name, **kw)
-        self.processes.append(proc)
+        """Start a process that :meth:`close` will kill.
+
+        SIGINT and SIGTERM are held back from the moment of the fork until the
+        process is on our list: a Ctrl-C in between (the demo's user, a test)
+        would otherwise leave a child nobody kills, writing into a directory
+        already removed. The child inherits the mask; swift's programs and the
+        test origin unblock both signals first thing.
+        """
+        held = {signal.SIGINT, signal.SIGTERM}
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            proc = Process([*(self.prefix if prefix is None else prefix), *args], name=name, **kw)
+            self.processes.append(proc)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
         return proc
 
     def discovery(self, *, host: str = "127.0.0.1", port: int = 0, lease: float | None = None,

@@ -1045,6 +1045,8 @@ def _rate_for(text: str) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # started by swiftlab.cluster with SIGINT/SIGTERM held back: hear them again
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     p = argparse.ArgumentParser(prog="python3 -m swiftlab.origin", description="a local origin HTTP server")
     p.add_argument("--root", required=True, help="directory to serve")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
