@@ -37,14 +37,14 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from . import __version__, auth, demo, discovery_server, download, httpclient, names, storage
+from . import __version__, auth, demo, discovery_server, download, http, names, storage
 from .addresses import format_hostport, parse_host, parse_hostport, parse_port
 from .checksums import file_digest, parse_checksum
 from .errors import SwiftError
 from .http.profile import INSECURE_WARNING, profile_from_args
 from .http.remote import RemoteFile
 from .http.url import redact_url
-from .httpclient import RetryPolicy
+from .http import Retry
 from .membership import DiscoveryClient, DiscoveryError, Peer
 from .nodeapp import RateLimit, add_get_arguments, peer_names, summary, with_scheme
 from .units import human_bytes, human_rate, parse_count, parse_rate, parse_seconds, parse_size
@@ -283,10 +283,10 @@ def _download_options(p: argparse.ArgumentParser, after: bool) -> None:
                         "node, what it spends fetching for others, and each download it starts")
     p.add_argument("--timeout", type=SECONDS, metavar="S", **keep,
                    help=f"seconds a request may wait for data before that try fails "
-                        f"(default {httpclient.DEFAULT_TIMEOUT[1]:g})")
+                        f"(default {http.DEFAULT_TIMEOUT[1]:g})")
     p.add_argument("--connect-timeout", type=SECONDS, metavar="S", **keep,
                    help=f"seconds to connect to a server before that try fails "
-                        f"(default {httpclient.DEFAULT_TIMEOUT[0]:g})")
+                        f"(default {http.DEFAULT_TIMEOUT[0]:g})")
     p.add_argument("--proxy", type=PROXY, metavar="URL", **keep,
                    help="HTTP proxy for every request (default: $HTTPS_PROXY / $HTTP_PROXY, "
                         "with $NO_PROXY)")
@@ -493,7 +493,7 @@ def _get_one(url: str, args: argparse.Namespace, peers: list[Peer], secret: byte
              notice: Callable[[str], None]) -> dict:
     """One URL of a ``get``: the result as it goes into ``--report``; prints its own lines."""
     quiet = args.quiet > 0
-    retry = RetryPolicy(attempts=args.tries) if args.tries else RetryPolicy()
+    retry = Retry(attempts=args.tries) if args.tries else Retry()
     result: dict = {"url": redact_url(url, strict=False), "ok": False, "checksum": args.checksum,
                     "checksum_verified": False}
     try:  # request shaping (swift.http.profile): checked when parsed; a file may change since
@@ -536,7 +536,7 @@ def _get_one(url: str, args: argparse.Namespace, peers: list[Peer], secret: byte
 
 
 def _get_to_stdout(url: str, args: argparse.Namespace, peers: list[Peer], secret: bytes | None,
-                   notice: Callable[[str], None], retry: RetryPolicy, result: dict) -> dict:
+                   notice: Callable[[str], None], retry: Retry, result: dict) -> dict:
     """``-o -``: download into a temporary directory while streaming it, in order, to stdout."""
     quiet = args.quiet > 0
     workdir = Path(tempfile.mkdtemp(prefix=".swift-stdout-", dir=args.dir))
@@ -586,7 +586,7 @@ def _quiet_stdout() -> None:
         pass
 
 
-def already_complete(url: str, args: argparse.Namespace, retry: RetryPolicy) -> Path | str | None:
+def already_complete(url: str, args: argparse.Namespace, retry: Retry) -> Path | str | None:
     """The file this ``get`` would write, if it is already there and complete; else None.
 
     As ``wget -c`` does: asked only when a file of that name exists (the
@@ -604,8 +604,8 @@ def already_complete(url: str, args: argparse.Namespace, retry: RetryPolicy) -> 
     try:
         remote = RemoteFile(url, profile=profile_from_args(args))
         session = remote.session(source_address=args.source_address)
-        probe = httpclient.probe(session, remote, policy=retry, timeout=request_timeout(args))
-    except httpclient.HttpError as exc:
+        probe = http.probe(session, remote, retry=retry, timeout=request_timeout(args))
+    except SwiftError as exc:
         return str(exc)
     finally:
         if session is not None:
@@ -624,7 +624,7 @@ def already_complete(url: str, args: argparse.Namespace, retry: RetryPolicy) -> 
 
 def request_timeout(args: argparse.Namespace) -> tuple[float, float]:
     """(connect, read) seconds from ``--connect-timeout`` / ``--timeout``, else the defaults."""
-    connect, read = httpclient.DEFAULT_TIMEOUT
+    connect, read = http.DEFAULT_TIMEOUT
     return (args.connect_timeout or connect, args.timeout or read)
 
 

@@ -39,7 +39,7 @@ from .addresses import format_hostport
 from .checksums import parse_checksum
 from .http.profile import add_request_options
 from .http.url import redact_url
-from .httpclient import DEFAULT_TIMEOUT, RetryPolicy
+from .http import DEFAULT_TIMEOUT, Retry
 from .membership import DiscoveryClient, Membership, Peer
 from .sessions import make_session
 from .units import human_bytes, human_rate, parse_count, parse_size
@@ -105,7 +105,7 @@ def add_get_arguments(parser: argparse.ArgumentParser, *, at_prompt: bool = Fals
                             help="write a JSON report to FILE, on failure too (with the error)")
         parser.add_argument("--tries", type=_checked(lambda t: parse_count(t, low=1, high=MAX_TRIES)),
                             metavar="N", help=f"tries per request before giving up (1-{MAX_TRIES}; "
-                                              f"default {RetryPolicy.attempts})")
+                                              f"default {Retry.attempts})")
         parser.add_argument("--piece-size", type=_checked(parse_size), help=argparse.SUPPRESS)
 
 

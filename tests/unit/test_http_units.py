@@ -10,7 +10,7 @@ import pytest
 import requests
 import urllib3.exceptions as u3
 
-from swift import errors, httpclient
+from swift import errors
 from swift.errors import ErrorCode
 from swift.http import failures, headers as hd, url as u
 from swift.http.profile import RequestProfile, load_cookies, parse_header
@@ -296,13 +296,6 @@ def test_a_stop_cancels_the_wait():
 
     with pytest.raises(errors.Cancelled):
         call_with_retry(action, Retry(first_delay=60), url=URL, stop=stop)
-
-
-def test_old_names_still_work():
-    assert httpclient.RetryPolicy is Retry
-    with pytest.raises(httpclient.HttpError, match="404"):
-        httpclient.with_retries(lambda: (_ for _ in ()).throw(failures.status_error(404, "", URL)),
-                                policy=Retry(), what=URL, sleep=lambda s: None)
 
 
 # -- the request profile ------------------------------------------------------------------------------
