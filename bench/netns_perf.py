@@ -400,7 +400,11 @@ class Sampler:
         out = {"first_MiB_s": next((round(t, 2) for t, b in pts if b >= MiB), None),
                "t50_s": first(0.5), "t90_s": first(0.9), "t99_s": first(0.99),
                "last_byte_s": next(round(t, 2) for t, b in pts if b >= total - 64 * 1024)}
-        t10 = first(0.1)
+        t10 = out["t10_s"] = first(0.1)
+        if t10 is not None and out["first_MiB_s"] is not None:
+            # ramp-up: from the first MiB to 10 % of the file, against the ideal rate
+            out["ramp_to_10pct_of_ideal"] = round((0.1 * size - MiB) / expected_rate
+                                                  / max(t10 - out["first_MiB_s"], 1e-3), 3)
         if t10 is not None and out["t90_s"] is not None and out["t90_s"] > t10:
             steady = 0.8 * size / (out["t90_s"] - t10)
             out["rate_10_to_90pct_of_ideal"] = round(steady / expected_rate, 3)
@@ -856,6 +860,9 @@ def diagnose(r: Result) -> str:
         parts.append(f"inside the download {n['inside_efficiency']:.3f} of ideal")
     if n.get("first_MiB_s") is not None:
         parts.append(f"first MiB at {n['first_MiB_s']} s")
+    if n.get("ramp_to_10pct_of_ideal") is not None:
+        parts.append(f"10 % at {n['t10_s']} s (rate from the first MiB to 10 % = "
+                     f"{n['ramp_to_10pct_of_ideal']:.2f} of the ideal rate)")
     if n.get("rate_10_to_90pct_of_ideal") is not None:
         parts.append(f"rate from 10 % to 90 % = {n['rate_10_to_90pct_of_ideal']:.2f} of the ideal rate")
     if n.get("t99_s") is not None and n.get("last_byte_s") is not None:
