@@ -217,14 +217,26 @@ def discovery_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def discovery_main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    """``discovery.py`` (``prog``: the name usage lines show; default: how it was started)."""
+    """``discovery.py`` (``prog``: the name usage lines show; default: how it was started).
+
+    SIGTERM is a daemon's normal stop (exit 0), also before the server is up
+    or during its stop."""
+    return _run_program(_discovery, argv, prog, terminated=EXIT_OK)
+
+
+def _run_program(body: Callable[[list[str] | None, str | None], int], argv: list[str] | None,
+                 prog: str | None, *, terminated: int, interrupted_line: bool = False) -> int:
+    """Run one program's ``body`` with swift's signal handling: Ctrl-C exits 130
+    (after one "interrupted" line if asked), SIGTERM exits ``terminated``."""
     _install_signals()
     try:
-        return _discovery(argv, prog)
+        return body(argv, prog)
     except KeyboardInterrupt:
+        if interrupted_line:
+            print("interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
-    except Terminated:  # a SIGTERM before the server was up, or during its stop
-        return EXIT_OK
+    except Terminated:
+        return terminated
 
 
 def _discovery(argv: list[str] | None, prog: str | None) -> int:
@@ -361,14 +373,7 @@ def parse_node_args(argv: list[str] | None, prog: str | None = None) -> argparse
 # -- node: the programs -------------------------------------------------------------------
 def node_main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """``node.py`` (``prog``: the name usage lines show; default: how it was started)."""
-    _install_signals()
-    try:
-        return _node(argv, prog)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr, flush=True)
-        return EXIT_INTERRUPTED
-    except Terminated:
-        return EXIT_TERMINATED
+    return _run_program(_node, argv, prog, terminated=EXIT_TERMINATED, interrupted_line=True)
 
 
 def _node(argv: list[str] | None, prog: str | None) -> int:

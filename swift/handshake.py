@@ -63,10 +63,15 @@ def _version_text(version: int) -> str:
 
 
 class _Machine:
-    """Shared bookkeeping: a handshake ends exactly once, by success or failure."""
+    """Shared bookkeeping: who we are, the secret and the channel binding; a
+    handshake ends exactly once, by success or failure."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str, secret: bytes | None, binding: bytes | None) -> None:
+        _require_binding(secret, binding)
         self.state = "start"
+        self.name = name[:protocol.MAX_NAME]
+        self.secret = secret
+        self.binding = binding or b""
 
     def _finish(self, step: Step) -> Step:
         self.state = "failed" if step.failure is not None else "done" if step.done else self.state
@@ -97,11 +102,7 @@ class ClientHandshake(_Machine):
 
     def __init__(self, *, name: str, secret: bytes | None, where: str,
                  binding: bytes | None = None, nonce: str | None = None):
-        super().__init__()
-        _require_binding(secret, binding)
-        self.name = name[:protocol.MAX_NAME]
-        self.secret = secret
-        self.binding = binding or b""
+        super().__init__(name, secret, binding)
         self.where = where
         self.nonce = (nonce or auth.new_nonce()) if secret else None
         self.server_name: str | None = None
@@ -178,11 +179,7 @@ class ServerHandshake(_Machine):
 
     def __init__(self, *, name: str, secret: bytes | None, peer: str,
                  binding: bytes | None = None, nonce: str | None = None):
-        super().__init__()
-        _require_binding(secret, binding)
-        self.name = name[:protocol.MAX_NAME]
-        self.secret = secret
-        self.binding = binding or b""
+        super().__init__(name, secret, binding)
         self.peer = peer
         self._nonce = nonce
         self.hello: protocol.Hello | None = None

@@ -292,21 +292,21 @@ class Prompt(cmd.Cmd):
         if not _isatty(self.stdin):
             self.say(f"waiting for {numbers} to finish before leaving (input is not a terminal; "
                      f"Ctrl-C cancels them, keeping their partial files)")
-            if not self._wait(running):  # no prompt to go back to: Ctrl-C means leave
+            if not wait_for(running):  # no prompt to go back to: Ctrl-C means leave
                 self.say("cancelling; the partial files are kept for resume")
-                self._cancel_and_wait(running)
+                cancel_and_wait(running)
             return True
         self.say(f"{numbers} still running: wait for them (w), cancel them and keep their "
                  f"partial files for resume (c), or stay at the prompt (s)?")
         answer = self._ask("[w/c/s] ")
         if answer.startswith("w"):
             self.say(f"waiting for {numbers} (Ctrl-C to stop waiting)")
-            if self._wait(running):
+            if wait_for(running):
                 return True
             self.say("stopped waiting; the downloads go on")
             return False
         if answer.startswith("c"):
-            self._cancel_and_wait(running)
+            cancel_and_wait(running)
             return True
         self.say("staying; the downloads go on")
         return False
@@ -326,29 +326,31 @@ class Prompt(cmd.Cmd):
             with self._print_lock:
                 self._asking, self._reading = None, False
 
-    def _cancel_and_wait(self, jobs: list[DownloadJob]) -> None:
-        """Cancel ``jobs`` and give them the node's stop deadline to say what they kept."""
-        for job in jobs:
-            job.cancel()
-        end = time.monotonic() + STOP_DEADLINE
-        for job in jobs:
-            job.wait(max(0.0, end - time.monotonic()))
-
-    def _wait(self, jobs: list[DownloadJob]) -> bool:
-        """Wait for ``jobs``; True once all ended, False if Ctrl-C stopped the wait."""
-        try:
-            for job in jobs:
-                while not job.wait(WAIT_STEP):
-                    pass
-            return True
-        except KeyboardInterrupt:
-            return False
-
     do_exit = do_quit
 
     def do_EOF(self, arg: str) -> bool:
         self.say("")
         return self.do_quit(arg)
+
+
+def cancel_and_wait(jobs: list[DownloadJob]) -> None:
+    """Cancel ``jobs`` and give them the node's stop deadline to say what they kept."""
+    for job in jobs:
+        job.cancel()
+    end = time.monotonic() + STOP_DEADLINE
+    for job in jobs:
+        job.wait(max(0.0, end - time.monotonic()))
+
+
+def wait_for(jobs: list[DownloadJob]) -> bool:
+    """Wait for ``jobs``; True once all ended, False if Ctrl-C stopped the wait."""
+    try:
+        for job in jobs:
+            while not job.wait(WAIT_STEP):
+                pass
+        return True
+    except KeyboardInterrupt:
+        return False
 
 
 def progress(job: DownloadJob) -> str:

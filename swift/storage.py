@@ -583,13 +583,10 @@ class ResumeRecord:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            log.warning("ignoring the resume record %s: %s", path,
-                        _CAUSES.get(exc.errno or 0, exc.strerror))
-            return None
+            return _ignored(path, _CAUSES.get(exc.errno or 0, exc.strerror))
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
-                log.warning("ignoring the resume record %s: not a regular file", path)
-                return None
+                return _ignored(path, "not a regular file")
             chunks, total = [], 0
             while total <= MAX_RECORD_BYTES:
                 chunk = os.read(fd, 1 << 20)
@@ -598,13 +595,9 @@ class ResumeRecord:
                 chunks.append(chunk)
                 total += len(chunk)
             if total > MAX_RECORD_BYTES:
-                log.warning("ignoring the resume record %s: larger than %s", path,
-                            human_bytes(MAX_RECORD_BYTES))
-                return None
+                return _ignored(path, f"larger than {human_bytes(MAX_RECORD_BYTES)}")
         except OSError as exc:
-            log.warning("ignoring the resume record %s: %s", path,
-                        _CAUSES.get(exc.errno or 0, exc.strerror))
-            return None
+            return _ignored(path, _CAUSES.get(exc.errno or 0, exc.strerror))
         finally:
             os.close(fd)
         try:
@@ -903,3 +896,9 @@ def finalize(part: Path, final: Path, *, overwrite: bool) -> Path:
     except OSError as exc:  # the download is complete; a stale record is harmless
         log.warning("could not remove the resume record %s: %s", record, exc)
     return target
+
+
+def _ignored(path: Path, why: str) -> None:
+    """Say why the record at ``path`` is not used (a resume then starts over); None."""
+    log.warning("ignoring the resume record %s: %s", path, why)
+    return None
