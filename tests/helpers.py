@@ -126,3 +126,28 @@ def prepare(directory: Path, name: str = "f.iso", data: str = "new") -> tuple[Pa
     make_record().save(record_path(final))
     return part, final
 
+
+def have_ipv6() -> bool:
+    """Whether this machine's loopback has ::1 (some containers do not)."""
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def self_signed_certificate(directory: Path) -> tuple[str, str]:
+    """(certificate, key) PEM files for 127.0.0.1 in ``directory``, made with openssl;
+    the test is skipped where openssl is missing."""
+    import shutil
+    import subprocess
+
+    import pytest
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(directory / "key.pem"), "-out", str(directory / "cert.pem")],
+                   check=True, capture_output=True, timeout=60)
+    return str(directory / "cert.pem"), str(directory / "key.pem")

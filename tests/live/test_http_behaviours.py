@@ -17,16 +17,13 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import socket
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from tests import http_origin as o
-from tests.helpers import sha256_file, start_helpers
+from tests.helpers import sha256_file, start_helpers, have_ipv6, self_signed_certificate
 
 KiB, MiB = 1 << 10, 1 << 20
 FILE = os.urandom(3 * MiB + 12_345)  # over the one-request threshold (1 MiB): ranges are planned
@@ -125,25 +122,11 @@ ROWS = {
 # (over 4 GiB needs a real server and 4 GiB of disk per run: the compatibility suite's case 28)
 
 
-def _have_ipv6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    d = tmp_path_factory.mktemp("tls")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
-                   check=True, capture_output=True, timeout=60)
-    return str(d / "cert.pem"), str(d / "key.pem")
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"))
 
 
 def _run(cluster, disc: str, url: str, row: Row, out: Path | None, report: Path, cert: str | None,
@@ -180,7 +163,7 @@ def _judge(row: Row, code: int, output: str, saved: Path | None, report: Path) -
 def test_every_server_habit_ends_in_the_right_file_or_one_clear_line(behaviour, cluster, tmp_path,
                                                                     request):
     row = ROWS[behaviour]
-    if row.host == "::1" and not _have_ipv6():
+    if row.host == "::1" and not have_ipv6():
         pytest.skip("no IPv6 loopback")
     cert = request.getfixturevalue("certificate") if row.tls else None
     with o.Origin(row.files, row.rules, host=row.host, tls=cert, rate=row.rate) as origin:

@@ -4,8 +4,6 @@ rule swift follows for it, and the bytes or the one error that come out."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import threading
 
 import pytest
@@ -20,6 +18,7 @@ from tests import http_origin as o
 
 FAST = Retry(attempts=5, first_delay=0.01, max_delay=0.05)
 DATA = os.urandom(300_000)
+from tests.helpers import have_ipv6, self_signed_certificate
 
 
 def fetch_all(session, result, remote=None, *, piece=50_000, headers=None, retry=FAST):
@@ -185,7 +184,7 @@ def test_a_url_typed_with_a_space_and_unicode_is_encoded(session):
 
 
 def test_an_ipv6_literal(session):
-    if not socket_has_ipv6():
+    if not have_ipv6():
         pytest.skip("no IPv6 loopback")
     with o.Origin({"/f": DATA}, host="::1") as origin:
         url = origin.url("/f")
@@ -194,14 +193,6 @@ def test_an_ipv6_literal(session):
         assert fetch_all(session, result) == DATA
 
 
-def socket_has_ipv6() -> bool:
-    import socket
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 def test_credentials_in_the_url_work_and_never_show(session):
@@ -294,14 +285,7 @@ def test_errors_are_one_plain_line(session):
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    d = tmp_path_factory.mktemp("tls")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
-                   check=True, capture_output=True, timeout=60)
-    return str(d / "cert.pem"), str(d / "key.pem")
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"))
 
 
 def test_an_untrusted_certificate_fails_at_once_and_says_what_to_do(certificate, monkeypatch):

@@ -18,7 +18,7 @@ import requests
 
 from swiftlab.cluster import ROOT, wait_until
 from swiftlab.origin import BLOCK, OriginServer, make_file
-from tests.helpers import MiB
+from tests.helpers import MiB, have_ipv6
 
 SIZE = 4 * MiB + 7
 ROOT_DIR = ROOT  # the checkout: python3 -m swiftlab.origin runs from there
@@ -495,16 +495,9 @@ def test_context_manager_and_connection_bound(origin_root):
         assert fetch(server, "/k.bin").status == 200
 
 
-def ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
-@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback")
+@pytest.mark.skipif(not have_ipv6(), reason="no IPv6 loopback")
 def test_ipv6(origin_root):
     make_file(origin_root / "v6.bin", 5000, seed=6)
     with OriginServer(origin_root, host="::1") as server:
