@@ -200,6 +200,17 @@ def _make_directory(path: Path) -> bool:
     return True
 
 
+def _ensure_directory(path: Path, notice: Callable[[str], None]) -> bool:
+    """:func:`_make_directory`, saying so; False (after one error line) if it cannot be made."""
+    try:
+        if _make_directory(path):
+            notice(f"created the download directory {path}")
+        return True
+    except OSError as exc:
+        _error(f"cannot create the download directory {path}: {exc.strerror or exc}")
+        return False
+
+
 # -- discovery ------------------------------------------------------------------------------
 def discovery_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = Parser(prog=prog, description="swift discovery: tracks which nodes are alive "
@@ -464,11 +475,7 @@ def _get(args: argparse.Namespace, secret: bytes | None) -> int:
             print(f"note: {text}", file=sys.stderr, flush=True)
 
     urls = args.url_list
-    try:
-        if _make_directory(args.dir):
-            notice(f"created the download directory {args.dir}")
-    except OSError as exc:
-        _error(f"cannot create the download directory {args.dir}: {exc.strerror or exc}")
+    if not _ensure_directory(args.dir, notice):
         return EXIT_FAILED
     peers: list[Peer] = []
     if not args.no_peers:
@@ -822,11 +829,7 @@ def _serve(args: argparse.Namespace, secret: bytes | None) -> int:
     def notice(text: str) -> None:
         print(f"note: {text}", flush=True)
 
-    try:
-        if _make_directory(args.dir):
-            notice(f"created the download directory {args.dir}")
-    except OSError as exc:
-        _error(f"cannot create the download directory {args.dir}: {exc.strerror or exc}")
+    if not _ensure_directory(args.dir, notice):
         return EXIT_FAILED
     config = NodeConfig(discovery=args.discovery, host=args.host, port=args.port,
                         advertise=args.advertise, name=args.name, slots=args.slots,
