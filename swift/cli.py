@@ -34,20 +34,24 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
 
-from . import __version__, auth, demo, discovery_server, download, http, names, storage
+from . import __version__, auth, names
 from .addresses import format_hostport, parse_host, parse_hostport, parse_port
 from .checksums import file_digest, parse_checksum
 from .errors import SwiftError
+from .getargs import add_get_arguments, with_scheme
 from .http.profile import INSECURE_WARNING, profile_from_args
-from .http.remote import RemoteFile
+from .http.retry import Retry
 from .http.url import redact_url
-from .http import Retry
-from .membership import DiscoveryClient, DiscoveryError, Peer
-from .nodeapp import RateLimit, add_get_arguments, peer_names, summary, with_scheme
+from .http.timeouts import DEFAULT_TIMEOUT
 from .units import human_bytes, human_rate, parse_count, parse_rate, parse_seconds, parse_size
+
+if TYPE_CHECKING:  # the engine and the node app load only when a command needs them
+    from . import download
+    from .membership import Peer
+    from .nodeapp import RateLimit
 
 log = logging.getLogger("swift")
 
@@ -213,6 +217,7 @@ def _ensure_directory(path: Path, notice: Callable[[str], None]) -> bool:
 
 # -- discovery ------------------------------------------------------------------------------
 def discovery_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    from . import discovery_server
     p = Parser(prog=prog, description="swift discovery: tracks which nodes are alive "
                                       "(soft state: leases renewed by heartbeat)")
     p.add_argument("--host", type=HOST, metavar="H", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
@@ -251,6 +256,7 @@ def _run_program(body: Callable[[list[str] | None, str | None], int], argv: list
 
 
 def _discovery(argv: list[str] | None, prog: str | None) -> int:
+    from . import discovery_server
     args = discovery_parser(prog).parse_args(argv)
     _setup_logging(args.verbose, args.quiet, daemon=True, machine="discovery")
     try:
@@ -306,10 +312,10 @@ def _download_options(p: argparse.ArgumentParser, after: bool) -> None:
                         "node, what it spends fetching for others, and each download it starts")
     p.add_argument("--timeout", type=SECONDS, metavar="S", **keep,
                    help=f"seconds a request may wait for data before that try fails "
-                        f"(default {http.DEFAULT_TIMEOUT[1]:g})")
+                        f"(default {DEFAULT_TIMEOUT[1]:g})")
     p.add_argument("--connect-timeout", type=SECONDS, metavar="S", **keep,
                    help=f"seconds to connect to a server before that try fails "
-                        f"(default {http.DEFAULT_TIMEOUT[0]:g})")
+                        f"(default {DEFAULT_TIMEOUT[0]:g})")
     p.add_argument("--proxy", type=PROXY, metavar="URL", **keep,
                    help="HTTP proxy for every request (default: $HTTPS_PROXY / $HTTP_PROXY, "
                         "with $NO_PROXY)")
@@ -330,6 +336,7 @@ Options may come before or after the subcommand."""
 
 
 def node_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    from . import demo  # its defaults; the demo itself loads the lab only when it runs
     p = Parser(prog=prog, description=NODE_DESCRIPTION, epilog=NODE_EPILOG,
                formatter_class=argparse.RawDescriptionHelpFormatter)
     _network_options(p, after=False)
@@ -388,6 +395,7 @@ def node_main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 
 def _node(argv: list[str] | None, prog: str | None) -> int:
+    from . import demo
     args = parse_node_args(argv, prog)
     command = args.command
     daemon = command is None and args.serve_only
@@ -422,6 +430,7 @@ def _node(argv: list[str] | None, prog: str | None) -> int:
 
 
 def _peers(discovery: tuple[str, int], secret: bytes | None) -> int:
+    from .membership import DiscoveryClient, DiscoveryError
     client = DiscoveryClient(*discovery, name="swift-cli", secret=secret)
     try:
         infos = client.list_peers()
@@ -468,6 +477,7 @@ def _to_stdout(args: argparse.Namespace) -> bool:
 
 def _get(args: argparse.Namespace, secret: bytes | None) -> int:
     """``node.py get``: each URL in turn; 0 only if every one is complete (and checked)."""
+    from .membership import DiscoveryClient, DiscoveryError, Peer
     quiet = args.quiet > 0
 
     def notice(text: str) -> None:
@@ -504,6 +514,8 @@ def _get(args: argparse.Namespace, secret: bytes | None) -> int:
 def _get_one(url: str, args: argparse.Namespace, peers: list[Peer], secret: bytes | None,
              notice: Callable[[str], None]) -> dict:
     """One URL of a ``get``: the result as it goes into ``--report``; prints its own lines."""
+    from . import download
+    from .nodeapp import RateLimit, peer_names, summary
     quiet = args.quiet > 0
     retry = Retry(attempts=args.tries) if args.tries else Retry()
     result: dict = {"url": redact_url(url, strict=False), "ok": False, "checksum": args.checksum,
@@ -550,6 +562,8 @@ def _get_one(url: str, args: argparse.Namespace, peers: list[Peer], secret: byte
 def _get_to_stdout(url: str, args: argparse.Namespace, peers: list[Peer], secret: bytes | None,
                    notice: Callable[[str], None], retry: Retry, result: dict) -> dict:
     """``-o -``: download into a temporary directory while streaming it, in order, to stdout."""
+    from . import download
+    from .nodeapp import RateLimit, peer_names, summary
     quiet = args.quiet > 0
     workdir = Path(tempfile.mkdtemp(prefix=".swift-stdout-", dir=args.dir))
     try:
@@ -608,6 +622,8 @@ def already_complete(url: str, args: argparse.Namespace, retry: Retry) -> Path |
     size as the server's, and the checksum, if given, matches. A probe that
     fails returns its error line (the download would fail the same way).
     """
+    from . import http, storage
+    from .http.remote import RemoteFile
     candidate = args.output if args.output is not None and not args.output.is_dir() else \
         (args.output or args.dir) / names.safe_name(names.filename_from_url(url))
     if not candidate.is_file():
@@ -636,7 +652,7 @@ def already_complete(url: str, args: argparse.Namespace, retry: Retry) -> Path |
 
 def request_timeout(args: argparse.Namespace) -> tuple[float, float]:
     """(connect, read) seconds from ``--connect-timeout`` / ``--timeout``, else the defaults."""
-    connect, read = http.DEFAULT_TIMEOUT
+    connect, read = DEFAULT_TIMEOUT
     return (args.connect_timeout or connect, args.timeout or read)
 
 
@@ -658,6 +674,7 @@ def _run_download(dl: download.Download, bar: "ProgressBar | None", *,
     and given :data:`CANCEL_GRACE` seconds to save its record; then the
     signal's exception goes on up (to exit 130 or 143).
     """
+    from . import download, storage
     outcome: list[download.Report | str] = []
     # An Event, not Thread.join(): a join interrupted by a signal's exception can
     # mark a running thread as stopped (CPython gh-90882), and the grace below
@@ -731,6 +748,7 @@ class StdoutStream:
 
     def pump(self, upto: int | None = None) -> None:
         """Write what is contiguous (or, given ``upto``, everything up to it) to the output."""
+        from . import storage
         path = self.dl.path
         if not self._open(storage.part_path(path) if path is not None else None):
             return

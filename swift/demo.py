@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 
 from .addresses import format_hostport
 from .checksums import file_digest
-from .membership import DiscoveryClient, DiscoveryError
 from .units import human_bytes, human_rate
 
 if TYPE_CHECKING:
@@ -41,6 +40,7 @@ HELPERS = 3
 
 
 def _live(port: int) -> int:
+    from .membership import DiscoveryClient, DiscoveryError
     try:
         return len(DiscoveryClient("127.0.0.1", port, name="demo", secret=None, timeout=2).list_peers())
     except DiscoveryError:
@@ -65,6 +65,8 @@ def _download(cluster, disc_port: int, url: str, out: Path, report: Path,
 def run(size: int, rate: int, workdir: Path) -> float:
     # the lab (swiftlab/) is in the source checkout only: never imported by the product
     from swiftlab.cluster import Cluster, wait_until
+
+    from .membership import DiscoveryClient
     from swiftlab.origin import make_file
 
     root = workdir / "origin"

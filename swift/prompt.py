@@ -20,7 +20,7 @@ and says so. Then the node unregisters and exits.
 
 The prompt talks to the node only through ``NodeApp``'s public API; ``get``
 lines are read by the same parser builder as ``node.py get``
-(``nodeapp.add_get_arguments``).
+(``getargs.add_get_arguments``).
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ import shutil
 import threading
 import time
 
+from .getargs import add_get_arguments, with_scheme
 from .nodeapp import (CANCELLED, ENDED, NOTICE, PAUSED, RESUMED, STARTED, STOP_DEADLINE,
-                      AlreadyDownloading, DownloadJob, NodeApp, add_get_arguments, with_scheme)
+                      AlreadyDownloading, DownloadJob, NodeApp)
 from .errors import SwiftError
 from .http.profile import INSECURE_WARNING, profile_from_args
 from .http.url import redact_url

@@ -24,17 +24,33 @@ Content codings are never decoded: the file on disk is the representation
 exactly as the server sends it.
 """
 
-from .body import CHUNK_SIZE, DEFAULT_TIMEOUT, iter_body
-from .failures import status_error, translate
-from .headers import (Validator, check_range_answer, content_coding, parse_content_range,
-                      parse_retry_after)
-from .probe import ProbeResult, probe
-from .profile import RequestProfile
-from .rangefetch import RangeFetch
-from .retry import Retry, call_with_retry
-from .stream import PlainStream, open_stream
-from .remote import RemoteFile
-from .url import normalize_url, redact_url
+# Names are loaded on first use (PEP 562): `import swift.http.profile` or
+# `swift.http.Retry` must not pull in requests (about 0.1 s), so that a
+# command that makes no request (`--help`, a usage error) starts at once.
+_WHERE = {
+    "CHUNK_SIZE": "body", "DEFAULT_TIMEOUT": "body", "iter_body": "body",
+    "status_error": "failures", "translate": "failures",
+    "Validator": "headers", "check_range_answer": "headers", "content_coding": "headers",
+    "parse_content_range": "headers", "parse_retry_after": "headers",
+    "ProbeResult": "probe", "probe": "probe",
+    "RequestProfile": "profile",
+    "RangeFetch": "rangefetch",
+    "Retry": "retry", "call_with_retry": "retry",
+    "PlainStream": "stream", "open_stream": "stream",
+    "RemoteFile": "remote",
+    "normalize_url": "url", "redact_url": "url",
+}
+
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # next time, a plain attribute
+    return value
+
 
 __all__ = ["CHUNK_SIZE", "DEFAULT_TIMEOUT", "PlainStream", "ProbeResult", "RangeFetch",
            "RequestProfile", "Retry", "RemoteFile", "Validator", "call_with_retry",

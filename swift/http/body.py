@@ -14,6 +14,7 @@ import requests
 
 from ..errors import ErrorCode, NetworkError, OriginError, SwiftError
 from .failures import translate
+from .timeouts import DEFAULT_TIMEOUT
 from .url import host_of
 
 __all__ = ["CHUNK_SIZE", "DEFAULT_TIMEOUT", "iter_body"]
@@ -24,9 +25,6 @@ __all__ = ["CHUNK_SIZE", "DEFAULT_TIMEOUT", "iter_body"]
 #: file). 256 KiB keeps a block well inside one 1 MiB data frame.
 CHUNK_SIZE = 256 * 1024
 
-#: (connect, read) timeouts in seconds. A read that stalls for this long
-#: counts as a transient failure and is retried from the first missing byte.
-DEFAULT_TIMEOUT = (10.0, 15.0)
 
 
 def iter_body(resp: requests.Response, expected: int | None,

@@ -26,14 +26,16 @@ checks that the CA file can be read.
 from __future__ import annotations
 
 import argparse
-import http.cookiejar
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from ..errors import ErrorCode, UsageError
 from .url import split_credentials
+
+if TYPE_CHECKING:  # loaded by load_cookies only: it costs about 20 ms at start-up
+    import http.cookiejar
 
 __all__ = ["RequestProfile", "SECRET_HEADERS", "DEFAULT_USER_AGENT", "parse_header"]
 
@@ -190,6 +192,7 @@ class RequestProfile:
 def load_cookies(path: str) -> tuple[http.cookiejar.Cookie, ...]:
     """The cookies of a Netscape cookies.txt (as curl, wget and browsers' extensions
     write it); :class:`UsageError` if it cannot be read."""
+    import http.cookiejar
     jar = http.cookiejar.MozillaCookieJar()
     try:
         jar.load(path, ignore_discard=True, ignore_expires=True)

@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 from typing import Callable, TypeVar
 
 from ..errors import Cancelled, ErrorCode, SwiftError
-from .failures import translate
 from .url import redact_url
 
 __all__ = ["Retry", "call_with_retry", "Passthrough"]
@@ -123,6 +122,7 @@ def call_with_retry(action: Callable[[], T], retry: Retry, *, url: str,
         except Exception as exc:  # noqa: BLE001 - translated below; bugs re-raised
             if stop is not None and stop.is_set():
                 raise Cancelled("cancelled") from None
+            from .failures import translate  # requests loads only when a request failed
             error = translate(exc, url)
             if error is None:
                 raise

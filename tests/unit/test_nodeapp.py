@@ -9,7 +9,8 @@ import pytest
 
 from swift.download import Report
 from swift.membership import Peer
-from swift.nodeapp import RateLimit, add_get_arguments, peer_names, summary, with_scheme
+from swift.getargs import add_get_arguments, with_scheme
+from swift.nodeapp import RateLimit, peer_names, summary
 from swift.prompt import _looks_like_url, get_parser
 
 MiB = 1 << 20

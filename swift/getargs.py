@@ -1,0 +1,80 @@
+"""What ``get`` takes, at the command line and at the prompt: one parser builder.
+
+Light on purpose (argparse and the pure checks only): ``node.py --help`` and a
+usage error build this parser without loading the HTTP stack or the engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable
+
+from .checksums import parse_checksum
+from .http.profile import add_request_options
+from .http.retry import Retry
+from .units import parse_count, parse_size
+
+#: --tries bound: each try of a failing range waits longer (backoff up to
+#: 30 s), so more than this is hours of waiting on a dead server.
+MAX_TRIES = 100
+
+
+# -- what `get` takes, at the command line and at the prompt ------------------------------
+def _checked(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse type from a parser that raises ValueError with a message for the user."""
+    def convert(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def _checksum(text: str) -> str:
+    parse_checksum(text)
+    return text
+
+
+def add_get_arguments(parser: argparse.ArgumentParser, *, at_prompt: bool = False) -> None:
+    """The arguments of ``get``: the same parser builder for ``node.py get`` and the prompt.
+
+    At the prompt, ``get`` takes one URL and the per-download options only;
+    the script-facing ones (several URLs, ``-i``, ``--report``, retries and
+    timeouts) belong to ``node.py get`` (the prompt's node has its own
+    command line for the rest).
+    """
+    if at_prompt:
+        parser.add_argument("url", help="the URL to download (without a scheme, http:// is meant)")
+    else:
+        parser.add_argument("urls", nargs="*", metavar="URL",
+                            help="the URLs to download, one after another (without a scheme, "
+                                 "http:// is meant)")
+        parser.add_argument("-i", "--input-file", type=Path, metavar="FILE",
+                            help="read URLs from FILE, one per line ('#' starts a comment line; "
+                                 "'-' is standard input)")
+    parser.add_argument("-o", "--output", type=Path, metavar="PATH",
+                        help="output path, used as given (at the prompt, a relative path is "
+                             "taken inside the download directory)"
+                             + ("" if at_prompt else "; '-' writes the file to standard output"))
+    parser.add_argument("--checksum", type=_checked(_checksum), metavar="ALGO:HEX",
+                        help="verify the file: sha256:HEX (also md5, sha1, sha512)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing file")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard a partial download and start over")
+    parser.add_argument("--no-peers", action="store_true", help="do not ask discovery for peers")
+    add_request_options(parser)  # --header, -U, --referer, --load-cookies, --ca-certificate, --insecure
+    if not at_prompt:
+        parser.add_argument("--report", type=Path, metavar="FILE",
+                            help="write a JSON report to FILE, on failure too (with the error)")
+        parser.add_argument("--tries", type=_checked(lambda t: parse_count(t, low=1, high=MAX_TRIES)),
+                            metavar="N", help=f"tries per request before giving up (1-{MAX_TRIES}; "
+                                              f"default {Retry.attempts})")
+        parser.add_argument("--piece-size", type=_checked(parse_size), help=argparse.SUPPRESS)
+
+
+def with_scheme(url: str) -> str:
+    """A URL as curl takes it: without a scheme, ``http://`` is meant (``example.com/f.iso``)."""
+    url = url.strip()
+    return url if "://" in url else f"http://{url}"
