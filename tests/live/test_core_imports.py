@@ -65,3 +65,20 @@ def test_the_blocker_catches_a_module_that_imports_a_clock():
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 3 and "core module imported" in result.stderr
+
+
+def test_help_and_usage_errors_load_neither_the_http_stack_nor_the_engine():
+    """`node.py --help` and its usage errors must start at once (issue 13: <= 0.15 s):
+    requests alone costs about 0.1 s to import, the engine and the wire more."""
+    probe = textwrap.dedent("""
+        import sys
+        from swift import cli
+        cli.node_parser("node.py").format_help()
+        heavy = sorted(m for m in ("requests", "urllib3", "ssl", "http.cookiejar", "swift.download",
+                                   "swift.engine", "swift.wire", "swift.nodeapp") if m in sys.modules)
+        print(heavy)
+        sys.exit(1 if heavy else 0)
+    """)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
