@@ -579,7 +579,7 @@ def _get_to_stdout(url: str, args: argparse.Namespace, peers: list[Peer], secret
         dl = download.Download(url, opts, peers, notice=notice, progress=bar.update if bar else None)
         stream = StdoutStream(dl, sys.stdout.buffer)
         try:
-            outcome = _run_download(dl, bar, tick=stream.pump, limit=limit)
+            outcome = _run_download(dl, bar, tick=stream.pump, limit=limit, resumable=False)
             if not isinstance(outcome, str):
                 stream.finish(outcome)
         except BrokenPipeError:
@@ -591,6 +591,7 @@ def _get_to_stdout(url: str, args: argparse.Namespace, peers: list[Peer], secret
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if isinstance(outcome, str):
+        outcome = _nothing_kept(outcome)
         _error(outcome)
         return {**result, "error": outcome, "path": "-"}
     names = peer_names(peers)
@@ -665,14 +666,17 @@ def _write_report(path: Path, data: object) -> None:
 
 def _run_download(dl: download.Download, bar: "ProgressBar | None", *,
                   tick: Callable[[], None] | None = None,
-                  limit: "RateLimit | None" = None) -> download.Report | str:
+                  limit: "RateLimit | None" = None,
+                  resumable: bool = True) -> download.Report | str:
     """Run ``dl`` on a worker thread while the main thread waits, interruptibly.
 
     Returns the report, or the error line. ``tick()`` runs on the main thread
     every :data:`TICK` seconds while it waits (``-o -`` streams there). On
     Ctrl-C or SIGTERM the download is cancelled (its rate limit released)
     and given :data:`CANCEL_GRACE` seconds to save its record; then the
-    signal's exception goes on up (to exit 130 or 143).
+    signal's exception goes on up (to exit 130 or 143). ``resumable=False``
+    (``-o -``, whose temporary copy is removed): nothing said about the disk
+    claims that something is kept.
     """
     from . import download, storage
     outcome: list[download.Report | str] = []
@@ -698,22 +702,36 @@ def _run_download(dl: download.Download, bar: "ProgressBar | None", *,
         while not ended.wait(TICK):
             if tick:
                 tick()
-    except BaseException:
+    except BaseException as exc:
         if limit:
             limit.close()
         dl.cancel()
         ended.wait(CANCEL_GRACE)
         if bar:
             bar.close()
-        if outcome and isinstance(outcome[0], str):
-            _error(outcome[0])  # the engine's own word on what it left on disk
-        elif dl.path is not None and storage.record_path(dl.path).exists():
+        if isinstance(exc, BrokenPipeError):
+            pass  # the caller says that standard output went away: one line, not two
+        elif outcome and isinstance(outcome[0], str):
+            # the engine's own word on what it left on disk
+            _error(outcome[0] if resumable else _nothing_kept(outcome[0]))
+        elif resumable and dl.path is not None and storage.record_path(dl.path).exists():
             print(f"stopped; the partial download is kept in {storage.part_path(dl.path)}: "
                   f"run the same command again to resume", file=sys.stderr, flush=True)
         raise
     if bar:
         bar.close()
     return outcome[0] if outcome else "internal error: the download ended without a result"
+
+
+def _nothing_kept(message: str) -> str:
+    """An engine message with its words about kept data replaced: with ``-o -`` the
+    temporary copy is removed at the end, so nothing is kept and nothing resumes."""
+    for kept in ("; the partial download is kept for resume", "; kept for resume"):
+        if kept in message:
+            return message.replace(kept, "; nothing is kept (-o - does not resume)")
+    if "; the data is kept at " in message:
+        return message.split("; the data is kept at ", 1)[0] + "; nothing is kept (-o - does not resume)"
+    return message
 
 
 class StdoutStream:
@@ -866,8 +884,7 @@ def _serve(args: argparse.Namespace, secret: bytes | None) -> int:
         if args.serve_only:
             while True:
                 time.sleep(3600)  # until a signal raises
-        run_prompt(app)
-        return EXIT_OK
+        return EXIT_INTERRUPTED if run_prompt(app) else EXIT_OK
     except Terminated:
         if args.serve_only:
             return EXIT_OK  # the normal way to stop a daemon

@@ -131,6 +131,10 @@ class Download:
         probe = self._probe()
         self.size = probe.size
         final = self.path = target.choose_path(probe, self.opts)
+        wanted = target.file_name(probe)
+        if self.opts.output is None and final.name != wanted:  # as wget's NAME.1, but said
+            self._notice(f"{wanted} already exists (another file, or another download's): "
+                         f"saving as {final.name}")
         storage.check_writable(final.parent)
         with storage.DownloadLock.acquire(final):  # one download per output path
             return self._locked(probe, final)

@@ -102,6 +102,8 @@ class Prompt(cmd.Cmd):
         self._progress_shown = False  # the line above the input line is the progress line
         self._ticker_stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        #: Ctrl-C ended the wait at `quit` with input from a pipe: downloads were cancelled
+        self.interrupted = False
 
     # -- output ----------------------------------------------------------------------
     def say(self, text: str, *, progress: bool = False) -> None:
@@ -236,9 +238,12 @@ class Prompt(cmd.Cmd):
 
     def _job(self, arg: str, command: str) -> DownloadJob | None:
         word = arg.strip().lstrip("[").rstrip("]")
-        job = self.app.job(int(word)) if word.isdigit() else None
-        if job is None:
+        if not word.isdigit():
             self.say(f"usage: {command} N, with N a download's number (see jobs)")
+            return None
+        job = self.app.job(int(word))
+        if job is None:
+            self.say(f"there is no download [{int(word)}] (see jobs)")
         return job
 
     def do_cancel(self, arg: str) -> None:
@@ -294,8 +299,9 @@ class Prompt(cmd.Cmd):
             self.say(f"waiting for {numbers} to finish before leaving (input is not a terminal; "
                      f"Ctrl-C cancels them, keeping their partial files)")
             if not wait_for(running):  # no prompt to go back to: Ctrl-C means leave
-                self.say("cancelling; the partial files are kept for resume")
+                self.say("cancelling; the partial files are kept: the same get resumes them")
                 cancel_and_wait(running)
+                self.interrupted = True  # the node exits 130, as for any Ctrl-C
             return True
         self.say(f"{numbers} still running: wait for them (w), cancel them and keep their "
                  f"partial files for resume (c), or stay at the prompt (s)?")
@@ -403,16 +409,19 @@ def _line_buffer() -> str:
         return ""
 
 
-def run_prompt(app: NodeApp) -> None:
-    """Run the prompt until quit or end of input; Ctrl-C only clears the line."""
+def run_prompt(app: NodeApp) -> bool:
+    """Run the prompt until quit or end of input; Ctrl-C only clears the line.
+
+    True when the user's Ctrl-C ended it (cancelling downloads at `quit` with
+    input from a pipe): the node then exits 130."""
     prompt = Prompt(app)
     try:
         while True:
             try:
                 prompt.cmdloop()
-                return
+                return prompt.interrupted
             except OSError:
-                return  # the terminal went away (hang-up): same as end of input
+                return False  # the terminal went away (hang-up): same as end of input
             except KeyboardInterrupt:
                 prompt.intro = None  # cmdloop() shows self.intro each time: once is enough
                 prompt.postloop()

@@ -19,6 +19,7 @@ import errno
 import socket
 import ssl
 from typing import Iterator
+from urllib.parse import urlsplit
 
 import requests
 import urllib3.exceptions as u3
@@ -133,7 +134,19 @@ def _proxy(chain, host, url):
 def _refused(chain, host, url):
     if _find(chain, ConnectionRefusedError) is None:
         return None
-    return NetworkError(f"connection refused by {host}", ErrorCode.CONNECTION_REFUSED)
+    # the port says which service refused: a typo in it is the usual cause
+    return NetworkError(f"connection refused by {_host_port(url, host)}", ErrorCode.CONNECTION_REFUSED)
+
+
+def _host_port(url: str, host: str) -> str:
+    """``HOST:PORT`` of ``url`` (the scheme's port if none is written), IPv6 in brackets."""
+    from ..addresses import format_hostport
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:
+        return host
+    return format_hostport(host, port) if port else host
 
 
 def _timeouts(chain, host, url):

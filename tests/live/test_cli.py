@@ -324,6 +324,20 @@ def test_output_dash_into_a_closed_pipe_is_one_error_line(cluster, origin, origi
     assert node.wait(20) == 1
     assert len(head) == 1000
     assert "standard output was closed" in err and "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err  # one line, and nothing claims a kept partial download
+    assert "kept" not in err or "nothing is kept" in err, err
+    assert [p.name for p in cluster.workdir.iterdir()] == [], "nothing left behind"
+
+
+def test_output_dash_with_a_wrong_checksum_claims_nothing_kept(cluster, origin, origin_root):
+    make_file(origin_root / "w.bin", 2 * MiB, seed=52)
+    out = run(*program("node"), "get", origin.url("/w.bin"), "--no-peers", "-o", "-",
+              "--checksum", "sha256:" + "0" * 64, "-d", str(cluster.workdir), timeout=60)
+    assert out.returncode == 1, out
+    assert "checksum mismatch" in out.stderr and "nothing is kept (-o - does not resume)" in out.stderr
+    assert "the data is kept at" not in out.stderr, out.stderr
+    assert [p.name for p in cluster.workdir.iterdir()] == [], "nothing left behind"
 
 
 def test_limit_rate_paces_the_whole_download(cluster, origin, origin_root):

@@ -280,7 +280,7 @@ def test_errors_are_one_plain_line(session):
     with pytest.raises(errors.NetworkError) as exc:
         probe(session, f"http://127.0.0.1:{port}/f", retry=FAST)
     assert exc.value.code is ErrorCode.CONNECTION_REFUSED
-    assert str(exc.value) == "connection refused by 127.0.0.1"
+    assert str(exc.value) == f"connection refused by 127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")

@@ -157,7 +157,7 @@ URL = "https://user:hunter2@files.example:8443/f.bin"
 @pytest.mark.parametrize("exc,code,words", [
     (chain(requests.exceptions.ConnectionError("HTTPConnectionPool(host=...): Max retries exceeded"),
            u3.NewConnectionError(None, "Failed to establish"), ConnectionRefusedError(111, "x")),
-     ErrorCode.CONNECTION_REFUSED, "connection refused by files.example"),
+     ErrorCode.CONNECTION_REFUSED, "connection refused by files.example:8443"),
     (chain(requests.exceptions.ConnectionError("anything at all"), socket.gaierror(-2, "whatever")),
      ErrorCode.DNS_FAILED, "cannot resolve host name 'files.example'"),
     (chain(requests.exceptions.SSLError("HTTPSConnectionPool ... Max retries exceeded"),
