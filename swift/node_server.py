@@ -39,9 +39,12 @@ from .errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
-#: Seconds between keep-alive frames while the origin sends nothing. Well
-#: below the requesters' inactivity timeout (15 s by default).
-KEEPALIVE_INTERVAL = 2.0
+#: Seconds between keep-alive frames while the origin sends nothing (one frame
+#: of a few bytes). Short, because a requester races the work of a job silent
+#: for twice the longest gap this leaves (1.5 x the interval: the ticker looks
+#: every half interval), ``engine.options.RACE_AFTER``; well below the
+#: requesters' inactivity timeout (15 s by default).
+KEEPALIVE_INTERVAL = 0.5
 #: How long a job may wait for a free slot before the node answers "busy".
 SLOT_WAIT = 60.0
 

@@ -331,15 +331,18 @@ class _Job:
     started: float | None  # the caller's clock at assignment, if it gave one
     heard: float | None = None  # the caller's clock at the job's last sign of life
     rival: int | None = None  # the job racing this one for [claimed, end), if any
+    first: float | None = None  # the caller's clock at its first byte
 
     def snapshot(self) -> ActiveJob:
         return ActiveJob(self.job_id, self.peer, self.start, self.claimed, self.position, self.end)
 
-    def rate(self, now: float | None) -> float | None:
-        """Its measured speed (bytes/s) at ``now``, or None before there is anything to measure."""
-        if now is not None and self.started is not None and now > self.started \
+    def rate(self, now: float | None, settle: float = 0.0) -> float | None:
+        """Its measured speed (bytes/s) at ``now``, from its first byte on (the
+        request's round trip is not transfer time), or None before ``settle``
+        seconds of data: a young job's figure is mostly noise."""
+        if now is not None and self.first is not None and now - self.first > settle \
                 and self.claimed > self.start:
-            return (self.claimed - self.start) / (now - self.started)
+            return (self.claimed - self.start) / (now - self.first)
         return None
 
 
@@ -400,6 +403,7 @@ class PeerBook:
         self._excluded: set[str] = set()
         self._bytes: dict[str, int] = {}
         self._rate: dict[str, float] = {}  # bytes/s of one job of that peer
+        self._latency: dict[str, float] = {}  # seconds to a job's first byte
 
     def strike(self, peer: str, reason: str) -> None:
         """One failure; the peer is excluded at ``max_failures``."""
@@ -427,52 +431,97 @@ class PeerBook:
     def rate(self, peer: str) -> float | None:
         return self._rate.get(peer)
 
+    def latency(self, peer: str) -> float:
+        """Seconds from a job's assignment to its first byte for ``peer``
+        (the last measured), else :data:`REQUEST_COST`."""
+        return self._latency.get(peer, REQUEST_COST)
+
+    def first_byte(self, peer: str, seconds: float) -> None:
+        self._latency[peer] = max(0.0, seconds)
+
     def observe(self, peer: str, rate: float) -> None:
         """A job of ``peer`` ran at ``rate`` bytes/s (averaged with what was known)."""
         old = self._rate.get(peer)
         self._rate[peer] = rate if old is None else (old + rate) / 2
 
 
-def split_victim(jobs: Iterable[_Job], peer: str, at_least: int,
-                 rate: Callable[[_Job], float | None]) -> _Job | None:
-    """The running job to split for ``peer``: at least ``at_least`` unclaimed, not racing.
+#: With both speeds known, a split is judged in time, not in bytes. The
+#: running job keeps at least what its link moves in this many seconds
+#: (bytes already on their way to it past a new end are wasted), and at least
+#: one 64 KiB :data:`ALIGN` unit.
+IN_FLIGHT = 0.1
+#: The least share of a running job's remaining time that a split must save.
+#: A smaller gain is within the error of the speed estimates, and it is what a
+#: slow peer offers at the very end: its small piece, which cannot be split
+#: again, then outlasts the fast workers that could have taken it (measured in
+#: tests/unit/test_planning.py's simulations: 4.18 s instead of 3.9 s).
+MIN_GAIN = 0.25
+#: Seconds of data before a job's own speed counts over its peer's earlier
+#: jobs': its first bytes come in bursts (buffers filled during the round trip).
+SETTLE = 0.25
+#: Seconds a new range request costs before its first byte, until the peer's
+#: own first-byte time is measured (:meth:`PeerBook.latency`).
+REQUEST_COST = 0.1
 
-    The one that would finish last (by ``rate``, bytes/s, where known), else
-    the largest unclaimed remainder; on a tie another peer's job (its link,
-    not ours, is the slow one), then the oldest.
+
+def split_victim(jobs: Iterable[_Job], peer: str, min_split: int,
+                 rate: Callable[[_Job], float | None]) -> list[_Job]:
+    """The running jobs ``peer`` may split, most urgent first: none racing, each
+    with room for two parts of the smallest size :func:`split_point` allows.
+
+    Urgent: the one that would finish last (by ``rate``, bytes/s, where
+    known), else the largest unclaimed remainder; on a tie another peer's job
+    (its link, not ours, is the slow one), then the oldest. The caller tries
+    them in order with :func:`split_point`: the first that a cut helps is cut.
     """
     def urgency(job: _Job) -> tuple[float, int, bool, int]:
         remaining = job.end - job.claimed
         speed = rate(job)
         return (remaining / speed if speed else math.inf, remaining, job.peer != peer, -job.job_id)
 
-    candidates = [j for j in jobs if j.end - j.claimed >= at_least and j.rival is None]
-    return max(candidates, key=urgency, default=None)
+    least = 2 * min(ALIGN, min_split)
+    return sorted((j for j in jobs if j.end - j.claimed >= least and j.rival is None),
+                  key=urgency, reverse=True)
 
 
 def split_point(claimed: int, end: int, min_split: int, theirs: float | None,
-                ours: float | None) -> int | None:
+                ours: float | None, cost: float = REQUEST_COST) -> int | None:
     """Where to cut a running job at ``[claimed, end)``, or None if cutting would not help.
 
-    Never within ``min_split`` of its claimed offset (bytes already on their
-    way past the new end are wasted) nor of its end (a new request for less
-    costs more than it saves). Halves, or with both speeds known
-    (``theirs``: the running job's, ``ours``: the new worker's peer's, in
-    bytes/s) cuts so that both parts should end together; then a split must
-    help: a slow worker that would need longer for the (at least
-    ``min_split``) far part than the running job needs for all of it gets
-    nothing. Rounded to :data:`ALIGN` where the bounds allow.
+    Without both speeds (``theirs``: the running job's, ``ours``: the new
+    worker's peer's, in bytes/s) it halves, never within ``min_split`` of
+    the claimed offset nor of the end: a new request for less costs more
+    than it saves.
+
+    With both, the cut is judged in time, so a slow link's last bytes are
+    taken over however few they are (a fixed floor in bytes left a link at a
+    tenth of the others' speed a tail of seconds): the running job keeps at
+    least :data:`IN_FLIGHT` seconds of its link (and one :data:`ALIGN`
+    unit), the new piece is at least one unit, and the cut is placed so
+    that both end together when the new request first pays ``cost``
+    seconds. Then the split must help: both parts must end at least
+    :data:`MIN_GAIN` sooner than the running job would end alone, or no
+    split. Rounded to :data:`ALIGN` where the bounds allow.
     """
     remaining = end - claimed
-    keep = round(remaining * theirs / (theirs + ours)) if theirs and ours else remaining // 2
-    lo, hi = claimed + min_split, end - min_split
+    if theirs and ours:
+        # keep / theirs == cost + (remaining - keep) / ours
+        keep = round(theirs * (cost * ours + remaining) / (theirs + ours))
+        lo = claimed + min(min_split, max(ALIGN, round(theirs * IN_FLIGHT)))
+        hi = end - min(min_split, ALIGN)
+    else:
+        keep = remaining // 2
+        lo, hi = claimed + min_split, end - min_split
+    if lo > hi:
+        return None
     mid = min(max(claimed + keep, lo), hi)
     down = mid - mid % ALIGN
     for aligned in sorted((down, down + ALIGN), key=lambda a: abs(a - mid)):
         if lo <= aligned <= hi:
             mid = aligned
             break
-    if theirs and ours and (end - mid) / ours >= remaining / theirs:
+    if theirs and ours and max(cost + (end - mid) / ours, (mid - claimed) / theirs) \
+            > (1 - MIN_GAIN) * remaining / theirs:
         return None
     return mid
 
@@ -571,22 +620,24 @@ class Scheduler:
         return self._race(peer, now) or self._split(peer, now)
 
     def _split(self, peer: str, now: float | None) -> Piece | None:
-        victim = split_victim(self._jobs.values(), peer, 2 * self.min_split,
-                              lambda job: self._job_rate(job, now))
-        if victim is None:
-            return None
-        mid = split_point(victim.claimed, victim.end, self.min_split, self._job_rate(victim, now),
-                          self.peers.rate(peer) if now is not None else None)
-        if mid is None:
-            return None
-        old_end, victim.end = victim.end, mid
-        return self._start(peer, mid, old_end, now, Shrink(victim.job_id, mid))
+        ours = self.peers.rate(peer) if now is not None else None
+        cost = self.peers.latency(peer)
+        for victim in split_victim(self._jobs.values(), peer, self.min_split,
+                                   lambda job: self._job_rate(job, now)):
+            mid = split_point(victim.claimed, victim.end, self.min_split, self._job_rate(victim, now),
+                              ours, cost)
+            if mid is not None:
+                old_end, victim.end = victim.end, mid
+                return self._start(peer, mid, old_end, now, Shrink(victim.job_id, mid))
+        return None
 
     def _job_rate(self, job: _Job, now: float | None) -> float | None:
-        """With a clock: the job's measured speed, else its peer's from earlier jobs."""
+        """With a clock: its peer's speed from earlier jobs once known, but the
+        job's own after :data:`SETTLE` seconds of data (a link that slowed
+        down shows there first); None before either is known."""
         if now is None:
             return None
-        return job.rate(now) or self.peers.rate(job.peer)
+        return job.rate(now, SETTLE) or self.peers.rate(job.peer) or job.rate(now)
 
     def _start(self, peer: str, start: int, end: int, now: float | None,
                shrink: Shrink | None = None) -> Piece:
@@ -649,6 +700,10 @@ class Scheduler:
         if n and job.rival is not None:
             self._races.settle(self._jobs, job)
         if n and now is not None:
+            if job.first is None:
+                job.first = now
+                if job.started is not None:
+                    self.peers.first_byte(job.peer, now - job.started)
             self._races.progressed(job, now)
         offset = job.claimed
         job.claimed += n
@@ -686,8 +741,9 @@ class Scheduler:
             self.failed(job_id, "short")
             return False
         del self._jobs[job_id]
-        if now is not None and job.started is not None and now > job.started:
-            self.peers.observe(job.peer, (job.end - job.start) / (now - job.started))
+        rate = job.rate(now)
+        if rate is not None:
+            self.peers.observe(job.peer, rate)
         return True
 
     def failed(self, job_id: int, reason: str, *, discard: bool = False, count: bool = True) -> None:

@@ -13,19 +13,22 @@ LOCAL = "local"
 #: Files smaller than this are fetched with one request: splitting them would
 #: cost more round trips than it saves.
 SMALL_FILE = 1 << 20
-#: Smallest piece an idle worker may split off a running one: a new range
-#: request costs a round trip to the origin, so tiny splits do not pay. The
-#: scheduler also refuses splits of jobs that would end within half a second.
+#: Smallest piece an idle worker may split off a running one while speeds are
+#: unknown: a new range request costs a round trip to the origin, so tiny
+#: splits do not pay. Once speeds are measured the scheduler judges a split in
+#: time instead (planning.split_point), down to 64 KiB.
 MIN_SPLIT = 256 << 10
 #: Seconds between flushing data and rewriting the resume record: a crash
 #: costs at most this much transfer time again.
 RECORD_INTERVAL = 1.0
 #: Seconds without a sign of life from a job, while others progress, before an
-#: idle worker races its unreceived remainder: two keep-alive periods (a node
-#: sends one every 2 s while its origin is slow, node_server.KEEPALIVE_INTERVAL),
-#: so only a peer that is frozen or cut off is raced, seconds instead of a whole
-#: peer timeout after it went quiet.
-RACE_AFTER = 4.0
+#: idle worker races its unreceived remainder: twice the longest silence of a
+#: healthy node (it sends a keep-alive when 0.5 s passed without a frame and
+#: looks every 0.25 s, node_server.KEEPALIVE_INTERVAL), so a peer that is
+#: frozen or cut off is raced 1.5 s after it went quiet instead of a whole
+#: peer timeout later. A race of a job that was only slow costs one request
+#: and the bytes in flight: the first side to deliver keeps the range.
+RACE_AFTER = 1.5
 #: Most peer workers one download runs, however many peers there are (each peer
 #: then gets ``max(1, 128 // peers)`` of its slots). Each worker holds at most
 #: one data frame (256 KiB as nodes send them) and a thread: 128 of them stay
