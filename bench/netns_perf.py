@@ -436,6 +436,8 @@ class Bench:
         from bench.netns_mode import NGINX_CONF, ensure_nginx
 
         self.work = work
+        #: seconds `python3 -c "import requests"` takes here (row 5 measures it)
+        self.requests_floor: float | None = None
         self.www = work / "www"
         self.www.mkdir(parents=True)
         self.net = netlab.Lab()
@@ -623,6 +625,13 @@ def payload_rate(size: int, seconds: float) -> float:
     return size / seconds
 
 
+def ceiling(b: Bench, res: Result, ideal: float) -> None:
+    """Note the best ideal/wall any Python program that imports requests could reach."""
+    if b.requests_floor is not None:
+        res.notes["import_requests_s"] = round(b.requests_floor, 3)
+        res.notes["ceiling_after_import_requests"] = round(ideal / (ideal + b.requests_floor), 3)
+
+
 def row_equal(b: Bench, size: int, digest: str, curl_s: float, aria_s: float, repeat: int) -> list[Result]:
     b.set_caps(CAP_MBIT, 3)
     b.use_helpers(2)
@@ -636,6 +645,7 @@ def row_equal(b: Bench, size: int, digest: str, curl_s: float, aria_s: float, re
                      m["wall"], "ideal/wall", eff, ">= 0.93", eff >= 0.93, inside=m["inside"],
                      ideal=ideal, curl=curl_s, aria2=aria_s, load=m["load"], notes=where(m, size))
         res.notes["inside_efficiency"] = round(ideal / m["inside"], 3)
+        ceiling(b, res, ideal)
         rows.append(res)
         say(f"  row 2 run {k + 1}: {m['wall']:.2f} s wall ({m['inside']:.2f} inside), ideal {ideal:.2f} s, "
             f"{eff:.3f} of ideal; curl {curl_s:.2f} s, aria2c {aria_s:.2f} s")
@@ -657,6 +667,7 @@ def row_unequal(b: Bench, size: int, digest: str, curl_s: float, aria_s: float, 
                          eff, ">= 0.90", eff >= 0.90, inside=m["inside"], ideal=ideal, curl=curl_s,
                          aria2=aria_s, load=m["load"], notes=where(m, size))
             res.notes["inside_efficiency"] = round(ideal / m["inside"], 3)
+            ceiling(b, res, ideal)
             rows.append(res)
             say(f"  row 3 run {k + 1}: {m['wall']:.2f} s wall ({m['inside']:.2f} inside), ideal {ideal:.2f} s, "
                 f"{eff:.3f} of ideal; by source {res.notes['MiB_by_source']}")
@@ -723,6 +734,7 @@ def row_wide(b: Bench, hosts: int, size: int, digest: str, curl_s: float, aria_s
                  m["wall"], "ideal/wall", eff, ">= 0.93", eff >= 0.93, inside=m["inside"], ideal=ideal,
                  curl=curl_s, aria2=aria_s, load=m["load"], notes=where(m, size))
     res.notes["inside_efficiency"] = round(ideal / m["inside"], 3)
+    ceiling(b, res, ideal)
     res.notes["helpers_start_s"] = round(started_helpers, 1)
     served = m["report"].get("bytes_by_source", {})
     per = []
@@ -772,6 +784,9 @@ def row_startup(b: Bench, runs: int) -> list[Result]:
     load = loadavg()
     node = program("node")
     floor = statistics.median(timed_run([sys.executable, "-c", "pass"])[0] for _ in range(runs))
+    # what any Python program that fetches with requests pays before its first line of work
+    b.requests_floor = statistics.median(timed_run([sys.executable, "-c", "import requests"])[0]
+                                         for _ in range(runs))
     help_cpu: list[float] = []
     helps = [timed_run([*node, "--help"], cpu=help_cpu)[0] for _ in range(runs)]
     med = statistics.median(helps)
@@ -826,6 +841,7 @@ def row_startup(b: Bench, runs: int) -> list[Result]:
                        notes={"runs_s": [round(x, 3) for x in gets],
                               "cpu_s_median(user+sys)": round(statistics.median(get_cpu), 3),
                               "python_-c_pass_s": round(floor, 3),
+                              "python_-c_import_requests_s": round(b.requests_floor, 3),
                               "no_peers_median_s": round(statistics.median(nopeers), 3),
                               "discovery_blackholed_s": blackhole,
                               "curl_runs_s": [round(x, 3) for x in curls],
@@ -849,10 +865,15 @@ def diagnose(r: Result) -> str:
         text = (f"{r.wall:.3f} s wall, {n.get('cpu_s_median(user+sys)', 0):.3f} s CPU; a bare interpreter "
                 f"takes {n.get('python_-c_pass_s', 0):.3f} s here; imports (under -X importtime): {imports}")
         if r.row == "5b":
-            text += (f"; with --no-peers {n['no_peers_median_s']:.3f} s; discovery on an address that never "
+            text += (f"; `python3 -c 'import requests'` alone takes {n['python_-c_import_requests_s']:.3f} s "
+                     f"here; with --no-peers {n['no_peers_median_s']:.3f} s; discovery on an address that never "
                      f"answers: {n['discovery_blackholed_s']} s")
         return text
     parts = []
+    if n.get("ceiling_after_import_requests") is not None:
+        parts.append(f"a Python program that imports requests could reach at most "
+                     f"{n['ceiling_after_import_requests']:.3f} of ideal here (ideal / (ideal + the "
+                     f"{n['import_requests_s']:.3f} s that `import requests` takes, row 5))")
     start = n.get("startup_s(wall-inside)")
     if start is not None:
         parts.append(f"start-up and exit (wall - inside) {start:.2f} s = {start / r.wall:.0%} of the wall")
@@ -958,6 +979,10 @@ def main() -> int:
         return 1
     wanted = [x.strip() for x in args.rows.split(",") if x.strip()]
     q = 4 if args.quick else 1
+    # An installed swift has its bytecode compiled; with PYTHONDONTWRITEBYTECODE set
+    # and edited sources, every run would compile them again (about 50 ms here).
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "swift"), str(ROOT / "node.py"),
+                    str(ROOT / "discovery.py")], capture_output=True, timeout=120)
     started = time.monotonic()
     load_start = loadavg()
     work = Path(tempfile.mkdtemp(prefix="swift-perf-"))

@@ -526,12 +526,19 @@ def split_point(claimed: int, end: int, min_split: int, theirs: float | None,
     return mid
 
 
+#: A job that has not delivered its first byte is raced only after this many
+#: times ``race_after``: its connection, handshake and request may take that
+#: long on a loaded machine (32 helpers on 2 cores raced 17 MiB for nothing
+#: at 1.5 s, and a racing slot takes its host's link from the host's others).
+UNSTARTED = 3
+
+
 class Races:
     """Backup jobs for silent ones: who is silent, and who won (see the module docstring).
 
-    Silent: no sign of life for ``after`` seconds while some job made
-    progress more recently (so the silence is that peer's, not the
-    origin's). The first of two rivals to claim a byte wins; the loser's end
+    Silent: no sign of life for ``after`` seconds (:data:`UNSTARTED` times
+    that before its first byte) while some job made progress more recently
+    (so the silence is that peer's, not the origin's). The first of two rivals to claim a byte wins; the loser's end
     moves back to what it had claimed, and it is retired if nothing of it is
     left to write. Losers are kept until the caller asks (:meth:`take_losers`).
     """
@@ -550,7 +557,8 @@ class Races:
                 or now - self._last_progress >= self.after:
             return None
         silent = [j for j in jobs if j.rival is None and j.peer != peer and j.end > j.claimed
-                  and j.heard is not None and now - j.heard >= self.after]
+                  and j.heard is not None
+                  and now - j.heard >= (self.after if j.first is not None else self.after * UNSTARTED)]
         return min(silent, key=lambda j: (j.heard, j.job_id), default=None)
 
     def settle(self, jobs: dict[int, _Job], winner: _Job) -> None:

@@ -29,13 +29,20 @@ CHUNK_SIZE = 256 * 1024
 #: reader, and each block costs a read, a data frame to the requester, a
 #: ``recv`` and a ``pwrite`` there, whatever its size.
 SMALL_READ = 64 * 1024
-#: Seconds to let bytes gather after a small read before reading again
-#: (interrupt coalescing, as network cards do it). At 24 Mbit/s reads of what
-#: had arrived averaged 4-7 KiB, and the machines spent 17-34 CPU s per GiB on
-#: blocks; waiting 10 ms makes them 3-4 times larger. A fast link never waits
-#: (its reads are large), and 10 ms of a connection's data stays far below
-#: what the kernel buffers for it.
-GATHER = 0.010
+#: Longest wait, in seconds, to let bytes gather after a small read before
+#: reading again (interrupt coalescing, as network cards do it). The wait is
+#: what the body's measured rate needs to bring :data:`SMALL_READ` more (or
+#: the rest of the body, if less), up to this. At 24 Mbit/s per host, four
+#: connections each, reads of what had arrived averaged 4-7 KiB, and the
+#: machines spent 17-34 CPU s per GiB on blocks. A fast link never waits (its
+#: reads are large), and what gathers stays within a read of 64 KiB, far
+#: below what the kernel buffers for a connection.
+GATHER = 0.050
+#: Seconds into a body before reads gather: a new connection's first reads
+#: are small because TCP's window is (slow start), not because the link is
+#: slow, and waiting then made a 3 MiB download on a fast link 50-100 ms
+#: slower (measured, bench/netns_perf.py row 5).
+GATHER_AFTER = 0.25
 
 
 
@@ -45,8 +52,9 @@ def iter_body(resp: requests.Response, expected: int | None,
 
     Never yields past ``expected``. A failed read raises a
     :class:`~swift.errors.NetworkError` (a reset, a stalled read). After a
-    read of less than :data:`SMALL_READ`, waits ``gather`` seconds before
-    the next one (see :data:`GATHER`); 0 reads at once. It stops waiting for
+    read of less than :data:`SMALL_READ` (from :data:`GATHER_AFTER` seconds
+    into the body on), waits up to ``gather`` seconds before the next one
+    (see :data:`GATHER`); 0 reads at once. It stops waiting for
     the rest of the body when a wait gathered no more than the read before
     it, and never waits in a chunked body.
     """
@@ -60,6 +68,8 @@ def iter_body(resp: requests.Response, expected: int | None,
     gathering = gather > 0 and not getattr(raw, "chunked", False)
     baseline = 0  # the size of the last small read that followed no wait
     after_wait = False
+    started = time.monotonic()
+    gather_from = started + GATHER_AFTER
     while expected is None or got < expected:
         want = chunk_size if expected is None else min(chunk_size, expected - got)
         try:
@@ -75,13 +85,16 @@ def iter_body(resp: requests.Response, expected: int | None,
         yield block
         waited, small = after_wait, len(block) < SMALL_READ and len(block) < want
         after_wait = False
-        if gathering and small:
+        now = time.monotonic()
+        if gathering and small and now >= gather_from:
             if not waited:
                 baseline = len(block)
             elif len(block) <= baseline:
                 gathering = False  # a wait gathered nothing more: stop waiting
                 continue
-            time.sleep(gather)
+            rate = got / (now - started)  # bytes/s of this body so far
+            ahead = SMALL_READ if expected is None else min(SMALL_READ, expected - got)
+            time.sleep(min(gather, ahead / rate))
             after_wait = True
     if expected is not None and got < expected:
         raise OriginError(f"the server closed the connection after {got} of {expected} bytes",
