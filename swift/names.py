@@ -44,6 +44,10 @@ from urllib.parse import unquote, unquote_to_bytes, urlsplit
 #: ``.part.swift`` (11 bytes) to the final name and must fit as well.
 MAX_NAME_BYTES = 255 - len(".part.swift")
 DEFAULT_NAME = "download"
+#: The name for a URL that names a directory (``http://host/``, ``.../dir/``):
+#: a server answers it with its index page, and wget and aria2c save that as
+#: ``index.html``.
+INDEX_NAME = "index.html"
 
 # Characters that are, or look like, path separators. The real ones split
 # the name; the look-alikes are replaced.
@@ -294,13 +298,23 @@ def safe_name(raw: str | None, default: str = DEFAULT_NAME) -> str:
 
 def choose_name(url: str, final_url: str | None, content_disposition: str | None) -> str:
     """Content-Disposition's name, else the final URL's, else the original
-    URL's, made safe; :data:`DEFAULT_NAME` when none gives a usable name."""
+    URL's, made safe; :data:`INDEX_NAME` for a URL that names a directory,
+    else :data:`DEFAULT_NAME` when none gives a usable name."""
     for candidate in (filename_from_content_disposition(content_disposition),
                       filename_from_url(final_url), filename_from_url(url)):
         name = safe_name(candidate, default="")
         if name:
             return name
-    return DEFAULT_NAME
+    return INDEX_NAME if _names_a_directory(final_url or url) else DEFAULT_NAME
+
+
+def _names_a_directory(url: str) -> bool:
+    """True if ``url``'s path is empty or ends with ``/``."""
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        return False
+    return path == "" or path.endswith("/")
 
 
 # -- free names ------------------------------------------------------------------------------

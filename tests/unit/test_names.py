@@ -187,7 +187,12 @@ def test_filename_from_url(url, expected):
 
 
 def test_choose_name_order_and_safety():
-    assert choose_name("http://h/", None, None) == DEFAULT_NAME
+    # a directory's URL: its index page, named as wget and aria2c name it
+    assert choose_name("http://h/", None, None) == "index.html"
+    assert choose_name("http://h", None, None) == "index.html"
+    assert choose_name("http://h/docs/?page=2", None, None) == "index.html"
+    assert choose_name("http://h/short", "http://h/docs/", None) == "short"
+    assert choose_name("http://h/", "http://h/docs/", 'inline; filename="guide.pdf"') == "guide.pdf"
     assert choose_name("http://h/x.bin", None, None) == "x.bin"
     assert choose_name("http://h/x.bin", "http://h/y.bin", None) == "y.bin"
     assert choose_name("http://h/x.bin", "http://h/", None) == "x.bin"
