@@ -53,6 +53,9 @@ if TYPE_CHECKING:  # the engine and the node app load only when a command needs 
     from .membership import Peer
     from .nodeapp import RateLimit
 
+    #: the helpers of a ``get``, or what gives them once its probe is done
+    PeerSource = list[Peer] | Callable[[threading.Event], list[Peer]]
+
 log = logging.getLogger("swift")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -477,7 +480,7 @@ def _to_stdout(args: argparse.Namespace) -> bool:
 
 def _get(args: argparse.Namespace, secret: bytes | None) -> int:
     """``node.py get``: each URL in turn; 0 only if every one is complete (and checked)."""
-    from .membership import DiscoveryClient, DiscoveryError, Peer
+    from .membership import DiscoveryClient, PeerLookup
     quiet = args.quiet > 0
 
     def notice(text: str) -> None:
@@ -487,31 +490,26 @@ def _get(args: argparse.Namespace, secret: bytes | None) -> int:
     urls = args.url_list
     if not _ensure_directory(args.dir, notice):
         return EXIT_FAILED
-    peers: list[Peer] = []
-    if not args.no_peers:
-        client = DiscoveryClient(*args.discovery, name="swift-get", secret=secret)
-        try:
-            peers = [Peer(i.host, i.port, i.name, i.slots) for i in client.list_peers()]
-        except DiscoveryError as exc:
-            notice(f"{exc}: downloading alone with several connections")
-        else:
-            if not peers:
-                notice("no peers known: downloading alone with several connections")
+    # asked now, answered while the first URL's origin is probed (the download waits for it then)
+    lookup = None if args.no_peers else \
+        PeerLookup(DiscoveryClient(*args.discovery, name="swift-get", secret=secret), notice)
     results: list[dict] = []
     try:
         for url in urls:
-            results.append(_get_one(url, args, peers, secret, notice))
+            results.append(_get_one(url, args, lookup.peers if lookup else [], secret, notice))
     except (KeyboardInterrupt, Terminated) as exc:
         results.append({"url": redact_url(urls[len(results)], strict=False), "ok": False,
                         "error": "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"})
         raise
     finally:
+        if lookup is not None:
+            lookup.close()
         if args.report:
             _write_report(args.report, results if len(urls) > 1 else results[0] if results else {})
     return EXIT_OK if all(r["ok"] for r in results) else EXIT_FAILED
 
 
-def _get_one(url: str, args: argparse.Namespace, peers: list[Peer], secret: bytes | None,
+def _get_one(url: str, args: argparse.Namespace, peers: "PeerSource", secret: bytes | None,
              notice: Callable[[str], None]) -> dict:
     """One URL of a ``get``: the result as it goes into ``--report``; prints its own lines."""
     from . import download
@@ -552,14 +550,14 @@ def _get_one(url: str, args: argparse.Namespace, peers: list[Peer], secret: byte
     if isinstance(outcome, str):
         _error(outcome)
         return {**result, "error": outcome, "path": str(dl.path) if dl.path else None}
-    names = peer_names(peers)
+    names = peer_names(dl.peers)
     if not quiet:
         print(summary(outcome, names, args.checksum), flush=True)
     return {**outcome.as_dict(), **result, "ok": True, "checksum_verified": bool(args.checksum),
             "machines": {src: names.get(src, src) for src in outcome.bytes_by_source}}
 
 
-def _get_to_stdout(url: str, args: argparse.Namespace, peers: list[Peer], secret: bytes | None,
+def _get_to_stdout(url: str, args: argparse.Namespace, peers: "PeerSource", secret: bytes | None,
                    notice: Callable[[str], None], retry: Retry, result: dict) -> dict:
     """``-o -``: download into a temporary directory while streaming it, in order, to stdout."""
     from . import download
@@ -594,7 +592,7 @@ def _get_to_stdout(url: str, args: argparse.Namespace, peers: list[Peer], secret
         outcome = _nothing_kept(outcome)
         _error(outcome)
         return {**result, "error": outcome, "path": "-"}
-    names = peer_names(peers)
+    names = peer_names(dl.peers)
     if not quiet:
         print(summary(outcome, names, args.checksum).replace(f" {outcome.path} ", " (standard output) "),
               file=sys.stderr, flush=True)

@@ -63,12 +63,17 @@ WORKER_JOIN = 1.0
 class Download:
     """One download. ``run()`` blocks until it is done; ``cancel()`` stops it."""
 
-    def __init__(self, url: str, options: Options, peers: list[Peer] | None = None, *,
+    def __init__(self, url: str, options: Options,
+                 peers: list[Peer] | Callable[[threading.Event], list[Peer]] | None = None, *,
                  notice: Callable[[str], None] | None = None,
                  progress: Callable[[int, int | None], None] | None = None):
+        """``peers``: the helpers, or a callable that gives them once the probe
+        is done (``membership.PeerLookup.peers``: discovery is asked while
+        the origin is probed); it is passed the download's stop event."""
         self.url = url
         self.opts = options
-        self.peers = _unique(peers or [])
+        self._peer_source = peers if callable(peers) else None
+        self.peers = [] if callable(peers) else _unique(peers or [])
         self._notice_cb = notice or (lambda text: log.warning("%s", text))
         self._progress_cb = progress
         self.notices: list[str] = []
@@ -129,6 +134,8 @@ class Download:
     def _run(self) -> Report:
         self._remote = http.RemoteFile(self.url, profile=self.opts.profile)
         probe = self._probe()
+        if self._peer_source is not None:
+            self.peers = _unique(self._peer_source(self._stop))
         self.size = probe.size
         final = self.path = target.choose_path(probe, self.opts)
         wanted = target.file_name(probe)

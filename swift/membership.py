@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 from . import protocol, wire
 from .addresses import format_hostport
@@ -66,6 +68,64 @@ class DiscoveryClient:
         if not isinstance(reply, protocol.Peers):
             raise DiscoveryError(f"discovery at {self.address} sent {type(reply).__name__}")
         return list(reply.peers)
+
+
+class PeerLookup:
+    """One ``ListPeers`` query, started at once in a thread it owns, so that a
+    ``get`` asks discovery while it probes the origin instead of before.
+
+    :meth:`peers` waits for the answer (at most the client's timeouts, and
+    not past ``stop``), says once through ``notice`` why the download goes
+    alone when it does, and returns the peers (the same list on every call).
+    """
+
+    #: Seconds between two looks at ``stop`` while waiting for the answer.
+    POLL = 0.1
+
+    def __init__(self, client: DiscoveryClient, notice: Callable[[str], None]):
+        self.client = client
+        self._notice = notice
+        self._found: list[Peer] | None = None
+        self._why: str | None = None
+        self._answered = threading.Event()
+        self._result: list[Peer] | None = None
+        self._thread = threading.Thread(target=self._query, name="peer-lookup", daemon=True)
+        self._thread.start()
+
+    def _query(self) -> None:
+        try:
+            self._found = [Peer(i.host, i.port, i.name, i.slots) for i in self.client.list_peers()]
+        except DiscoveryError as exc:
+            self._why = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a bug must not leave the download waiting
+            self._why = f"asking discovery at {self.client.address} failed: {exc}"
+        finally:
+            self._answered.set()
+
+    def peers(self, stop: threading.Event | None = None) -> list[Peer]:
+        """The live peers; [] (with a notice) if discovery could not tell."""
+        if self._result is not None:
+            return list(self._result)
+        # connect, TLS and the reply each have the client's timeout; one more for slack
+        deadline = time.monotonic() + 4 * self.client.timeout
+        while not self._answered.wait(self.POLL):
+            if (stop is not None and stop.is_set()) or time.monotonic() > deadline:
+                break
+        if stop is not None and stop.is_set() and not self._answered.is_set():
+            return []  # cancelled while waiting: say nothing, decide nothing
+        if not self._answered.is_set():
+            self._why = f"discovery at {self.client.address} did not answer"
+        found = self._found if self._answered.is_set() else None
+        if found is None:
+            self._notice(f"{self._why}: downloading alone with several connections")
+        elif not found:
+            self._notice("no peers known: downloading alone with several connections")
+        self._result = found or []
+        return list(self._result)
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Wait briefly for the query's thread (it ends by its own timeouts anyway)."""
+        self._thread.join(timeout)
 
 
 class Membership:
