@@ -248,8 +248,17 @@ class DownloadJob:
         """Stop it until :meth:`resume`; False if it was not running."""
         return self._stop(PAUSED)
 
-    def resume(self) -> bool:
-        """Run a paused or cancelled job again, from its partial file; False if it cannot be."""
+    def resume(self, stopping_wait: float = 3.0) -> bool:
+        """Run a paused or cancelled job again, from its partial file; False if it cannot be.
+
+        Right after ``pause``, the run may still be stopping (the engine ends
+        within about a second): wait up to ``stopping_wait`` seconds for it.
+        """
+        with self._lock:
+            stopping = self._stopped_as is not None and not self._ended.is_set()
+            ended = self._ended
+        if stopping:
+            ended.wait(stopping_wait)
         with self._lock:
             if not self._ended.is_set() or self._stopped_as is None:
                 return False

@@ -155,9 +155,16 @@ def test_pause_and_resume_go_on_from_where_it_stopped(cluster, origin, origin_ro
         node.wait_for(r"\[1\] http://\S+  paused", timeout=10)
         type_(origin.url("/pr.bin"))  # a paused job still holds its place
         node.wait_for(r"already downloading as \[1\] \(paused: resume 1\)", timeout=10)
-        origin.configure(conn_rate=None)
         type_("resume 1")
         node.wait_for(r"\[1\] resumed ", timeout=10)
+        # pause and resume at once: the resume waits for the stop in progress
+        mark = len(node.lines)
+        type_("pause 1")
+        type_("resume 1")
+        node.wait_for(r"\[1\] paused; ", timeout=10, start=mark)
+        node.wait_for(r"\[1\] resumed ", timeout=10, start=mark)
+        assert not any("can be resumed" in line for line in node.lines[mark:]), node.output()
+        origin.configure(conn_rate=None)
         node.wait_for(r"\[1\] done: .* resumed", timeout=60)
         type_("resume 1")
         node.wait_for(r"\[1\] is done: only a paused or cancelled download can be resumed", timeout=10)
