@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import pty
 import socket
 import unicodedata
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from swift.checksums import file_digest
 from swift.membership import DiscoveryClient
@@ -58,6 +60,32 @@ def start_helpers(cluster, disc, count: int, *, first_ip: int = 2, extra=()):
                                          f"127.0.0.{first_ip + i}", *extra]))
     wait_until(lambda: len(live_keys(disc.port)) == count, 10, "helpers registered")
     return nodes
+
+
+@contextmanager
+def prompt_node(cluster, discovery: str, *, extra=(), directory=None,
+                name: str = "p") -> Iterator[tuple[object, Callable[..., int]]]:
+    """A node with its prompt on a pseudo-terminal, up and showing its intro.
+
+    Yields ``(node, type_)``: ``type_(text, end="\\n")`` types a line (or, with
+    ``end=""``, raw keys such as Ctrl-D) and returns how many output lines
+    there were before it, for ``node.wait_for(..., start=mark)``.
+    """
+    master, slave = pty.openpty()
+    try:
+        node = cluster.node(discovery, serve_only=False, stdin=slave, extra=["--allow-private", *extra],
+                            directory=directory, name=name)
+        node.wait_for(r"type a URL to download it", timeout=20)
+
+        def type_(text: str, end: str = "\n") -> int:
+            mark = len(node.lines)
+            os.write(master, (text + end).encode())
+            return mark
+
+        yield node, type_
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def run_get(cluster, disc_port, url, *args, extra=(), timeout=120):

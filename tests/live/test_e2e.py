@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pty
 import signal
 import subprocess
 import time
@@ -13,10 +12,10 @@ import time
 import pytest
 
 from swiftlab.cluster import program, wait_until
-from swift.membership import DiscoveryClient, DiscoveryError
+from swift.membership import DiscoveryError
 from swiftlab.origin import make_file
 
-from tests.helpers import MiB, live_keys, run_get, sha256_file, start_helpers
+from tests.helpers import MiB, live_keys, prompt_node, run_get, sha256_file, start_helpers
 
 
 @pytest.mark.slow
@@ -50,24 +49,18 @@ def test_prompt_through_a_terminal(cluster, origin, origin_root, tmp_path):
     second = make_file(origin_root / "q.bin", 8 * MiB, seed=3)
     origin.configure(conn_rate=MiB)  # slow enough that the two overlap
     disc = cluster.discovery()
-    master, slave = pty.openpty()
-    try:
-        node = cluster.node(f"127.0.0.1:{disc.port}", serve_only=False, stdin=slave,
-                            extra=["--allow-private"], name="prompt-node")
+    with prompt_node(cluster, f"127.0.0.1:{disc.port}", name="prompt-node") as (node, type_):
         wait_until(lambda: len(live_keys(disc.port)) == 1, 10, "node registered")
-        os.write(master, (origin.url("/p.bin") + "\n").encode())
+        type_(origin.url("/p.bin"))
         node.wait_for(r"\[1\] started", timeout=10)
-        os.write(master, (f"get {origin.url('/q.bin')} -o second.bin\n").encode())
+        type_(f"get {origin.url('/q.bin')} -o second.bin")
         node.wait_for(r"\[2\] started", timeout=10)
-        os.write(master, b"jobs\n")
+        type_("jobs")
         node.wait_for(r"\[2\] http://\S+  (starting|running)", timeout=10)
         node.wait_for(r"\[1\] done: ", timeout=60)
         node.wait_for(r"\[2\] done: ", timeout=60)
-        os.write(master, b"quit\n")
+        type_("quit")
         assert node.wait(15) == 0
-    finally:
-        os.close(master)
-        os.close(slave)
     # unregistered at once, not after the lease
     assert live_keys(disc.port) == set()
     assert sha256_file(cluster.workdir / "p.bin") == first
@@ -76,22 +69,15 @@ def test_prompt_through_a_terminal(cluster, origin, origin_root, tmp_path):
 
 def test_ctrl_c_at_the_prompt_keeps_the_node(cluster, origin, origin_root):
     disc = cluster.discovery()
-    master, slave = pty.openpty()
-    try:
-        node = cluster.node(f"127.0.0.1:{disc.port}", serve_only=False, stdin=slave, name="n")
+    with prompt_node(cluster, f"127.0.0.1:{disc.port}", name="n") as (node, type_):
         wait_until(lambda: len(live_keys(disc.port)) == 1, 10, "node registered")
-        node.wait_for(r"type a URL to download it", timeout=10)  # the prompt is up
         node.send(signal.SIGINT)
         node.wait_for(r"type quit to exit", timeout=10)
         assert node.popen.poll() is None
-        os.write(master, b"peers\n")
+        type_("peers")
         node.wait_for(r"slots=\d+\s+\(this node\)", timeout=10)
-        os.write(master, b"\x04")  # Ctrl-D: end of input, a clean exit
+        type_("\x04", end="")  # Ctrl-D: end of input, a clean exit
         assert node.wait(15) == 0
-    finally:
-        if master >= 0:
-            os.close(master)
-        os.close(slave)
     assert live_keys(disc.port) == set()
 
 
@@ -226,21 +212,16 @@ def test_connection_refused(cluster):
 
 def test_prompt_survives_errors(cluster, origin, origin_root):
     disc = cluster.discovery()
-    master, slave = pty.openpty()
-    try:
-        node = cluster.node(f"127.0.0.1:{disc.port}", serve_only=False, stdin=slave)
-        os.write(master, b"get ftp://127.0.0.1/x\n")
+    with prompt_node(cluster, f"127.0.0.1:{disc.port}") as (node, type_):
+        type_("get ftp://127.0.0.1/x")
         node.wait_for(r"\[1\] error: unsupported URL scheme", timeout=20)
-        os.write(master, (origin.url("/missing.bin") + "\n").encode())
+        type_(origin.url("/missing.bin"))
         node.wait_for(r"\[2\] error: .*404", timeout=20)
         make_file(origin_root / "ok.bin", 2 * MiB, seed=12)
-        os.write(master, (f"request {origin.url('/ok.bin')}\n").encode())
+        type_(f"request {origin.url('/ok.bin')}")
         node.wait_for(r"\[3\] done: ", timeout=30)
-        os.write(master, b"quit\n")
+        type_("quit")
         assert node.wait(15) == 0
-    finally:
-        os.close(master)
-        os.close(slave)
 
 
 @pytest.mark.skipif(not (os.geteuid() == 0 and subprocess.run(["sh", "-c", "command -v ip"],

@@ -27,7 +27,6 @@ import errno
 import itertools
 import json
 import os
-import pty
 import signal
 import subprocess
 import time
@@ -43,7 +42,7 @@ from swiftlab.origin import make_file
 from swift.planning import plan_piece_size
 from swift.storage import ResumeRecord, part_path, record_path
 
-from tests.helpers import MiB, is_root, live_keys, sha256_file, start_helpers
+from tests.helpers import MiB, is_root, live_keys, prompt_node, sha256_file, start_helpers
 from swiftlab.faulty_peer import FaultyPeer
 
 #: The probe asks for byte 0 only: every run costs the origin this one byte more.
@@ -594,18 +593,9 @@ def test_prompt_works_with_the_peers_it_knew_while_discovery_is_gone(cluster, or
     disc = cluster.discovery(lease=lease)
     port = disc.port
     helpers = start_helpers(cluster, disc, 2)
-    master, slave = pty.openpty()
-    try:
-        node = cluster.node(f"127.0.0.1:{port}", serve_only=False, stdin=slave, name="asker",
-                            extra=["--allow-private"])
+    with prompt_node(cluster, f"127.0.0.1:{port}", name="asker") as (node, command):
         me = f"127.0.0.1:{node.port}"
         wait_until(lambda: me in live_keys(port), 10, "the prompt node registered")
-
-        def command(line: str) -> int:
-            mark = len(node.lines)
-            os.write(master, (line + "\n").encode())
-            return mark
-
         mark = command("peers")
         for i in range(2):
             node.wait_for(rf"127\.0\.0\.1:{helpers[i].port}\s+helper{i}", timeout=10, start=mark)
@@ -632,9 +622,6 @@ def test_prompt_works_with_the_peers_it_knew_while_discovery_is_gone(cluster, or
         assert not any("note:" in line for line in node.lines[mark:]), node.lines[mark:]
         command("quit")
         assert node.wait(20) == 0
-    finally:
-        os.close(master)
-        os.close(slave)
     assert sha256_file(cluster.workdir / "q.bin") == digest
     measure(seconds=seconds, file_size=size, origin_bytes=path_bytes(origin, "q.bin"),
             reregistered_after=reregistered)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests import http_origin as o
-from tests.helpers import sha256_file, start_helpers, have_ipv6, self_signed_certificate
+from tests.helpers import prompt_node, sha256_file, start_helpers, have_ipv6, self_signed_certificate
 
 KiB, MiB = 1 << 10, 1 << 20
 FILE = os.urandom(3 * MiB + 12_345)  # over the one-request threshold (1 MiB): ranges are planned
@@ -205,25 +205,16 @@ def test_a_bad_request_option_is_a_one_line_usage_error(cluster, args, words):
 def test_the_prompt_takes_the_same_request_options(cluster, tmp_path):
     """``get URL -U UA --header ...`` at the prompt shapes every request of that download;
     a password typed in a URL is never echoed."""
-    import pty
     rules = {"*": [o.browser_user_agent_only, o.needs_header("X-Token", "t1"),
                    o.basic_auth("us@er", "p:ss wd")]}
     with o.Origin({"/f": FILE}, rules) as origin:
         disc = cluster.discovery()
-        master, slave = pty.openpty()
-        try:
-            node = cluster.node(f"127.0.0.1:{disc.port}", serve_only=False, stdin=slave,
-                                extra=["--allow-private"], directory=tmp_path, name="p")
-            node.wait_for(r"type a URL to download it", timeout=20)
+        with prompt_node(cluster, f"127.0.0.1:{disc.port}", directory=tmp_path) as (node, type_):
             url = origin.url("/f", userinfo=f"us%40er:{PASSWORD}")
-            line = f"get {url} -o f.bin --no-peers -U 'Mozilla/5.0 x' --header 'X-Token: t1'\n"
-            os.write(master, line.encode())
+            type_(f"get {url} -o f.bin --no-peers -U 'Mozilla/5.0 x' --header 'X-Token: t1'")
             node.wait_for(r"\[1\] done: ", timeout=60)
-            os.write(master, b"quit\n")
+            type_("quit")
             assert node.wait(15) == 0
-        finally:
-            os.close(master)
-            os.close(slave)
         assert sha256_file(tmp_path / "f.bin") == SHA
         assert PASSWORD not in node.output(), node.output()
 

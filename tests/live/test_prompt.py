@@ -15,20 +15,7 @@ from contextlib import contextmanager
 from swiftlab.cluster import wait_until
 from swiftlab.origin import make_file
 
-from tests.helpers import MiB, sha256_file
-
-
-@contextmanager
-def prompt_node(cluster, discovery: str, *, extra=(), directory=None, name="p"):
-    master, slave = pty.openpty()
-    try:
-        node = cluster.node(discovery, serve_only=False, stdin=slave, extra=["--allow-private", *extra],
-                            directory=directory, name=name)
-        node.wait_for(r"type a URL to download it", timeout=20)
-        yield node, lambda text: os.write(master, (text + "\n").encode())
-    finally:
-        os.close(master)
-        os.close(slave)
+from tests.helpers import MiB, prompt_node, sha256_file
 
 
 @contextmanager
