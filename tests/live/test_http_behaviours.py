@@ -71,8 +71,8 @@ ROWS = {
     "HEAD 405": Row({"/f": FILE}, {"/f": [o.head_refused]}),
     "HEAD length differs": Row({"/f": FILE}, {"/f": [o.head_length_differs]}),
     "signed URL expires": Row({"/f": FILE}, {"*": [o.signed_redirect(1.0)]}, rate=1 * MiB, helpers=True),
-    "URL bound to the requester's address": Row(
-        {"/f": FILE}, {"*": [o.address_bound_redirect]}, helpers=True,
+    "URL bound to the requester's address": Row(  # slow enough that the helpers are asked
+        {"/f": FILE}, {"*": [o.address_bound_redirect]}, helpers=True, rate=MiB,
         with_helpers=r'"left_out": \{\s*"127\.0\.0\.1:\d+": "the origin refuses it what it gives this machine'),
     "cookie set on a redirect": Row({"/f": FILE}, {"*": [o.cookie_on_redirect]}, path="/early/f",
                                     helpers=True, with_helpers=r"cookies the server set.*runs on this "
