@@ -618,8 +618,13 @@ def already_complete(url: str, args: argparse.Namespace, retry: Retry) -> Path |
     ``-o`` path, or the name the URL gives, in the download directory); then
     one probe of the server says its size and name. Complete means: no
     partial download of it is under way (no ``NAME.part.swift``), the same
-    size as the server's, and the checksum, if given, matches. A probe that
-    fails returns its error line (the download would fail the same way).
+    size as the server's, and the proof that it is this file: the checksum
+    if one is given, else the mark a finished swift download of this URL
+    left on it (``storage.ORIGIN_XATTR``) naming the validators the server
+    reports now. Size alone is no proof: another URL's ``data.bin``, or a
+    file the server replaced by one of the same size, would pass (then the
+    download runs and saves under a free name). A probe that fails returns
+    its error line (the download would fail the same way).
     """
     from . import http, storage
     from .http.remote import RemoteFile
@@ -644,9 +649,10 @@ def already_complete(url: str, args: argparse.Namespace, retry: Retry) -> Path |
         return None
     if args.checksum:
         algo, digest = parse_checksum(args.checksum)
-        if file_digest(path, algo) != digest:
-            return None
-    return path
+        return path if file_digest(path, algo) == digest else None
+    identity = storage.FileIdentity(url, probe.final_url, probe.size, probe.validator.etag,
+                                    probe.validator.last_modified)
+    return path if storage.same_origin(path, identity) else None
 
 
 def request_timeout(args: argparse.Namespace) -> tuple[float, float]:

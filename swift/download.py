@@ -144,7 +144,10 @@ class Download:
                          f"saving as {final.name}")
         storage.check_writable(final.parent)
         with storage.DownloadLock.acquire(final):  # one download per output path
-            return self._locked(probe, final)
+            report = self._locked(probe, final)
+        if self.path is not None:  # a later get of this URL may then say "already complete"
+            storage.mark_origin(self.path, target.identity(self.url, probe))
+        return report
 
     def _locked(self, probe: http.ProbeResult, final: Path) -> Report:
         control: storage.ControlFile = storage.NullControlFile()

@@ -622,6 +622,41 @@ class FileIdentity:
     last_modified: str | None
 
 
+#: The extended attribute a finished file carries: which download made it, so
+#: that a later ``get`` tells "already complete" from "another file of that
+#: name" (two URLs ending in ``data.bin``, or a file the server has replaced
+#: by one of the same size). A hash of the URL, never the URL itself (it may
+#: hold a token), and the server's size and validators when it was fetched.
+#: A file system without user attributes keeps none: such a file is never
+#: taken for complete without a ``--checksum``.
+ORIGIN_XATTR = "user.swift.origin"
+
+
+def _origin_value(identity: FileIdentity) -> dict:
+    return {"url_sha256": hashlib.sha256(identity.url.encode("utf-8", "surrogateescape")).hexdigest(),
+            "size": identity.size, "etag": identity.etag, "last_modified": identity.last_modified}
+
+
+def mark_origin(path: Path, identity: FileIdentity) -> bool:
+    """Label a finished file with where it came from (:data:`ORIGIN_XATTR`);
+    False if the file system cannot (nothing else depends on it)."""
+    try:
+        os.setxattr(path, ORIGIN_XATTR, json.dumps(_origin_value(identity)).encode())
+        return True
+    except (OSError, AttributeError):  # no user attributes here (or no xattr support at all)
+        return False
+
+
+def same_origin(path: Path, identity: FileIdentity) -> bool:
+    """True if ``path`` was finished by a download of this URL, with the size and
+    validators the server reports now (see :data:`ORIGIN_XATTR`)."""
+    try:
+        raw = os.getxattr(path, ORIGIN_XATTR)
+        return json.loads(raw.decode()) == _origin_value(identity)
+    except (OSError, AttributeError, ValueError, UnicodeDecodeError):
+        return False
+
+
 class ControlFile:
     """Where a download keeps what it has written (aria2's ``BtProgressInfoFile``).
 

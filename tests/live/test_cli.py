@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -257,6 +258,31 @@ def test_a_complete_file_is_not_fetched_again(cluster, origin, origin_root):
     data = json.loads((cluster.workdir / "r.json").read_text())
     assert data["already_complete"] is True and data["checksum_verified"] is True
     assert origin.stats()["requests_by_path"]["/same.bin"] == before + 1, "one probe, no data"
+
+
+def test_already_complete_needs_proof_that_it_is_this_file(cluster, origin, origin_root):
+    """Same name and size is no proof: another URL's file of that name, or the file
+    replaced on the server by one of the same size, is fetched (under a free name)."""
+    (origin_root / "a").mkdir()
+    (origin_root / "b").mkdir()
+    a = make_file(origin_root / "a" / "data.bin", 2 * MiB, seed=46)
+    b = make_file(origin_root / "b" / "data.bin", 2 * MiB, seed=47)
+    base = [*program("node"), "get", "--no-peers", "-d", str(cluster.workdir)]
+    first = run(*base, origin.url("/a/data.bin"))
+    assert first.returncode == 0, first
+    again = run(*base, origin.url("/a/data.bin"))  # the same URL, unchanged: its mark says so
+    assert again.returncode == 0 and again.stdout.startswith("already complete: "), again
+    other = run(*base, origin.url("/b/data.bin"))
+    assert other.returncode == 0 and "already complete" not in other.stdout, other
+    assert "saving as data (1).bin" in other.stderr, other
+    assert sha256_file(cluster.workdir / "data.bin") == a
+    assert sha256_file(cluster.workdir / "data (1).bin") == b
+    # the server's file replaced by another of the same size: its validators differ
+    replaced = make_file(origin_root / "a" / "data.bin", 2 * MiB, seed=48)
+    os.utime(origin_root / "a" / "data.bin", (1_900_000_000, 1_900_000_000))
+    changed = run(*base, origin.url("/a/data.bin"))
+    assert changed.returncode == 0 and "already complete" not in changed.stdout, changed
+    assert sha256_file(cluster.workdir / "data (2).bin") == replaced
 
 
 def test_a_failed_download_still_writes_its_report_with_the_error(cluster, origin, origin_root):

@@ -515,3 +515,21 @@ def test_free_space_is_checked_up_front_and_the_message_says_how_much(tmp_path):
         storage.check_free_space(tmp_path, available + (1 << 40), tmp_path / "f.part")
     assert info.value.errno == errno.ENOSPC and info.value.code.value == "storage"
     assert list(tmp_path.iterdir()) == []  # nothing was created to find out
+
+
+def test_the_origin_mark_names_the_url_and_the_version(tmp_path):
+    from swift.storage import FileIdentity, mark_origin, same_origin
+    f = tmp_path / "data.bin"
+    f.write_bytes(b"x" * 10)
+    this = FileIdentity("http://h/a/data.bin?token=secret", "http://h/a/data.bin", 10, '"v1"', None)
+    assert not same_origin(f, this)  # no mark: no proof
+    assert mark_origin(f, this)
+    assert same_origin(f, this)
+    assert b"secret" not in os.getxattr(f, "user.swift.origin")  # a hash of the URL, not the URL
+    for other in (FileIdentity("http://h/b/data.bin", "http://h/b/data.bin", 10, '"v1"', None),
+                  FileIdentity(this.url, this.final_url, 11, '"v1"', None),
+                  FileIdentity(this.url, this.final_url, 10, '"v2"', None),
+                  FileIdentity(this.url, this.final_url, 10, '"v1"', "Tue, 01 Dec 2026 00:00:00 GMT")):
+        assert not same_origin(f, other), other
+    os.setxattr(f, "user.swift.origin", b"{not json")
+    assert not same_origin(f, this)
