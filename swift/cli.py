@@ -243,6 +243,11 @@ def discovery_main(argv: list[str] | None = None, prog: str | None = None) -> in
     return _run_program(_discovery, argv, prog, terminated=EXIT_OK)
 
 
+#: What requirements.txt installs (with requests' own dependencies): a missing
+#: one is a set-up step skipped, said in one line, not a traceback.
+_REQUIREMENTS = {"requests", "urllib3", "idna", "certifi", "charset_normalizer", "tqdm", "cryptography"}
+
+
 def _run_program(body: Callable[[list[str] | None, str | None], int], argv: list[str] | None,
                  prog: str | None, *, terminated: int, interrupted_line: bool = False) -> int:
     """Run one program's ``body`` with swift's signal handling: Ctrl-C exits 130
@@ -250,6 +255,14 @@ def _run_program(body: Callable[[list[str] | None, str | None], int], argv: list
     _install_signals()
     try:
         return body(argv, prog)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in _REQUIREMENTS:
+            raise
+        print(f"error: swift needs the package {exc.name!r} (requirements.txt), which {sys.executable} "
+              f"does not have: set up as the README says (python3 -m venv .venv && .venv/bin/pip "
+              f"install -r requirements.txt) and run swift with .venv/bin/python",
+              file=sys.stderr, flush=True)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         if interrupted_line:
             print("interrupted", file=sys.stderr, flush=True)

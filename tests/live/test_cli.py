@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -403,3 +404,18 @@ def test_timeout_fails_a_stalled_read_in_seconds(cluster, origin, origin_root):
     assert out.returncode == 1, out
     assert time.monotonic() - started < 6
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) <= 3, out.stderr
+
+
+@pytest.mark.parametrize("argv", [["get", "--no-peers", "http://127.0.0.1:1/x"],
+                                  ["--serve-only", "--host", "127.0.0.1", "--port", "0"]])
+def test_a_missing_requirement_is_one_line_not_a_traceback(argv):
+    """Run with a Python that lacks requests (a stock system python): say how to set up."""
+    node_py = program("node")[-1]
+    code = ("import runpy, sys; sys.modules['requests'] = None; "  # 'import requests' now fails
+            f"sys.argv = [{node_py!r}, '--discovery', '127.0.0.1:1', *{argv!r}]; "
+            f"runpy.run_path({node_py!r}, run_name='__main__')")
+    out = run(sys.executable, "-c", code)
+    assert out.returncode == 1, out
+    assert "Traceback" not in out.stderr, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: swift needs the package 'requests'") and ".venv/bin/python" in last, last
