@@ -466,6 +466,7 @@ def read_url_file(path: Path) -> list[str]:
     ``-`` reads standard input. OSError if the file cannot be read.
     """
     text = sys.stdin.read() if str(path) == "-" else Path(path).read_text(encoding="utf-8")
+    text = text.removeprefix("\ufeff")  # a byte-order mark, as some Windows editors write it
     return [line.strip() for line in text.splitlines()
             if line.strip() and not line.lstrip().startswith("#")]
 

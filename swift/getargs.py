@@ -37,6 +37,14 @@ def _checksum(text: str) -> str:
     return text
 
 
+def _output_at_prompt(text: str) -> Path:
+    """``-o`` at the prompt: a path; ``-`` (standard output) would be the prompt's own screen."""
+    if text == "-":
+        raise argparse.ArgumentTypeError("'-' (standard output) is for 'node.py get'; at the prompt, "
+                                         "give a file name")
+    return Path(text)
+
+
 def add_get_arguments(parser: argparse.ArgumentParser, *, at_prompt: bool = False) -> None:
     """The arguments of ``get``: the same parser builder for ``node.py get`` and the prompt.
 
@@ -54,7 +62,10 @@ def add_get_arguments(parser: argparse.ArgumentParser, *, at_prompt: bool = Fals
         parser.add_argument("-i", "--input-file", type=Path, metavar="FILE",
                             help="read URLs from FILE, one per line ('#' starts a comment line; "
                                  "'-' is standard input)")
-    parser.add_argument("-o", "--output", type=Path, metavar="PATH",
+    parser.add_argument("-c", "--continue", dest="continue_", action="store_true",
+                        help="resume a partial download: always done (a partial file with its "
+                             "resume record is taken up by itself); accepted as wget and aria2c take it")
+    parser.add_argument("-o", "--output", type=_output_at_prompt if at_prompt else Path, metavar="PATH",
                         help="output path, used as given (at the prompt, a relative path is "
                              "taken inside the download directory)"
                              + ("" if at_prompt else "; '-' writes the file to standard output"))

@@ -105,6 +105,9 @@ def test_a_bad_get_line_is_one_error_and_the_prompt_goes_on(cluster):
         node.wait_for(r"error: argument --checksum: .*usage: get URL", timeout=10)
         type_("get http://127.0.0.1:1/x -o")
         node.wait_for(r"error: argument -o/--output: expected one argument", timeout=10)
+        type_("get http://127.0.0.1:1/x -o -")  # standard output is the prompt's own screen
+        node.wait_for(r"error: argument -o/--output: '-' \(standard output\) is for 'node.py get'",
+                      timeout=10)
         type_("jobs")
         node.wait_for("no downloads yet", timeout=10)
         type_("quit")
