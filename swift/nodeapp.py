@@ -365,15 +365,21 @@ class DownloadJob:
             self._ended.set()
 
     def _kept(self) -> str:
-        """What a stop left on disk, truthfully: the partial file if it and its record exist."""
+        """What a stop left on disk, truthfully, and what ``resume`` will do then."""
         final = self.path
+        again = f"resume {self.number}"
         if final is not None:
             part, record = storage.part_path(final), storage.record_path(final)
             if part.exists() and record.exists():
-                return f"the partial download is kept in {part}"
+                return f"the partial download is kept in {part} ({again} goes on)"
             if part.exists():
-                return f"{part} is kept, but without a resume record it will start over"
-        return "nothing was written yet"
+                return f"{part} is kept, but without a resume record ({again} starts over)"
+        with self._lock:
+            dl = self._download
+        if dl is not None and dl.done_bytes > 0:  # a plain stream: its partial file is removed
+            return (f"what had arrived is removed: this server cannot resume a download "
+                    f"(no byte ranges) ({again} starts over)")
+        return f"nothing was written yet ({again} starts it)"
 
     def _start(self) -> None:
         self._thread.start()

@@ -214,7 +214,7 @@ class Prompt(cmd.Cmd):
         elif kind == NOTICE:
             self.say(f"[{job.number}] note: {text}")
         elif kind in (PAUSED, CANCELLED):
-            self.say(f"[{job.number}] {kind}; {text} (resume {job.number} goes on)")
+            self.say(f"[{job.number}] {kind}; {text}")
         elif kind == ENDED:
             self.say(f"[{job.number}] {text}")
 

@@ -167,6 +167,27 @@ def test_pause_and_resume_go_on_from_where_it_stopped(cluster, origin, origin_ro
     assert sha256_file(cluster.workdir / "pr.bin") == digest
 
 
+def test_pausing_a_plain_stream_says_its_data_is_gone(cluster, origin, origin_root):
+    """A server without byte ranges cannot resume: the stop says so, not "nothing written"."""
+    digest = make_file(origin_root / "plain.bin", 8 * MiB, seed=38)
+    origin.configure(path="/plain.bin", ignore_ranges=True)
+    origin.configure(conn_rate=2 * MiB)
+    disc = cluster.discovery()
+    with prompt_node(cluster, f"127.0.0.1:{disc.port}") as (node, type_):
+        type_(origin.url("/plain.bin"))
+        wait_until(lambda: (cluster.workdir / "plain.bin.part").exists(), 20, "the stream to run")
+        wait_until(lambda: (cluster.workdir / "plain.bin.part").stat().st_size > 0, 20, "bytes to arrive")
+        type_("pause 1")
+        node.wait_for(r"\[1\] paused; what had arrived is removed: this server cannot resume a download "
+                      r"\(no byte ranges\) \(resume 1 starts over\)", timeout=10)
+        origin.configure(conn_rate=None)
+        type_("resume 1")
+        node.wait_for(r"\[1\] done: ", timeout=60)
+        type_("quit")
+        assert node.wait(15) == 0
+    assert sha256_file(cluster.workdir / "plain.bin") == digest
+
+
 def test_cancel_keeps_the_partial_file_and_quit_then_leaves_at_once(cluster, origin, origin_root):
     make_file(origin_root / "c.bin", 32 * MiB, seed=36)
     origin.configure(conn_rate=MiB)
