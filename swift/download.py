@@ -207,7 +207,7 @@ class Download:
         if not quiet:
             self._notice(f"{why}: downloading in one plain stream")
         self._stream = SingleStream(self.url, probe, self._remote, final, self.opts,
-                                    stop=self._stop, progress=self._progress_cb)
+                                    stop=self._stop, progress=self._progress_cb, notice=self._notice)
         self.state = "running"
         report = self._stream.run(self.started, self.notices)
         self.path = Path(report.path)

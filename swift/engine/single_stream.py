@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from .. import http, storage
-from ..errors import ErrorCode, SwiftError
+from ..errors import ErrorCode, FileChanged, SwiftError
+from ..units import human_bytes
 from .options import LOCAL, Options
 from .report import ChecksumMismatch, DownloadError, Report, cancelled
 from . import verify
@@ -29,7 +30,8 @@ class SingleStream:
 
     def __init__(self, url: str, probe: http.ProbeResult, remote: http.RemoteFile, final: Path,
                  opts: Options, *, stop: threading.Event,
-                 progress: Callable[[int, int | None], None] | None = None):
+                 progress: Callable[[int, int | None], None] | None = None,
+                 notice: Callable[[str], None] | None = None):
         self.url = url
         self.probe = probe
         self.remote = remote
@@ -38,6 +40,7 @@ class SingleStream:
         self.opts = opts
         self.stop = stop
         self._progress = progress
+        self._notice = notice or (lambda text: None)
         self._stream: http.PlainStream | None = None
         self.received = 0
 
@@ -92,9 +95,36 @@ class SingleStream:
             _unlink(self.part)
 
     def _fetch(self, session) -> None:
-        self._stream = http.open_stream(session, self.remote, retry=self.opts.retry, stop=self.stop,
-                                        timeout=self.opts.timeout)
-        with self._stream as blocks, \
+        """The stream, from byte 0 again when it breaks and the server cannot prove that
+        a new answer is the same file (as wget does without ranges): ``--tries`` in all,
+        counted over whole restarts, so a server that always breaks ends."""
+        retry = self.opts.retry
+        while True:
+            opened = False
+            try:
+                self._stream = http.open_stream(session, self.remote, retry=self.opts.retry,
+                                                stop=self.stop, timeout=self.opts.timeout)
+                opened = True  # opening has its own retries: a failure there is final
+                self._write(self._stream)
+                return
+            except FileChanged:
+                raise
+            except SwiftError as error:
+                if not opened or self.stop.is_set():
+                    raise
+                retry = retry.increment(error)  # raises once the tries are spent
+                self._notice(f"{error} after {human_bytes(self.received)}, and without byte ranges "
+                             f"the server cannot go on from there: starting over "
+                             f"(try {retry.failures + 1} of {retry.attempts})")
+                if self.stop.wait(retry.delay(error)):
+                    raise cancelled() from error
+                _unlink(self.part)
+                self.received = 0
+                if self._progress:
+                    self._progress(0, self.probe.size)
+
+    def _write(self, stream: http.PlainStream) -> None:
+        with stream as blocks, \
                 storage.PartFile.open(self.part, None, preallocate=False, resumable=False) as out:
             for block in blocks:
                 if self.stop.is_set():

@@ -18,6 +18,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 import pytest
@@ -259,3 +260,35 @@ def test_with_a_shared_secret_helpers_get_the_secrets_over_the_private_channel(t
         assert {client for _, status, client in origin.log if status == 206} >= {"127.0.0.2", "127.0.0.3"}
         assert not [s for _, s, c in origin.log if c != "127.0.0.1" and s in (401, 403)], origin.log
         assert PASSWORD not in output and PASSWORD not in report.read_text()
+
+
+def _plain_without_validators(cut: Callable[[int], bool]):
+    """No ranges and no validators (nothing proves a new answer is the same file);
+    full answers for which ``cut(n)`` holds (n: the path's request count) reset
+    after a third of the body."""
+    def rule(req: o.Request) -> bool:
+        req.ignore_range = True
+        req.drop |= {"ETag", "Last-Modified", "Accept-Ranges"}
+        if req.file is not None and cut(req.count):
+            req.cut_after = len(req.file.body) // 3
+        return False
+    return rule
+
+
+@pytest.mark.parametrize("cut,tries,code", [(lambda n: n == 2, None, 0), (lambda n: n >= 2, "2", 1)])
+def test_a_plain_stream_that_breaks_starts_over_within_the_tries(cluster, tmp_path, cut, tries, code):
+    """As wget does without ranges: a broken stream is fetched again from byte 0, and
+    --tries counts whole restarts (a server that always breaks ends the download)."""
+    with o.Origin({"/f": FILE}, {"/f": [_plain_without_validators(cut)]}) as origin:
+        disc = cluster.discovery()
+        out = tmp_path / "f.bin"
+        proc = cluster.get(f"127.0.0.1:{disc.port}", origin.url("/f"),
+                           get_extra=["--no-peers", "-o", str(out), *(["--tries", tries] if tries else [])])
+        assert proc.wait(60) == code, proc.output()
+        output = proc.output()
+        assert "starting over (try 2 of" in output, output
+        assert "Traceback" not in output
+        if code == 0:
+            assert sha256_file(out) == SHA
+        else:
+            assert not out.exists() and "connection" in output.strip().splitlines()[-1], output
