@@ -81,6 +81,7 @@ class Download:
         self._board: Board | None = None
         self._stream: SingleStream | None = None
         self._remote: http.RemoteFile | None = None
+        self._answer: http.KeptAnswer | None = None  # the probe's open 200, for the plain stream
         self.size: int | None = None
         self.path: Path | None = None
         self.started = time.monotonic()
@@ -125,6 +126,8 @@ class Download:
             self._stop.set()
             if self._board is not None:
                 self._board.close_all()
+            if self._answer is not None:
+                self._answer.close()
 
     def _notice(self, text: str) -> None:
         self.notices.append(text)
@@ -134,6 +137,7 @@ class Download:
     def _run(self) -> Report:
         self._remote = http.RemoteFile(self.url, profile=self.opts.profile)
         probe = self._probe()
+        self._answer = probe.answer  # closed by run() unless the plain stream took it
         if self._peer_source is not None:
             self.peers = _unique(self._peer_source(self._stop))
         self.size = probe.size
@@ -184,8 +188,11 @@ class Download:
         def body() -> None:
             session = self._remote.session(source_address=self.opts.source_address)
             try:
-                outcome.append(http.probe(session, self._remote, retry=self.opts.retry,
-                                          stop=self._stop, timeout=self.opts.timeout))
+                result = http.probe(session, self._remote, retry=self.opts.retry,
+                                    stop=self._stop, timeout=self.opts.timeout, keep_answer=True)
+                if self._stop.is_set() and result.answer is not None:
+                    result.answer.close()  # cancelled meanwhile: nobody will take it
+                outcome.append(result)
             except BaseException as exc:  # handed to the waiting thread
                 outcome.append(exc)
             finally:
@@ -207,7 +214,8 @@ class Download:
         if not quiet:
             self._notice(f"{why}: downloading in one plain stream")
         self._stream = SingleStream(self.url, probe, self._remote, final, self.opts,
-                                    stop=self._stop, progress=self._progress_cb, notice=self._notice)
+                                    stop=self._stop, progress=self._progress_cb, notice=self._notice,
+                                    answer=self._answer)
         self.state = "running"
         report = self._stream.run(self.started, self.notices)
         self.path = Path(report.path)

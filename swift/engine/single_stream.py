@@ -31,7 +31,8 @@ class SingleStream:
     def __init__(self, url: str, probe: http.ProbeResult, remote: http.RemoteFile, final: Path,
                  opts: Options, *, stop: threading.Event,
                  progress: Callable[[int, int | None], None] | None = None,
-                 notice: Callable[[str], None] | None = None):
+                 notice: Callable[[str], None] | None = None,
+                 answer: http.KeptAnswer | None = None):
         self.url = url
         self.probe = probe
         self.remote = remote
@@ -41,6 +42,7 @@ class SingleStream:
         self.stop = stop
         self._progress = progress
         self._notice = notice or (lambda text: None)
+        self._answer = answer  # the probe's open 200: the first stream goes on with it
         self._stream: http.PlainStream | None = None
         self.received = 0
 
@@ -102,8 +104,9 @@ class SingleStream:
         while True:
             opened = False
             try:
+                first = self._answer.take() if self._answer is not None else None
                 self._stream = http.open_stream(session, self.remote, retry=self.opts.retry,
-                                                stop=self.stop, timeout=self.opts.timeout)
+                                                stop=self.stop, timeout=self.opts.timeout, answer=first)
                 opened = True  # opening has its own retries: a failure there is final
                 self._write(self._stream)
                 return

@@ -32,7 +32,7 @@ _WHERE = {
     "status_error": "failures", "translate": "failures",
     "Validator": "headers", "check_range_answer": "headers", "content_coding": "headers",
     "parse_content_range": "headers", "parse_retry_after": "headers",
-    "ProbeResult": "probe", "probe": "probe",
+    "ProbeResult": "probe", "probe": "probe", "KeptAnswer": "probe",
     "RequestProfile": "profile",
     "RangeFetch": "rangefetch",
     "Retry": "retry", "call_with_retry": "retry",
@@ -52,7 +52,7 @@ def __getattr__(name: str):
     return value
 
 
-__all__ = ["CHUNK_SIZE", "DEFAULT_TIMEOUT", "PlainStream", "ProbeResult", "RangeFetch",
+__all__ = ["CHUNK_SIZE", "DEFAULT_TIMEOUT", "KeptAnswer", "PlainStream", "ProbeResult", "RangeFetch",
            "RequestProfile", "Retry", "RemoteFile", "Validator", "call_with_retry",
            "check_range_answer", "content_coding", "iter_body", "normalize_url", "open_stream",
            "parse_content_range", "parse_retry_after", "probe", "redact_url", "status_error",

@@ -35,7 +35,29 @@ from .headers import Validator, content_coding, parse_content_range, parse_unsat
 from .retry import Retry, call_with_retry
 from .remote import RemoteFile
 
-__all__ = ["ProbeResult", "probe"]
+__all__ = ["KeptAnswer", "ProbeResult", "probe"]
+
+
+class KeptAnswer:
+    """A probe's ``200`` answer with its body unread, for the plain stream to go on
+    with: a server without ranges is asked once, not twice (it may generate the
+    file anew for each request, or take seconds to start). Whoever holds it
+    either :meth:`take` s it or :meth:`close` s it; both are safe to repeat."""
+
+    def __init__(self, resp: requests.Response):
+        self._resp: requests.Response | None = resp
+        self._lock = threading.Lock()
+
+    def take(self) -> requests.Response | None:
+        """The answer, once; None after that (or after :meth:`close`)."""
+        with self._lock:
+            resp, self._resp = self._resp, None
+        return resp
+
+    def close(self) -> None:
+        resp = self.take()
+        if resp is not None:
+            resp.close()
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,8 @@ class ProbeResult:
     #: The download's shared :class:`RemoteFile` the probe resolved (its current
     #: URL, cookie jar and request profile), for every later request of it.
     remote: RemoteFile | None = field(default=None, compare=False, repr=False)
+    #: With ``keep_answer``: the ``200`` answer itself, its body unread (see :class:`KeptAnswer`).
+    answer: KeptAnswer | None = field(default=None, compare=False, repr=False)
 
     @property
     def encoded(self) -> bool:
@@ -65,12 +89,14 @@ class ProbeResult:
 
 def probe(session: requests.Session, remote: RemoteFile | str, *, timeout: Any = DEFAULT_TIMEOUT,
           retry: Retry | None = None, stop: threading.Event | None = None,
-          policy: Retry | None = None) -> ProbeResult:
+          policy: Retry | None = None, keep_answer: bool = False) -> ProbeResult:
     """Probe ``remote`` (a :class:`RemoteFile`, or a URL: then a RemoteFile on the session's jar).
 
     Raises :class:`~swift.errors.SwiftError` subclasses: ``UsageError`` for a
     malformed URL, ``NetworkError``, ``OriginError`` for an unusable answer.
-    ``policy`` is the old name of ``retry``.
+    ``policy`` is the old name of ``retry``. With ``keep_answer``, a ``200``
+    (the server sent the whole file) stays open as ``result.answer``: the
+    caller takes it for the plain stream, or closes it.
     """
     if isinstance(remote, str):
         remote = RemoteFile(remote, jar=session.cookies)
@@ -79,8 +105,16 @@ def probe(session: requests.Session, remote: RemoteFile | str, *, timeout: Any =
 
     def attempt() -> ProbeResult:
         headers = {"Range": "bytes=0-0", "Accept-Encoding": "identity"}
-        with session.get(url, headers=headers, stream=True, timeout=timeout) as resp:
-            return _read_probe(resp, url)
+        resp = session.get(url, headers=headers, stream=True, timeout=timeout)
+        try:
+            result = _read_probe(resp, url)
+        except BaseException:
+            resp.close()
+            raise
+        if keep_answer and resp.status_code == 200:
+            return replace(result, answer=KeptAnswer(resp))
+        resp.close()
+        return result
 
     result = call_with_retry(attempt, retry, url=url, stop=stop)
     remote.resolved(result.final_url)

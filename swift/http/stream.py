@@ -34,7 +34,7 @@ class PlainStream:
 
     def __init__(self, session: requests.Session, remote: RemoteFile, *, retry: Retry,
                  stop: threading.Event | None, timeout: Any, chunk_size: int,
-                 headers: Mapping[str, str] | None):
+                 headers: Mapping[str, str] | None, answer: requests.Response | None = None):
         self.session = session
         self.remote = remote
         self.retry = retry
@@ -49,7 +49,15 @@ class PlainStream:
         self.delivered = 0
         self._skip = 0  # bytes of the current answer already delivered from an earlier one
         self._resp: requests.Response | None = None
-        self._resp = self._open(first=True)
+        if answer is not None:  # the probe's own 200, body unread: no second request
+            try:
+                self._take(answer, first=True)
+            except BaseException:
+                answer.close()
+                raise
+            self._resp = answer
+        else:
+            self._resp = self._open(first=True)
 
     def __enter__(self) -> "PlainStream":
         return self
@@ -151,9 +159,13 @@ class PlainStream:
 
 def open_stream(session: requests.Session, remote: RemoteFile | str, *, retry: Retry | None = None,
                 stop: threading.Event | None = None, timeout: Any = DEFAULT_TIMEOUT,
-                chunk_size: int = CHUNK_SIZE,
-                headers: Mapping[str, str] | None = None) -> PlainStream:
+                chunk_size: int = CHUNK_SIZE, headers: Mapping[str, str] | None = None,
+                answer: requests.Response | None = None) -> PlainStream:
     """Open the plain stream of ``remote`` (a :class:`RemoteFile` or a resolved URL).
+
+    ``answer``: an open ``200`` answer to go on with (the probe's, see
+    :class:`~swift.http.probe.KeptAnswer`) instead of a new request; later
+    reconnects make their own.
 
     Raises :class:`~swift.errors.SwiftError` if it cannot be opened (after
     retries). Iterating may raise it too: ``SHORT_BODY`` when the server ends
@@ -163,5 +175,5 @@ def open_stream(session: requests.Session, remote: RemoteFile | str, *, retry: R
     if isinstance(remote, str):
         remote = RemoteFile(remote, final_url=remote, jar=session.cookies)
     return PlainStream(session, remote, retry=retry or Retry(), stop=stop, timeout=timeout,
-                       chunk_size=chunk_size, headers=headers)
+                       chunk_size=chunk_size, headers=headers, answer=answer)
 
