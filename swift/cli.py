@@ -278,7 +278,11 @@ def _discovery(argv: list[str] | None, prog: str | None) -> int:
     try:
         secret = _load_secret(args.secret_file)
         srv = discovery_server.make_server(args.host, args.port, secret=secret, lease=args.lease)
-    except (OSError, ValueError, auth.SecretError) as exc:
+    except OSError as exc:
+        print(f"discovery: cannot listen on {format_hostport(args.host, args.port)}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (ValueError, auth.SecretError) as exc:
         print(f"discovery: {exc}", file=sys.stderr)
         return EXIT_FAILED
     if secret is None:
@@ -386,7 +390,7 @@ def node_parser(prog: str | None = None) -> argparse.ArgumentParser:
     _logging_options(pe, after=True)
     d = sub.add_parser("demo", help="a self-contained demo on loopback: 1 machine against "
                                     f"{demo.HELPERS + 1}, no internet needed",
-                       description=demo.__doc__.split("\n\n", 1)[1].strip() if demo.__doc__ else None)
+                       description=demo.__doc__.split("\n\n")[1].strip() if demo.__doc__ else None)
     d.add_argument("--size", type=SIZE, metavar="SIZE", default=demo.DEFAULT_SIZE,
                    help=f"demo file size (default {human_bytes(demo.DEFAULT_SIZE)})")
     d.add_argument("--rate", type=RATE, metavar="RATE", default=demo.DEFAULT_RATE,

@@ -144,7 +144,7 @@ class Download:
         final = self.path = target.choose_path(probe, self.opts)
         wanted = target.file_name(probe)
         if self.opts.output is None and final.name != wanted:  # as wget's NAME.1, but said
-            self._notice(f"{wanted} already exists (another file, or another download's): "
+            self._notice(f"{wanted} is taken (by a file, or by another download's partial file): "
                          f"saving as {final.name}")
         storage.check_writable(final.parent)
         with storage.DownloadLock.acquire(final):  # one download per output path
@@ -211,7 +211,7 @@ class Download:
     def _single(self, probe: http.ProbeResult, final: Path, quiet: bool = False) -> Report:
         why = ("the server does not support byte ranges" if probe.size is not None
                else "the server sends no length")
-        if not quiet:
+        if not quiet and probe.size != 0:  # an empty file needs no ranges: nothing to say
             self._notice(f"{why}: downloading in one plain stream")
         self._stream = SingleStream(self.url, probe, self._remote, final, self.opts,
                                     stop=self._stop, progress=self._progress_cb, notice=self._notice,

@@ -262,8 +262,9 @@ class Prompt(cmd.Cmd):
         """resume N: go on with a paused or cancelled download"""
         job = self._job(arg, "resume")
         if job is not None and not job.resume():
-            self.say(f"[{job.number}] is {job.status().state}: only a paused or cancelled "
-                     f"download can be resumed")
+            state = job.status().state
+            self.say(f"[{job.number}] {'has failed' if state == 'failed' else 'is ' + state}: "
+                     f"only a paused or cancelled download can be resumed")
 
     # -- information ---------------------------------------------------------------
     def do_peers(self, arg: str) -> None:
