@@ -50,7 +50,8 @@ The machine is shared: the load average, the machine's busy fraction
 results. Everything this script starts is killed by PID (process group)
 and every namespace deleted, whatever happens (``try``/``finally``; the
 lab's own finalizer as a last resort). The whole run stops starting rows
-after BUDGET seconds. Results: bench/results/perf.md and perf.csv.
+after BUDGET seconds. Results: bench/results/perf.md, perf.csv and perf.png
+(the plot needs matplotlib: ``pip install -r bench/requirements.txt``).
 """
 
 from __future__ import annotations
@@ -913,6 +914,67 @@ def diagnose(r: Result) -> str:
 
 
 
+def plot(csv_path: Path, png_path: Path) -> bool:
+    """perf.png from perf.csv: each transfer row as a fraction of its ideal, with its
+    goal and the ceiling ``import requests`` leaves (left), and its speed-up over
+    curl and ``aria2c -x4`` on one host (right). False without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        say("note: matplotlib is missing (pip install -r bench/requirements.txt): no plot written")
+        return False
+    with open(csv_path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["row"] in ("1", "2", "3", "4")]
+    if not rows:
+        return False
+    labels, frac, goals, ceilings, vs_curl, vs_aria = [], [], [], [], [], []
+    seen: dict[str, int] = {}
+    for r in rows:
+        notes = json.loads(r["notes"] or "{}")
+        value, goal = float(r["value"]), float(r["goal"].split()[-1])
+        short = {"1": f"1: frozen helper, {r['hosts']} hosts", "2": "2: 3 hosts, equal",
+                 "3": "3: 3 hosts, one at 1/10"}.get(r["row"], f"4: {r['hosts']} hosts, 24 Mbit/s")
+        seen[short] = seen.get(short, 0) + 1
+        labels.append(short + (f" (run {seen[short]})" if seen[short] > 1 else ""))
+        if r["row"] == "1":  # wall / ideal, lower is better: shown as ideal / wall
+            frac.append(1 / value)
+            goals.append(1 / goal)
+        else:
+            frac.append(value)
+            goals.append(goal)
+        ceilings.append(notes.get("ceiling_after_import_requests"))
+        vs_curl.append(float(r["speedup_vs_curl"]) if r["speedup_vs_curl"] not in ("", "–") else 0.0)
+        vs_aria.append(float(r["speedup_vs_aria2"]) if r["speedup_vs_aria2"] not in ("", "–") else 0.0)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.45 * len(rows) + 2), dpi=100)
+    y = list(range(len(rows)))[::-1]
+    left.barh(y, frac, color=["tab:green" if f >= g else "tab:orange" for f, g in zip(frac, goals)])
+    left.scatter(goals, y, marker="|", s=300, color="black", label="goal", zorder=3)
+    pts = [(c, yy) for c, yy in zip(ceilings, y) if c]
+    if pts:
+        left.scatter(*zip(*pts), marker="x", color="tab:red", label="ceiling after import requests", zorder=3)
+    left.set_yticks(y, labels)
+    left.set_xlim(0.5, 1.05)
+    left.set_xlabel("ideal / wall (wall clock, start-up included)")
+    left.set_title("against the ideal (green: goal met)")
+    left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2, fontsize=8)
+    left.grid(True, axis="x", alpha=0.3)
+    height = 0.38
+    right.barh([v + height / 2 for v in y], vs_curl, height, label="vs curl, one host")
+    right.barh([v - height / 2 for v in y], vs_aria, height, label="vs aria2c -x4, one host")
+    right.set_yticks(y, [""] * len(y))
+    right.set_xlabel("speed-up (their time / swift's wall)")
+    right.set_title("against one host's curl and aria2c")
+    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.09), ncol=2, fontsize=8)
+    right.grid(True, axis="x", alpha=0.3)
+    fig.suptitle("swift on separate hosts (network namespaces, tc-capped uplinks): bench/netns_perf.py")
+    fig.tight_layout()
+    fig.savefig(png_path)
+    plt.close(fig)
+    return True
+
+
 def fmt(x: float | None, spec: str = ".2f") -> str:
     return "–" if x is None else format(x, spec)
 
@@ -953,6 +1015,8 @@ def write(results: list[Result], out: Path, header: list[str], skipped: list[str
         lines.append(f"- **row {r.row}** ({r.case}; load {r.load}): "
                      + "; ".join(f"{k} {json.dumps(v) if not isinstance(v, (int, float, str)) else v}"
                                  for k, v in r.notes.items()))
+    if plot(out / "perf.csv", out / "perf.png"):
+        lines += ["", "![each row against its ideal and goal; speed-up over curl and aria2c](perf.png)"]
     text = "\n".join(lines) + "\n"
     (out / "perf.md").write_text(text)
     say(text)
@@ -973,7 +1037,11 @@ def main() -> int:
     parser.add_argument("--wide", default="16,32,8", help="host counts of row 4, in this order (default 16,32,8)")
     parser.add_argument("--repeat", type=int, default=2, help="runs of rows 2 and 3 (default 2)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--plot-only", action="store_true",
+                        help="only draw OUT/perf.png from OUT/perf.csv (no root needed)")
     args = parser.parse_args()
+    if args.plot_only:
+        return 0 if plot(args.out / "perf.csv", args.out / "perf.png") else 1
     if not netlab.available():
         say(f"namespace mode unavailable: {netlab.unavailable_reason()}")
         return 1
