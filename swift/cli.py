@@ -668,9 +668,8 @@ def already_complete(url: str, args: argparse.Namespace, retry: Retry) -> Path |
     if args.checksum:
         algo, digest = parse_checksum(args.checksum)
         return path if file_digest(path, algo) == digest else None
-    identity = storage.FileIdentity(url, probe.final_url, probe.size, probe.validator.etag,
-                                    probe.validator.last_modified)
-    return path if storage.same_origin(path, identity) else None
+    from .engine.target import identity  # what the download marked its file with
+    return path if storage.same_origin(path, identity(url, probe)) else None
 
 
 def request_timeout(args: argparse.Namespace) -> tuple[float, float]:
