@@ -52,8 +52,10 @@ __all__ = ["Aria2", "gid_of", "number_of", "bitfield", "aria2_status", "piece_le
 #: Seconds of samples a speed is measured over: long enough to smooth the
 #: bursts of 256 KiB frames, short enough that a stalled download reads 0 soon.
 RATE_WINDOW = 2.0
-#: aria2's default piece length (``--piece-length``, 1 MiB) ...
-PIECE_LENGTH = 1 << 20
+#: The piece map's unit: 256 KiB, a helper's data frame, so the map fills in as
+#: blocks arrive (aria2's own default, 1 MiB, would show a piece only once four
+#: frames of it landed; front ends take any length) ...
+PIECE_LENGTH = 256 << 10
 #: ... doubled until a file has at most this many pieces: a bitfield of 4096
 #: pieces is 1 KiB of hex per status, and a page draws it as one row of pixels.
 MAX_PIECES = 4096
@@ -125,7 +127,7 @@ def notification_for(kind: str, succeeded: bool) -> str | None:
 
 
 def piece_length(size: int) -> int:
-    """aria2's 1 MiB, doubled until ``size`` has at most :data:`MAX_PIECES` pieces."""
+    """:data:`PIECE_LENGTH`, doubled until ``size`` has at most :data:`MAX_PIECES` pieces."""
     length = PIECE_LENGTH
     while size > length * MAX_PIECES:
         length *= 2

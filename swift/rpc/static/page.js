@@ -42,15 +42,17 @@ class RpcFailure extends Error {
   constructor(error) { super(error.message); this.code = error.code; }
 }
 
-async function rpc(method, ...params) {
-  const answer = await post({ jsonrpc: "2.0", id: nextId++, method, params: withToken(params) });
+async function call(method, params) {
+  const answer = await post({ jsonrpc: "2.0", id: nextId++, method, params });
   if (answer.error) throw new RpcFailure(answer.error);
   return answer.result;
 }
 
-async function multicall(calls) {
-  const list = calls.map(([methodName, ...params]) => ({ methodName, params: withToken(params) }));
-  return rpc("system.multicall", list);
+function rpc(method, ...params) { return call(method, withToken(params)); }
+
+// each call carries the token; system.multicall itself does not (aria2's convention)
+function multicall(calls) {
+  return call("system.multicall", [calls.map(([methodName, ...params]) => ({ methodName, params: withToken(params) }))]);
 }
 
 // -- formatting ----------------------------------------------------------------------
@@ -143,8 +145,10 @@ function renderDownload(d, sources) {
   box.append(canvas);
   const total = Number(d.totalLength);
   const pct = total ? Math.floor(100 * Number(d.completedLength) / total) + "%  " : "";
-  box.append(el("div", pct + bytes(d.completedLength) + " of " + (total ? bytes(total) : "?") +
-    (d.status === "active" ? " at " + rate(d.downloadSpeed) : "") + "  ·  " + d.dir, "muted"));
+  const line = el("div", pct + bytes(d.completedLength) + " of " + (total ? bytes(total) : "?") +
+    (d.status === "active" ? " at " + rate(d.downloadSpeed) : ""), "muted");
+  line.title = "saved in " + d.dir;
+  box.append(line);
   if (d.errorMessage) box.append(el("div", d.errorMessage, "error"));
   const list = el("ul", null, "sources");
   for (const s of sources || []) {
