@@ -390,6 +390,11 @@ RPC_NO_SECRET = ("the RPC listens on every interface without --rpc-secret: anyon
                  "port {port} can start downloads on this node")
 
 
+def rpc_warning(args: argparse.Namespace, port: int) -> str | None:
+    """The one line said when the RPC is open beyond loopback without a secret, else None."""
+    return RPC_NO_SECRET.format(port=port) if args.rpc_listen_all and not args.rpc_secret else None
+
+
 def _start_rpc(app, args: argparse.Namespace):
     """The RPC server of ``--enable-rpc``, started (None without it); OSError if it cannot listen."""
     if not args.enable_rpc:
@@ -398,8 +403,9 @@ def _start_rpc(app, args: argparse.Namespace):
     host = "0.0.0.0" if args.rpc_listen_all else "127.0.0.1"
     server = RpcServer(app, host=host, port=args.rpc_listen_port, secret=args.rpc_secret,
                        listen_all=args.rpc_listen_all, allowed_origins=set(args.rpc_allow_origin))
-    if args.rpc_listen_all and not args.rpc_secret:
-        log.warning(RPC_NO_SECRET.format(port=server.port))
+    warning = rpc_warning(args, server.port)
+    if warning:
+        log.warning(warning)
     server.start()
     print(f"aria2 JSON-RPC at http://127.0.0.1:{server.port}/jsonrpc, the live page at "
           f"http://127.0.0.1:{server.port}/", flush=True)

@@ -19,7 +19,7 @@ import websocket
 from swiftlab.cluster import Cluster, wait_until
 from swiftlab.origin import OriginServer, make_file
 
-from tests.helpers import MiB, sha256_file, start_helpers
+from tests.helpers import MiB, prompt_node, sha256_file, start_helpers
 
 #: Bytes/s per origin connection: a 12 MiB file over the node's and the
 #: helper's connections takes a second or two, so a pause lands mid-way.
@@ -59,8 +59,9 @@ def pool(tmp_path_factory):
         origin.stop()
 
 
-def client(node, secret: str = "") -> aria2p.API:
-    return aria2p.API(aria2p.Client(host="http://127.0.0.1", port=node.rpc_port, secret=secret, timeout=10))
+def client(port: int, secret: str = "") -> aria2p.API:
+    """aria2p's API for the RPC on loopback ``port``."""
+    return aria2p.API(aria2p.Client(host="http://127.0.0.1", port=port, secret=secret, timeout=10))
 
 
 def status(api: aria2p.API, gid: str) -> dict:
@@ -70,7 +71,7 @@ def status(api: aria2p.API, gid: str) -> dict:
 def test_aria2p_drives_a_download_to_complete_lists_it_and_removes_its_result(pool):
     origin, root, node = pool
     digest = make_file(root / "whole.bin", 4 * MiB, seed=61)
-    api = client(node)
+    api = client(node.rpc_port)
     download = api.add_uris([origin.url("/whole.bin")])
     wait_until(lambda: status(api, download.gid)["status"] == "complete", 60, "download complete")
     assert sha256_file(node.directory / "whole.bin") == digest
@@ -89,7 +90,7 @@ def test_aria2p_drives_a_download_to_complete_lists_it_and_removes_its_result(po
 def test_aria2p_pauses_and_resumes_a_download_that_then_completes(pool):
     origin, root, node = pool
     digest = make_file(root / "paused.bin", 12 * MiB, seed=62)
-    api = client(node)
+    api = client(node.rpc_port)
     download = api.add_uris([origin.url("/paused.bin")], {"out": "kept.bin"})
     wait_until(lambda: int(status(api, download.gid)["completedLength"]) > 0, 30, "bytes arriving")
     assert all(api.pause([download]))
@@ -125,10 +126,10 @@ def test_a_wrong_secret_and_a_cross_origin_request_are_refused(pool, tmp_path):
     origin, root, node = pool
     guarded = start_rpc_node(node.cluster, node.disc, "guarded", extra=["--rpc-secret", "s3cret"])
     with pytest.raises(aria2p.ClientException, match="Unauthorized"):
-        client(guarded, "wrong").get_stats()
+        client(guarded.rpc_port, "wrong").get_stats()
     with pytest.raises(aria2p.ClientException, match="Unauthorized"):
-        client(guarded).get_stats()
-    assert client(guarded, "s3cret").get_stats().num_active == 0
+        client(guarded.rpc_port).get_stats()
+    assert client(guarded.rpc_port, "s3cret").get_stats().num_active == 0
     url = f"http://127.0.0.1:{guarded.rpc_port}/jsonrpc"
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "aria2.getGlobalStat", "params": ["token:s3cret"]})
     evil = requests.post(url, data=body, timeout=10, headers={"Origin": "http://evil.example",
@@ -166,3 +167,18 @@ def test_malformed_json_rpc_gets_json_rpc_errors_never_a_traceback(pool):
     too_big = requests.post(url, data=b" " * (3 << 20), timeout=30, headers={"Content-Type": "application/json"})
     assert too_big.status_code == 413
     assert not re.search(r"Traceback", node.output())
+
+
+def test_the_rpc_runs_beside_the_prompt_which_lists_what_it_started(cluster, origin, origin_root):
+    digest = make_file(origin_root / "beside.bin", 1 * MiB, seed=64)
+    disc = cluster.discovery()
+    with prompt_node(cluster, f"127.0.0.1:{disc.port}",
+                     extra=["--enable-rpc", "--rpc-listen-port", "0"]) as (node, type_):
+        api = client(rpc_port(node))
+        download = api.add_uris([origin.url("/beside.bin")])
+        wait_until(lambda: status(api, download.gid)["status"] == "complete", 60, "complete")
+        mark = type_("jobs")
+        node.wait_for(r"\[1\] .*beside\.bin.*done", timeout=10, start=mark)
+        type_("quit")
+        assert node.wait(15) == 0
+    assert sha256_file(cluster.workdir / "beside.bin") == digest
