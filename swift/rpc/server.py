@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -58,6 +59,7 @@ PAGE_FILES = {"/": ("page.html", "text/html; charset=utf-8"),
 #: The page loads only its own files and talks only to this server.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self' ws://{host}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+_HOST_CHARS = re.compile(r"[A-Za-z0-9.:\[\]-]{1,300}")
 _COMMON_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
                    "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
 
@@ -67,12 +69,19 @@ def _static(name: str) -> bytes:
 
 
 class _WebSocket:
-    """One open WebSocket: wsproto's state and the socket, sends under a lock."""
+    """One open WebSocket: wsproto's state and the socket. wsproto's ``Connection`` is
+    not thread-safe: every use of it (receive, events, send) holds the lock."""
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.conn = Connection(ConnectionType.SERVER)
         self.lock = threading.Lock()
+
+    def receive(self, data: bytes) -> list:
+        """Feed what arrived; the events it completed."""
+        with self.lock:
+            self.conn.receive_data(data)
+            return list(self.conn.events())
 
     def send(self, event: Any) -> None:
         with self.lock:
@@ -287,8 +296,10 @@ class _Handler(BaseHTTPRequestHandler):
                                       f"JSON-RPC at /jsonrpc"))
             return
         name, content_type = page
-        extra = {"Content-Security-Policy": CSP.format(host=self.headers["Host"].strip())} \
-            if name.endswith(".html") else {}
+        host = self.headers["Host"].strip()
+        if not _HOST_CHARS.fullmatch(host):  # never echo anything else into a header
+            host = "127.0.0.1"
+        extra = {"Content-Security-Policy": CSP.format(host=host)} if name.endswith(".html") else {}
         self._send(200, _static(name), content_type, extra)
 
     # -- WebSocket -------------------------------------------------------------------
@@ -327,8 +338,7 @@ class _Handler(BaseHTTPRequestHandler):
                 continue
             if not data:
                 return
-            ws.conn.receive_data(data)
-            for event in ws.conn.events():
+            for event in ws.receive(data):
                 if isinstance(event, TextMessage):
                     size += len(event.data)
                     if size > MAX_MESSAGE:
