@@ -204,6 +204,9 @@ class RpcServer:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "swift-rpc"
+    #: The headers and the body go out in two writes: with Nagle's algorithm the body
+    #: waits for the client's delayed ACK, 40 ms per call on a kept-alive connection.
+    disable_nagle_algorithm = True
     timeout = IDLE_TIMEOUT
     server: _HTTPServer
 
@@ -240,8 +243,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True  # an unread body must not be taken for the next request
         self._send(refusal.status, body, "application/json", {"Connection": "close"})
 
-    def _refused(self) -> bool:
-        refusal = check_request(self.command, self._headers(), listen_all=self.owner.listen_all,
+    def _refused(self, *, page: bool = False) -> bool:
+        """Refuse the request if the policy says so. ``page``: one of the page's files, which
+        holds no data (a link from another site may open it; it cannot be framed)."""
+        headers = self._headers()
+        if page:
+            headers = {k: v for k, v in headers.items() if k not in ("origin", "sec-fetch-site")}
+        refusal = check_request(self.command, headers, listen_all=self.owner.listen_all,
                                 allowed_origins=self.owner.allowed_origins)
         if refusal is not None:
             log.info("rpc: refused %s %s from %s: %s", self.command, self.path[:100],
@@ -280,9 +288,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:
-        if self._refused():
-            return
         path = self.path.split("?", 1)[0].split("#", 1)[0]
+        if self._refused(page=path in PAGE_FILES):
+            return
         if path == "/jsonrpc":
             if self.headers.get("Upgrade", "").lower() == "websocket":
                 self._websocket()
