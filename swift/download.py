@@ -14,7 +14,7 @@ Data path (see README "How it works"):
 4. A worker whose peer dies, hangs (no frame within ``peer_timeout``), or
    fails gives back only its unreceived remainder; a peer that fails
    ``max_failures`` times is left out for the rest of the download. A frozen
-   peer that wakes up finds its connection closed and its job gone, so
+   peer that wakes up finds its connection closed and its assignment gone, so
    nothing it sends is written.
 5. Every few seconds the written ranges are flushed (``fdatasync``) and then
    recorded in ``NAME.part.swift``; the record never claims a range that is

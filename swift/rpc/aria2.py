@@ -25,7 +25,7 @@ browser extensions and ``aria2p`` read):
   (:data:`UNSUPPORTED`), never silently.
 
 :class:`Aria2` holds no socket and starts no thread: it calls the node's API
-(``NodeApp``: ``start_download``, ``jobs``, ``job``, ``peers``) and the
+(``NodeApp``: ``start_download``, ``downloads``, ``download``, ``peers``) and the
 download entries' ``status``/``detail``/``pause``/``resume``/``cancel``.
 """
 
@@ -219,10 +219,10 @@ class Aria2:
     def detach(self) -> None:
         self.node.remove_listener(self._on_event)
 
-    def _on_event(self, job: Any, kind: str, text: str) -> None:
-        method = notification_for(kind, job.report is not None)
+    def _on_event(self, entry: Any, kind: str, text: str) -> None:
+        method = notification_for(kind, entry.report is not None)
         if method is not None and self._notify is not None:
-            self._notify(method, [{"gid": gid_of(job.number)}])
+            self._notify(method, [{"gid": gid_of(entry.number)}])
 
     # -- the table ---------------------------------------------------------------------
     def methods(self) -> dict[str, Callable[[list], Any]]:
@@ -244,25 +244,25 @@ class Aria2:
         return table
 
     # -- finding downloads -------------------------------------------------------------
-    def _job(self, gid: Any) -> Any:
+    def _entry(self, gid: Any) -> Any:
         number = number_of(gid)
-        job = self.node.job(number)
+        entry = self.node.download(number)
         with self._lock:
             forgotten = number in self._forgotten
-        if job is None or forgotten:
+        if entry is None or forgotten:
             raise RpcError(f"GID {gid} is not found")
-        return job
+        return entry
 
-    def _status_name(self, job: Any, state: str | None = None) -> str:
+    def _status_name(self, entry: Any, state: str | None = None) -> str:
         with self._lock:
-            removed = job.number in self._removed
-        return aria2_status(state or job.status().state, removed=removed)
+            removed = entry.number in self._removed
+        return aria2_status(state or entry.status().state, removed=removed)
 
     def _listed(self) -> list[tuple[Any, str]]:
         with self._lock:
             forgotten = set(self._forgotten)
-        return [(job, self._status_name(job)) for job in self.node.jobs()
-                if job.number not in forgotten]
+        return [(entry, self._status_name(entry)) for entry in self.node.downloads()
+                if entry.number not in forgotten]
 
     # -- adding ------------------------------------------------------------------------
     def add_uri(self, params: list) -> str:
@@ -284,11 +284,11 @@ class Aria2:
         output, overrides = self._options(options)
         from ..nodeapp import AlreadyDownloading  # the node app loads only with a node
         try:
-            job = self.node.start_download(url, output, **overrides)
+            entry = self.node.start_download(url, output, **overrides)
         except AlreadyDownloading as exc:
-            raise RpcError(f"{redact_url(url, strict=False)}: {exc} (GID {gid_of(exc.job.number)})") \
+            raise RpcError(f"{redact_url(url, strict=False)}: {exc} (GID {gid_of(exc.entry.number)})") \
                 from None
-        return gid_of(job.number)
+        return gid_of(entry.number)
 
     def _options(self, options: dict) -> tuple[Path | None, dict]:
         """addUri's options → (output path, ``start_download`` keyword arguments)."""
@@ -337,39 +337,39 @@ class Aria2:
         return output, overrides
 
     # -- status ------------------------------------------------------------------------
-    def status(self, job: Any, keys: list | None = None) -> dict:
+    def status(self, entry: Any, keys: list | None = None) -> dict:
         """aria2's status struct of one download (only ``keys`` if given)."""
-        st = job.status()
-        detail = job.detail()
+        st = entry.status()
+        detail = entry.detail()
         size = st.size or 0
         now = self._clock()
-        state = self._status_name(job, st.state)
-        rate = self._meter.rate(job.number, st.done, now) if state == _ACTIVE else 0.0
+        state = self._status_name(entry, st.state)
+        rate = self._meter.rate(entry.number, st.done, now) if state == _ACTIVE else 0.0
         length = piece_length(size)
         connections = sum(1 for n in detail.by_source.values() if n) if state == _ACTIVE else 0
         out = {
-            "gid": gid_of(job.number), "status": state,
+            "gid": gid_of(entry.number), "status": state,
             "totalLength": _str(size), "completedLength": _str(st.done),
             "uploadLength": "0", "downloadSpeed": _str(rate), "uploadSpeed": "0",
             "pieceLength": _str(length), "numPieces": _str(-(-size // length) if size else 0),
             "bitfield": bitfield(detail.ranges, size, length),
             "connections": _str(connections), "dir": str(detail.directory),
-            "files": self._files(job, st, detail),
+            "files": self._files(entry, st, detail),
             "errorCode": "0", "errorMessage": "",
         }
         if state == _ERROR:
-            out["errorCode"] = _ERROR_CODES.get(getattr(job, "error_code", None), "1")
+            out["errorCode"] = _ERROR_CODES.get(getattr(entry, "error_code", None), "1")
             out["errorMessage"] = st.error or "failed"
         if keys:
             wanted = {k for k in keys if isinstance(k, str)}
             out = {k: v for k, v in out.items() if k in wanted}
         return out
 
-    def _files(self, job: Any, st: Any, detail: Any) -> list[dict]:
-        path = detail.path or job.output or ""
+    def _files(self, entry: Any, st: Any, detail: Any) -> list[dict]:
+        path = detail.path or entry.output or ""
         return [{"index": "1", "path": str(path), "length": _str(st.size),
                  "completedLength": _str(st.done), "selected": "true",
-                 "uris": [{"uri": redact_url(job.url, strict=False), "status": "used"}]}]
+                 "uris": [{"uri": redact_url(entry.url, strict=False), "status": "used"}]}]
 
     @staticmethod
     def _keys(params: list, at: int) -> list | None:
@@ -382,11 +382,11 @@ class Aria2:
     def tell_status(self, params: list) -> dict:
         if not params:
             raise RpcError("aria2.tellStatus takes a GID", INVALID_PARAMS)
-        return self.status(self._job(params[0]), self._keys(params, 1))
+        return self.status(self._entry(params[0]), self._keys(params, 1))
 
     def tell_active(self, params: list) -> list[dict]:
         keys = self._keys(params, 0)
-        return [self.status(job, keys) for job, state in self._listed() if state == _ACTIVE]
+        return [self.status(entry, keys) for entry, state in self._listed() if state == _ACTIVE]
 
     def _page(self, params: list, states: tuple[str, ...], name: str) -> list[dict]:
         if len(params) < 2 or not all(isinstance(p, int) and not isinstance(p, bool)
@@ -394,11 +394,11 @@ class Aria2:
             raise RpcError(f"aria2.{name} takes an offset and a count (integers)", INVALID_PARAMS)
         offset, num = params[0], params[1]
         keys = self._keys(params, 2)
-        jobs = [job for job, state in self._listed() if state in states]
+        entries = [entry for entry, state in self._listed() if state in states]
         if offset < 0:  # aria2: from the end, in reverse order
-            jobs.reverse()
+            entries.reverse()
             offset = -offset - 1
-        return [self.status(job, keys) for job in jobs[offset:offset + num]]
+        return [self.status(entry, keys) for entry in entries[offset:offset + num]]
 
     def tell_waiting(self, params: list) -> list[dict]:
         return self._page(params, (_PAUSED,), "tellWaiting")
@@ -410,57 +410,57 @@ class Aria2:
     def _gid_param(self, params: list, name: str) -> Any:
         if not params:
             raise RpcError(f"aria2.{name} takes a GID", INVALID_PARAMS)
-        return self._job(params[0])
+        return self._entry(params[0])
 
     def pause(self, params: list) -> str:
-        job = self._gid_param(params, "pause")
-        if self._status_name(job) != _ACTIVE or not job.pause():
-            raise RpcError(f"GID {gid_of(job.number)} cannot be paused now")
-        return gid_of(job.number)
+        entry = self._gid_param(params, "pause")
+        if self._status_name(entry) != _ACTIVE or not entry.pause():
+            raise RpcError(f"GID {gid_of(entry.number)} cannot be paused now")
+        return gid_of(entry.number)
 
     def pause_all(self, params: list) -> str:
-        for job, state in self._listed():
+        for entry, state in self._listed():
             if state == _ACTIVE:
-                job.pause()
+                entry.pause()
         return "OK"
 
     def unpause(self, params: list) -> str:
-        job = self._gid_param(params, "unpause")
-        if self._status_name(job) != _PAUSED or not job.resume():
-            raise RpcError(f"GID {gid_of(job.number)} cannot be unpaused now")
-        return gid_of(job.number)
+        entry = self._gid_param(params, "unpause")
+        if self._status_name(entry) != _PAUSED or not entry.resume():
+            raise RpcError(f"GID {gid_of(entry.number)} cannot be unpaused now")
+        return gid_of(entry.number)
 
     def unpause_all(self, params: list) -> str:
-        for job, state in self._listed():
+        for entry, state in self._listed():
             if state == _PAUSED:
-                job.resume()
+                entry.resume()
         return "OK"
 
     def remove(self, params: list) -> str:
         """Stop a download for good (swift's cancel: its partial file stays for a later get)."""
-        job = self._gid_param(params, "remove")
-        state = self._status_name(job)
+        entry = self._gid_param(params, "remove")
+        state = self._status_name(entry)
         if state in (_COMPLETE, _ERROR, _REMOVED):
-            raise RpcError(f"GID {gid_of(job.number)} cannot be removed now: it is {state}")
-        if state == _PAUSED or not job.cancel():
+            raise RpcError(f"GID {gid_of(entry.number)} cannot be removed now: it is {state}")
+        if state == _PAUSED or not entry.cancel():
             with self._lock:
-                self._removed.add(job.number)
-        return gid_of(job.number)
+                self._removed.add(entry.number)
+        return gid_of(entry.number)
 
     def remove_download_result(self, params: list) -> str:
-        job = self._gid_param(params, "removeDownloadResult")
-        if self._status_name(job) not in (_COMPLETE, _ERROR, _REMOVED) or job.running:
-            raise RpcError(f"Could not remove download result of GID#{gid_of(job.number)}: "
+        entry = self._gid_param(params, "removeDownloadResult")
+        if self._status_name(entry) not in (_COMPLETE, _ERROR, _REMOVED) or entry.running:
+            raise RpcError(f"Could not remove download result of GID#{gid_of(entry.number)}: "
                            f"it has not stopped")
         with self._lock:
-            self._forgotten.add(job.number)
+            self._forgotten.add(entry.number)
         return "OK"
 
     def purge_download_result(self, params: list) -> str:
-        for job, state in self._listed():
-            if state in (_COMPLETE, _ERROR, _REMOVED) and not job.running:
+        for entry, state in self._listed():
+            if state in (_COMPLETE, _ERROR, _REMOVED) and not entry.running:
                 with self._lock:
-                    self._forgotten.add(job.number)
+                    self._forgotten.add(entry.number)
         return "OK"
 
     # -- about the node ----------------------------------------------------------------
@@ -468,9 +468,9 @@ class Aria2:
         listed = self._listed()
         now = self._clock()
         speed = 0.0
-        for job, state in listed:
+        for entry, state in listed:
             if state == _ACTIVE:
-                speed += self._meter.rate(job.number, job.status().done, now)
+                speed += self._meter.rate(entry.number, entry.status().done, now)
         count = {s: sum(1 for _, state in listed if state == s) for s in
                  (_ACTIVE, _PAUSED, _COMPLETE, _ERROR, _REMOVED)}
         stopped = count[_COMPLETE] + count[_ERROR] + count[_REMOVED]
@@ -486,24 +486,24 @@ class Aria2:
         return {"sessionId": self._session}
 
     def get_option(self, params: list) -> dict:
-        job = self._gid_param(params, "getOption")
-        out = {"dir": str(job.directory)}
-        if job.output is not None:
-            out["out"] = Path(job.output).name
-        if getattr(job, "limit_rate", None):
-            out["max-download-limit"] = _str(job.limit_rate)
-        profile = getattr(job, "profile", None)
+        entry = self._gid_param(params, "getOption")
+        out = {"dir": str(entry.directory)}
+        if entry.output is not None:
+            out["out"] = Path(entry.output).name
+        if getattr(entry, "limit_rate", None):
+            out["max-download-limit"] = _str(entry.limit_rate)
+        profile = getattr(entry, "profile", None)
         if profile is not None and profile.headers:
             out["header"] = [_redacted_header(f"{n}: {v}") for n, v in profile.headers]
         return out
 
     def change_option(self, params: list) -> str:
-        job = self._gid_param(params, "changeOption")
+        entry = self._gid_param(params, "changeOption")
         options = params[1] if len(params) > 1 else {}
         if not isinstance(options, dict):
             raise RpcError("aria2.changeOption takes a GID and an object of options", INVALID_PARAMS)
         if options:
-            raise RpcError(f"swift cannot change the options of GID {gid_of(job.number)} "
+            raise RpcError(f"swift cannot change the options of GID {gid_of(entry.number)} "
                            f"({', '.join(sorted(map(str, options)))[:100]}): remove it and add it "
                            f"again with them (it resumes from what it has)")
         return "OK"
@@ -514,24 +514,24 @@ class Aria2:
                 "max-download-limit": "0", "max-concurrent-downloads": "0"}
 
     def get_files(self, params: list) -> list[dict]:
-        job = self._gid_param(params, "getFiles")
-        return self._files(job, job.status(), job.detail())
+        entry = self._gid_param(params, "getFiles")
+        return self._files(entry, entry.status(), entry.detail())
 
     def get_uris(self, params: list) -> list[dict]:
-        job = self._gid_param(params, "getUris")
-        return [{"uri": redact_url(job.url, strict=False), "status": "used"}]
+        entry = self._gid_param(params, "getUris")
+        return [{"uri": redact_url(entry.url, strict=False), "status": "used"}]
 
     def get_peers(self, params: list) -> list[dict]:
         """The sources of a download: this machine (``local``) and each helper, with the bytes
         each delivered (``completedLength``, a swift field) and its speed."""
-        job = self._gid_param(params, "getPeers")
-        detail = job.detail()
+        entry = self._gid_param(params, "getPeers")
+        detail = entry.detail()
         now = self._clock()
-        active = self._status_name(job) == _ACTIVE
+        active = self._status_name(entry) == _ACTIVE
         out = []
         for key, n in sorted(detail.by_source.items(), key=lambda kv: (-kv[1], kv[0])):
             host, _, port = key.rpartition(":") if key != "local" else ("", "", "")
-            rate = self._meter.rate((job.number, key), n, now) if active else 0.0
+            rate = self._meter.rate((entry.number, key), n, now) if active else 0.0
             out.append({"peerId": key, "ip": host.strip("[]"), "port": port,
                         "name": detail.names.get(key) or (self.node.name if key == "local" else key),
                         "local": "true" if key == "local" else "false",

@@ -8,7 +8,7 @@ import pytest
 
 from swift.errors import ErrorCode
 from swift.membership import Peer
-from swift.nodeapp import AlreadyDownloading, JobDetail, JobStatus
+from swift.nodeapp import AlreadyDownloading, DownloadDetail, DownloadStatus
 from swift.rpc.aria2 import (Aria2, aria2_checksum, aria2_status, bitfield, gid_of, notification_for,
                              number_of, piece_length)
 from swift.rpc.jsonrpc import Dispatcher, RpcError
@@ -21,7 +21,7 @@ class FakeReport:
         self.size, self.path, self.bytes_by_source = size, "/d/file.bin", {"local": size}
 
 
-class FakeJob:
+class FakeEntry:
     """A download entry as ``NodeApp`` hands it out: status, detail and the controls."""
 
     def __init__(self, number: int, url: str, state: str = "running", done: int = 0, size: int = 4 * MiB):
@@ -42,11 +42,11 @@ class FakeJob:
     def paused(self) -> bool:
         return self.state == "paused"
 
-    def status(self) -> JobStatus:
-        return JobStatus(self.state, self.done, self.size, 0.0, None, self.error)
+    def status(self) -> DownloadStatus:
+        return DownloadStatus(self.state, self.done, self.size, 0.0, None, self.error)
 
-    def detail(self) -> JobDetail:
-        return JobDetail(self.ranges, self.by_source, {"10.0.0.2:6000": "helper-b"},
+    def detail(self) -> DownloadDetail:
+        return DownloadDetail(self.ranges, self.by_source, {"10.0.0.2:6000": "helper-b"},
                          Path("/d/file.bin"), self.directory)
 
     def pause(self) -> bool:
@@ -72,25 +72,25 @@ class FakeNode:
     name, key, directory, limit_rate = "node-a", "10.0.0.1:6000", Path("/d"), None
 
     def __init__(self):
-        self.jobs_: list[FakeJob] = []
+        self.entries: list[FakeJob] = []
         self.started: list[tuple] = []
         self.listeners = []
         self.peer_asks = 0
 
     def start_download(self, url, output=None, **overrides):
-        for job in self.jobs_:
-            if job.url == url and job.running:
-                raise AlreadyDownloading(job)  # type: ignore[arg-type]
+        for entry in self.entries:
+            if entry.url == url and entry.running:
+                raise AlreadyDownloading(entry)  # type: ignore[arg-type]
         self.started.append((url, output, overrides))
-        job = FakeJob(len(self.jobs_) + 1, url)
-        self.jobs_.append(job)
-        return job
+        entry = FakeEntry(len(self.entries) + 1, url)
+        self.entries.append(entry)
+        return entry
 
-    def jobs(self):
-        return list(self.jobs_)
+    def downloads(self):
+        return list(self.entries)
 
-    def job(self, number):
-        return self.jobs_[number - 1] if 0 < number <= len(self.jobs_) else None
+    def download(self, number):
+        return self.entries[number - 1] if 0 < number <= len(self.entries) else None
 
     def peers(self):
         self.peer_asks += 1
@@ -224,7 +224,7 @@ def test_the_same_url_again_names_the_download_that_has_it(rpc):
 
 
 def test_tell_status_gives_aria2s_fields_as_decimal_strings(rpc, node, clock):
-    node.jobs_.append(FakeJob(1, "http://user:pw@example.org/f", done=2 * MiB))
+    node.entries.append(FakeEntry(1, "http://user:pw@example.org/f", done=2 * MiB))
     st = run(rpc, "tellStatus", "0000000000000001")
     assert st["gid"] == "0000000000000001" and st["status"] == "active"
     assert st["totalLength"] == str(4 * MiB) and st["completedLength"] == str(2 * MiB)
@@ -237,11 +237,11 @@ def test_tell_status_gives_aria2s_fields_as_decimal_strings(rpc, node, clock):
 
 
 def test_the_speed_is_measured_between_looks(rpc, node, clock):
-    job = FakeJob(1, "http://example.org/f", done=MiB)
-    node.jobs_.append(job)
+    entry = FakeEntry(1, "http://example.org/f", done=MiB)
+    node.entries.append(entry)
     assert run(rpc, "tellStatus", gid_of(1))["downloadSpeed"] == "0"
     clock.now += 1.0
-    job.done += MiB
+    entry.done += MiB
     assert run(rpc, "tellStatus", gid_of(1))["downloadSpeed"] == str(MiB)
 
 
@@ -251,9 +251,9 @@ def test_an_unknown_gid_is_not_found(rpc):
 
 
 def test_lists_split_downloads_by_status_as_aria2_does(rpc, node):
-    node.jobs_ += [FakeJob(1, "http://e/1"), FakeJob(2, "http://e/2", "paused"),
-                   FakeJob(3, "http://e/3", "done", 4 * MiB), FakeJob(4, "http://e/4", "failed"),
-                   FakeJob(5, "http://e/5", "cancelled")]
+    node.entries += [FakeEntry(1, "http://e/1"), FakeEntry(2, "http://e/2", "paused"),
+                   FakeEntry(3, "http://e/3", "done", 4 * MiB), FakeEntry(4, "http://e/4", "failed"),
+                   FakeEntry(5, "http://e/5", "cancelled")]
     gids = lambda got: [d["gid"][-1] for d in got]  # noqa: E731
     assert gids(run(rpc, "tellActive")) == ["1"]
     assert gids(run(rpc, "tellWaiting", 0, 10)) == ["2"]
@@ -268,7 +268,7 @@ def test_lists_split_downloads_by_status_as_aria2_does(rpc, node):
 
 
 def test_pause_unpause_and_remove_drive_the_download(rpc, node):
-    node.jobs_.append(FakeJob(1, "http://e/1"))
+    node.entries.append(FakeEntry(1, "http://e/1"))
     assert run(rpc, "pause", gid_of(1)) == gid_of(1)
     assert run(rpc, "tellStatus", gid_of(1))["status"] == "paused"
     with pytest.raises(RpcError, match="cannot be paused now"):
@@ -283,7 +283,7 @@ def test_pause_unpause_and_remove_drive_the_download(rpc, node):
 
 
 def test_removing_a_paused_download_shows_it_removed_and_it_cannot_be_unpaused(rpc, node):
-    node.jobs_.append(FakeJob(1, "http://e/1", "paused"))
+    node.entries.append(FakeEntry(1, "http://e/1", "paused"))
     run(rpc, "remove", gid_of(1))
     assert run(rpc, "tellStatus", gid_of(1))["status"] == "removed"
     with pytest.raises(RpcError):
@@ -291,7 +291,7 @@ def test_removing_a_paused_download_shows_it_removed_and_it_cannot_be_unpaused(r
 
 
 def test_a_download_result_is_removed_only_once_stopped(rpc, node):
-    node.jobs_ += [FakeJob(1, "http://e/1"), FakeJob(2, "http://e/2", "done", MiB)]
+    node.entries += [FakeEntry(1, "http://e/1"), FakeEntry(2, "http://e/2", "done", MiB)]
     with pytest.raises(RpcError, match="Could not remove download result"):
         run(rpc, "removeDownloadResult", gid_of(1))
     assert run(rpc, "removeDownloadResult", gid_of(2)) == "OK"
@@ -301,7 +301,7 @@ def test_a_download_result_is_removed_only_once_stopped(rpc, node):
 
 
 def test_get_peers_names_each_source_with_its_bytes(rpc, node):
-    node.jobs_.append(FakeJob(1, "http://e/1", done=2 * MiB))
+    node.entries.append(FakeEntry(1, "http://e/1", done=2 * MiB))
     peers = run(rpc, "getPeers", gid_of(1))
     assert [(p["name"], p["ip"], p["port"], p["completedLength"]) for p in peers] == \
         [("helper-b", "10.0.0.2", "6000", str(MiB)), ("node-a", "", "", str(MiB))]
@@ -309,12 +309,12 @@ def test_get_peers_names_each_source_with_its_bytes(rpc, node):
 
 def test_options_show_headers_without_their_secret_values(rpc, node):
     run(rpc, "addUri", ["http://e/1"], {"header": ["Authorization: Bearer t0k", "X-A: 1"]})
-    node.jobs_[0].profile = node.started[0][2]["profile"]
+    node.entries[0].profile = node.started[0][2]["profile"]
     assert run(rpc, "getOption", gid_of(1))["header"] == ["Authorization: <secret>", "X-A: 1"]
 
 
 def test_change_option_says_what_to_do_instead(rpc, node):
-    node.jobs_.append(FakeJob(1, "http://e/1"))
+    node.entries.append(FakeEntry(1, "http://e/1"))
     assert run(rpc, "changeOption", gid_of(1), {}) == "OK"
     with pytest.raises(RpcError, match="remove it and add it again"):
         run(rpc, "changeOption", gid_of(1), {"max-download-limit": "1M"})
@@ -334,11 +334,11 @@ def test_node_events_become_notifications(node, clock):
     sent = []
     rpc = Aria2(node, clock=clock, notify=lambda method, params: sent.append((method, params)))
     rpc.attach()
-    job = FakeJob(2, "http://e/2", "done", MiB)
+    entry = FakeEntry(2, "http://e/2", "done", MiB)
     for listener in node.listeners:
-        listener(job, "started", "http://e/2")
-        listener(job, "notice", "x")
-        listener(job, "ended", "done: ...")
+        listener(entry, "started", "http://e/2")
+        listener(entry, "notice", "x")
+        listener(entry, "ended", "done: ...")
     rpc.detach()
     assert sent == [("aria2.onDownloadStart", [{"gid": gid_of(2)}]),
                     ("aria2.onDownloadComplete", [{"gid": gid_of(2)}])]
@@ -346,7 +346,7 @@ def test_node_events_become_notifications(node, clock):
 
 
 def test_every_method_through_the_dispatcher_answers_json(rpc, node):
-    node.jobs_.append(FakeJob(1, "http://e/1", done=MiB))
+    node.entries.append(FakeEntry(1, "http://e/1", done=MiB))
     d = Dispatcher(rpc.methods())
     for method in d.names:
         if method == "system.multicall":
