@@ -21,8 +21,8 @@ from swiftlab.origin import OriginServer, make_file
 
 from tests.helpers import MiB, prompt_node, sha256_file, start_helpers
 
-#: Bytes/s per origin connection: a 12 MiB file over the node's and the
-#: helper's connections takes a second or two, so a pause lands mid-way.
+#: Bytes/s per origin connection: a 24 MiB file over the node's and the
+#: helper's 8 connections takes 3 s at least, so a pause lands mid-way.
 CONN_RATE = 1 * MiB
 
 
@@ -89,7 +89,7 @@ def test_aria2p_drives_a_download_to_complete_lists_it_and_removes_its_result(po
 
 def test_aria2p_pauses_and_resumes_a_download_that_then_completes(pool):
     origin, root, node = pool
-    digest = make_file(root / "paused.bin", 12 * MiB, seed=62)
+    digest = make_file(root / "paused.bin", 24 * MiB, seed=62)
     api = client(node.rpc_port)
     download = api.add_uris([origin.url("/paused.bin")], {"out": "kept.bin"})
     wait_until(lambda: int(status(api, download.gid)["completedLength"]) > 0, 30, "bytes arriving")
@@ -124,7 +124,9 @@ def test_a_websocket_client_receives_on_download_complete(pool):
 
 def test_a_wrong_secret_and_a_cross_origin_request_are_refused(pool, tmp_path):
     origin, root, node = pool
-    guarded = start_rpc_node(node.cluster, node.disc, "guarded", extra=["--rpc-secret", "s3cret"])
+    front_end = "http://127.0.0.1:8080"  # where an AriaNg would be served
+    guarded = start_rpc_node(node.cluster, node.disc, "guarded",
+                             extra=["--rpc-secret", "s3cret", "--rpc-allow-origin", front_end])
     with pytest.raises(aria2p.ClientException, match="Unauthorized"):
         client(guarded.rpc_port, "wrong").get_stats()
     with pytest.raises(aria2p.ClientException, match="Unauthorized"):
@@ -135,6 +137,14 @@ def test_a_wrong_secret_and_a_cross_origin_request_are_refused(pool, tmp_path):
     evil = requests.post(url, data=body, timeout=10, headers={"Origin": "http://evil.example",
                                                               "Content-Type": "application/json"})
     assert evil.status_code == 403 and "cross-site" in evil.json()["error"]["message"]
+    preflight = requests.options(url, timeout=10, headers={
+        "Origin": front_end, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type"})
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == front_end
+    allowed = requests.post(url, data=body, timeout=10, headers={"Origin": front_end,
+                                                                 "Content-Type": "application/json"})
+    assert allowed.status_code == 200 and allowed.headers["Access-Control-Allow-Origin"] == front_end
     form = requests.post(url, data=body, timeout=10, headers={"Content-Type": "text/plain"})
     assert form.status_code == 415
     rebound = requests.post(url, data=body, timeout=10, headers={"Host": f"rebind.example:{guarded.rpc_port}"})
