@@ -395,21 +395,25 @@ def rpc_warning(args: argparse.Namespace, port: int) -> str | None:
     return RPC_NO_SECRET.format(port=port) if args.rpc_listen_all and not args.rpc_secret else None
 
 
-def _start_rpc(app, args: argparse.Namespace):
-    """The RPC server of ``--enable-rpc``, started (None without it); OSError if it cannot listen."""
+def _bind_rpc(args: argparse.Namespace):
+    """The RPC server of ``--enable-rpc``, its port bound (None without it); OSError if it
+    cannot listen. Bound before the node joins the pool, so a taken port stops nothing."""
     if not args.enable_rpc:
         return None
     from .rpc.server import RpcServer
     host = "0.0.0.0" if args.rpc_listen_all else "127.0.0.1"
-    server = RpcServer(app, host=host, port=args.rpc_listen_port, secret=args.rpc_secret,
-                       listen_all=args.rpc_listen_all, allowed_origins=set(args.rpc_allow_origin))
+    return RpcServer(host=host, port=args.rpc_listen_port, secret=args.rpc_secret,
+                     listen_all=args.rpc_listen_all, allowed_origins=set(args.rpc_allow_origin))
+
+
+def _start_rpc(server, app, args: argparse.Namespace) -> None:
+    """Serve ``app`` on the bound RPC ``server``, saying where (and warning if it is open)."""
     warning = rpc_warning(args, server.port)
     if warning:
         log.warning(warning)
-    server.start()
+    server.start(app)
     print(f"aria2 JSON-RPC at http://127.0.0.1:{server.port}/jsonrpc, the live page at "
           f"http://127.0.0.1:{server.port}/", flush=True)
-    return server
 
 
 def node_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -952,21 +956,24 @@ def _serve(args: argparse.Namespace, secret: bytes | None) -> int:
                         source_address=args.source_address, peer_timeout=args.peer_timeout,
                         limit_rate=args.limit_rate, timeout=request_timeout(args))
     try:
+        rpc = _bind_rpc(args)
+    except OSError as exc:
+        _error(f"cannot serve the RPC on port {args.rpc_listen_port}: {exc.strerror or exc} "
+               f"(choose another with --rpc-listen-port)")
+        return EXIT_FAILED
+    try:
         app = NodeApp(config, notice=notice)
     except OSError as exc:
+        if rpc is not None:
+            rpc.stop()
         _error(f"cannot listen on {format_hostport(args.host, args.port)}: {exc}")
         return EXIT_FAILED
-    rpc = None
     try:
         app.start()
         print(f"swift node {app.name} listening on {format_hostport(args.host, app.port)} "
               f"(advertised as {app.key})", flush=True)
-        try:
-            rpc = _start_rpc(app, args)
-        except OSError as exc:
-            _error(f"cannot serve the RPC on port {args.rpc_listen_port}: {exc.strerror or exc} "
-                   f"(choose another with --rpc-listen-port)")
-            return EXIT_FAILED
+        if rpc is not None:
+            _start_rpc(rpc, app, args)
         if args.serve_only:
             while True:
                 time.sleep(3600)  # until a signal raises

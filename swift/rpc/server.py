@@ -122,22 +122,24 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class RpcServer:
-    """aria2's JSON-RPC and the live page for ``app`` (a ``NodeApp``).
+    """aria2's JSON-RPC and the live page for a node.
 
     ``host``/``port``: where to listen (``port`` 0: any free one, then
     :attr:`port`); ``secret``: the ``--rpc-secret`` token (None: none);
     ``listen_all``: answer to any ``Host`` name (see :mod:`swift.rpc.policy`);
-    ``allowed_origins``: other origins a browser may call from. OSError if the
-    port cannot be bound.
+    ``allowed_origins``: other origins a browser may call from. The port is
+    bound here (OSError if it cannot be), so a node can refuse to start
+    before it joins the pool; :meth:`start` serves a ``NodeApp``.
     """
 
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+    def __init__(self, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                  secret: str | None = None, listen_all: bool = False,
                  allowed_origins: frozenset[str] | set[str] = frozenset()):
         self.listen_all = listen_all
         self.allowed_origins = frozenset(allowed_origins)
-        self.aria2 = Aria2(app, notify=self.broadcast)
-        self.dispatcher = Dispatcher(self.aria2.methods(), secret, unsupported=UNSUPPORTED)
+        self._secret = secret
+        self.aria2: Aria2 | None = None
+        self.dispatcher = Dispatcher({}, secret)
         self._sockets: set[_WebSocket] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -150,7 +152,10 @@ class RpcServer:
     def address(self) -> str:
         return format_hostport(self.host, self.port)
 
-    def start(self) -> "RpcServer":
+    def start(self, app: Any) -> "RpcServer":
+        """Serve ``app`` (a ``NodeApp``) on a thread of its own."""
+        self.aria2 = Aria2(app, notify=self.broadcast)
+        self.dispatcher = Dispatcher(self.aria2.methods(), self._secret, unsupported=UNSUPPORTED)
         self.aria2.attach()
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="rpc-server", daemon=True)
@@ -160,7 +165,8 @@ class RpcServer:
     def stop(self, timeout: float = 1.0) -> None:
         """Stop accepting, close every connection and the port; within ``timeout`` seconds."""
         self._stopping.set()
-        self.aria2.detach()
+        if self.aria2 is not None:
+            self.aria2.detach()
         if self._thread is not None:
             self._httpd.shutdown()
             self._thread.join(timeout)

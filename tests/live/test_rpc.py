@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 
 import aria2p
 import pytest
 import requests
 import websocket
 
-from swiftlab.cluster import Cluster, wait_until
+from swiftlab.cluster import Cluster, program, wait_until
 from swiftlab.origin import OriginServer, make_file
 
 from tests.helpers import MiB, prompt_node, sha256_file, start_helpers
@@ -192,3 +193,19 @@ def test_the_rpc_runs_beside_the_prompt_which_lists_what_it_started(cluster, ori
         type_("quit")
         assert node.wait(15) == 0
     assert sha256_file(cluster.workdir / "beside.bin") == digest
+
+
+def test_a_taken_rpc_port_is_one_error_line_and_the_node_never_joins(cluster):
+    disc = cluster.discovery()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = cluster.start([*program("node"), "--discovery", f"127.0.0.1:{disc.port}", "--host", "127.0.0.1",
+                              "--port", "0", "--dir", str(cluster.workdir), "--serve-only", "--enable-rpc",
+                              "--rpc-listen-port", str(port)], name="node")
+        assert proc.wait(30) == 1
+    errors = [line for line in proc.output().splitlines() if line.startswith("error:")]
+    assert errors == [f"error: cannot serve the RPC on port {port}: Address already in use "
+                      f"(choose another with --rpc-listen-port)"]
+    assert "registered" not in proc.output() and "Traceback" not in proc.output()
