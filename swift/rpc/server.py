@@ -52,6 +52,9 @@ IDLE_TIMEOUT = 30.0
 WS_POLL = 0.5
 #: Most WebSocket connections open at once: a few pages and front ends; each holds a thread.
 MAX_SOCKETS = 64
+#: Most connections open at once (each holds a thread); one more is closed at once.
+#: A page keeps one or two, a front end a few: 128 is far beyond a user's needs.
+MAX_CONNECTIONS = 128
 #: The page's files, by path: (file in ``static/``, content type).
 PAGE_FILES = {"/": ("page.html", "text/html; charset=utf-8"),
               "/page.js": ("page.js", "text/javascript; charset=utf-8"),
@@ -109,7 +112,14 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def process_request(self, request, client_address) -> None:
         with self.sockets_lock:
-            self.open_sockets.add(request)
+            full = len(self.open_sockets) >= MAX_CONNECTIONS
+            if not full:
+                self.open_sockets.add(request)
+        if full:
+            log.warning("rpc: %d connections open; refused one from %s", MAX_CONNECTIONS,
+                        client_address[0])
+            self.shutdown_request(request)
+            return
         super().process_request(request, client_address)
 
     def shutdown_request(self, request) -> None:
