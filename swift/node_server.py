@@ -160,6 +160,8 @@ class JobService:
             except errors.FileChanged as exc:
                 conn.send(protocol.Error(FetchCode.CHANGED, str(exc)))
                 return True
+            except errors.LinkError:
+                raise  # the requester's link, not the origin's: handled below
             except errors.SwiftError as exc:
                 code = _ERROR_CODES.get(exc.code, FetchCode.ORIGIN)
                 log.info("job %d (%s bytes %d-%d) failed: %s", fetch.job_id, url,
