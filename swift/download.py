@@ -95,7 +95,7 @@ class Download:
         """
         self._stop.set()
         if self._board is not None:
-            self._board.fail_all(cancelled("the partial download is kept for resume"))
+            self._board.fail_all(cancelled(kept="the partial download is kept for resume"))
         if self._stream is not None:
             self._stream.abort()
 
@@ -332,8 +332,8 @@ class Download:
     def _check_size(self, part_file: Path, size: int) -> None:
         actual = os.path.getsize(part_file)
         if actual != size:
-            raise DownloadError(f"{part_file} has {actual} bytes, expected {size}; kept for resume",
-                                ErrorCode.SHORT_BODY)
+            raise DownloadError(f"{part_file} has {actual} bytes, expected {size}",
+                                ErrorCode.SHORT_BODY, kept="kept for resume")
 
     def _report(self, board: Board, resumed: int) -> Report:
         return Report(url=self.url, path=str(self.path), size=board.size,

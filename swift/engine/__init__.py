@@ -6,6 +6,7 @@
 - :mod:`.report`        how a download ends: ``Report``, ``DownloadError``, ``ChecksumMismatch``;
 - :mod:`.target`        where the file goes (``NAME``, ``NAME.part``) and what to resume;
 - :mod:`.board`         the only guard of the scheduler: claim/commit, next piece, failures;
+- :mod:`.rate_limit`    ``--limit-rate``'s token bucket (``RateLimit``);
 - :mod:`.record_keeper` flushes the data, then records it (``NAME.part.swift``);
 - :mod:`.local_worker`  fetches ranges over this machine's own link;
 - :mod:`.peer_worker`   drives one connection to a peer, fetch job after fetch job;

@@ -240,10 +240,10 @@ class Board:
         if self._sched.complete or self.error is not None:
             return True
         if self.live_workers == 0:
-            self.error = DownloadError(f"every source failed ({self.last_failure or 'no worker left'}); "
-                                       f"the partial download is kept for resume",
+            self.error = DownloadError(f"every source failed ({self.last_failure or 'no worker left'})",
                                        ErrorCode.NETWORK if self._last_source in (None, LOCAL)
-                                       else ErrorCode.PEER_FAILED)
+                                       else ErrorCode.PEER_FAILED,
+                                       kept="the partial download is kept for resume")
             return True
         return False
 

@@ -173,14 +173,15 @@ class PeerWorker:
             return None
         if isinstance(event, Finished):
             if not self.board.finished(assignment_id):
-                self.board.failed(assignment_id, self.source, "the peer sent too few bytes", discard=True)
+                self.board.failed(assignment_id, self.source, "the peer sent too few bytes",
+                                  discard=True)
             else:  # -v: which machine fetched which range
                 start = self._job.start if self._job is not None else 0
                 log.info("%s (%s) fetched bytes %d-%d", self.peer.name or self.source,
                          self.source, start, start + event.length - 1)
             return True
         if isinstance(event, Failed):
-            if event.code == "denied" and self._refused_only_here(event.reason):
+            if event.code is protocol.FetchCode.DENIED and self._refused_only_here(event.reason):
                 self.board.failed(assignment_id, self.source, event.reason)
                 return False
             self.board.failed(assignment_id, self.source, event.reason, discard=event.discard)
