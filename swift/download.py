@@ -34,9 +34,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import http, planning, storage
-from .engine import target, verify
+from . import content, http, planning, storage
+from .engine import sharing, target, verify
 from .engine.board import Board
+from .engine.lan_copy import LanPool
 from .engine.local_worker import run_local
 from .engine.options import LOCAL, MAX_PEER_WORKERS, SMALL_FILE, Options
 from .engine.peer_worker import PeerWorker
@@ -242,13 +243,59 @@ class Download:
         part_file = storage.part_path(final)
         storage.check_free_space(final.parent, (probe.size or 0) - _allocated(part_file), part_file)
         self._keep_secrets(probe)
+        shared = self._sharing(probe, part_file, final)
+        try:
+            return self._parallel_pass(probe, final, control, done, shared)
+        except ChecksumMismatch:
+            again = shared.pool.written_ranges() if shared.pool is not None else planning.RangeSet()
+            if not again.total:
+                raise
+            # the trusted digest caught what piece hashes and spot checks let through:
+            # every byte a LAN copy gave is fetched again from the origin, once
+            self._notice(f"checksum mismatch after {human_bytes(again.total)} from LAN copies: "
+                         f"fetching those bytes again from the origin")
+            redo = planning.RangeSet([(0, probe.size or 0)])
+            for start, end in again:
+                redo.remove(start, end)
+                if shared.publisher is not None:
+                    shared.publisher.dropped(start, end)
+            shared.copies, shared.pool = [], None
+            return self._parallel_pass(probe, final, control, redo, shared)
+
+    def _sharing(self, probe: http.ProbeResult, part_file: Path, final: Path) -> "_Sharing":
+        """The download's label, its publisher and the LAN copies helpers hold (docs/sources.md)."""
+        shared = _Sharing()
+        size = probe.size or 0
+        if not self.opts.share or size == 0:
+            return shared
+        identity = sharing.identity_of(probe.url, probe, self.opts.checksum)
+        if identity is None:
+            log.info("not shared: the origin names no strong validator for this file")
+            return shared
+        label = content.label(identity, self.opts.secret)
+        private = content.private_reasons(self._remote.secrets() if self._remote else [],
+                                          probe.cache_control)
+        if self.opts.share_index is not None:
+            shared.publisher = sharing.Publisher(self.opts.share_index, label, part_file, size,
+                                                 private=private, name=final.name)
+        shared.label = label
+        if not private and self.peers and size > SMALL_FILE:
+            shared.copies = sharing.ask_peers(self.peers, label, size, self.opts, self._stop)
+        return shared
+
+    def _parallel_pass(self, probe: http.ProbeResult, final: Path, control: storage.ResumeFile,
+                       done: planning.RangeSet, shared: "_Sharing") -> Report:
+        part_file = storage.part_path(final)
         with storage.PartFile.open(part_file, probe.size or 0) as part:
-            board = self._make_board(probe.size or 0, done, part)
+            board = self._make_board(probe.size or 0, done, part, shared.publisher)
             keeper = RecordKeeper(board, part, control, self.opts.record_interval)
+            if shared.publisher is not None:
+                shared.publisher.start(done)
+            pool = shared.pool = self._lan_pool(board, probe, shared)
             self.state = "running"
-            threads = self._start_workers(board, probe)
+            threads = self._start_workers(board, probe, pool)
             keeper.save()  # at once: a crash in the first seconds still resumes
-            self._supervise(board, keeper)
+            self._supervise(board, keeper, shared.publisher)
             self._stop_workers(board, threads)
             keeper.save()  # also on success: the rename below removes it
             if board.error is not None:
@@ -257,9 +304,24 @@ class Download:
         self._check_size(part_file, probe.size or 0)
         verify.checksum(part_file, self.opts.checksum, self._stop)
         self.path = storage.finalize(part_file, final, overwrite=self.opts.overwrite)
-        return self._report(board, done.total)
+        if shared.publisher is not None:
+            shared.publisher.finished(self.path)
+        return self._report(board, done.total, pool)
 
-    def _make_board(self, size: int, done: planning.RangeSet, part: storage.PartFile) -> Board:
+    def _lan_pool(self, board: Board, probe: http.ProbeResult, shared: "_Sharing") -> LanPool | None:
+        if not shared.copies or (probe.size or 0) <= SMALL_FILE:
+            return None
+        pool = LanPool(board, shared.copies, [LOCAL] + [p.key for p in self.peers],
+                       label=shared.label, size=probe.size or 0, probe=probe,
+                       remote=self._remote, opts=self.opts, notice=self._notice)
+        pool.share_out()
+        names = ", ".join(c.peer.name or c.peer.key for c in shared.copies)
+        held = sum(c.ranges.total for c in shared.copies)
+        log.info("LAN copies of this file: %s (%d bytes held)", names, held)
+        return pool
+
+    def _make_board(self, size: int, done: planning.RangeSet, part: storage.PartFile,
+                    publisher: "sharing.Publisher | None" = None) -> Board:
         small = size <= SMALL_FILE
         if small:
             self._notice(f"small file ({human_bytes(size)}): one request")
@@ -270,7 +332,9 @@ class Download:
                                    min_split=max(size, 1) if small else self.opts.min_split,
                                    done=done, max_failures=self.opts.max_failures,
                                    race_after=self.opts.race_after)
-        self._board = Board(sched, part, notice=self._notice, throttle=self.opts.throttle)
+        self._board = Board(sched, part, notice=self._notice, throttle=self.opts.throttle,
+                            written=publisher.written if publisher is not None else None,
+                            dropped=publisher.dropped if publisher is not None else None)
         if self._stop.is_set():  # cancelled while probing
             self._board.fail_all(cancelled())
         return self._board
@@ -289,7 +353,8 @@ class Download:
         share = max(1, MAX_PEER_WORKERS // max(1, len(self.peers)))
         return min(peer.slots, self.opts.peer_slots, share)
 
-    def _start_workers(self, board: Board, probe: http.ProbeResult) -> list[threading.Thread]:
+    def _start_workers(self, board: Board, probe: http.ProbeResult,
+                       pool: LanPool | None = None) -> list[threading.Thread]:
         local = 1 if (probe.size or 0) <= SMALL_FILE else self.opts.local_slots
         remote = self._remote
         bodies = [(f"local-{i}", lambda: run_local(board, probe, remote, self.opts))
@@ -298,6 +363,8 @@ class Download:
             for i in range(self._slots(peer)):
                 worker = PeerWorker(board, probe, remote, peer, self.opts)
                 bodies.append((f"peer-{peer.key}-{i}", worker.run))
+        if pool is not None:
+            bodies += pool.workers()
         threads = [threading.Thread(target=_guarded, args=(board, body), name=name, daemon=True)
                    for name, body in bodies]
         board.workers_started(len(threads))
@@ -305,10 +372,15 @@ class Download:
             t.start()
         return threads
 
-    def _supervise(self, board: Board, keeper: RecordKeeper) -> None:
+    def _supervise(self, board: Board, keeper: RecordKeeper,
+                   publisher: "sharing.Publisher | None" = None) -> None:
+        next_publish = time.monotonic()
         while not board.settled(SUPERVISE_TICK):
             self._progress(board)
             keeper.tick()
+            if publisher is not None and time.monotonic() >= next_publish:
+                publisher.publish(board.done_copy())  # other members may take these bytes now
+                next_publish = time.monotonic() + self.opts.record_interval
         self._progress(board)
 
     def _progress(self, board: Board) -> None:
@@ -335,12 +407,24 @@ class Download:
             raise DownloadError(f"{part_file} has {actual} bytes, expected {size}",
                                 ErrorCode.SHORT_BODY, kept="kept for resume")
 
-    def _report(self, board: Board, resumed: int) -> Report:
+    def _report(self, board: Board, resumed: int, pool: LanPool | None = None) -> Report:
         return Report(url=self.url, path=str(self.path), size=board.size,
                       seconds=time.monotonic() - self.started, mode="parallel",
                       bytes_by_source=board.bytes_by_source(), resumed_bytes=resumed,
                       dropped_bytes=board.dropped, notices=list(self.notices),
-                      left_out=dict(board.left_out))
+                      left_out=dict(board.left_out),
+                      spot_checks=pool.spot_checks if pool is not None else 0)
+
+
+class _Sharing:
+    """What sharing adds to one download: its label, the publisher of what it writes
+    (None: not offered), the LAN copies helpers hold, and their pool once running."""
+
+    def __init__(self) -> None:
+        self.label = ""
+        self.publisher: sharing.Publisher | None = None
+        self.copies: list[sharing.LanHolding] = []
+        self.pool: LanPool | None = None
 
 
 def _guarded(board: Board, body: Callable[[], None]) -> None:

@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import download, node_server, storage
+from . import download, identity, node_server, storage
+from .content_index import ContentIndex
 from .addresses import format_hostport
 from .engine.rate_limit import RateLimit
 from .errors import ErrorCode
@@ -97,6 +98,8 @@ class NodeConfig:
     timeout: tuple[float, float] = DEFAULT_TIMEOUT
     heartbeat: float = 3.0
     download_options: dict = field(default_factory=dict)
+    #: offer what this node holds to other members as LAN copies (``--no-share``: False)
+    share: bool = True
 
 
 def advertised_host(bind_host: str, discovery_host: str) -> str:
@@ -389,15 +392,17 @@ class NodeApp:
     def __init__(self, config: NodeConfig, *, notice: Callable[[str], None] | None = None):
         self._config = config
         self.notice = notice or (lambda text: log.warning("%s", text))
+        self._serving_limit = RateLimit(config.limit_rate) if config.limit_rate else None
+        #: what this node offers as LAN copies: its own downloads and those of every
+        #: ``get`` run with the same state directory (``--no-share``: nothing)
+        self.index = ContentIndex(identity.state_dir(), enabled=config.share)
         self.server = node_server.make_server(
             config.host, config.port, name=config.name or "node", secret=config.secret,
             slots=config.slots,
             session_factory=lambda: make_session(source_address=config.source_address,
-                                                 allow_private=config.allow_private))
-        self.server.service.timeout = config.timeout  # type: ignore[attr-defined]
-        self._serving_limit = RateLimit(config.limit_rate) if config.limit_rate else None
-        if self._serving_limit is not None:
-            self.server.service.throttle = self._serving_limit.take  # type: ignore[attr-defined]
+                                                 allow_private=config.allow_private),
+            index=self.index, timeout=config.timeout,
+            throttle=self._serving_limit.take if self._serving_limit is not None else None)
         self.port = self.server.port
         host = config.advertise or advertised_host(config.host, config.discovery[0])
         self.name = config.name or format_hostport(socket.gethostname(), self.port)
@@ -472,7 +477,8 @@ class NodeApp:
         c = self._config
         base = dict(directory=c.directory, output=output, local_slots=c.slots,
                     peer_timeout=c.peer_timeout, source_address=c.source_address,
-                    secret=c.secret, name=self.name, timeout=c.timeout)
+                    secret=c.secret, name=self.name, timeout=c.timeout,
+                    share_index=self.index if c.share else None)
         return download.Options(**{**base, **c.download_options, **overrides})
 
     def rate_limit(self, own: int | None = None) -> "RateLimit | None":

@@ -40,7 +40,12 @@ class Board:
     def __init__(self, sched: Scheduler, part: PartFile, *,
                  clock: Callable[[], float] = time.monotonic,
                  notice: Callable[[str], None] = lambda text: None,
-                 throttle: Callable[[int], None] | None = None):
+                 throttle: Callable[[int], None] | None = None,
+                 written: Callable[[int, memoryview], None] | None = None,
+                 dropped: Callable[[int, int], None] | None = None):
+        """``written(offset, bytes)`` sees every block once it is on disk and
+        ``dropped(start, end)`` every range taken back (the piece hashes of
+        sharing, ``engine.sharing.Publisher``); both run outside I/O, fast."""
         self.cond = threading.Condition()
         self.stop = threading.Event()
         self._sched = sched
@@ -48,6 +53,8 @@ class Board:
         self._clock = clock
         self._notice = notice
         self._throttle = throttle
+        self._written = written
+        self._dropped = dropped
         self._carriers: dict[int, Carrier] = {}
         self._closers: set[Callable[[], None]] = set()
         self._bytes_by_source: dict[str, int] = {}
@@ -154,6 +161,8 @@ class Board:
         self._tell(losers)
         if n:
             self._part.pwrite(offset, memoryview(block)[:n])
+            if self._written is not None:
+                self._written(offset, memoryview(block)[:n])
         with self.cond:
             self._sched.commit(assignment_id, n)
             self._bytes_by_source[source] = self._bytes_by_source.get(source, 0) + n
@@ -195,10 +204,32 @@ class Board:
             self._sched.failed(assignment_id, reason, count=blame)
             return
         before = self._sched.bytes_by_source().get(source, 0)
+        taken = self._sched.assignment(assignment_id)
+        if self._dropped is not None and taken.position > taken.start:
+            self._dropped(taken.start, taken.position)
         self._sched.failed(assignment_id, reason, discard=True, count=blame)
         lost = before - self._sched.bytes_by_source().get(source, 0)
         self._bytes_by_source[source] = self._bytes_by_source.get(source, 0) - lost
         self.dropped += lost
+
+    def hold(self, source: str, ranges) -> None:
+        """``source`` can deliver only ``ranges`` (a RangeSet; None: the whole file)."""
+        with self.cond:
+            self._sched.hold(source, ranges)
+            self.cond.notify_all()
+
+    def forget(self, source: str, ranges) -> int:
+        """What ``source`` wrote in ``ranges`` is wrong: fetch it again (``Scheduler.forget``);
+        the bytes taken back."""
+        with self.cond:
+            gone = self._sched.forget(source, ranges)
+            self._bytes_by_source[source] = self._bytes_by_source.get(source, 0) - gone.total
+            self.dropped += gone.total
+            if self._dropped is not None:
+                for start, end in gone:
+                    self._dropped(start, end)
+            self.cond.notify_all()
+        return gone.total
 
     def exclude(self, source: str, why: str) -> None:
         """No more work for ``source``; announced once per peer, not once per slot."""

@@ -66,6 +66,12 @@ class Options:
     #: Called with each block's size before it is written, from the thread that
     #: received it; may wait (``--limit-rate``: the whole download's rate).
     throttle: Callable[[int], None] | None = None
+    #: use LAN copies other members hold, and offer this download's bytes to them
+    #: (``--no-share``: False; see docs/sources.md)
+    share: bool = True
+    #: where this machine records what it offers (``swift.content_index.ContentIndex``);
+    #: None: this download is offered to nobody
+    share_index: Any = None
 
     @property
     def overwrite(self) -> bool:

@@ -62,6 +62,23 @@ class Report:
     notices: list[str] = field(default_factory=list)
     #: helpers left out of this download, and why (``host:port`` → reason)
     left_out: dict[str, str] = field(default_factory=dict)
+    #: pieces from LAN copies that this machine also fetched from the origin to compare
+    spot_checks: int = 0
+
+    #: ``bytes_by_source`` keys of LAN copies start with this (``engine.sharing.LAN_PREFIX``)
+    LAN_PREFIX = "copy@"
+
+    @property
+    def lan_bytes(self) -> dict[str, int]:
+        """Bytes from LAN copies, by member (``HOST:PORT``)."""
+        return {src[len(self.LAN_PREFIX):]: n for src, n in self.bytes_by_source.items()
+                if src.startswith(self.LAN_PREFIX) and n > 0}
+
+    @property
+    def internet_bytes(self) -> int:
+        """Bytes fetched from the origin this run (by this machine or its helpers)."""
+        return sum(n for src, n in self.bytes_by_source.items()
+                   if not src.startswith(self.LAN_PREFIX))
 
     @property
     def rate(self) -> float:
@@ -72,4 +89,6 @@ class Report:
         d = asdict(self)
         d["url"] = redact_url(self.url, strict=False)  # never a password in a report
         d["rate"] = self.rate
+        d["lan_bytes"] = self.lan_bytes
+        d["internet_bytes"] = self.internet_bytes
         return d

@@ -72,6 +72,8 @@ class ProbeResult:
     validator: Validator
     content_disposition: str | None = None
     encoding: str = ""
+    #: The answer's ``Cache-Control`` (``private``/``no-store`` content is never shared)
+    cache_control: str | None = None
     #: The download's shared :class:`RemoteFile` the probe resolved (its current
     #: URL, cookie jar and request profile), for every later request of it.
     remote: RemoteFile | None = field(default=None, compare=False, repr=False)
@@ -142,4 +144,5 @@ def _read_probe(resp: requests.Response, url: str) -> ProbeResult:
     return ProbeResult(url=url, final_url=resp.url or url, size=size, ranges=ranges,
                        validator=Validator.of(resp.headers),
                        content_disposition=resp.headers.get("Content-Disposition"),
-                       encoding=content_coding(resp.headers.get("Content-Encoding")))
+                       encoding=content_coding(resp.headers.get("Content-Encoding")),
+                       cache_control=resp.headers.get("Cache-Control"))

@@ -1,0 +1,191 @@
+"""Sharing in one download: publish what it writes, and find the LAN copies it can use.
+
+Two halves (docs/sources.md):
+
+* :class:`Publisher` feeds every block the download writes to a
+  :class:`~swift.piecehash.PieceHasher` and records the download in the
+  machine's content index (``swift.content_index``): first as ``NAME.part``
+  in flight, its done ranges and piece hashes republished with each resume
+  record, then as the finished file. Content that is private (credentials,
+  cookies, a secret header, ``Cache-Control: private``/``no-store``) is
+  recorded as private and never offered.
+* :func:`ask_peers` asks every helper what it holds of the download's label
+  (``query``/``held``), all at once with one deadline, right after the
+  probe: the label is made of the origin's answer, so it cannot be asked
+  before. What a helper answers becomes a *LAN copy* source
+  (``engine.lan_copy``).
+
+Pure policy is kept out of the I/O: :func:`identity_of` and
+:func:`held_ranges` take values and return values.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import content, http, protocol, wire
+from ..checksums import parse_checksum
+from ..content_index import ContentIndex, Holding
+from ..membership import Peer
+from ..piecehash import PieceHasher, pieces_within, piece_size_for
+from ..planning import RangeSet
+from .options import Options
+from .report import Report
+
+log = logging.getLogger(__name__)
+
+#: The source key prefix of a LAN copy: ``copy@HOST:PORT`` (a helper's origin
+#: fetches stay ``HOST:PORT``, so the report tells the two apart).
+LAN_PREFIX = Report.LAN_PREFIX
+#: Seconds the requester waits for every helper's answer to its query: a LAN round
+#: trip and a handshake take milliseconds; a helper slower than this is not asked
+#: for a copy in this download (it still fetches from the origin).
+QUERY_DEADLINE = 2.0
+
+
+def identity_of(url: str, probe: http.ProbeResult, checksum: str | None) -> content.ContentIdentity | None:
+    """The download's content identity (None: it cannot be shared; see ``swift.content``).
+    A ``--checksum`` of SHA-256 is a trusted digest and becomes the identity."""
+    digest = None
+    if checksum:
+        try:
+            algo, value = parse_checksum(checksum)
+        except ValueError:
+            algo, value = "", ""
+        if algo == "sha256":
+            digest = f"sha256:{value}"
+    return content.ContentIdentity.of(url, probe.size, probe.encoding, probe.validator.etag,
+                                      probe.validator.last_modified, digest)
+
+
+def held_ranges(held: protocol.Held, size: int) -> tuple[RangeSet, dict[int, str]]:
+    """What of a ``held`` answer a requester can check: the whole pieces that lie in its
+    ranges *and* have a hash (anything else it offers is ignored)."""
+    hashes = {index: digest for index, digest in held.hashes}
+    usable = RangeSet()
+    if held.size != size or held.piece_size != piece_size_for(size):
+        return usable, {}
+    for index in pieces_within(held.ranges, size, held.piece_size):
+        if index in hashes:
+            start = index * held.piece_size
+            usable.add(start, min(size, start + held.piece_size))
+    return usable, hashes
+
+
+@dataclass
+class LanHolding:
+    """What one helper offers of this download: a LAN copy source."""
+
+    peer: Peer
+    ranges: RangeSet
+    hashes: dict[int, str]
+    piece_size: int
+
+    @property
+    def source(self) -> str:
+        return LAN_PREFIX + self.peer.key
+
+
+def ask_peers(peers: list[Peer], label: str, size: int, opts: Options,
+              stop: threading.Event) -> list[LanHolding]:
+    """Every helper's answer to ``query{label}``, in parallel, within ``QUERY_DEADLINE``.
+    Helpers that do not answer in time, or answer nothing usable, are left out."""
+    found: list[LanHolding] = []
+    lock = threading.Lock()
+
+    def ask(peer: Peer) -> None:
+        try:
+            with wire.client_connect(peer.host, peer.port, name=opts.name, secret=opts.secret,
+                                     timeout=QUERY_DEADLINE) as conn:
+                conn.send(protocol.Query(label))
+                answer = conn.recv(timeout=QUERY_DEADLINE)
+        except (OSError, TimeoutError, wire.ConnectionClosed, protocol.ProtocolError,
+                wire.AuthError) as exc:
+            log.info("%s: no answer to the copy query (%s)", peer.key, exc)
+            return
+        if not isinstance(answer, protocol.Held) or answer.label != label:
+            return
+        ranges, hashes = held_ranges(answer, size)
+        if ranges.total:
+            with lock:
+                found.append(LanHolding(peer, ranges, hashes, answer.piece_size))
+
+    threads = [threading.Thread(target=ask, args=(p,), name=f"query-{p.key}", daemon=True)
+               for p in peers]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + QUERY_DEADLINE + 0.5
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    if stop.is_set():
+        return []
+    with lock:
+        return sorted(found, key=lambda h: -h.ranges.total)
+
+
+class Publisher:
+    """Hashes what one download writes and records it in the content index.
+
+    ``written``/``dropped`` are the board's hooks (any worker thread);
+    ``publish(done)`` runs with each resume record; ``finished(path)`` once the
+    file has its final name. Failures to write the index are logged and cost
+    only sharing.
+    """
+
+    def __init__(self, index: ContentIndex, label: str, part: Path, size: int, *,
+                 private: list[str], name: str) -> None:
+        self.index = index
+        self.label = label
+        self.part = Path(part).absolute()
+        self.size = size
+        self.private = private
+        self.name = name
+        self.hasher = PieceHasher(size)
+        self._lock = threading.Lock()
+        self._published: tuple[int, int] | None = None
+
+    def written(self, offset: int, block: memoryview) -> None:
+        with self._lock:
+            self.hasher.feed(offset, block)
+
+    def dropped(self, start: int, end: int) -> None:
+        with self._lock:
+            self.hasher.discard(start, end)
+
+    def _hashes(self) -> dict[int, str]:
+        with self._lock:
+            return dict(self.hasher.digests)
+
+    def start(self, done: RangeSet) -> None:
+        """Record the download in flight (``NAME.part``)."""
+        self._record(self.part, done, None)
+
+    def publish(self, done: RangeSet) -> None:
+        """Republish the done ranges and hashes (skipped when nothing changed)."""
+        hashes = self._hashes()
+        mark = (done.total, len(hashes))
+        if mark == self._published:
+            return
+        self._published = mark
+        self.index.update(self.label, done=done, hashes=hashes)
+
+    def finished(self, path: Path) -> None:
+        """The file is complete under ``path``: offer it from there (its mtime now recorded)."""
+        self._record(Path(path).absolute(), RangeSet([(0, self.size)]), "final")
+
+    def _record(self, path: Path, done: RangeSet, final: str | None) -> None:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            log.info("not shared: cannot stat %s (%s)", path, exc)
+            return
+        self.index.record(Holding(
+            label=self.label, path=str(path), size=self.size,
+            piece_size=self.hasher.piece_size, done=done, hashes=self._hashes(),
+            inode=st.st_ino, mtime_ns=st.st_mtime_ns if final else None,
+            private=bool(self.private), why_private="; ".join(self.private), name=self.name))
