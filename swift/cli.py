@@ -434,6 +434,8 @@ def node_parser(prog: str | None = None) -> argparse.ArgumentParser:
     _rpc_options(p)
     p.add_argument("--allow-private", action="store_true",
                    help="let peers' fetch jobs reach loopback/private addresses (off by default)")
+    p.add_argument("--no-share", action="store_true", dest="node_no_share",
+                   help="offer nothing this machine holds to other members as a LAN copy")
     _logging_options(p, after=False)
     p.add_argument("--version", action="version", version=f"swift {__version__}")
     sub = p.add_subparsers(dest="command", title="subcommands (none: serve and open the prompt)",
@@ -624,7 +626,8 @@ def _get_one(url: str, args: argparse.Namespace, peers: "PeerSource", secret: by
                             peer_timeout=args.peer_timeout, piece_size=args.piece_size,
                             source_address=args.source_address, secret=secret, name="swift-get",
                             retry=retry, profile=profile, timeout=request_timeout(args),
-                            throttle=limit.take if limit else None)
+                            throttle=limit.take if limit else None, share=not args.no_share,
+                            share_index=_share_index(args))
     bar = ProgressBar() if sys.stderr.isatty() and not quiet else None
     dl = download.Download(url, opts, peers, notice=notice, progress=bar.update if bar else None)
     outcome = _run_download(dl, bar, limit=limit)
@@ -636,6 +639,17 @@ def _get_one(url: str, args: argparse.Namespace, peers: "PeerSource", secret: by
         print(summary(outcome, names, args.checksum), flush=True)
     return {**outcome.as_dict(), **result, "ok": True, "checksum_verified": bool(args.checksum),
             "machines": {src: names.get(src, src) for src in outcome.bytes_by_source}}
+
+
+def _share_index(args: argparse.Namespace):
+    """Where a ``get`` records what it offers: the state directory it shares with a node
+    running on this machine, which then offers the file after ``get`` exits (None:
+    ``--no-share``, or ``--no-share`` given to that node)."""
+    if args.no_share or getattr(args, "node_no_share", False):
+        return None
+    from . import identity
+    from .content_index import ContentIndex
+    return ContentIndex(identity.state_dir())
 
 
 def _get_to_stdout(url: str, args: argparse.Namespace, peers: "PeerSource", secret: bytes | None,
@@ -654,7 +668,7 @@ def _get_to_stdout(url: str, args: argparse.Namespace, peers: "PeerSource", secr
                                 source_address=args.source_address, secret=secret,
                                 name="swift-get", retry=retry, timeout=request_timeout(args),
                                 throttle=limit.take if limit else None,
-                                profile=profile_from_args(args))
+                                profile=profile_from_args(args), share=not args.no_share)
         bar = ProgressBar() if sys.stderr.isatty() and not quiet else None
         dl = download.Download(url, opts, peers, notice=notice, progress=bar.update if bar else None)
         stream = StdoutStream(dl, sys.stdout.buffer)
@@ -931,7 +945,8 @@ def _serve(args: argparse.Namespace, secret: bytes | None) -> int:
                         advertise=args.advertise, name=args.name, slots=args.slots,
                         directory=args.dir, secret=secret, allow_private=args.allow_private,
                         source_address=args.source_address, peer_timeout=args.peer_timeout,
-                        limit_rate=args.limit_rate, timeout=request_timeout(args))
+                        limit_rate=args.limit_rate, timeout=request_timeout(args),
+                        share=not args.node_no_share)
     try:
         rpc = _bind_rpc(args)
     except OSError as exc:

@@ -84,6 +84,7 @@ class Download:
         self._remote: http.RemoteFile | None = None
         self._answer: http.KeptAnswer | None = None  # the probe's open 200, for the plain stream
         self.size: int | None = None
+        self._lan_piece = 0  # the hashed piece size of the LAN copies (0: none)
         self.path: Path | None = None
         self.started = time.monotonic()
         self.state = "starting"
@@ -287,6 +288,7 @@ class Download:
                        done: planning.RangeSet, shared: "_Sharing") -> Report:
         part_file = storage.part_path(final)
         with storage.PartFile.open(part_file, probe.size or 0) as part:
+            self._lan_piece = shared.copies[0].piece_size if shared.copies else 0
             board = self._make_board(probe.size or 0, done, part, shared.publisher)
             keeper = RecordKeeper(board, part, control, self.opts.record_interval)
             if shared.publisher is not None:
@@ -328,6 +330,10 @@ class Download:
             self.peers = []
         workers = 1 if small else self.opts.local_slots + sum(self._slots(p) for p in self.peers)
         piece = size if small else (self.opts.piece_size or planning.plan_piece_size(size, workers))
+        if not small and self._lan_piece and not self.opts.piece_size:
+            # whole hashed pieces: a LAN copy then sends each piece once, not twice for two
+            # assignments that share it
+            piece = max(1, round(piece / self._lan_piece)) * self._lan_piece
         sched = planning.Scheduler(size, piece_size=max(1, piece),
                                    min_split=max(size, 1) if small else self.opts.min_split,
                                    done=done, max_failures=self.opts.max_failures,

@@ -75,6 +75,8 @@ def add_get_arguments(parser: argparse.ArgumentParser, *, at_prompt: bool = Fals
     parser.add_argument("--restart", action="store_true",
                         help="discard a partial download and start over")
     parser.add_argument("--no-peers", action="store_true", help="do not ask discovery for peers")
+    parser.add_argument("--no-share", action="store_true",
+                        help="neither take LAN copies other members hold nor offer this file to them")
     add_request_options(parser)  # --header, -U, --referer, --load-cookies, --ca-certificate, --insecure
     if not at_prompt:
         parser.add_argument("--report", type=Path, metavar="FILE",

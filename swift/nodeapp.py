@@ -62,14 +62,27 @@ def summary(report: download.Report, names: dict[str, str] | None = None,
     :mod:`swift.units` only.
     """
     names = names or {}
-    by = ", ".join(f"{names.get(src) or src} {human_bytes(n)}" for src, n in
+    def shown(src: str) -> str:
+        if src.startswith(download.Report.LAN_PREFIX):  # a LAN copy: the member, said so
+            key = src[len(download.Report.LAN_PREFIX):]
+            return f"{names.get(key) or key} (LAN copy)"
+        return names.get(src) or src
+
+    by = ", ".join(f"{shown(src)} {human_bytes(n)}" for src, n in
                    sorted(report.bytes_by_source.items(), key=lambda kv: (-kv[1], kv[0])))
     resumed = f", {human_bytes(report.resumed_bytes)} resumed" if report.resumed_bytes else ""
     verified = f"; {checksum.partition(':')[0].strip().lower()} checksum verified" if checksum else ""
     left = "".join(f"; left out: {names.get(src) or src} ({why})"
                    for src, why in sorted(getattr(report, "left_out", {}).items()))
+    lan = report.lan_bytes if hasattr(report, "lan_bytes") else {}
+    shared = ""
+    if lan:  # LAN sharing: say what the internet was spared
+        copies = ", ".join(f"{names.get(key) or key} {human_bytes(n)}"
+                           for key, n in sorted(lan.items(), key=lambda kv: -kv[1]))
+        shared = (f"; from LAN copies {human_bytes(sum(lan.values()))} ({copies}), "
+                  f"from the internet {human_bytes(report.internet_bytes)}")
     return (f"done: {report.path}  {human_bytes(report.size)} in {report.seconds:.1f} s "
-            f"({human_rate(report.rate)}){resumed}; by machine: {by or 'none'}{verified}{left}")
+            f"({human_rate(report.rate)}){resumed}; by machine: {by or 'none'}{shared}{verified}{left}")
 
 
 def peer_names(peers: list[Peer]) -> dict[str, str]:

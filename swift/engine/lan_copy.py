@@ -84,6 +84,7 @@ class LanPool:
                          for s, e in c.ranges for start in range(s, e, c.piece_size)})
         count = max(1, math.ceil(len(pieces) * spot_fraction)) if pieces else 0
         self._spot = set(rng.sample(pieces, min(count, len(pieces))))
+        self._spot_done: dict[tuple[int, str], bool] = {}
 
     # -- holdings --------------------------------------------------------------------------------
     def share_out(self) -> None:
@@ -154,7 +155,18 @@ class LanPool:
         return index in self._spot
 
     def spot_check(self, start: int, end: int, digest: str, session) -> bool:
-        """The origin's bytes ``[start, end)`` have the SHA-256 ``digest`` (this machine asks)."""
+        """The origin's bytes ``[start, end)`` have the SHA-256 ``digest`` (this machine asks,
+        once per piece and digest: a piece two assignments share is checked once)."""
+        with self._lock:
+            known = self._spot_done.get((start, digest))
+        if known is not None:
+            return known
+        same = self._fetch_and_compare(start, end, digest, session)
+        with self._lock:
+            self._spot_done[(start, digest)] = same
+        return same
+
+    def _fetch_and_compare(self, start: int, end: int, digest: str, session) -> bool:
         sha = hashlib.sha256()
         fetch = http.RangeFetch(session, self.remote.final_url, self.size, self.probe.validator,
                                 policy=self.opts.retry, stop=self.board.stop,
