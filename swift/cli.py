@@ -627,7 +627,7 @@ def _get_one(url: str, args: argparse.Namespace, peers: "PeerSource", secret: by
                             source_address=args.source_address, secret=secret, name="swift-get",
                             retry=retry, profile=profile, timeout=request_timeout(args),
                             throttle=limit.take if limit else None, share=not args.no_share,
-                            share_index=_share_index(args))
+                            share_index=_share_index(args), spot_fraction=args.spot_check)
     bar = ProgressBar() if sys.stderr.isatty() and not quiet else None
     dl = download.Download(url, opts, peers, notice=notice, progress=bar.update if bar else None)
     outcome = _run_download(dl, bar, limit=limit)

@@ -85,6 +85,18 @@ def add_get_arguments(parser: argparse.ArgumentParser, *, at_prompt: bool = Fals
                             metavar="N", help=f"tries per request before giving up (1-{MAX_TRIES}; "
                                               f"default {Retry.attempts})")
         parser.add_argument("--piece-size", type=_checked(parse_size), help=argparse.SUPPRESS)
+        parser.add_argument("--spot-check", type=_checked(_fraction), help=argparse.SUPPRESS)
+
+
+def _fraction(text: str) -> float:
+    """A share between 0 and 1 (``--spot-check``: the LAN pieces compared with the origin)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{text!r} is not a share between 0 and 1")
+    return value
 
 
 def with_scheme(url: str) -> str:

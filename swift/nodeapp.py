@@ -72,7 +72,7 @@ def summary(report: download.Report, names: dict[str, str] | None = None,
                    sorted(report.bytes_by_source.items(), key=lambda kv: (-kv[1], kv[0])))
     resumed = f", {human_bytes(report.resumed_bytes)} resumed" if report.resumed_bytes else ""
     verified = f"; {checksum.partition(':')[0].strip().lower()} checksum verified" if checksum else ""
-    left = "".join(f"; left out: {names.get(src) or src} ({why})"
+    left = "".join(f"; left out: {shown(src)} ({why})"
                    for src, why in sorted(getattr(report, "left_out", {}).items()))
     lan = report.lan_bytes if hasattr(report, "lan_bytes") else {}
     shared = ""

@@ -63,8 +63,7 @@ class LanPool:
 
     def __init__(self, board: Board, copies: list[LanHolding], origin_sources: list[str], *,
                  label: str, size: int, probe: http.ProbeResult, remote: http.RemoteFile, opts: Options,
-                 notice: Callable[[str], None], spot_fraction: float = SPOT_FRACTION,
-                 rng: random.Random | None = None) -> None:
+                 notice: Callable[[str], None], rng: random.Random | None = None) -> None:
         self.board = board
         self.copies = {c.source: c for c in copies}
         self.origin_sources = origin_sources
@@ -82,7 +81,8 @@ class LanPool:
         rng = rng or random.SystemRandom()
         pieces = sorted({start // c.piece_size for c in copies
                          for s, e in c.ranges for start in range(s, e, c.piece_size)})
-        count = max(1, math.ceil(len(pieces) * spot_fraction)) if pieces else 0
+        fraction = opts.spot_fraction if opts.spot_fraction is not None else SPOT_FRACTION
+        count = max(1, math.ceil(len(pieces) * fraction)) if pieces else 0
         self._spot = set(rng.sample(pieces, min(count, len(pieces))))
         self._spot_done: dict[tuple[int, str], bool] = {}
 
@@ -370,6 +370,7 @@ class LanCopyWorker:
             return position
         part = memoryview(data)[position - start:end - start]
         ok = self.pool.write(self.source, aid, part, position)
-        if not ok:
+        if ok is None:  # left out meanwhile (another slot caught it): nothing more from it
+            self.board.failed(aid, self.source, "left out", discard=True, blame=False)
             return None
-        return end
+        return end if ok else None

@@ -72,6 +72,9 @@ class Options:
     #: where this machine records what it offers (``swift.content_index.ContentIndex``);
     #: None: this download is offered to nobody
     share_index: Any = None
+    #: the share of LAN pieces also fetched from the origin to compare (None: the
+    #: default, ``engine.lan_copy.SPOT_FRACTION``; the hidden ``--spot-check``)
+    spot_fraction: float | None = None
 
     @property
     def overwrite(self) -> bool:

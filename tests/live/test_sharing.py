@@ -78,3 +78,144 @@ def test_a_second_members_download_of_a_finished_file_comes_from_the_lan(two_mac
     assert paid <= 0.02 * SIZE, (paid, out)
     assert sum(report["lan_bytes"].values()) >= 0.98 * SIZE, report
     assert "from LAN copies" in out and "alpha" in out, out
+
+
+# -- lying members ---------------------------------------------------------------------------------
+def corrupt_keeping_the_time(path: Path, offsets: list[int]) -> None:
+    """Change bytes of ``path`` behind the index's back: same inode, size and mtime (what a
+    lying member serves while its index still says the file is the one recorded)."""
+    st = os.stat(path)
+    with open(path, "r+b") as f:
+        for offset in offsets:
+            f.seek(offset)
+            byte = f.read(1)
+            f.seek(offset)
+            f.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def forge_hashes(machine: Machine, path: Path) -> None:
+    """Rewrite the member's index so its hashes match its (corrupted) bytes: a forger."""
+    import hashlib
+    index = machine.state / "shares.json"
+    data = json.loads(index.read_text())
+    for holding in data["holdings"]:
+        piece = holding["piece_size"]
+        with open(path, "rb") as f:
+            for key in holding["hashes"]:
+                f.seek(int(key) * piece)
+                holding["hashes"][key] = hashlib.sha256(f.read(piece)).hexdigest()
+    index.write_text(json.dumps(data))
+
+
+def test_a_member_serving_wrong_bytes_is_caught_by_the_piece_hashes_and_left_out(
+        two_machines, origin, origin_root):
+    alpha, beta = two_machines
+    size = 16 * MiB
+    digest = make_file(origin_root / "f.bin", size, seed=17)
+    assert alpha.get(origin.url("/f.bin"), "--no-peers")[0] == 0
+    corrupt_keeping_the_time(alpha.dir / "f.bin", [i * MiB + 5 for i in range(16)])
+    code, out, report = beta.get(origin.url("/f.bin"))
+    assert code == 0, out
+    assert sha256_file(beta.dir / "f.bin") == digest
+    assert f"left out: alpha (LAN copy) (served 2 pieces that failed their SHA-256 check)" in out
+    assert sum(report["lan_bytes"].values()) == 0  # nothing it sent was written
+
+
+def test_a_member_forging_its_hashes_is_caught_by_origin_spot_checks(two_machines, origin,
+                                                                     origin_root):
+    """A forger corrupts 10 % of the pieces and hashes its wrong bytes. Spot checks draw
+    their pieces at random; ``--spot-check 1`` compares every LAN piece here, so the
+    test cannot miss by chance (the README gives the odds at the default 1 %)."""
+    alpha, beta = two_machines
+    size = 20 * MiB
+    digest = make_file(origin_root / "g.bin", size, seed=18)
+    assert alpha.get(origin.url("/g.bin"), "--no-peers")[0] == 0
+    corrupt_keeping_the_time(alpha.dir / "g.bin", [3 * MiB + 1, 11 * MiB + 7])
+    forge_hashes(alpha, alpha.dir / "g.bin")
+    code, out, report = beta.get(origin.url("/g.bin"), "--spot-check", "1")
+    assert code == 0, out
+    assert sha256_file(beta.dir / "g.bin") == digest
+    assert "left out: alpha (LAN copy) (served piece" in out and "forged SHA-256" in out, out
+
+
+def test_a_forger_is_always_caught_by_a_trusted_digest(two_machines, origin, origin_root):
+    alpha, beta = two_machines
+    size = 20 * MiB
+    digest = make_file(origin_root / "h.bin", size, seed=19)
+    assert alpha.get(origin.url("/h.bin"), "--no-peers", "--checksum", f"sha256:{digest}")[0] == 0
+    corrupt_keeping_the_time(alpha.dir / "h.bin", [3 * MiB + 1, 11 * MiB + 7])
+    forge_hashes(alpha, alpha.dir / "h.bin")
+    code, out, _ = beta.get(origin.url("/h.bin"), "--checksum", f"sha256:{digest}",
+                            "--spot-check", "0")
+    assert code == 0, out
+    assert sha256_file(beta.dir / "h.bin") == digest
+    assert "checksum mismatch after" in out and "from LAN copies" in out, out
+
+
+# -- stale and private content -------------------------------------------------------------------------
+def test_after_the_origin_changed_the_file_stale_copies_are_not_used(two_machines, origin,
+                                                                     origin_root):
+    alpha, beta = two_machines
+    size = 8 * MiB
+    make_file(origin_root / "s.bin", size, seed=20)
+    assert alpha.get(origin.url("/s.bin"), "--no-peers")[0] == 0
+    origin.change("/s.bin")
+    new = sha256_file(origin_root / "s.bin")
+    code, out, report = beta.get(origin.url("/s.bin"))
+    assert code == 0, out
+    assert sha256_file(beta.dir / "s.bin") == new
+    assert report["lan_bytes"] == {}
+
+
+def test_credentialed_and_private_downloads_are_never_offered(two_machines, origin, origin_root):
+    alpha, beta = two_machines
+    size = 4 * MiB
+    make_file(origin_root / "c.bin", size, seed=21)
+    make_file(origin_root / "p.bin", size, seed=22)
+    origin.configure("/p.bin", cache_control="private, max-age=60")
+    with_credentials = origin.url("/c.bin").replace("http://", "http://user:pw@")
+    assert alpha.get(with_credentials, "--no-peers")[0] == 0
+    assert alpha.get(origin.url("/p.bin"), "--no-peers")[0] == 0
+    index = json.loads((alpha.state / "shares.json").read_text())
+    assert {h["private"] for h in index["holdings"]} == {True}
+    text = json.dumps(index)
+    assert origin.url("/")[len("http://"):] not in text and "user:pw" not in text  # no URL kept
+    origin.configure("/p.bin")
+    for path in ("/c.bin", "/p.bin"):
+        code, out, report = beta.get(origin.url(path))
+        assert code == 0, out
+        assert report["lan_bytes"] == {}, (path, out)
+
+
+# -- the member's own file -----------------------------------------------------------------------------
+def test_a_shared_file_edited_or_deleted_by_its_user_is_not_served(two_machines, origin,
+                                                                   origin_root):
+    alpha, beta = two_machines
+    size = 4 * MiB
+    digest = make_file(origin_root / "e.bin", size, seed=23)
+    assert alpha.get(origin.url("/e.bin"), "--no-peers")[0] == 0
+    with open(alpha.dir / "e.bin", "r+b") as f:  # the user edits it: its mtime moves
+        f.write(b"edited")
+    code, out, report = beta.get(origin.url("/e.bin"), "-o", str(beta.dir / "first.bin"))
+    assert code == 0 and sha256_file(beta.dir / "first.bin") == digest, out
+    assert report["lan_bytes"] == {}
+    (alpha.dir / "e.bin").unlink()
+    code, out, report = beta.get(origin.url("/e.bin"), "-o", str(beta.dir / "second.bin"))
+    assert code == 0 and report["lan_bytes"] == {}, out
+
+
+def test_a_node_restart_keeps_what_it_offers(cluster, origin, origin_root):
+    disc = cluster.discovery()
+    alpha, beta = Machine(cluster, disc, "alpha"), Machine(cluster, disc, "beta")
+    wait_until(lambda: len(live_keys(disc.port)) == 2, 10, "both nodes registered")
+    size = 8 * MiB
+    digest = make_file(origin_root / "r.bin", size, seed=24)
+    assert alpha.get(origin.url("/r.bin"), "--no-peers")[0] == 0
+    alpha.node.kill()
+    alpha.node = cluster.node(alpha.discovery, name="alpha", directory=alpha.dir, env=alpha.env,
+                              extra=["--allow-private"])
+    wait_until(lambda: f"127.0.0.1:{alpha.node.port}" in live_keys(disc.port), 10, "alpha back")
+    code, out, report = beta.get(origin.url("/r.bin"))
+    assert code == 0 and sha256_file(beta.dir / "r.bin") == digest, out
+    assert sum(report["lan_bytes"].values()) >= size - MiB, out
