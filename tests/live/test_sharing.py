@@ -219,3 +219,37 @@ def test_a_node_restart_keeps_what_it_offers(cluster, origin, origin_root):
     code, out, report = beta.get(origin.url("/r.bin"))
     assert code == 0 and sha256_file(beta.dir / "r.bin") == digest, out
     assert sum(report["lan_bytes"].values()) >= size - MiB, out
+
+
+def offered_bytes(machine: Machine) -> int:
+    """What the machine's index says its holdings have written and hashed (0: none yet)."""
+    try:
+        data = json.loads((machine.state / "shares.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    return max((len(h["hashes"]) * h["piece_size"] for h in data["holdings"]), default=0)
+
+
+def test_a_partial_copy_and_the_pool_for_the_rest_give_the_right_file(two_machines, origin,
+                                                                       origin_root):
+    """Alpha's download stops at 60 % (killed); beta takes those 60 % from alpha's
+    ``NAME.part`` and the rest from the origin, through the pool."""
+    alpha, beta = two_machines
+    size = 10 * MiB
+    digest = make_file(origin_root / "half.bin", size, seed=25)
+    origin.configure(host_rate=2 * MiB)  # slow enough to stop it part-way
+    first = alpha.cluster.start(
+        [*_node_program(), "--discovery", alpha.discovery, "--dir", str(alpha.dir), "get",
+         origin.url("/half.bin"), "--no-peers"], name="alpha-get", env=alpha.env)
+    wait_until(lambda: offered_bytes(alpha) >= 0.6 * size, 30, "alpha holds 60 %")
+    first.kill()
+    origin.configure(host_rate=None)
+    held = offered_bytes(alpha)
+    assert held < size  # it stopped part-way
+    origin.reset_stats()
+    code, out, report = beta.get(origin.url("/half.bin"))
+    assert code == 0, out
+    assert sha256_file(beta.dir / "half.bin") == digest
+    lan = sum(report["lan_bytes"].values())
+    assert lan >= held - MiB, (lan, held, out)
+    assert origin_bytes(origin, "/half.bin") <= size - lan + 2 * MiB, out
