@@ -1,6 +1,6 @@
 """What content *is*, for sharing it on the LAN: its identity, its label, and whether it is private.
 
-Pure: no I/O, no clock. docs/sources.md describes the design; the rules:
+Pure: no I/O, no clock. docs/sharing.md describes the design; the rules:
 
 * **Identity.** Two downloads are the same content when the origin's answer
   says so now, never by name alone. Without a trusted digest the identity is

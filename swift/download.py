@@ -264,7 +264,7 @@ class Download:
             return self._parallel_pass(probe, final, control, redo, shared)
 
     def _sharing(self, probe: http.ProbeResult, part_file: Path, final: Path) -> "_Sharing":
-        """The download's label, its publisher and the LAN copies helpers hold (docs/sources.md)."""
+        """The download's label, its publisher and the LAN copies helpers hold (docs/sharing.md)."""
         shared = _Sharing()
         size = probe.size or 0
         if not self.opts.share or size == 0:

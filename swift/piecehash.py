@@ -2,7 +2,7 @@
 
 A member that fetches bytes from the origin hashes them as they are written,
 so a later LAN copy of the file comes with a SHA-256 for every piece and the
-requester checks each piece before it writes it (docs/sources.md). The file
+requester checks each piece before it writes it (docs/sharing.md). The file
 is never read a second time to hash it.
 
 The pieces are the file cut at multiples of ``piece_size`` (the last one may

@@ -518,7 +518,7 @@ class Done(Message):
     length: int = checked(OFFSET)
 
 
-# -- sharing: LAN copies, asked for by label (docs/sources.md) ----------------------------------
+# -- sharing: LAN copies, asked for by label (docs/sharing.md) ----------------------------------
 #: A label: HMAC-SHA-256 of a content identity, 64 lowercase hex (``swift.content.label``).
 LABEL = HEX
 #: Most ``[start, end]`` ranges a ``held`` answer lists; a holding with more

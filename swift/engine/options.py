@@ -67,7 +67,7 @@ class Options:
     #: received it; may wait (``--limit-rate``: the whole download's rate).
     throttle: Callable[[int], None] | None = None
     #: use LAN copies other members hold, and offer this download's bytes to them
-    #: (``--no-share``: False; see docs/sources.md)
+    #: (``--no-share``: False; see docs/sharing.md)
     share: bool = True
     #: where this machine records what it offers (``swift.content_index.ContentIndex``);
     #: None: this download is offered to nobody

@@ -1,6 +1,6 @@
 """Sharing in one download: publish what it writes, and find the LAN copies it can use.
 
-Two halves (docs/sources.md):
+Two halves (docs/sharing.md):
 
 * :class:`Publisher` feeds every block the download writes to a
   :class:`~swift.piecehash.PieceHasher` and records the download in the
