@@ -76,6 +76,12 @@ class Holding:
     #: why it is private, in words (shown by ``shares``)
     why_private: str = ""
     name: str = ""
+    #: bytes the download in flight is fetching from the origin now (offered as a hint)
+    fetching: RangeSet = field(default_factory=RangeSet)
+    #: a random name of this holding (``protocol.Held.holder``)
+    holder: str = ""
+    #: wall-clock ns of the last publish: ``fetching`` is stale once its download stopped
+    updated_ns: int = 0
 
     @property
     def complete(self) -> bool:
@@ -105,7 +111,9 @@ class Holding:
                 "piece_size": self.piece_size, "done": self.done.to_json(),
                 "hashes": {str(i): h for i, h in sorted(self.hashes.items())},
                 "inode": self.inode, "mtime_ns": self.mtime_ns, "private": self.private,
-                "why_private": self.why_private, "name": self.name}
+                "why_private": self.why_private, "name": self.name,
+                "fetching": self.fetching.to_json(), "holder": self.holder,
+                "updated_ns": self.updated_ns}
 
     @classmethod
     def from_json(cls, obj: object) -> "Holding":
@@ -133,7 +141,18 @@ class Holding:
         return cls(label=label, path=path, size=size, piece_size=piece,
                    done=RangeSet.from_json(obj.get("done"), size), hashes=parsed, inode=inode,
                    mtime_ns=mtime, private=bool(obj.get("private")),
-                   why_private=str(obj.get("why_private") or ""), name=str(obj.get("name") or ""))
+                   why_private=str(obj.get("why_private") or ""), name=str(obj.get("name") or ""),
+                   fetching=RangeSet.from_json(obj.get("fetching") or [], size),
+                   holder=_holder(obj.get("holder")),
+                   updated_ns=obj.get("updated_ns") if type(obj.get("updated_ns")) is int else 0)
+
+
+def _holder(value: object) -> str:
+    if value in (None, ""):
+        return ""
+    if type(value) is not str or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError("bad holder")
+    return value
 
 
 class ContentIndex:

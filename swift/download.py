@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 SUPERVISE_TICK = 0.25
 #: Seconds between two looks at the stop flag while a helper thread probes.
 CANCEL_POLL = 0.1
+#: Seconds between two rounds of asking the peers for LAN copies while a download
+#: runs: a member publishes what it holds about once a second
+#: (``engine.options.RECORD_INTERVAL``), so asking more often finds nothing new.
+REFRESH_INTERVAL = 1.0
 #: Seconds the end of a download waits for its workers before leaving them behind
 #: (one stuck on a frozen peer or a stalled origin ends within its own timeout).
 WORKER_JOIN = 1.0
@@ -85,6 +89,7 @@ class Download:
         self._answer: http.KeptAnswer | None = None  # the probe's open 200, for the plain stream
         self.size: int | None = None
         self._lan_piece = 0  # the hashed piece size of the LAN copies (0: none)
+        self._spawned: list[threading.Thread] = []  # workers of LAN copies found later
         self.path: Path | None = None
         self.started = time.monotonic()
         self.state = "starting"
@@ -260,7 +265,7 @@ class Download:
                 redo.remove(start, end)
                 if shared.publisher is not None:
                     shared.publisher.dropped(start, end)
-            shared.copies, shared.pool = [], None
+            shared.copies, shared.pool, shared.lan = [], None, False
             return self._parallel_pass(probe, final, control, redo, shared)
 
     def _sharing(self, probe: http.ProbeResult, part_file: Path, final: Path) -> "_Sharing":
@@ -281,7 +286,10 @@ class Download:
                                                  private=private, name=final.name)
         shared.label = label
         if not private and self.peers and size > SMALL_FILE:
-            shared.copies = sharing.ask_peers(self.peers, label, size, self.opts, self._stop)
+            shared.lan = True
+            shared.copies = sharing.ask_peers(
+                self.peers, label, size, self.opts, self._stop,
+                own_holder=shared.publisher.holder if shared.publisher is not None else None)
         return shared
 
     def _parallel_pass(self, probe: http.ProbeResult, final: Path, control: storage.ResumeFile,
@@ -289,6 +297,8 @@ class Download:
         part_file = storage.part_path(final)
         with storage.PartFile.open(part_file, probe.size or 0) as part:
             self._lan_piece = shared.copies[0].piece_size if shared.copies else 0
+            if shared.lan and not self._lan_piece:  # copies may turn up later
+                self._lan_piece = sharing.piece_size_for(probe.size or 0)
             board = self._make_board(probe.size or 0, done, part, shared.publisher)
             keeper = RecordKeeper(board, part, control, self.opts.record_interval)
             if shared.publisher is not None:
@@ -296,13 +306,20 @@ class Download:
             pool = shared.pool = self._lan_pool(board, probe, shared)
             self.state = "running"
             threads = self._start_workers(board, probe, pool)
+            refresher = self._start_refresher(board, probe, shared) if pool is not None else None
             keeper.save()  # at once: a crash in the first seconds still resumes
             self._supervise(board, keeper, shared.publisher)
-            self._stop_workers(board, threads)
+            self._stop_workers(board, threads + self._spawned)
+            if refresher is not None:
+                refresher.join(WORKER_JOIN)
             keeper.save()  # also on success: the rename below removes it
             if board.error is not None:
                 raise board.error
             part.sync()
+            if pool is not None and (liar := pool.final_check(part_file)) is not None:
+                pool.ban(liar, "a LAN piece it gave differs from the origin's (final spot check)")
+                raise ChecksumMismatch(f"a piece from the LAN copy of {liar} differs from the "
+                                       f"origin's")
         self._check_size(part_file, probe.size or 0)
         verify.checksum(part_file, self.opts.checksum, self._stop)
         self.path = storage.finalize(part_file, final, overwrite=self.opts.overwrite)
@@ -311,16 +328,46 @@ class Download:
         return self._report(board, done.total, pool)
 
     def _lan_pool(self, board: Board, probe: http.ProbeResult, shared: "_Sharing") -> LanPool | None:
-        if not shared.copies or (probe.size or 0) <= SMALL_FILE:
+        if not shared.lan or (probe.size or 0) <= SMALL_FILE:
             return None
         pool = LanPool(board, shared.copies, [LOCAL] + [p.key for p in self.peers],
                        label=shared.label, size=probe.size or 0, probe=probe,
-                       remote=self._remote, opts=self.opts, notice=self._notice)
+                       remote=self._remote, opts=self.opts, notice=self._notice,
+                       spawn=lambda name, body: self._spawn(board, name, body),
+                       rotate=shared.publisher is not None and not shared.copies)
         pool.share_out()
-        names = ", ".join(c.peer.name or c.peer.key for c in shared.copies)
-        held = sum(c.ranges.total for c in shared.copies)
-        log.info("LAN copies of this file: %s (%d bytes held)", names, held)
+        if shared.copies:
+            names = ", ".join(c.peer.name or c.peer.key for c in shared.copies)
+            held = sum(c.ranges.total for c in shared.copies)
+            log.info("LAN copies of this file: %s (%d bytes held)", names, held)
         return pool
+
+    def _spawn(self, board: Board, name: str, body: Callable[[], None]) -> None:
+        """Start a worker found after the start (a LAN copy a refresh turned up)."""
+        if board.stop.is_set():
+            return
+        board.worker_added()
+        thread = threading.Thread(target=_guarded, args=(board, body), name=name, daemon=True)
+        self._spawned.append(thread)
+        thread.start()
+
+    def _start_refresher(self, board: Board, probe: http.ProbeResult,
+                         shared: "_Sharing") -> threading.Thread:
+        """Ask the peers again every ``REFRESH_INTERVAL`` while the download runs: copies in
+        flight grow, members that start later appear, and what they fetch from the origin
+        now is left to them (docs/sharing.md)."""
+        own = shared.publisher.holder if shared.publisher is not None else None
+
+        def body() -> None:
+            while not board.stop.wait(REFRESH_INTERVAL) and not board.complete():
+                answers = sharing.ask_peers(self.peers, shared.label, probe.size or 0, self.opts,
+                                            board.stop, own_holder=own)
+                if shared.pool is not None and not board.stop.is_set():
+                    shared.pool.update(answers)
+
+        thread = threading.Thread(target=body, name="copy-refresh", daemon=True)
+        thread.start()
+        return thread
 
     def _make_board(self, size: int, done: planning.RangeSet, part: storage.PartFile,
                     publisher: "sharing.Publisher | None" = None) -> Board:
@@ -385,7 +432,8 @@ class Download:
             self._progress(board)
             keeper.tick()
             if publisher is not None and time.monotonic() >= next_publish:
-                publisher.publish(board.done_copy())  # other members may take these bytes now
+                # other members may take these bytes now, and leave those being fetched to us
+                publisher.publish(board.done_copy(), board.fetching(sharing.LAN_PREFIX))
                 next_publish = time.monotonic() + self.opts.record_interval
         self._progress(board)
 
@@ -431,6 +479,8 @@ class _Sharing:
         self.publisher: sharing.Publisher | None = None
         self.copies: list[sharing.LanHolding] = []
         self.pool: LanPool | None = None
+        #: LAN copies may be used (a label, helpers to ask, nothing private)
+        self.lan = False
 
 
 def _guarded(board: Board, body: Callable[[], None]) -> None:

@@ -601,6 +601,12 @@ class Held(Message):
     piece_size: int = checked(Int(MIN_PIECE_SIZE, MAX_OFFSET))
     ranges: list[list[int]] = checked(RangeList(), default_factory=list)
     hashes: list[list] = checked(PieceHashes(), default_factory=list)
+    #: bytes the node's download is fetching from the origin right now (in flight
+    #: only): a requester leaves them to it and takes them once they are held
+    fetching: list[list[int]] = checked(RangeList(), may_be_absent=True, default_factory=list)
+    #: a random name of this holding, so a requester never takes its own download,
+    #: published on its machine, for a copy (None: no holding)
+    holder: str | None = checked(Optional(HEX), may_be_absent=True, default=None)
 
 
 @dataclass(frozen=True)
@@ -649,7 +655,8 @@ def _check_relations(msg: Any) -> None:
                                                f"{msg.size} bytes breaks 0 <= start < end <= size")
     if isinstance(msg, Held):
         pieces = -(-msg.size // msg.piece_size)
-        if msg.ranges and msg.ranges[-1][1] > msg.size:
+        if (msg.ranges and msg.ranges[-1][1] > msg.size) or \
+                (msg.fetching and msg.fetching[-1][1] > msg.size):
             raise RemoteProtocolError("bad-field", f"held ranges reach past the size {msg.size}")
         if msg.hashes and msg.hashes[-1][0] >= pieces:
             raise RemoteProtocolError("bad-field", f"held hash of piece {msg.hashes[-1][0]} of "

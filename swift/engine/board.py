@@ -252,6 +252,22 @@ class Board:
         with self.cond:
             self.live_workers = n
 
+    def worker_added(self) -> None:
+        """One more worker started after the first ones (a LAN copy found later)."""
+        with self.cond:
+            self.live_workers += 1
+
+    def fetching(self, skip_prefix: str) -> "RangeSet":
+        """The unwritten remainders ``[position, end)`` of running assignments whose source
+        does not start with ``skip_prefix``: what this download fetches from the origin now."""
+        from ..planning import RangeSet
+        out = RangeSet()
+        with self.cond:
+            for a in self._sched.active_assignments:
+                if not a.source.startswith(skip_prefix) and a.position < a.end:
+                    out.add(a.position, a.end)
+        return out
+
     def worker_ended(self) -> None:
         with self.cond:
             self.live_workers -= 1

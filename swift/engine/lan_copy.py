@@ -32,14 +32,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
+import os
 import random
 import threading
+import time
 from typing import Callable
 
 from .. import http, protocol, wire
-from ..errors import FileChanged, SwiftError
+from ..errors import Cancelled, FileChanged, SwiftError
 from ..fetchjob import Changed, Data, Failed, Finished, KeptAlive, RequesterJob
+from ..piecehash import piece_size_for
 from ..planning import Piece, RangeSet
 from .board import Board
 from .options import MAX_CONNECT_FAILURES, Options
@@ -55,17 +57,23 @@ MAX_BAD_PIECES = 2
 #: the origin 1 % of what the LAN saves, and finds a member that forges 10 % of
 #: 1000 pieces with odds 1 - 0.9^10 = 65 %, of 4096 pieces with 1 - 0.9^41 = 99 %.
 SPOT_FRACTION = 0.01
+#: Seconds a member's holding may stand still before what it says it fetches is no
+#: longer left to it: three of its publishing rounds (about one a second).
+FETCHING_PATIENCE = 3.0
 
 
 class LanPool:
-    """The LAN copies of one download: their holdings, the spot-check draw, the
-    origin sources' share, and what each copy wrote (to take back from a forger)."""
+    """The LAN copies of one download: their holdings (refreshed while it runs), the
+    spot-check draw, the origin sources' share, and what each copy wrote (to take back
+    from a forger). ``spawn(name, body)`` starts a worker thread the download owns."""
 
     def __init__(self, board: Board, copies: list[LanHolding], origin_sources: list[str], *,
-                 label: str, size: int, probe: http.ProbeResult, remote: http.RemoteFile, opts: Options,
-                 notice: Callable[[str], None], rng: random.Random | None = None) -> None:
+                 label: str, size: int, probe: http.ProbeResult, remote: http.RemoteFile,
+                 opts: Options, notice: Callable[[str], None],
+                 spawn: Callable[[str, Callable[[], None]], None] | None = None,
+                 rotate: bool = False, rng: random.Random | None = None) -> None:
         self.board = board
-        self.copies = {c.source: c for c in copies}
+        self.copies: dict[str, LanHolding] = {}
         self.origin_sources = origin_sources
         self.label = label
         self.size = size
@@ -73,50 +81,113 @@ class LanPool:
         self.remote = remote
         self.opts = opts
         self.notice = notice
+        self._spawn = spawn
         self._lock = threading.Lock()
         self._bad: dict[str, int] = {}
         self._banned: set[str] = set()
-        self._written: dict[str, RangeSet] = {c.source: RangeSet() for c in copies}
+        self._written: dict[str, RangeSet] = {}
+        self._fetching: dict[str, RangeSet] = {}  # what members fetch from the origin now
+        self._growth: dict[str, tuple[int, float]] = {}  # source -> (bytes held, since when)
+        self._started: set[str] = set()
         self.spot_checks = 0
         rng = rng or random.SystemRandom()
-        pieces = sorted({start // c.piece_size for c in copies
-                         for s, e in c.ranges for start in range(s, e, c.piece_size)})
+        # which pieces are spot-checked: a secret draw of about SPOT_FRACTION of the file's
+        # pieces, so no member can tell; at least one LAN piece is made sure of at the end
         fraction = opts.spot_fraction if opts.spot_fraction is not None else SPOT_FRACTION
-        count = max(1, math.ceil(len(pieces) * fraction)) if pieces else 0
-        self._spot = set(rng.sample(pieces, min(count, len(pieces))))
+        pieces = -(-size // piece_size_for(size)) if size else 0
+        self._spot = set(rng.sample(range(pieces), min(pieces, max(1, round(pieces * fraction)))))
         self._spot_done: dict[tuple[int, str], bool] = {}
+        # until the first answers come, two members that start together would fetch the
+        # same first pieces: each starts at its own random piece instead
+        piece = piece_size_for(size)
+        self._rotation = rng.randrange(0, -(-size // piece)) * piece if rotate and size else 0
+        self._update(copies)
 
     # -- holdings --------------------------------------------------------------------------------
+    def update(self, answers: list[LanHolding]) -> None:
+        """The peers' latest answers (a refresh): copies grow, new ones get workers, and
+        what the members fetch now is left to them."""
+        with self._lock:
+            self._rotation = 0
+        self._update(answers)
+        self.share_out()
+
+    def _update(self, answers: list[LanHolding]) -> None:
+        new: list[LanHolding] = []
+        now = time.monotonic()
+        with self._lock:
+            for a in answers:  # when did its holding last grow?
+                held = a.ranges.total
+                if self._growth.get(a.source, (-1, now))[0] != held:
+                    self._growth[a.source] = (held, now)
+            # what a member fetches is left to it only while its holding grows: a stalled
+            # member (or a stale index) must not hold the download up
+            self._fetching = {a.source: a.fetching for a in answers if a.fetching.total
+                              and now - self._growth[a.source][1] < FETCHING_PATIENCE}
+            for a in answers:
+                if a.source in self._banned or not a.ranges.total:
+                    continue
+                known = self.copies.get(a.source)
+                self.copies[a.source] = a
+                self._written.setdefault(a.source, RangeSet())
+                if known is None:
+                    new.append(a)
+        for copy in new:
+            if self._spawn is not None:
+                for name, body in self._workers_of(copy):
+                    self._spawn(name, body)
+
     def share_out(self) -> None:
-        """Each copy holds its ranges; the origin sources hold what no live copy holds."""
+        """Each copy holds its ranges; the origin sources hold what no live copy holds and
+        no member fetches now (and, before any answer, the file from a random piece on)."""
         with self._lock:
             live = [c for s, c in self.copies.items() if s not in self._banned]
-        union = RangeSet()
+            fetching = [r for s, r in self._fetching.items() if s not in self._banned]
+            rotation = self._rotation
+        others = RangeSet()
         for c in live:
             self.board.hold(c.source, c.ranges)
             for s, e in c.ranges:
-                union.add(s, e)
-        rest = RangeSet([(0, self.size)]) if live else None
-        if rest is not None:
-            for s, e in union:
+                others.add(s, e)
+        for ranges in fetching:
+            for s, e in ranges:
+                others.add(s, e)
+        rest: RangeSet | None = None
+        if others.total or rotation:
+            rest = RangeSet([(rotation, self.size)])
+            for s, e in others:
                 rest.remove(s, e)
         for source in self.origin_sources:
             self.board.hold(source, rest)
 
     def ended(self, source: str) -> None:
-        """A copy's last worker ended: if it was left out, the origin takes its ranges back."""
+        """A copy's worker ended: if the copy was left out, the origin takes its ranges back."""
         if self.board.has_no_work_for(source):
             with self._lock:
                 self._banned.add(source)
             self.share_out()
 
     def workers(self) -> list[tuple[str, Callable[[], None]]]:
+        """The workers of the copies known at the start (later ones are ``spawn``ed)."""
         out = []
-        for copy in self.copies.values():
-            slots = max(1, min(copy.peer.slots, self.opts.peer_slots))
-            for i in range(slots):
-                out.append((f"copy-{copy.peer.key}-{i}", LanCopyWorker(self, copy).run))
+        with self._lock:
+            copies = list(self.copies.values())
+        for copy in copies:
+            out += self._workers_of(copy)
         return out
+
+    def _workers_of(self, copy: LanHolding) -> list[tuple[str, Callable[[], None]]]:
+        with self._lock:
+            if copy.source in self._started:
+                return []
+            self._started.add(copy.source)
+        slots = max(1, min(copy.peer.slots, self.opts.peer_slots))
+        return [(f"copy-{copy.peer.key}-{i}", LanCopyWorker(self, copy.source).run)
+                for i in range(slots)]
+
+    def copy(self, source: str) -> LanHolding | None:
+        with self._lock:
+            return self.copies.get(source)
 
     def written_ranges(self) -> RangeSet:
         """Every range a LAN copy wrote in this download (to fetch again after a bad digest)."""
@@ -144,7 +215,7 @@ class LanPool:
             if source in self._banned:
                 return
             self._banned.add(source)
-            written = self._written[source].copy()
+            written = self._written.get(source, RangeSet()).copy()
         self.board.exclude(source, why)
         taken = self.board.forget(source, written)
         if taken:
@@ -154,22 +225,17 @@ class LanPool:
     def needs_spot_check(self, index: int) -> bool:
         return index in self._spot
 
-    def spot_check(self, start: int, end: int, digest: str, session) -> bool:
+    def spot_check(self, start: int, end: int, digest: str, session,
+                   stop: threading.Event | None = None) -> bool:
         """The origin's bytes ``[start, end)`` have the SHA-256 ``digest`` (this machine asks,
         once per piece and digest: a piece two assignments share is checked once)."""
         with self._lock:
             known = self._spot_done.get((start, digest))
         if known is not None:
             return known
-        same = self._fetch_and_compare(start, end, digest, session)
-        with self._lock:
-            self._spot_done[(start, digest)] = same
-        return same
-
-    def _fetch_and_compare(self, start: int, end: int, digest: str, session) -> bool:
         sha = hashlib.sha256()
         fetch = http.RangeFetch(session, self.remote.final_url, self.size, self.probe.validator,
-                                policy=self.opts.retry, stop=self.board.stop,
+                                policy=self.opts.retry, stop=stop or self.board.stop,
                                 encoding=self.probe.encoding, remote=self.remote,
                                 timeout=self.opts.timeout)
 
@@ -178,9 +244,42 @@ class LanPool:
             return True
 
         got = fetch.run(start, lambda: end, deliver)
+        if got != end - start:  # stopped, not compared: no verdict
+            raise Cancelled("the spot check was stopped")
+        same = sha.hexdigest() == digest
         with self._lock:
             self.spot_checks += 1
-        return got == end - start and sha.hexdigest() == digest
+            self._spot_done[(start, digest)] = same
+        return same
+
+    def final_check(self, part_path) -> str | None:
+        """At least one spot check per download: if the random draw checked no LAN piece,
+        one piece a LAN copy wrote is compared with the origin now. The source that wrote
+        it if it differs (every LAN byte must then be fetched again), else None."""
+        with self._lock:
+            if self.spot_checks:
+                return None
+            candidates = [(src, s, e) for src, ranges in self._written.items() for s, e in ranges]
+        if not candidates:
+            return None
+        piece = piece_size_for(self.size)
+        rng = random.SystemRandom()
+        src, s, e = rng.choice(candidates)
+        start = min(e - 1, s + rng.randrange(0, e - s)) // piece * piece
+        start = max(start, s)
+        end = min(e, start + piece)
+        with open(part_path, "rb") as f:
+            data = os.pread(f.fileno(), end - start, start)
+        session = self.remote.session(source_address=self.opts.source_address)
+        try:
+            same = self.spot_check(start, end, hashlib.sha256(data).hexdigest(), session,
+                                   stop=threading.Event())
+        except SwiftError as exc:
+            log.info("the final spot check could not reach the origin: %s", exc)
+            return None
+        finally:
+            session.close()
+        return None if same else src
 
     def write(self, source: str, assignment_id: int, data: memoryview, offset: int) -> bool | None:
         """Write checked bytes for ``source``; None if ``source`` is left out meanwhile, else
@@ -189,21 +288,22 @@ class LanPool:
         with self._lock:
             if source in self._banned:
                 return None
-            ok = self.board.write(assignment_id, source, data)
-            if ok:
-                self._written[source].add(offset, offset + len(data))
-            return ok
+            self._written[source].add(offset, offset + len(data))  # before: a ban takes it back
+        ok = self.board.write(assignment_id, source, data)
+        with self._lock:
+            if source in self._banned:  # left out meanwhile: the caller discards the assignment
+                return None
+        return ok
 
 
 class LanCopyWorker:
     """One connection to a member holding a LAN copy: ``run()`` until no work is left."""
 
-    def __init__(self, pool: LanPool, copy: LanHolding, *,
+    def __init__(self, pool: LanPool, source: str, *,
                  connect: Callable[..., wire.Connection] = wire.client_connect) -> None:
         self.pool = pool
-        self.copy = copy
         self.board = pool.board
-        self.source = copy.source
+        self.source = source
         self.opts = pool.opts
         self._connect_to = connect
         self._conn: wire.Connection | None = None
@@ -230,6 +330,13 @@ class LanCopyWorker:
             if self._session is not None:
                 self._session.close()
             self.pool.ended(self.source)
+
+    @property
+    def copy(self) -> LanHolding:
+        """The member's latest answer (its holding grows while it downloads)."""
+        copy = self.pool.copy(self.source)
+        assert copy is not None
+        return copy
 
     def _connect(self, failures: int) -> int:
         peer = self.copy.peer

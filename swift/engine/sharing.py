@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import content, http, protocol, wire
@@ -85,6 +86,8 @@ class LanHolding:
     ranges: RangeSet
     hashes: dict[int, str]
     piece_size: int
+    #: what its download in flight fetches from the origin now (left to it)
+    fetching: RangeSet = field(default_factory=RangeSet)
 
     @property
     def source(self) -> str:
@@ -92,9 +95,10 @@ class LanHolding:
 
 
 def ask_peers(peers: list[Peer], label: str, size: int, opts: Options,
-              stop: threading.Event) -> list[LanHolding]:
+              stop: threading.Event, *, own_holder: str | None = None) -> list[LanHolding]:
     """Every helper's answer to ``query{label}``, in parallel, within ``QUERY_DEADLINE``.
-    Helpers that do not answer in time, or answer nothing usable, are left out."""
+    Helpers that do not answer in time, answer nothing usable, or answer with this
+    download's own holding (``own_holder``: published on this machine) are left out."""
     found: list[LanHolding] = []
     lock = threading.Lock()
 
@@ -110,10 +114,13 @@ def ask_peers(peers: list[Peer], label: str, size: int, opts: Options,
             return
         if not isinstance(answer, protocol.Held) or answer.label != label:
             return
+        if own_holder is not None and answer.holder == own_holder:
+            return  # our own download, as the node on this machine offers it
         ranges, hashes = held_ranges(answer, size)
-        if ranges.total:
+        fetching = RangeSet(tuple(r) for r in answer.fetching) if answer.size == size else RangeSet()
+        if ranges.total or fetching.total:
             with lock:
-                found.append(LanHolding(peer, ranges, hashes, answer.piece_size))
+                found.append(LanHolding(peer, ranges, hashes, answer.piece_size, fetching))
 
     threads = [threading.Thread(target=ask, args=(p,), name=f"query-{p.key}", daemon=True)
                for p in peers]
@@ -146,8 +153,10 @@ class Publisher:
         self.private = private
         self.name = name
         self.hasher = PieceHasher(size)
+        #: the random name of this holding: a query answered with it is our own
+        self.holder = secrets.token_hex(32)
         self._lock = threading.Lock()
-        self._published: tuple[int, int] | None = None
+        self._published: tuple | None = None
 
     def written(self, offset: int, block: memoryview) -> None:
         with self._lock:
@@ -165,14 +174,17 @@ class Publisher:
         """Record the download in flight (``NAME.part``)."""
         self._record(self.part, done, None)
 
-    def publish(self, done: RangeSet) -> None:
-        """Republish the done ranges and hashes (skipped when nothing changed)."""
+    def publish(self, done: RangeSet, fetching: RangeSet | None = None) -> None:
+        """Republish the done ranges, hashes and what is being fetched from the origin
+        (skipped when nothing changed)."""
         hashes = self._hashes()
-        mark = (done.total, len(hashes))
+        fetching = fetching or RangeSet()
+        mark = (done.total, len(hashes), tuple(fetching))
         if mark == self._published:
             return
         self._published = mark
-        self.index.update(self.label, done=done, hashes=hashes)
+        self.index.update(self.label, done=done, hashes=hashes, fetching=fetching,
+                          updated_ns=time.time_ns())
 
     def finished(self, path: Path) -> None:
         """The file is complete under ``path``: offer it from there (its mtime now recorded)."""
@@ -188,4 +200,5 @@ class Publisher:
             label=self.label, path=str(path), size=self.size,
             piece_size=self.hasher.piece_size, done=done, hashes=self._hashes(),
             inode=st.st_ino, mtime_ns=st.st_mtime_ns if final else None,
-            private=bool(self.private), why_private="; ".join(self.private), name=self.name))
+            private=bool(self.private), why_private="; ".join(self.private), name=self.name,
+            holder=self.holder))

@@ -237,19 +237,24 @@ def test_a_partial_copy_and_the_pool_for_the_rest_give_the_right_file(two_machin
     alpha, beta = two_machines
     size = 10 * MiB
     digest = make_file(origin_root / "half.bin", size, seed=25)
-    origin.configure(host_rate=2 * MiB)  # slow enough to stop it part-way
+    # the probe and six 1 MiB pieces are answered; every later request stalls
+    origin.configure("/half.bin", stall_after=0)
+    origin.configure("/half.bin", stall_after=1 << 40, count=7)
     first = alpha.cluster.start(
         [*_node_program(), "--discovery", alpha.discovery, "--dir", str(alpha.dir), "get",
-         origin.url("/half.bin"), "--no-peers"], name="alpha-get", env=alpha.env)
-    wait_until(lambda: offered_bytes(alpha) >= 0.6 * size, 30, "alpha holds 60 %")
+         origin.url("/half.bin"), "--no-peers", "--piece-size", "1M"], name="alpha-get",
+        env=alpha.env)
+    wait_until(lambda: offered_bytes(alpha) >= 6 * MiB, 30, "alpha holds 60 %")
     first.kill()
-    origin.configure(host_rate=None)
+    origin.clear("/half.bin")
     held = offered_bytes(alpha)
-    assert held < size  # it stopped part-way
+    assert held == 6 * MiB and (alpha.dir / "half.bin.part").exists()
     origin.reset_stats()
     code, out, report = beta.get(origin.url("/half.bin"))
     assert code == 0, out
     assert sha256_file(beta.dir / "half.bin") == digest
     lan = sum(report["lan_bytes"].values())
     assert lan >= held - MiB, (lan, held, out)
-    assert origin_bytes(origin, "/half.bin") <= size - lan + 2 * MiB, out
+    # the internet paid for the rest only (plus a spot check, and whatever a race between
+    # two of beta's own workers fetched twice, which the report counts as dropped)
+    assert origin_bytes(origin, "/half.bin") <= size - lan + report["dropped_bytes"] + 2 * MiB, out

@@ -48,6 +48,7 @@ EXAMPLES = [
     protocol.Held(NONCE, 5 << 20, 1 << 20, [[0, 2 << 20], [3 << 20, 5 << 20]],
                   [[0, NONCE], [1, NONCE], [3, NONCE], [4, NONCE]]),
     protocol.Held(NONCE, 0, 1 << 20, [], []),
+    protocol.Held(NONCE, 5 << 20, 1 << 20, [[0, 1 << 20]], [[0, NONCE]], [[1 << 20, 3 << 20]], NONCE),
     protocol.FetchCopy(9, NONCE, 1 << 20, 2 << 20, 5 << 20),
 ]
 
@@ -56,7 +57,8 @@ def test_the_largest_held_answer_fits_a_control_frame():
     """Every piece of a file hashed (4096) and the most ranges: still one frame."""
     size = 4096 << 20
     ranges = [[i * 2 << 20, (i * 2 + 1) << 20] for i in range(1024)]
-    held = protocol.Held("f" * 64, size, 1 << 20, ranges, [[i, "f" * 64] for i in range(4096)])
+    held = protocol.Held("f" * 64, size, 1 << 20, ranges, [[i, "f" * 64] for i in range(4096)],
+                         [[a + (1 << 19), a + (3 << 19)] for a, _ in ranges], "f" * 64)
     assert decode_message(encode_message(held)[6:]) == held
 
 

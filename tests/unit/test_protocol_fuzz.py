@@ -92,7 +92,11 @@ def helds(draw) -> protocol.Held:
     ranges = [r for i, r in enumerate(ranges) if i == 0 or ranges[i - 1][1] < r[0]]
     pieces = -(-size // piece)
     indexes = sorted(draw(st.sets(st.integers(0, max(0, pieces - 1)), max_size=20))) if pieces else []
-    return protocol.Held(draw(hexes), size, piece, ranges, [[i, draw(hexes)] for i in indexes])
+    cuts = sorted(draw(st.sets(st.integers(0, size), max_size=6))) if size else []
+    fetching = [[a, b] for a, b in zip(cuts[::2], cuts[1::2]) if a < b]
+    fetching = [r for i, r in enumerate(fetching) if i == 0 or fetching[i - 1][1] < r[0]]
+    return protocol.Held(draw(hexes), size, piece, ranges, [[i, draw(hexes)] for i in indexes],
+                         fetching, draw(st.none() | hexes))
 
 
 @st.composite
@@ -380,6 +384,8 @@ HOSTILE_PAYLOADS = {
     "held ranges touching": (json.dumps(held_obj(ranges=[[0, 10], [10, 20]])).encode(), "bad-field"),
     "held range past the size": (json.dumps(held_obj(ranges=[[0, 5 << 20]])).encode(), "bad-field"),
     "held hash of a piece past the end": (json.dumps(held_obj(hashes=[[4, "b" * 64]])).encode(), "bad-field"),
+    "held fetching past the size": (json.dumps(held_obj(fetching=[[0, 5 << 20]])).encode(), "bad-field"),
+    "held holder not hex": (json.dumps(held_obj(holder="x" * 64)).encode(), "bad-field"),
     "held hash not hex": (json.dumps(held_obj(hashes=[[0, "B" * 64]])).encode(), "bad-field"),
     "held hashes out of order": (json.dumps(held_obj(hashes=[[1, "b" * 64], [0, "b" * 64]])).encode(), "bad-field"),
     "held piece size below 1 MiB": (json.dumps(held_obj(piece_size=4096)).encode(), "bad-field"),
