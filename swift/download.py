@@ -60,6 +60,11 @@ CANCEL_POLL = 0.1
 #: runs: a member publishes what it holds about once a second
 #: (``engine.options.RECORD_INTERVAL``), so asking more often finds nothing new.
 REFRESH_INTERVAL = 1.0
+#: Most hashed pieces in one piece of a download that may share with other members:
+#: a member's running assignments are what others leave to it (``held.fetching``),
+#: so they are kept to a few seconds of work on a slow link; a range request per
+#: 2 MiB costs a round trip, a few per cent of a slow link's time.
+SHARED_PIECES = 2
 #: Seconds the end of a download waits for its workers before leaving them behind
 #: (one stuck on a frozen peer or a stalled origin ends within its own timeout).
 WORKER_JOIN = 1.0
@@ -334,7 +339,7 @@ class Download:
                        label=shared.label, size=probe.size or 0, probe=probe,
                        remote=self._remote, opts=self.opts, notice=self._notice,
                        spawn=lambda name, body: self._spawn(board, name, body),
-                       rotate=shared.publisher is not None and not shared.copies)
+                       rotate=shared.publisher is not None)
         pool.share_out()
         if shared.copies:
             names = ", ".join(c.peer.name or c.peer.key for c in shared.copies)
@@ -381,6 +386,9 @@ class Download:
             # whole hashed pieces: a LAN copy then sends each piece once, not twice for two
             # assignments that share it
             piece = max(1, round(piece / self._lan_piece)) * self._lan_piece
+            # and small: what runs is what another member leaves to us, what waits in the
+            # queue it may take; big pieces would put the whole file in the first wave
+            piece = min(piece, SHARED_PIECES * self._lan_piece)
         sched = planning.Scheduler(size, piece_size=max(1, piece),
                                    min_split=max(size, 1) if small else self.opts.min_split,
                                    done=done, max_failures=self.opts.max_failures,

@@ -39,13 +39,14 @@ import time
 from typing import Callable
 
 from .. import http, protocol, wire
+from ..protocol import FetchCode
 from ..errors import Cancelled, FileChanged, SwiftError
 from ..fetchjob import Changed, Data, Failed, Finished, KeptAlive, RequesterJob
 from ..piecehash import piece_size_for
 from ..planning import Piece, RangeSet
 from .board import Board
 from .options import MAX_CONNECT_FAILURES, Options
-from .sharing import LanHolding
+from .sharing import LAN_PREFIX, LanHolding
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,8 @@ class LanPool:
         pieces = -(-size // piece_size_for(size)) if size else 0
         self._spot = set(rng.sample(range(pieces), min(pieces, max(1, round(pieces * fraction)))))
         self._spot_done: dict[tuple[int, str], bool] = {}
-        # until the first answers come, two members that start together would fetch the
-        # same first pieces: each starts at its own random piece instead
+        # two members fetching at once from the same first gap would fetch the same
+        # pieces until they see each other's: each sweeps from its own random piece
         piece = piece_size_for(size)
         self._rotation = rng.randrange(0, -(-size // piece)) * piece if rotate and size else 0
         self._update(copies)
@@ -107,8 +108,6 @@ class LanPool:
     def update(self, answers: list[LanHolding]) -> None:
         """The peers' latest answers (a refresh): copies grow, new ones get workers, and
         what the members fetch now is left to them."""
-        with self._lock:
-            self._rotation = 0
         self._update(answers)
         self.share_out()
 
@@ -154,11 +153,33 @@ class LanPool:
                 others.add(s, e)
         rest: RangeSet | None = None
         if others.total or rotation:
-            rest = RangeSet([(rotation, self.size)])
+            rest = RangeSet([(0, self.size)])
             for s, e in others:
                 rest.remove(s, e)
+            if rotation:
+                # members sweep the file from their own random piece on, so two that fetch
+                # at once meet at the edges only; the part before it comes last
+                later = rest.copy()
+                later.remove(0, rotation)
+                for s, e in self.board.done_copy():
+                    later.remove(s, e)
+                for s, e in self.board.fetching(LAN_PREFIX):
+                    later.remove(s, e)
+                if later.total:
+                    rest.remove(0, rotation)
+        log.debug("origin sources hold %s (copies %s, members fetch %s)",
+                  list(rest) if rest is not None else "all",
+                  {c.source: c.ranges.total for c in live}, [r.total for r in fetching])
         for source in self.origin_sources:
             self.board.hold(source, rest)
+
+    def stale(self, source: str) -> None:
+        """``source`` no longer offers what it said: it holds nothing until the next answer."""
+        with self._lock:
+            copy = self.copies.get(source)
+            if copy is not None:
+                self.copies[source] = LanHolding(copy.peer, RangeSet(), copy.hashes, copy.piece_size)
+        self.share_out()
 
     def ended(self, source: str) -> None:
         """A copy's worker ended: if the copy was left out, the origin takes its ranges back."""
@@ -434,6 +455,12 @@ class LanCopyWorker:
                     self.board.failed(aid, self.source, "the member sent too few bytes")
                 return True
             if isinstance(event, Failed):
+                if event.code is FetchCode.GONE:
+                    # its copy moved on (renamed when finished, or changed): no fault of the
+                    # member's; nothing more from it until a refresh says what it holds now
+                    self.board.failed(aid, self.source, event.reason, blame=False)
+                    self.pool.stale(self.source)
+                    return True
                 self.board.failed(aid, self.source, event.reason, discard=event.discard)
                 return event.keep_connection
             assert isinstance(event, Changed)
@@ -450,7 +477,17 @@ class LanCopyWorker:
         psize = self.copy.piece_size
         index = start // psize
         digest = hashlib.sha256(data).hexdigest()
-        if digest != self.copy.hashes.get(index):
+        expected = self.copy.hashes.get(index)
+        if expected is None:
+            # the member no longer names this piece (its download took the bytes back):
+            # not a lie; nothing more from it until a refresh says what it holds now
+            self.board.failed(aid, self.source, f"piece {index} is no longer offered", blame=False)
+            self.pool.stale(self.source)
+            return None
+        if digest != expected:
+            log.info("%s: piece %d (bytes %d..%d) has SHA-256 %s, the member said %s",
+                     self.source, index, start, start + len(data), digest,
+                     self.copy.hashes.get(index))
             self.board.failed(aid, self.source, f"piece {index} failed its SHA-256 check; "
                                                 f"fetched elsewhere", discard=False)
             self.pool.bad_piece(self.source, index, "failed its SHA-256 check")
