@@ -203,11 +203,14 @@ class ContentIndex:
         self._change(lambda holdings: holdings.__setitem__(holding.label, holding))
 
     def update(self, label: str, **changes) -> None:
-        """Change fields of the holding ``label`` (nothing if it is gone meanwhile)."""
+        """Change fields of the holding ``label`` (nothing if it is gone meanwhile).
+
+        Not fsynced: a download in flight republishes several times a second, and an
+        update lost in a crash costs only sharing (the file is still replaced whole)."""
         def apply(holdings: dict[str, Holding]) -> None:
             if label in holdings:
                 holdings[label] = replace(holdings[label], **changes)
-        self._change(apply)
+        self._change(apply, durable=False)
 
     def remove(self, label_or_path: str) -> list[Holding]:
         """Stop offering the holdings with that label (or a prefix of 8+ characters of one),
@@ -223,7 +226,7 @@ class ContentIndex:
         return removed
 
     # -- the file -----------------------------------------------------------------------------
-    def _change(self, apply) -> None:
+    def _change(self, apply, durable: bool = True) -> None:
         with self._lock:
             try:
                 with self._file_lock():
@@ -232,7 +235,7 @@ class ContentIndex:
                     apply(self._holdings)
                     while len(self._holdings) > MAX_HOLDINGS:
                         del self._holdings[next(iter(self._holdings))]
-                    self._save()
+                    self._save(durable)
             except OSError as exc:
                 log.warning("cannot update what this machine shares (%s): %s", self.path, exc)
 
@@ -274,7 +277,7 @@ class ContentIndex:
             return {}
         return {h.label: h for h in holdings}
 
-    def _save(self) -> None:
+    def _save(self, durable: bool = True) -> None:
         data = json.dumps({"version": INDEX_VERSION,
                            "holdings": [h.to_json() for h in self._holdings.values()]},
                           separators=(",", ":")).encode("utf-8")
@@ -283,7 +286,8 @@ class ContentIndex:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    os.fsync(f.fileno())
             os.chmod(tmp, 0o600)
             os.replace(tmp, self.path)
             tmp = None

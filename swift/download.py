@@ -57,9 +57,10 @@ SUPERVISE_TICK = 0.25
 #: Seconds between two looks at the stop flag while a helper thread probes.
 CANCEL_POLL = 0.1
 #: Seconds between two rounds of asking the peers for LAN copies while a download
-#: runs: a member publishes what it holds about once a second
-#: (``engine.options.RECORD_INTERVAL``), so asking more often finds nothing new.
-REFRESH_INTERVAL = 1.0
+#: runs: as often as a member publishes (``engine.sharing.PUBLISH_INTERVAL``); two
+#: members that fetch one file at once fetch twice what they take in the time they
+#: need to see each other's work, about two of these.
+REFRESH_INTERVAL = 0.25
 #: Most hashed pieces in one piece of a download that may share with other members:
 #: a member's running assignments are what others leave to it (``held.fetching``),
 #: so they are kept to a few seconds of work on a slow link; a range request per
@@ -442,7 +443,7 @@ class Download:
             if publisher is not None and time.monotonic() >= next_publish:
                 # other members may take these bytes now, and leave those being fetched to us
                 publisher.publish(board.done_copy(), board.fetching(sharing.LAN_PREFIX))
-                next_publish = time.monotonic() + self.opts.record_interval
+                next_publish = time.monotonic() + sharing.PUBLISH_INTERVAL
         self._progress(board)
 
     def _progress(self, board: Board) -> None:

@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 #: The source key prefix of a LAN copy: ``copy@HOST:PORT`` (a helper's origin
 #: fetches stay ``HOST:PORT``, so the report tells the two apart).
 LAN_PREFIX = Report.LAN_PREFIX
+#: Seconds between two publications of a download in flight (its done ranges, piece
+#: hashes and what it fetches now): another member that fetches the same file sees
+#: our work this much later at most, and fetches twice what both fetch meanwhile.
+#: The index is rewritten each time (a few KiB, not fsynced): cheap at 4 a second.
+PUBLISH_INTERVAL = 0.25
 #: Seconds the requester waits for every helper's answer to its query: a LAN round
 #: trip and a handshake take milliseconds; a helper slower than this is not asked
 #: for a copy in this download (it still fetches from the origin).

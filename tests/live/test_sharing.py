@@ -259,3 +259,4 @@ def test_a_partial_copy_and_the_pool_for_the_rest_give_the_right_file(two_machin
     # two of beta's own workers fetched twice, which the report counts as dropped)
     assert origin_bytes(origin, "/half.bin") <= size - lan + report["dropped_bytes"] + 2 * MiB, out
 
+
