@@ -61,10 +61,11 @@ KEEPALIVE_INTERVAL = 0.5
 #: How long a job may wait for a free slot before the node answers "busy".
 SLOT_WAIT = 60.0
 #: Seconds a copy job waits for bytes of a download in flight that are not written
-#: yet (the downloading side records them about once a second,
-#: ``engine.options.RECORD_INTERVAL``): well past a few records, well below the
-#: requester's inactivity timeout, which keep-alives hold off meanwhile.
-COPY_WAIT = 10.0
+#: yet. A requester asks only for what this node offered, so a wait means the
+#: holding went back (its download took bytes back) or changed: a short one
+#: (several of the downloading side's publications, four a second) before ``gone``
+#: sends the requester elsewhere, instead of stalling its workers.
+COPY_WAIT = 2.0
 #: Seconds between two looks at the index while a copy job waits for bytes.
 COPY_POLL = 0.1
 #: Seconds after its last publish that a download's "fetching" ranges are still

@@ -162,6 +162,7 @@ class Publisher:
         self.holder = secrets.token_hex(32)
         self._lock = threading.Lock()
         self._published: tuple | None = None
+        self._passive = False  # a finished copy of this content is offered meanwhile
 
     def written(self, offset: int, block: memoryview) -> None:
         with self._lock:
@@ -176,12 +177,18 @@ class Publisher:
             return dict(self.hasher.digests)
 
     def start(self, done: RangeSet) -> None:
-        """Record the download in flight (``NAME.part``)."""
+        """Record the download in flight (``NAME.part``), unless this machine already offers
+        the whole content from another file: that one stays offered until this one is done."""
+        if self.index.offered(self.label) is not None and self.index.get(self.label).complete:
+            self._passive = True
+            return
         self._record(self.part, done, None)
 
     def publish(self, done: RangeSet, fetching: RangeSet | None = None) -> None:
         """Republish the done ranges, hashes and what is being fetched from the origin
         (skipped when nothing changed)."""
+        if self._passive:
+            return
         hashes = self._hashes()
         fetching = fetching or RangeSet()
         mark = (done.total, len(hashes), tuple(fetching))

@@ -201,8 +201,10 @@ def test_a_shared_file_edited_or_deleted_by_its_user_is_not_served(two_machines,
     assert code == 0 and sha256_file(beta.dir / "first.bin") == digest, out
     assert report["lan_bytes"] == {}
     (alpha.dir / "e.bin").unlink()
+    (beta.dir / "first.bin").unlink()  # or beta's own node would offer it
     code, out, report = beta.get(origin.url("/e.bin"), "-o", str(beta.dir / "second.bin"))
-    assert code == 0 and report["lan_bytes"] == {}, out
+    assert code == 0 and sha256_file(beta.dir / "second.bin") == digest, out
+    assert report["lan_bytes"] == {}, out
 
 
 def test_a_node_restart_keeps_what_it_offers(cluster, origin, origin_root):
