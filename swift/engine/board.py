@@ -258,14 +258,14 @@ class Board:
             self.live_workers += 1
 
     def fetching(self, skip_prefix: str) -> "RangeSet":
-        """The unwritten remainders ``[position, end)`` of running assignments whose source
-        does not start with ``skip_prefix``: what this download fetches from the origin now."""
+        """The ranges ``[start, end)`` of running assignments whose source does not start
+        with ``skip_prefix``: what this download fetches from the origin now."""
         from ..planning import RangeSet
         out = RangeSet()
         with self.cond:
             for a in self._sched.active_assignments:
-                if not a.source.startswith(skip_prefix) and a.position < a.end:
-                    out.add(a.position, a.end)
+                if not a.source.startswith(skip_prefix) and a.start < a.end:
+                    out.add(a.start, a.end)
         return out
 
     def worker_ended(self) -> None:

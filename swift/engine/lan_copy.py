@@ -96,8 +96,11 @@ class LanPool:
         # pieces, so no member can tell; at least one LAN piece is made sure of at the end
         fraction = opts.spot_fraction if opts.spot_fraction is not None else SPOT_FRACTION
         pieces = -(-size // piece_size_for(size)) if size else 0
-        self._spot = set(rng.sample(range(pieces), min(pieces, max(1, round(pieces * fraction)))))
+        count = max(1, round(pieces * fraction)) if fraction > 0 else 0  # 0: none at all
+        self._spot = set(rng.sample(range(pieces), min(pieces, count)))
+        self._final_check = fraction > 0
         self._spot_done: dict[tuple[int, str], bool] = {}
+        self._spot_locks: dict[int, threading.Lock] = {}
         # two members fetching at once from the same first gap would fetch the same
         # pieces until they see each other's: each sweeps from its own random piece
         piece = piece_size_for(size)
@@ -251,9 +254,16 @@ class LanPool:
         """The origin's bytes ``[start, end)`` have the SHA-256 ``digest`` (this machine asks,
         once per piece and digest: a piece two assignments share is checked once)."""
         with self._lock:
-            known = self._spot_done.get((start, digest))
-        if known is not None:
-            return known
+            piece_lock = self._spot_locks.setdefault(start, threading.Lock())
+        with piece_lock:  # two workers that share a piece (after a split) fetch it once
+            with self._lock:
+                known = self._spot_done.get((start, digest))
+            if known is not None:
+                return known
+            return self._compare(start, end, digest, session, stop)
+
+    def _compare(self, start: int, end: int, digest: str, session,
+                 stop: threading.Event | None) -> bool:
         sha = hashlib.sha256()
         fetch = http.RangeFetch(session, self.remote.final_url, self.size, self.probe.validator,
                                 policy=self.opts.retry, stop=stop or self.board.stop,
@@ -278,7 +288,7 @@ class LanPool:
         one piece a LAN copy wrote is compared with the origin now. The source that wrote
         it if it differs (every LAN byte must then be fetched again), else None."""
         with self._lock:
-            if self.spot_checks:
+            if self.spot_checks or not self._final_check:
                 return None
             candidates = [(src, s, e) for src, ranges in self._written.items() for s, e in ranges]
         if not candidates:

@@ -190,7 +190,17 @@ class Publisher:
         if self._passive:
             return
         hashes = self._hashes()
-        fetching = fetching or RangeSet()
+        # others leave to us what we fetch and what we wrote but cannot offer yet (a piece
+        # whose hash is not complete): done and running, less the whole hashed pieces
+        claimed = done.copy()
+        for s, e in fetching or RangeSet():
+            claimed.add(s, e)
+        piece = self.hasher.piece_size
+        for index in hashes:
+            start = index * piece
+            if done.covers(start, min(self.size, start + piece)):
+                claimed.remove(start, min(self.size, start + piece))
+        fetching = claimed
         mark = (done.total, len(hashes), tuple(fetching))
         if mark == self._published:
             return
