@@ -17,7 +17,7 @@ import pytest
 from swiftlab.cluster import wait_until
 from swiftlab.origin import make_file
 
-from tests.helpers import MiB, live_keys, sha256_file
+from tests.helpers import MiB, is_root, live_keys, sha256_file
 
 SIZE = 64 * MiB
 
@@ -52,6 +52,52 @@ def _node_program() -> list[str]:
     return program("node")
 
 
+class LoopbackCapture:
+    """Every TCP payload on the loopback interface to or from ``ports``, while in a
+    ``with`` block (root only: a raw packet socket, as tcpdump uses)."""
+
+    def __init__(self, ports: set[int]):
+        import socket
+        import threading
+        self.ports = ports
+        self.payloads: list[bytes] = []
+        self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+        self._sock.bind(("lo", 0))
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+    def _run(self) -> None:
+        import struct
+        while not self._stop.is_set():
+            try:
+                frame = self._sock.recv(65536)
+            except OSError:
+                continue
+            if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[23] != 6:  # IPv4, TCP
+                continue
+            ip = frame[14:]
+            tcp = ip[(ip[0] & 0x0F) * 4:]
+            src, dst = struct.unpack(">HH", tcp[:4])
+            if src in self.ports or dst in self.ports:
+                payload = tcp[(tcp[12] >> 4) * 4:]
+                if payload:
+                    self.payloads.append(bytes(payload))
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.payloads)
+
+
 def origin_bytes(origin, path: str) -> int:
     return origin.stats()["bytes_by_path"].get(path, 0)
 
@@ -71,7 +117,13 @@ def test_a_second_members_download_of_a_finished_file_comes_from_the_lan(two_mac
     code, out, _ = alpha.get(origin.url("/disk.iso"), "--no-peers")
     assert code == 0, out
     origin.reset_stats()
-    code, out, report = beta.get(origin.url("/disk.iso"))
+    if is_root():  # and a capture of the members' traffic shows no URL
+        with LoopbackCapture({alpha.node.port, beta.node.port}) as capture:
+            code, out, report = beta.get(origin.url("/disk.iso"))
+        assert b"fetch_copy" in capture.data and b"held" in capture.data
+        assert b"disk.iso" not in capture.data and str(origin.port).encode() not in capture.data
+    else:
+        code, out, report = beta.get(origin.url("/disk.iso"))
     assert code == 0, out
     assert sha256_file(beta.dir / "disk.iso") == digest
     paid = origin_bytes(origin, "/disk.iso")
