@@ -37,12 +37,11 @@ from typing import Callable
 from . import http, planning, storage
 from .engine import target, verify
 from .engine.board import Board
-from .engine.local_worker import run_local
 from .engine.options import MAX_PEER_WORKERS, SMALL_FILE, Options
-from .engine.peer_worker import PeerWorker
 from .engine.record_keeper import RecordKeeper
 from .engine.report import ChecksumMismatch, DownloadError, Report, cancelled
 from .engine.single_stream import SingleStream
+from .engine.sources import LocalSource, PeerSource
 from .errors import ErrorCode, OriginError, SwiftError
 from .membership import Peer
 from .units import human_bytes
@@ -278,12 +277,12 @@ class Download:
     def _start_workers(self, board: Board, probe: http.ProbeResult) -> list[threading.Thread]:
         local = 1 if (probe.size or 0) <= SMALL_FILE else self.opts.local_slots
         remote = self._remote
-        bodies = [(f"local-{i}", lambda: run_local(board, probe, remote, self.opts))
+        bodies = [(f"local-{i}", lambda: LocalSource(board, probe, remote, self.opts).run())
                   for i in range(local)]
         for peer in self.peers:
             for i in range(self._slots(peer)):
-                worker = PeerWorker(board, probe, remote, peer, self.opts)
-                bodies.append((f"peer-{peer.key}-{i}", worker.run))
+                source = PeerSource(board, probe, remote, peer, self.opts)
+                bodies.append((f"peer-{peer.key}-{i}", source.run))
         threads = [threading.Thread(target=_guarded, args=(board, body), name=name, daemon=True)
                    for name, body in bodies]
         board.workers_started(len(threads))

@@ -111,6 +111,13 @@ class Board:
             carrier(piece.shrink.end)
         return piece
 
+    def hold(self, source: str, ranges) -> None:
+        """``source`` holds ``ranges`` of the file now (None: all of it); see
+        :meth:`Scheduler.hold <swift.planning.Scheduler.hold>`."""
+        with self.cond:
+            self._sched.hold(source, ranges)
+            self.cond.notify_all()  # an idle worker of that source may have work now
+
     def heard(self, assignment_id: int) -> None:
         """A sign of life without data (a keep-alive): the assignment is not silent."""
         with self.cond:
