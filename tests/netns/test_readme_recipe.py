@@ -188,12 +188,13 @@ def test_readme_recipe_from_a_fresh_clone_gives_a_right_file_from_all_three_mach
         got = results["get"]
         print(f"\n{results['peers'].stdout}{got.stdout}{got.stderr}")
         assert sha256_file(machines["desk"].checkout / "big.iso") == digest
-        summary = re.search(r"by machine: (.+)", got.stdout + got.stderr)
+        summary = re.search(r"by machine: ([^;\n]+)", got.stdout + got.stderr)
         assert summary, got.stdout + got.stderr
         by_machine = dict(re.fullmatch(r"(\S+) ([\d.]+) (\w+)", part.strip()).group(1, 2)
                           for part in summary.group(1).split(","))
         assert set(by_machine) == {"local", "kitchen", "attic"}, by_machine
         assert all(float(amount) > 0 for amount in by_machine.values()), by_machine
+        assert "sha256 checksum verified" in got.stdout + got.stderr
         for proc in daemons:
             assert proc.stop() == 0, proc.output()  # SIGTERM: the normal stop
     assert lab.namespaces() == []
