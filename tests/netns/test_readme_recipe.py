@@ -33,6 +33,7 @@ three installs and the start-up of five Python programs.
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import re
 import shlex
 import shutil
@@ -144,9 +145,13 @@ def test_readme_recipe_from_a_fresh_clone_gives_a_right_file_from_all_three_mach
         digest = start_origin(cluster, origin, tmp_path / "nas")
         fill = {"HOST": machines["kitchen"].host.ip, "NAS": f"{origin.ip}:{ORIGIN_PORT}", "HEX": digest}
 
+        # root may clone a checkout another user owns: git refuses that unless told it is safe
+        git_config = tmp_path / "gitconfig"
+        git_config.write_text("[safe]\n\tdirectory = *\n")
+        git_env = {**os.environ, "GIT_CONFIG_GLOBAL": str(git_config)}
         for m in machines.values():
             m.home.mkdir()
-            subprocess.run(["git", "clone", "-q", str(ROOT), str(m.checkout)], check=True, timeout=60)
+            subprocess.run(["git", "clone", "-q", str(ROOT), str(m.checkout)], check=True, timeout=60, env=git_env)
         # the three installs are independent: run them side by side
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             installs = {name: pool.submit(offline_install, machines[name], cmd, bin_dir)
