@@ -80,17 +80,15 @@ def test_not_root_collects_no_namespace_and_selects_no_test_that_builds_one(tmp_
     assert any("tests/live/" in i for i in items) and any("tests/unit/" in i for i in items)
 
 
-def test_the_probe_sees_namespaces_where_the_marks_are_not_used(tmp_path):
-    """Control: without ``-m``, the same probe sees the trial lab and the namespace tests."""
-    ip_commands, items = collect(tmp_path, "tests/netns/test_netns.py", "tests/live/test_e2e.py")
+def test_without_the_mark_the_probe_sees_namespaces_and_each_such_test_is_marked_root(tmp_path):
+    """Control: without ``-m``, the same probe sees the trial lab and the namespace tests, and every
+    test of tests/netns/ (which tests/netns/conftest.py leaves out whole) carries the ``root`` mark."""
+    ip_commands, items = collect(tmp_path, "tests/netns", "tests/live/test_e2e.py")
     assert any(c.startswith("netns add") for c in ip_commands), ip_commands
-    flagged = {i.split()[1].split("::")[-1] for i in items if i.startswith("NS ")}
-    assert "test_dns_failure" in flagged and "test_cut_cable_and_killed_node_mid_download" in flagged, flagged
-
-
-def test_every_test_in_the_namespace_folder_carries_the_root_mark(tmp_path):
-    """What ``-m "not root"`` relies on, for the folder tests/netns/conftest.py leaves out whole."""
-    _, items = collect(tmp_path, "tests/netns")
-    assert len(items) >= 8, items
-    assert all("root" in line.split()[2].split(",") for line in items if len(line.split()) == 3), items
-    assert all(len(line.split()) == 3 for line in items), items
+    rows = [(line[:2], *line[3:].rsplit(" ", 1)) for line in items]  # a test id may hold spaces
+    flagged = {nodeid.split("::")[-1] for mark, nodeid, _ in rows if mark == "NS"}
+    assert {"test_dns_failure", "test_cut_cable_and_killed_node_mid_download"} <= flagged, flagged
+    in_folder = [(nodeid, marks) for _, nodeid, marks in rows if nodeid.startswith("tests/netns/")]
+    assert len(in_folder) >= 8, items
+    assert all("root" in marks.split(",") for _, marks in in_folder), in_folder
+    assert all("root" in marks.split(",") for mark, _, marks in rows if mark == "NS"), rows
