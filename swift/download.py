@@ -37,7 +37,7 @@ from typing import Callable
 from . import http, planning, storage
 from .engine import target, verify
 from .engine.board import Board
-from .engine.options import MAX_PEER_WORKERS, SMALL_FILE, Options
+from .engine.options import LOCAL, MAX_PEER_WORKERS, SMALL_FILE, Options
 from .engine.record_keeper import RecordKeeper
 from .engine.report import ChecksumMismatch, DownloadError, Report, cancelled
 from .engine.single_stream import SingleStream
@@ -103,6 +103,20 @@ class Download:
         if self._board is not None:
             return self._board.done_total()
         return self._stream.received if self._stream is not None else 0
+
+    def done_ranges(self) -> list[tuple[int, int]]:
+        """The ``[start, end)`` byte ranges already written, sorted (a piece map's source)."""
+        if self._board is not None:
+            return list(self._board.done_copy())
+        received = self._stream.received if self._stream is not None else 0
+        return [(0, received)] if received else []
+
+    def bytes_by_source(self) -> dict[str, int]:
+        """Bytes each source delivered so far: ``local`` or a helper's ``HOST:PORT``."""
+        if self._board is not None:
+            return self._board.bytes_by_source()
+        received = self._stream.received if self._stream is not None else 0
+        return {LOCAL: received} if received else {}
 
     def contiguous_bytes(self) -> int:
         """Bytes from offset 0 with no gap already written to the part file (``-o -`` streams them)."""

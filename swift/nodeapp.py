@@ -36,6 +36,8 @@ from typing import Callable
 from . import download, node_server, storage
 from .addresses import format_hostport
 from .engine.rate_limit import RateLimit
+from .errors import ErrorCode
+from .http.profile import RequestProfile
 from .http.url import redact_url
 from .http import DEFAULT_TIMEOUT
 from .membership import DiscoveryClient, Membership, Peer
@@ -134,6 +136,22 @@ class DownloadStatus:
     error: str | None
 
 
+@dataclass(frozen=True)
+class DownloadDetail:
+    """What a live view shows of one download beyond its status (the web page, aria2's fields).
+
+    ``ranges``: the ``[start, end)`` byte ranges written so far, sorted;
+    ``by_source``: bytes each source delivered (``local``, or a helper's
+    ``HOST:PORT``); ``names``: a helper's ``--name`` by its key; ``path``:
+    the file it writes once known; ``directory``: where it goes.
+    """
+    ranges: list[tuple[int, int]]
+    by_source: dict[str, int]
+    names: dict[str, str]
+    path: Path | None
+    directory: Path
+
+
 # Events a download reports to its front end. Each run emits STARTED, then any
 # NOTICE lines, then ENDED (the summary, or "error: ..."), or PAUSED /
 # CANCELLED when the user stopped it; RESUMED starts a new run.
@@ -160,6 +178,8 @@ class DownloadEntry:
         self._overrides = overrides
         self._no_peers = no_peers
         self._on_event = on_event or (lambda entry, kind, text: app.notice(text) if kind == NOTICE else None)
+        #: bytes/s for this download alone (aria2's ``max-download-limit``), beside the node's
+        self.limit_rate: int | None = overrides.pop("limit_rate", None)
         self._lock = threading.Lock()
         self._download: download.Download | None = None
         self._limit: RateLimit | None = None
@@ -169,6 +189,8 @@ class DownloadEntry:
         self._names: dict[str, str] = {}
         self.report: download.Report | None = None
         self.error: str | None = None
+        #: why it failed, for callers that branch on it (None: no error, or a bug's)
+        self.error_code: ErrorCode | None = None
         self._ended = threading.Event()  # set when the current run has ended
         self._thread = self._new_thread(first=True)
 
@@ -185,7 +207,17 @@ class DownloadEntry:
     @property
     def place(self) -> Path:
         """Where it goes: the output path if one was given, else the download directory."""
-        return self.output if self.output is not None else self._app.directory
+        return self.output if self.output is not None else self.directory
+
+    @property
+    def profile(self) -> "RequestProfile | None":
+        """The headers, cookies and TLS trust it was started with (None: the defaults)."""
+        return self._overrides.get("profile")
+
+    @property
+    def directory(self) -> Path:
+        """The directory it saves into (the node's, unless it was started with its own)."""
+        return self._overrides.get("directory", self._app.directory)
 
     @property
     def path(self) -> Path | None:
@@ -216,7 +248,7 @@ class DownloadEntry:
         with self._lock:
             if not self._ended.is_set() or self._stopped_as is None:
                 return False
-            self._stopped_as, self.error, self._download = None, None, None
+            self._stopped_as, self.error, self.error_code, self._download = None, None, None, None
             self._first_done = None
             self._ended = threading.Event()
             self._thread = self._new_thread(first=False)
@@ -246,6 +278,19 @@ class DownloadEntry:
         rate = (done - base) / max(1e-3, time.monotonic() - since) if base is not None else 0.0
         return DownloadStatus(dl.state, done, size, rate, None, None)
 
+    def detail(self) -> DownloadDetail:
+        """Its pieces and sources now (see :class:`DownloadDetail`)."""
+        with self._lock:
+            dl = self._download
+        if self.report is not None:
+            return DownloadDetail([(0, self.report.size)] if self.report.size else [],
+                                  dict(self.report.bytes_by_source), dict(self._names),
+                                  Path(self.report.path), self.directory)
+        if dl is None:
+            return DownloadDetail([], {}, dict(self._names), None, self.directory)
+        return DownloadDetail(dl.done_ranges(), dl.bytes_by_source(), dict(self._names), dl.path,
+                              self.directory)
+
     # -- the download's thread --------------------------------------------------------
     def _new_thread(self, first: bool) -> threading.Thread:
         return threading.Thread(target=self._body, args=(first,), name=f"download-{self.number}",
@@ -264,10 +309,11 @@ class DownloadEntry:
         return True
 
     def _emit(self, kind: str, text: str) -> None:
-        try:
-            self._on_event(self, kind, text)
-        except Exception:  # a front end's bug must not kill the download
-            log.exception("reporting on download %d", self.number)
+        for listener in [self._on_event, *self._app.listeners()]:
+            try:
+                listener(self, kind, text)
+            except Exception:  # a front end's bug must not kill the download
+                log.exception("reporting on download %d", self.number)
 
     def _progress(self, done: int, size: int | None) -> None:
         """The engine's progress callback: the first call marks where this run began."""
@@ -287,7 +333,7 @@ class DownloadEntry:
                     self._emit(NOTICE, "no peers known: downloading alone with several connections")
             self._names = peer_names(peers)
             overrides = self._overrides if first else {**self._overrides, "restart": False}
-            limit = self._app.rate_limit()
+            limit = self._app.rate_limit(self.limit_rate)
             if limit is not None:
                 overrides = {**overrides, "throttle": limit.take}
             with self._lock:
@@ -302,7 +348,7 @@ class DownloadEntry:
                 raise download.DownloadError("cancelled")
             self.report = dl.run()
         except download.DownloadError as exc:
-            self.error = str(exc)
+            self.error, self.error_code = str(exc), exc.code
         except Exception as exc:  # a bug must not take the node down
             log.exception("download %d failed", self.number)
             self.error = f"internal error: {exc}"
@@ -361,6 +407,7 @@ class NodeApp:
             host=host, port=self.port, name=self.name, slots=config.slots,
             interval=config.heartbeat)
         self._entries: list[DownloadEntry] = []
+        self._listeners: list[Callable[[DownloadEntry, str, str], None]] = []
         self._lock = threading.Lock()
 
     @property
@@ -371,6 +418,11 @@ class NodeApp:
     @property
     def directory(self) -> Path:
         return self._config.directory
+
+    @property
+    def limit_rate(self) -> int | None:
+        """``--limit-rate`` in bytes/s (None: no limit)."""
+        return self._config.limit_rate
 
     def start(self) -> "NodeApp":
         self.server.start()
@@ -417,14 +469,16 @@ class NodeApp:
     # -- downloads ---------------------------------------------------------------------
     def download_options(self, output: Path | None, overrides: dict) -> download.Options:
         c = self._config
-        return download.Options(directory=c.directory, output=output, local_slots=c.slots,
-                                peer_timeout=c.peer_timeout, source_address=c.source_address,
-                                secret=c.secret, name=self.name, timeout=c.timeout,
-                                **{**c.download_options, **overrides})
+        base = dict(directory=c.directory, output=output, local_slots=c.slots,
+                    peer_timeout=c.peer_timeout, source_address=c.source_address,
+                    secret=c.secret, name=self.name, timeout=c.timeout)
+        return download.Options(**{**base, **c.download_options, **overrides})
 
-    def rate_limit(self) -> "RateLimit | None":
-        """A new bucket for one download started here (``--limit-rate``), or None."""
-        return RateLimit(self._config.limit_rate) if self._config.limit_rate else None
+    def rate_limit(self, own: int | None = None) -> "RateLimit | None":
+        """A new bucket for one download started here: ``--limit-rate``, or the download's
+        ``own`` limit (bytes/s) if lower; None when neither is set."""
+        rates = [r for r in (self._config.limit_rate, own) if r]
+        return RateLimit(min(rates)) if rates else None
 
     def start_download(self, url: str, output: Path | None = None, *, no_peers: bool = False,
                        on_event: Callable[[DownloadEntry, str, str], None] | None = None,
@@ -435,11 +489,13 @@ class NodeApp:
         ``on_event(entry, kind, text)`` is called from the download's thread with
         ``STARTED`` (the URL), then any ``NOTICE`` lines, then ``ENDED`` (the
         summary line, or ``error: ...``). Raises :class:`AlreadyDownloading`
-        when the same URL is running (or paused) to the same place.
+        when the same URL is running (or paused) to the same place. ``overrides``
+        are :class:`download.Options` fields (``directory`` included), and
+        ``limit_rate``: bytes/s for this download alone.
         ``before_start(entry)`` runs on the caller's thread before the download's.
         """
         with self._lock:
-            place = output if output is not None else self.directory
+            place = output if output is not None else overrides.get("directory", self.directory)
             for other in self._entries:
                 if other.url == url and other.place == place and (other.running or other.paused):
                     raise AlreadyDownloading(other)
@@ -449,6 +505,23 @@ class NodeApp:
             before_start(entry)
         entry._start()
         return entry
+
+    # -- listeners ---------------------------------------------------------------------
+    def add_listener(self, listener: Callable[[DownloadEntry, str, str], None]) -> None:
+        """Call ``listener(entry, kind, text)`` for every download's events (as ``on_event``
+        of :meth:`start_download` is called), from the download's thread; a listener
+        must return quickly and its exceptions are logged, never raised into the download."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[DownloadEntry, str, str], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def listeners(self) -> list[Callable[[DownloadEntry, str, str], None]]:
+        with self._lock:
+            return list(self._listeners)
 
     def downloads(self) -> list[DownloadEntry]:
         with self._lock:
