@@ -256,7 +256,8 @@ class Download:
                                    min_split=max(size, 1) if small else self.opts.min_split,
                                    done=done, max_failures=self.opts.max_failures,
                                    race_after=self.opts.race_after)
-        self._board = Board(sched, part, notice=self._notice, throttle=self.opts.throttle)
+        self._board = Board(sched, part, notice=self._notice, throttle=self.opts.throttle,
+                            names={p.key: p.name for p in self.peers if p.name})
         if self._stop.is_set():  # cancelled while probing
             self._board.fail_all(cancelled())
         return self._board

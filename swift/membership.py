@@ -56,7 +56,9 @@ class DiscoveryClient:
                 conn.send(msg)
                 reply = conn.recv()
         except wire.AuthError as exc:
-            raise DiscoveryError(f"discovery at {self.address} refused us: {exc}") from exc
+            # the handshake's message starts with the address it was talking to: said once
+            text = str(exc).removeprefix(f"{self.address} ")
+            raise DiscoveryError(f"discovery at {self.address} {text}") from exc
         except (OSError, TimeoutError, wire.ConnectionClosed, protocol.ProtocolError) as exc:
             raise DiscoveryError(f"discovery at {self.address} is unreachable: {exc}") from exc
         if isinstance(reply, protocol.Error):

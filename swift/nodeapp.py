@@ -97,22 +97,29 @@ class RateLimit:
 # -- the summary line --------------------------------------------------------------------
 def summary(report: download.Report, names: dict[str, str] | None = None,
             checksum: str | None = None) -> str:
-    """``done: PATH  SIZE in S s (RATE)[, X resumed]; by machine: NAME SIZE, ...[; ALGO checksum verified]``.
+    """``done: PATH  SIZE in S s (RATE); by machine: NAME SIZE, ...[; ALGO checksum verified]``.
 
-    ``names`` maps a source key (``HOST:PORT``) to the helper's ``--name``;
-    ``local`` is this machine. ``checksum`` is the ``ALGO:HEX`` the file
-    passed (a report exists only for a file that passed it). Units from
-    :mod:`swift.units` only.
+    After a resume: ``done: PATH  SIZE (X resumed); this run: Y in S s (RATE); ...``:
+    the rate is always this run's bytes over this run's time, and the line
+    says which bytes those are. ``names`` maps a source key (``HOST:PORT``)
+    to the helper's ``--name``; ``local`` is this machine. ``checksum`` is
+    the ``ALGO:HEX`` the file passed (a report exists only for a file that
+    passed it). Units from :mod:`swift.units` only.
     """
     names = names or {}
     by = ", ".join(f"{names.get(src) or src} {human_bytes(n)}" for src, n in
                    sorted(report.bytes_by_source.items(), key=lambda kv: (-kv[1], kv[0])))
-    resumed = f", {human_bytes(report.resumed_bytes)} resumed" if report.resumed_bytes else ""
     verified = f"; {checksum.partition(':')[0].strip().lower()} checksum verified" if checksum else ""
     left = "".join(f"; left out: {names.get(src) or src} ({why})"
                    for src, why in sorted(getattr(report, "left_out", {}).items()))
-    return (f"done: {report.path}  {human_bytes(report.size)} in {report.seconds:.1f} s "
-            f"({human_rate(report.rate)}){resumed}; by machine: {by or 'none'}{verified}{left}")
+    this_run = f"in {report.seconds:.1f} s ({human_rate(report.rate)})"
+    if report.resumed_bytes:
+        fetched = human_bytes(report.size - report.resumed_bytes)
+        amount = (f"{human_bytes(report.size)} ({human_bytes(report.resumed_bytes)} resumed); "
+                  f"this run: {fetched} {this_run}")
+    else:
+        amount = f"{human_bytes(report.size)} {this_run}"
+    return f"done: {report.path}  {amount}; by machine: {by or 'none'}{verified}{left}"
 
 
 def peer_names(peers: list[Peer]) -> dict[str, str]:
@@ -198,13 +205,16 @@ class DownloadJob:
 
     def __init__(self, app: "NodeApp", number: int, url: str, output: Path | None,
                  overrides: dict, no_peers: bool,
-                 on_event: Callable[["DownloadJob", str, str], None] | None):
+                 on_event: Callable[["DownloadJob", str, str], None] | None,
+                 limit_rate: int | None = None):
         self.number = number
         self.url = url
         self.output = output
         self._app = app
         self._overrides = overrides
         self._no_peers = no_peers
+        self._limit_rate = limit_rate
+        self._leaving = False  # cancelled as the node stops: no `resume N` after that
         self._on_event = on_event or (lambda job, kind, text: app.notice(text) if kind == NOTICE else None)
         self._lock = threading.Lock()
         self._download: download.Download | None = None
@@ -240,8 +250,12 @@ class DownloadJob:
             dl = self._download
         return dl.path if dl is not None else None
 
-    def cancel(self) -> bool:
-        """Stop it; the partial download stays for a later resume. False if it was not running."""
+    def cancel(self, *, leaving: bool = False) -> bool:
+        """Stop it; the partial download stays for a later resume. False if it was not running.
+
+        ``leaving``: the node stops too, so what it says about resuming names
+        what works after a restart (the same get), not ``resume N``."""
+        self._leaving = self._leaving or leaving
         return self._stop(CANCELLED)
 
     def pause(self) -> bool:
@@ -333,7 +347,7 @@ class DownloadJob:
                     self._emit(NOTICE, "no peers known: downloading alone with several connections")
             self._names = peer_names(peers)
             overrides = self._overrides if first else {**self._overrides, "restart": False}
-            limit = self._app.rate_limit()
+            limit = self._app.rate_limit(self._limit_rate)
             if limit is not None:
                 overrides = {**overrides, "throttle": limit.take}
             with self._lock:
@@ -365,9 +379,10 @@ class DownloadJob:
             self._ended.set()
 
     def _kept(self) -> str:
-        """What a stop left on disk, truthfully, and what ``resume`` will do then."""
+        """What a stop left on disk, truthfully, and what will take it up: ``resume N``
+        while the prompt runs; once the node leaves, the same get after a restart."""
         final = self.path
-        again = f"resume {self.number}"
+        again = "the same get, after a restart," if self._leaving else f"resume {self.number}"
         if final is not None:
             part, record = storage.part_path(final), storage.record_path(final)
             if part.exists() and record.exists():
@@ -436,7 +451,7 @@ class NodeApp:
             self._serving_limit.close()  # jobs waiting on the limit go on to see the stop
         running = [j for j in self.jobs() if j.running]
         for job in running:
-            job.cancel()
+            job.cancel(leaving=True)
         for job in running:
             job.wait(max(0.0, end - time.monotonic()))
 
@@ -469,14 +484,16 @@ class NodeApp:
                                 secret=c.secret, name=self.name, timeout=c.timeout,
                                 **{**c.download_options, **overrides})
 
-    def rate_limit(self) -> "RateLimit | None":
-        """A new bucket for one download started here (``--limit-rate``), or None."""
-        return RateLimit(self._config.limit_rate) if self._config.limit_rate else None
+    def rate_limit(self, rate: int | None = None) -> "RateLimit | None":
+        """A new bucket for one download started here, or None: the node's ``--limit-rate``,
+        or the download's own ``rate`` (bytes/s), the lower of the two when both are set."""
+        rates = [r for r in (self._config.limit_rate, rate) if r]
+        return RateLimit(min(rates)) if rates else None
 
     def start_download(self, url: str, output: Path | None = None, *, no_peers: bool = False,
                        on_event: Callable[[DownloadJob, str, str], None] | None = None,
                        before_start: Callable[[DownloadJob], None] | None = None,
-                       **overrides) -> DownloadJob:
+                       limit_rate: int | None = None, **overrides) -> DownloadJob:
         """Start downloading ``url`` on a new thread and return at once.
 
         ``on_event(job, kind, text)`` is called from the job's thread with
@@ -484,13 +501,16 @@ class NodeApp:
         summary line, or ``error: ...``). Raises :class:`AlreadyDownloading`
         when the same URL is running (or paused) to the same place.
         ``before_start(job)`` runs on the caller's thread before the job's.
+        ``limit_rate``: bytes/s for this download (with the node's own limit,
+        the lower one holds).
         """
         with self._lock:
             place = output if output is not None else self.directory
             for other in self._jobs:
                 if other.url == url and other.place == place and (other.running or other.paused):
                     raise AlreadyDownloading(other)
-            job = DownloadJob(self, len(self._jobs) + 1, url, output, overrides, no_peers, on_event)
+            job = DownloadJob(self, len(self._jobs) + 1, url, output, overrides, no_peers, on_event,
+                              limit_rate)
             self._jobs.append(job)
         if before_start:
             before_start(job)
