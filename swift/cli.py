@@ -588,10 +588,11 @@ def _get(args: argparse.Namespace, secret: bytes | None) -> int:
     # asked now, answered while the first URL's origin is probed (the download waits for it then)
     lookup = None if args.no_peers else \
         PeerLookup(DiscoveryClient(*args.discovery, name="swift-get", secret=secret), notice)
+    helpers = _Helpers(lookup, notice) if lookup else None
     results: list[dict] = []
     try:
         for url in urls:
-            results.append(_get_one(url, args, lookup.peers if lookup else [], secret, notice))
+            results.append(_get_one(url, args, helpers.peers if helpers else [], secret, notice))
     except (KeyboardInterrupt, Terminated) as exc:
         results.append({"url": redact_url(urls[len(results)], strict=False), "ok": False,
                         "error": "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"})
@@ -602,6 +603,31 @@ def _get(args: argparse.Namespace, secret: bytes | None) -> int:
         if args.report:
             _write_report(args.report, results if len(urls) > 1 else results[0] if results else {})
     return EXIT_OK if all(r["ok"] for r in results) else EXIT_FAILED
+
+
+class _Helpers:
+    """The helpers of a ``get``: discovery's live nodes but those of this machine.
+
+    A node running on this machine shares its link (``swift.local_nodes``):
+    as a helper it would compete with the get's own connections for the same
+    uplink, and the summary would show the machine twice. Said once.
+    """
+
+    def __init__(self, lookup, notice: Callable[[str], None]):
+        self._lookup = lookup
+        self._notice = notice
+        self._said = False
+
+    def peers(self, stop: threading.Event | None = None) -> "list[Peer]":
+        from . import local_nodes
+        peers = self._lookup.peers(stop)
+        mine = local_nodes.this_machine(peers)
+        if mine and not self._said:
+            self._said = True
+            shown = ", ".join(sorted(p.name or p.key for p in peers if p.key in mine))
+            self._notice(f"not using {shown} as a helper: it runs on this machine and shares "
+                         f"its link")
+        return [p for p in peers if p.key not in mine]
 
 
 def _get_one(url: str, args: argparse.Namespace, peers: "PeerSource", secret: bytes | None,

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import download, node_server, storage
+from . import download, local_nodes, node_server, storage
 from .addresses import format_hostport
 from .http.url import redact_url
 from .http import DEFAULT_TIMEOUT
@@ -424,6 +424,7 @@ class NodeApp:
             interval=config.heartbeat)
         self._jobs: list[DownloadJob] = []
         self._lock = threading.Lock()
+        self._mark: Path | None = None
 
     @property
     def key(self) -> str:
@@ -437,6 +438,8 @@ class NodeApp:
     def start(self) -> "NodeApp":
         self.server.start()
         self._membership.start()
+        # a get on this machine must not take this node for a helper (swift.local_nodes)
+        self._mark = local_nodes.mark_running(self._membership.me.host, self.port)
         return self
 
     def stop(self, deadline: float = STOP_DEADLINE) -> None:
@@ -447,6 +450,7 @@ class NodeApp:
         its lease runs out.
         """
         end = time.monotonic() + deadline
+        local_nodes.clear_mark(self._mark)
         if self._serving_limit is not None:
             self._serving_limit.close()  # jobs waiting on the limit go on to see the stop
         running = [j for j in self.jobs() if j.running]
@@ -472,9 +476,16 @@ class NodeApp:
 
     # -- peers -------------------------------------------------------------------------
     def peers(self, *, include_self: bool = False) -> tuple[list[Peer], str | None]:
-        """The live nodes (fresh from discovery, else the last known, with a warning)."""
+        """The live nodes (fresh from discovery, else the last known, with a warning).
+
+        Without ``include_self``: the helpers for a download started here, so
+        neither this node nor another node of this machine (``swift.local_nodes``:
+        they share this machine's link)."""
         peers, warning = self._membership.peers()
-        return [p for p in peers if include_self or p.key != self.key], warning
+        if include_self:
+            return peers, warning
+        mine = local_nodes.this_machine(peers) | {self.key}
+        return [p for p in peers if p.key not in mine], warning
 
     # -- downloads ---------------------------------------------------------------------
     def download_options(self, output: Path | None, overrides: dict) -> download.Options:
