@@ -432,6 +432,7 @@ def node_parser(prog: str | None = None) -> argparse.ArgumentParser:
                                    "peers, then exit (status 0 only if every file is complete and "
                                    "checked). A file already complete is not fetched again.")
     add_get_arguments(g)
+    _network_options(g, after=True)
     before = _BeforeSubcommand(p, "get")
     add_get_arguments(before)  # type: ignore[arg-type]
     _download_options(g, after=True)

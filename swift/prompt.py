@@ -33,7 +33,7 @@ import shutil
 import threading
 import time
 
-from .getargs import add_get_arguments, checked_url, tries_of, unrecognized
+from .getargs import add_get_arguments, tries_of, unrecognized, with_scheme
 from .nodeapp import (CANCELLED, ENDED, NOTICE, PAUSED, RESUMED, STARTED, STOP_DEADLINE,
                       AlreadyDownloading, DownloadJob, NodeApp)
 from .errors import SwiftError
@@ -216,10 +216,10 @@ class Prompt(cmd.Cmd):
                 self.say(self._parser.format_help().rstrip())
                 return
             args = self._parser.parse_args(words)
-            url = checked_url(args.url)
         except ValueError as exc:
             self.say(f"error: {exc}\n{usage()}")
             return
+        url = with_scheme(args.url)  # a malformed one is that download's error, [N] error: ...
         # relative to the node's download directory, not to wherever it was started
         output = self.app.directory / args.output.expanduser() if args.output else None
         try:
