@@ -86,7 +86,8 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def usage() -> str:
-    """The prompt's ``get`` usage, from its parser: every option it takes, none it does not."""
+    """The prompt's ``get`` usage, from its parser (``get --help`` shows it): every option
+    it takes, none it does not."""
     return get_parser().format_usage().strip()
 
 
@@ -217,7 +218,7 @@ class Prompt(cmd.Cmd):
                 return
             args = self._parser.parse_args(words)
         except ValueError as exc:
-            self.say(f"error: {exc}\n{usage()}")
+            self.say(f"error: {exc}; usage: get URL [OPTIONS] ('get --help' lists every option)")
             return
         url = with_scheme(args.url)  # a malformed one is that download's error, [N] error: ...
         # relative to the node's download directory, not to wherever it was started

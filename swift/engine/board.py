@@ -218,7 +218,7 @@ class Board:
         on several of its jobs (a killed helper loses every connection) is that cause."""
         reasons = self._sched.failure_reasons(source)
         if len(set(reasons)) <= 1:
-            return f"{reason} (on {len(reasons)} of its jobs)" if len(reasons) > 1 else reason
+            return f"{reason}, on {len(reasons)} of its jobs" if len(reasons) > 1 else reason
         return f"{len(reasons)} failed jobs, the last: {reason}"
 
     def _first(self, source: str, why: str) -> bool:

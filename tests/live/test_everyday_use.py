@@ -150,6 +150,9 @@ def test_a_log_line_at_the_prompt_goes_above_the_input_line_in_the_prompts_words
         wait_until(lambda: "note: discovery at" in screen().split("swift> peers")[-1], 20, "peers")
         type_("get http://127.0.0.1:1/x --chekcsum sha256:00\r")  # 6, at the prompt
         wait_until(lambda: "did you mean --checksum?" in screen(), 10, "the suggestion")
+        type_("get --help\r")  # 10: the usage comes from the one parser
+        wait_until(lambda: all(o in screen().split("get --help")[-1] for o in
+                               ("--header", "--limit-rate", "--tries")), 10, "get's options")
         type_("quit\r")
         assert proc.wait(15) == 0
 

@@ -146,8 +146,8 @@ def test_a_helper_that_loses_every_connection_at_once_is_named_as_in_the_summary
         jobs = [board.next_piece(key) for _ in range(3)]
         for piece in jobs:  # one SIGKILL: each of its connections is lost
             board.failed(piece.job_id, key, "connection lost")
-    assert said == ["helper kitchen left out: connection lost (on 3 of its jobs)"], said
-    assert board.left_out == {key: "connection lost (on 3 of its jobs)"}
+    assert said == ["helper kitchen left out: connection lost, on 3 of its jobs"], said
+    assert board.left_out == {key: "connection lost, on 3 of its jobs"}
     assert "repeated" not in " ".join(said)
 
 
