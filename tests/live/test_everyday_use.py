@@ -94,7 +94,7 @@ def test_a_get_with_no_peers_says_nothing_about_a_shared_secret(cluster, origin,
     code, out = run_get(cluster, 1, origin.url("/n.bin"), "--no-peers")
     assert code == 0 and "secret" not in out, out
     disc = cluster.discovery()
-    code, out = run_get(cluster, disc.port, origin.url("/n.bin"), "-o", "n2.bin")
+    code, out = run_get(cluster, disc.port, origin.url("/n.bin"), "-o", str(cluster.workdir / "n2.bin"))
     assert code == 0 and "no shared secret" in out, out  # it asked discovery: said
 
 
