@@ -87,9 +87,11 @@ def _add_habits(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry", type=_checked(lambda t: parse_count(t, low=0, high=MAX_TRIES - 1)),
                         metavar="N", help="retries after the first try (curl): --tries N+1")
     parser.add_argument("--max-time", action=Instead, metavar="S",
+                        help="(curl) not taken: says what swift does instead",
                         instead="swift sets no limit on a whole download; --timeout S limits each "
                                 "wait for data (or run it under 'timeout S node.py get ...')")
     parser.add_argument("-u", "--user", action=Instead, metavar="USER:PASSWORD",
+                        help="(curl) not taken: says what swift does instead",
                         instead="swift takes credentials in the URL (https://USER:PASSWORD@HOST/PATH, "
                                 "kept secret as -u's would be) or as --header 'Authorization: ...'")
 
