@@ -847,7 +847,7 @@ def _run_download(dl: download.Download, bar: "ProgressBar | None", *,
                 print(f"{how}; the partial download is kept in {storage.part_path(dl.path)}: "
                       f"run the same command again to resume", file=sys.stderr, flush=True)
             else:
-                print(f"{how}; nothing is kept" + ("" if resumable else " (-o - does not resume)"),
+                print(f"{how}; nothing to resume" + ("" if resumable else " (-o - does not resume)"),
                       file=sys.stderr, flush=True)
             exc.said = True  # type: ignore[attr-defined] # _run_program adds no second line
         raise
