@@ -57,6 +57,16 @@ def test_the_prompts_get_takes_limit_rate_and_tries_and_its_usage_lists_every_op
         assert option in shown, shown
 
 
+def test_a_prompt_downloads_own_limit_rate_holds_with_the_nodes_the_lower_winning():
+    from types import SimpleNamespace
+    from swift.nodeapp import NodeApp
+    node = lambda rate: SimpleNamespace(_config=SimpleNamespace(limit_rate=rate))  # noqa: E731
+    assert NodeApp.rate_limit(node(None), 2 * MiB).rate == 2 * MiB
+    assert NodeApp.rate_limit(node(4 * MiB), 2 * MiB).rate == 2 * MiB
+    assert NodeApp.rate_limit(node(MiB), 2 * MiB).rate == MiB
+    assert NodeApp.rate_limit(node(None), None) is None
+
+
 # -- 12. a malformed URL is bad usage -------------------------------------------------------
 @pytest.mark.parametrize("url", ["http://[::1/x", "http://h:99999/x", "http:///x"])
 def test_a_malformed_url_is_a_usage_error_with_status_2(capsys, url):
