@@ -216,11 +216,11 @@ class Board:
 
     def _why_excluded(self, source: str, reason: str) -> str:
         """Why the scheduler left ``source`` out, in the words of what happened: one cause
-        on several of its jobs (a killed helper loses every connection) is that cause."""
+        on several of its assignments (a killed helper loses every connection) is that cause."""
         reasons = self._sched.failure_reasons(source)
         if len(set(reasons)) <= 1:
-            return f"{reason}, on {len(reasons)} of its jobs" if len(reasons) > 1 else reason
-        return f"{len(reasons)} failed jobs, the last: {reason}"
+            return f"{reason}, on {len(reasons)} of its ranges" if len(reasons) > 1 else reason
+        return f"{len(reasons)} failed ranges, the last: {reason}"
 
     def _first(self, source: str, why: str) -> bool:
         first = source not in self._announced

@@ -153,11 +153,11 @@ def test_a_helper_that_loses_every_connection_at_once_is_named_as_in_the_summary
     with storage.PartFile.open(tmp_path / "f.part", 8 * MiB) as part:
         board = Board(Scheduler(8 * MiB, piece_size=MiB, min_split=MiB), part, clock=lambda: 0.0,
                       notice=said.append, names={key: "kitchen"})
-        jobs = [board.next_piece(key) for _ in range(3)]
-        for piece in jobs:  # one SIGKILL: each of its connections is lost
-            board.failed(piece.job_id, key, "connection lost")
-    assert said == ["helper kitchen left out: connection lost, on 3 of its jobs"], said
-    assert board.left_out == {key: "connection lost, on 3 of its jobs"}
+        pieces = [board.next_piece(key) for _ in range(3)]
+        for piece in pieces:  # one SIGKILL: each of its connections is lost
+            board.failed(piece.assignment_id, key, "connection lost")
+    assert said == ["helper kitchen left out: connection lost, on 3 of its ranges"], said
+    assert board.left_out == {key: "connection lost, on 3 of its ranges"}
     assert "repeated" not in " ".join(said)
 
 
