@@ -461,6 +461,8 @@ def run_prompt(app: NodeApp) -> bool:
     for handler in handlers:  # they would write over the input line
         root.removeHandler(handler)
     root.addHandler(_PromptLog(prompt))
+    notice = app.notice  # the node's own notes (downloads started elsewhere, say): above too
+    app.notice = lambda text: prompt.say(f"note: {text}")
     try:
         while True:
             try:
@@ -474,6 +476,7 @@ def run_prompt(app: NodeApp) -> bool:
                 prompt.say("^C (downloads keep running; type quit to exit)")
     finally:
         prompt.close()
+        app.notice = notice
         for handler in root.handlers[:]:
             root.removeHandler(handler)
         for handler in handlers:
