@@ -59,7 +59,7 @@ def mark_running(host: str, port: int, directory: Path | None = None) -> Path | 
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps({"pid": os.getpid(), "key": format_hostport(host, port),
-                                   "netns": _namespace()}))
+                                   "namespace": _namespace()}))
         os.replace(tmp, path)
         return path
     except OSError as exc:
@@ -93,7 +93,7 @@ def marked_keys(directory: Path | None = None) -> set[str]:
             pid, key = int(mark["pid"]), str(mark["key"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # half written or damaged: proves nothing
-        if _alive(pid) and mark.get("netns") == here:
+        if _alive(pid) and mark.get("namespace") == here:
             keys.add(key)
     return keys
 

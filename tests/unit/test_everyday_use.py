@@ -213,7 +213,7 @@ def test_a_running_nodes_mark_makes_it_this_machine_and_a_dead_ones_does_not(tmp
     data = json.loads(mark.read_text())
     mark.write_text(json.dumps({**data, "pid": 2 ** 22 + 7}))  # beyond pid_max: no such process
     assert local_nodes.this_machine(peers, tmp_path) == set()
-    mark.write_text(json.dumps({**data, "netns": "net:[1]"}))  # another namespace "host"
+    mark.write_text(json.dumps({**data, "namespace": "net:[1]"}))  # another namespace "host"
     assert local_nodes.this_machine(peers, tmp_path) == set()
     mark.write_text(json.dumps(data))
     local_nodes.clear_mark(mark)
