@@ -32,20 +32,21 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from . import http, planning, storage
 from .engine import target, verify
 from .engine.board import Board
 from .engine.local_worker import run_local
 from .engine.options import MAX_PEER_WORKERS, SMALL_FILE, Options
-from .engine.peer_worker import PeerWorker
 from .engine.record_keeper import RecordKeeper
 from .engine.report import ChecksumMismatch, DownloadError, Report, cancelled
 from .engine.single_stream import SingleStream
 from .errors import ErrorCode, OriginError, SwiftError
-from .membership import Peer
 from .units import human_bytes
+
+if TYPE_CHECKING:  # the peer machinery loads only when there are peers (start-up)
+    from .membership import Peer
 
 __all__ = ["Download", "DownloadError", "ChecksumMismatch", "Options", "Report"]
 
@@ -280,6 +281,8 @@ class Download:
         remote = self._remote
         bodies = [(f"local-{i}", lambda: run_local(board, probe, remote, self.opts))
                   for i in range(local)]
+        if self.peers:
+            from .engine.peer_worker import PeerWorker
         for peer in self.peers:
             for i in range(self._slots(peer)):
                 worker = PeerWorker(board, probe, remote, peer, self.opts)
