@@ -24,11 +24,12 @@ its sha256 once per tool and origin).
 Each destination is measured on its own: a tmpfs (``/dev/shm``), where the
 link and the CPU are the limit, and a directory on disk, where the disk may
 be. swift flushes its file before it renames it (a crash never leaves a
-complete-looking file with missing data) and curl and aria2c do not, so on
-disk each run is followed by an ``fdatasync`` of the output, timed apart:
-``flush_s`` is what was still unwritten, and ``+flush`` compares the tools at
-the same durability. The machine's dirty pages are written out (``sync``)
-before every run.
+complete-looking file with missing data), and so does aria2c (``fsync``);
+curl does not. So on disk each run is followed by an ``fdatasync`` of the
+output, timed apart: ``flush_s`` is what was still unwritten, and "flush
+counted" compares the tools at the same durability; on disk the goal is
+judged so. The machine's dirty pages are written out (``sync``) before
+every run.
 
 swift runs as an installed copy would: with its bytecode cached
 (``PYTHONPYCACHEPREFIX`` in the work directory, written by an untimed first
@@ -97,6 +98,8 @@ class Runs:
     wall: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
     flush: list[float] = field(default_factory=list)
+    #: peak resident memory, bytes: an upper bound (wait4 counts the forked bench before exec)
+    rss: list[int] = field(default_factory=list)
 
     def best(self) -> int:
         """Index of the fastest run (wall time)."""
@@ -157,8 +160,9 @@ def start_nginx(cluster: Cluster, root: Path, work: Path) -> str | None:
     return f"http://127.0.0.1:{port}/f.bin"
 
 
-def run_once(cmd: list[str], out: Path, size: int, env: dict, flush: bool) -> tuple[float, float, float]:
-    """(wall s, CPU s, flush s) of one download into ``out``; checks its size."""
+def run_once(cmd: list[str], out: Path, size: int, env: dict,
+             flush: bool) -> tuple[float, float, float, int]:
+    """(wall s, CPU s, flush s, peak RSS bytes) of one download into ``out``; checks its size."""
     started = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -179,7 +183,7 @@ def run_once(cmd: list[str], out: Path, size: int, env: dict, flush: bool) -> tu
         finally:
             os.close(fd)
         synced = time.monotonic() - t
-    return wall, usage.ru_utime + usage.ru_stime, synced
+    return wall, usage.ru_utime + usage.ru_stime, synced, usage.ru_maxrss * 1024
 
 
 def sha256(path: Path) -> str:
@@ -213,11 +217,12 @@ def measure(url: str, origin: str, dest: Path, label: str, size: int, digest: st
     for i in range(n):
         for tool in tools[i % len(tools):] + tools[:i % len(tools)]:
             os.sync()
-            wall, cpu, synced = run_once(cmds[tool], out, size, env, flush)
+            wall, cpu, synced, rss = run_once(cmds[tool], out, size, env, flush)
             r = runs[tool]
             r.wall.append(wall)
             r.cpu.append(cpu)
             r.flush.append(synced)
+            r.rss.append(rss)
             clean(dest)
     curl = runs["curl"]
     cb = curl.best()
@@ -252,26 +257,30 @@ def write_results(rows: list[Runs], out: Path, header: str) -> None:
     flush_curl = {(r.origin, r.dest): r.flush[r.best()] for r in rows if r.tool == "curl"}
     with open(out / "uncapped.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["origin", "dest", "tool", "size_bytes", "run", "wall_s", "cpu_s", "flush_s"])
+        w.writerow(["origin", "dest", "tool", "size_bytes", "run", "wall_s", "cpu_s", "flush_s",
+                    "maxrss_bytes"])
         for r in rows:
-            for i, (wall, cpu, fl) in enumerate(zip(r.wall, r.cpu, r.flush)):
-                w.writerow([r.origin, r.dest, r.tool, r.size, i, f"{wall:.3f}", f"{cpu:.3f}", f"{fl:.3f}"])
+            for i, (wall, cpu, fl, rss) in enumerate(zip(r.wall, r.cpu, r.flush, r.rss)):
+                w.writerow([r.origin, r.dest, r.tool, r.size, i, f"{wall:.3f}", f"{cpu:.3f}",
+                            f"{fl:.3f}", rss])
     lines = [header, "",
              "| origin | dest | tool | best s | median s | MiB/s | x curl's rate | CPU s | flush s "
-             "| x curl's rate, flush counted | goal |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| x curl's rate, flush counted | max RSS MiB, at most | goal |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         b = r.best()
         curl = best_curl[(r.origin, r.dest)]
         ratio = curl / r.wall[b]
         flushed = (curl + flush_curl[(r.origin, r.dest)]) / (r.wall[b] + r.flush[b])
         goal = "–"
-        if r.tool == "swift":
-            goal = f">= {GOAL}: {'met' if ratio >= GOAL else 'missed'}"
+        if r.tool == "swift":  # on disk at the same durability: there the disk is the limit
+            judged = ratio if r.dest == "tmpfs" else flushed
+            goal = (f">= {GOAL}{'' if r.dest == 'tmpfs' else ', flush counted'}: "
+                    f"{'met' if judged >= GOAL else 'missed'}")
         lines.append(f"| {r.origin} | {r.dest} | {r.tool} | {r.wall[b]:.3f} | "
                      f"{sorted(r.wall)[len(r.wall) // 2]:.3f} | {r.size / r.wall[b] / MiB:.0f} | "
                      f"{ratio:.2f} | {r.cpu[b]:.2f} | {r.flush[b]:.2f} | "
-                     f"{flushed:.2f} | {goal} |")
+                     f"{flushed:.2f} | {max(r.rss) / MiB:.0f} | {goal} |")
     (out / "uncapped.md").write_text("\n".join(lines) + "\n")
     say("\n".join(lines))
 
