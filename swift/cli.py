@@ -638,7 +638,6 @@ def _to_stdout(args: argparse.Namespace) -> bool:
 
 def _get(args: argparse.Namespace, secret: bytes | None) -> int:
     """``node.py get``: each URL in turn; 0 only if every one is complete (and checked)."""
-    from .membership import DiscoveryClient, PeerLookup
     quiet = args.quiet > 0
 
     def notice(text: str) -> None:
@@ -649,8 +648,10 @@ def _get(args: argparse.Namespace, secret: bytes | None) -> int:
     if not _ensure_directory(args.dir, notice):
         return EXIT_FAILED
     # asked now, answered while the first URL's origin is probed (the download waits for it then)
-    lookup = None if args.no_peers else \
-        PeerLookup(DiscoveryClient(*args.discovery, name="swift-get", secret=secret), notice)
+    lookup = None
+    if not args.no_peers:  # the peer machinery loads only when asked for (start-up)
+        from .membership import DiscoveryClient, PeerLookup
+        lookup = PeerLookup(DiscoveryClient(*args.discovery, name="swift-get", secret=secret), notice)
     helpers = _Helpers(lookup, notice) if lookup else None
     results: list[dict] = []
     try:

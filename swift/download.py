@@ -32,7 +32,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from . import http, planning, storage
 from .engine import target, verify
@@ -41,10 +41,12 @@ from .engine.options import LOCAL, MAX_PEER_WORKERS, SMALL_FILE, Options
 from .engine.record_keeper import RecordKeeper
 from .engine.report import ChecksumMismatch, DownloadError, Report, cancelled
 from .engine.single_stream import SingleStream
-from .engine.sources import LocalSource, PeerSource
+from .engine.sources.local import LocalSource
 from .errors import ErrorCode, OriginError, SwiftError
-from .membership import Peer
 from .units import human_bytes
+
+if TYPE_CHECKING:  # the peer machinery loads only when there are peers (start-up)
+    from .membership import Peer
 
 __all__ = ["Download", "DownloadError", "ChecksumMismatch", "Options", "Report"]
 
@@ -309,6 +311,8 @@ class Download:
         remote = self._remote
         bodies = [(f"local-{i}", lambda: LocalSource(board, probe, remote, self.opts).run())
                   for i in range(local)]
+        if self.peers:
+            from .engine.sources.peer import PeerSource
         for peer in self.peers:
             for i in range(self._slots(peer)):
                 source = PeerSource(board, probe, remote, peer, self.opts)
