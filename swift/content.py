@@ -1,35 +1,44 @@
-"""What content *is*, for sharing it on the LAN: its identity, its label, and whether it is private.
+"""What a file *is*, apart from where it was fetched. Pure.
 
-Pure: no I/O, no clock. docs/sharing.md describes the design; the rules:
+Two values, kept apart on purpose:
 
-* **Identity.** Two downloads are the same content when the origin's answer
-  says so now, never by name alone. Without a trusted digest the identity is
-  the URL as typed, normalised (``url_key``), *and* the answer's length,
-  content coding and strong validator (a strong ETag, else Last-Modified).
-  No validator (or only a weak ETag, which ``http.Validator`` already drops)
-  means no identity, so no sharing: nothing would tell a stale copy from the
-  current file. With a trusted digest (``--checksum``, a metalink, an RFC 9530
-  ``Repr-Digest``) the identity is the digest and the length: the bytes
-  themselves, whatever URL served them.
-* **URL normalisation** (``url_key``): scheme and host lower-cased, default
-  port, credentials and fragment dropped, and the query parameters that only
-  sign or expire a URL left out (``X-Amz-Signature``, ``X-Amz-Expires``,
+- :class:`ContentIdentity`: the bytes themselves, as the origin vouched for
+  them when they were fetched: their length, their content coding, and a
+  strong validator (a strong ``ETag``, else ``Last-Modified``), or a trusted
+  digest (``--checksum``; later a Metalink or an RFC 9530 ``Repr-Digest``),
+  which then is the identity on its own. Never a URL: two URLs may serve one
+  file, and one URL serves another file after a change.
+- :class:`Provenance`: the URLs those bytes were fetched from (as typed, then
+  after redirects). It says where to ask the origin again, never what the
+  bytes are.
+
+A resume record and the finished file's mark (``storage.FileIdentity``) hold
+both, because a resume must be of the same URL *and* the same content. A
+LAN copy is shared under the content identity alone, and only when it is
+shareable (see :attr:`ContentIdentity.shareable` and docs/sources.md): a
+weak ETag or no validator at all says nothing about the bytes.
+
+Sharing (docs/sharing.md)
+-------------------------
+* **The key shared under.** A LAN copy is used only under the same identity
+  *and*, unless a trusted digest names the bytes, the same URL as typed,
+  normalised (:func:`url_key`): scheme and host lower-cased, default port,
+  credentials and fragment dropped, and the query parameters that only sign
+  or expire a URL left out (``X-Amz-Signature``, ``X-Amz-Expires``,
   ``Expires``, ``Signature``, ``Key-Pair-Id``, ``token``, ...:
   ``SIGNING_PARAMETERS``), so two members holding differently signed links
-  to one object match. The rest of the query keeps its order and spelling.
-  Leaving a parameter out can never make two *different* files match: the
-  identity also needs the same length, coding and strong validator, which
-  two versions of a file do not share.
-* **Label.** Members ask each other by ``label(identity, secret)``:
-  HMAC-SHA-256 of the identity's canonical bytes under the pool's secret, so
-  no URL crosses the LAN and a member who does not know the identity cannot
-  tell what a label stands for. Without a secret the key is the fixed
-  ``OPEN_POOL_KEY``: anyone on the LAN who knows (or guesses) a URL, its
-  length and validator can compute its label and ask who holds it (README,
-  "Sharing: the threat model").
-* **Private content** (``private_reasons``) is never offered: credentials in
-  the URL, an ``Authorization`` header, cookies, a secret ``--header``, or an
-  answer marked ``Cache-Control: private`` or ``no-store``.
+  to one object match. The URL is kept in the key because a size and a
+  ``Last-Modified`` alone may be shared by two different files; leaving a
+  signing parameter out cannot make two different files match, since the
+  length, coding and strong validator must match too.
+* **Label.** Members ask by :func:`label`: HMAC-SHA-256 of that key under
+  the pool's secret, so no URL crosses the LAN. Without a secret the key is
+  the public ``OPEN_POOL_KEY``: anyone who knows (or guesses) a URL, its
+  length and validator can compute its label (README, "Sharing: the threat
+  model").
+* **Private content** (:func:`private_reasons`) is never offered:
+  credentials in the URL, an ``Authorization`` header, cookies, a secret
+  ``--header``, or an answer marked ``Cache-Control: private``/``no-store``.
 """
 
 from __future__ import annotations
@@ -40,8 +49,87 @@ import json
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["ContentIdentity", "OPEN_POOL_KEY", "SIGNING_PARAMETERS", "label", "private_reasons",
-           "url_key"]
+__all__ = ["ContentIdentity", "OPEN_POOL_KEY", "Provenance", "SIGNING_PARAMETERS", "label",
+           "private_reasons", "url_key"]
+
+
+@dataclass(frozen=True)
+class ContentIdentity:
+    """The bytes of one version of one file (see the module docstring).
+
+    ``size`` in bytes; ``coding`` the content coding of the stored bytes
+    ("" for identity, as ``http.content_coding`` gives it); ``etag`` a
+    *strong* ETag (``http.strong_etag``: a weak one is None here);
+    ``last_modified`` the ``Last-Modified`` value; ``digest`` a trusted
+    ``ALGO:HEX`` (lower case). With a digest, the digest and size alone
+    identify the content: validators then say nothing more.
+    """
+
+    size: int
+    coding: str = ""
+    etag: str | None = None
+    last_modified: str | None = None
+    digest: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            raise ValueError(f"a size is 0 or more bytes, not {self.size}")
+        if self.etag is not None and self.etag.startswith("W/"):
+            raise ValueError("a weak ETag does not identify content")
+
+    @classmethod
+    def of(cls, size: int, coding: str, etag: str | None, last_modified: str | None,
+           digest: str | None = None) -> "ContentIdentity":
+        """From an origin's answer (already checked: ``etag`` strong or None); a
+        digest is kept in lower case."""
+        return cls(size, coding, etag, last_modified, digest.strip().lower() if digest else None)
+
+    @property
+    def validator(self) -> str | None:
+        """The strong validator: the ETag, else Last-Modified, else None."""
+        return self.etag or self.last_modified
+
+    @property
+    def shareable(self) -> bool:
+        """True if two members holding this identity surely hold the same bytes:
+        a trusted digest, or a strong validator. (Privacy decides the rest.)"""
+        return self.digest is not None or self.validator is not None
+
+    def canonical(self) -> bytes:
+        """One byte string per identity, the same on every member (for an HMAC label).
+
+        With a digest: the size and the digest only, so copies fetched with and
+        without a validator still match. Without: size, coding and validators.
+        """
+        if self.digest is not None:
+            fields: dict = {"size": self.size, "digest": self.digest}
+        else:
+            fields = {"size": self.size, "coding": self.coding, "etag": self.etag,
+                      "last_modified": self.last_modified}
+        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+    def same_content(self, other: "ContentIdentity") -> bool:
+        """True if ``other`` names these bytes: the same digest when both have one,
+        else the same size, coding and validators (and a validator at all)."""
+        if self.size != other.size:
+            return False
+        if self.digest is not None and other.digest is not None:
+            return self.digest == other.digest
+        return (self.validator is not None and self.coding == other.coding
+                and (self.etag, self.last_modified) == (other.etag, other.last_modified))
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where the bytes were fetched from: the URL as given, then the URL after redirects."""
+
+    url: str
+    final_url: str
+
+    @property
+    def urls(self) -> frozenset[str]:
+        return frozenset((self.url, self.final_url))
+
 
 #: Query parameters (compared without case) that sign, date or expire a URL rather
 #: than name an object: AWS S3 SigV2/SigV4 (``X-Amz-*``, ``AWSAccessKeyId``,
@@ -88,53 +176,15 @@ def _signing(pair: str) -> bool:
     return name in SIGNING_PARAMETERS or name.startswith(SIGNING_PREFIXES)
 
 
-@dataclass(frozen=True)
-class ContentIdentity:
-    """One version of one file's bytes: ``canonical()`` is what a label is made of.
-
-    Either ``digest`` (``"sha256:<hex>"``, a trusted digest) and ``size``, or
-    ``url`` (a ``url_key``), ``size``, ``coding`` ("" for identity) and at least
-    one of ``etag`` (strong) and ``last_modified``.
-    """
-
-    size: int
-    url: str = ""
-    coding: str = ""
-    etag: str | None = None
-    last_modified: str | None = None
-    digest: str | None = None
-
-    @classmethod
-    def of(cls, url: str, size: int | None, coding: str, etag: str | None,
-           last_modified: str | None, digest: str | None = None) -> "ContentIdentity | None":
-        """The identity of an answer, or None when it has none (no length, or no strong
-        validator and no trusted digest: such content is never shared)."""
-        if size is None:
-            return None
-        if digest:
-            return cls(size=size, digest=digest.lower())
-        if not etag and not last_modified:
-            return None
-        try:
-            key = url_key(url)
-        except ValueError:
-            return None
-        return cls(size=size, url=key, coding=coding, etag=etag or None,
-                   last_modified=None if etag else last_modified)
-
-    def canonical(self) -> bytes:
-        """Unambiguous bytes for the label: a JSON list, its order fixed."""
-        if self.digest:
-            fields = ["digest", self.digest, self.size]
-        else:
-            fields = ["origin", self.url, self.size, self.coding, self.etag, self.last_modified]
-        return json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode("ascii")
-
-
-def label(identity: ContentIdentity, secret: bytes | None) -> str:
-    """The opaque name members ask by: HMAC-SHA-256 of the identity (64 lowercase hex)."""
+def label(identity: ContentIdentity, secret: bytes | None, url: str = "") -> str:
+    """The opaque name members ask by: HMAC-SHA-256 (64 lowercase hex) under the pool's
+    secret (``OPEN_POOL_KEY`` without one) of the identity and, unless a trusted digest
+    names the bytes, the URL's :func:`url_key` ``url`` (see "Sharing" above)."""
     key = secret if secret else OPEN_POOL_KEY
-    return hmac.new(key, b"swift-content\x00" + identity.canonical(), hashlib.sha256).hexdigest()
+    body = identity.canonical()
+    if identity.digest is None:
+        body += b"\x00" + url.encode("utf-8", "surrogateescape")
+    return hmac.new(key, b"swift-content\x00" + body, hashlib.sha256).hexdigest()
 
 
 def private_reasons(secrets: list[str], cache_control: str | None) -> list[str]:

@@ -32,21 +32,22 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from . import content, http, planning, storage
 from .engine import sharing, target, verify
 from .engine.board import Board
 from .engine.lan_copy import LanPool
-from .engine.local_worker import run_local
 from .engine.options import LOCAL, MAX_PEER_WORKERS, SMALL_FILE, Options
-from .engine.peer_worker import PeerWorker
 from .engine.record_keeper import RecordKeeper
 from .engine.report import ChecksumMismatch, DownloadError, Report, cancelled
 from .engine.single_stream import SingleStream
+from .engine.sources.local import LocalSource
 from .errors import ErrorCode, OriginError, SwiftError
-from .membership import Peer
 from .units import human_bytes
+
+if TYPE_CHECKING:  # the peer machinery loads only when there are peers (start-up)
+    from .membership import Peer
 
 __all__ = ["Download", "DownloadError", "ChecksumMismatch", "Options", "Report"]
 
@@ -200,7 +201,7 @@ class Download:
                     return self._single(probe, final, quiet=True)
             return self._single(probe, final)
         except ChecksumMismatch:
-            _forget_all(control)
+            _keep_rejected(control, probe.size or 0, self.opts.checksum)
             raise
 
     def _probe(self) -> http.ProbeResult:
@@ -252,6 +253,21 @@ class Download:
     def _parallel(self, probe: http.ProbeResult, final: Path,
                   control: storage.ResumeFile) -> Report:
         done = target.resume_point(control, probe, final, self.opts, self._notice)
+        try:
+            return self._ranges(probe, final, control, done)
+        except ChecksumMismatch:
+            if not done.total:
+                raise
+            # kept bytes took part: a whole-file digest cannot say which are wrong (verify.py)
+            self._notice(f"the file does not match the checksum with the kept data: fetching "
+                         f"all of it anew (without piece hashes a whole-file checksum cannot "
+                         f"tell which bytes are wrong)")
+            control.save(planning.RangeSet())
+            return self._ranges(probe, final, control, planning.RangeSet())
+
+    def _ranges(self, probe: http.ProbeResult, final: Path, control: storage.ResumeFile,
+                done: planning.RangeSet) -> Report:
+        """Fetch what ``done`` lacks into ``NAME.part``, check it, rename it."""
         part_file = storage.part_path(final)
         storage.check_free_space(final.parent, (probe.size or 0) - _allocated(part_file), part_file)
         self._keep_secrets(probe)
@@ -280,11 +296,11 @@ class Download:
         size = probe.size or 0
         if not self.opts.share or size == 0:
             return shared
-        identity = sharing.identity_of(probe.url, probe, self.opts.checksum)
-        if identity is None:
+        shared_as = sharing.identity_of(probe.url, probe, self.opts.checksum)
+        if shared_as is None:
             log.info("not shared: the origin names no strong validator for this file")
             return shared
-        label = content.label(identity, self.opts.secret)
+        label = content.label(*shared_as[:1], self.opts.secret, shared_as[1])
         private = content.private_reasons(self._remote.secrets() if self._remote else [],
                                           probe.cache_control)
         if self.opts.share_index is not None:
@@ -395,6 +411,7 @@ class Download:
                                    done=done, max_failures=self.opts.max_failures,
                                    race_after=self.opts.race_after)
         self._board = Board(sched, part, notice=self._notice, throttle=self.opts.throttle,
+                            names={p.key: p.name for p in self.peers if p.name},
                             written=publisher.written if publisher is not None else None,
                             dropped=publisher.dropped if publisher is not None else None)
         if self._stop.is_set():  # cancelled while probing
@@ -419,12 +436,14 @@ class Download:
                        pool: LanPool | None = None) -> list[threading.Thread]:
         local = 1 if (probe.size or 0) <= SMALL_FILE else self.opts.local_slots
         remote = self._remote
-        bodies = [(f"local-{i}", lambda: run_local(board, probe, remote, self.opts))
+        bodies = [(f"local-{i}", lambda: LocalSource(board, probe, remote, self.opts).run())
                   for i in range(local)]
+        if self.peers:
+            from .engine.sources.peer import PeerSource
         for peer in self.peers:
             for i in range(self._slots(peer)):
-                worker = PeerWorker(board, probe, remote, peer, self.opts)
-                bodies.append((f"peer-{peer.key}-{i}", worker.run))
+                source = PeerSource(board, probe, remote, peer, self.opts)
+                bodies.append((f"peer-{peer.key}-{i}", source.run))
         if pool is not None:
             bodies += pool.workers()
         threads = [threading.Thread(target=_guarded, args=(board, body), name=name, daemon=True)
@@ -519,11 +538,12 @@ def _unique(peers: list[Peer]) -> list[Peer]:
     return list(seen.values())
 
 
-def _forget_all(control: storage.ControlFile) -> None:
-    """A checksum mismatch: every byte is "done" but something is wrong. Keep the data,
-    record nothing as done, so the same command fetches it anew (the record is one
-    line, whatever the file's size; the null control file of a plain stream saves nothing)."""
+def _keep_rejected(control: storage.ControlFile, size: int, checksum: str | None) -> None:
+    """A checksum mismatch: every byte is there but fails ``checksum``. Keep the data and
+    record it as complete and rejected by that sum (one short line, whatever the file's
+    size), so the next run checks it against another sum before fetching anything
+    (``target.resume_point``); the null control file of a plain stream saves nothing."""
     try:
-        control.save(planning.RangeSet())
+        control.save(planning.RangeSet([(0, size)]) if size else planning.RangeSet(), checksum)
     except storage.StorageError as exc:
         log.warning("%s", exc)

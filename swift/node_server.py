@@ -375,13 +375,15 @@ class _Ticking:
 
 def make_server(host: str, port: int, *, name: str, secret: bytes | None, slots: int,
                 session_factory: Callable[[], requests.Session], idle_timeout: float = 60.0,
-                max_connections: int | None = None,
-                state_dir: Path | None = None, index: ContentIndex | None = None,
+                max_connections: int | None = None, state_dir: Path | None = None,
+                index: ContentIndex | None = None,
                 timeout: tuple[float, float] = http.DEFAULT_TIMEOUT,
                 throttle: Callable[[int], None] | None = None) -> server.FramedServer:
     """The node's job server; with a ``secret`` it serves TLS only, with the node's own
     key from ``state_dir`` (default: ``identity.state_dir()``), made at first start.
-    ``index``: what it offers to others as LAN copies (None: nothing)."""
+    ``timeout`` and ``throttle`` are the :class:`JobService`'s, given here once (what a
+    service needs is passed to its constructor, never set on it afterwards); ``index``:
+    what it offers to others as LAN copies (None: nothing)."""
     service = JobService(name=name, slots=slots, session_factory=session_factory, index=index,
                          timeout=timeout, throttle=throttle)
     tls = wire.ServerTLS.load("node", state_dir) if secret else None

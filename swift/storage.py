@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Iterator
 
 from . import errors
+from .content import ContentIdentity, Provenance
 from .names import free_path
 from .planning import RangeSet
 from .units import human_bytes
@@ -220,6 +221,7 @@ class _Libc:
     def __init__(self) -> None:
         self.fallocate = None
         self.renameat2 = None
+        self.sync_file_range = None
         if not sys.platform.startswith("linux"):
             return
         try:
@@ -237,11 +239,17 @@ class _Libc:
                            ctypes.c_uint]
             fn.restype = ctypes.c_int
             self.renameat2 = fn
+        fn = getattr(lib, "sync_file_range", None)
+        if fn is not None:
+            fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+            fn.restype = ctypes.c_int
+            self.sync_file_range = fn
 
 
 _libc = _Libc()
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
+_SYNC_FILE_RANGE_WRITE = 2
 
 
 def _preallocate(fd: int, size: int) -> bool:
@@ -414,6 +422,26 @@ class PartFile:
         finally:
             self._leave()
 
+    def start_writeback(self) -> bool:
+        """Start writing the data written so far to the disk, without waiting for it.
+
+        Best effort (``sync_file_range(SYNC_FILE_RANGE_WRITE)``, Linux): it
+        proves nothing, so no record may rely on it; a failure shows at the
+        next :meth:`sync`. What it buys: the disk works while the download
+        runs, so the :meth:`sync` before the record and the rename finds
+        little left to write. False where it is not available or failed.
+        """
+        if _libc.sync_file_range is None:
+            return False
+        try:
+            fd = self._enter()
+        except StorageError:
+            return False
+        try:
+            return _libc.sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE) == 0
+        finally:
+            self._leave()
+
     def sync(self) -> None:
         """Flush the written data to the disk (before a resume record claims it)."""
         fd = self._enter()
@@ -476,6 +504,9 @@ class ResumeRecord:
     etag: str | None
     last_modified: str | None
     done: RangeSet = field(default_factory=RangeSet)
+    #: the ``ALGO:HEX`` the complete data failed, if it did: a later run checks
+    #: the kept data against another sum before fetching anything
+    rejected: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.done, RangeSet):
@@ -509,9 +540,12 @@ class ResumeRecord:
         """Every field of :meth:`to_json` but ``done`` (ValueError if one is out of range)."""
         _validate_fields(self.version, self.url, self.final_url, self.size, self.etag,
                          self.last_modified)
-        return {"format": RECORD_FORMAT, "version": self.version, "url": self.url,
+        if self.rejected is not None and not isinstance(self.rejected, str):
+            raise ValueError("rejected must be text or null")
+        head = {"format": RECORD_FORMAT, "version": self.version, "url": self.url,
                 "final_url": self.final_url, "size": self.size, "etag": self.etag,
                 "last_modified": self.last_modified}
+        return {**head, "rejected": self.rejected} if self.rejected else head
 
     @classmethod
     def from_json(cls, obj) -> "ResumeRecord":
@@ -525,8 +559,11 @@ class ResumeRecord:
             raise ValueError(f"missing field {exc.args[0]}") from None
         version, url, final_url, size, etag, last_modified, done = fields
         _validate_fields(version, url, final_url, size, etag, last_modified)
+        rejected = obj.get("rejected")
+        if rejected is not None and not isinstance(rejected, str):
+            raise ValueError("rejected must be text or null")
         return cls(version, url, final_url, size, etag, last_modified,
-                   RangeSet.from_json(done, size))
+                   RangeSet.from_json(done, size), rejected)
 
     def save(self, path: Path) -> None:
         """Replace the record at ``path`` atomically: a crash leaves the old
@@ -604,13 +641,34 @@ class ResumeRecord:
 
 @dataclass(frozen=True)
 class FileIdentity:
-    """Which file a record is about: what must match for a resume."""
+    """Which file a record is about: what must match for a resume.
+
+    Two things at once, each with its own value: the content
+    (:class:`swift.content.ContentIdentity`, :attr:`content`) and where it
+    was fetched from (:class:`swift.content.Provenance`, :attr:`provenance`).
+    A resume needs both to match; sharing needs only the content. The
+    record stores the fields below (not ``encoding``), as it always has.
+    """
 
     url: str
     final_url: str
     size: int
     etag: str | None
     last_modified: str | None
+    encoding: str = ""  # the content coding of the stored bytes ("" for identity)
+
+    @classmethod
+    def of(cls, content: ContentIdentity, provenance: Provenance) -> "FileIdentity":
+        return cls(provenance.url, provenance.final_url, content.size, content.etag,
+                   content.last_modified, content.coding)
+
+    @property
+    def content(self) -> ContentIdentity:
+        return ContentIdentity(self.size, self.encoding, self.etag, self.last_modified)
+
+    @property
+    def provenance(self) -> Provenance:
+        return Provenance(self.url, self.final_url)
 
 
 #: The extended attribute a finished file carries: which download made it, so
@@ -662,8 +720,9 @@ class ControlFile:
         """The record of an earlier run of this URL, or None (see :meth:`ResumeRecord.load`)."""
         raise NotImplementedError
 
-    def save(self, done: RangeSet) -> None:
-        """Record ``done`` as written. Flush the data first. StorageError on failure."""
+    def save(self, done: RangeSet, rejected: str | None = None) -> None:
+        """Record ``done`` as written (and ``rejected``, the ``ALGO:HEX`` the complete
+        data failed, if it did). Flush the data first. StorageError on failure."""
         raise NotImplementedError
 
     def exists(self) -> bool:
@@ -685,10 +744,11 @@ class ResumeFile(ControlFile):
         record = ResumeRecord.load(self.path)
         return record if record is not None and record.url == self.identity.url else None
 
-    def save(self, done: RangeSet) -> None:
+    def save(self, done: RangeSet, rejected: str | None = None) -> None:
+        """Record ``done``; ``rejected``: the checksum the complete data failed."""
         i = self.identity
         ResumeRecord(RECORD_VERSION, i.url, i.final_url, i.size, i.etag, i.last_modified,
-                     done).save(self.path)
+                     done, rejected).save(self.path)
 
     def exists(self) -> bool:
         return os.path.lexists(self.path)
@@ -708,7 +768,7 @@ class NullControlFile(ControlFile):
     def load(self) -> ResumeRecord | None:
         return None
 
-    def save(self, done: RangeSet) -> None:
+    def save(self, done: RangeSet, rejected: str | None = None) -> None:
         pass
 
     def exists(self) -> bool:

@@ -41,11 +41,13 @@ class Board:
                  clock: Callable[[], float] = time.monotonic,
                  notice: Callable[[str], None] = lambda text: None,
                  throttle: Callable[[int], None] | None = None,
+                 names: dict[str, str] | None = None,
                  written: Callable[[int, memoryview], None] | None = None,
                  dropped: Callable[[int, int], None] | None = None):
-        """``written(offset, bytes)`` sees every block once it is on disk and
-        ``dropped(start, end)`` every range taken back (the piece hashes of
-        sharing, ``engine.sharing.Publisher``); both run outside I/O, fast."""
+        """``names``: a helper's key (``HOST:PORT``) → the name it gave itself, so that
+        a notice calls it what the summary calls it. ``written(offset, bytes)`` sees
+        every block once it is on disk and ``dropped(start, end)`` every range taken
+        back (the piece hashes of sharing, ``engine.sharing.Publisher``); both fast."""
         self.cond = threading.Condition()
         self.stop = threading.Event()
         self._sched = sched
@@ -53,6 +55,7 @@ class Board:
         self._clock = clock
         self._notice = notice
         self._throttle = throttle
+        self._names = dict(names or {})
         self._written = written
         self._dropped = dropped
         self._carriers: dict[int, Carrier] = {}
@@ -117,6 +120,13 @@ class Board:
         if carrier is not None:
             carrier(piece.shrink.end)
         return piece
+
+    def hold(self, source: str, ranges) -> None:
+        """``source`` holds ``ranges`` of the file now (None: all of it); see
+        :meth:`Scheduler.hold <swift.planning.Scheduler.hold>`."""
+        with self.cond:
+            self._sched.hold(source, ranges)
+            self.cond.notify_all()  # an idle worker of that source may have work now
 
     def heard(self, assignment_id: int) -> None:
         """A sign of life without data (a keep-alive): the assignment is not silent."""
@@ -191,9 +201,10 @@ class Board:
             self._last_source = source
             if self._sched.is_assigned(assignment_id):
                 self._fail_assignment(assignment_id, source, reason, discard, blame)
-                if self._sched.excluded(source) and source != LOCAL and \
-                        self._first(source, f"repeated failures ({reason})"):
-                    later = f"peer {source} left out after repeated failures ({reason})"
+                if self._sched.excluded(source) and source != LOCAL:
+                    why = self._why_excluded(source, reason)
+                    if self._first(source, why):
+                        later = f"helper {self._names.get(source) or source} left out: {why}"
             self.cond.notify_all()
         if later:
             self._notice(later)
@@ -238,7 +249,15 @@ class Board:
             self.cond.notify_all()
             first = self._first(source, why)
         if first:
-            self._notice(f"peer {source} left out: {why}")
+            self._notice(f"helper {self._names.get(source) or source} left out: {why}")
+
+    def _why_excluded(self, source: str, reason: str) -> str:
+        """Why the scheduler left ``source`` out, in the words of what happened: one cause
+        on several of its assignments (a killed helper loses every connection) is that cause."""
+        reasons = self._sched.failure_reasons(source)
+        if len(set(reasons)) <= 1:
+            return f"{reason}, on {len(reasons)} of its ranges" if len(reasons) > 1 else reason
+        return f"{len(reasons)} failed ranges, the last: {reason}"
 
     def _first(self, source: str, why: str) -> bool:
         first = source not in self._announced

@@ -47,6 +47,7 @@ from ..planning import Piece, RangeSet
 from .board import Board
 from .options import MAX_CONNECT_FAILURES, Options
 from .sharing import LAN_PREFIX, LanHolding
+from .sources.base import Source
 
 log = logging.getLogger(__name__)
 
@@ -327,13 +328,17 @@ class LanPool:
         return ok
 
 
-class LanCopyWorker:
-    """One connection to a member holding a LAN copy: ``run()`` until no work is left."""
+class LanCopyWorker(Source):
+    """The LAN copy kind of :class:`~swift.engine.sources.Source`: one connection to a
+    member holding a copy, ``run()`` until no work is left. It holds what the member
+    offered (``holding``); each piece is checked before it is written (``_piece``)."""
+
+    short_reason = "the member sent too few bytes"
 
     def __init__(self, pool: LanPool, source: str, *,
                  connect: Callable[..., wire.Connection] = wire.client_connect) -> None:
+        super().__init__(pool.board, source)
         self.pool = pool
-        self.board = pool.board
         self.source = source
         self.opts = pool.opts
         self._connect_to = connect
@@ -341,26 +346,29 @@ class LanCopyWorker:
         self._job: RequesterJob | None = None
         self._lock = threading.Lock()
         self._session = None
+        self._failures = 0
 
-    def run(self) -> None:
-        failures = 0
-        try:
-            while not self.board.stop.is_set() and not self.board.has_no_work_for(self.source):
-                if self._conn is None:
-                    failures = self._connect(failures)
-                    if failures < 0:
-                        return
-                    continue
-                piece = self.board.next_piece(self.source)
-                if piece is None:
-                    return
-                if not self._run(self._conn, piece):
-                    self._drop()
-        finally:
+    def holding(self) -> RangeSet | None:
+        copy = self.pool.copy(self.source)
+        return copy.ranges if copy is not None else RangeSet()
+
+    def ready(self) -> bool:
+        while self._conn is None:
+            self._failures = self._connect(self._failures)
+            if self._failures < 0:
+                return False
+        return True
+
+    def run_piece(self, piece: Piece) -> bool:
+        if not self._run(self._conn, piece):
             self._drop()
-            if self._session is not None:
-                self._session.close()
-            self.pool.ended(self.source)
+        return True
+
+    def close(self) -> None:
+        self._drop()
+        if self._session is not None:
+            self._session.close()
+        self.pool.ended(self.source)
 
     @property
     def copy(self) -> LanHolding:

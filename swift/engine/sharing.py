@@ -54,9 +54,12 @@ PUBLISH_INTERVAL = 0.25
 QUERY_DEADLINE = 2.0
 
 
-def identity_of(url: str, probe: http.ProbeResult, checksum: str | None) -> content.ContentIdentity | None:
-    """The download's content identity (None: it cannot be shared; see ``swift.content``).
-    A ``--checksum`` of SHA-256 is a trusted digest and becomes the identity."""
+def identity_of(url: str, probe: http.ProbeResult,
+                checksum: str | None) -> tuple[content.ContentIdentity, str] | None:
+    """What the download is shared under: its content identity and the URL's
+    ``content.url_key`` (None: it cannot be shared: no length, no strong validator
+    and no trusted digest, or a URL without a host). A ``--checksum`` of SHA-256 is a
+    trusted digest and becomes the identity."""
     digest = None
     if checksum:
         try:
@@ -65,8 +68,16 @@ def identity_of(url: str, probe: http.ProbeResult, checksum: str | None) -> cont
             algo, value = "", ""
         if algo == "sha256":
             digest = f"sha256:{value}"
-    return content.ContentIdentity.of(url, probe.size, probe.encoding, probe.validator.etag,
-                                      probe.validator.last_modified, digest)
+    if probe.size is None:
+        return None
+    identity = content.ContentIdentity.of(probe.size, probe.encoding, probe.validator.etag,
+                                          probe.validator.last_modified, digest)
+    if not identity.shareable:
+        return None
+    try:
+        return identity, content.url_key(url)
+    except ValueError:
+        return None
 
 
 def held_ranges(held: protocol.Held, size: int) -> tuple[RangeSet, dict[int, str]]:

@@ -21,11 +21,13 @@ from typing import Callable
 
 from .. import http, names, storage
 from ..checksums import file_digest, parse_checksum
+from ..content import ContentIdentity, Provenance
 from ..errors import ErrorCode
 from ..planning import RangeSet
 from .options import Options
 from ..units import human_bytes
 from .report import DownloadError
+from .verify import same_checksum
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +44,16 @@ def file_name(probe: http.ProbeResult) -> str:
     return names.choose_name(probe.url, probe.final_url, probe.content_disposition)
 
 
+def content_identity(probe: http.ProbeResult, checksum: str | None = None) -> ContentIdentity:
+    """The content the probe saw (size, coding, strong validator), and the trusted
+    ``ALGO:HEX`` digest if the user gave one; never the URL."""
+    v = probe.validator
+    return ContentIdentity.of(probe.size or 0, probe.encoding, v.etag, v.last_modified, checksum)
+
+
 def identity(url: str, probe: http.ProbeResult) -> storage.FileIdentity:
     """What a resume record must match: this URL, and the file as the probe saw it."""
-    return storage.FileIdentity(url, probe.final_url, probe.size or 0, probe.validator.etag,
-                                probe.validator.last_modified)
+    return storage.FileIdentity.of(content_identity(probe), Provenance(url, probe.final_url))
 
 
 def already_complete(url: str, *, output: Path | None, directory: Path, checksum: str | None,
@@ -136,6 +144,8 @@ def resume_point(control: storage.ResumeFile, probe: http.ProbeResult, final: Pa
         _discard(part, control)
         return RangeSet()
     done = record.done
+    if record.rejected is not None:  # complete data that failed a checksum (verify.py)
+        return _after_mismatch(record, part, control, opts, notice)
     if len(done) > FRAGMENTED:
         fragments = len(done)
         forgotten = done.drop_shorter_than(opts.min_split)
@@ -145,6 +155,22 @@ def resume_point(control: storage.ResumeFile, probe: http.ProbeResult, final: Pa
         notice(f"resuming: {human_bytes(done.total)} of {human_bytes(probe.size or 0)} "
                f"already in {part}")
     return done
+
+
+def _after_mismatch(record: storage.ResumeRecord, part: Path, control: storage.ControlFile,
+                    opts: Options, notice: Callable[[str], None]) -> RangeSet:
+    """Data kept after a checksum mismatch (its validator already matched the server's):
+    checked against a new sum before anything is fetched; fetched anew when no sum,
+    or the same one, is given (:func:`swift.engine.verify.same_checksum`)."""
+    if opts.checksum is None or same_checksum(opts.checksum, record.rejected):
+        why = "the same checksum" if opts.checksum else "no checksum now"
+        notice(f"the data kept in {part} failed {record.rejected.partition(':')[0].lower()} "
+               f"before ({why}): fetching it anew")
+        _discard(part, control)
+        return RangeSet()
+    notice(f"checking the {human_bytes(record.done.total)} kept in {part} against the new "
+           f"checksum before fetching anything")
+    return record.done
 
 
 def _discard(part: Path, control: storage.ControlFile) -> None:

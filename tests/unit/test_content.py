@@ -1,73 +1,58 @@
-"""Content identity, labels and privacy (``swift.content``): signed URLs match, different files never."""
+"""swift.content: what a file is (ContentIdentity), apart from where it came from (Provenance)."""
 
 from __future__ import annotations
 
 import pytest
 
-from swift.content import ContentIdentity, label, private_reasons, url_key
+from swift import http, storage
+from swift.content import ContentIdentity, Provenance
+from swift.engine import target
 
-S3 = ("https://bucket.s3.amazonaws.com/iso/disk.iso?X-Amz-Algorithm=AWS4-HMAC-SHA256"
-      "&X-Amz-Credential={c}&X-Amz-Date=20260101T000000Z&X-Amz-Expires=3600"
-      "&X-Amz-SignedHeaders=host&X-Amz-Signature={s}")
-
-
-def test_two_signatures_of_one_object_have_one_url_key():
-    assert url_key(S3.format(c="AKIA1", s="aa11")) == url_key(S3.format(c="AKIA2", s="bb22")) == \
-        "https://bucket.s3.amazonaws.com/iso/disk.iso"
+SHA = "sha256:" + "ab" * 32
 
 
-@pytest.mark.parametrize("url", [
-    "https://cdn.example/f.bin?Expires=1&Signature=abc&Key-Pair-Id=K",
-    "https://cdn.example/f.bin?token=xyz",
-    "https://cdn.example/f.bin?sv=2024&se=2026&sig=abc%3D",
-    "HTTPS://CDN.example:443/f.bin#frag",
-    "https://user:pw@cdn.example/f.bin",
+def probe(url, final=None, size=1000, etag='"v1"', last_modified=None, encoding=""):
+    return http.ProbeResult(url, final or url, size, True, http.Validator(etag, last_modified),
+                            encoding=encoding)
+
+
+def test_one_file_under_two_urls_is_one_content_and_two_provenances():
+    a = target.content_identity(probe("http://a.test/x.iso"))
+    b = target.content_identity(probe("http://mirror.test/pub/x.iso"))
+    assert a == b and a.same_content(b) and a.canonical() == b.canonical()
+    assert b"a.test" not in a.canonical() and b"mirror" not in a.canonical()  # never the URL
+    ia = target.identity("http://a.test/x.iso", probe("http://a.test/x.iso"))
+    assert ia.content == a and ia.provenance == Provenance("http://a.test/x.iso", "http://a.test/x.iso")
+
+
+@pytest.mark.parametrize("other", [
+    ContentIdentity(1001, "", '"v1"'),          # another length
+    ContentIdentity(1000, "gzip", '"v1"'),      # another coding
+    ContentIdentity(1000, "", '"v2"'),          # another version
+    ContentIdentity(1000, "", None, "Tue, 01 Dec 2026 10:00:00 GMT"),
 ])
-def test_signing_parameters_case_port_credentials_and_fragment_leave_the_key(url):
-    assert url_key(url) == "https://cdn.example/f.bin"
+def test_another_length_coding_or_validator_is_other_content(other):
+    assert not ContentIdentity(1000, "", '"v1"').same_content(other)
 
 
-def test_other_query_parameters_stay_in_their_order():
-    assert url_key("http://h/get?file=b&v=2&Signature=x") == "http://h/get?file=b&v=2"
-    assert url_key("http://h/get?v=2&file=b") != url_key("http://h/get?file=b&v=2")
-    assert url_key("http://h/get?file=a") != url_key("http://h/get?file=b")
+def test_no_strong_validator_means_no_identity_to_share_under():
+    weakless = target.content_identity(probe("http://a.test/x", etag=None))  # a weak ETag is dropped
+    assert not weakless.shareable and not weakless.same_content(weakless)
+    with pytest.raises(ValueError):
+        ContentIdentity(10, "", 'W/"x"')
+    assert ContentIdentity(10, "", None, "Tue, 01 Dec 2026 10:00:00 GMT").shareable
 
 
-def test_no_validator_or_no_length_means_no_identity():
-    assert ContentIdentity.of("http://h/f", 10, "", None, None) is None
-    assert ContentIdentity.of("http://h/f", None, "", '"e"', None) is None
+def test_a_trusted_digest_is_the_identity_whatever_the_validators():
+    a = ContentIdentity.of(1000, "", '"v1"', None, "SHA256:" + "AB" * 32)
+    b = ContentIdentity.of(1000, "", None, None, SHA)
+    assert a.digest == SHA and a.shareable and b.shareable
+    assert a.same_content(b) and a.canonical() == b.canonical()
+    assert not a.same_content(ContentIdentity.of(1000, "", '"v1"', None, "sha256:" + "cd" * 32))
 
 
-def test_length_coding_and_validator_all_enter_the_label():
-    base = ContentIdentity.of("http://h/f?token=1", 10, "", '"e1"', None)
-    same = ContentIdentity.of("http://h/f?token=2", 10, "", '"e1"', None)
-    others = [ContentIdentity.of("http://h/f", 11, "", '"e1"', None),
-              ContentIdentity.of("http://h/f", 10, "gzip", '"e1"', None),
-              ContentIdentity.of("http://h/f", 10, "", '"e2"', None),
-              ContentIdentity.of("http://h/g", 10, "", '"e1"', None),
-              ContentIdentity.of("http://h/f", 10, "", None, "Tue, 01 Jan 2030 00:00:00 GMT")]
-    assert label(base, b"k") == label(same, b"k")
-    labels = {label(x, b"k") for x in others} | {label(base, b"k")}
-    assert len(labels) == len(others) + 1
-
-
-def test_a_trusted_digest_is_the_identity_whatever_the_url():
-    a = ContentIdentity.of("http://mirror-a/f", 10, "", '"x"', None, digest="SHA256:AB")
-    b = ContentIdentity.of("http://mirror-b/g", 10, "", None, None, digest="sha256:ab")
-    assert a == b and label(a, None) == label(b, None)
-
-
-def test_the_label_depends_on_the_secret_and_hides_the_url():
-    ident = ContentIdentity.of("http://h/secret-name.iso", 10, "", '"e"', None)
-    one, two, open_pool = label(ident, b"one"), label(ident, b"two"), label(ident, None)
-    assert len({one, two, open_pool}) == 3
-    assert all(len(x) == 64 and "secret-name" not in x for x in (one, two, open_pool))
-
-
-def test_credentials_cookies_and_private_answers_are_private():
-    assert private_reasons([], None) == []
-    assert private_reasons([], "public, max-age=60") == []
-    assert private_reasons(["credentials in the URL"], None) == ["credentials in the URL"]
-    assert private_reasons([], "max-age=0, Private") == ["the server marked it Cache-Control: private"]
-    assert private_reasons([], 'no-store, private="Set-Cookie"') == [
-        "the server marked it Cache-Control: private", "the server marked it Cache-Control: no-store"]
+def test_the_resume_identity_keeps_its_record_fields_and_splits_into_its_two_parts():
+    ident = storage.FileIdentity("http://a.test/x", "http://cdn.test/x", 1000, '"v1"', None)
+    assert ident.content == ContentIdentity(1000, "", '"v1"', None)
+    assert storage.FileIdentity.of(ident.content, ident.provenance) == ident
+    assert ident.provenance.urls == {"http://a.test/x", "http://cdn.test/x"}

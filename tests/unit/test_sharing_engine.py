@@ -35,11 +35,13 @@ def test_an_answer_for_another_size_or_piece_size_offers_nothing():
 
 
 def test_the_identity_is_the_probe_or_a_sha256_checksum():
-    assert identity_of(probe().url, probe(), None).url == "http://h/f.iso"
+    identity, key = identity_of(probe().url, probe(), None)
+    assert key == "http://h/f.iso" and identity.etag == '"e"'
     assert identity_of(probe().url, probe(validator=Validator(None, None)), None) is None
-    by_digest = identity_of(probe().url, probe(validator=Validator(None, None)), "SHA256:" + "AB" * 32)
-    assert by_digest is not None and by_digest.digest == "sha256:" + "ab" * 32
-    assert identity_of(probe().url, probe(), "md5:" + "ab" * 16).digest is None
+    by_digest, _ = identity_of(probe().url, probe(validator=Validator(None, None)),
+                               "SHA256:" + "AB" * 32)
+    assert by_digest.digest == "sha256:" + "ab" * 32
+    assert identity_of(probe().url, probe(), "md5:" + "ab" * 16)[0].digest is None
 
 
 def test_forget_requeues_a_forgers_finished_bytes_and_never_a_running_assignment():
