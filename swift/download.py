@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Callable
 from . import content, http, planning, storage
 from .engine import sharing, target, verify
 from .engine.board import Board
-from .engine.lan_copy import LanPool
 from .engine.options import LOCAL, MAX_PEER_WORKERS, SMALL_FILE, Options
 from .engine.record_keeper import RecordKeeper
 from .engine.report import ChecksumMismatch, DownloadError, Report, cancelled
@@ -47,6 +46,7 @@ from .errors import ErrorCode, OriginError, SwiftError
 from .units import human_bytes
 
 if TYPE_CHECKING:  # the peer machinery loads only when there are peers (start-up)
+    from .engine.lan_copy import LanPool
     from .membership import Peer
 
 __all__ = ["Download", "DownloadError", "ChecksumMismatch", "Options", "Report"]
@@ -352,6 +352,7 @@ class Download:
     def _lan_pool(self, board: Board, probe: http.ProbeResult, shared: "_Sharing") -> LanPool | None:
         if not shared.lan or (probe.size or 0) <= SMALL_FILE:
             return None
+        from .engine.lan_copy import LanPool  # the peer machinery: only with helpers
         pool = LanPool(board, shared.copies, [LOCAL] + [p.key for p in self.peers],
                        label=shared.label, size=probe.size or 0, probe=probe,
                        remote=self._remote, opts=self.opts, notice=self._notice,

@@ -29,14 +29,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import content, http, protocol, wire
+from typing import TYPE_CHECKING
+
+from .. import content, http
 from ..checksums import parse_checksum
 from ..content_index import ContentIndex, Holding
-from ..membership import Peer
 from ..piecehash import PieceHasher, pieces_within, piece_size_for
 from ..planning import RangeSet
 from .options import Options
 from .report import Report
+
+if TYPE_CHECKING:  # the peer machinery loads only where helpers are asked (start-up time)
+    from .. import protocol
+    from ..membership import Peer
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +120,7 @@ def ask_peers(peers: list[Peer], label: str, size: int, opts: Options,
     """Every helper's answer to ``query{label}``, in parallel, within ``QUERY_DEADLINE``.
     Helpers that do not answer in time, answer nothing usable, or answer with this
     download's own holding (``own_holder``: published on this machine) are left out."""
+    from .. import protocol, wire
     found: list[LanHolding] = []
     lock = threading.Lock()
 
