@@ -315,3 +315,34 @@ def test_a_partial_copy_and_the_pool_for_the_rest_give_the_right_file(two_machin
     assert origin_bytes(origin, "/half.bin") <= size - lan + 4 * MiB, out
 
 
+
+
+def test_a_get_with_no_share_is_neither_recorded_nor_offered(two_machines, origin, origin_root):
+    alpha, beta = two_machines
+    make_file(origin_root / "n.bin", 4 * MiB, seed=27)
+    assert alpha.get(origin.url("/n.bin"), "--no-peers", "--no-share")[0] == 0
+    assert not (alpha.state / "shares.json").exists()
+    code, out, report = beta.get(origin.url("/n.bin"))
+    assert code == 0 and report["lan_bytes"] == {}, out
+
+
+def test_the_prompt_lists_what_it_offers_and_unshare_stops_offering_it(cluster, origin,
+                                                                      origin_root, tmp_path):
+    from tests.helpers import prompt_node
+    make_file(origin_root / "p.bin", 4 * MiB, seed=28)
+    disc = cluster.discovery()
+    state = tmp_path / "prompt-state"
+    state.mkdir()
+    with prompt_node(cluster, f"127.0.0.1:{disc.port}", name="sharer",
+                     env={"SWIFT_STATE_DIR": str(state)}) as (node, type_):
+        type_("shares")
+        node.wait_for(r"this node offers nothing", timeout=10)
+        type_(f"get {origin.url('/p.bin')} --no-peers")
+        node.wait_for(r"\[1\] done: ", timeout=60)
+        mark = type_("shares")
+        line = node.wait_for(r"([0-9a-f]{12})  \S+p\.bin  4\.0 MiB \(complete\)  offered",
+                             timeout=10, start=mark)
+        mark = type_(f"unshare {line.group(1)}")
+        node.wait_for(r"no longer offered: \S+p\.bin", timeout=10, start=mark)
+        mark = type_("shares")
+        node.wait_for(r"this node offers nothing", timeout=10, start=mark)
