@@ -39,9 +39,10 @@ class Machine:
 
     def get(self, url: str, *args: str, timeout: float = 120) -> tuple[int, str, dict]:
         report = self.dir / f"report-{len(list(self.dir.glob('report-*')))}.json"
+        secret = ["--secret-file", str(self.cluster.secret_file)] if self.cluster.secret_file else []
         proc = self.cluster.start(
-            [*_node_program(), "--discovery", self.discovery, "--dir", str(self.dir), "get", url,
-             "--report", str(report), *args], name=f"get-{self.name}", env=self.env)
+            [*_node_program(), "--discovery", self.discovery, "--dir", str(self.dir), *secret,
+             "get", url, "--report", str(report), *args], name=f"get-{self.name}", env=self.env)
         code = proc.wait(timeout)
         data = json.loads(report.read_text()) if report.exists() else {}
         return code, proc.output(), data
@@ -346,3 +347,34 @@ def test_the_prompt_lists_what_it_offers_and_unshare_stops_offering_it(cluster, 
         node.wait_for(r"no longer offered: \S+p\.bin", timeout=10, start=mark)
         mark = type_("shares")
         node.wait_for(r"this node offers nothing", timeout=10, start=mark)
+
+
+def test_with_a_secret_copies_go_over_the_private_channel(tmp_path, origin, origin_root):
+    from swiftlab.cluster import Cluster
+    secret = tmp_path / "secret"
+    secret.write_text("a shared secret of the pool\n")
+    secret.chmod(0o600)
+    work = tmp_path / "members"
+    work.mkdir()
+    digest = make_file(origin_root / "t.bin", 8 * MiB, seed=29)
+    with Cluster(work, secret_file=secret) as members:
+        disc = members.discovery()
+        alpha, beta = Machine(members, disc, "alpha"), Machine(members, disc, "beta")
+        wait_until(lambda: len(members_listed(disc.port, secret)) == 2, 10, "both registered")
+        assert alpha.get(origin.url("/t.bin"), "--no-peers")[0] == 0
+        code, out, report = beta.get(origin.url("/t.bin"))
+        assert code == 0 and sha256_file(beta.dir / "t.bin") == digest, out
+        assert sum(report["lan_bytes"].values()) >= 7 * MiB, out
+
+
+def members_listed(port: int, secret_path: Path) -> list:
+    """The members discovery lists, asked with the pool's secret ([] while it cannot answer)."""
+    from swift import auth
+    from swift.errors import SwiftError
+    from swift.membership import DiscoveryClient
+    client = DiscoveryClient("127.0.0.1", port, name="test", secret=auth.load_secret(secret_path),
+                             timeout=2.0)
+    try:
+        return client.list_peers()
+    except (OSError, SwiftError):
+        return []
