@@ -170,6 +170,7 @@ class ContentIndex:
         self._lock = threading.Lock()
         self._holdings: dict[str, Holding] = {}
         self._seen: tuple[int, int] | None = None  # (mtime_ns, inode) of the file last read
+        self._warned = False
 
     # -- reading ------------------------------------------------------------------------------
     def holdings(self) -> list[Holding]:
@@ -236,8 +237,10 @@ class ContentIndex:
                     while len(self._holdings) > MAX_HOLDINGS:
                         del self._holdings[next(iter(self._holdings))]
                     self._save(durable)
-            except OSError as exc:
-                log.warning("cannot update what this machine shares (%s): %s", self.path, exc)
+            except OSError as exc:  # said once: a download republishes four times a second
+                (log.debug if self._warned else log.warning)(
+                    "cannot update what this machine shares (%s): %s; it is not offered", self.path, exc)
+                self._warned = True
 
     @contextlib.contextmanager
     def _file_lock(self) -> Iterator[None]:
