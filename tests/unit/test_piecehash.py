@@ -109,3 +109,15 @@ def test_pieces_within_names_only_whole_pieces():
     assert pieces_within([(0, 250), (300, 1050)], size, piece) == [0, 1, 3, 4, 5, 6, 7, 8, 9, 10]
     assert pieces_within([(50, 199)], size, piece) == []
     assert piecehash.piece_range(10, size, piece) == (1000, 1050)
+
+
+def test_what_a_hasher_computed_is_a_piece_hashes_that_checks_the_same_bytes():
+    """One module, two directions: hashes computed while bytes arrive (sharing) and
+    trusted hashes a file is checked against (a Metalink's pieces)."""
+    data = random.Random(3).randbytes(3 * 1024 + 10)
+    hasher = PieceHasher(len(data), 1024)
+    hasher.feed(0, data)
+    trusted = piecehash.PieceHashes("sha256", 1024, len(data),
+                                    tuple(hasher.digests[i] for i in range(hasher.count)))
+    assert all(trusted.check(i, data[i * 1024:(i + 1) * 1024]) for i in range(hasher.count))
+    assert not trusted.check(0, b"\0" * 1024)
