@@ -356,8 +356,7 @@ class Download:
         pool = LanPool(board, shared.copies, [LOCAL] + [p.key for p in self.peers],
                        label=shared.label, size=probe.size or 0, probe=probe,
                        remote=self._remote, opts=self.opts, notice=self._notice,
-                       spawn=lambda name, body: self._spawn(board, name, body),
-                       rotate=shared.publisher is not None)
+                       spawn=lambda name, body: self._spawn(board, name, body))
         pool.share_out()
         if shared.copies:
             names = ", ".join(c.peer.name or c.peer.key for c in shared.copies)

@@ -46,7 +46,7 @@ from ..piecehash import piece_size_for
 from ..planning import Piece, RangeSet
 from .board import Board
 from .options import MAX_CONNECT_FAILURES, Options
-from .sharing import LAN_PREFIX, LanHolding
+from .sharing import LanHolding
 from .sources.base import Source
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class LanPool:
                  label: str, size: int, probe: http.ProbeResult, remote: http.RemoteFile,
                  opts: Options, notice: Callable[[str], None],
                  spawn: Callable[[str, Callable[[], None]], None] | None = None,
-                 rotate: bool = False, rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None) -> None:
         self.board = board
         self.copies: dict[str, LanHolding] = {}
         self.origin_sources = origin_sources
@@ -102,10 +102,6 @@ class LanPool:
         self._final_check = fraction > 0
         self._spot_done: dict[tuple[int, str], bool] = {}
         self._spot_locks: dict[int, threading.Lock] = {}
-        # two members fetching at once from the same first gap would fetch the same
-        # pieces until they see each other's: each sweeps from its own random piece
-        piece = piece_size_for(size)
-        self._rotation = rng.randrange(0, -(-size // piece)) * piece if rotate and size else 0
         self._update(copies)
 
     # -- holdings --------------------------------------------------------------------------------
@@ -142,11 +138,10 @@ class LanPool:
 
     def share_out(self) -> None:
         """Each copy holds its ranges; the origin sources hold what no live copy holds and
-        no member fetches now (and, before any answer, the file from a random piece on)."""
+        no member claims now."""
         with self._lock:
             live = [c for s, c in self.copies.items() if s not in self._banned]
             fetching = [r for s, r in self._fetching.items() if s not in self._banned]
-            rotation = self._rotation
         others = RangeSet()
         for c in live:
             self.board.hold(c.source, c.ranges)
@@ -156,21 +151,10 @@ class LanPool:
             for s, e in ranges:
                 others.add(s, e)
         rest: RangeSet | None = None
-        if others.total or rotation:
+        if others.total:
             rest = RangeSet([(0, self.size)])
             for s, e in others:
                 rest.remove(s, e)
-            if rotation:
-                # members sweep the file from their own random piece on, so two that fetch
-                # at once meet at the edges only; the part before it comes last
-                later = rest.copy()
-                later.remove(0, rotation)
-                for s, e in self.board.done_copy():
-                    later.remove(s, e)
-                for s, e in self.board.fetching(LAN_PREFIX):
-                    later.remove(s, e)
-                if later.total:
-                    rest.remove(0, rotation)
         log.debug("origin sources hold %s (copies %s, members fetch %s)",
                   list(rest) if rest is not None else "all",
                   {c.source: c.ranges.total for c in live}, [r.total for r in fetching])

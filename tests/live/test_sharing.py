@@ -378,3 +378,26 @@ def members_listed(port: int, secret_path: Path) -> list:
         return client.list_peers()
     except (OSError, SwiftError):
         return []
+
+
+def test_a_late_joiner_takes_what_the_first_holds_and_the_internet_pays_about_once(
+        two_machines, origin, origin_root):
+    """Beta starts while alpha's download of the same file runs: beta takes alpha's pieces
+    as they are hashed and leaves alpha what it claims (fetches, or wrote but has not
+    hashed yet); the origin pays for the file about once."""
+    alpha, beta = two_machines
+    size = 48 * MiB
+    digest = make_file(origin_root / "both.bin", size, seed=26)
+    origin.configure(conn_rate=MiB)  # every connection slow: the two overlap for seconds
+    args = ["--discovery", alpha.discovery, "get", origin.url("/both.bin")]
+    first = alpha.cluster.start([*_node_program(), "--dir", str(alpha.dir), *args],
+                                name="alpha-get", env=alpha.env)
+    wait_until(lambda: offered_bytes(alpha) >= size // 4, 60, "alpha holds a quarter")
+    second = beta.cluster.start([*_node_program(), "--dir", str(beta.dir), *args],
+                                name="beta-get", env=beta.env)
+    assert first.wait(120) == 0, first.output()
+    assert second.wait(120) == 0, second.output()
+    assert sha256_file(alpha.dir / "both.bin") == sha256_file(beta.dir / "both.bin") == digest
+    paid = origin_bytes(origin, "/both.bin")
+    assert paid <= 1.15 * size, (paid / size, second.output())
+    assert "from LAN copies" in second.output()

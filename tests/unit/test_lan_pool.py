@@ -27,13 +27,13 @@ class Part:
         self.data[offset:offset + len(block)] = block
 
 
-def pool_with(copies, *, fraction=None, rotate=False):
+def pool_with(copies, *, fraction=None):
     board = Board(Scheduler(SIZE, piece_size=MiB, min_split=MiB), Part(), clock=lambda: 0.0)
     probe = ProbeResult(url="http://h/f", final_url="http://h/f", size=SIZE, ranges=True,
                         validator=Validator('"e"', None))
     pool = LanPool(board, copies, [LOCAL, "10.0.0.9:6000"], label="a" * 64, size=SIZE,
                    probe=probe, remote=None, opts=Options(spot_fraction=fraction),
-                   notice=lambda text: None, rotate=rotate, rng=random.Random(7))
+                   notice=lambda text: None, rng=random.Random(7))
     pool.share_out()
     return board, pool
 
@@ -81,8 +81,3 @@ def test_about_one_percent_of_the_pieces_are_drawn_for_spot_checks_and_none_with
     _, every = pool_with([copy_of([(0, SIZE)])], fraction=1.0)
     assert all(every.needs_spot_check(i) for i in range(8))
 
-
-def test_a_member_sweeps_from_its_own_random_piece_until_that_part_is_taken():
-    board, pool = pool_with([], rotate=True)
-    held = board._sched.holding(LOCAL)
-    assert held is not None and held.end == SIZE and list(held)[0][0] > 0
