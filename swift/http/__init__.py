@@ -17,6 +17,7 @@ Modules, one job each:
 ``body``            reading raw, undecoded bodies
 ``probe``           :func:`probe`: size, ranges, validators, final URL
 ``rangefetch``      :class:`RangeFetch`: one checked, resumable range
+``samefile``        :class:`SameFile`: "the file changed" or "another edge's ETag"
 ``stream``          :func:`open_stream`: the whole file, for servers without ranges
 ==================  =============================================================
 
@@ -34,7 +35,7 @@ _WHERE = {
     "parse_content_range": "headers", "parse_retry_after": "headers",
     "ProbeResult": "probe", "probe": "probe", "KeptAnswer": "probe",
     "RequestProfile": "profile",
-    "RangeFetch": "rangefetch",
+    "RangeFetch": "rangefetch", "SameFile": "samefile",
     "Retry": "retry", "call_with_retry": "retry",
     "PlainStream": "stream", "open_stream": "stream",
     "RemoteFile": "remote",
@@ -53,7 +54,7 @@ def __getattr__(name: str):
 
 
 __all__ = ["CHUNK_SIZE", "DEFAULT_TIMEOUT", "KeptAnswer", "PlainStream", "ProbeResult", "RangeFetch",
-           "RequestProfile", "Retry", "RemoteFile", "Validator", "call_with_retry",
+           "RequestProfile", "Retry", "RemoteFile", "SameFile", "Validator", "call_with_retry",
            "check_range_answer", "content_coding", "iter_body", "normalize_url", "open_stream",
            "parse_content_range", "parse_retry_after", "probe", "redact_url", "status_error",
            "translate"]

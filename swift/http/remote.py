@@ -23,7 +23,14 @@ Rules
   ranges. After :data:`IF_RANGE_STRIKES` such answers that still carry the
   probe's validators, ranges are sent without ``If-Range``; every 206 is then
   checked against the validators the server reports and the total size in
-  ``Content-Range`` (see :mod:`swift.http.headers`).
+  ``Content-Range`` (see :mod:`swift.http.headers`). Likewise once the
+  server is seen to give the same bytes several ETags (one per edge,
+  :mod:`swift.http.samefile`).
+* **Lengths that disagree** (docs/http.md). A 206 whose ``Content-Length`` is
+  not its ``Content-Range``'s span is never read; after
+  :data:`LENGTH_STRIKES` of them in the download its ranges are given up
+  (``RANGES_UNUSABLE``), and the engine goes on with one plain GET, which such
+  servers answer right.
 """
 
 from __future__ import annotations
@@ -40,9 +47,10 @@ from .. import sessions
 from .body import DEFAULT_TIMEOUT
 from .headers import Validator, parse_content_range
 from .profile import RequestProfile
+from .samefile import SameFile
 from .url import normalize_url, redact_url, split_credentials
 
-__all__ = ["RemoteFile", "IF_RANGE_STRIKES"]
+__all__ = ["RemoteFile", "IF_RANGE_STRIKES", "LENGTH_STRIKES"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,11 @@ log = logging.getLogger(__name__)
 #: backend's one-off slip does not change the download's rules, while a CDN
 #: that always does it costs two wasted requests (each closed at its headers).
 IF_RANGE_STRIKES = 2
+#: 206 answers whose Content-Length and Content-Range disagree, counted over the
+#: whole download, before its ranges are given up for one plain GET. Two, so a
+#: single garbled answer costs one retry, while a server that always does it
+#: (it has a bug in its range code, not in its plain GET) costs two requests.
+LENGTH_STRIKES = 2
 
 
 class RemoteFile:
@@ -67,6 +80,8 @@ class RemoteFile:
         self._final = final_url or self.url
         self._worked = final_url is not None
         self._if_range_strikes = 0
+        self._length_strikes = 0
+        self._same: SameFile | None = None
         self.refreshes = 0
         self._verdict_lock = threading.Lock()
         self._verdicts: dict[str, bool] = {}  # URL → refused only for helpers? (decided once)
@@ -188,12 +203,28 @@ class RemoteFile:
                                                authorization=authorization)
 
     # -- range rules ---------------------------------------------------------------------------
+    def same_file(self, validator: Validator) -> SameFile:
+        """The download's one :class:`SameFile` (its sample and proven aliases)."""
+        with self._lock:
+            if self._same is None or self._same.validator != validator:
+                self._same = SameFile(validator)
+            return self._same
+
     def if_range(self, validator: Validator) -> str | None:
-        """The ``If-Range`` value to send now (None once the server showed it cannot take one)."""
+        """The ``If-Range`` value to send now (None once the server showed it cannot
+        take one, or that its validators differ per edge)."""
         with self._lock:
             if self._if_range_strikes >= IF_RANGE_STRIKES:
                 return None
+            if self._same is not None and self._same.per_edge:
+                return None
         return validator.if_range()
+
+    def lengths_disagreed(self) -> bool:
+        """A 206 said two lengths; True once that has happened :data:`LENGTH_STRIKES` times."""
+        with self._lock:
+            self._length_strikes += 1
+            return self._length_strikes >= LENGTH_STRIKES
 
     def if_range_ignored(self) -> None:
         """A range sent with If-Range got 200 with our own validators."""

@@ -97,14 +97,15 @@ GOOD = {"Content-Range": "bytes 10-19/100", "Content-Length": "10", "ETag": '"v1
 def check(status, headers, **kw):
     kw.setdefault("size", 100)
     kw.setdefault("validator", V)
-    hd.check_range_answer(status, headers, 10, 20, **kw)
+    return hd.check_range_answer(status, headers, 10, 20, **kw)
 
 
 def code_of(status, headers, **kw):
     try:
-        check(status, headers, **kw)
+        span = check(status, headers, **kw)
     except errors.SwiftError as exc:
         return type(exc).__name__, exc.code
+    assert span is not None
     return None
 
 
@@ -115,9 +116,16 @@ def code_of(status, headers, **kw):
     (206, {**GOOD, "Content-Range": "bytes 10-19/101"}, ("FileChanged", ErrorCode.FILE_CHANGED)),
     (206, {**GOOD, "ETag": '"v2"'}, ("ValidatorMismatch", ErrorCode.RANGE_MISMATCH)),
     (206, {**GOOD, "ETag": 'W/"v2"'}, None),  # a weak tag is not a validator
-    (206, {**GOOD, "Content-Range": "bytes 10-18/100"}, ("OriginError", ErrorCode.RANGE_MISMATCH)),
+    (206, {"Content-Range": "bytes 10-18/100"}, None),  # less than asked: RFC 9110 section 15.3.7
+    (206, {"Content-Range": "bytes 0-29/100", "Content-Length": "30"}, None),  # coalesced
+    (206, {**GOOD, "Content-Range": "bytes 11-19/100"}, ("OriginError", ErrorCode.RANGE_MISMATCH)),
+    (206, {**GOOD, "Content-Range": "bytes 0-9/100"}, ("OriginError", ErrorCode.RANGE_MISMATCH)),
     (206, {**GOOD, "Content-Range": None}, ("OriginError", ErrorCode.RANGE_MISMATCH)),
-    (206, {**GOOD, "Content-Length": "11"}, ("OriginError", ErrorCode.RANGE_MISMATCH)),
+    (206, {**GOOD, "Content-Range": "bytes=10-19/100"}, ("OriginError", ErrorCode.RANGE_MISMATCH)),
+    (206, {**GOOD, "Content-Length": "11"}, ("OriginError", ErrorCode.LENGTHS_DISAGREE)),
+    (206, {**GOOD, "Content-Length": "9"}, ("OriginError", ErrorCode.LENGTHS_DISAGREE)),
+    (206, {"Content-Range": "bytes 10-18/100", "Content-Length": "10"},
+     ("OriginError", ErrorCode.LENGTHS_DISAGREE)),
     (206, {**GOOD, "Content-Encoding": "gzip"}, ("OriginError", ErrorCode.ENCODING_CHANGED)),
     (200, {"Content-Length": "100", "ETag": '"v1"'}, ("OriginError", ErrorCode.RANGE_IGNORED)),
     (200, {"Content-Length": "100"}, ("OriginError", ErrorCode.RANGE_IGNORED)),
@@ -127,6 +135,30 @@ def code_of(status, headers, **kw):
 def test_each_range_answer_gets_its_verdict(status, headers, expected):
     headers = {k: v for k, v in headers.items() if v is not None}
     assert code_of(status, headers) == expected
+
+
+@pytest.mark.parametrize("content_range,span", [
+    ("bytes 10-19/100", (10, 20)), ("bytes 10-14/100", (10, 15)), ("bytes 0-99/100", (0, 100)),
+    ("bytes 5-10/100", (5, 11)),
+])
+def test_a_206_says_which_span_it_encloses(content_range, span):
+    assert check(206, {"Content-Range": content_range}) == span
+
+
+def test_a_206_may_not_start_more_than_the_lead_before_what_was_asked():
+    size = 4 * hd.MAX_LEAD
+    far = {"Content-Range": f"bytes 0-{size - 1}/{size}"}
+    with pytest.raises(errors.OriginError) as caught:
+        hd.check_range_answer(206, far, hd.MAX_LEAD + 1, size, size=size, validator=V)
+    assert caught.value.code is ErrorCode.RANGE_MISMATCH
+    assert hd.check_range_answer(206, far, hd.MAX_LEAD, size, size=size, validator=V) == (0, size)
+
+
+def test_an_etag_proven_to_name_the_same_bytes_is_accepted_and_no_other():
+    edge = {**GOOD, "ETag": '"edge1"'}
+    assert code_of(206, edge, aliases=frozenset({'"edge1"'})) is None
+    assert code_of(206, edge, aliases=frozenset({'"edge2"'})) == ("ValidatorMismatch",
+                                                                 ErrorCode.RANGE_MISMATCH)
 
 
 def test_last_modified_is_the_validator_only_without_an_etag():
