@@ -13,6 +13,8 @@ encloses ``start`` (``a <= start < b``, and ``start - a`` at most
 asked (a server that caps each answer), or more (ranges it coalesced), and
 says the client MUST read ``Content-Range`` to see what it got. The caller
 reads from ``start`` to ``min(b, end)`` and asks again for the rest.
+A ``multipart/byteranges`` 206 is checked here for its coding and validators;
+each of its parts names its own span (:mod:`swift.http.multipart`).
 Its ``Content-Length`` (if any) must be ``b - a``: a server whose two
 lengths disagree is lying about one of them, and neither is trusted
 (``LENGTHS_DISAGREE``; the body is never read). Its content coding must be the
@@ -180,6 +182,9 @@ def check_range_answer(status: int, headers: Mapping[str, str], start: int, end:
                           status=206)
     if validator.differs(seen, aliases):
         raise ValidatorMismatch(f"the validators changed on the answer for {span}", seen)
+    content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if content_type == "multipart/byteranges":
+        return start, end  # each part names its own span (swift.http.multipart)
     if parsed is None:
         raise OriginError(f"missing or malformed Content-Range for {span}",
                           ErrorCode.RANGE_MISMATCH, status=206)

@@ -21,7 +21,8 @@ Deviating answers that are still usable (issue 8, item 2), in steps:
 
 A ``206`` that encloses less than was asked (a server that caps its
 answers), or starts a little before the first byte asked (ranges coalesced),
-is read for what it holds, and the rest is asked for again (RFC 9110 section
+or comes as ``multipart/byteranges`` (:mod:`swift.http.multipart`), is read
+for what it holds, and the rest is asked for again (RFC 9110 section
 15.3.7). One whose ``Content-Length`` and ``Content-Range`` disagree is never
 read; repeated, the download's ranges are given up for one plain GET
 (:data:`swift.http.remote.LENGTH_STRIKES`).
@@ -50,6 +51,7 @@ from ..errors import ErrorCode, FileChanged, OriginError, SwiftError
 from .body import CHUNK_SIZE, DEFAULT_TIMEOUT, iter_body
 from .failures import status_error
 from .headers import Validator, ValidatorMismatch, check_range_answer, parse_content_range
+from .multipart import Part, boundary_of, iter_parts
 from .samefile import SameFile
 from .retry import Passthrough, Retry, call_with_retry
 from .profile import RESERVED_HEADERS
@@ -122,6 +124,23 @@ class RangeFetch:
         same = self.same
         assert same is not None
 
+        def take(block: bytes) -> bool:
+            """Hand on a block at ``state.position``; False when the fetch is to stop."""
+            limit = get_end()
+            if state.position + len(block) > limit:
+                block = block[: max(0, limit - state.position)]
+            if block:
+                offset = state.position
+                state.advance(len(block))
+                try:
+                    keep_going = deliver(block)
+                except Exception as exc:  # the receiving side's failure, not HTTP's
+                    raise Passthrough() from exc
+                same.wrote(offset, block)
+                if keep_going is False:
+                    return False
+            return state.position < get_end() and not self.stop.is_set()  # type: ignore[union-attr]
+
         def attempt() -> None:
             while True:  # one request per answer; a capped answer leaves a rest
                 end = get_end()
@@ -131,26 +150,18 @@ class RangeFetch:
                 self._current = resp
                 try:
                     with resp:
+                        boundary = boundary_of(resp.headers)
+                        if boundary is not None:
+                            if not self._read_parts(resp, boundary, state, take):
+                                return
+                            continue
                         skip = state.position - first  # bytes enclosed before those asked for
                         for block in iter_body(resp, min(last, end) - first, self.chunk_size):
                             if skip:
                                 cut = min(skip, len(block))
                                 skip -= cut
                                 block = block[cut:]
-                            limit = get_end()
-                            if state.position + len(block) > limit:
-                                block = block[: max(0, limit - state.position)]
-                            if block:
-                                offset = state.position
-                                state.advance(len(block))
-                                try:
-                                    keep_going = deliver(block)
-                                except Exception as exc:  # the receiving side's failure, not HTTP's
-                                    raise Passthrough() from exc
-                                same.wrote(offset, block)
-                                if keep_going is False:
-                                    return
-                            if state.position >= get_end() or self.stop.is_set():  # type: ignore[union-attr]
+                            if not take(block):
                                 return
                         same.finish()
                 finally:
@@ -192,6 +203,9 @@ class RangeFetch:
                             resp.close()
                             url = new
                             continue
+                        if remote.may_refresh_later(url):  # resolving again met a busy server
+                            raise OriginError(f"{error}; resolving the URL again failed for now",
+                                              ErrorCode.SERVER_BUSY, status=resp.status_code)
                     raise error
                 try:
                     first, last = check_range_answer(
@@ -208,6 +222,55 @@ class RangeFetch:
             remote.worked(url)
             return resp, first, last
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _sample_bytes(self, resp: requests.Response, offset: int, n: int) -> bytes | None:
+        """The ``n`` bytes at ``offset`` a 206 holds (a single part or multipart/byteranges);
+        None when it holds other bytes. FileChanged for another total size."""
+        boundary = boundary_of(resp.headers)
+        if boundary is None:
+            parsed = parse_content_range(resp.headers.get("Content-Range"))
+            if parsed is not None and parsed[2] is not None and parsed[2] != self.size:
+                raise FileChanged(f"size {self.size} became {parsed[2]}")
+            if parsed is None or parsed[:2] != (offset, offset + n):
+                return None
+            return b"".join(iter_body(resp, n, self.chunk_size, gather=0))
+        got, wanted = bytearray(), False
+        for item in iter_parts(iter_body(resp, None, self.chunk_size, gather=0), boundary):
+            if isinstance(item, Part):
+                if item.total is not None and item.total != self.size:
+                    raise FileChanged(f"size {self.size} became {item.total}")
+                wanted = (item.first, item.end) == (offset, offset + n)
+            elif wanted:
+                got += item
+        return bytes(got) if len(got) == n else None
+
+    def _read_parts(self, resp: requests.Response, boundary: bytes, state: "_Progress",
+                    take: Callable[[bytes], bool]) -> bool:
+        """Hand on what a multipart/byteranges answer holds from ``state.position`` on;
+        False when the fetch is to stop. Parts before or past the position are
+        read past; an answer that brought nothing new is a mismatch."""
+        before = state.position
+        part = None
+        skip = 0
+        for item in iter_parts(iter_body(resp, None, self.chunk_size), boundary):
+            if isinstance(item, Part):
+                if item.total is not None and item.total != self.size:
+                    raise FileChanged(f"size {self.size} became {item.total}")
+                part = item if item.first <= state.position < item.end else None
+                skip = state.position - item.first if part is not None else 0
+                continue
+            if part is None:
+                continue
+            block = item[skip:] if skip else item
+            skip = max(0, skip - len(item))
+            if block and not take(block):
+                return False
+        assert self.same is not None
+        self.same.finish()
+        if state.position == before:
+            raise OriginError(f"a multipart/byteranges answer held none of bytes "
+                              f"{before}-{self.size - 1}", ErrorCode.RANGE_MISMATCH, status=206)
+        return True
 
     def _second_look(self, error: SwiftError) -> SwiftError | None:
         """An answer we cannot use as it is: decide what it means before the retry.
@@ -255,12 +318,9 @@ class RangeFetch:
                     return False  # the whole file again: not worth reading for a sample
                 if resp.status_code != 206:
                     return False
-                parsed = parse_content_range(resp.headers.get("Content-Range"))
-                if parsed is not None and parsed[2] is not None and parsed[2] != self.size:
-                    raise FileChanged(f"size {self.size} became {parsed[2]}")
-                if parsed is None or parsed[:2] != (offset, offset + len(data)):
+                got = self._sample_bytes(resp, offset, len(data))
+                if got is None:
                     return False
-                got = b"".join(iter_body(resp, len(data), self.chunk_size, gather=0))
                 seen = Validator.of(resp.headers)
         except FileChanged:
             raise

@@ -136,6 +136,8 @@ class RemoteFile:
                 return False
             with self.session(source_address=source_address) as session:
                 fresh = self.refresh(session, url, size=size, timeout=timeout)
+            if fresh is None and self.may_refresh_later(url):
+                return False  # undecided (the server was busy): ask again next time
             self._verdicts[url] = verdict = fresh is None or fresh == url
             return verdict
 
@@ -143,15 +145,18 @@ class RemoteFile:
                 timeout: Any) -> str | None:
         """A URL to use instead of ``failed_url`` (which answered 401/403/404/410), or
         None when there is none: the original URL does not redirect anywhere new,
-        or ``failed_url`` never worked since it was resolved."""
+        or ``failed_url`` never worked since it was resolved. When resolving again
+        failed on a fault that may pass (a 503, a reset), :meth:`may_refresh_later`
+        says so and a later refresh tries again."""
         with self._lock:
             if failed_url != self._final:
                 return self._final  # another worker has refreshed it already
             if not self._worked or self._final == self.url:
                 return None
             self._worked = False
-            new = self._resolve(session, size=size, timeout=timeout)
+            new, transient = self._resolve(session, size=size, timeout=timeout)
             if new is None:
+                self._worked = transient  # a fault that may pass: the next refresh tries again
                 return None
             self._final = new
             self.refreshes += 1
@@ -159,20 +164,29 @@ class RemoteFile:
                      redact_url(self.url))
             return new
 
-    def _resolve(self, session: requests.Session, *, size: int | None, timeout: Any) -> str | None:
+    def may_refresh_later(self, url: str) -> bool:
+        """True when ``url`` is current and a refresh of it may still bring a new URL
+        (the last attempt met a fault that may pass)."""
+        with self._lock:
+            return url == self._final and self._worked and self._final != self.url
+
+    def _resolve(self, session: requests.Session, *, size: int | None,
+                 timeout: Any) -> tuple[str | None, bool]:
+        """(the URL the original one leads to now, or None; whether a None may pass)."""
+        from .failures import BUSY_STATUSES
         headers = {"Range": "bytes=0-0", "Accept-Encoding": "identity"}
         try:
             with session.get(self.url, headers=headers, stream=True, timeout=timeout) as resp:
                 if resp.status_code not in (200, 206):
-                    return None
+                    return None, resp.status_code in BUSY_STATUSES
                 if resp.status_code == 206 and size is not None:
                     parsed = parse_content_range(resp.headers.get("Content-Range"))
                     if parsed is not None and parsed[2] is not None and parsed[2] != size:
-                        return None  # the range check on the new URL will say why
-                return resp.url or self.url
+                        return None, False  # the range check on the new URL will say why
+                return resp.url or self.url, False
         except (requests.exceptions.RequestException, OSError) as exc:
             log.info("resolving %s again failed: %s", redact_url(self.url), type(exc).__name__)
-            return None
+            return None, True
 
     # -- helpers -------------------------------------------------------------------------------
     def secrets(self) -> list[str]:
