@@ -7,6 +7,7 @@ import ssl
 import threading
 
 import pytest
+from hypothesis import given, strategies as st
 import requests
 import urllib3.exceptions as u3
 
@@ -422,3 +423,97 @@ def test_a_range_the_server_ignored_is_asked_again_at_once():
     ignored = errors.OriginError("ignored", ErrorCode.RANGE_IGNORED, status=200)
     r = Retry(first_delay=0.5).increment(ignored)
     assert r.delay(ignored) == 0.0 and r.delay(BUSY) == 0.5
+
+
+# -- multipart/byteranges, read as it streams -------------------------------------------------------
+from swift.http import multipart as mp  # noqa: E402
+from swift.http.samefile import SAMPLE_SIZE, SameFile  # noqa: E402
+
+BODY = (b"preamble\r\n--b0\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes 5-9/20"
+        b"\r\n\r\n01234\r\n--b0\r\nContent-Range: bytes 10-11/20\r\n\r\nab\r\n--b0--\r\nepilogue")
+
+
+def _parts(body: bytes, n: int, boundary: bytes = b"b0"):
+    out = list(mp.iter_parts([body[i:i + n] for i in range(0, len(body), n)], boundary))
+    return ([x for x in out if isinstance(x, mp.Part)], b"".join(x for x in out if isinstance(x, bytes)))
+
+
+@given(st.integers(1, len(BODY)))
+def test_a_multipart_body_reads_the_same_in_blocks_of_any_size(n):
+    assert _parts(BODY, n) == ([mp.Part(5, 10, 20), mp.Part(10, 12, 20)], b"01234ab")
+
+
+@pytest.mark.parametrize("body", [
+    BODY.replace(b"bytes 5-9/20", b"bytes 5-10/20"),         # a part longer than its range says
+    BODY.replace(b"bytes 10-11/20", b"bytes 10-13/20"),      # a body that ends inside a part
+    BODY.replace(b"Content-Range: bytes 5-9/20", b"X: y"),   # a part without Content-Range
+    BODY.replace(b"--b0", b"--zz"),                          # another boundary
+])
+def test_a_malformed_multipart_body_is_a_range_mismatch(body):
+    with pytest.raises(errors.OriginError) as caught:
+        _parts(body, 7)
+    assert caught.value.code is ErrorCode.RANGE_MISMATCH
+
+
+def test_the_boundary_comes_from_the_content_type():
+    assert mp.boundary_of({"Content-Type": 'multipart/byteranges; boundary="a b"'}) == b"a b"
+    assert mp.boundary_of({"Content-Type": "multipart/byteranges;boundary=x1"}) == b"x1"
+    assert mp.boundary_of({"Content-Type": "application/octet-stream"}) is None
+    with pytest.raises(errors.OriginError):
+        mp.boundary_of({"Content-Type": "multipart/byteranges"})
+
+
+# -- one file, several ETags ---------------------------------------------------------------------------
+def test_the_sample_is_the_first_contiguous_bytes_written():
+    same = SameFile(V)
+    same.wrote(100, b"x" * 10)
+    same.wrote(500, b"y" * (SAMPLE_SIZE - 1))   # not contiguous: starts again here
+    assert same.sample() is None
+    same.wrote(499 + SAMPLE_SIZE, b"zz")
+    assert same.sample() == (500, b"y" * (SAMPLE_SIZE - 1) + b"z")
+
+
+def test_a_short_body_is_a_sample_once_it_ends():
+    same = SameFile(V)
+    same.wrote(0, b"tiny")
+    assert same.sample() is None
+    same.finish()
+    assert same.sample() == (0, b"tiny")
+
+
+def test_another_etag_is_an_alias_only_when_its_bytes_are_the_samples():
+    same = SameFile(V)
+    same.wrote(0, b"a" * SAMPLE_SIZE)
+    edge1, edge2 = hd.Validator('"edge1"'), hd.Validator('"edge2"')
+    assert not same.accepts(edge1) and same.prove(edge1, 0, b"a" * SAMPLE_SIZE) is True
+    assert same.accepts(edge1) and same.per_edge and same.aliases == frozenset({'"edge1"'})
+    assert same.prove(edge2, 0, b"b" * SAMPLE_SIZE) is False      # other bytes: the file changed
+    assert not same.accepts(edge2)
+    assert same.prove(edge2, 1, b"a" * SAMPLE_SIZE) is None       # another range proves nothing
+
+
+def test_without_an_etag_another_date_is_an_alias_only_by_the_same_bytes():
+    lm_only = SameFile(hd.Validator(None, "Mon, 01 Jan 2024 00:00:00 GMT"))
+    other = hd.Validator(None, "Tue, 02 Jan 2024 00:00:00 GMT")
+    lm_only.wrote(0, b"q")
+    lm_only.finish()
+    assert not lm_only.accepts(other)
+    assert lm_only.prove(other, 0, b"q") is True and lm_only.accepts(other)
+
+
+def test_if_range_is_dropped_once_etags_are_known_to_differ_per_edge():
+    from swift.http.remote import RemoteFile
+    remote = RemoteFile("http://files.example/f", final_url="http://files.example/f")
+    same = remote.same_file(V)
+    assert remote.if_range(V) == V.etag
+    same.wrote(0, b"s")
+    same.finish()
+    same.prove(hd.Validator('"edge1"'), 0, b"s")
+    assert remote.if_range(V) is None
+
+
+def test_lengths_that_disagree_twice_give_the_ranges_up():
+    from swift.http.remote import LENGTH_STRIKES, RemoteFile
+    remote = RemoteFile("http://files.example/f")
+    assert [remote.lengths_disagreed() for _ in range(LENGTH_STRIKES)] == \
+        [False] * (LENGTH_STRIKES - 1) + [True]
