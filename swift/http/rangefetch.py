@@ -189,6 +189,8 @@ class RangeFetch:
         remote = self.remote
         assert remote is not None
         url = remote.final_url
+        if remote.may_refresh_later(url):  # it expired, and resolving it again met a busy server
+            url = remote.refresh(self.session, url, size=self.size, timeout=self.timeout) or url
         for _ in range(2):  # the second time with a refreshed URL
             if_range = remote.if_range(self.validator)
             headers = range_headers(self.headers, start, end, if_range)

@@ -81,6 +81,7 @@ class RemoteFile:
         self._worked = final_url is not None
         self._if_range_strikes = 0
         self._length_strikes = 0
+        self._pending = False  # the last refresh met a fault that may pass
         self._same: SameFile | None = None
         self.refreshes = 0
         self._verdict_lock = threading.Lock()
@@ -155,6 +156,7 @@ class RemoteFile:
                 return None
             self._worked = False
             new, transient = self._resolve(session, size=size, timeout=timeout)
+            self._pending = transient and new is None
             if new is None:
                 self._worked = transient  # a fault that may pass: the next refresh tries again
                 return None
@@ -168,7 +170,7 @@ class RemoteFile:
         """True when ``url`` is current and a refresh of it may still bring a new URL
         (the last attempt met a fault that may pass)."""
         with self._lock:
-            return url == self._final and self._worked and self._final != self.url
+            return url == self._final and self._pending
 
     def _resolve(self, session: requests.Session, *, size: int | None,
                  timeout: Any) -> tuple[str | None, bool]:
