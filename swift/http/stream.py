@@ -4,9 +4,12 @@
 undecoded body in blocks. Opening is retried through the one retry loop. A
 connection that breaks mid-body is opened again and the bytes already
 delivered are read past (not handed on twice) -- but only when the new answer
-is provably the same file: it reports the validator the first one did (a
-strong ETag or a Last-Modified) and the same length. Without that proof the
-break is an error, since the two halves might be of two versions.
+is provably the same file: the same length and content coding, and the
+validator the first one reported (a strong ETag or a Last-Modified), or, when
+it reports another (a CDN edge of its own), its first bytes equal to those
+already handed on (up to :data:`~swift.http.samefile.SAMPLE_SIZE`; they are
+read past anyway). Without a validator the break is an error, since the two
+halves might be of two versions.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .failures import status_error
 from .headers import Validator, content_coding
 from .profile import RESERVED_HEADERS
 from .retry import Retry, call_with_retry
+from .samefile import SAMPLE_SIZE
 from .remote import RemoteFile
 
 __all__ = ["PlainStream", "open_stream"]
@@ -47,6 +51,8 @@ class PlainStream:
         self.validator = Validator()
         self.encoding = ""
         self.delivered = 0
+        self._head = bytearray()  # the first bytes handed on (a sample to compare with)
+        self._check = b""  # what the current answer's first bytes must be (empty: no check)
         self._skip = 0  # bytes of the current answer already delivered from an earlier one
         self._resp: requests.Response | None = None
         if answer is not None:  # the probe's own 200, body unread: no second request
@@ -99,14 +105,20 @@ class PlainStream:
             resp = self._resp
             assert resp is not None, "the stream is closed"
             skip = self._skip
+            seen = 0  # bytes of this answer so far
             try:
                 for block in iter_body(resp, self.size, self.chunk_size):
+                    if seen < len(self._check):
+                        self._compare(seen, block)
+                    seen += len(block)
                     if skip:
                         cut = min(skip, len(block))
                         skip -= cut
                         block = block[cut:]
                         if not block:
                             continue
+                    if len(self._head) < SAMPLE_SIZE:
+                        self._head += block[: SAMPLE_SIZE - len(self._head)]
                     self.delivered += len(block)
                     retry = retry.reset()
                     yield block
@@ -147,11 +159,23 @@ class PlainStream:
         size = int(length) if length and length.isdigit() else None
         validator = Validator.of(resp.headers)
         encoding = content_coding(resp.headers.get("Content-Encoding"))
-        if first:
+        self._check = b""
+        if first or not self.delivered:  # nothing handed on yet: this answer is the first
             self.size, self.validator, self.encoding = size, validator, encoding
             return
-        if size != self.size or encoding != self.encoding or validator != self.validator:
+        if size != self.size or encoding != self.encoding:
             raise FileChanged("the answer to a new request differs from the first")
+        if validator != self.validator:
+            # another edge's validator for the same bytes, or another file: the first
+            # bytes of the new answer, read past anyway, are compared with those handed on
+            self._check = bytes(self._head)
+
+    def _compare(self, at: int, block: bytes) -> None:
+        """The new answer's bytes from ``at`` must be those handed on from the first."""
+        want = self._check[at:at + len(block)]
+        if bytes(block[:len(want)]) != want:
+            raise FileChanged(f"the answer to a new request reports other validators and its "
+                              f"bytes at offset {at} differ from those written")
 
     def _resumable(self) -> bool:
         return bool(self.validator.etag or self.validator.last_modified)

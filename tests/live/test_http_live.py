@@ -240,6 +240,31 @@ def test_a_reset_mid_body_resumes_at_the_first_missing_byte(session):
             assert b"".join(stream) == DATA  # the same file (same ETag): read past what we had
 
 
+def _cut_first(req) -> bool:
+    """The first answer breaks off (a reset) after 100 kB."""
+    if req.count == 1:
+        req.cut_after = 100_000
+    return False
+
+
+def test_a_plain_stream_resumes_on_another_edges_etag_when_the_bytes_agree(session):
+    session.headers["Connection"] = "close"  # a connection per request: the edges take turns
+    with o.Origin({"/f": DATA}, {"/f": [o.ranges_ignored, o.etag_per_connection(2), _cut_first]}) as origin:
+        with open_stream(session, origin.url("/f"), retry=FAST) as stream:
+            assert b"".join(stream) == DATA
+        assert origin.statuses("/f") == [200, 200]
+
+
+def test_a_plain_stream_that_resumes_on_other_bytes_says_the_file_changed(session):
+    session.headers["Connection"] = "close"
+    new = o.File(os.urandom(len(DATA)))  # the same length and date, other bytes
+    with o.Origin({"/f": DATA}, {"/f": [o.ranges_ignored, o.replaced_after(1, new),
+                                        o.etag_per_connection(2), _cut_first]}) as origin:
+        with pytest.raises(errors.FileChanged, match="bytes at offset 0 differ"):
+            with open_stream(session, origin.url("/f"), retry=FAST) as stream:
+                b"".join(stream)
+
+
 def test_a_plain_stream_without_validators_is_not_spliced(session):
     cut_second = lambda req: setattr(req, "cut_after", 1000) or False  # noqa: E731
     with o.Origin({"/f": DATA}, {"/f": [o.no_etag, lambda r: setattr(r, "last_modified", None) or False,
