@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -118,6 +119,8 @@ def main() -> int:
                         help="draw no new personality after S seconds (default: none)")
     parser.add_argument("--out", type=Path, default=RESULTS / "personalities.md")
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the Cluster kills its daemons by PID on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rng = random.Random(args.seed)
     drawn = [Personality.draw(rng) for _ in range(args.count)]
     work = Path(tempfile.mkdtemp(prefix="swift-personalities-"))
