@@ -191,7 +191,7 @@ class RangeFetch:
         url = remote.final_url
         if remote.may_refresh_later(url):  # it expired, and resolving it again met a busy server
             url = remote.refresh(self.session, url, size=self.size, timeout=self.timeout) or url
-        for _ in range(2):  # the second time with a refreshed URL
+        for turn in range(2):  # the second time with a refreshed URL
             if_range = remote.if_range(self.validator)
             headers = range_headers(self.headers, start, end, if_range)
             resp = self.session.get(url, headers=headers, stream=True, timeout=self.timeout)
@@ -199,7 +199,7 @@ class RangeFetch:
                 if resp.status_code not in (200, 206):
                     error = status_error(resp.status_code, resp.reason or "", url,
                                          resp.headers.get("Retry-After"))
-                    if error.code is ErrorCode.ACCESS_DENIED:
+                    if error.code is ErrorCode.ACCESS_DENIED and turn == 0:
                         new = remote.refresh(self.session, url, size=self.size, timeout=self.timeout)
                         if new is not None and new != url:
                             resp.close()

@@ -14,8 +14,10 @@ Rules
   original URL is resolved again (a fresh redirect) and the work goes on.
   Only one worker resolves at a time (a lock); a worker that failed on a URL
   somebody already replaced just takes the new one. A URL that never worked
-  since the last refresh is not refreshed again, so a URL that is simply
-  forbidden fails instead of looping.
+  since the last refresh is not refreshed again (the answer that resolved it
+  counts: a signed URL that expires faster than a busy server lets us use it
+  is resolved again), and one request is refreshed at most once, so a URL
+  that is simply forbidden fails instead of looping.
 * **One cookie jar per download.** Cookies that any answer sets (a redirect's
   too) are kept and sent with every later request of the download.
 * **If-Range, then validators** (issue 8, item 2). Some CDNs answer 200 with
@@ -161,6 +163,7 @@ class RemoteFile:
                 self._worked = transient  # a fault that may pass: the next refresh tries again
                 return None
             self._final = new
+            self._worked = True  # the new URL has just answered a range request well
             self.refreshes += 1
             log.info("%s answered as expired; resolved %s again", redact_url(failed_url),
                      redact_url(self.url))
