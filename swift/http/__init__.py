@@ -18,11 +18,13 @@ Modules, one job each:
 ``probe``           :func:`probe`: size, ranges, validators, final URL
 ``rangefetch``      :class:`RangeFetch`: one checked, resumable range
 ``samefile``        :class:`SameFile`: "the file changed" or "another edge's ETag"
+``multipart``       reading ``multipart/byteranges`` bodies as they stream (pure)
 ``stream``          :func:`open_stream`: the whole file, for servers without ranges
 ==================  =============================================================
 
 Content codings are never decoded: the file on disk is the representation
-exactly as the server sends it.
+exactly as the server sends it. docs/http.md lists the rules the range client
+follows, with their RFC sections.
 """
 
 # Names are loaded on first use (PEP 562): `import swift.http.profile` or
