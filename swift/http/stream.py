@@ -20,7 +20,7 @@ from typing import Any, Iterator, Mapping
 
 import requests
 
-from ..errors import Cancelled, FileChanged, SwiftError
+from ..errors import Cancelled, ErrorCode, FileChanged, OriginError, SwiftError
 from .body import CHUNK_SIZE, DEFAULT_TIMEOUT, iter_body
 from .failures import status_error
 from .headers import Validator, content_coding
@@ -139,11 +139,21 @@ class PlainStream:
         headers["Accept-Encoding"] = "identity"
 
         def attempt() -> requests.Response:
+            nonlocal url
             resp = self.session.get(url, headers=headers, stream=True, timeout=self.timeout)
             try:
                 if resp.status_code != 200:
-                    raise status_error(resp.status_code, resp.reason or "", url,
-                                       resp.headers.get("Retry-After"))
+                    error = status_error(resp.status_code, resp.reason or "", url,
+                                         resp.headers.get("Retry-After"))
+                    if error.code is ErrorCode.ACCESS_DENIED:
+                        # a signed URL that expired (the ranges before may have used it up):
+                        # resolved again from the original URL, as a range fetch does
+                        new = self.remote.refresh(self.session, url, size=None, timeout=self.timeout)
+                        if new is not None and new != url:
+                            url = new
+                            raise OriginError(f"{error}; resolved the URL again",
+                                              ErrorCode.SERVER_BUSY, status=resp.status_code)
+                    raise error
                 self._take(resp, first)
             except BaseException:
                 resp.close()
