@@ -50,7 +50,7 @@ from swiftlab.personality import (AXES, Personality, PersonalityOrigin, Verdict,
 
 RESULTS = ROOT / "bench" / "results"
 #: Seconds one client run may take before it counts as a hang.
-DEADLINE = 120
+DEADLINE = 240
 
 
 def run_swift(p: Personality, work: Path, discovery: str | None = None) -> Verdict:
