@@ -119,8 +119,14 @@ def main() -> int:
                         help="draw no new personality after S seconds (default: none)")
     parser.add_argument("--out", type=Path, default=RESULTS / "personalities.md")
     args = parser.parse_args()
-    # SIGTERM unwinds like Ctrl-C, so the Cluster kills its daemons by PID on the way out
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # SIGTERM unwinds like Ctrl-C, so the Cluster kills its daemons by PID on the way
+    # out; the runs not started yet are skipped
+    stopping = threading.Event()
+
+    def on_term(*_: object) -> None:
+        stopping.set()
+        sys.exit(143)
+    signal.signal(signal.SIGTERM, on_term)
     rng = random.Random(args.seed)
     drawn = [Personality.draw(rng) for _ in range(args.count)]
     work = Path(tempfile.mkdtemp(prefix="swift-personalities-"))
@@ -138,7 +144,7 @@ def main() -> int:
                 discovery = f"127.0.0.1:{disc.port}"
 
             def one(i: int) -> None:
-                if args.time_limit and time.monotonic() - started > args.time_limit:
+                if stopping.is_set() or args.time_limit and time.monotonic() - started > args.time_limit:
                     return
                 p = drawn[i]
                 modes = [("alone", None)]
