@@ -294,8 +294,9 @@ class RangeFetch:
             if same.accepts(error.seen):
                 log.info("%s; the same bytes under another validator (a CDN edge's): going on", error)
                 return OriginError(f"{error}; its bytes are the file's", ErrorCode.RANGE_MISMATCH)
-            if tried == PROOF_TRIES or not self._compare_sample(same):
+            if tried == PROOF_TRIES or same.sample() is None:
                 break
+            self._compare_sample(same)  # an answer that settles nothing (a 503): try again
         if same.sample() is None:
             return OriginError(f"{error}; nothing written yet to compare its bytes with",
                                ErrorCode.RANGE_MISMATCH)
