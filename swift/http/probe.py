@@ -30,12 +30,12 @@ from typing import Any
 
 import requests
 
+from ..errors import SwiftError
 from .body import DEFAULT_TIMEOUT, iter_body
 from .failures import status_error
 from .headers import Validator, content_coding, parse_content_range, parse_unsatisfied_range
 from .multipart import Part, boundary_of, iter_parts
 from .retry import Retry, call_with_retry
-from ..errors import SwiftError
 from .remote import RemoteFile
 
 __all__ = ["KeptAnswer", "ProbeResult", "probe"]
