@@ -545,6 +545,28 @@ def content_length_off_by(delta: int) -> Rule:
     return rule
 
 
+def multipart_ranges(parts: int = 2) -> Rule:
+    """Each range is answered as ``multipart/byteranges``, split into ``parts`` parts."""
+    def rule(req: Request) -> bool:
+        if req.file is None or "Range" not in req.headers or req.method == "HEAD":
+            return False
+        body = req.file.body
+        rng = req.handler._range(len(body), req)
+        if rng in (None, "bad"):
+            return False
+        first, last = rng
+        step = max(1, (last - first + 1 + parts - 1) // parts)
+        out = b""
+        for a in range(first, last + 1, step):
+            b = min(last, a + step - 1)
+            out += (f"--XB\r\nContent-Type: application/octet-stream\r\n"
+                    f"Content-Range: bytes {a}-{b}/{len(body)}\r\n\r\n").encode() + body[a:b + 1] + b"\r\n"
+        out += b"--XB--\r\n"
+        return req.send(206, out, {"Content-Type": "multipart/byteranges; boundary=XB",
+                                   "ETag": req.etag, "Last-Modified": req.last_modified})
+    return rule
+
+
 def no_content_range_on_206(req: Request) -> bool:
     req.drop.add("Content-Range") if "Range" in req.headers else None
     return False

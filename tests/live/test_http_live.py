@@ -106,6 +106,14 @@ def test_a_capped_server_is_asked_again_for_what_its_206_left_out(session):
         assert origin.statuses("/f").count(206) == 1 + len(DATA) // 10_000
 
 
+def test_multipart_byteranges_answers_are_read_part_by_part(session):
+    with o.Origin({"/f": DATA}, {"/f": [o.multipart_ranges(3)]}) as origin:
+        result = probe(session, origin.url("/f"), retry=FAST)
+        assert (result.size, result.ranges) == (len(DATA), True)  # from the first part's header
+        assert fetch_all(session, result, piece=70_000) == DATA
+        assert origin.statuses("/f").count(206) == 1 + -(-len(DATA) // 70_000)
+
+
 def test_a_206_whose_lengths_disagree_is_never_read_and_twice_gives_ranges_up(session):
     with o.Origin({"/f": DATA}, {"/f": [o.content_length_off_by(-1)]}) as origin:
         result = probe(session, origin.url("/f"), retry=FAST)
