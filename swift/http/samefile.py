@@ -16,9 +16,10 @@ Rules (docs/http.md, "One file, several ETags"):
 
 * An answer with an ETag that is neither the probe's nor an alias is never
   written. The fetch asks for the sample's range again (without ``If-Range``);
-  every answer that brings the sample's bytes makes its ETag an alias, and one
-  that brings *other* bytes at that offset, for the same total size, proves the
-  file changed (:class:`~swift.errors.FileChanged`).
+  every answer that brings the sample's bytes makes its ETag an alias (unless
+  its ``Last-Modified`` differs from the probe's too: then nothing is
+  settled), and one that brings *other* bytes at that offset, for the same
+  total size, proves the file changed (:class:`~swift.errors.FileChanged`).
 * Without a sample yet (nothing written) nothing can be proved either way: the
   mismatch stays a transient fault, retried within the tries.
 * Once an alias is known the server's ETags are per edge, and an ``If-Range``
@@ -104,6 +105,8 @@ class SameFile:
                 return None
             if data != self._sample[1]:
                 return False
+            if self.validator.etag and _dates_differ(self.validator, seen):
+                return None  # the same sample, yet another ETag *and* another date: not enough
             key = seen.etag if self.validator.etag else seen.last_modified
             if key and key != self.validator.if_range():
                 self._aliases = self._aliases | {key}
@@ -112,3 +115,7 @@ class SameFile:
     def accepts(self, seen: Validator) -> bool:
         """True when an answer reporting ``seen`` is of this file as far as validators tell."""
         return not self.validator.differs(seen, self.aliases)
+
+
+def _dates_differ(a: Validator, b: Validator) -> bool:
+    return bool(a.last_modified and b.last_modified and a.last_modified != b.last_modified)

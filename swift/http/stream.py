@@ -6,7 +6,8 @@ connection that breaks mid-body is opened again and the bytes already
 delivered are read past (not handed on twice) -- but only when the new answer
 is provably the same file: the same length and content coding, and the
 validator the first one reported (a strong ETag or a Last-Modified), or, when
-it reports another (a CDN edge of its own), its first bytes equal to those
+it reports another (a CDN edge's own ETag with the same Last-Modified, or
+another date where there is no ETag), its first bytes equal to those
 already handed on (up to :data:`~swift.http.samefile.SAMPLE_SIZE`; they are
 read past anyway). Without a validator the break is an error, since the two
 halves might be of two versions.
@@ -176,6 +177,11 @@ class PlainStream:
         if size != self.size or encoding != self.encoding:
             raise FileChanged("the answer to a new request differs from the first")
         if validator != self.validator:
+            old = self.validator
+            if old.etag and old.last_modified and validator.last_modified and \
+                    validator.last_modified != old.last_modified:
+                raise FileChanged("the answer to a new request reports another ETag and "
+                                  "another Last-Modified than the first")
             # another edge's validator for the same bytes, or another file: the first
             # bytes of the new answer, read past anyway, are compared with those handed on
             self._check = bytes(self._head)

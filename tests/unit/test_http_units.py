@@ -492,6 +492,14 @@ def test_another_etag_is_an_alias_only_when_its_bytes_are_the_samples():
     assert same.prove(edge2, 1, b"a" * SAMPLE_SIZE) is None       # another range proves nothing
 
 
+def test_another_etag_with_another_date_too_is_never_an_alias():
+    same = SameFile(V)
+    same.wrote(0, b"a" * SAMPLE_SIZE)
+    both = hd.Validator('"edge1"', "Tue, 02 Jan 2024 00:00:00 GMT")
+    assert same.prove(both, 0, b"a" * SAMPLE_SIZE) is None and not same.accepts(both)
+    assert same.prove(both, 0, b"b" * SAMPLE_SIZE) is False
+
+
 def test_without_an_etag_another_date_is_an_alias_only_by_the_same_bytes():
     lm_only = SameFile(hd.Validator(None, "Mon, 01 Jan 2024 00:00:00 GMT"))
     other = hd.Validator(None, "Tue, 02 Jan 2024 00:00:00 GMT")
