@@ -194,7 +194,6 @@ def compare(results, per_kind: int, work: Path) -> dict[str, list[tuple[Personal
 
 
 def report(results, compared, args, seconds: float) -> str:
-    outcomes = Counter(v.outcome for _, _, v, _ in results)
     alone = [(p, v, s) for p, mode, v, s in results if mode == "alone"]
     helpers = [(p, v, s) for p, mode, v, s in results if mode == "helpers"]
     served = sum(1 for _, _, s in alone if s)
@@ -206,14 +205,15 @@ def report(results, compared, args, seconds: float) -> str:
         f"{f', {len(helpers)} of them also with two helpers' if helpers else ''}; "
         f"{seconds / 60:.0f} min with {args.jobs} at a time on a shared two-core machine.",
         "",
-        "| outcome | runs |",
-        "| --- | --- |",
-        f"| personalities tried | {len(alone)} |",
-        f"| right file | {outcomes['right']} |",
-        f"| clear refusal | {outcomes['refused']} |",
-        f"| wrong file (must be 0) | {outcomes['wrong']} |",
-        f"| unclear line or traceback (must be 0) | {outcomes['unclear']} |",
-        f"| hang (must be 0) | {outcomes['hang']} |",
+        "| outcome | alone | with two helpers |",
+        "| --- | --- | --- |",
+        f"| personalities tried | {len(alone)} | {len(helpers)} |",
+        *(f"| {label} | {sum(v.outcome == key for _, v, _ in alone)} | "
+          f"{sum(v.outcome == key for _, v, _ in helpers)} |"
+          for key, label in (("right", "right file"), ("refused", "clear refusal"),
+                             ("wrong", "wrong file (must be 0)"),
+                             ("unclear", "unclear line or traceback (must be 0)"),
+                             ("hang", "hang (must be 0)"))),
         "",
         f"A single plain GET serves the right file on {served} of {len(alone)} personalities; swift "
         f"gets the right file on {right_served} of those {served}, and on "
