@@ -7,15 +7,15 @@ stop keeps to a deadline, so a SIGTERM ends the node within two seconds
 even when discovery does not answer.
 
 The front ends (the prompt, ``--serve-only``) use only the public API
-below: ``start_download`` / ``jobs`` / ``job`` and a :class:`DownloadJob`'s
+below: ``start_download`` / ``downloads`` / ``download`` and a :class:`DownloadEntry`'s
 ``status()``, ``cancel()``, ``wait()``; ``peers()``; ``name``, ``key``,
 ``port``, ``directory``. They never touch the membership, the config or a
 ``Download``'s internals.
 
 Each download runs on its own thread, and everything slow for it happens
 there, asking discovery for peers included: starting a download returns at
-once, whether discovery is up or not. Every message about a job (its start,
-its notices, its end) is emitted from that thread in order, so a job's
+once, whether discovery is up or not. Every message about a download (its start,
+its notices, its end) is emitted from that thread in order, so a download's
 error never appears before its "started" line.
 
 This module also holds what the one-shot ``get`` and the prompt's ``get``
@@ -31,15 +31,18 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from . import download, node_server, storage
+from . import download, local_nodes, storage
 from .addresses import format_hostport
+from .errors import ErrorCode
+from .http.profile import RequestProfile
 from .http.url import redact_url
 from .http import DEFAULT_TIMEOUT
-from .membership import DiscoveryClient, Membership, Peer
-from .sessions import make_session
 from .units import human_bytes, human_rate
+
+if TYPE_CHECKING:  # a get loads this module for its summary: the server side loads in NodeApp
+    from .membership import Peer
 
 log = logging.getLogger(__name__)
 
@@ -97,22 +100,29 @@ class RateLimit:
 # -- the summary line --------------------------------------------------------------------
 def summary(report: download.Report, names: dict[str, str] | None = None,
             checksum: str | None = None) -> str:
-    """``done: PATH  SIZE in S s (RATE)[, X resumed]; by machine: NAME SIZE, ...[; ALGO checksum verified]``.
+    """``done: PATH  SIZE in S s (RATE); by machine: NAME SIZE, ...[; ALGO checksum verified]``.
 
-    ``names`` maps a source key (``HOST:PORT``) to the helper's ``--name``;
-    ``local`` is this machine. ``checksum`` is the ``ALGO:HEX`` the file
-    passed (a report exists only for a file that passed it). Units from
-    :mod:`swift.units` only.
+    After a resume: ``done: PATH  SIZE (X resumed); this run: Y in S s (RATE); ...``:
+    the rate is always this run's bytes over this run's time, and the line
+    says which bytes those are. ``names`` maps a source key (``HOST:PORT``)
+    to the helper's ``--name``; ``local`` is this machine. ``checksum`` is
+    the ``ALGO:HEX`` the file passed (a report exists only for a file that
+    passed it). Units from :mod:`swift.units` only.
     """
     names = names or {}
     by = ", ".join(f"{names.get(src) or src} {human_bytes(n)}" for src, n in
                    sorted(report.bytes_by_source.items(), key=lambda kv: (-kv[1], kv[0])))
-    resumed = f", {human_bytes(report.resumed_bytes)} resumed" if report.resumed_bytes else ""
     verified = f"; {checksum.partition(':')[0].strip().lower()} checksum verified" if checksum else ""
     left = "".join(f"; left out: {names.get(src) or src} ({why})"
                    for src, why in sorted(getattr(report, "left_out", {}).items()))
-    return (f"done: {report.path}  {human_bytes(report.size)} in {report.seconds:.1f} s "
-            f"({human_rate(report.rate)}){resumed}; by machine: {by or 'none'}{verified}{left}")
+    this_run = f"in {report.seconds:.1f} s ({human_rate(report.rate)})"
+    if report.resumed_bytes:
+        fetched = human_bytes(report.size - report.resumed_bytes)
+        amount = (f"{human_bytes(report.size)} ({human_bytes(report.resumed_bytes)} resumed); "
+                  f"this run: {fetched} {this_run}")
+    else:
+        amount = f"{human_bytes(report.size)} {this_run}"
+    return f"done: {report.path}  {amount}; by machine: {by or 'none'}{verified}{left}"
 
 
 def peer_names(peers: list[Peer]) -> dict[str, str]:
@@ -161,16 +171,16 @@ def advertised_host(bind_host: str, discovery_host: str) -> str:
 
 
 class AlreadyDownloading(Exception):
-    """The same URL is already being downloaded to the same place; ``job`` is that download."""
+    """The same URL is already being downloaded to the same place; ``entry`` is that download."""
 
-    def __init__(self, job: "DownloadJob"):
-        paused = f" (paused: resume {job.number})" if job.paused else ""
-        super().__init__(f"already downloading as [{job.number}]{paused}")
-        self.job = job
+    def __init__(self, entry: "DownloadEntry"):
+        paused = f" (paused: resume {entry.number})" if entry.paused else ""
+        super().__init__(f"already downloading as [{entry.number}]{paused}")
+        self.entry = entry
 
 
 @dataclass(frozen=True)
-class JobStatus:
+class DownloadStatus:
     """A snapshot of one download for display. ``rate`` counts this run's bytes only."""
     state: str          # "starting", "running", "paused", "done", "failed", "cancelled"
     done: int           # bytes on disk, resumed ones included
@@ -180,32 +190,51 @@ class JobStatus:
     error: str | None
 
 
-# Events a job reports to its front end. Each run emits STARTED, then any
+@dataclass(frozen=True)
+class DownloadDetail:
+    """What a live view shows of one download beyond its status (the web page, aria2's fields).
+
+    ``ranges``: the ``[start, end)`` byte ranges written so far, sorted;
+    ``by_source``: bytes each source delivered (``local``, or a helper's
+    ``HOST:PORT``); ``names``: a helper's ``--name`` by its key; ``path``:
+    the file it writes once known; ``directory``: where it goes.
+    """
+    ranges: list[tuple[int, int]]
+    by_source: dict[str, int]
+    names: dict[str, str]
+    path: Path | None
+    directory: Path
+
+
+# Events a download reports to its front end. Each run emits STARTED, then any
 # NOTICE lines, then ENDED (the summary, or "error: ..."), or PAUSED /
 # CANCELLED when the user stopped it; RESUMED starts a new run.
 STARTED, NOTICE, ENDED, PAUSED, CANCELLED, RESUMED = (
     "started", "notice", "ended", "paused", "cancelled", "resumed")
 
 
-class DownloadJob:
+class DownloadEntry:
     """One download started from the node's front end; each run on its own thread.
 
     ``pause()`` and ``cancel()`` both stop the running ``Download`` and keep
     the partial file and its record (the engine's promise); ``resume()``
     starts a new run of the same URL to the same place, which resumes from
-    that record. A paused or cancelled job differs only in what it says.
+    that record. A paused or cancelled entry differs only in what it says.
     """
 
     def __init__(self, app: "NodeApp", number: int, url: str, output: Path | None,
                  overrides: dict, no_peers: bool,
-                 on_event: Callable[["DownloadJob", str, str], None] | None):
+                 on_event: Callable[["DownloadEntry", str, str], None] | None):
         self.number = number
         self.url = url
         self.output = output
         self._app = app
         self._overrides = overrides
         self._no_peers = no_peers
-        self._on_event = on_event or (lambda job, kind, text: app.notice(text) if kind == NOTICE else None)
+        self._leaving = False  # cancelled as the node stops: no `resume N` after that
+        self._on_event = on_event or (lambda entry, kind, text: app.notice(text) if kind == NOTICE else None)
+        #: bytes/s for this download alone (aria2's ``max-download-limit``), beside the node's
+        self.limit_rate: int | None = overrides.pop("limit_rate", None)
         self._lock = threading.Lock()
         self._download: download.Download | None = None
         self._limit: RateLimit | None = None
@@ -215,6 +244,8 @@ class DownloadJob:
         self._names: dict[str, str] = {}
         self.report: download.Report | None = None
         self.error: str | None = None
+        #: why it failed, for callers that branch on it (None: no error, or a bug's)
+        self.error_code: ErrorCode | None = None
         self._ended = threading.Event()  # set when the current run has ended
         self._thread = self._new_thread(first=True)
 
@@ -231,7 +262,17 @@ class DownloadJob:
     @property
     def place(self) -> Path:
         """Where it goes: the output path if one was given, else the download directory."""
-        return self.output if self.output is not None else self._app.directory
+        return self.output if self.output is not None else self.directory
+
+    @property
+    def profile(self) -> "RequestProfile | None":
+        """The headers, cookies and TLS trust it was started with (None: the defaults)."""
+        return self._overrides.get("profile")
+
+    @property
+    def directory(self) -> Path:
+        """The directory it saves into (the node's, unless it was started with its own)."""
+        return self._overrides.get("directory", self._app.directory)
 
     @property
     def path(self) -> Path | None:
@@ -240,8 +281,12 @@ class DownloadJob:
             dl = self._download
         return dl.path if dl is not None else None
 
-    def cancel(self) -> bool:
-        """Stop it; the partial download stays for a later resume. False if it was not running."""
+    def cancel(self, *, leaving: bool = False) -> bool:
+        """Stop it; the partial download stays for a later resume. False if it was not running.
+
+        ``leaving``: the node stops too, so what it says about resuming names
+        what works after a restart (the same get), not ``resume N``."""
+        self._leaving = self._leaving or leaving
         return self._stop(CANCELLED)
 
     def pause(self) -> bool:
@@ -249,7 +294,7 @@ class DownloadJob:
         return self._stop(PAUSED)
 
     def resume(self, stopping_wait: float = 3.0) -> bool:
-        """Run a paused or cancelled job again, from its partial file; False if it cannot be.
+        """Run a paused or cancelled entry again, from its partial file; False if it cannot be.
 
         Right after ``pause``, the run may still be stopping (the engine ends
         within about a second): wait up to ``stopping_wait`` seconds for it.
@@ -262,7 +307,7 @@ class DownloadJob:
         with self._lock:
             if not self._ended.is_set() or self._stopped_as is None:
                 return False
-            self._stopped_as, self.error, self._download = None, None, None
+            self._stopped_as, self.error, self.error_code, self._download = None, None, None, None
             self._first_done = None
             self._ended = threading.Event()
             self._thread = self._new_thread(first=False)
@@ -275,24 +320,37 @@ class DownloadJob:
         # running thread as stopped (CPython gh-90882)
         return self._ended.wait(timeout)
 
-    def status(self) -> JobStatus:
+    def status(self) -> DownloadStatus:
         with self._lock:
             dl, stopped, base, since = self._download, self._stopped_as, self._first_done, self._started
         if self.report is not None:
-            return JobStatus("done", self.report.size, self.report.size, self.report.rate,
+            return DownloadStatus("done", self.report.size, self.report.size, self.report.rate,
                              summary(self.report, self._names, self._overrides.get("checksum")), None)
         done = dl.done_bytes if dl else 0
         size = dl.size if dl else None
         if stopped is not None and not self.running:
-            return JobStatus(stopped, done, size, 0.0, None, None)
+            return DownloadStatus(stopped, done, size, 0.0, None, None)
         if self.error is not None:
-            return JobStatus("failed", done, size, 0.0, None, self.error)
+            return DownloadStatus("failed", done, size, 0.0, None, self.error)
         if dl is None:
-            return JobStatus("starting", 0, None, 0.0, None, None)
+            return DownloadStatus("starting", 0, None, 0.0, None, None)
         rate = (done - base) / max(1e-3, time.monotonic() - since) if base is not None else 0.0
-        return JobStatus(dl.state, done, size, rate, None, None)
+        return DownloadStatus(dl.state, done, size, rate, None, None)
 
-    # -- the job's thread -------------------------------------------------------------
+    def detail(self) -> DownloadDetail:
+        """Its pieces and sources now (see :class:`DownloadDetail`)."""
+        with self._lock:
+            dl = self._download
+        if self.report is not None:
+            return DownloadDetail([(0, self.report.size)] if self.report.size else [],
+                                  dict(self.report.bytes_by_source), dict(self._names),
+                                  Path(self.report.path), self.directory)
+        if dl is None:
+            return DownloadDetail([], {}, dict(self._names), None, self.directory)
+        return DownloadDetail(dl.done_ranges(), dl.bytes_by_source(), dict(self._names), dl.path,
+                              self.directory)
+
+    # -- the download's thread --------------------------------------------------------
     def _new_thread(self, first: bool) -> threading.Thread:
         return threading.Thread(target=self._body, args=(first,), name=f"download-{self.number}",
                                 daemon=True)
@@ -310,10 +368,11 @@ class DownloadJob:
         return True
 
     def _emit(self, kind: str, text: str) -> None:
-        try:
-            self._on_event(self, kind, text)
-        except Exception:  # a front end's bug must not kill the download
-            log.exception("reporting on download %d", self.number)
+        for listener in [self._on_event, *self._app.listeners()]:
+            try:
+                listener(self, kind, text)
+            except Exception:  # a front end's bug must not kill the download
+                log.exception("reporting on download %d", self.number)
 
     def _progress(self, done: int, size: int | None) -> None:
         """The engine's progress callback: the first call marks where this run began."""
@@ -333,7 +392,7 @@ class DownloadJob:
                     self._emit(NOTICE, "no peers known: downloading alone with several connections")
             self._names = peer_names(peers)
             overrides = self._overrides if first else {**self._overrides, "restart": False}
-            limit = self._app.rate_limit()
+            limit = self._app.rate_limit(self.limit_rate)
             if limit is not None:
                 overrides = {**overrides, "throttle": limit.take}
             with self._lock:
@@ -348,7 +407,7 @@ class DownloadJob:
                 raise download.DownloadError("cancelled")
             self.report = dl.run()
         except download.DownloadError as exc:
-            self.error = str(exc)
+            self.error, self.error_code = str(exc), exc.code
         except Exception as exc:  # a bug must not take the node down
             log.exception("download %d failed", self.number)
             self.error = f"internal error: {exc}"
@@ -365,9 +424,10 @@ class DownloadJob:
             self._ended.set()
 
     def _kept(self) -> str:
-        """What a stop left on disk, truthfully, and what ``resume`` will do then."""
+        """What a stop left on disk, truthfully, and what will take it up: ``resume N``
+        while the prompt runs; once the node leaves, the same get after a restart."""
         final = self.path
-        again = f"resume {self.number}"
+        again = "the same get, after a restart," if self._leaving else f"resume {self.number}"
         if final is not None:
             part, record = storage.part_path(final), storage.record_path(final)
             if part.exists() and record.exists():
@@ -387,6 +447,9 @@ class DownloadJob:
 
 class NodeApp:
     def __init__(self, config: NodeConfig, *, notice: Callable[[str], None] | None = None):
+        from . import node_server
+        from .membership import DiscoveryClient, Membership
+        from .sessions import make_session
         self._config = config
         self.notice = notice or (lambda text: log.warning("%s", text))
         self.server = node_server.make_server(
@@ -407,8 +470,10 @@ class NodeApp:
             DiscoveryClient(*config.discovery, name=self.name, secret=config.secret),
             host=host, port=self.port, name=self.name, slots=config.slots,
             interval=config.heartbeat)
-        self._jobs: list[DownloadJob] = []
+        self._entries: list[DownloadEntry] = []
+        self._listeners: list[Callable[[DownloadEntry, str, str], None]] = []
         self._lock = threading.Lock()
+        self._mark: Path | None = None
 
     @property
     def key(self) -> str:
@@ -419,9 +484,16 @@ class NodeApp:
     def directory(self) -> Path:
         return self._config.directory
 
+    @property
+    def limit_rate(self) -> int | None:
+        """``--limit-rate`` in bytes/s (None: no limit)."""
+        return self._config.limit_rate
+
     def start(self) -> "NodeApp":
         self.server.start()
         self._membership.start()
+        # a get on this machine must not take this node for a helper (swift.local_nodes)
+        self._mark = local_nodes.mark_running(self._membership.me.host, self.port)
         return self
 
     def stop(self, deadline: float = STOP_DEADLINE) -> None:
@@ -432,13 +504,14 @@ class NodeApp:
         its lease runs out.
         """
         end = time.monotonic() + deadline
+        local_nodes.clear_mark(self._mark)
         if self._serving_limit is not None:
             self._serving_limit.close()  # jobs waiting on the limit go on to see the stop
-        running = [j for j in self.jobs() if j.running]
-        for job in running:
-            job.cancel()
-        for job in running:
-            job.wait(max(0.0, end - time.monotonic()))
+        running = [j for j in self.downloads() if j.running]
+        for entry in running:
+            entry.cancel(leaving=True)
+        for entry in running:
+            entry.wait(max(0.0, end - time.monotonic()))
 
         def close() -> None:
             self._membership.stop(unregister=True)
@@ -457,50 +530,78 @@ class NodeApp:
 
     # -- peers -------------------------------------------------------------------------
     def peers(self, *, include_self: bool = False) -> tuple[list[Peer], str | None]:
-        """The live nodes (fresh from discovery, else the last known, with a warning)."""
+        """The live nodes (fresh from discovery, else the last known, with a warning).
+
+        Without ``include_self``: the helpers for a download started here, so
+        neither this node nor another node of this machine (``swift.local_nodes``:
+        they share this machine's link)."""
         peers, warning = self._membership.peers()
-        return [p for p in peers if include_self or p.key != self.key], warning
+        if include_self:
+            return peers, warning
+        mine = local_nodes.this_machine(peers) | {self.key}
+        return [p for p in peers if p.key not in mine], warning
 
     # -- downloads ---------------------------------------------------------------------
     def download_options(self, output: Path | None, overrides: dict) -> download.Options:
         c = self._config
-        return download.Options(directory=c.directory, output=output, local_slots=c.slots,
-                                peer_timeout=c.peer_timeout, source_address=c.source_address,
-                                secret=c.secret, name=self.name, timeout=c.timeout,
-                                **{**c.download_options, **overrides})
+        base = dict(directory=c.directory, output=output, local_slots=c.slots,
+                    peer_timeout=c.peer_timeout, source_address=c.source_address,
+                    secret=c.secret, name=self.name, timeout=c.timeout)
+        return download.Options(**{**base, **c.download_options, **overrides})
 
-    def rate_limit(self) -> "RateLimit | None":
-        """A new bucket for one download started here (``--limit-rate``), or None."""
-        return RateLimit(self._config.limit_rate) if self._config.limit_rate else None
+    def rate_limit(self, own: int | None = None) -> "RateLimit | None":
+        """A new bucket for one download started here: ``--limit-rate``, or the download's
+        ``own`` limit (bytes/s) if lower; None when neither is set."""
+        rates = [r for r in (self._config.limit_rate, own) if r]
+        return RateLimit(min(rates)) if rates else None
 
     def start_download(self, url: str, output: Path | None = None, *, no_peers: bool = False,
-                       on_event: Callable[[DownloadJob, str, str], None] | None = None,
-                       before_start: Callable[[DownloadJob], None] | None = None,
-                       **overrides) -> DownloadJob:
+                       on_event: Callable[[DownloadEntry, str, str], None] | None = None,
+                       before_start: Callable[[DownloadEntry], None] | None = None,
+                       **overrides) -> DownloadEntry:
         """Start downloading ``url`` on a new thread and return at once.
 
-        ``on_event(job, kind, text)`` is called from the job's thread with
+        ``on_event(entry, kind, text)`` is called from the download's thread with
         ``STARTED`` (the URL), then any ``NOTICE`` lines, then ``ENDED`` (the
         summary line, or ``error: ...``). Raises :class:`AlreadyDownloading`
-        when the same URL is running (or paused) to the same place.
-        ``before_start(job)`` runs on the caller's thread before the job's.
+        when the same URL is running (or paused) to the same place. ``overrides``
+        are :class:`download.Options` fields (``directory`` included), and
+        ``limit_rate``: bytes/s for this download alone.
+        ``before_start(entry)`` runs on the caller's thread before the download's.
         """
         with self._lock:
-            place = output if output is not None else self.directory
-            for other in self._jobs:
+            place = output if output is not None else overrides.get("directory", self.directory)
+            for other in self._entries:
                 if other.url == url and other.place == place and (other.running or other.paused):
                     raise AlreadyDownloading(other)
-            job = DownloadJob(self, len(self._jobs) + 1, url, output, overrides, no_peers, on_event)
-            self._jobs.append(job)
+            entry = DownloadEntry(self, len(self._entries) + 1, url, output, overrides, no_peers, on_event)
+            self._entries.append(entry)
         if before_start:
-            before_start(job)
-        job._start()
-        return job
+            before_start(entry)
+        entry._start()
+        return entry
 
-    def jobs(self) -> list[DownloadJob]:
+    # -- listeners ---------------------------------------------------------------------
+    def add_listener(self, listener: Callable[[DownloadEntry, str, str], None]) -> None:
+        """Call ``listener(entry, kind, text)`` for every download's events (as ``on_event``
+        of :meth:`start_download` is called), from the download's thread; a listener
+        must return quickly and its exceptions are logged, never raised into the download."""
         with self._lock:
-            return list(self._jobs)
+            self._listeners.append(listener)
 
-    def job(self, number: int) -> DownloadJob | None:
+    def remove_listener(self, listener: Callable[[DownloadEntry, str, str], None]) -> None:
         with self._lock:
-            return self._jobs[number - 1] if 0 < number <= len(self._jobs) else None
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def listeners(self) -> list[Callable[[DownloadEntry, str, str], None]]:
+        with self._lock:
+            return list(self._listeners)
+
+    def downloads(self) -> list[DownloadEntry]:
+        with self._lock:
+            return list(self._entries)
+
+    def download(self, number: int) -> DownloadEntry | None:
+        with self._lock:
+            return self._entries[number - 1] if 0 < number <= len(self._entries) else None
