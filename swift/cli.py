@@ -229,6 +229,7 @@ def discovery_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--lease", type=SECONDS, metavar="S", default=discovery_server.DEFAULT_LEASE,
                    help="seconds a node stays listed without a heartbeat (default %(default)s)")
     p.add_argument("--secret-file", metavar="FILE", help="shared secret file (or $SWIFT_SECRET_FILE)")
+    _zeroconf_options(p, after=False, role="announce this discovery on the LAN")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     p.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
     p.add_argument("--version", action="version", version=f"swift {__version__}")
@@ -288,13 +289,19 @@ def _discovery(argv: list[str] | None, prog: str | None) -> int:
     if secret is None:
         log.warning(NO_SECRET_SERVER.format(what="discovery"))
     srv.start()
+    announcer = None
     try:
         print(f"swift discovery listening on {format_hostport(args.host, srv.port)}", flush=True)
+        if _zeroconf_enabled(args):
+            from . import mdns
+            announcer = mdns.announce(args.host, srv.port, args.pool, secret)
         while True:
             time.sleep(3600)  # until a signal raises
     except Terminated:
         return EXIT_OK  # the normal way to stop a daemon
     finally:
+        if announcer is not None:
+            announcer.stop()  # first: no node should find a discovery that is going away
         srv.stop(timeout=1.0)
         log.info("discovery stopped")
 
@@ -311,9 +318,37 @@ def _logging_options(p: argparse.ArgumentParser, after: bool) -> None:
 def _network_options(p: argparse.ArgumentParser, after: bool) -> None:
     keep = {"default": argparse.SUPPRESS} if after else {}
     p.add_argument("--discovery", type=DISCOVERY, metavar="HOST:PORT",
-                   **(keep or {"default": os.environ.get("SWIFT_DISCOVERY", "127.0.0.1:5000")}),
-                   help="where discovery runs (default $SWIFT_DISCOVERY, else 127.0.0.1:5000)")
+                   **(keep or {"default": os.environ.get("SWIFT_DISCOVERY") or None}),
+                   help="where discovery runs (default $SWIFT_DISCOVERY, else the one of the "
+                        "pool found by mDNS, else 127.0.0.1:5000)")
     p.add_argument("--secret-file", metavar="FILE", **keep, help="shared secret file (or $SWIFT_SECRET_FILE)")
+    _zeroconf_options(p, after, role="look for discovery on the LAN")
+
+
+def _zeroconf_options(p: argparse.ArgumentParser, after: bool, role: str) -> None:
+    """``--pool`` and ``--no-zeroconf`` (swift.mdns), for both programs."""
+    from .dnssd import DEFAULT_POOL, parse_pool
+    keep = {"default": argparse.SUPPRESS} if after else {}
+    p.add_argument("--pool", type=_type(parse_pool, "pool name"), metavar="NAME",
+                   **(keep or {"default": os.environ.get("SWIFT_POOL") or DEFAULT_POOL}),
+                   help=f"the pool's name in mDNS announcements (default $SWIFT_POOL, "
+                        f"else {DEFAULT_POOL})")
+    p.add_argument("--no-zeroconf", action="store_true", **keep,
+                   help=f"do not {role} by mDNS (also $SWIFT_NO_ZEROCONF=1)")
+
+
+def _zeroconf_enabled(args: argparse.Namespace) -> bool:
+    return not args.no_zeroconf and os.environ.get("SWIFT_NO_ZEROCONF", "") in ("", "0")
+
+
+def _resolve_discovery(args: argparse.Namespace, secret: bytes | None) -> str:
+    """Set ``args.discovery`` to the discovery this node uses (swift.mdns); the line saying which."""
+    from . import mdns
+    env = os.environ.get("SWIFT_DISCOVERY") or None
+    source = "$SWIFT_DISCOVERY" if env and args.discovery == DISCOVERY(env) else "--discovery"
+    args.discovery, line = mdns.resolve_discovery(args.discovery, source, pool=args.pool,
+                                                  secret=secret, enabled=_zeroconf_enabled(args))
+    return line
 
 
 def _download_options(p: argparse.ArgumentParser, after: bool) -> None:
@@ -442,6 +477,13 @@ def _node(argv: list[str] | None, prog: str | None) -> int:
         else:
             print(f"note: {NO_SECRET_CLIENT}", file=sys.stderr, flush=True)
     _use_proxy(getattr(args, "proxy", None))
+    if command is None or not getattr(args, "no_peers", False):
+        browsed = args.discovery is None
+        line = _resolve_discovery(args, secret)
+        if command is None:
+            print(line, flush=True)  # a node says which discovery it uses, always
+        elif browsed and not args.quiet:
+            print(f"note: {line}", file=sys.stderr, flush=True)
     if command == "peers":
         return _peers(args.discovery, secret)
     if command == "get":
