@@ -55,9 +55,6 @@ SETTLE = 0.15
 #: Seconds one announcement's SRV, TXT and address records may take to
 #: resolve (they usually come with the first answer, from the cache).
 RESOLVE_TIMEOUT = 1.0
-#: Seconds a stop waits for the registering thread (the probe takes about 1.7 s;
-#: stop does not wait for it: closing the sockets ends it).
-JOIN_TIMEOUT = 0.5
 #: Where a node goes when no discovery is named or found: today's default.
 FALLBACK = ("127.0.0.1", 5000)
 
@@ -115,8 +112,11 @@ class Announcer:
 
     ``host`` is the address discovery listens on (a wildcard announces every
     LAN address), ``port`` its port, ``pool`` and ``fp`` what
-    :func:`dnssd.txt_record` writes. Registration (its probe takes about
-    1.7 s) runs on a thread this object owns, so discovery serves at once.
+    :func:`dnssd.txt_record` writes. Registration (its probe for a name
+    conflict takes about 1.7 s) runs as a task on zeroconf's own event
+    loop, so discovery serves at once, and a stop during the probe cancels
+    it instead of waiting for it (a blocking ``register_service`` would
+    hold the stop for a second more).
     """
 
     def __init__(self, host: str, port: int, pool: str, fp: str | None, *,
@@ -126,7 +126,7 @@ class Announcer:
         self.started = started
         self._zc = None
         self._info = None
-        self._thread: threading.Thread | None = None
+        self._registering = None  # the registration's concurrent.futures.Future
         self._stopping = threading.Event()
         self.announced = threading.Event()
 
@@ -154,17 +154,22 @@ class Announcer:
         except Exception as exc:  # noqa: BLE001 - a bad name or address: one line
             self._close()
             raise MdnsUnavailable(f"cannot build the announcement: {_why(exc)}") from None
-        self._thread = threading.Thread(target=self._register, name="mdns-announce", daemon=True)
-        self._thread.start()
+        import asyncio
+        self._registering = asyncio.run_coroutine_threadsafe(self._register(), self._zc.loop)
+        self._registering.add_done_callback(self._registered)
         return self
 
-    def _register(self) -> None:
-        try:
-            self._zc.register_service(self._info, allow_name_change=True)
-        except Exception as exc:  # noqa: BLE001 - said in one line, discovery goes on
-            if not self._stopping.is_set():
-                log.warning("mDNS: could not announce this discovery (%s); nodes need "
-                            "--discovery HOST:PORT", _why(exc))
+    async def _register(self) -> None:
+        announcing = await self._zc.async_register_service(self._info, allow_name_change=True)
+        await announcing
+
+    def _registered(self, future) -> None:
+        if future.cancelled() or self._stopping.is_set():
+            return
+        exc = future.exception()
+        if exc is not None:  # said in one line, discovery goes on
+            log.warning("mDNS: could not announce this discovery (%s); nodes need "
+                        "--discovery HOST:PORT", _why(exc))
             return
         self.announced.set()
         log.info("announced by mDNS as %r (pool %s%s)", self._info.name.split("._swift")[0],
@@ -175,6 +180,8 @@ class Announcer:
         self._stopping.set()
         if self._zc is None:
             return
+        if self._registering is not None:
+            self._registering.cancel()  # still probing: nothing to withdraw yet
         if self.announced.is_set():
             try:
                 self._zc.unregister_service(self._info)
@@ -182,8 +189,6 @@ class Announcer:
             except Exception as exc:  # noqa: BLE001 - stopping anyway
                 log.debug("mDNS: withdrawing failed: %s", _why(exc))
         self._close()
-        if self._thread is not None:
-            self._thread.join(JOIN_TIMEOUT)
 
     def _close(self) -> None:
         zc, self._zc = self._zc, None
