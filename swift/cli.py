@@ -346,8 +346,11 @@ def _resolve_discovery(args: argparse.Namespace, secret: bytes | None) -> str:
     from . import mdns
     env = os.environ.get("SWIFT_DISCOVERY") or None
     source = "$SWIFT_DISCOVERY" if env and args.discovery == DISCOVERY(env) else "--discovery"
+    browse = args.discovery is None and _zeroconf_enabled(args)
     args.discovery, line = mdns.resolve_discovery(args.discovery, source, pool=args.pool,
                                                   secret=secret, enabled=_zeroconf_enabled(args))
+    # a node that browsed looks again when its discovery stops answering
+    args.rediscover = mdns.Rediscovery(args.pool, secret) if browse else None
     return line
 
 
@@ -934,7 +937,8 @@ def _serve(args: argparse.Namespace, secret: bytes | None) -> int:
                         advertise=args.advertise, name=args.name, slots=args.slots,
                         directory=args.dir, secret=secret, allow_private=args.allow_private,
                         source_address=args.source_address, peer_timeout=args.peer_timeout,
-                        limit_rate=args.limit_rate, timeout=request_timeout(args))
+                        limit_rate=args.limit_rate, timeout=request_timeout(args),
+                        rediscover=getattr(args, "rediscover", None))
     try:
         app = NodeApp(config, notice=notice)
     except OSError as exc:

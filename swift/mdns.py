@@ -79,8 +79,12 @@ def lan_interfaces() -> list[tuple[str, int]]:
         import ifaddr
     except ImportError:
         raise MdnsUnavailable("the zeroconf package is not installed (requirements.txt)") from None
+    try:
+        adapters = ifaddr.get_adapters()
+    except Exception as exc:  # noqa: BLE001 - OSError mostly: no interfaces to read
+        raise MdnsUnavailable(f"cannot list the network interfaces: {_why(exc)}") from None
     found: list[tuple[str, int]] = []
-    for adapter in ifaddr.get_adapters():
+    for adapter in adapters:
         for ip in adapter.ips:
             if isinstance(ip.ip, str) and not ip.ip.startswith("127."):
                 found.append((ip.ip, ip.network_prefix))
@@ -299,6 +303,26 @@ def browse(pool: str, fp: str | None, *, wait: float = BROWSE_WAIT, settle: floa
             zc.close()
         except Exception:  # noqa: BLE001
             pass
+
+
+class Rediscovery:
+    """What a node that browsed at start calls when its discovery stops answering
+    (``membership.Membership``'s ``rediscover``): the address of the pool's discovery
+    now, or None (nothing found, or mDNS unavailable: said once in the log)."""
+
+    def __init__(self, pool: str, secret: bytes | None, wait: float = BROWSE_WAIT):
+        self.pool, self.fp, self.wait = pool, dnssd.fingerprint(secret), wait
+        self._said = False
+
+    def __call__(self) -> tuple[str, int] | None:
+        try:
+            chosen = browse(self.pool, self.fp, wait=self.wait).chosen
+        except MdnsUnavailable as exc:
+            if not self._said:
+                log.warning("mDNS is unavailable here (%s): cannot look for discovery again", exc)
+                self._said = True
+            return None
+        return (chosen.host, chosen.port) if chosen is not None else None
 
 
 def resolve_discovery(given: tuple[str, int] | None, source: str, *, pool: str,

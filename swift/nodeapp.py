@@ -141,6 +141,8 @@ class NodeConfig:
     timeout: tuple[float, float] = DEFAULT_TIMEOUT
     heartbeat: float = 3.0
     download_options: dict = field(default_factory=dict)
+    #: where discovery is now, asked when it stops answering (swift.mdns.Rediscovery); None: never
+    rediscover: Callable[[], tuple[str, int] | None] | None = None
 
 
 def advertised_host(bind_host: str, discovery_host: str) -> str:
@@ -406,7 +408,7 @@ class NodeApp:
         self._membership = Membership(
             DiscoveryClient(*config.discovery, name=self.name, secret=config.secret),
             host=host, port=self.port, name=self.name, slots=config.slots,
-            interval=config.heartbeat)
+            interval=config.heartbeat, rediscover=config.rediscover)
         self._jobs: list[DownloadJob] = []
         self._lock = threading.Lock()
 

@@ -148,3 +148,20 @@ def test_without_multicast_the_node_says_so_in_one_line_and_discovery_flag_still
     assert time.monotonic() - started < 2.5  # no browse was tried
     assert "Traceback" not in nowhere.stderr
     assert "Traceback" not in d.output() + node.output()
+
+
+def test_a_node_started_before_its_discovery_finds_it_when_it_comes(lab, cluster):
+    """The start order does not matter: a node that found nothing looks again by mDNS
+    once its heartbeats fail (membership.REDISCOVER_AFTER), and follows the discovery
+    that has come up since."""
+    disc, node_host = lab.host("disc"), lab.host("node")
+    node = cluster.start([*program("node"), "--serve-only", "--name", "early", "--port", "0",
+                          "--dir", str(cluster.workdir)], name="early", prefix=node_host.prefix, env=MDNS_ON)
+    node.wait_for(r"no discovery of pool swift answered mDNS", timeout=30)
+    d = discovery(cluster, disc)
+    d.wait_for(r"announced by mDNS", timeout=20)
+    node.wait_for(rf"using discovery at {disc.ip}:5000 \(found by mDNS\)", timeout=40)
+    node.wait_for(rf"registered with discovery at {disc.ip}:5000", timeout=20)
+    listed = node_command(node_host, "--discovery", f"{disc.ip}:5000", "peers")
+    assert "  early  " in listed.stdout, listed
+    assert "Traceback" not in node.output() + d.output()
