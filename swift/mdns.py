@@ -30,6 +30,7 @@ Rules:
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
@@ -138,11 +139,16 @@ class Announcer:
         """Open the mDNS sockets and register in the background; MdnsUnavailable if it cannot."""
         if self.host in ("", "0.0.0.0", "::"):
             addresses = [ip for ip, _ in lan_interfaces()]
-        elif self.host.startswith("127.") or self.host == "localhost":
-            raise MdnsUnavailable("it listens on loopback only, which no other machine can reach")
-        elif ":" in self.host:
-            raise MdnsUnavailable("mDNS announcements are IPv4 only; give nodes --discovery")
         else:
+            try:
+                addr = ipaddress.ip_address(self.host)
+            except ValueError:
+                addr = None
+            if self.host == "localhost" or (addr is not None and addr.is_loopback):
+                raise MdnsUnavailable("it listens on loopback only, which no other machine can reach")
+            if addr is None or addr.version != 4:
+                raise MdnsUnavailable(f"it listens on {self.host}, and announcements name IPv4 "
+                                      f"addresses only; give nodes --discovery")
             addresses = [self.host]
         self._zc = _zeroconf(addresses)
         try:

@@ -193,7 +193,7 @@ def test_mdns_turned_off_browses_nothing(monkeypatch):
     assert "mDNS is off" in line
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.4.5.6", "::1", "fd00::2"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.4.5.6", "localhost", "::1", "fd00::2", "myhost"])
 def test_a_discovery_on_loopback_or_ipv6_is_not_announced_and_opens_no_socket(host):
     with pytest.raises(mdns.MdnsUnavailable):
         mdns.Announcer(host, 5000, "swift", None, machine="m", started=0).start()
