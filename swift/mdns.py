@@ -60,6 +60,9 @@ RESOLVE_TIMEOUT = 1.0
 FALLBACK = ("127.0.0.1", 5000)
 
 
+NOT_INSTALLED = "the zeroconf package is missing: install requirements.txt"
+
+
 class MdnsUnavailable(Exception):
     """mDNS cannot run here (no interface, no multicast, no zeroconf); the message says why."""
 
@@ -79,7 +82,7 @@ def lan_interfaces() -> list[tuple[str, int]]:
     try:
         import ifaddr
     except ImportError:
-        raise MdnsUnavailable("the zeroconf package is not installed (requirements.txt)") from None
+        raise MdnsUnavailable(NOT_INSTALLED) from None
     try:
         adapters = ifaddr.get_adapters()
     except Exception as exc:  # noqa: BLE001 - OSError mostly: no interfaces to read
@@ -98,7 +101,7 @@ def _zeroconf(addresses: list[str]):
     try:
         from zeroconf import IPVersion, Zeroconf
     except ImportError:
-        raise MdnsUnavailable("the zeroconf package is not installed (requirements.txt)") from None
+        raise MdnsUnavailable(NOT_INSTALLED) from None
     if not addresses:
         raise MdnsUnavailable("no network interface besides loopback")
     try:

@@ -75,7 +75,8 @@ def test_help_and_usage_errors_load_neither_the_http_stack_nor_the_engine():
         from swift import cli
         cli.node_parser("node.py").format_help()
         heavy = sorted(m for m in ("requests", "urllib3", "ssl", "http.cookiejar", "swift.download",
-                                   "swift.engine", "swift.wire", "swift.nodeapp") if m in sys.modules)
+                                   "swift.engine", "swift.wire", "swift.nodeapp", "zeroconf", "ifaddr",
+                                   "swift.mdns") if m in sys.modules)
         print(heavy)
         sys.exit(1 if heavy else 0)
     """)

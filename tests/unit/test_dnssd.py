@@ -198,3 +198,13 @@ def test_a_discovery_on_loopback_or_ipv6_is_not_announced_and_opens_no_socket(ho
     with pytest.raises(mdns.MdnsUnavailable):
         mdns.Announcer(host, 5000, "swift", None, machine="m", started=0).start()
     assert mdns.announce(host, 5000, "swift", None, machine="m") is None
+
+
+def test_a_missing_zeroconf_package_is_one_line_for_both_programs(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "zeroconf", None)  # import zeroconf raises ImportError
+    monkeypatch.setitem(sys.modules, "ifaddr", None)
+    where, line = mdns.resolve_discovery(None, "", pool="swift", secret=None, enabled=True)
+    assert where == mdns.FALLBACK
+    assert line.startswith(f"mDNS is unavailable here ({mdns.NOT_INSTALLED}): using discovery at")
+    assert mdns.announce("0.0.0.0", 5000, "swift", None, machine="m") is None
