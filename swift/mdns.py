@@ -51,8 +51,9 @@ log = logging.getLogger(__name__)
 BROWSE_WAIT = 2.5
 #: Seconds to go on listening after the first fitting answer, so that every
 #: discovery of the pool is seen before one is chosen: all responders answer
-#: one query within 100 ms of each other (RFC 6762 section 6's 20-120 ms).
-SETTLE = 0.15
+#: one query within 100 ms of each other (RFC 6762 section 6's 20-120 ms),
+#: and a busy machine may add as much again.
+SETTLE = 0.25
 #: Seconds one announcement's SRV, TXT and address records may take to
 #: resolve (they usually come with the first answer, from the cache).
 RESOLVE_TIMEOUT = 1.0
