@@ -480,12 +480,11 @@ def _node(argv: list[str] | None, prog: str | None) -> int:
         else:
             print(f"note: {NO_SECRET_CLIENT}", file=sys.stderr, flush=True)
     _use_proxy(getattr(args, "proxy", None))
-    if command is None or not getattr(args, "no_peers", False):
-        browsed = args.discovery is None
-        line = _resolve_discovery(args, secret)
+    if command is None or (command == "peers" and args.discovery is None):
+        line = _resolve_discovery(args, secret)  # get: in its peer lookup (_discovery_client)
         if command is None:
             print(line, flush=True)  # a node says which discovery it uses, always
-        elif browsed and not args.quiet:
+        elif not args.quiet:
             print(f"note: {line}", file=sys.stderr, flush=True)
     if command == "peers":
         return _peers(args.discovery, secret)
@@ -543,7 +542,7 @@ def _to_stdout(args: argparse.Namespace) -> bool:
 
 def _get(args: argparse.Namespace, secret: bytes | None) -> int:
     """``node.py get``: each URL in turn; 0 only if every one is complete (and checked)."""
-    from .membership import DiscoveryClient, PeerLookup
+    from .membership import PeerLookup
     quiet = args.quiet > 0
 
     def notice(text: str) -> None:
@@ -554,8 +553,7 @@ def _get(args: argparse.Namespace, secret: bytes | None) -> int:
     if not _ensure_directory(args.dir, notice):
         return EXIT_FAILED
     # asked now, answered while the first URL's origin is probed (the download waits for it then)
-    lookup = None if args.no_peers else \
-        PeerLookup(DiscoveryClient(*args.discovery, name="swift-get", secret=secret), notice)
+    lookup = None if args.no_peers else PeerLookup(_discovery_client(args, secret, notice), notice)
     results: list[dict] = []
     try:
         for url in urls:
@@ -570,6 +568,18 @@ def _get(args: argparse.Namespace, secret: bytes | None) -> int:
         if args.report:
             _write_report(args.report, results if len(urls) > 1 else results[0] if results else {})
     return EXIT_OK if all(r["ok"] for r in results) else EXIT_FAILED
+
+
+def _discovery_client(args: argparse.Namespace, secret: bytes | None,
+                      notice: Callable[[str], None]):
+    """The discovery a ``get`` asks: the one named, else the pool's, found by mDNS
+    in the lookup's own thread (swift.mdns.BrowsingClient)."""
+    from .membership import DiscoveryClient
+    if args.discovery is not None:
+        return DiscoveryClient(*args.discovery, name="swift-get", secret=secret)
+    from .mdns import BrowsingClient
+    return BrowsingClient(pool=args.pool, secret=secret, enabled=_zeroconf_enabled(args),
+                          name="swift-get", notice=notice)
 
 
 def _get_one(url: str, args: argparse.Namespace, peers: "PeerSource", secret: bytes | None,

@@ -335,6 +335,35 @@ class Rediscovery:
         return (chosen.host, chosen.port) if chosen is not None else None
 
 
+class BrowsingClient:
+    """A ``membership.DiscoveryClient`` for a ``get`` without ``--discovery``: the browse
+    happens on first use, in ``membership.PeerLookup``'s thread, so it runs while the
+    origin is probed instead of before. The line naming the discovery goes to ``notice``.
+    """
+
+    def __init__(self, *, pool: str, secret: bytes | None, enabled: bool, name: str,
+                 notice: Callable[[str], None], timeout: float = 5.0):
+        self.pool, self.secret, self.enabled, self.name = pool, secret, enabled, name
+        self.timeout = timeout
+        self._notice = notice
+        self._client = None
+
+    @property
+    def address(self) -> str:
+        return self._client.address if self._client is not None else f"the discovery of pool {self.pool}"
+
+    def list_peers(self):
+        """The live peers, as ``DiscoveryClient.list_peers`` (DiscoveryError the same way)."""
+        if self._client is None:
+            from .membership import DiscoveryClient
+            where, line = resolve_discovery(None, "", pool=self.pool, secret=self.secret,
+                                            enabled=self.enabled)
+            self._notice(line)
+            self._client = DiscoveryClient(*where, name=self.name, secret=self.secret,
+                                           timeout=self.timeout)
+        return self._client.list_peers()
+
+
 def resolve_discovery(given: tuple[str, int] | None, source: str, *, pool: str,
                       secret: bytes | None, enabled: bool,
                       wait: float = BROWSE_WAIT) -> tuple[tuple[str, int], str]:

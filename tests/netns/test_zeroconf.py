@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +27,8 @@ import pytest
 
 from swiftlab import netlab
 from swiftlab.cluster import ROOT, Cluster, Process, program, wait_until
+
+from tests.helpers import sha256_file
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(not netlab.available(), reason=netlab.unavailable_reason() or "no netns")]
@@ -71,11 +74,16 @@ def node_command(host: netlab.Host, *args: str, timeout: float = 30):
 
 
 def test_a_node_without_discovery_finds_its_pool_by_mdns_joins_and_is_listed(lab, cluster, tmp_path):
+    """Then a ``get`` without --discovery finds it too (while it probes), and the file is right."""
     ours = secret_file(tmp_path, "ours", b"our pool's secret, 32 bytes long")
     theirs = secret_file(tmp_path, "theirs", b"their pool's secret, also random")
     # the strangers come first: an earlier start and a lower address would win if they fitted
     other_name, other_secret = lab.host("othername"), lab.host("othersecret")
-    disc, node_host = lab.host("disc"), lab.host("node")
+    disc, node_host, origin = lab.host("disc"), lab.host("node"), lab.origin()
+    made = cluster.start([sys.executable, "-m", "swiftlab.origin", "--root", str(tmp_path / "www"),
+                          "--host", origin.ip, "--port", "8080", "--make", "f.bin:6M"],
+                         name="origin", prefix=origin.prefix, cwd=str(ROOT))
+    digest = made.wait_for(r"made f.bin sha256 ([0-9a-f]{64})", timeout=60).group(1)
     strangers = [discovery(cluster, other_name, "--pool", "other", "--secret-file", ours),
                  discovery(cluster, other_secret, "--secret-file", theirs)]
     mine = discovery(cluster, disc, "--secret-file", ours)
@@ -84,7 +92,7 @@ def test_a_node_without_discovery_finds_its_pool_by_mdns_joins_and_is_listed(lab
 
     started = time.monotonic()
     node = cluster.start([*program("node"), "--serve-only", "--name", "n1", "--port", "0",
-                          "--secret-file", ours, "--dir", str(cluster.workdir)],
+                          "--secret-file", ours, "--dir", str(cluster.workdir), "--allow-private"],
                          name="n1", prefix=node_host.prefix, env=MDNS_ON)
     used = node.wait_for(r"using discovery at (\S+) \(found by mDNS: pool swift(.*)\)", timeout=30)
     print(f"\nfound by mDNS {time.monotonic() - started:.2f} s after the node started{used.group(2)}")
@@ -95,6 +103,13 @@ def test_a_node_without_discovery_finds_its_pool_by_mdns_joins_and_is_listed(lab
     assert listed.returncode == 0, listed.stderr
     assert "  n1  " in listed.stdout
     assert f"note: using discovery at {disc.ip}:5000 (found by mDNS" in listed.stderr
+    out = tmp_path / "out"
+    got = node_command(lab.host("requester"), "--secret-file", ours, "--dir", str(out), "get",
+                       f"http://{origin.ip}:8080/f.bin", timeout=60)
+    assert got.returncode == 0, got.stderr
+    assert f"note: using discovery at {disc.ip}:5000 (found by mDNS" in got.stderr
+    assert "no peers known" not in got.stderr and "downloading alone" not in got.stderr, got.stderr
+    assert sha256_file(out / "f.bin") == digest
     # the pool of another name (same secret) never saw the node
     other = node_command(node_host, "--secret-file", ours, "--discovery", f"{other_name.ip}:5000", "peers")
     assert other.returncode == 0 and other.stdout == "", other

@@ -208,3 +208,28 @@ def test_a_missing_zeroconf_package_is_one_line_for_both_programs(monkeypatch):
     assert where == mdns.FALLBACK
     assert line.startswith(f"mDNS is unavailable here ({mdns.NOT_INSTALLED}): using discovery at")
     assert mdns.announce("0.0.0.0", 5000, "swift", None, machine="m") is None
+
+
+def test_a_get_without_discovery_browses_in_its_lookup_thread_once_and_says_so(monkeypatch):
+    from swift import membership, protocol
+
+    ours = announced(host="10.0.0.4", port=5001)
+    calls = fake_browse(monkeypatch, mdns.Browse([ours], ours, 0.2))
+    asked = []
+
+    class Client:
+        def __init__(self, host, port, *, name, secret, timeout):
+            self.address = f"{host}:{port}"
+
+        def list_peers(self):
+            asked.append(self.address)
+            return [protocol.PeerInfo("10.0.0.7", 6000, "attic", 4, 1.0)]
+
+    monkeypatch.setattr(membership, "DiscoveryClient", Client)
+    notes: list[str] = []
+    lookup = membership.PeerLookup(mdns.BrowsingClient(pool="swift", secret=None, enabled=True,
+                                                       name="swift-get", notice=notes.append),
+                                   notes.append)
+    assert lookup.peers() == [membership.Peer("10.0.0.7", 6000, "attic", 4)]
+    assert len(calls) == 1 and asked == ["10.0.0.4:5001"]
+    assert notes == ["using discovery at 10.0.0.4:5001 (found by mDNS: pool swift)"]
