@@ -480,11 +480,9 @@ def _node(argv: list[str] | None, prog: str | None) -> int:
         else:
             print(f"note: {NO_SECRET_CLIENT}", file=sys.stderr, flush=True)
     _use_proxy(getattr(args, "proxy", None))
-    if command is None or (command == "peers" and args.discovery is None):
-        line = _resolve_discovery(args, secret)  # get: in its peer lookup (_discovery_client)
-        if command is None:
-            print(line, flush=True)  # a node says which discovery it uses, always
-        elif not args.quiet:
+    if command == "peers" and args.discovery is None:  # a node: _serve; get: _discovery_client
+        line = _resolve_discovery(args, secret)
+        if not args.quiet:
             print(f"note: {line}", file=sys.stderr, flush=True)
     if command == "peers":
         return _peers(args.discovery, secret)
@@ -943,6 +941,12 @@ def _serve(args: argparse.Namespace, secret: bytes | None) -> int:
 
     if not _ensure_directory(args.dir, notice):
         return EXIT_FAILED
+    try:
+        print(_resolve_discovery(args, secret), flush=True)  # a node says which, always
+    except Terminated:
+        if args.serve_only:
+            return EXIT_OK  # stopped while it looked for discovery: still the normal stop
+        raise
     config = NodeConfig(discovery=args.discovery, host=args.host, port=args.port,
                         advertise=args.advertise, name=args.name, slots=args.slots,
                         directory=args.dir, secret=secret, allow_private=args.allow_private,
