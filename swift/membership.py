@@ -11,7 +11,10 @@ looks again when discovery stops answering (``rediscover``, from
 ``swift.mdns``): after :data:`REDISCOVER_AFTER` failed heartbeats in a row,
 at most every :data:`REDISCOVER_EVERY` seconds. So the start order of the
 machines does not matter, and a discovery that comes back on another
-machine is followed: soft state on both sides.
+machine is followed: soft state on both sides. A node whose address was
+taken from the route towards its old discovery (``locate``) takes it again
+towards the new one, so it is not registered by an address (loopback, when
+it started with the fallback) that peers cannot reach.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from . import protocol, wire
@@ -149,9 +152,11 @@ class Membership:
     def __init__(self, client: DiscoveryClient, *, host: str, port: int, name: str,
                  slots: int, interval: float = 3.0,
                  rediscover: Callable[[], tuple[str, int] | None] | None = None,
+                 locate: Callable[[str], str] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.client = client
         self._rediscover = rediscover
+        self._locate = locate
         self._clock = clock
         self._failures = 0
         self._looked_at: float | None = None
@@ -206,8 +211,10 @@ class Membership:
             return False
         old = self.client.address
         self.client.host, self.client.port = found
-        log.warning("discovery at %s does not answer; using discovery at %s (found by mDNS)",
-                    old, self.client.address)
+        if self._locate is not None:
+            self.me = replace(self.me, host=self._locate(found[0]))
+        log.warning("discovery at %s does not answer; using discovery at %s (found by mDNS), "
+                    "as %s", old, self.client.address, self.me.key)
         return True
 
     def _remember(self, infos: list[protocol.PeerInfo]) -> None:

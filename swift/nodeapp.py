@@ -408,7 +408,9 @@ class NodeApp:
         self._membership = Membership(
             DiscoveryClient(*config.discovery, name=self.name, secret=config.secret),
             host=host, port=self.port, name=self.name, slots=config.slots,
-            interval=config.heartbeat, rediscover=config.rediscover)
+            interval=config.heartbeat, rediscover=config.rediscover,
+            # a node whose address faced its old discovery faces the new one (rediscover)
+            locate=None if config.advertise else (lambda toward: advertised_host(config.host, toward)))
         self._jobs: list[DownloadJob] = []
         self._lock = threading.Lock()
 

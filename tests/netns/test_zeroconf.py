@@ -172,11 +172,12 @@ def test_a_node_started_before_its_discovery_finds_it_when_it_comes(lab, cluster
     disc, node_host = lab.host("disc"), lab.host("node")
     node = cluster.start([*program("node"), "--serve-only", "--name", "early", "--port", "0",
                           "--dir", str(cluster.workdir)], name="early", prefix=node_host.prefix, env=MDNS_ON)
+    node.port = int(node.wait_for(r"listening on \S+:(\d+)", timeout=30).group(1))
     node.wait_for(r"no discovery of pool swift answered mDNS", timeout=30)
     d = discovery(cluster, disc)
     d.wait_for(r"announced by mDNS", timeout=20)
     node.wait_for(rf"using discovery at {disc.ip}:5000 \(found by mDNS\)", timeout=40)
     node.wait_for(rf"registered with discovery at {disc.ip}:5000", timeout=20)
     listed = node_command(node_host, "--discovery", f"{disc.ip}:5000", "peers")
-    assert "  early  " in listed.stdout, listed
+    assert f"{node_host.ip}:{node.port}  early  " in listed.stdout, listed  # reachable, not loopback
     assert "Traceback" not in node.output() + d.output()

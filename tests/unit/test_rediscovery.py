@@ -44,9 +44,9 @@ class FakeBrowse:
         return self.answer
 
 
-def membership(client, rediscover, now):
-    return Membership(client, host="10.0.0.5", port=6000, name="n", slots=2,
-                      rediscover=rediscover, clock=lambda: now[0])
+def membership(client, rediscover, now, locate=None):
+    return Membership(client, host="127.0.0.1", port=6000, name="n", slots=2,
+                      rediscover=rediscover, locate=locate, clock=lambda: now[0])
 
 
 def test_a_silent_discovery_is_looked_for_again_after_two_failed_beats_and_followed():
@@ -54,7 +54,7 @@ def test_a_silent_discovery_is_looked_for_again_after_two_failed_beats_and_follo
     client = FakeDiscoveries("127.0.0.1", 5000, alive)
     browse = FakeBrowse(("10.0.0.9", 5000))
     now = [100.0]
-    m = membership(client, browse, now)
+    m = membership(client, browse, now, locate={"10.0.0.9": "10.0.0.5"}.get)
     for _ in range(REDISCOVER_AFTER - 1):
         m._beat()
     assert browse.calls == 0 and not m.registered
@@ -62,6 +62,7 @@ def test_a_silent_discovery_is_looked_for_again_after_two_failed_beats_and_follo
     assert browse.calls == 1
     assert (client.host, client.port) == ("10.0.0.9", 5000)
     assert m.registered  # registered with the new one at once, not a heartbeat later
+    assert m.me.key == "10.0.0.5:6000"  # by the address that faces it, no longer loopback
 
 
 def test_looks_are_spaced_and_a_working_discovery_is_never_replaced():
