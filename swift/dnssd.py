@@ -53,7 +53,8 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 __all__ = ["SERVICE_TYPE", "DEFAULT_POOL", "Announcement", "parse_pool", "fingerprint",
-           "txt_record", "parse_announcement", "fits", "choose", "pick_address", "instance_name"]
+           "txt_record", "parse_announcement", "fits", "choose", "explain_miss", "pick_address",
+           "instance_name"]
 
 #: The DNS-SD service type (RFC 6763 section 7: ``_name._tcp``), fully qualified.
 SERVICE_TYPE = "_swift._tcp.local."
@@ -203,6 +204,23 @@ def choose(announcements: Iterable[Announcement], pool: str,
 
     fitting = [a for a in announcements if fits(a, pool, fp)]
     return min(fitting, key=order) if fitting else None
+
+
+def explain_miss(announcements: Iterable[Announcement], pool: str, fp: str | None) -> str:
+    """Why none of ``announcements`` fits (:func:`fits`), and what to do, in a few words;
+    "" if there were none. Pool names are safe to print: :func:`parse_pool` checked them."""
+    seen = list(announcements)
+    if not seen:
+        return ""
+    same = [a for a in seen if a.pool == pool]
+    if not same:
+        names = ", ".join(sorted({a.pool for a in seen})[:5])
+        return f"only pool {names} answered; --pool NAME picks one"
+    if fp is None:
+        return f"pool {pool}'s discovery has a shared secret; give --secret-file"
+    if all(a.fingerprint is None for a in same):
+        return f"pool {pool}'s discovery has no shared secret, and this node has one"
+    return f"pool {pool}'s discovery has another shared secret"
 
 
 def instance_name(pool: str, machine: str, port: int) -> str:

@@ -390,7 +390,6 @@ def resolve_discovery(given: tuple[str, int] | None, source: str, *, pool: str,
         return (chosen.host, chosen.port), (
             f"using discovery at {format_hostport(chosen.host, chosen.port)} "
             f"(found by mDNS: pool {pool}{more})")
-    strangers = len(result.seen)
-    what = f" (only {strangers} of another pool or secret)" if strangers else ""
-    return FALLBACK, (f"no discovery of pool {pool} answered mDNS within {wait:g} s{what}: "
-                      f"using discovery at {fallback}; {advice}")
+    why = dnssd.explain_miss(result.seen, pool, dnssd.fingerprint(secret))
+    return FALLBACK, (f"no discovery of pool {pool} answered mDNS within {wait:g} s"
+                      f"{f' ({why})' if why else ''}: using discovery at {fallback}; {advice}")

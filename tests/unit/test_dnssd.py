@@ -137,6 +137,19 @@ def test_an_instance_name_fits_one_dns_label_and_has_no_dots():
     assert len(long.encode()) <= 63 and long.endswith(":65535")
 
 
+def test_a_miss_says_which_difference_kept_the_discovery_out_and_what_to_do():
+    fp, other = dnssd.fingerprint(SECRET), dnssd.fingerprint(OTHER_SECRET)
+    assert dnssd.explain_miss([], "swift", None) == ""
+    assert dnssd.explain_miss([announced("lab"), announced("attic"), announced("lab")], "swift", None) \
+        == "only pool attic, lab answered; --pool NAME picks one"
+    assert dnssd.explain_miss([announced(fp=fp)], "swift", None) \
+        == "pool swift's discovery has a shared secret; give --secret-file"
+    assert dnssd.explain_miss([announced()], "swift", fp) \
+        == "pool swift's discovery has no shared secret, and this node has one"
+    assert dnssd.explain_miss([announced(fp=other)], "swift", fp) \
+        == "pool swift's discovery has another shared secret"
+
+
 # -- which discovery a node uses, and the line that says so -------------------------------------
 def fake_browse(monkeypatch, result):
     calls = []
@@ -174,7 +187,8 @@ def test_nothing_of_our_pool_falls_back_to_the_default_and_says_what_to_do(monke
     assert where == mdns.FALLBACK
     assert "\n" not in line
     assert line.startswith("no discovery of pool swift answered mDNS within 2.5 s "
-                           "(only 1 of another pool or secret): using discovery at 127.0.0.1:5000")
+                           "(only pool other answered; --pool NAME picks one): using discovery at "
+                           "127.0.0.1:5000")
     assert line.endswith("give --discovery HOST:PORT")
 
 
