@@ -113,6 +113,9 @@ def test_a_node_without_discovery_finds_its_pool_by_mdns_joins_and_is_listed(lab
     # the pool of another name (same secret) never saw the node
     other = node_command(node_host, "--secret-file", ours, "--discovery", f"{other_name.ip}:5000", "peers")
     assert other.returncode == 0 and other.stdout == "", other
+    # without the secret no discovery fits, and the line says what is missing
+    bare = node_command(node_host, "peers")
+    assert "(pool swift's discovery has a shared secret; give --secret-file)" in bare.stderr, bare.stderr
     # --pool picks the other one
     named = node_command(node_host, "--secret-file", ours, "--pool", "other", "peers")
     assert f"using discovery at {other_name.ip}:5000 (found by mDNS: pool other" in named.stderr
