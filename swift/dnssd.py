@@ -34,6 +34,11 @@ Rules:
   already registered with), then the lowest address and port, so the
   choice is the same whichever node makes it and in whatever order the
   answers came.
+* **An announcement is a claim, not a proof.** The fingerprint is public:
+  anyone on the LAN can copy it into an announcement of their own, with an
+  earlier start. So a node tries the candidates in :func:`rank`'s order and
+  takes the first that answers as a discovery, which with a secret means it
+  passed the mutual proof of the secret (``swift.mdns`` does the asking).
 * **An address the node can reach.** A discovery with several interfaces
   announces every address it has; the node prefers one inside a network it
   is itself on (:func:`pick_address`), IPv4 before IPv6.
@@ -53,7 +58,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 __all__ = ["SERVICE_TYPE", "DEFAULT_POOL", "Announcement", "parse_pool", "fingerprint",
-           "txt_record", "parse_announcement", "fits", "choose", "explain_miss", "pick_address",
+           "txt_record", "parse_announcement", "fits", "rank", "choose", "explain_miss", "pick_address",
            "instance_name"]
 
 #: The DNS-SD service type (RFC 6763 section 7: ``_name._tcp``), fully qualified.
@@ -194,16 +199,22 @@ def fits(announcement: Announcement, pool: str, fp: str | None) -> bool:
     return hmac.compare_digest(announcement.fingerprint, fp)
 
 
-def choose(announcements: Iterable[Announcement], pool: str,
-           fp: str | None) -> Announcement | None:
-    """The discovery a node of ``pool`` (with fingerprint ``fp``) takes: among the fitting
-    announcements the earliest started, then the lowest address and port; None if none fits."""
+def rank(announcements: Iterable[Announcement], pool: str, fp: str | None) -> list[Announcement]:
+    """The fitting announcements in the order a node of ``pool`` (with fingerprint ``fp``)
+    tries them: the earliest started first, then the lowest address and port."""
     def order(a: Announcement) -> tuple:
         addr = ipaddress.ip_address(a.host)
         return (a.started, addr.version, int(addr), a.port, a.name)
 
-    fitting = [a for a in announcements if fits(a, pool, fp)]
-    return min(fitting, key=order) if fitting else None
+    return sorted((a for a in announcements if fits(a, pool, fp)), key=order)
+
+
+def choose(announcements: Iterable[Announcement], pool: str,
+           fp: str | None) -> Announcement | None:
+    """The discovery a node takes when every candidate answers: the first of :func:`rank`;
+    None if none fits."""
+    ranked = rank(announcements, pool, fp)
+    return ranked[0] if ranked else None
 
 
 def explain_miss(announcements: Iterable[Announcement], pool: str, fp: str | None) -> str:

@@ -61,6 +61,11 @@ SETTLE = 0.25
 #: Seconds one announcement's SRV, TXT and address records may take to
 #: resolve (they usually come with the first answer, from the cache).
 RESOLVE_TIMEOUT = 1.0
+#: Fitting candidates a node asks before it stops asking (see :func:`pick`).
+MAX_CHECKS = 3
+#: Seconds to connect to a candidate and hear it answer a ping: a LAN round
+#: trip is a millisecond, the TLS handshake and the proofs with a secret a few.
+CHECK_TIMEOUT = 1.0
 #: Where a node goes when no discovery is named or found: today's default.
 FALLBACK = ("127.0.0.1", 5000)
 
@@ -319,18 +324,64 @@ def browse(pool: str, fp: str | None, *, wait: float = BROWSE_WAIT, settle: floa
             pass
 
 
+def check_discovery(host: str, port: int, secret: bytes | None) -> str | None:
+    """None if a swift discovery answers a ping at ``host:port`` (with a secret: after
+    the mutual proof of it); else the one line that says why not."""
+    from . import protocol
+    from .membership import DiscoveryClient, DiscoveryError
+    client = DiscoveryClient(host, port, name="swift-mdns-check", secret=secret, timeout=CHECK_TIMEOUT)
+    try:
+        reply = client.request(protocol.Ping())
+    except DiscoveryError as exc:
+        return str(exc)
+    if not (isinstance(reply, protocol.Pong) and reply.name == "discovery"):
+        return f"{client.address} answered, but not as a discovery"
+    return None
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The discovery :func:`pick` took (None: none fits), whether it answered, and why
+    each candidate asked before it did not."""
+
+    chosen: dnssd.Announcement | None
+    answered: bool
+    passed: list[str]
+
+
+def pick(seen: list[dnssd.Announcement], pool: str, secret: bytes | None) -> Pick:
+    """The discovery to use among what a browse saw.
+
+    An announcement is only a claim (anyone may copy the public fingerprint),
+    so the fitting ones are asked in :func:`dnssd.rank`'s order, at most
+    :data:`MAX_CHECKS` of them, and the first that answers as a discovery
+    (with a secret: proves it holds it) is taken. If none answers, the first
+    is taken all the same: the pool's discovery may be starting, and the
+    heartbeats will reach it when it is up.
+    """
+    ranked = dnssd.rank(seen, pool, dnssd.fingerprint(secret))
+    passed: list[str] = []
+    for candidate in ranked[:MAX_CHECKS]:
+        why = check_discovery(candidate.host, candidate.port, secret)
+        if why is None:
+            return Pick(candidate, True, passed)
+        passed.append(why)
+    return Pick(ranked[0] if ranked else None, False, passed)
+
+
 class Rediscovery:
     """What a node that browsed at start calls when its discovery stops answering
     (``membership.Membership``'s ``rediscover``): the address of the pool's discovery
     now, or None (nothing found, or mDNS unavailable: said once in the log)."""
 
     def __init__(self, pool: str, secret: bytes | None, wait: float = BROWSE_WAIT):
-        self.pool, self.fp, self.wait = pool, dnssd.fingerprint(secret), wait
+        self.pool, self.secret, self.wait = pool, secret, wait
         self._said = False
 
     def __call__(self) -> tuple[str, int] | None:
         try:
-            chosen = browse(self.pool, self.fp, wait=self.wait).chosen
+            seen = browse(self.pool, dnssd.fingerprint(self.secret), wait=self.wait).seen
+            chosen = pick(seen, self.pool, self.secret).chosen
         except MdnsUnavailable as exc:
             if not self._said:
                 log.warning("mDNS is unavailable here (%s): cannot look for discovery again", exc)
@@ -387,10 +438,16 @@ def resolve_discovery(given: tuple[str, int] | None, source: str, *, pool: str,
         result = browse(pool, dnssd.fingerprint(secret), wait=wait)
     except MdnsUnavailable as exc:
         return FALLBACK, f"mDNS is unavailable here ({exc}): using discovery at {fallback}; {advice}"
-    chosen = result.chosen
+    taken = pick(result.seen, pool, secret)
+    chosen = taken.chosen
     if chosen is not None:
         others = len(result.seen) - 1
         more = f"; {others} other announcement{'s' if others != 1 else ''} seen" if others else ""
+        if not taken.answered:
+            more += f"; it does not answer yet: {taken.passed[0]}"
+        elif taken.passed:
+            n = len(taken.passed)
+            more += f"; passed over {n} that did not answer as a discovery of the pool"
         return (chosen.host, chosen.port), (
             f"using discovery at {format_hostport(chosen.host, chosen.port)} "
             f"(found by mDNS: pool {pool}{more})")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -67,6 +68,23 @@ def discovery(cluster: Cluster, host: netlab.Host, *extra: str) -> Process:
     return proc
 
 
+#: A discovery holding another secret that announces *our* fingerprint (it is public: anyone
+#: on the LAN can copy it) and the earliest possible start, so it is first in line.
+IMPOSTOR = """
+import sys
+from swift import auth, discovery_server, dnssd, mdns
+copied, held, host = sys.argv[1:4]
+srv = discovery_server.make_server(host, 5000, secret=auth.load_secret(held))
+srv.start()
+announcer = mdns.Announcer(host, 5000, "swift", dnssd.fingerprint(auth.load_secret(copied)),
+                           machine="impostor", started=1).start()
+print("listening on", flush=True)
+if announcer.announced.wait(30):
+    print("announced by mDNS", flush=True)
+sys.stdin.read()
+"""
+
+
 def node_command(host: netlab.Host, *args: str, timeout: float = 30):
     """``node.py ARGS`` on ``host`` to completion, with mDNS on; text output captured."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), **MDNS_ON}
@@ -78,7 +96,7 @@ def test_a_node_without_discovery_finds_its_pool_by_mdns_joins_and_is_listed(lab
     ours = secret_file(tmp_path, "ours", b"our pool's secret, 32 bytes long")
     theirs = secret_file(tmp_path, "theirs", b"their pool's secret, also random")
     # the strangers come first: an earlier start and a lower address would win if they fitted
-    other_name, other_secret = lab.host("othername"), lab.host("othersecret")
+    impostor_host, other_name, other_secret = lab.host("impostor"), lab.host("othername"), lab.host("othersecret")
     disc, node_host, origin = lab.host("disc"), lab.host("node"), lab.origin()
     made = cluster.start([sys.executable, "-m", "swiftlab.origin", "--root", str(tmp_path / "www"),
                           "--host", origin.ip, "--port", "8080", "--make", "f.bin:6M"],
@@ -86,8 +104,11 @@ def test_a_node_without_discovery_finds_its_pool_by_mdns_joins_and_is_listed(lab
     digest = made.wait_for(r"made f.bin sha256 ([0-9a-f]{64})", timeout=60).group(1)
     strangers = [discovery(cluster, other_name, "--pool", "other", "--secret-file", ours),
                  discovery(cluster, other_secret, "--secret-file", theirs)]
+    impostor = cluster.start([sys.executable, "-c", IMPOSTOR, ours, theirs, impostor_host.ip],
+                             name="impostor", prefix=impostor_host.prefix, env=MDNS_ON, cwd=str(ROOT),
+                             stdin=subprocess.PIPE)
     mine = discovery(cluster, disc, "--secret-file", ours)
-    for proc in (*strangers, mine):
+    for proc in (impostor, *strangers, mine):
         proc.wait_for(r"announced by mDNS", timeout=20)
 
     started = time.monotonic()
@@ -97,6 +118,7 @@ def test_a_node_without_discovery_finds_its_pool_by_mdns_joins_and_is_listed(lab
     used = node.wait_for(r"using discovery at (\S+) \(found by mDNS: pool swift(.*)\)", timeout=30)
     print(f"\nfound by mDNS {time.monotonic() - started:.2f} s after the node started{used.group(2)}")
     assert used.group(1) == f"{disc.ip}:5000", node.output()
+    assert "passed over 1 that did not answer as a discovery of the pool" in used.group(2)  # the impostor
     node.wait_for(rf"registered with discovery at {disc.ip}:5000", timeout=30)
 
     listed = node_command(node_host, "--secret-file", ours, "peers")

@@ -151,8 +151,25 @@ def test_a_miss_says_which_difference_kept_the_discovery_out_and_what_to_do():
 
 
 # -- which discovery a node uses, and the line that says so -------------------------------------
-def fake_browse(monkeypatch, result):
-    calls = []
+class Calls(list):
+    """The browses made (pool, fingerprint, wait), and in ``asked`` the hosts checked."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked: list[str] = []
+
+
+def fake_browse(monkeypatch, result, answers=None):
+    """mdns.browse gives ``result``; a candidate answers as a discovery unless ``answers``
+    maps its host to the reason it does not."""
+    calls = Calls()
+    asked = calls.asked
+
+    def check(host, port, secret):
+        asked.append(host)
+        return (answers or {}).get(host)
+
+    monkeypatch.setattr(mdns, "check_discovery", check)
 
     def browse(pool, fp, *, wait):
         calls.append((pool, fp, wait))
@@ -162,6 +179,29 @@ def fake_browse(monkeypatch, result):
 
     monkeypatch.setattr(mdns, "browse", browse)
     return calls
+
+
+def test_a_copied_fingerprint_does_not_win_the_first_that_answers_as_a_member_does(monkeypatch):
+    fp = dnssd.fingerprint(SECRET)
+    impostor = announced(fp=fp, started=1, host="10.0.0.66")   # earlier: first in rank
+    real = announced(fp=fp, started=1000, host="10.0.0.4")
+    calls = fake_browse(monkeypatch, mdns.Browse([real, impostor], impostor, 0.2),
+                        answers={"10.0.0.66": "discovery at 10.0.0.66:5000 refused us: wrong secret"})
+    where, line = mdns.resolve_discovery(None, "", pool="swift", secret=SECRET, enabled=True)
+    assert where == ("10.0.0.4", 5000) and calls.asked == ["10.0.0.66", "10.0.0.4"]
+    assert line.endswith("1 other announcement seen; passed over 1 that did not answer as a "
+                         "discovery of the pool)")
+
+
+def test_when_no_candidate_answers_the_first_is_used_and_the_line_says_so(monkeypatch):
+    hosts = [f"10.0.0.{i}" for i in range(1, 6)]
+    seen = [announced(host=h) for h in hosts]
+    calls = fake_browse(monkeypatch, mdns.Browse(seen, seen[0], 0.2),
+                        answers={h: f"discovery at {h}:5000 is unreachable: refused" for h in hosts})
+    where, line = mdns.resolve_discovery(None, "", pool="swift", secret=None, enabled=True)
+    assert where == ("10.0.0.1", 5000)
+    assert calls.asked == hosts[:mdns.MAX_CHECKS]  # bounded
+    assert "it does not answer yet: discovery at 10.0.0.1:5000 is unreachable: refused" in line
 
 
 def test_a_given_discovery_is_used_as_it_is_and_nothing_is_browsed(monkeypatch):
@@ -229,7 +269,7 @@ def test_a_get_without_discovery_browses_in_its_lookup_thread_once_and_says_so(m
 
     ours = announced(host="10.0.0.4", port=5001)
     calls = fake_browse(monkeypatch, mdns.Browse([ours], ours, 0.2))
-    asked = []
+    asked: list[str] = []
 
     class Client:
         def __init__(self, host, port, *, name, secret, timeout):
@@ -245,5 +285,5 @@ def test_a_get_without_discovery_browses_in_its_lookup_thread_once_and_says_so(m
                                                        name="swift-get", notice=notes.append),
                                    notes.append)
     assert lookup.peers() == [membership.Peer("10.0.0.7", 6000, "attic", 4)]
-    assert len(calls) == 1 and asked == ["10.0.0.4:5001"]
+    assert len(calls) == 1 and asked == ["10.0.0.4:5001"] and calls.asked == ["10.0.0.4"]
     assert notes == ["using discovery at 10.0.0.4:5001 (found by mDNS: pool swift)"]
