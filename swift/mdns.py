@@ -25,9 +25,13 @@ Rules:
 * **Loaded on use.** ``zeroconf`` and ``ifaddr`` are imported only when a
   program announces or browses, so ``--help`` and every command that names
   its discovery start as fast as before.
+* **A claim is checked.** Anyone may announce anything, the public
+  fingerprint included: :func:`pick` takes the first fitting candidate that
+  answers as a discovery (with a secret, after the mutual proof of it).
 * **Bounded.** Browsing stops at :data:`BROWSE_WAIT`, or :data:`SETTLE`
-  after the first fitting answer; the announcer's stop withdraws and closes
-  within about a quarter second.
+  after the first fitting answer; at most :data:`MAX_CHECKS` candidates are
+  asked, :data:`CHECK_TIMEOUT` each; the announcer's stop withdraws and
+  closes within about a quarter second.
 """
 
 from __future__ import annotations
