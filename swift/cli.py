@@ -62,6 +62,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT     # 130
 EXIT_TERMINATED = 128 + signal.SIGTERM     # 143
 DEFAULT_DISCOVERY_PORT = 5000
+#: aria2's ``--rpc-listen-port`` default (swift.rpc.server.DEFAULT_PORT).
+DEFAULT_RPC_PORT = 6800
 #: Seconds a cancelled download gets to stop its workers and save its record
 #: before the program exits anyway; the engine notices a cancel within ~1 s,
 #: and the whole exit must stay under two seconds.
@@ -152,7 +154,17 @@ def _use_proxy(url: str | None) -> None:
             os.environ[name] = url
 
 
+def _origin(text: str) -> str:
+    """A web origin, ``SCHEME://HOST[:PORT]`` (``http://127.0.0.1:8080``, ``chrome-extension://ID``)."""
+    parts = urlsplit(text.strip())
+    if not parts.scheme or not parts.netloc or parts.path not in ("", "/") or parts.query:
+        raise ValueError(f"not an origin: {text!r} (expected SCHEME://HOST[:PORT], "
+                         f"e.g. http://127.0.0.1:8080)")
+    return text.strip().rstrip("/")
+
+
 PORT = _type(parse_port, "port")
+ORIGIN = _type(_origin, "origin")
 PROXY = _type(_proxy, "proxy URL")
 HOST = _type(parse_host, "host")
 IP = _type(_ip, "IP address")
@@ -246,7 +258,8 @@ def discovery_main(argv: list[str] | None = None, prog: str | None = None) -> in
 
 #: What requirements.txt installs (with requests' own dependencies): a missing
 #: one is a set-up step skipped, said in one line, not a traceback.
-_REQUIREMENTS = {"requests", "urllib3", "idna", "certifi", "charset_normalizer", "tqdm", "cryptography"}
+_REQUIREMENTS = {"requests", "urllib3", "idna", "certifi", "charset_normalizer", "tqdm", "cryptography",
+                 "wsproto", "h11"}
 
 
 def _run_program(body: Callable[[list[str] | None, str | None], int], argv: list[str] | None,
@@ -393,6 +406,54 @@ exit status: 0 done, 1 failed, 2 bad usage, 130 Ctrl-C, 143 SIGTERM
 Options may come before or after the subcommand."""
 
 
+def _rpc_options(p: argparse.ArgumentParser) -> None:
+    """aria2's RPC options, with its names and defaults (swift.rpc)."""
+    g = p.add_argument_group("aria2-compatible JSON-RPC and the live page (with or without --serve-only)")
+    g.add_argument("--enable-rpc", action="store_true",
+                   help=f"serve aria2's JSON-RPC at /jsonrpc (HTTP POST and WebSocket) and a live "
+                        f"page at / (default port {DEFAULT_RPC_PORT}, loopback only)")
+    g.add_argument("--rpc-listen-port", type=PORT, metavar="P", default=DEFAULT_RPC_PORT,
+                   help="RPC port (default %(default)s; 0 = any free port)")
+    g.add_argument("--rpc-secret", metavar="TOKEN", default=os.environ.get("SWIFT_RPC_SECRET"),
+                   help="clients must send token:TOKEN (default $SWIFT_RPC_SECRET; none)")
+    g.add_argument("--rpc-listen-all", action="store_true",
+                   help="listen on every interface, not only loopback (set --rpc-secret too)")
+    g.add_argument("--rpc-allow-origin", type=ORIGIN, action="append", default=[], metavar="ORIGIN",
+                   help="a web origin besides the node's own that may call the RPC from a browser "
+                        "(e.g. where AriaNg is served, or an extension's origin); repeatable")
+
+
+#: Said once when the RPC listens beyond loopback without a secret.
+RPC_NO_SECRET = ("the RPC listens on every interface without --rpc-secret: anyone who can reach "
+                 "port {port} can start downloads on this node")
+
+
+def rpc_warning(args: argparse.Namespace, port: int) -> str | None:
+    """The one line said when the RPC is open beyond loopback without a secret, else None."""
+    return RPC_NO_SECRET.format(port=port) if args.rpc_listen_all and not args.rpc_secret else None
+
+
+def _bind_rpc(args: argparse.Namespace):
+    """The RPC server of ``--enable-rpc``, its port bound (None without it); OSError if it
+    cannot listen. Bound before the node joins the pool, so a taken port stops nothing."""
+    if not args.enable_rpc:
+        return None
+    from .rpc.server import RpcServer
+    host = "0.0.0.0" if args.rpc_listen_all else "127.0.0.1"
+    return RpcServer(host=host, port=args.rpc_listen_port, secret=args.rpc_secret,
+                     listen_all=args.rpc_listen_all, allowed_origins=set(args.rpc_allow_origin))
+
+
+def _start_rpc(server, app, args: argparse.Namespace) -> None:
+    """Serve ``app`` on the bound RPC ``server``, saying where (and warning if it is open)."""
+    warning = rpc_warning(args, server.port)
+    if warning:
+        log.warning(warning)
+    server.start(app)
+    print(f"aria2 JSON-RPC at http://127.0.0.1:{server.port}/jsonrpc, the live page at "
+          f"http://127.0.0.1:{server.port}/", flush=True)
+
+
 def node_parser(prog: str | None = None) -> argparse.ArgumentParser:
     from . import demo  # its defaults; the demo itself loads the lab only when it runs
     p = Parser(prog=prog, description=NODE_DESCRIPTION, epilog=NODE_EPILOG,
@@ -408,6 +469,7 @@ def node_parser(prog: str | None = None) -> argparse.ArgumentParser:
                                   "(default HOSTNAME:PORT)")
     _download_options(p, after=False)
     p.add_argument("--serve-only", action="store_true", help="headless helper: no prompt")
+    _rpc_options(p)
     p.add_argument("--allow-private", action="store_true",
                    help="let peers' fetch jobs reach loopback/private addresses (off by default)")
     _logging_options(p, after=False)
@@ -942,8 +1004,16 @@ def _serve(args: argparse.Namespace, secret: bytes | None) -> int:
     if not _ensure_directory(args.dir, notice):
         return EXIT_FAILED
     try:
+        rpc = _bind_rpc(args)
+    except OSError as exc:
+        _error(f"cannot serve the RPC on port {args.rpc_listen_port}: {exc.strerror or exc} "
+               f"(choose another with --rpc-listen-port)")
+        return EXIT_FAILED
+    try:
         print(_resolve_discovery(args, secret), flush=True)  # a node says which, always
     except Terminated:
+        if rpc is not None:
+            rpc.stop()
         if args.serve_only:
             return EXIT_OK  # stopped while it looked for discovery: still the normal stop
         raise
@@ -956,12 +1026,16 @@ def _serve(args: argparse.Namespace, secret: bytes | None) -> int:
     try:
         app = NodeApp(config, notice=notice)
     except OSError as exc:
+        if rpc is not None:
+            rpc.stop()
         _error(f"cannot listen on {format_hostport(args.host, args.port)}: {exc}")
         return EXIT_FAILED
     try:
         app.start()
         print(f"swift node {app.name} listening on {format_hostport(args.host, app.port)} "
               f"(advertised as {app.key})", flush=True)
+        if rpc is not None:
+            _start_rpc(rpc, app, args)
         if args.serve_only:
             while True:
                 time.sleep(3600)  # until a signal raises
@@ -971,4 +1045,6 @@ def _serve(args: argparse.Namespace, secret: bytes | None) -> int:
             return EXIT_OK  # the normal way to stop a daemon
         raise
     finally:
+        if rpc is not None:
+            rpc.stop()
         app.stop()

@@ -14,7 +14,7 @@ Data path (see README "How it works"):
 4. A worker whose peer dies, hangs (no frame within ``peer_timeout``), or
    fails gives back only its unreceived remainder; a peer that fails
    ``max_failures`` times is left out for the rest of the download. A frozen
-   peer that wakes up finds its connection closed and its job gone, so
+   peer that wakes up finds its connection closed and its assignment gone, so
    nothing it sends is written.
 5. Every few seconds the written ranges are flushed (``fdatasync``) and then
    recorded in ``NAME.part.swift``; the record never claims a range that is
@@ -38,7 +38,7 @@ from . import http, planning, storage
 from .engine import target, verify
 from .engine.board import Board
 from .engine.local_worker import run_local
-from .engine.options import MAX_PEER_WORKERS, SMALL_FILE, Options
+from .engine.options import LOCAL, MAX_PEER_WORKERS, SMALL_FILE, Options
 from .engine.peer_worker import PeerWorker
 from .engine.record_keeper import RecordKeeper
 from .engine.report import ChecksumMismatch, DownloadError, Report, cancelled
@@ -104,6 +104,20 @@ class Download:
         if self._board is not None:
             return self._board.done_total()
         return self._stream.received if self._stream is not None else 0
+
+    def done_ranges(self) -> list[tuple[int, int]]:
+        """The ``[start, end)`` byte ranges already written, sorted (a piece map's source)."""
+        if self._board is not None:
+            return list(self._board.done_copy())
+        received = self._stream.received if self._stream is not None else 0
+        return [(0, received)] if received else []
+
+    def bytes_by_source(self) -> dict[str, int]:
+        """Bytes each source delivered so far: ``local`` or a helper's ``HOST:PORT``."""
+        if self._board is not None:
+            return self._board.bytes_by_source()
+        received = self._stream.received if self._stream is not None else 0
+        return {LOCAL: received} if received else {}
 
     def contiguous_bytes(self) -> int:
         """Bytes from offset 0 with no gap already written to the part file (``-o -`` streams them)."""

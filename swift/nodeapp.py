@@ -7,15 +7,15 @@ stop keeps to a deadline, so a SIGTERM ends the node within two seconds
 even when discovery does not answer.
 
 The front ends (the prompt, ``--serve-only``) use only the public API
-below: ``start_download`` / ``jobs`` / ``job`` and a :class:`DownloadJob`'s
+below: ``start_download`` / ``downloads`` / ``download`` and a :class:`DownloadEntry`'s
 ``status()``, ``cancel()``, ``wait()``; ``peers()``; ``name``, ``key``,
 ``port``, ``directory``. They never touch the membership, the config or a
 ``Download``'s internals.
 
 Each download runs on its own thread, and everything slow for it happens
 there, asking discovery for peers included: starting a download returns at
-once, whether discovery is up or not. Every message about a job (its start,
-its notices, its end) is emitted from that thread in order, so a job's
+once, whether discovery is up or not. Every message about a download (its start,
+its notices, its end) is emitted from that thread in order, so a download's
 error never appears before its "started" line.
 
 This module also holds what the one-shot ``get`` and the prompt's ``get``
@@ -35,6 +35,8 @@ from typing import Callable
 
 from . import download, node_server, storage
 from .addresses import format_hostport
+from .errors import ErrorCode
+from .http.profile import RequestProfile
 from .http.url import redact_url
 from .http import DEFAULT_TIMEOUT
 from .membership import DiscoveryClient, Membership, Peer
@@ -163,16 +165,16 @@ def advertised_host(bind_host: str, discovery_host: str) -> str:
 
 
 class AlreadyDownloading(Exception):
-    """The same URL is already being downloaded to the same place; ``job`` is that download."""
+    """The same URL is already being downloaded to the same place; ``entry`` is that download."""
 
-    def __init__(self, job: "DownloadJob"):
-        paused = f" (paused: resume {job.number})" if job.paused else ""
-        super().__init__(f"already downloading as [{job.number}]{paused}")
-        self.job = job
+    def __init__(self, entry: "DownloadEntry"):
+        paused = f" (paused: resume {entry.number})" if entry.paused else ""
+        super().__init__(f"already downloading as [{entry.number}]{paused}")
+        self.entry = entry
 
 
 @dataclass(frozen=True)
-class JobStatus:
+class DownloadStatus:
     """A snapshot of one download for display. ``rate`` counts this run's bytes only."""
     state: str          # "starting", "running", "paused", "done", "failed", "cancelled"
     done: int           # bytes on disk, resumed ones included
@@ -182,32 +184,50 @@ class JobStatus:
     error: str | None
 
 
-# Events a job reports to its front end. Each run emits STARTED, then any
+@dataclass(frozen=True)
+class DownloadDetail:
+    """What a live view shows of one download beyond its status (the web page, aria2's fields).
+
+    ``ranges``: the ``[start, end)`` byte ranges written so far, sorted;
+    ``by_source``: bytes each source delivered (``local``, or a helper's
+    ``HOST:PORT``); ``names``: a helper's ``--name`` by its key; ``path``:
+    the file it writes once known; ``directory``: where it goes.
+    """
+    ranges: list[tuple[int, int]]
+    by_source: dict[str, int]
+    names: dict[str, str]
+    path: Path | None
+    directory: Path
+
+
+# Events a download reports to its front end. Each run emits STARTED, then any
 # NOTICE lines, then ENDED (the summary, or "error: ..."), or PAUSED /
 # CANCELLED when the user stopped it; RESUMED starts a new run.
 STARTED, NOTICE, ENDED, PAUSED, CANCELLED, RESUMED = (
     "started", "notice", "ended", "paused", "cancelled", "resumed")
 
 
-class DownloadJob:
+class DownloadEntry:
     """One download started from the node's front end; each run on its own thread.
 
     ``pause()`` and ``cancel()`` both stop the running ``Download`` and keep
     the partial file and its record (the engine's promise); ``resume()``
     starts a new run of the same URL to the same place, which resumes from
-    that record. A paused or cancelled job differs only in what it says.
+    that record. A paused or cancelled entry differs only in what it says.
     """
 
     def __init__(self, app: "NodeApp", number: int, url: str, output: Path | None,
                  overrides: dict, no_peers: bool,
-                 on_event: Callable[["DownloadJob", str, str], None] | None):
+                 on_event: Callable[["DownloadEntry", str, str], None] | None):
         self.number = number
         self.url = url
         self.output = output
         self._app = app
         self._overrides = overrides
         self._no_peers = no_peers
-        self._on_event = on_event or (lambda job, kind, text: app.notice(text) if kind == NOTICE else None)
+        self._on_event = on_event or (lambda entry, kind, text: app.notice(text) if kind == NOTICE else None)
+        #: bytes/s for this download alone (aria2's ``max-download-limit``), beside the node's
+        self.limit_rate: int | None = overrides.pop("limit_rate", None)
         self._lock = threading.Lock()
         self._download: download.Download | None = None
         self._limit: RateLimit | None = None
@@ -217,6 +237,8 @@ class DownloadJob:
         self._names: dict[str, str] = {}
         self.report: download.Report | None = None
         self.error: str | None = None
+        #: why it failed, for callers that branch on it (None: no error, or a bug's)
+        self.error_code: ErrorCode | None = None
         self._ended = threading.Event()  # set when the current run has ended
         self._thread = self._new_thread(first=True)
 
@@ -233,7 +255,17 @@ class DownloadJob:
     @property
     def place(self) -> Path:
         """Where it goes: the output path if one was given, else the download directory."""
-        return self.output if self.output is not None else self._app.directory
+        return self.output if self.output is not None else self.directory
+
+    @property
+    def profile(self) -> "RequestProfile | None":
+        """The headers, cookies and TLS trust it was started with (None: the defaults)."""
+        return self._overrides.get("profile")
+
+    @property
+    def directory(self) -> Path:
+        """The directory it saves into (the node's, unless it was started with its own)."""
+        return self._overrides.get("directory", self._app.directory)
 
     @property
     def path(self) -> Path | None:
@@ -251,7 +283,7 @@ class DownloadJob:
         return self._stop(PAUSED)
 
     def resume(self, stopping_wait: float = 3.0) -> bool:
-        """Run a paused or cancelled job again, from its partial file; False if it cannot be.
+        """Run a paused or cancelled entry again, from its partial file; False if it cannot be.
 
         Right after ``pause``, the run may still be stopping (the engine ends
         within about a second): wait up to ``stopping_wait`` seconds for it.
@@ -264,7 +296,7 @@ class DownloadJob:
         with self._lock:
             if not self._ended.is_set() or self._stopped_as is None:
                 return False
-            self._stopped_as, self.error, self._download = None, None, None
+            self._stopped_as, self.error, self.error_code, self._download = None, None, None, None
             self._first_done = None
             self._ended = threading.Event()
             self._thread = self._new_thread(first=False)
@@ -277,24 +309,37 @@ class DownloadJob:
         # running thread as stopped (CPython gh-90882)
         return self._ended.wait(timeout)
 
-    def status(self) -> JobStatus:
+    def status(self) -> DownloadStatus:
         with self._lock:
             dl, stopped, base, since = self._download, self._stopped_as, self._first_done, self._started
         if self.report is not None:
-            return JobStatus("done", self.report.size, self.report.size, self.report.rate,
+            return DownloadStatus("done", self.report.size, self.report.size, self.report.rate,
                              summary(self.report, self._names, self._overrides.get("checksum")), None)
         done = dl.done_bytes if dl else 0
         size = dl.size if dl else None
         if stopped is not None and not self.running:
-            return JobStatus(stopped, done, size, 0.0, None, None)
+            return DownloadStatus(stopped, done, size, 0.0, None, None)
         if self.error is not None:
-            return JobStatus("failed", done, size, 0.0, None, self.error)
+            return DownloadStatus("failed", done, size, 0.0, None, self.error)
         if dl is None:
-            return JobStatus("starting", 0, None, 0.0, None, None)
+            return DownloadStatus("starting", 0, None, 0.0, None, None)
         rate = (done - base) / max(1e-3, time.monotonic() - since) if base is not None else 0.0
-        return JobStatus(dl.state, done, size, rate, None, None)
+        return DownloadStatus(dl.state, done, size, rate, None, None)
 
-    # -- the job's thread -------------------------------------------------------------
+    def detail(self) -> DownloadDetail:
+        """Its pieces and sources now (see :class:`DownloadDetail`)."""
+        with self._lock:
+            dl = self._download
+        if self.report is not None:
+            return DownloadDetail([(0, self.report.size)] if self.report.size else [],
+                                  dict(self.report.bytes_by_source), dict(self._names),
+                                  Path(self.report.path), self.directory)
+        if dl is None:
+            return DownloadDetail([], {}, dict(self._names), None, self.directory)
+        return DownloadDetail(dl.done_ranges(), dl.bytes_by_source(), dict(self._names), dl.path,
+                              self.directory)
+
+    # -- the download's thread --------------------------------------------------------
     def _new_thread(self, first: bool) -> threading.Thread:
         return threading.Thread(target=self._body, args=(first,), name=f"download-{self.number}",
                                 daemon=True)
@@ -312,10 +357,11 @@ class DownloadJob:
         return True
 
     def _emit(self, kind: str, text: str) -> None:
-        try:
-            self._on_event(self, kind, text)
-        except Exception:  # a front end's bug must not kill the download
-            log.exception("reporting on download %d", self.number)
+        for listener in [self._on_event, *self._app.listeners()]:
+            try:
+                listener(self, kind, text)
+            except Exception:  # a front end's bug must not kill the download
+                log.exception("reporting on download %d", self.number)
 
     def _progress(self, done: int, size: int | None) -> None:
         """The engine's progress callback: the first call marks where this run began."""
@@ -335,7 +381,7 @@ class DownloadJob:
                     self._emit(NOTICE, "no peers known: downloading alone with several connections")
             self._names = peer_names(peers)
             overrides = self._overrides if first else {**self._overrides, "restart": False}
-            limit = self._app.rate_limit()
+            limit = self._app.rate_limit(self.limit_rate)
             if limit is not None:
                 overrides = {**overrides, "throttle": limit.take}
             with self._lock:
@@ -350,7 +396,7 @@ class DownloadJob:
                 raise download.DownloadError("cancelled")
             self.report = dl.run()
         except download.DownloadError as exc:
-            self.error = str(exc)
+            self.error, self.error_code = str(exc), exc.code
         except Exception as exc:  # a bug must not take the node down
             log.exception("download %d failed", self.number)
             self.error = f"internal error: {exc}"
@@ -411,7 +457,8 @@ class NodeApp:
             interval=config.heartbeat, rediscover=config.rediscover,
             # a node whose address faced its old discovery faces the new one (rediscover)
             locate=None if config.advertise else (lambda toward: advertised_host(config.host, toward)))
-        self._jobs: list[DownloadJob] = []
+        self._entries: list[DownloadEntry] = []
+        self._listeners: list[Callable[[DownloadEntry, str, str], None]] = []
         self._lock = threading.Lock()
 
     @property
@@ -422,6 +469,11 @@ class NodeApp:
     @property
     def directory(self) -> Path:
         return self._config.directory
+
+    @property
+    def limit_rate(self) -> int | None:
+        """``--limit-rate`` in bytes/s (None: no limit)."""
+        return self._config.limit_rate
 
     def start(self) -> "NodeApp":
         self.server.start()
@@ -438,11 +490,11 @@ class NodeApp:
         end = time.monotonic() + deadline
         if self._serving_limit is not None:
             self._serving_limit.close()  # jobs waiting on the limit go on to see the stop
-        running = [j for j in self.jobs() if j.running]
-        for job in running:
-            job.cancel()
-        for job in running:
-            job.wait(max(0.0, end - time.monotonic()))
+        running = [j for j in self.downloads() if j.running]
+        for entry in running:
+            entry.cancel()
+        for entry in running:
+            entry.wait(max(0.0, end - time.monotonic()))
 
         def close() -> None:
             self._membership.stop(unregister=True)
@@ -468,43 +520,64 @@ class NodeApp:
     # -- downloads ---------------------------------------------------------------------
     def download_options(self, output: Path | None, overrides: dict) -> download.Options:
         c = self._config
-        return download.Options(directory=c.directory, output=output, local_slots=c.slots,
-                                peer_timeout=c.peer_timeout, source_address=c.source_address,
-                                secret=c.secret, name=self.name, timeout=c.timeout,
-                                **{**c.download_options, **overrides})
+        base = dict(directory=c.directory, output=output, local_slots=c.slots,
+                    peer_timeout=c.peer_timeout, source_address=c.source_address,
+                    secret=c.secret, name=self.name, timeout=c.timeout)
+        return download.Options(**{**base, **c.download_options, **overrides})
 
-    def rate_limit(self) -> "RateLimit | None":
-        """A new bucket for one download started here (``--limit-rate``), or None."""
-        return RateLimit(self._config.limit_rate) if self._config.limit_rate else None
+    def rate_limit(self, own: int | None = None) -> "RateLimit | None":
+        """A new bucket for one download started here: ``--limit-rate``, or the download's
+        ``own`` limit (bytes/s) if lower; None when neither is set."""
+        rates = [r for r in (self._config.limit_rate, own) if r]
+        return RateLimit(min(rates)) if rates else None
 
     def start_download(self, url: str, output: Path | None = None, *, no_peers: bool = False,
-                       on_event: Callable[[DownloadJob, str, str], None] | None = None,
-                       before_start: Callable[[DownloadJob], None] | None = None,
-                       **overrides) -> DownloadJob:
+                       on_event: Callable[[DownloadEntry, str, str], None] | None = None,
+                       before_start: Callable[[DownloadEntry], None] | None = None,
+                       **overrides) -> DownloadEntry:
         """Start downloading ``url`` on a new thread and return at once.
 
-        ``on_event(job, kind, text)`` is called from the job's thread with
+        ``on_event(entry, kind, text)`` is called from the download's thread with
         ``STARTED`` (the URL), then any ``NOTICE`` lines, then ``ENDED`` (the
         summary line, or ``error: ...``). Raises :class:`AlreadyDownloading`
-        when the same URL is running (or paused) to the same place.
-        ``before_start(job)`` runs on the caller's thread before the job's.
+        when the same URL is running (or paused) to the same place. ``overrides``
+        are :class:`download.Options` fields (``directory`` included), and
+        ``limit_rate``: bytes/s for this download alone.
+        ``before_start(entry)`` runs on the caller's thread before the download's.
         """
         with self._lock:
-            place = output if output is not None else self.directory
-            for other in self._jobs:
+            place = output if output is not None else overrides.get("directory", self.directory)
+            for other in self._entries:
                 if other.url == url and other.place == place and (other.running or other.paused):
                     raise AlreadyDownloading(other)
-            job = DownloadJob(self, len(self._jobs) + 1, url, output, overrides, no_peers, on_event)
-            self._jobs.append(job)
+            entry = DownloadEntry(self, len(self._entries) + 1, url, output, overrides, no_peers, on_event)
+            self._entries.append(entry)
         if before_start:
-            before_start(job)
-        job._start()
-        return job
+            before_start(entry)
+        entry._start()
+        return entry
 
-    def jobs(self) -> list[DownloadJob]:
+    # -- listeners ---------------------------------------------------------------------
+    def add_listener(self, listener: Callable[[DownloadEntry, str, str], None]) -> None:
+        """Call ``listener(entry, kind, text)`` for every download's events (as ``on_event``
+        of :meth:`start_download` is called), from the download's thread; a listener
+        must return quickly and its exceptions are logged, never raised into the download."""
         with self._lock:
-            return list(self._jobs)
+            self._listeners.append(listener)
 
-    def job(self, number: int) -> DownloadJob | None:
+    def remove_listener(self, listener: Callable[[DownloadEntry, str, str], None]) -> None:
         with self._lock:
-            return self._jobs[number - 1] if 0 < number <= len(self._jobs) else None
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def listeners(self) -> list[Callable[[DownloadEntry, str, str], None]]:
+        with self._lock:
+            return list(self._listeners)
+
+    def downloads(self) -> list[DownloadEntry]:
+        with self._lock:
+            return list(self._entries)
+
+    def download(self, number: int) -> DownloadEntry | None:
+        with self._lock:
+            return self._entries[number - 1] if 0 < number <= len(self._entries) else None

@@ -5,30 +5,37 @@ around every call, and passes the time in (``now``) where speed matters. That
 keeps every decision reproducible and testable with fake workers and a fake
 clock. All ranges are half-open ``[start, end)`` byte offsets.
 
-The life of a job, as the scheduler sees it::
+Words: a *source* is where a worker's bytes come from (``"local"``, this
+machine's own link to the origin, or a peer's key); an *assignment* is the
+scheduler's unit of work, one range handed to one worker of one source and
+tracked until it is finished or failed. (A peer runs an assignment as a
+*fetch job* on the wire, :mod:`swift.fetchjob`, under the same id; a user's
+download is a :class:`swift.nodeapp.DownloadEntry`.)
+
+The life of an assignment, as the scheduler sees it::
 
     assign -> (claim, commit)* -> finished      all of [start, end) is written: retired
                                \\-> failed        [position, end) goes back to the queue
 
-While a job runs, another worker's ``assign`` may *split* it: the job's
+While an assignment runs, another worker's ``assign`` may *split* it: the assignment's
 ``end`` moves back to a point in what it has not claimed yet, and the far
-part becomes a new job. Three offsets track a job, ``start <= position <=
+part becomes a new assignment. Three offsets track an assignment, ``start <= position <=
 claimed <= end``:
 
 - ``claimed``: how far the worker's bytes have been accepted for writing
   (``claim`` hands out the offset to write at, under the caller's lock);
 - ``position``: how far they are written (``commit``, after the caller's
   ``pwrite`` outside the lock);
-- ``end``: where the job stops now; it only ever shrinks.
+- ``end``: where the assignment stops now; it only ever shrinks.
 
 Splits never give away claimed bytes and a failure gives back everything
 from ``position`` on, so at every moment the written bytes (``done``), the
-queue and the running jobs' ``[position, end)`` cut ``[0, size)`` into
-disjoint parts: no byte is lost and none is handed to two live jobs.
+queue and the running assignments' ``[position, end)`` cut ``[0, size)`` into
+disjoint parts: no byte is lost and none is handed to two live assignments.
 
 One exception, by design: a *race* (with ``race_after`` and a clock). A
-job whose worker has been silent that long while others progress gets a
-backup job over its unclaimed ``[claimed, end)`` for an idle worker, as
+assignment whose worker has been silent that long while others progress gets a
+backup assignment over its unclaimed ``[claimed, end)`` for an idle worker, as
 BitTorrent's endgame or MapReduce's backup tasks do. The two overlap only
 until one of them claims a byte: that one wins, the other's end moves back
 to what it had claimed (:meth:`Scheduler.take_losers` says whom to tell),
@@ -283,37 +290,37 @@ def plan_piece_size(size: int, workers: int, *, min_piece: int = 1 << 20,
 
 @dataclass(frozen=True)
 class Shrink:
-    """A split moved running job ``job_id``'s end back to ``end``.
+    """A split moved running assignment ``assignment_id``'s end back to ``end``.
 
-    The worker running that job must be told (a peer stops at ``end``); the
+    The worker running that assignment must be told (a source stops at ``end``); the
     bytes from ``end`` on are a new piece now.
     """
 
-    job_id: int
+    assignment_id: int
     end: int
 
 
 @dataclass(frozen=True)
 class Piece:
-    """What a worker is told to fetch: job ``job_id``, ``[start, end)`` as at assignment.
+    """What a worker is told to fetch: assignment ``assignment_id``, ``[start, end)`` as assigned.
 
-    ``shrink`` is set when the piece was split off a running job: that job
+    ``shrink`` is set when the piece was split off a running assignment: that assignment
     now ends at ``shrink.end == start``, and its worker must be told. The
-    new job's own end may later shrink too; ask ``Scheduler.end_of``.
+    new assignment's own end may later shrink too; ask ``Scheduler.end_of``.
     """
 
-    job_id: int
+    assignment_id: int
     start: int
     end: int
     shrink: Shrink | None = None
 
 
 @dataclass(frozen=True)
-class ActiveJob:
-    """A snapshot of one running job (``start <= position <= claimed <= end``)."""
+class ActiveAssignment:
+    """A snapshot of one running assignment (``start <= position <= claimed <= end``)."""
 
-    job_id: int
-    peer: str
+    assignment_id: int
+    source: str
     start: int
     claimed: int
     position: int
@@ -321,25 +328,26 @@ class ActiveJob:
 
 
 @dataclass
-class _Job:
-    job_id: int
-    peer: str
+class _Assignment:
+    assignment_id: int
+    source: str
     start: int
     claimed: int
     position: int
     end: int
     started: float | None  # the caller's clock at assignment, if it gave one
-    heard: float | None = None  # the caller's clock at the job's last sign of life
-    rival: int | None = None  # the job racing this one for [claimed, end), if any
+    heard: float | None = None  # the caller's clock at the assignment's last sign of life
+    rival: int | None = None  # the assignment racing this one for [claimed, end), if any
     first: float | None = None  # the caller's clock at its first byte
 
-    def snapshot(self) -> ActiveJob:
-        return ActiveJob(self.job_id, self.peer, self.start, self.claimed, self.position, self.end)
+    def snapshot(self) -> ActiveAssignment:
+        return ActiveAssignment(self.assignment_id, self.source, self.start, self.claimed,
+                                self.position, self.end)
 
     def rate(self, now: float | None, settle: float = 0.0) -> float | None:
         """Its measured speed (bytes/s) at ``now``, from its first byte on (the
         request's round trip is not transfer time), or None before ``settle``
-        seconds of data: a young job's figure is mostly noise."""
+        seconds of data: a young assignment's figure is mostly noise."""
         if now is not None and self.first is not None and now - self.first > settle \
                 and self.claimed > self.start:
             return (self.claimed - self.start) / (now - self.first)
@@ -353,8 +361,8 @@ class PieceQueue:
     every gap of ``done`` from a cursor on, cut into pieces of at most
     ``piece_size`` only when one is taken. So the queue costs nothing per
     piece, whatever the file's size or the record's fragments. Everything
-    from the cursor on that is not done is unplanned: running jobs and
-    requeued remainders all lie below it, and only running jobs commit.
+    from the cursor on that is not done is unplanned: running assignments and
+    requeued remainders all lie below it, and only running assignments commit.
     """
 
     def __init__(self, done: RangeSet, size: int, piece_size: int) -> None:
@@ -394,113 +402,114 @@ class PieceQueue:
         return None if gap is None else Range(gap.start, min(gap.end, gap.start + self._piece_size))
 
 
-class PeerBook:
-    """What the scheduler knows of each peer: bytes committed, speed, failures, exclusion."""
+class SourceBook:
+    """What the scheduler knows of each source: bytes committed, speed, failures, exclusion."""
 
     def __init__(self, max_failures: int) -> None:
         self.max_failures = max_failures
         self._failures: dict[str, list[str]] = {}
         self._excluded: set[str] = set()
         self._bytes: dict[str, int] = {}
-        self._rate: dict[str, float] = {}  # bytes/s of one job of that peer
-        self._latency: dict[str, float] = {}  # seconds to a job's first byte
+        self._rate: dict[str, float] = {}  # bytes/s of one assignment of that source
+        self._latency: dict[str, float] = {}  # seconds to an assignment's first byte
 
-    def strike(self, peer: str, reason: str) -> None:
-        """One failure; the peer is excluded at ``max_failures``."""
-        reasons = self._failures.setdefault(peer, [])
+    def strike(self, source: str, reason: str) -> None:
+        """One failure; the source is excluded at ``max_failures``."""
+        reasons = self._failures.setdefault(source, [])
         reasons.append(reason)
         if len(reasons) >= self.max_failures:
-            self._excluded.add(peer)
+            self._excluded.add(source)
 
-    def reasons(self, peer: str) -> list[str]:
-        return list(self._failures.get(peer, ()))
+    def reasons(self, source: str) -> list[str]:
+        return list(self._failures.get(source, ()))
 
-    def exclude(self, peer: str) -> None:
-        self._excluded.add(peer)
+    def exclude(self, source: str) -> None:
+        self._excluded.add(source)
 
-    def excluded(self, peer: str) -> bool:
-        return peer in self._excluded
+    def excluded(self, source: str) -> bool:
+        return source in self._excluded
 
-    def credit(self, peer: str, n: int) -> None:
+    def credit(self, source: str, n: int) -> None:
         """``n`` more bytes committed (negative: taken back)."""
-        self._bytes[peer] = self._bytes.get(peer, 0) + n
+        self._bytes[source] = self._bytes.get(source, 0) + n
 
     def bytes(self) -> dict[str, int]:
         return dict(self._bytes)
 
-    def rate(self, peer: str) -> float | None:
-        return self._rate.get(peer)
+    def rate(self, source: str) -> float | None:
+        return self._rate.get(source)
 
-    def latency(self, peer: str) -> float:
-        """Seconds from a job's assignment to its first byte for ``peer``
+    def latency(self, source: str) -> float:
+        """Seconds from assigning a piece to its first byte for ``source``
         (the last measured), else :data:`REQUEST_COST`."""
-        return self._latency.get(peer, REQUEST_COST)
+        return self._latency.get(source, REQUEST_COST)
 
-    def first_byte(self, peer: str, seconds: float) -> None:
-        self._latency[peer] = max(0.0, seconds)
+    def first_byte(self, source: str, seconds: float) -> None:
+        self._latency[source] = max(0.0, seconds)
 
-    def observe(self, peer: str, rate: float) -> None:
-        """A job of ``peer`` ran at ``rate`` bytes/s (averaged with what was known)."""
-        old = self._rate.get(peer)
-        self._rate[peer] = rate if old is None else (old + rate) / 2
+    def observe(self, source: str, rate: float) -> None:
+        """An assignment of ``source`` ran at ``rate`` bytes/s (averaged with what was known)."""
+        old = self._rate.get(source)
+        self._rate[source] = rate if old is None else (old + rate) / 2
 
 
 #: With both speeds known, a split is judged in time, not in bytes. The
-#: running job keeps at least what its link moves in this many seconds
+#: running assignment keeps at least what its link moves in this many seconds
 #: (bytes already on their way to it past a new end are wasted), and at least
 #: one 64 KiB :data:`ALIGN` unit.
 IN_FLIGHT = 0.1
-#: The least share of a running job's remaining time that a split must save.
+#: The least share of a running assignment's remaining time that a split must save.
 #: A smaller gain is within the error of the speed estimates, and it is what a
-#: slow peer offers at the very end: its small piece, which cannot be split
+#: slow source offers at the very end: its small piece, which cannot be split
 #: again, then outlasts the fast workers that could have taken it (measured in
 #: tests/unit/test_planning.py's simulations: 4.18 s instead of 3.9 s).
 MIN_GAIN = 0.25
-#: Seconds of data before a job's own speed counts over its peer's earlier
-#: jobs': its first bytes come in bursts (buffers filled during the round trip).
+#: Seconds of data before an assignment's own speed counts over its source's earlier
+#: assignments': its first bytes come in bursts (buffers filled during the round trip).
 SETTLE = 0.25
-#: Seconds a new range request costs before its first byte, until the peer's
-#: own first-byte time is measured (:meth:`PeerBook.latency`).
+#: Seconds a new range request costs before its first byte, until the source's
+#: own first-byte time is measured (:meth:`SourceBook.latency`).
 REQUEST_COST = 0.1
 
 
-def split_victim(jobs: Iterable[_Job], peer: str, min_split: int,
-                 rate: Callable[[_Job], float | None]) -> list[_Job]:
-    """The running jobs ``peer`` may split, most urgent first: none racing, each
+def split_victim(assignments: Iterable[_Assignment], source: str, min_split: int,
+                 rate: Callable[[_Assignment], float | None]) -> list[_Assignment]:
+    """The running assignments ``source`` may split, most urgent first: none racing, each
     with room for two parts of the smallest size :func:`split_point` allows.
 
     Urgent: the one that would finish last (by ``rate``, bytes/s, where
-    known), else the largest unclaimed remainder; on a tie another peer's job
+    known), else the largest unclaimed remainder; on a tie another source's assignment
     (its link, not ours, is the slow one), then the oldest. The caller tries
     them in order with :func:`split_point`: the first that a cut helps is cut.
     """
-    def urgency(job: _Job) -> tuple[float, int, bool, int]:
-        remaining = job.end - job.claimed
-        speed = rate(job)
-        return (remaining / speed if speed else math.inf, remaining, job.peer != peer, -job.job_id)
+    def urgency(assignment: _Assignment) -> tuple[float, int, bool, int]:
+        remaining = assignment.end - assignment.claimed
+        speed = rate(assignment)
+        return (remaining / speed if speed else math.inf, remaining, assignment.source != source,
+                -assignment.assignment_id)
 
     least = 2 * min(ALIGN, min_split)
-    return sorted((j for j in jobs if j.end - j.claimed >= least and j.rival is None),
+    return sorted((j for j in assignments if j.end - j.claimed >= least and j.rival is None),
                   key=urgency, reverse=True)
 
 
 def split_point(claimed: int, end: int, min_split: int, theirs: float | None,
                 ours: float | None, cost: float = REQUEST_COST) -> int | None:
-    """Where to cut a running job at ``[claimed, end)``, or None if cutting would not help.
+    """Where to cut a running assignment at ``[claimed, end)``, or None if cutting would not help.
 
-    Without both speeds (``theirs``: the running job's, ``ours``: the new
-    worker's peer's, in bytes/s) it halves, never within ``min_split`` of
+    Without both speeds (``theirs``: the running assignment's, ``ours``: the new
+    worker's source's, in bytes/s) it halves, never within ``min_split`` of
     the claimed offset nor of the end: a new request for less costs more
     than it saves.
 
     With both, the cut is judged in time, so a slow link's last bytes are
     taken over however few they are (a fixed floor in bytes left a link at a
-    tenth of the others' speed a tail of seconds): the running job keeps at
+    tenth of the others' speed a tail of seconds): the running assignment keeps at
     least :data:`IN_FLIGHT` seconds of its link (and one :data:`ALIGN`
     unit), the new piece is at least one unit, and the cut is placed so
     that both end together when the new request first pays ``cost``
     seconds. Then the split must help: both parts must end at least
-    :data:`MIN_GAIN` sooner than the running job would end alone, or no
+    :data:`MIN_GAIN` sooner than the running assignment would end alone, or no
     split. Rounded to :data:`ALIGN` where the bounds allow.
     """
     remaining = end - claimed
@@ -526,7 +535,7 @@ def split_point(claimed: int, end: int, min_split: int, theirs: float | None,
     return mid
 
 
-#: A job that has not delivered its first byte is raced only after this many
+#: An assignment that has not delivered its first byte is raced only after this many
 #: times ``race_after``: its connection, handshake and request may take that
 #: long on a loaded machine (32 helpers on 2 cores raced 17 MiB for nothing
 #: at 1.5 s, and a racing slot takes its host's link from the host's others).
@@ -534,11 +543,11 @@ UNSTARTED = 3
 
 
 class Races:
-    """Backup jobs for silent ones: who is silent, and who won (see the module docstring).
+    """Backup assignments for silent ones: who is silent, and who won (see the module docstring).
 
     Silent: no sign of life for ``after`` seconds (:data:`UNSTARTED` times
-    that before its first byte) while some job made progress more recently
-    (so the silence is that peer's, not the origin's). The first of two rivals to claim a byte wins; the loser's end
+    that before its first byte) while some assignment made progress more recently
+    (so the silence is that source's, not the origin's). The first of two rivals to claim a byte wins; the loser's end
     moves back to what it had claimed, and it is retired if nothing of it is
     left to write. Losers are kept until the caller asks (:meth:`take_losers`).
     """
@@ -548,27 +557,28 @@ class Races:
         self._last_progress: float | None = None  # the caller's clock at the last claim
         self._losers: list[Shrink] = []
 
-    def progressed(self, job: _Job, now: float) -> None:
-        job.heard = self._last_progress = now
+    def progressed(self, assignment: _Assignment, now: float) -> None:
+        assignment.heard = self._last_progress = now
 
-    def silent_job(self, jobs: Iterable[_Job], peer: str, now: float | None) -> _Job | None:
-        """The longest-silent job of another peer that may be raced now, or None."""
+    def silent_assignment(self, assignments: Iterable[_Assignment], source: str,
+                          now: float | None) -> _Assignment | None:
+        """The longest-silent assignment of another source that may be raced now, or None."""
         if now is None or self.after is None or self._last_progress is None \
                 or now - self._last_progress >= self.after:
             return None
-        silent = [j for j in jobs if j.rival is None and j.peer != peer and j.end > j.claimed
+        silent = [j for j in assignments if j.rival is None and j.source != source and j.end > j.claimed
                   and j.heard is not None
                   and now - j.heard >= (self.after if j.first is not None else self.after * UNSTARTED)]
-        return min(silent, key=lambda j: (j.heard, j.job_id), default=None)
+        return min(silent, key=lambda j: (j.heard, j.assignment_id), default=None)
 
-    def settle(self, jobs: dict[int, _Job], winner: _Job) -> None:
+    def settle(self, assignments: dict[int, _Assignment], winner: _Assignment) -> None:
         """``winner`` claimed first: its rival stops at what it has claimed."""
-        loser = jobs[winner.rival]
+        loser = assignments[winner.rival]
         winner.rival = loser.rival = None
         loser.end = loser.claimed
-        self._losers.append(Shrink(loser.job_id, loser.end))
+        self._losers.append(Shrink(loser.assignment_id, loser.end))
         if loser.position == loser.end:  # nothing of it is left to write: retired
-            del jobs[loser.job_id]
+            del assignments[loser.assignment_id]
 
     def take_losers(self) -> list[Shrink]:
         losers, self._losers = self._losers, []
@@ -581,8 +591,8 @@ class Scheduler:
     ``done`` (what a resume record says is already written) is copied, so
     only its gaps are planned. ``min_split`` is the smallest piece a split
     may create: smaller ones cost a request for too little data.
-    ``max_failures`` failures exclude a peer for the rest of the download.
-    ``race_after`` (seconds, with a clock) enables races of silent jobs.
+    ``max_failures`` failures exclude a source for the rest of the download.
+    ``race_after`` (seconds, with a clock) enables races of silent assignments.
 
     Optional clock: ``assign``, ``claim`` and ``finished`` accept ``now``
     (seconds, any monotonic clock). With it a split lets both parts end
@@ -604,189 +614,191 @@ class Scheduler:
         self._done = done.copy() if done is not None else RangeSet()
         self._done.remove(size, max(size, self._done.end))  # nothing past the end of the file
         self._queue = PieceQueue(self._done, size, piece_size)
-        self._jobs: dict[int, _Job] = {}
-        self._next_id = 1  # never reused, so a stale worker's id never names a new job
-        self.peers = PeerBook(max_failures)
+        self._assignments: dict[int, _Assignment] = {}
+        self._next_id = 1  # never reused, so a stale worker's id never names a new assignment
+        self.sources = SourceBook(max_failures)
         self._races = Races(race_after)
 
     # -- handing out work ---------------------------------------------------------------------
-    def assign(self, peer: str, now: float | None = None) -> Piece | None:
-        """The next piece for an idle worker of ``peer``, or None.
+    def assign(self, source: str, now: float | None = None) -> Piece | None:
+        """The next piece for an idle worker of ``source``, or None.
 
-        None if ``peer`` is excluded or there is nothing to give. First the
-        queue (failed remainders at its front), then a race of a silent job
-        (:class:`Races`), then a split: a running job with at least
+        None if ``source`` is excluded or there is nothing to give. First the
+        queue (failed remainders at its front), then a race of a silent assignment
+        (:class:`Races`), then a split: a running assignment with at least
         ``2 * min_split`` unclaimed keeps ``[claimed, mid)`` and the piece is
-        ``[mid, end)``, with ``piece.shrink`` naming the job and its new end
+        ``[mid, end)``, with ``piece.shrink`` naming the assignment and its new end
         (tell its worker); see :func:`split_victim` and :func:`split_point`.
         """
-        if self.peers.excluded(peer):
+        if self.sources.excluded(source):
             return None
         r = self._queue.take()
         if r is not None:
-            return self._start(peer, r.start, r.end, now)
-        return self._race(peer, now) or self._split(peer, now)
+            return self._start(source, r.start, r.end, now)
+        return self._race(source, now) or self._split(source, now)
 
-    def _split(self, peer: str, now: float | None) -> Piece | None:
-        ours = self.peers.rate(peer) if now is not None else None
-        cost = self.peers.latency(peer)
-        for victim in split_victim(self._jobs.values(), peer, self.min_split,
-                                   lambda job: self._job_rate(job, now)):
-            mid = split_point(victim.claimed, victim.end, self.min_split, self._job_rate(victim, now),
+    def _split(self, source: str, now: float | None) -> Piece | None:
+        ours = self.sources.rate(source) if now is not None else None
+        cost = self.sources.latency(source)
+        for victim in split_victim(self._assignments.values(), source, self.min_split,
+                                   lambda assignment: self._assignment_rate(assignment, now)):
+            mid = split_point(victim.claimed, victim.end, self.min_split, self._assignment_rate(victim, now),
                               ours, cost)
             if mid is not None:
                 old_end, victim.end = victim.end, mid
-                return self._start(peer, mid, old_end, now, Shrink(victim.job_id, mid))
+                return self._start(source, mid, old_end, now, Shrink(victim.assignment_id, mid))
         return None
 
-    def _job_rate(self, job: _Job, now: float | None) -> float | None:
-        """With a clock: its peer's speed from earlier jobs once known, but the
-        job's own after :data:`SETTLE` seconds of data (a link that slowed
+    def _assignment_rate(self, assignment: _Assignment, now: float | None) -> float | None:
+        """With a clock: its source's speed from earlier assignments once known, but the
+        assignment's own after :data:`SETTLE` seconds of data (a link that slowed
         down shows there first); None before either is known."""
         if now is None:
             return None
-        return job.rate(now, SETTLE) or self.peers.rate(job.peer) or job.rate(now)
+        return assignment.rate(now, SETTLE) or self.sources.rate(assignment.source) or assignment.rate(now)
 
-    def _start(self, peer: str, start: int, end: int, now: float | None,
+    def _start(self, source: str, start: int, end: int, now: float | None,
                shrink: Shrink | None = None) -> Piece:
-        job_id = self._next_id
+        assignment_id = self._next_id
         self._next_id += 1
-        self._jobs[job_id] = _Job(job_id, peer, start, start, start, end, now, now)
-        return Piece(job_id, start, end, shrink)
+        self._assignments[assignment_id] = _Assignment(assignment_id, source, start, start, start, end,
+                                                       now, now)
+        return Piece(assignment_id, start, end, shrink)
 
-    # -- racing a silent job --------------------------------------------------------------------
-    def _race(self, peer: str, now: float | None) -> Piece | None:
-        """A backup job for the unclaimed ``[claimed, end)`` of a silent job, or None."""
-        job = self._races.silent_job(self._jobs.values(), peer, now)
-        if job is None:
+    # -- racing a silent assignment ------------------------------------------------------------
+    def _race(self, source: str, now: float | None) -> Piece | None:
+        """A backup assignment for the unclaimed ``[claimed, end)`` of a silent assignment, or None."""
+        assignment = self._races.silent_assignment(self._assignments.values(), source, now)
+        if assignment is None:
             return None
-        piece = self._start(peer, job.claimed, job.end, now)
-        job.rival, self._jobs[piece.job_id].rival = piece.job_id, job.job_id
+        piece = self._start(source, assignment.claimed, assignment.end, now)
+        assignment.rival = piece.assignment_id
+        self._assignments[piece.assignment_id].rival = assignment.assignment_id
         return piece
 
     def take_losers(self) -> list[Shrink]:
-        """The jobs that lost a race since the last call, with their new ends.
+        """The assignments that lost a race since the last call, with their new ends.
 
-        Tell their workers (a peer stops at the new end; a job no longer
+        Tell their workers (a source stops at the new end; an assignment no longer
         running stops at once).
         """
         return self._races.take_losers()
 
-    def heard(self, job_id: int, now: float) -> None:
-        """A sign of life from the job's worker that carried no data (a keep-alive)."""
-        job = self._jobs.get(job_id)
-        if job is not None:
-            job.heard = now
+    def heard(self, assignment_id: int, now: float) -> None:
+        """A sign of life from the assignment's worker that carried no data (a keep-alive)."""
+        assignment = self._assignments.get(assignment_id)
+        if assignment is not None:
+            assignment.heard = now
 
     # -- progress -----------------------------------------------------------------------------
-    def end_of(self, job_id: int) -> int:
-        """The job's current end (shrinks when it is split). KeyError if not running."""
-        return self._jobs[job_id].end
+    def end_of(self, assignment_id: int) -> int:
+        """The assignment's current end (shrinks when it is split). KeyError if not running."""
+        return self._assignments[assignment_id].end
 
-    def job(self, job_id: int) -> ActiveJob:
-        """A snapshot of a running job. KeyError if not running."""
-        return self._jobs[job_id].snapshot()
+    def assignment(self, assignment_id: int) -> ActiveAssignment:
+        """A snapshot of a running assignment. KeyError if not running."""
+        return self._assignments[assignment_id].snapshot()
 
-    def is_job_active(self, job_id: int) -> bool:
-        return job_id in self._jobs
+    def is_assigned(self, assignment_id: int) -> bool:
+        return assignment_id in self._assignments
 
-    def claim(self, job_id: int, nbytes: int, now: float | None = None) -> tuple[int, int]:
-        """Accept ``nbytes`` more contiguous bytes received for a job: ``(offset, n)``.
+    def claim(self, assignment_id: int, nbytes: int, now: float | None = None) -> tuple[int, int]:
+        """Accept ``nbytes`` more contiguous bytes received for an assignment: ``(offset, n)``.
 
-        Write the first ``n`` of them at ``offset``, then ``commit(job_id, n)``.
-        ``n = min(nbytes, end - claimed)``: what lies beyond the job's current
+        Write the first ``n`` of them at ``offset``, then ``commit(assignment_id, n)``.
+        ``n = min(nbytes, end - claimed)``: what lies beyond the assignment's current
         end (it was split away, or the sender sent too much) is dropped.
-        KeyError for a job that is not running: a worker that was given up on
-        (a frozen peer waking up) gets nothing written. The first claim of a
+        KeyError for an assignment that is not running: a worker that was given up on
+        (a frozen source waking up) gets nothing written. The first claim of a
         byte by either side of a race settles it (see :meth:`take_losers`).
-        ``now``, if given, is the job's last sign of life.
+        ``now``, if given, is the assignment's last sign of life.
         """
         if nbytes < 0:
             raise ValueError("nbytes must be >= 0")
-        job = self._jobs[job_id]
-        n = min(nbytes, job.end - job.claimed)
-        if n and job.rival is not None:
-            self._races.settle(self._jobs, job)
+        assignment = self._assignments[assignment_id]
+        n = min(nbytes, assignment.end - assignment.claimed)
+        if n and assignment.rival is not None:
+            self._races.settle(self._assignments, assignment)
         if n and now is not None:
-            if job.first is None:
-                job.first = now
-                if job.started is not None:
-                    self.peers.first_byte(job.peer, now - job.started)
-            self._races.progressed(job, now)
-        offset = job.claimed
-        job.claimed += n
+            if assignment.first is None:
+                assignment.first = now
+                if assignment.started is not None:
+                    self.sources.first_byte(assignment.source, now - assignment.started)
+            self._races.progressed(assignment, now)
+        offset = assignment.claimed
+        assignment.claimed += n
         return offset, n
 
-    def commit(self, job_id: int, n: int) -> None:
-        """The next ``n`` claimed bytes of the job are written: they are done.
+    def commit(self, assignment_id: int, n: int) -> None:
+        """The next ``n`` claimed bytes of the assignment are written: they are done.
 
-        A no-op if the job stopped running between claim and commit (failed
+        A no-op if the assignment stopped running between claim and commit (failed
         by another thread): its claimed bytes were requeued with its
         remainder and will be written again by someone else.
         """
         if n < 0:
             raise ValueError("n must be >= 0")
-        job = self._jobs.get(job_id)
-        if job is None or n == 0:
+        assignment = self._assignments.get(assignment_id)
+        if assignment is None or n == 0:
             return
-        if job.position + n > job.claimed:
-            raise ValueError(f"job {job_id}: commit of {n} bytes beyond what was claimed")
-        self._done.add(job.position, job.position + n)
-        job.position += n
-        self.peers.credit(job.peer, n)
+        if assignment.position + n > assignment.claimed:
+            raise ValueError(f"assignment {assignment_id}: commit of {n} bytes beyond what was claimed")
+        self._done.add(assignment.position, assignment.position + n)
+        assignment.position += n
+        self.sources.credit(assignment.source, n)
 
-    def finished(self, job_id: int, now: float | None = None) -> bool:
-        """The job's worker says it is complete. True if it is (the job is retired).
+    def finished(self, assignment_id: int, now: float | None = None) -> bool:
+        """The assignment's worker says it is complete. True if it is (the assignment is retired).
 
-        A worker that stops short (a lying peer, a bug) is failed with the
-        reason "short" and False is returned. False also for a job that is
+        A worker that stops short (a lying source, a bug) is failed with the
+        reason "short" and False is returned. False also for an assignment that is
         not running any more (already failed or retired): old news.
         """
-        job = self._jobs.get(job_id)
-        if job is None:
+        assignment = self._assignments.get(assignment_id)
+        if assignment is None:
             return False
-        if job.position < job.end:
-            self.failed(job_id, "short")
+        if assignment.position < assignment.end:
+            self.failed(assignment_id, "short")
             return False
-        del self._jobs[job_id]
-        rate = job.rate(now)
+        del self._assignments[assignment_id]
+        rate = assignment.rate(now)
         if rate is not None:
-            self.peers.observe(job.peer, rate)
+            self.sources.observe(assignment.source, rate)
         return True
 
-    def failed(self, job_id: int, reason: str, *, discard: bool = False, count: bool = True) -> None:
-        """Give up on a job: its unwritten remainder goes to the FRONT of the queue.
+    def failed(self, assignment_id: int, reason: str, *, discard: bool = False, count: bool = True) -> None:
+        """Give up on an assignment: its unwritten remainder goes to the FRONT of the queue.
 
         The remainder is ``[position, end)`` (claimed but uncommitted bytes
         are unwritten), less what a racing rival covers. Committed bytes stay
         done, unless ``discard`` (a worker caught lying): then ``[start, end)``
-        is requeued and its bytes leave ``done`` and its peer's count. Counts
-        one failure for the peer unless ``count`` is False (the caller's own
-        fault). A no-op for a job that is not running.
+        is requeued and its bytes leave ``done`` and its source's count. Counts
+        one failure for the source unless ``count`` is False (the caller's own
+        fault). A no-op for an assignment that is not running.
         """
-        job = self._jobs.pop(job_id, None)
-        if job is None:
+        assignment = self._assignments.pop(assignment_id, None)
+        if assignment is None:
             return
-        end = job.end
-        if job.rival is not None:  # its rival covers [rival.start, end) and goes on alone
-            rival = self._jobs[job.rival]
+        end = assignment.end
+        if assignment.rival is not None:  # its rival covers [rival.start, end) and goes on alone
+            rival = self._assignments[assignment.rival]
             rival.rival = None
-            end = rival.start if rival.start > job.start else job.position
-        if discard and job.position > job.start:
-            self._done.remove(job.start, job.position)
-            self.peers.credit(job.peer, job.start - job.position)
-            job.position = job.start
-        if job.position < end:
-            self._queue.requeue(Range(job.position, end))
+            end = rival.start if rival.start > assignment.start else assignment.position
+        if discard and assignment.position > assignment.start:
+            self._done.remove(assignment.start, assignment.position)
+            self.sources.credit(assignment.source, assignment.start - assignment.position)
+            assignment.position = assignment.start
+        if assignment.position < end:
+            self._queue.requeue(Range(assignment.position, end))
         if count:
-            self.peers.strike(job.peer, reason)
+            self.sources.strike(assignment.source, reason)
 
-    def exclude(self, peer: str) -> None:
-        """No more work for ``peer``. Its running jobs are the caller's to fail."""
-        self.peers.exclude(peer)
+    def exclude(self, source: str) -> None:
+        """No more work for ``source``. Its running assignments are the caller's to fail."""
+        self.sources.exclude(source)
 
-    def excluded(self, peer: str) -> bool:
-        return self.peers.excluded(peer)
+    def excluded(self, source: str) -> bool:
+        return self.sources.excluded(source)
 
     # -- state --------------------------------------------------------------------------------
     @property
@@ -803,8 +815,8 @@ class Scheduler:
         return self.size - self._done.total
 
     @property
-    def active_jobs(self) -> list[ActiveJob]:
-        return [j.snapshot() for j in self._jobs.values()]
+    def active_assignments(self) -> list[ActiveAssignment]:
+        return [j.snapshot() for j in self._assignments.values()]
 
     @property
     def queue(self) -> list[Range]:
@@ -812,21 +824,21 @@ class Scheduler:
         return self._queue.pieces()
 
     def has_work(self) -> bool:
-        """True if pieces are queued or a running job is big enough to split.
+        """True if pieces are queued or a running assignment is big enough to split.
 
-        Without a clock that is exactly "``assign`` gives a non-excluded peer
-        something"; with one, ``assign`` may still refuse a peer too slow for
+        Without a clock that is exactly "``assign`` gives a non-excluded source
+        something"; with one, ``assign`` may still refuse a source too slow for
         a split to help.
         """
         return bool(self._queue) or any(j.end - j.claimed >= 2 * self.min_split
-                                        for j in self._jobs.values())
+                                        for j in self._assignments.values())
 
-    def bytes_by_peer(self) -> dict[str, int]:
-        """Bytes committed per peer (less what ``failed(discard=True)`` took back)."""
-        return self.peers.bytes()
+    def bytes_by_source(self) -> dict[str, int]:
+        """Bytes committed per source (less what ``failed(discard=True)`` took back)."""
+        return self.sources.bytes()
 
-    def failures(self, peer: str) -> int:
-        return len(self.peers.reasons(peer))
+    def failures(self, source: str) -> int:
+        return len(self.sources.reasons(source))
 
-    def failure_reasons(self, peer: str) -> list[str]:
-        return self.peers.reasons(peer)
+    def failure_reasons(self, source: str) -> list[str]:
+        return self.sources.reasons(source)

@@ -34,7 +34,7 @@ import time
 
 from .getargs import add_get_arguments, with_scheme
 from .nodeapp import (CANCELLED, ENDED, NOTICE, PAUSED, RESUMED, STARTED, STOP_DEADLINE,
-                      AlreadyDownloading, DownloadJob, NodeApp)
+                      AlreadyDownloading, DownloadEntry, NodeApp)
 from .errors import SwiftError
 from .http.profile import INSECURE_WARNING, profile_from_args
 from .http.url import redact_url
@@ -173,8 +173,8 @@ class Prompt(cmd.Cmd):
 
     def _tick(self) -> None:
         while not self._ticker_stop.wait(PROGRESS_INTERVAL):
-            parts = [f"[{job.number}] {progress(job)}" for job in self.app.jobs()
-                     if job.running and job.status().state == "running"]
+            parts = [f"[{entry.number}] {progress(entry)}" for entry in self.app.downloads()
+                     if entry.running and entry.status().state == "running"]
             if parts and self._reading:
                 width = shutil.get_terminal_size().columns - 1
                 self.say("  ".join(parts)[:width], progress=True)
@@ -203,20 +203,21 @@ class Prompt(cmd.Cmd):
         except AlreadyDownloading as exc:
             self.say(f"{redact_url(url, strict=False)}: {exc}")
 
-    def _same_url_note(self, job: DownloadJob) -> None:
-        earlier = [other.number for other in self.app.jobs() if other.url == job.url and other is not job]
+    def _same_url_note(self, entry: DownloadEntry) -> None:
+        earlier = [other.number for other in self.app.downloads()
+                   if other.url == entry.url and other is not entry]
         if earlier:
-            self.say(f"note: [{job.number}] has the same URL as [{earlier[-1]}]")
+            self.say(f"note: [{entry.number}] has the same URL as [{earlier[-1]}]")
 
-    def _event(self, job: DownloadJob, kind: str, text: str) -> None:
+    def _event(self, entry: DownloadEntry, kind: str, text: str) -> None:
         if kind in (STARTED, RESUMED):
-            self.say(f"[{job.number}] {kind} {text}")
+            self.say(f"[{entry.number}] {kind} {text}")
         elif kind == NOTICE:
-            self.say(f"[{job.number}] note: {text}")
+            self.say(f"[{entry.number}] note: {text}")
         elif kind in (PAUSED, CANCELLED):
-            self.say(f"[{job.number}] {kind}; {text}")
+            self.say(f"[{entry.number}] {kind}; {text}")
         elif kind == ENDED:
-            self.say(f"[{job.number}] {text}")
+            self.say(f"[{entry.number}] {text}")
 
     def do_get(self, arg: str) -> None:
         """get URL [-o PATH]: download URL"""
@@ -236,34 +237,34 @@ class Prompt(cmd.Cmd):
     def emptyline(self) -> bool:
         return False
 
-    def _job(self, arg: str, command: str) -> DownloadJob | None:
+    def _entry(self, arg: str, command: str) -> DownloadEntry | None:
         word = arg.strip().lstrip("[").rstrip("]")
         if not word.isdigit():
             self.say(f"usage: {command} N, with N a download's number (see jobs)")
             return None
-        job = self.app.job(int(word))
-        if job is None:
+        entry = self.app.download(int(word))
+        if entry is None:
             self.say(f"there is no download [{int(word)}] (see jobs)")
-        return job
+        return entry
 
     def do_cancel(self, arg: str) -> None:
         """cancel N: stop download N, keeping its partial file"""
-        job = self._job(arg, "cancel")
-        if job is not None and not job.cancel():
-            self.say(f"[{job.number}] is not running")
+        entry = self._entry(arg, "cancel")
+        if entry is not None and not entry.cancel():
+            self.say(f"[{entry.number}] is not running")
 
     def do_pause(self, arg: str) -> None:
         """pause N: stop download N until resume N"""
-        job = self._job(arg, "pause")
-        if job is not None and not job.pause():
-            self.say(f"[{job.number}] is not running")
+        entry = self._entry(arg, "pause")
+        if entry is not None and not entry.pause():
+            self.say(f"[{entry.number}] is not running")
 
     def do_resume(self, arg: str) -> None:
         """resume N: go on with a paused or cancelled download"""
-        job = self._job(arg, "resume")
-        if job is not None and not job.resume():
-            state = job.status().state
-            self.say(f"[{job.number}] {'has failed' if state == 'failed' else 'is ' + state}: "
+        entry = self._entry(arg, "resume")
+        if entry is not None and not entry.resume():
+            state = entry.status().state
+            self.say(f"[{entry.number}] {'has failed' if state == 'failed' else 'is ' + state}: "
                      f"only a paused or cancelled download can be resumed")
 
     # -- information ---------------------------------------------------------------
@@ -280,11 +281,11 @@ class Prompt(cmd.Cmd):
 
     def do_jobs(self, arg: str) -> None:
         """jobs: show running and finished downloads"""
-        jobs = self.app.jobs()
-        if not jobs:
+        entries = self.app.downloads()
+        if not entries:
             self.say("no downloads yet")
-        for job in jobs:
-            self.say(f"[{job.number}] {redact_url(job.url, strict=False)}  {describe(job)}")
+        for entry in entries:
+            self.say(f"[{entry.number}] {redact_url(entry.url, strict=False)}  {describe(entry)}")
 
     def do_help(self, arg: str) -> None:
         self.say(HELP)
@@ -292,10 +293,10 @@ class Prompt(cmd.Cmd):
     # -- leaving -------------------------------------------------------------------
     def do_quit(self, arg: str) -> bool:
         """quit: unregister and exit"""
-        running = [job for job in self.app.jobs() if job.running]
+        running = [entry for entry in self.app.downloads() if entry.running]
         if not running:
             return True
-        numbers = ", ".join(f"[{job.number}]" for job in running)
+        numbers = ", ".join(f"[{entry.number}]" for entry in running)
         if not _isatty(self.stdin):
             self.say(f"waiting for {numbers} to finish before leaving (input is not a terminal; "
                      f"Ctrl-C cancels them, keeping their partial files)")
@@ -341,42 +342,42 @@ class Prompt(cmd.Cmd):
         return self.do_quit(arg)
 
 
-def cancel_and_wait(jobs: list[DownloadJob]) -> None:
-    """Cancel ``jobs`` and give them the node's stop deadline to say what they kept."""
-    for job in jobs:
-        job.cancel()
+def cancel_and_wait(entries: list[DownloadEntry]) -> None:
+    """Cancel ``entries`` and give them the node's stop deadline to say what they kept."""
+    for entry in entries:
+        entry.cancel()
     end = time.monotonic() + STOP_DEADLINE
-    for job in jobs:
-        job.wait(max(0.0, end - time.monotonic()))
+    for entry in entries:
+        entry.wait(max(0.0, end - time.monotonic()))
 
 
-def wait_for(jobs: list[DownloadJob]) -> bool:
-    """Wait for ``jobs``; True once all ended, False if Ctrl-C stopped the wait."""
+def wait_for(entries: list[DownloadEntry]) -> bool:
+    """Wait for ``entries``; True once all ended, False if Ctrl-C stopped the wait."""
     try:
-        for job in jobs:
-            while not job.wait(WAIT_STEP):
+        for entry in entries:
+            while not entry.wait(WAIT_STEP):
                 pass
         return True
     except KeyboardInterrupt:
         return False
 
 
-def progress(job: DownloadJob) -> str:
+def progress(entry: DownloadEntry) -> str:
     """``45% 12.0 MiB at 8.0 MiB/s``: share done, bytes, and this run's rate."""
-    s = job.status()
+    s = entry.status()
     pct = f"{100 * s.done / s.size:.0f}% " if s.size else ""
     rate = f" at {human_rate(s.rate)}" if s.rate > 0 else ""  # none measured yet
     return f"{pct}{human_bytes(s.done)}{rate}"
 
 
-def describe(job: DownloadJob) -> str:
-    """One line on a job for ``jobs``: its state, then progress, summary or error."""
-    s = job.status()
+def describe(entry: DownloadEntry) -> str:
+    """One line on a download for the ``jobs`` command: its state, then progress, summary or error."""
+    s = entry.status()
     if s.summary is not None:
         return s.summary
     if s.error is not None:
         return f"{s.state}: {s.error}"
-    return f"{s.state} {progress(job)}"
+    return f"{s.state} {progress(entry)}"
 
 
 def _isatty(stream) -> bool:

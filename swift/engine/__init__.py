@@ -8,7 +8,7 @@
 - :mod:`.board`         the only guard of the scheduler: claim/commit, next piece, failures;
 - :mod:`.record_keeper` flushes the data, then records it (``NAME.part.swift``);
 - :mod:`.local_worker`  fetches ranges over this machine's own link;
-- :mod:`.peer_worker`   drives one connection to a peer, job after job;
+- :mod:`.peer_worker`   drives one connection to a peer, fetch job after fetch job;
 - :mod:`.single_stream` the plain GET for servers without ranges or length.
 
 Threads: each worker is one thread; the board's condition variable is the

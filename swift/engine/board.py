@@ -1,13 +1,13 @@
 """The board: the one guard of a download's scheduler (aria2's ``SegmentMan`` role).
 
 Every worker thread goes through it to get work, write what it received and
-say how a job ended; nothing else touches the :class:`~swift.planning.Scheduler`.
+say how an assignment ended; nothing else touches the :class:`~swift.planning.Scheduler`.
 Rules:
 
 - Claim, write outside the lock, commit: :meth:`Board.write` claims the
   offset under the lock, ``pwrite`` s with the lock released, then commits.
 - No I/O under the lock. A split's :class:`~swift.planning.Shrink`, and a
-  lost race's, is delivered to the worker running the shrunk job (its
+  lost race's, is delivered to the worker running the shrunk assignment (its
   *carrier*) after the lock is released.
 - Time is read here (``clock``) and passed to the scheduler as ``now``.
 - The first fatal error wins (:meth:`fail_all`); it stops every worker.
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 #: Seconds an idle worker waits for the board to change before looking again.
 IDLE_POLL = 0.5
 
-Carrier = Callable[[int], None]  # tells a job's worker its new end
+Carrier = Callable[[int], None]  # tells an assignment's worker its new end
 
 
 class Board:
@@ -90,10 +90,10 @@ class Board:
         with self.cond:
             return self._sched.complete or self._sched.excluded(source)
 
-    def end_of(self, job_id: int) -> int:
-        """The job's current end; 0 once it is no longer running."""
+    def end_of(self, assignment_id: int) -> int:
+        """The assignment's current end; 0 once it is no longer running."""
         with self.cond:
-            return self._sched.end_of(job_id) if self._sched.is_job_active(job_id) else 0
+            return self._sched.end_of(assignment_id) if self._sched.is_assigned(assignment_id) else 0
 
     # -- work ----------------------------------------------------------------------------------
     def next_piece(self, source: str) -> Piece | None:
@@ -106,22 +106,22 @@ class Board:
                 if piece is not None:
                     break
                 self.cond.wait(IDLE_POLL)
-            carrier = self._carriers.get(piece.shrink.job_id) if piece.shrink else None
+            carrier = self._carriers.get(piece.shrink.assignment_id) if piece.shrink else None
         if carrier is not None:
             carrier(piece.shrink.end)
         return piece
 
-    def heard(self, job_id: int) -> None:
-        """A sign of life without data (a keep-alive): the job is not silent."""
+    def heard(self, assignment_id: int) -> None:
+        """A sign of life without data (a keep-alive): the assignment is not silent."""
         with self.cond:
-            self._sched.heard(job_id, self._clock())
+            self._sched.heard(assignment_id, self._clock())
 
     def _losers(self) -> list[tuple[Carrier, int]]:
-        """Under the lock: the carriers of jobs that just lost a race, with their new ends."""
+        """Under the lock: the carriers of assignments that just lost a race, with their new ends."""
         out = []
         for shrink in self._sched.take_losers():
-            running = self._sched.is_job_active(shrink.job_id)
-            carrier = (self._carriers.get if running else self._carriers.pop)(shrink.job_id, None)
+            running = self._sched.is_assigned(shrink.assignment_id)
+            carrier = (self._carriers.get if running else self._carriers.pop)(shrink.assignment_id, None)
             if carrier is not None:
                 out.append((carrier, shrink.end))
         return out
@@ -131,21 +131,21 @@ class Board:
         for carrier, end in losers:
             carrier(end)
 
-    def carry(self, job_id: int, carrier: Carrier) -> int:
-        """Tell ``carrier`` of later splits of the job; returns its end now (0 if gone)."""
+    def carry(self, assignment_id: int, carrier: Carrier) -> int:
+        """Tell ``carrier`` of later splits of the assignment; returns its end now (0 if gone)."""
         with self.cond:
-            if not self._sched.is_job_active(job_id):
+            if not self._sched.is_assigned(assignment_id):
                 return 0
-            self._carriers[job_id] = carrier
-            return self._sched.end_of(job_id)
+            self._carriers[assignment_id] = carrier
+            return self._sched.end_of(assignment_id)
 
-    def write(self, job_id: int, source: str, block) -> bool:
-        """Write a received block at its offset; False once the job is no longer ours."""
+    def write(self, assignment_id: int, source: str, block) -> bool:
+        """Write a received block at its offset; False once the assignment is no longer ours."""
         if self._throttle is not None:
             self._throttle(len(block))  # outside the lock: only this worker waits
         with self.cond:
             try:
-                offset, n = self._sched.claim(job_id, len(block), self._clock())
+                offset, n = self._sched.claim(assignment_id, len(block), self._clock())
             except KeyError:
                 self.dropped += len(block)
                 return False
@@ -155,33 +155,33 @@ class Board:
         if n:
             self._part.pwrite(offset, memoryview(block)[:n])
         with self.cond:
-            self._sched.commit(job_id, n)
+            self._sched.commit(assignment_id, n)
             self._bytes_by_source[source] = self._bytes_by_source.get(source, 0) + n
         return True
 
-    def finished(self, job_id: int) -> bool:
-        """The worker says the job is complete; False if it is not (it was failed "short")."""
+    def finished(self, assignment_id: int) -> bool:
+        """The worker says the assignment is complete; False if it is not (it was failed "short")."""
         with self.cond:
-            self._carriers.pop(job_id, None)
-            ok = (self._sched.finished(job_id, self._clock())
-                  if self._sched.is_job_active(job_id) else True)
+            self._carriers.pop(assignment_id, None)
+            ok = (self._sched.finished(assignment_id, self._clock())
+                  if self._sched.is_assigned(assignment_id) else True)
             self.cond.notify_all()
             return ok
 
-    def failed(self, job_id: int, source: str, reason: str, *, discard: bool = False,
+    def failed(self, assignment_id: int, source: str, reason: str, *, discard: bool = False,
                blame: bool = True) -> None:
-        """The job failed: its remainder is requeued (with ``discard``, its bytes too).
+        """The assignment failed: its remainder is requeued (with ``discard``, its bytes too).
 
         ``blame=False`` when the fault is ours, not the source's: it counts no failure.
         """
         log.info("%s: %s", source, reason)
         later = None
         with self.cond:
-            self._carriers.pop(job_id, None)
+            self._carriers.pop(assignment_id, None)
             self.last_failure = f"{source}: {reason}"
             self._last_source = source
-            if self._sched.is_job_active(job_id):
-                self._fail_job(job_id, source, reason, discard, blame)
+            if self._sched.is_assigned(assignment_id):
+                self._fail_assignment(assignment_id, source, reason, discard, blame)
                 if self._sched.excluded(source) and source != LOCAL and \
                         self._first(source, f"repeated failures ({reason})"):
                     later = f"peer {source} left out after repeated failures ({reason})"
@@ -189,13 +189,14 @@ class Board:
         if later:
             self._notice(later)
 
-    def _fail_job(self, job_id: int, source: str, reason: str, discard: bool, blame: bool) -> None:
+    def _fail_assignment(self, assignment_id: int, source: str, reason: str, discard: bool,
+                         blame: bool) -> None:
         if not discard:
-            self._sched.failed(job_id, reason, count=blame)
+            self._sched.failed(assignment_id, reason, count=blame)
             return
-        before = self._sched.bytes_by_peer().get(source, 0)
-        self._sched.failed(job_id, reason, discard=True, count=blame)
-        lost = before - self._sched.bytes_by_peer().get(source, 0)
+        before = self._sched.bytes_by_source().get(source, 0)
+        self._sched.failed(assignment_id, reason, discard=True, count=blame)
+        lost = before - self._sched.bytes_by_source().get(source, 0)
         self._bytes_by_source[source] = self._bytes_by_source.get(source, 0) - lost
         self.dropped += lost
 

@@ -22,16 +22,17 @@ def run_local(board: Board, probe: http.ProbeResult, remote: http.RemoteFile, op
             fetch = http.RangeFetch(session, remote.final_url, probe.size or 0, probe.validator,
                                     policy=opts.retry, stop=board.stop, encoding=probe.encoding,
                                     remote=remote, timeout=opts.timeout)
-            if not _fetch_one(board, fetch, piece.job_id, piece.start, source):
+            if not _fetch_one(board, fetch, piece.assignment_id, piece.start, source):
                 return
     finally:
         session.close()
 
 
-def _fetch_one(board: Board, fetch: http.RangeFetch, job: int, start: int, source: str) -> bool:
-    """Run one job; False when the worker must stop (the download is over or failed)."""
+def _fetch_one(board: Board, fetch: http.RangeFetch, assignment: int, start: int, source: str) -> bool:
+    """Run one assignment; False when the worker must stop (the download is over or failed)."""
     try:
-        fetch.run(start, lambda: board.end_of(job), lambda block: board.write(job, source, block))
+        fetch.run(start, lambda: board.end_of(assignment),
+                  lambda block: board.write(assignment, source, block))
     except FileChanged as exc:
         board.fail_all(DownloadError(f"{exc}; nothing written after the change is kept",
                                      ErrorCode.FILE_CHANGED))
@@ -43,10 +44,10 @@ def _fetch_one(board: Board, fetch: http.RangeFetch, job: int, start: int, sourc
         if exc.code is ErrorCode.RANGES_UNUSABLE:
             board.fail_all(exc)  # the download goes on in one plain stream
             return False
-        board.failed(job, source, str(exc))
+        board.failed(assignment, source, str(exc))
         return True
     if board.stop.is_set():
         return False
-    if not board.finished(job):
-        board.failed(job, source, "the origin sent too few bytes")
+    if not board.finished(assignment):
+        board.failed(assignment, source, "the origin sent too few bytes")
     return True

@@ -21,12 +21,12 @@ MIN_SPLIT = 256 << 10
 #: Seconds between flushing data and rewriting the resume record: a crash
 #: costs at most this much transfer time again.
 RECORD_INTERVAL = 1.0
-#: Seconds without a sign of life from a job, while others progress, before an
+#: Seconds without a sign of life from an assignment, while others progress, before an
 #: idle worker races its unreceived remainder: twice the longest silence of a
 #: healthy node (it sends a keep-alive when 0.5 s passed without a frame and
 #: looks every 0.25 s, node_server.KEEPALIVE_INTERVAL), so a peer that is
 #: frozen or cut off is raced 1.5 s after it went quiet instead of a whole
-#: peer timeout later. A race of a job that was only slow costs one request
+#: peer timeout later. A race of an assignment that was only slow costs one request
 #: and the bytes in flight: the first side to deliver keeps the range.
 RACE_AFTER = 1.5
 #: Most peer workers one download runs, however many peers there are (each peer

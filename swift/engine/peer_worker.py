@@ -98,27 +98,29 @@ class PeerWorker:
             self.board.discard_closer(conn.close)
             conn.close()
 
-    def _tell_shrink(self, conn: wire.Connection, job_id: int, end: int) -> None:
-        """From another thread: the job now ends at ``end``; tell the peer."""
+    def _tell_shrink(self, conn: wire.Connection, assignment_id: int, end: int) -> None:
+        """From another thread: the assignment now ends at ``end``; tell the peer."""
         try:
             with self._lock:
                 job = self._job
-                msg = job.shrink(end) if job is not None and job.job_id == job_id else None
+                msg = job.shrink(end) if job is not None and job.job_id == assignment_id else None
                 if msg is not None:
                     conn.send(msg)
         except (OSError, wire.ConnectionClosed, TimeoutError):
             pass  # the worker will notice its connection is gone
 
-    # -- one job -----------------------------------------------------------------------------------
+    # -- one assignment, one fetch job ---------------------------------------------------------------
     def _run_job(self, conn: wire.Connection, piece: Piece) -> bool:
-        """Run one job on the peer; False when the connection must be dropped."""
-        job_id = piece.job_id
+        """Run one assignment as a fetch job on the peer; False when the connection must be dropped.
+
+        The fetch job's id on the wire is the assignment's id."""
+        assignment_id = piece.assignment_id
         try:
             if not self._start(conn, piece):
                 return True  # given up on (or split away entirely) before it was sent
-            return self._receive(conn, self._job)
+            return self._receive(conn, assignment_id, self._job)
         except protocol.LocalProtocolError as exc:  # ours: the job cannot be encoded
-            self.board.failed(job_id, self.source, str(exc), blame=False)
+            self.board.failed(assignment_id, self.source, str(exc), blame=False)
             self.board.exclude(self.source, f"this download's fetch job cannot be sent ({exc})")
             return False
         except StorageError as exc:
@@ -126,26 +128,27 @@ class PeerWorker:
             return False
         except (wire.ConnectionClosed, OSError, protocol.ProtocolError) as exc:
             if not self.board.stop.is_set():
-                self.board.failed(job_id, self.source, f"connection lost: {exc}")
+                self.board.failed(assignment_id, self.source, f"connection lost: {exc}")
             return False
 
     def _start(self, conn: wire.Connection, piece: Piece) -> bool:
-        """Send the job's Fetch (False if the job is no longer running)."""
-        job_id = piece.job_id
+        """Send the fetch job's Fetch (False if the assignment is no longer running)."""
+        assignment_id = piece.assignment_id
         with self._lock:
-            end = self.board.carry(job_id, lambda new_end: self._tell_shrink(conn, job_id, new_end))
+            end = self.board.carry(assignment_id,
+                                   lambda new_end: self._tell_shrink(conn, assignment_id, new_end))
             if end == 0:
                 return False
             p = self.probe
             url, headers = self.remote.for_peer(private=getattr(conn, "private", False))
             self._sent_url = self.remote.final_url  # the URL as this machine knows it
             self._job = RequesterJob(protocol.Fetch(
-                job_id, url, piece.start, end, p.size or 0, p.validator.etag,
+                assignment_id, url, piece.start, end, p.size or 0, p.validator.etag,
                 p.validator.last_modified, p.encoding or None, headers))
             conn.send(self._job.request())
         return True
 
-    def _receive(self, conn: wire.Connection, job: RequesterJob) -> bool:
+    def _receive(self, conn: wire.Connection, assignment_id: int, job: RequesterJob) -> bool:
         """Frames until the job ends; True to keep the connection for the next job."""
         while True:
             try:
@@ -156,21 +159,21 @@ class PeerWorker:
             else:
                 with self._lock:
                     event = job.receive(frame)
-            keep = self._handle(job.job_id, event)
+            keep = self._handle(assignment_id, event)
             if keep is not None:
                 return keep
 
-    def _handle(self, job_id: int, event) -> bool | None:
+    def _handle(self, assignment_id: int, event) -> bool | None:
         """Act on one event; None while the job goes on, else whether to keep the connection."""
         if isinstance(event, Data):
-            # False: our job was abandoned meanwhile; resync by reconnecting
-            return None if self.board.write(job_id, self.source, event.payload) else False
+            # False: our assignment was abandoned meanwhile; resync by reconnecting
+            return None if self.board.write(assignment_id, self.source, event.payload) else False
         if isinstance(event, KeptAlive):
-            self.board.heard(job_id)
+            self.board.heard(assignment_id)
             return None
         if isinstance(event, Finished):
-            if not self.board.finished(job_id):
-                self.board.failed(job_id, self.source, "the peer sent too few bytes", discard=True)
+            if not self.board.finished(assignment_id):
+                self.board.failed(assignment_id, self.source, "the peer sent too few bytes", discard=True)
             else:  # -v: which machine fetched which range
                 start = self._job.start if self._job is not None else 0
                 log.info("%s (%s) fetched bytes %d-%d", self.peer.name or self.source,
@@ -178,9 +181,9 @@ class PeerWorker:
             return True
         if isinstance(event, Failed):
             if event.code == "denied" and self._refused_only_here(event.reason):
-                self.board.failed(job_id, self.source, event.reason)
+                self.board.failed(assignment_id, self.source, event.reason)
                 return False
-            self.board.failed(job_id, self.source, event.reason, discard=event.discard)
+            self.board.failed(assignment_id, self.source, event.reason, discard=event.discard)
             return event.keep_connection
         assert isinstance(event, Changed)
         self.board.fail_all(DownloadError(f"{event.message}; nothing written after the change "

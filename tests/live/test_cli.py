@@ -360,7 +360,8 @@ def test_output_dash_into_a_closed_pipe_is_one_error_line(cluster, origin, origi
 def test_output_dash_with_a_wrong_checksum_claims_nothing_kept(cluster, origin, origin_root):
     make_file(origin_root / "w.bin", 2 * MiB, seed=52)
     out = run(*program("node"), "get", origin.url("/w.bin"), "--no-peers", "-o", "-",
-              "--checksum", "sha256:" + "0" * 64, "-d", str(cluster.workdir), timeout=60)
+              "--checksum", "sha256:" + "0" * 64, "-d", str(cluster.workdir), timeout=60,
+              errors="replace")  # standard output carries the file's binary bytes
     assert out.returncode == 1, out
     assert "checksum mismatch" in out.stderr and "nothing is kept (-o - does not resume)" in out.stderr
     assert "the data is kept at" not in out.stderr, out.stderr

@@ -34,20 +34,20 @@ def test_a_split_tells_the_shrunk_jobs_carrier_outside_the_lock(part):
     board = make_board(part)
     first = board.next_piece("a")
     told: list[tuple[int, bool]] = []
-    assert board.carry(first.job_id, lambda end: told.append((end, board.cond._is_owned())))
-    board.write(first.job_id, "a", b"x" * MiB)
-    second = board.next_piece("b")  # the queue is empty: a split of the first job
-    assert second.shrink == Shrink(first.job_id, second.start)
+    assert board.carry(first.assignment_id, lambda end: told.append((end, board.cond._is_owned())))
+    board.write(first.assignment_id, "a", b"x" * MiB)
+    second = board.next_piece("b")  # the queue is empty: a split of the first assignment
+    assert second.shrink == Shrink(first.assignment_id, second.start)
     assert told == [(second.start, False)]
-    assert board.end_of(first.job_id) == second.start
+    assert board.end_of(first.assignment_id) == second.start
 
 
 def test_a_block_for_a_job_given_up_on_is_dropped_not_written(part):
     board = make_board(part)
     piece = board.next_piece("a")
-    board.write(piece.job_id, "a", b"y" * 1000)
-    board.failed(piece.job_id, "a", "test")
-    assert board.write(piece.job_id, "a", b"z" * 500) is False
+    board.write(piece.assignment_id, "a", b"y" * 1000)
+    board.failed(piece.assignment_id, "a", "test")
+    assert board.write(piece.assignment_id, "a", b"z" * 500) is False
     assert board.dropped == 500 and board.done_total() == 1000
     assert board.bytes_by_source() == {"a": 1000}
 
@@ -55,8 +55,8 @@ def test_a_block_for_a_job_given_up_on_is_dropped_not_written(part):
 def test_a_liars_bytes_leave_done_and_its_count(part):
     board = make_board(part)
     piece = board.next_piece("liar")
-    board.write(piece.job_id, "liar", b"l" * 4096)
-    board.failed(piece.job_id, "liar", "lied", discard=True)
+    board.write(piece.assignment_id, "liar", b"l" * 4096)
+    board.failed(piece.assignment_id, "liar", "lied", discard=True)
     assert board.done_total() == 0 and board.bytes_by_source() == {"liar": 0}
     assert board.dropped == 4096
 
@@ -78,7 +78,7 @@ def test_no_worker_left_ends_with_a_true_message(part):
     board = make_board(part)
     board.workers_started(1)
     piece = board.next_piece("a")
-    board.failed(piece.job_id, "a", "reset by peer")
+    board.failed(piece.assignment_id, "a", "reset by peer")
     board.worker_ended()
     assert board.settled(0)
     assert "every source failed (a: reset by peer)" in str(board.error)
@@ -113,7 +113,7 @@ class _Control(storage.ControlFile):
 def test_the_record_keeper_flushes_before_it_records_and_keeps_its_interval(part):
     board = make_board(part)
     piece = board.next_piece("a")
-    board.write(piece.job_id, "a", b"d" * 100)
+    board.write(piece.assignment_id, "a", b"d" * 100)
     order = _Order()
     now = [0.0]
     control = _Control(order)
@@ -214,16 +214,16 @@ def test_a_race_won_by_the_backup_tells_the_silent_jobs_worker_to_stop(part):
     board = Board(sched, part, clock=lambda: now[0])
     frozen, busy = board.next_piece("frozen"), board.next_piece("busy")
     told: list[int] = []
-    board.carry(frozen.job_id, told.append)
+    board.carry(frozen.assignment_id, told.append)
     now[0] = 1.0
-    board.write(frozen.job_id, "frozen", b"f" * MiB)
+    board.write(frozen.assignment_id, "frozen", b"f" * MiB)
     for t in (2.0, 3.0, 5.0):
         now[0] = t
-        board.write(busy.job_id, "busy", b"b" * (64 << 10))
+        board.write(busy.assignment_id, "busy", b"b" * (64 << 10))
     backup = board.next_piece("idle")  # frozen silent 4 s while busy progressed: raced
     assert (backup.start, backup.end) == (MiB, 4 * MiB)
     now[0] = 5.5
-    assert board.write(backup.job_id, "idle", b"i" * 100)
+    assert board.write(backup.assignment_id, "idle", b"i" * 100)
     assert told == [MiB]  # its peer is told to stop where it was
-    assert board.write(frozen.job_id, "frozen", b"late") is False  # a wake-up writes nothing
+    assert board.write(frozen.assignment_id, "frozen", b"late") is False  # a wake-up writes nothing
     assert board.bytes_by_source() == {"frozen": MiB, "busy": 3 * (64 << 10), "idle": 100}

@@ -2,7 +2,7 @@
 
 Driven by fake workers and a fake clock; a hypothesis state machine checks
 the scheduler's invariants under random assign/claim/commit/finished/failed
-sequences from a few peers.
+sequences from a few sources.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
                                  rule)
 
-from swift.planning import ALIGN, ActiveJob, Piece, Range, RangeSet, Scheduler, Shrink, plan_piece_size
+from swift.planning import ALIGN, ActiveAssignment, Piece, Range, RangeSet, Scheduler, Shrink, plan_piece_size
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -152,18 +152,20 @@ def test_plan_piece_size_is_aligned_and_clamped(size, workers):
 
 
 # -- Scheduler, plain -----------------------------------------------------------------------------
-def receive(s: Scheduler, job: int, nbytes: int | None = None, now: float | None = None) -> tuple[int, int]:
+def receive(s: Scheduler, assignment: int, nbytes: int | None = None,
+            now: float | None = None) -> tuple[int, int]:
     """A well-behaved worker receives ``nbytes`` (default: all it is owed) and writes them."""
-    offset, n = s.claim(job, s.end_of(job) - s.job(job).claimed if nbytes is None else nbytes, now)
-    s.commit(job, n)
+    owed = s.end_of(assignment) - s.assignment(assignment).claimed
+    offset, n = s.claim(assignment, owed if nbytes is None else nbytes, now)
+    s.commit(assignment, n)
     return offset, n
 
 
-def receive_over(s: Scheduler, job: int, nbytes: int | None, first: float, now: float) -> None:
-    """The job's first byte arrives at ``first``, the rest of ``nbytes`` (default:
+def receive_over(s: Scheduler, assignment: int, nbytes: int | None, first: float, now: float) -> None:
+    """The assignment's first byte arrives at ``first``, the rest of ``nbytes`` (default:
     all it is owed) by ``now``: it moved them at ``nbytes / (now - first)`` bytes/s."""
-    receive(s, job, 1, first)
-    receive(s, job, None if nbytes is None else nbytes - 1, now)
+    receive(s, assignment, 1, first)
+    receive(s, assignment, None if nbytes is None else nbytes - 1, now)
 
 
 def test_constructor_validates():
@@ -178,15 +180,15 @@ def test_pieces_are_given_out_front_to_back_and_complete_the_file():
     assert s.queue == [Range(0, 4 * MiB), Range(4 * MiB, 8 * MiB), Range(8 * MiB, 10 * MiB)]
     pieces = [s.assign("a") for _ in range(3)]
     assert [(p.start, p.end) for p in pieces] == [(0, 4 * MiB), (4 * MiB, 8 * MiB), (8 * MiB, 10 * MiB)]
-    assert len({p.job_id for p in pieces}) == 3
+    assert len({p.assignment_id for p in pieces}) == 3
     assert not s.complete and s.remaining == 10 * MiB
     for p in reversed(pieces):
-        receive(s, p.job_id)
-        assert s.finished(p.job_id)
-        assert not s.is_job_active(p.job_id)
+        receive(s, p.assignment_id)
+        assert s.finished(p.assignment_id)
+        assert not s.is_assigned(p.assignment_id)
     assert s.complete and s.remaining == 0 and s.done.to_json() == [[0, 10 * MiB]]
-    assert s.bytes_by_peer() == {"a": 10 * MiB}
-    assert s.active_jobs == [] and not s.has_work() and s.assign("a") is None
+    assert s.bytes_by_source() == {"a": 10 * MiB}
+    assert s.active_assignments == [] and not s.has_work() and s.assign("a") is None
 
 
 def test_empty_file_is_complete_at_once():
@@ -203,8 +205,8 @@ def test_resume_plans_only_the_gaps():
     assert done.to_json()[-1] == [9 * MiB, 12 * MiB]  # the caller's set is not touched
     while (p := s.assign("a")) is not None:
         assert not done.overlaps(p.start, p.end)
-        receive(s, p.job_id)
-        assert s.finished(p.job_id)
+        receive(s, p.assignment_id)
+        assert s.finished(p.assignment_id)
     assert s.complete
 
 
@@ -216,53 +218,53 @@ def test_resume_of_a_complete_file_plans_nothing():
 def test_claim_hands_out_consecutive_offsets_and_drops_what_is_past_the_end():
     s = Scheduler(2 * MiB, piece_size=2 * MiB, min_split=MiB)
     p = s.assign("a")
-    assert s.claim(p.job_id, 100) == (0, 100)
-    assert s.claim(p.job_id, 0) == (100, 0)
-    assert s.claim(p.job_id, 3 * MiB) == (100, 2 * MiB - 100)
-    assert s.claim(p.job_id, 10) == (2 * MiB, 0)
-    assert s.job(p.job_id) == ActiveJob(p.job_id, "a", 0, 2 * MiB, 0, 2 * MiB)
-    s.commit(p.job_id, 100)
-    assert s.job(p.job_id).position == 100 and s.done.to_json() == [[0, 100]]
+    assert s.claim(p.assignment_id, 100) == (0, 100)
+    assert s.claim(p.assignment_id, 0) == (100, 0)
+    assert s.claim(p.assignment_id, 3 * MiB) == (100, 2 * MiB - 100)
+    assert s.claim(p.assignment_id, 10) == (2 * MiB, 0)
+    assert s.assignment(p.assignment_id) == ActiveAssignment(p.assignment_id, "a", 0, 2 * MiB, 0, 2 * MiB)
+    s.commit(p.assignment_id, 100)
+    assert s.assignment(p.assignment_id).position == 100 and s.done.to_json() == [[0, 100]]
     with pytest.raises(ValueError):
-        s.commit(p.job_id, 2 * MiB)  # more than was claimed
+        s.commit(p.assignment_id, 2 * MiB)  # more than was claimed
     with pytest.raises(ValueError):
-        s.claim(p.job_id, -1)
+        s.claim(p.assignment_id, -1)
     with pytest.raises(ValueError):
-        s.commit(p.job_id, -1)
+        s.commit(p.assignment_id, -1)
 
 
 def test_unknown_finished_and_failed_jobs_write_nothing():
     s = Scheduler(4 * MiB, piece_size=2 * MiB, min_split=MiB)
     done_job, frozen = s.assign("a"), s.assign("frozen")
-    receive(s, done_job.job_id)
-    assert s.finished(done_job.job_id)
-    s.failed(frozen.job_id, "no frame within the timeout")
-    for job in (done_job.job_id, frozen.job_id, 999):
+    receive(s, done_job.assignment_id)
+    assert s.finished(done_job.assignment_id)
+    s.failed(frozen.assignment_id, "no frame within the timeout")
+    for assignment in (done_job.assignment_id, frozen.assignment_id, 999):
         with pytest.raises(KeyError):
-            s.claim(job, 100)  # e.g. the frozen peer wakes up: nothing it sends is written
+            s.claim(assignment, 100)  # e.g. the frozen source wakes up: nothing it sends is written
         with pytest.raises(KeyError):
-            s.end_of(job)
-        assert not s.is_job_active(job)
-        assert not s.finished(job)  # old news: no effect
+            s.end_of(assignment)
+        assert not s.is_assigned(assignment)
+        assert not s.finished(assignment)  # old news: no effect
     assert s.failures("frozen") == 1
-    s.failed(frozen.job_id, "again")  # failing twice counts once
+    s.failed(frozen.assignment_id, "again")  # failing twice counts once
     assert s.failures("frozen") == 1 and s.queue == [Range(2 * MiB, 4 * MiB)]
 
 
 def test_failure_requeues_only_the_unwritten_remainder_at_the_front():
     s = Scheduler(8 * MiB, piece_size=2 * MiB, min_split=MiB)
     first, second = s.assign("a"), s.assign("b")
-    receive(s, first.job_id, 500 * KiB)
-    s.claim(first.job_id, 100 * KiB)  # claimed, but the write never committed
-    s.failed(first.job_id, "reset")
+    receive(s, first.assignment_id, 500 * KiB)
+    s.claim(first.assignment_id, 100 * KiB)  # claimed, but the write never committed
+    s.failed(first.assignment_id, "reset")
     assert s.done.to_json() == [[0, 500 * KiB]]  # committed bytes stay done
     assert s.queue[0] == Range(500 * KiB, 2 * MiB)  # claimed-but-uncommitted counts as unwritten
     assert s.queue[1:] == [Range(4 * MiB, 6 * MiB), Range(6 * MiB, 8 * MiB)]
-    s.commit(first.job_id, 100 * KiB)  # the late write's commit changes nothing
+    s.commit(first.assignment_id, 100 * KiB)  # the late write's commit changes nothing
     assert s.done.to_json() == [[0, 500 * KiB]]
     again = s.assign("c")
     assert (again.start, again.end) == (500 * KiB, 2 * MiB)
-    assert s.is_job_active(second.job_id)
+    assert s.is_assigned(second.assignment_id)
     assert s.failure_reasons("a") == ["reset"] and s.failures("b") == 0
 
 
@@ -272,14 +274,14 @@ def test_a_peer_failing_max_failures_times_is_excluded():
         assert not s.excluded("bad")
         p = s.assign("bad")
         assert p is not None and p.start == i * MiB
-        receive(s, p.job_id, MiB)
-        s.failed(p.job_id, f"reset {i}")
+        receive(s, p.assignment_id, MiB)
+        s.failed(p.assignment_id, f"reset {i}")
     assert s.excluded("bad") and s.assign("bad") is None
     assert s.failure_reasons("bad") == ["reset 0", "reset 1", "reset 2"]
     assert s.has_work()  # others still get it
     good = s.assign("good")
     assert (good.start, good.end) == (3 * MiB, 8 * MiB)
-    assert s.bytes_by_peer() == {"bad": 3 * MiB}
+    assert s.bytes_by_source() == {"bad": 3 * MiB}
 
 
 def test_exclude_stops_new_work_only():
@@ -288,16 +290,16 @@ def test_exclude_stops_new_work_only():
     s.exclude("gone")
     assert s.excluded("gone") and not s.excluded("other")
     assert s.assign("gone") is None and s.queue  # queued work exists, but not for it
-    assert s.is_job_active(p.job_id)  # its running job is the caller's to fail
+    assert s.is_assigned(p.assignment_id)  # its running assignment is the caller's to fail
     assert s.failures("gone") == 0
 
 
 def test_short_finish_counts_as_failure():
     s = Scheduler(4 * MiB, piece_size=4 * MiB, min_split=MiB)
     p = s.assign("liar")
-    receive(s, p.job_id, MiB)
-    assert not s.finished(p.job_id)
-    assert not s.is_job_active(p.job_id)
+    receive(s, p.assignment_id, MiB)
+    assert not s.finished(p.assignment_id)
+    assert not s.is_assigned(p.assignment_id)
     assert s.failure_reasons("liar") == ["short"]
     assert s.queue == [Range(MiB, 4 * MiB)] and s.done.to_json() == [[0, MiB]]
 
@@ -305,43 +307,43 @@ def test_short_finish_counts_as_failure():
 def test_discard_takes_back_a_liars_bytes():
     s = Scheduler(4 * MiB, piece_size=4 * MiB, min_split=MiB)
     honest = s.assign("honest")
-    receive(s, honest.job_id, MiB)
+    receive(s, honest.assignment_id, MiB)
     liar = s.assign("liar")  # a split: [2 MiB, 4 MiB)
-    receive(s, liar.job_id, MiB)
-    s.failed(liar.job_id, "sent more than asked", discard=True)
+    receive(s, liar.assignment_id, MiB)
+    s.failed(liar.assignment_id, "sent more than asked", discard=True)
     assert s.done.to_json() == [[0, MiB]]
     assert s.queue == [Range(liar.start, liar.end)]
-    assert s.bytes_by_peer() == {"honest": MiB, "liar": 0}
+    assert s.bytes_by_source() == {"honest": MiB, "liar": 0}
 
 
 def test_split_gives_the_far_half_of_the_unclaimed_remainder():
     s = Scheduler(8 * MiB, piece_size=8 * MiB, min_split=MiB)
     p = s.assign("a")
-    receive(s, p.job_id, 2 * MiB)
-    s.claim(p.job_id, 10)  # claimed, not yet committed: never given away
+    receive(s, p.assignment_id, 2 * MiB)
+    s.claim(p.assignment_id, 10)  # claimed, not yet committed: never given away
     assert s.has_work()
     q = s.assign("b")
     # unclaimed [2 MiB + 10, 8 MiB): the half-way point, rounded to 64 KiB
     assert (q.start, q.end) == (5 * MiB, 8 * MiB)
-    assert s.end_of(p.job_id) == 5 * MiB and s.end_of(q.job_id) == 8 * MiB
-    assert q.shrink == Shrink(p.job_id, 5 * MiB) and p.shrink is None  # the split says so
-    assert s.claim(p.job_id, 4 * MiB) == (2 * MiB + 10, 3 * MiB - 10)  # stops at its new end
-    s.commit(p.job_id, 10 + 3 * MiB - 10)
-    assert s.finished(p.job_id)
-    receive(s, q.job_id)
-    assert s.finished(q.job_id) and s.complete
+    assert s.end_of(p.assignment_id) == 5 * MiB and s.end_of(q.assignment_id) == 8 * MiB
+    assert q.shrink == Shrink(p.assignment_id, 5 * MiB) and p.shrink is None  # the split says so
+    assert s.claim(p.assignment_id, 4 * MiB) == (2 * MiB + 10, 3 * MiB - 10)  # stops at its new end
+    s.commit(p.assignment_id, 10 + 3 * MiB - 10)
+    assert s.finished(p.assignment_id)
+    receive(s, q.assignment_id)
+    assert s.finished(q.assignment_id) and s.complete
 
 
 def test_split_point_is_aligned_when_possible_and_never_within_min_split():
     s = Scheduler(3 * MiB, piece_size=3 * MiB, min_split=MiB)
     p = s.assign("a")
-    receive(s, p.job_id, 1000)
+    receive(s, p.assignment_id, 1000)
     q = s.assign("b")  # remainder 3 MiB - 1000: half-way would be 1.5 MiB + 500
     assert q.start == 3 * MiB // 2  # 500 bytes from the exact middle, on a 64 KiB boundary
-    # An unaligned job whose only legal cut is unaligned still splits, within the limits.
+    # An unaligned assignment whose only legal cut is unaligned still splits, within the limits.
     s = Scheduler(2 * MiB + 7, piece_size=4 * MiB, min_split=MiB)
     p = s.assign("a")
-    receive(s, p.job_id, 3)
+    receive(s, p.assignment_id, 3)
     q = s.assign("b")
     assert q is not None and q.start - 3 >= MiB and q.end - q.start >= MiB
 
@@ -349,42 +351,42 @@ def test_split_point_is_aligned_when_possible_and_never_within_min_split():
 def test_no_split_below_twice_min_split():
     s = Scheduler(4 * MiB, piece_size=4 * MiB, min_split=2 * MiB)
     p = s.assign("a")
-    receive(s, p.job_id, 1)
+    receive(s, p.assignment_id, 1)
     assert not s.has_work() and s.assign("b") is None
-    assert s.end_of(p.job_id) == 4 * MiB
+    assert s.end_of(p.assignment_id) == 4 * MiB
 
 
 def test_split_takes_the_largest_remainder_and_prefers_another_peer_on_a_tie():
     s = Scheduler(12 * MiB, piece_size=4 * MiB, min_split=KiB)
     a1, a2, b1 = s.assign("a"), s.assign("a"), s.assign("b")
-    receive(s, a1.job_id, MiB)
-    receive(s, a2.job_id, 2 * MiB)
-    receive(s, b1.job_id, MiB)  # unclaimed: a1 3 MiB, a2 2 MiB, b1 3 MiB
-    q = s.assign("a")  # a1 and b1 tie: b1 is another peer's
-    assert (q.start, q.end) == (9 * MiB + 3 * MiB // 2, 12 * MiB) and s.end_of(b1.job_id) == q.start
+    receive(s, a1.assignment_id, MiB)
+    receive(s, a2.assignment_id, 2 * MiB)
+    receive(s, b1.assignment_id, MiB)  # unclaimed: a1 3 MiB, a2 2 MiB, b1 3 MiB
+    q = s.assign("a")  # a1 and b1 tie: b1 is another source's
+    assert (q.start, q.end) == (9 * MiB + 3 * MiB // 2, 12 * MiB) and s.end_of(b1.assignment_id) == q.start
     q = s.assign("b")  # a1 (3 MiB) is now the largest
-    assert (q.start, q.end) == (2 * MiB + MiB // 2, 4 * MiB) and s.end_of(a1.job_id) == q.start
+    assert (q.start, q.end) == (2 * MiB + MiB // 2, 4 * MiB) and s.end_of(a1.assignment_id) == q.start
     q = s.assign("c")  # a2 (2 MiB)
-    assert (q.start, q.end) == (7 * MiB, 8 * MiB) and s.end_of(a2.job_id) == q.start
-    # now four jobs have 1.5 MiB unclaimed: a1 and job 4 (peer a), b1 and job 5 (peer b)
-    q = s.assign("a")  # the oldest of another peer's: job 3 (b1)
-    assert s.end_of(b1.job_id) == q.start == 9 * MiB + 3 * MiB // 4
+    assert (q.start, q.end) == (7 * MiB, 8 * MiB) and s.end_of(a2.assignment_id) == q.start
+    # now four assignments have 1.5 MiB unclaimed: a1 and assignment 4 (source a), b1 and assignment 5 (source b)
+    q = s.assign("a")  # the oldest of another source's: assignment 3 (b1)
+    assert s.end_of(b1.assignment_id) == q.start == 9 * MiB + 3 * MiB // 4
 
 
-def history(s: Scheduler, peer: str, jobs: int, seconds: float, t: float = 0.0,
+def history(s: Scheduler, source: str, assignments: int, seconds: float, t: float = 0.0,
             latency: float = 0.0) -> float:
-    """``peer`` does ``jobs`` whole queued pieces, each in ``seconds`` (the first
+    """``source`` does ``assignments`` whole queued pieces, each in ``seconds`` (the first
     byte ``latency`` after the request); returns the time after."""
-    for _ in range(jobs):
-        p = s.assign(peer, t)
-        receive_over(s, p.job_id, None, t + latency, t + seconds)
+    for _ in range(assignments):
+        p = s.assign(source, t)
+        receive_over(s, p.assignment_id, None, t + latency, t + seconds)
         t += seconds
-        assert s.finished(p.job_id, t)
+        assert s.finished(p.assignment_id, t)
     return t
 
 
 def fast_and_slow() -> tuple[Scheduler, Piece]:
-    """Peer "fast" did 2 MiB pieces at 4 MiB/s; "slow" is 0.8 MiB into [4 MiB, 6 MiB) at 0.4 MiB/s.
+    """Source "fast" did 2 MiB pieces at 4 MiB/s; "slow" is 0.8 MiB into [4 MiB, 6 MiB) at 0.4 MiB/s.
 
     At t = 3 s, with the queue empty.
     """
@@ -392,7 +394,7 @@ def fast_and_slow() -> tuple[Scheduler, Piece]:
     history(s, "fast", 2, 0.5)
     slow = s.assign("slow", 1.0)
     history(s, "fast", 1, 0.5, t=1.0)
-    receive_over(s, slow.job_id, int(0.8 * MiB), 1.0, 3.0)
+    receive_over(s, slow.assignment_id, int(0.8 * MiB), 1.0, 3.0)
     assert s.queue == []
     return s, slow
 
@@ -401,26 +403,26 @@ def test_split_with_a_clock_lets_both_jobs_end_together():
     s, slow = fast_and_slow()
     remaining = 2 * MiB - int(0.8 * MiB)
     piece = s.assign("fast", 3.0)
-    assert piece.start == s.end_of(slow.job_id) and piece.end == 6 * MiB
-    kept = piece.start - s.job(slow.job_id).claimed
+    assert piece.start == s.end_of(slow.assignment_id) and piece.end == 6 * MiB
+    kept = piece.start - s.assignment(slow.assignment_id).claimed
     # kept / 0.4 MiB/s == taken / 4 MiB/s, up to the 64 KiB rounding of the cut
     assert abs(kept - remaining * 0.4 / 4.4) <= ALIGN / 2
     # Without a clock the same state halves.
     s, slow = fast_and_slow()
     piece = s.assign("fast")
     assert piece.start % ALIGN == 0
-    assert abs(piece.start - (6 * MiB + s.job(slow.job_id).claimed) / 2) <= ALIGN / 2
+    assert abs(piece.start - (6 * MiB + s.assignment(slow.assignment_id).claimed) / 2) <= ALIGN / 2
 
 
 def test_with_a_clock_a_split_must_help():
     s = Scheduler(4 * MiB, piece_size=2 * MiB, min_split=256 * KiB)
     history(s, "slow", 1, 5.0, latency=0.1)  # 0.4 MiB/s, first bytes 0.1 s after a request
     fast = s.assign("fast", 5.0)
-    receive_over(s, fast.job_id, MiB, 5.0, 5.25)  # 4 MiB/s: its last MiB takes it 0.25 s
-    # The slow peer would need 0.1 s + 0.16 s for even one 64 KiB unit: no help, no split.
+    receive_over(s, fast.assignment_id, MiB, 5.0, 5.25)  # 4 MiB/s: its last MiB takes it 0.25 s
+    # The slow source would need 0.1 s + 0.16 s for even one 64 KiB unit: no help, no split.
     assert s.has_work()
     assert s.assign("slow", 5.25) is None
-    assert s.end_of(fast.job_id) == 4 * MiB
+    assert s.end_of(fast.assignment_id) == 4 * MiB
     q = s.assign("fast", 5.25)  # a worker of unknown speed gets the far half
     assert (q.start, q.end) == (3 * MiB + MiB // 2, 4 * MiB)
 
@@ -431,18 +433,18 @@ def test_with_a_clock_the_job_that_would_finish_last_is_split():
         history(s, "fast", 2, 0.5)                       # 4 MiB/s
         slow, big = s.assign("slow", 1.0), s.assign("fast", 1.0)
         history(s, "fast", 2, 0.5, t=1.0)
-        receive_over(s, slow.job_id, int(0.4 * MiB), 1.0, 2.0)  # at t = 2: 1.6 MiB left at 0.4 MiB/s, 4 s
-        assert s.queue == [] and s.job(big.job_id).claimed == big.start  # 2 MiB left, 0.5 s
+        receive_over(s, slow.assignment_id, int(0.4 * MiB), 1.0, 2.0)  # at t = 2: 1.6 MiB left at 0.4 MiB/s, 4 s
+        assert s.queue == [] and s.assignment(big.assignment_id).claimed == big.start  # 2 MiB left, 0.5 s
         return s, slow, big
 
     s, slow, big = build()
     piece = s.assign("fast", 2.0)
-    assert s.end_of(slow.job_id) == piece.start and piece.end == slow.end
-    assert s.end_of(big.job_id) == big.end
+    assert s.end_of(slow.assignment_id) == piece.start and piece.end == slow.end
+    assert s.end_of(big.assignment_id) == big.end
     s, slow, big = build()
     piece = s.assign("fast")  # without a clock: the largest remainder
-    assert s.end_of(big.job_id) == piece.start and piece.end == big.end
-    assert s.end_of(slow.job_id) == slow.end
+    assert s.end_of(big.assignment_id) == piece.start and piece.end == big.end
+    assert s.end_of(slow.assignment_id) == slow.end
 
 
 # -- simulated downloads: fake workers, fake clock ----------------------------------------------------
@@ -451,18 +453,18 @@ Rate = Union[float, Callable[[float], float]]
 
 def simulate(rates: dict[str, Rate], size: int, *, slots: int = 1, tick: float = 0.005,
              use_clock: bool = False, min_split: int = 256 * KiB, latency: float = 0.0):
-    """Run a download where each worker of ``peer`` receives ``rates[peer] / slots`` bytes/s.
+    """Run a download where each worker of ``source`` receives ``rates[source] / slots`` bytes/s.
 
     A rate may be a function of the time. Each tick of the fake clock, every
     idle worker asks for a piece and every busy one receives its bytes,
     writes them and says when it is done; a piece's first bytes come
     ``latency`` seconds after it was assigned (a request's round trip).
-    Returns (seconds, the bytes written, the splits: (new peer, victim peer,
+    Returns (seconds, the bytes written, the splits: (new source, victim source,
     victim's old end, the new piece)). Fails if any byte is written twice.
     """
     s = Scheduler(size, piece_size=plan_piece_size(size, len(rates) * slots, min_piece=MiB),
                   min_split=min_split)
-    workers: dict[tuple[str, int], int | None] = {(peer, i): None for peer in rates for i in range(slots)}
+    workers: dict[tuple[str, int], int | None] = {(source, i): None for source in rates for i in range(slots)}
     credit = dict.fromkeys(workers, 0.0)  # bytes due but not whole yet
     waiting = dict.fromkeys(workers, 0.0)  # when each worker's current request answers
     owner: dict[int, str] = {}
@@ -471,32 +473,32 @@ def simulate(rates: dict[str, Rate], size: int, *, slots: int = 1, tick: float =
     now, ticks = 0.0, 0
     while not s.complete:
         assert ticks < 1_000_000, "the simulation does not finish"
-        for (peer, i), job in workers.items():
-            if job is None:
+        for (source, i), assignment in workers.items():
+            if assignment is None:
                 queue_was_empty = not s.queue
-                ends = {j.job_id: j.end for j in s.active_jobs}
-                piece = s.assign(peer, now if use_clock else None)
+                ends = {j.assignment_id: j.end for j in s.active_assignments}
+                piece = s.assign(source, now if use_clock else None)
                 if piece is None:
                     continue
-                job = workers[(peer, i)] = piece.job_id
-                owner[job] = peer
-                waiting[(peer, i)] = now + latency
+                assignment = workers[(source, i)] = piece.assignment_id
+                owner[assignment] = source
+                waiting[(source, i)] = now + latency
                 if queue_was_empty:
                     victim = next(j for j in ends if j in owner and s.end_of(j) != ends[j])
-                    splits.append((peer, owner[victim], ends[victim], piece))
-            if now < waiting[(peer, i)]:
+                    splits.append((source, owner[victim], ends[victim], piece))
+            if now < waiting[(source, i)]:
                 continue
-            rate = rates[peer](now) if callable(rates[peer]) else rates[peer]
-            credit[(peer, i)] += rate / slots * tick
-            due = int(credit[(peer, i)])
-            credit[(peer, i)] -= due
-            offset, n = s.claim(job, due, now + tick if use_clock else None)
+            rate = rates[source](now) if callable(rates[source]) else rates[source]
+            credit[(source, i)] += rate / slots * tick
+            due = int(credit[(source, i)])
+            credit[(source, i)] -= due
+            offset, n = s.claim(assignment, due, now + tick if use_clock else None)
             assert not written.overlaps(offset, offset + n), "a byte was written twice"
             written.add(offset, offset + n)
-            s.commit(job, n)
-            if s.job(job).position == s.end_of(job):
-                assert s.finished(job, now + tick if use_clock else None)
-                workers[(peer, i)] = None
+            s.commit(assignment, n)
+            if s.assignment(assignment).position == s.end_of(assignment):
+                assert s.finished(assignment, now + tick if use_clock else None)
+                workers[(source, i)] = None
         now += tick
         ticks += 1
     assert written == s.done and written.total == size
@@ -510,9 +512,9 @@ def test_a_ten_times_slower_peer_does_not_hold_up_the_download(use_clock):
     seconds, written, splits = simulate(rates, size, use_clock=use_clock)
     ideal = size / sum(rates.values())
     assert seconds <= ideal * 1.15, (seconds, ideal)
-    assert splits, "the queue ran dry while the slow job still had most of its piece: it must be split"
-    for new_peer, victim_peer, old_end, piece in splits:
-        assert (new_peer, victim_peer) == ("fast", "slow")  # the idle fast worker helps the slow one
+    assert splits, "the queue ran dry while the slow assignment still had most of its piece: it must be split"
+    for new_source, victim_source, old_end, piece in splits:
+        assert (new_source, victim_source) == ("fast", "slow")  # the idle fast worker helps the slow one
         assert piece.end == old_end                          # and takes the far part
         assert piece.end - piece.start >= 256 * KiB
     if use_clock:
@@ -555,14 +557,14 @@ def test_a_link_that_slows_down_mid_way(use_clock):
 
 
 # -- invariants under random events --------------------------------------------------------------------
-PEERS = ["flaky-a", "flaky-b", "good"]
+SOURCES = ["flaky-a", "flaky-b", "good"]
 
 
 class SchedulerMachine(RuleBasedStateMachine):
-    """Random assign/claim/commit/finished/failed from two flaky peers and one good one.
+    """Random assign/claim/commit/finished/failed from two flaky sources and one good one.
 
     Claims and commits are separate steps (the engine writes between them
-    without the lock), so a job may fail with claimed bytes not yet committed.
+    without the lock), so an assignment may fail with claimed bytes not yet committed.
     ``self.taken`` models every byte that a live claim or ``done`` holds: a
     claim must never hand out one of them again.
     """
@@ -575,104 +577,105 @@ class SchedulerMachine(RuleBasedStateMachine):
         done = RangeSet((min(a, size), min(a + n, size)) for a, n in resumed)
         self.s = Scheduler(size, piece_size=piece, min_split=min_split, done=done, max_failures=3)
         self.resumed = done.copy()
-        self.jobs: list[int] = []                       # every job id ever handed out
+        self.assignments: list[int] = []                       # every assignment id ever handed out
         self.pending: dict[int, list[tuple[int, int]]] = {}  # claimed, not committed: (offset, n)
         self.taken = done.copy()
         self.committed = done.copy()
-        self.peer_of: dict[int, str] = {}
+        self.source_of: dict[int, str] = {}
         self.now = 0.0
 
-    def _active(self, peer=None):
-        return [j for j in self.jobs if self.s.is_job_active(j) and (peer is None or self.peer_of[j] == peer)]
+    def _active(self, source=None):
+        return [j for j in self.assignments
+                if self.s.is_assigned(j) and (source is None or self.source_of[j] == source)]
 
     @rule(seconds=st.floats(0, 3))
     def time_passes(self, seconds):
         self.now += seconds
 
-    @rule(peer=st.sampled_from(PEERS), use_clock=st.booleans())
-    def assign(self, peer, use_clock):
+    @rule(source=st.sampled_from(SOURCES), use_clock=st.booleans())
+    def assign(self, source, use_clock):
         s = self.s
         queue_was_empty = not s.queue
-        before = {j.job_id: j for j in s.active_jobs}
-        piece = s.assign(peer, self.now if use_clock else None)
-        if s.excluded(peer):
-            assert piece is None  # an excluded peer never gets work
+        before = {j.assignment_id: j for j in s.active_assignments}
+        piece = s.assign(source, self.now if use_clock else None)
+        if s.excluded(source):
+            assert piece is None  # an excluded source never gets work
             return
         if piece is None:
             assert use_clock or not s.has_work()  # with a clock a split may not be worth it
             return
         assert isinstance(piece, Piece) and piece.end > piece.start
-        assert piece.job_id not in self.peer_of  # ids are never reused
-        self.jobs.append(piece.job_id)
-        self.peer_of[piece.job_id] = peer
+        assert piece.assignment_id not in self.source_of  # ids are never reused
+        self.assignments.append(piece.assignment_id)
+        self.source_of[piece.assignment_id] = source
         if queue_was_empty:  # a split: both parts at least min_split, claimed bytes untouched
-            victims = [j for j in before.values() if s.end_of(j.job_id) != j.end]
+            victims = [j for j in before.values() if s.end_of(j.assignment_id) != j.end]
             assert len(victims) == 1
             victim = victims[0]
-            assert s.end_of(victim.job_id) == piece.start and victim.end == piece.end
+            assert s.end_of(victim.assignment_id) == piece.start and victim.end == piece.end
             # with speeds known (a clock) a split is judged in time, down to one 64 KiB unit
             least = min(s.min_split, ALIGN) if use_clock else s.min_split
             assert piece.start - victim.claimed >= least
             assert piece.end - piece.start >= least
-            # the split says which job shrank and to where: what its worker is told
-            assert piece.shrink == Shrink(victim.job_id, s.end_of(victim.job_id))
+            # the split says which assignment shrank and to where: what its worker is told
+            assert piece.shrink == Shrink(victim.assignment_id, s.end_of(victim.assignment_id))
         else:
-            assert piece.shrink is None  # from the queue: no running job changed
+            assert piece.shrink is None  # from the queue: no running assignment changed
             assert all(s.end_of(j) == before[j].end for j in before)
 
     @precondition(lambda self: self._active())
     @rule(data=st.data(), nbytes=st.integers(0, 3 * MiB), use_clock=st.booleans())
     def claim(self, data, nbytes, use_clock):
-        job = data.draw(st.sampled_from(self._active()))
-        before = self.s.job(job)
-        offset, n = self.s.claim(job, nbytes, self.now if use_clock else None)
+        assignment = data.draw(st.sampled_from(self._active()))
+        before = self.s.assignment(assignment)
+        offset, n = self.s.claim(assignment, nbytes, self.now if use_clock else None)
         assert (offset, n) == (before.claimed, min(nbytes, before.end - before.claimed))
         assert not self.taken.overlaps(offset, offset + n), "a byte handed out twice"
         self.taken.add(offset, offset + n)
         if n:
-            self.pending.setdefault(job, []).append((offset, n))
+            self.pending.setdefault(assignment, []).append((offset, n))
 
     @precondition(lambda self: any(self.pending.values()))
     @rule(data=st.data())
     def commit(self, data):
-        job = data.draw(st.sampled_from(sorted(j for j, p in self.pending.items() if p)))
-        offset, n = self.pending[job].pop(0)
+        assignment = data.draw(st.sampled_from(sorted(j for j, p in self.pending.items() if p)))
+        offset, n = self.pending[assignment].pop(0)
         before = self.s.done.copy()
-        self.s.commit(job, n)
-        if self.s.is_job_active(job):
+        self.s.commit(assignment, n)
+        if self.s.is_assigned(assignment):
             self.committed.add(offset, offset + n)
         else:
-            assert self.s.done == before  # a late commit of an abandoned job changes nothing
+            assert self.s.done == before  # a late commit of an abandoned assignment changes nothing
 
-    @precondition(lambda self: self.jobs)
+    @precondition(lambda self: self.assignments)
     @rule(data=st.data())
     def claim_for_a_dead_job(self, data):
-        job = data.draw(st.sampled_from(self.jobs))
-        if not self.s.is_job_active(job):
+        assignment = data.draw(st.sampled_from(self.assignments))
+        if not self.s.is_assigned(assignment):
             with pytest.raises(KeyError):
-                self.s.claim(job, 1)
+                self.s.claim(assignment, 1)
 
     @precondition(lambda self: self._active())
     @rule(data=st.data(), use_clock=st.booleans())
     def finish(self, data, use_clock):
-        job = data.draw(st.sampled_from(self._active()))
-        if self.peer_of[job] == "good":  # a good worker only says so when it has written everything
-            self._complete(job)
-        snapshot = self.s.job(job)
-        ok = self.s.finished(job, self.now if use_clock else None)
+        assignment = data.draw(st.sampled_from(self._active()))
+        if self.source_of[assignment] == "good":  # a good worker only says so when it has written everything
+            self._complete(assignment)
+        snapshot = self.s.assignment(assignment)
+        ok = self.s.finished(assignment, self.now if use_clock else None)
         assert ok == (snapshot.position == snapshot.end)
-        assert not self.s.is_job_active(job)
+        assert not self.s.is_assigned(assignment)
         if not ok:
-            self._forget_uncommitted(job, snapshot)
+            self._forget_uncommitted(assignment, snapshot)
 
     @precondition(lambda self: self._active("flaky-a") + self._active("flaky-b"))
     @rule(data=st.data(), discard=st.booleans())
     def fail(self, data, discard):
-        job = data.draw(st.sampled_from(self._active("flaky-a") + self._active("flaky-b")))
-        snapshot = self.s.job(job)
+        assignment = data.draw(st.sampled_from(self._active("flaky-a") + self._active("flaky-b")))
+        snapshot = self.s.assignment(assignment)
         done_before = self.s.done.copy()
-        self.s.failed(job, "test", discard=discard)
-        assert not self.s.is_job_active(job)
+        self.s.failed(assignment, "test", discard=discard)
+        assert not self.s.is_assigned(assignment)
         lost_from = snapshot.start if discard else snapshot.position
         if lost_from < snapshot.end:  # the unwritten remainder goes to the front of the queue
             assert self.s.queue[0] == Range(lost_from, snapshot.end)
@@ -681,28 +684,28 @@ class SchedulerMachine(RuleBasedStateMachine):
             self.taken.remove(snapshot.start, snapshot.position)
             done_before.remove(snapshot.start, snapshot.position)
         assert self.s.done == done_before  # committed bytes stay done
-        self._forget_uncommitted(job, snapshot)
+        self._forget_uncommitted(assignment, snapshot)
 
-    def _complete(self, job):
+    def _complete(self, assignment):
         """A good worker receives and writes all it is still owed."""
-        for offset, n in self.pending.pop(job, []):
-            self.s.commit(job, n)
+        for offset, n in self.pending.pop(assignment, []):
+            self.s.commit(assignment, n)
             self.committed.add(offset, offset + n)
-        offset, n = self.s.claim(job, self.s.end_of(job))
+        offset, n = self.s.claim(assignment, self.s.end_of(assignment))
         assert not self.taken.overlaps(offset, offset + n)
         self.taken.add(offset, offset + n)
-        self.s.commit(job, n)
+        self.s.commit(assignment, n)
         self.committed.add(offset, offset + n)
 
-    def _forget_uncommitted(self, job, snapshot: ActiveJob):
-        """Claimed but uncommitted bytes of a dead job are free again (they were requeued)."""
+    def _forget_uncommitted(self, assignment, snapshot: ActiveAssignment):
+        """Claimed but uncommitted bytes of a dead assignment are free again (they were requeued)."""
         self.taken.remove(snapshot.position, snapshot.claimed)
 
     @invariant()
     def parts_cut_the_file_exactly(self):
         s = self.s
         parts = [(r.start, r.end) for r in s.done.ranges()] + [(r.start, r.end) for r in s.queue]
-        for j in s.active_jobs:
+        for j in s.active_assignments:
             assert j.start <= j.position <= j.claimed <= j.end
             parts.append((j.position, j.end))
         parts = sorted(p for p in parts if p[0] < p[1])
@@ -713,27 +716,27 @@ class SchedulerMachine(RuleBasedStateMachine):
         assert at == s.size
         assert s.done == self.committed
         assert s.remaining == s.size - s.done.total
-        assert sum(s.bytes_by_peer().values()) == s.done.total - self.resumed.total
+        assert sum(s.bytes_by_source().values()) == s.done.total - self.resumed.total
 
     def teardown(self):
-        """A well-behaved peer finishes the download once the flaky ones are given up on."""
+        """A well-behaved source finishes the download once the flaky ones are given up on."""
         if not hasattr(self, "s"):
             return
         s = self.s
-        for job in self._active():
-            if self.peer_of[job] == "good":
-                self._complete(job)
-                assert s.finished(job)
+        for assignment in self._active():
+            if self.source_of[assignment] == "good":
+                self._complete(assignment)
+                assert s.finished(assignment)
             else:
-                s.failed(job, "given up")
+                s.failed(assignment, "given up")
         assert not s.excluded("good")
         for _ in range(len(s.queue)):  # one piece at a time, nothing left to split
             piece = s.assign("good", self.now)
-            offset, n = s.claim(piece.job_id, piece.end - piece.start)
+            offset, n = s.claim(piece.assignment_id, piece.end - piece.start)
             assert (offset, n) == (piece.start, piece.end - piece.start)
-            s.commit(piece.job_id, n)
-            assert s.finished(piece.job_id)
-        assert s.complete and s.remaining == 0 and not s.active_jobs and not s.queue
+            s.commit(piece.assignment_id, n)
+            assert s.finished(piece.assignment_id)
+        assert s.complete and s.remaining == 0 and not s.active_assignments and not s.queue
         assert s.assign("good") is None and not s.has_work()
 
 
@@ -763,7 +766,7 @@ def _traced_peak(build: Callable[[], object]) -> tuple[int, object]:
 def test_planning_a_tebibyte_costs_kilobytes_not_one_entry_per_piece():
     def plan():
         s = Scheduler(TiB, piece_size=plan_piece_size(TiB, 256), min_split=256 * KiB)
-        pieces = [s.assign(f"peer-{k}", 0.0) for k in range(256)]  # 64 peers x 4 slots
+        pieces = [s.assign(f"source-{k}", 0.0) for k in range(256)]  # 64 sources x 4 slots
         return s, pieces
     peak, (s, pieces) = _traced_peak(plan)
     assert all(p is not None for p in pieces) and s.has_work()
@@ -792,8 +795,8 @@ def test_200000_one_byte_blocks_leave_one_range_behind():
 
     def trickle():
         for _ in range(200_000):
-            offset, n = s.claim(p.job_id, 1)
-            s.commit(p.job_id, n)
+            offset, n = s.claim(p.assignment_id, 1)
+            s.commit(p.assignment_id, n)
     peak, _ = _traced_peak(trickle)
     assert s.done.to_json() == [[0, 200_000]] and len(s.done) == 1
     assert peak < 64 * KiB, f"{peak} bytes for 200,000 blocks"
@@ -812,20 +815,21 @@ def test_the_lazy_queue_plans_the_gaps_in_order_and_requeued_remainders_first():
                        Range(6 * MiB, 7 * MiB)]
     a = s.assign("a")
     assert (a.start, a.end) == (0, MiB)
-    s.failed(a.job_id, "reset")
+    s.failed(a.assignment_id, "reset")
     assert s.queue[0] == Range(0, MiB) and len(s.queue) == 4
     assert RangeSet().gap_from(3, 10) == Range(3, 10) and done.gap_from(MiB + 5, 7 * MiB) == \
         Range(2 * MiB, 5 * MiB) and done.gap_from(7 * MiB, 7 * MiB) is None
 
 
-# -- racing a silent job (speculative duplicate) ---------------------------------------------------
+# -- racing a silent assignment (speculative duplicate) ---------------------------------------------------
 def racing(size=8 * MiB) -> tuple[Scheduler, Piece, Piece]:
-    """Jobs a (goes silent at t=1) and b (progresses until t=5) share the file; at t=5 the queue is empty."""
+    """Assignments a (goes silent at t=1) and b (progresses until t=5) share the file;
+    at t=5 the queue is empty."""
     s = Scheduler(size, piece_size=size // 2, min_split=MiB, race_after=4.0)
     a, b = s.assign("a", 0.0), s.assign("b", 0.0)
-    s.commit(a.job_id, s.claim(a.job_id, MiB, 1.0)[1])
+    s.commit(a.assignment_id, s.claim(a.assignment_id, MiB, 1.0)[1])
     for t in (2.0, 3.0, 4.0, 5.0):
-        s.commit(b.job_id, s.claim(b.job_id, 64 * KiB, t)[1])
+        s.commit(b.assignment_id, s.claim(b.assignment_id, 64 * KiB, t)[1])
     return s, a, b
 
 
@@ -835,99 +839,99 @@ def test_a_silent_job_gets_a_backup_for_its_unclaimed_remainder_before_any_split
     s, a, b = racing()
     backup = s.assign("c", 5.0)  # a silent for 4 s while b progressed: raced, not split
     assert (backup.start, backup.end) == (MiB, 4 * MiB) and backup.shrink is None
-    assert s.end_of(a.job_id) == 4 * MiB  # until one of them claims a byte, both run
-    assert s.assign("d", 5.0).job_id != a.job_id  # a racing job is never raced or split again
+    assert s.end_of(a.assignment_id) == 4 * MiB  # until one of them claims a byte, both run
+    assert s.assign("d", 5.0).assignment_id != a.assignment_id  # a racing assignment is never raced or split again
 
 
 def test_the_backup_claiming_first_wins_and_the_silent_job_stops_at_what_it_claimed():
     s, a, _ = racing()
     backup = s.assign("c", 5.0)
-    assert s.claim(backup.job_id, 1000, 5.5) == (MiB, 1000)
-    assert s.take_losers() == [Shrink(a.job_id, MiB)] and s.take_losers() == []
-    assert not s.is_job_active(a.job_id)  # everything it claimed is written: retired
+    assert s.claim(backup.assignment_id, 1000, 5.5) == (MiB, 1000)
+    assert s.take_losers() == [Shrink(a.assignment_id, MiB)] and s.take_losers() == []
+    assert not s.is_assigned(a.assignment_id)  # everything it claimed is written: retired
     with pytest.raises(KeyError):
-        s.claim(a.job_id, 10)  # the frozen peer wakes up: nothing it sends is written
-    s.commit(backup.job_id, 1000)
+        s.claim(a.assignment_id, 10)  # the frozen source wakes up: nothing it sends is written
+    s.commit(backup.assignment_id, 1000)
     assert s.done.covers(0, MiB + 1000)
 
 
 def test_the_silent_job_waking_first_wins_and_the_backup_is_cancelled():
     s, a, _ = racing()
     backup = s.assign("c", 5.0)
-    assert s.claim(a.job_id, 500, 5.2) == (MiB, 500)
-    assert s.take_losers() == [Shrink(backup.job_id, backup.start)]
-    assert not s.is_job_active(backup.job_id) and s.end_of(a.job_id) == 4 * MiB
+    assert s.claim(a.assignment_id, 500, 5.2) == (MiB, 500)
+    assert s.take_losers() == [Shrink(backup.assignment_id, backup.start)]
+    assert not s.is_assigned(backup.assignment_id) and s.end_of(a.assignment_id) == 4 * MiB
     assert s.failures("c") == 0  # losing a race is not a failure
 
 
 def test_no_race_when_nobody_progresses_the_origin_is_slow_not_the_peer():
     s = Scheduler(8 * MiB, piece_size=4 * MiB, min_split=MiB, race_after=4.0)
     a, b = s.assign("a", 0.0), s.assign("b", 0.0)
-    s.commit(a.job_id, s.claim(a.job_id, MiB, 1.0)[1])
-    s.commit(b.job_id, s.claim(b.job_id, MiB, 1.0)[1])
+    s.commit(a.assignment_id, s.claim(a.assignment_id, MiB, 1.0)[1])
+    s.commit(b.assignment_id, s.claim(b.assignment_id, MiB, 1.0)[1])
     piece = s.assign("c", 6.0)  # both silent since t=1: a split, as without racing
     assert piece.shrink is not None
 
 
 def test_a_keepalive_keeps_a_job_from_being_raced():
     s, a, _ = racing()
-    s.heard(a.job_id, 4.5)  # a node waiting on a slow origin says so
+    s.heard(a.assignment_id, 4.5)  # a node waiting on a slow origin says so
     piece = s.assign("c", 5.0)
     assert piece.shrink is not None  # split, not raced
 
 
 def test_a_failed_racer_gives_back_only_what_its_rival_does_not_cover():
     s, a, _ = racing()
-    s.claim(a.job_id, 10)  # claimed, never committed: [MiB, MiB + 10) is unwritten
+    s.claim(a.assignment_id, 10)  # claimed, never committed: [MiB, MiB + 10) is unwritten
     backup = s.assign("c", 5.0)
     assert backup.start == MiB + 10
-    s.failed(a.job_id, "no frame for 15 s")
+    s.failed(a.assignment_id, "no frame for 15 s")
     assert s.queue[0] == Range(MiB, MiB + 10)  # only what the backup does not cover
-    assert s.end_of(backup.job_id) == 4 * MiB and s.job(backup.job_id).claimed == backup.start
+    assert s.end_of(backup.assignment_id) == 4 * MiB and s.assignment(backup.assignment_id).claimed == backup.start
     s2, a2, _ = racing()
     backup2 = s2.assign("c", 5.0)
-    s2.failed(backup2.job_id, "connection lost")
-    assert Range(backup2.start, backup2.end) not in s2.queue  # the silent job still holds it
-    assert s2.end_of(a2.job_id) == 4 * MiB
+    s2.failed(backup2.assignment_id, "connection lost")
+    assert Range(backup2.start, backup2.end) not in s2.queue  # the silent assignment still holds it
+    assert s2.end_of(a2.assignment_id) == 4 * MiB
 
 
 @given(st.lists(st.tuples(st.sampled_from("abcz"), st.floats(0, 0.3),
                           st.sampled_from(["claim", "claim", "claim", "fail", "beat"])), max_size=80))
 @settings(max_examples=200, deadline=None)
 def test_races_never_hand_out_a_byte_twice_and_lose_nothing(events):
-    """Peers a, b, c work (or fail, or only send keep-alives); z takes jobs and goes silent."""
+    """Peers a, b, c work (or fail, or only send keep-alives); z takes assignments and goes silent."""
     s = Scheduler(4 * MiB, piece_size=MiB, min_split=256 * KiB, race_after=0.5, max_failures=1000)
-    now, taken, jobs = 0.0, RangeSet(), {}
-    for peer, dt, what in events:
+    now, taken, assignments = 0.0, RangeSet(), {}
+    for source, dt, what in events:
         now += dt
-        mine = [j for j, p in jobs.items() if p == peer and s.is_job_active(j)]
+        mine = [j for j, p in assignments.items() if p == source and s.is_assigned(j)]
         if not mine:
-            piece = s.assign(peer, now)
+            piece = s.assign(source, now)
             if piece is not None:
-                jobs[piece.job_id] = peer
-        elif peer != "z":
+                assignments[piece.assignment_id] = source
+        elif source != "z":
             _act(s, mine[0], what, now, taken)
         for shrink in s.take_losers():  # a loser keeps only what it claimed
-            assert not s.is_job_active(shrink.job_id) or s.end_of(shrink.job_id) == shrink.end
-    covered = s.done.copy()  # what is done, queued or held by running jobs covers the file
+            assert not s.is_assigned(shrink.assignment_id) or s.end_of(shrink.assignment_id) == shrink.end
+    covered = s.done.copy()  # what is done, queued or held by running assignments covers the file
     for r in s.queue:
         covered.add(r.start, r.end)
-    for j in s.active_jobs:
+    for j in s.active_assignments:
         covered.add(j.position, j.end)
     assert covered.covers(0, s.size)
 
 
-def _act(s: Scheduler, job: int, what: str, now: float, taken: RangeSet) -> None:
+def _act(s: Scheduler, assignment: int, what: str, now: float, taken: RangeSet) -> None:
     if what == "claim":
-        offset, n = s.claim(job, 100 * KiB, now)
+        offset, n = s.claim(assignment, 100 * KiB, now)
         assert not taken.overlaps(offset, offset + n), "a byte handed out twice"
         taken.add(offset, offset + n)
-        s.commit(job, n)
-        if s.job(job).position == s.end_of(job):
-            assert s.finished(job, now)
+        s.commit(assignment, n)
+        if s.assignment(assignment).position == s.end_of(assignment):
+            assert s.finished(assignment, now)
     elif what == "fail":
-        snap = s.job(job)
-        s.failed(job, "test")
+        snap = s.assignment(assignment)
+        s.failed(assignment, "test")
         taken.remove(snap.position, snap.claimed)
     else:
-        s.heard(job, now)
+        s.heard(assignment, now)
