@@ -30,7 +30,8 @@ def state_dir(tmp_path_factory):
 def no_multicast_on_this_machine():
     """No test multicasts on the machine's real interfaces: mDNS (swift.mdns) is off in
     every process the tests start, unless a test in its own network namespaces turns
-    it on for its children (``SWIFT_NO_ZEROCONF=""``, tests/netns/test_zeroconf.py)."""
+    it on for its children there (``SWIFT_NO_ZEROCONF=""``, the namespace tier's
+    test_zeroconf.py)."""
     before = os.environ.get("SWIFT_NO_ZEROCONF")
     os.environ["SWIFT_NO_ZEROCONF"] = "1"
     yield
