@@ -32,20 +32,21 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from . import http, planning, storage
 from .engine import target, verify
 from .engine.board import Board
 from .engine.local_worker import run_local
 from .engine.options import LOCAL, MAX_PEER_WORKERS, SMALL_FILE, Options
-from .engine.peer_worker import PeerWorker
 from .engine.record_keeper import RecordKeeper
 from .engine.report import ChecksumMismatch, DownloadError, Report, cancelled
 from .engine.single_stream import SingleStream
 from .errors import ErrorCode, OriginError, SwiftError
-from .membership import Peer
 from .units import human_bytes
+
+if TYPE_CHECKING:  # the peer machinery loads only when there are peers (start-up)
+    from .membership import Peer
 
 __all__ = ["Download", "DownloadError", "ChecksumMismatch", "Options", "Report"]
 
@@ -187,7 +188,7 @@ class Download:
                     return self._single(probe, final, quiet=True)
             return self._single(probe, final)
         except ChecksumMismatch:
-            _forget_all(control)
+            _keep_rejected(control, probe.size or 0, self.opts.checksum)
             raise
 
     def _probe(self) -> http.ProbeResult:
@@ -239,6 +240,21 @@ class Download:
     def _parallel(self, probe: http.ProbeResult, final: Path,
                   control: storage.ResumeFile) -> Report:
         done = target.resume_point(control, probe, final, self.opts, self._notice)
+        try:
+            return self._ranges(probe, final, control, done)
+        except ChecksumMismatch:
+            if not done.total:
+                raise
+            # kept bytes took part: a whole-file digest cannot say which are wrong (verify.py)
+            self._notice(f"the file does not match the checksum with the kept data: fetching "
+                         f"all of it anew (without piece hashes a whole-file checksum cannot "
+                         f"tell which bytes are wrong)")
+            control.save(planning.RangeSet())
+            return self._ranges(probe, final, control, planning.RangeSet())
+
+    def _ranges(self, probe: http.ProbeResult, final: Path, control: storage.ResumeFile,
+                done: planning.RangeSet) -> Report:
+        """Fetch what ``done`` lacks into ``NAME.part``, check it, rename it."""
         part_file = storage.part_path(final)
         storage.check_free_space(final.parent, (probe.size or 0) - _allocated(part_file), part_file)
         self._keep_secrets(probe)
@@ -270,7 +286,8 @@ class Download:
                                    min_split=max(size, 1) if small else self.opts.min_split,
                                    done=done, max_failures=self.opts.max_failures,
                                    race_after=self.opts.race_after)
-        self._board = Board(sched, part, notice=self._notice, throttle=self.opts.throttle)
+        self._board = Board(sched, part, notice=self._notice, throttle=self.opts.throttle,
+                            names={p.key: p.name for p in self.peers if p.name})
         if self._stop.is_set():  # cancelled while probing
             self._board.fail_all(cancelled())
         return self._board
@@ -294,6 +311,8 @@ class Download:
         remote = self._remote
         bodies = [(f"local-{i}", lambda: run_local(board, probe, remote, self.opts))
                   for i in range(local)]
+        if self.peers:
+            from .engine.peer_worker import PeerWorker
         for peer in self.peers:
             for i in range(self._slots(peer)):
                 worker = PeerWorker(board, probe, remote, peer, self.opts)
@@ -370,11 +389,12 @@ def _unique(peers: list[Peer]) -> list[Peer]:
     return list(seen.values())
 
 
-def _forget_all(control: storage.ControlFile) -> None:
-    """A checksum mismatch: every byte is "done" but something is wrong. Keep the data,
-    record nothing as done, so the same command fetches it anew (the record is one
-    line, whatever the file's size; the null control file of a plain stream saves nothing)."""
+def _keep_rejected(control: storage.ControlFile, size: int, checksum: str | None) -> None:
+    """A checksum mismatch: every byte is there but fails ``checksum``. Keep the data and
+    record it as complete and rejected by that sum (one short line, whatever the file's
+    size), so the next run checks it against another sum before fetching anything
+    (``target.resume_point``); the null control file of a plain stream saves nothing."""
     try:
-        control.save(planning.RangeSet())
+        control.save(planning.RangeSet([(0, size)]) if size else planning.RangeSet(), checksum)
     except storage.StorageError as exc:
         log.warning("%s", exc)

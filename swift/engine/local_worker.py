@@ -5,7 +5,7 @@ from __future__ import annotations
 from .. import http
 from ..errors import ErrorCode, FileChanged, StorageError, SwiftError
 from .board import Board
-from .options import LOCAL, Options
+from .options import LOCAL, LOCAL_CHUNK, Options
 from .report import DownloadError
 
 
@@ -17,11 +17,12 @@ def run_local(board: Board, probe: http.ProbeResult, remote: http.RemoteFile, op
     current URL, cookies and range rules, shared by every local worker).
     """
     session = remote.session(source_address=opts.source_address)
+    chunk = LOCAL_CHUNK if opts.throttle is None else http.CHUNK_SIZE  # --limit-rate: smooth
     try:
         while (piece := board.next_piece(source)) is not None:
             fetch = http.RangeFetch(session, remote.final_url, probe.size or 0, probe.validator,
                                     policy=opts.retry, stop=board.stop, encoding=probe.encoding,
-                                    remote=remote, timeout=opts.timeout)
+                                    remote=remote, timeout=opts.timeout, chunk_size=chunk)
             if not _fetch_one(board, fetch, piece.assignment_id, piece.start, source):
                 return
     finally:
