@@ -37,11 +37,11 @@ from typing import TYPE_CHECKING, Callable
 from . import http, planning, storage
 from .engine import target, verify
 from .engine.board import Board
-from .engine.local_worker import run_local
 from .engine.options import LOCAL, MAX_PEER_WORKERS, SMALL_FILE, Options
 from .engine.record_keeper import RecordKeeper
 from .engine.report import ChecksumMismatch, DownloadError, Report, cancelled
 from .engine.single_stream import SingleStream
+from .engine.sources.local import LocalSource
 from .errors import ErrorCode, OriginError, SwiftError
 from .units import human_bytes
 
@@ -96,7 +96,7 @@ class Download:
         """
         self._stop.set()
         if self._board is not None:
-            self._board.fail_all(cancelled("the partial download is kept for resume"))
+            self._board.fail_all(cancelled(kept="the partial download is kept for resume"))
         if self._stream is not None:
             self._stream.abort()
 
@@ -309,14 +309,14 @@ class Download:
     def _start_workers(self, board: Board, probe: http.ProbeResult) -> list[threading.Thread]:
         local = 1 if (probe.size or 0) <= SMALL_FILE else self.opts.local_slots
         remote = self._remote
-        bodies = [(f"local-{i}", lambda: run_local(board, probe, remote, self.opts))
+        bodies = [(f"local-{i}", lambda: LocalSource(board, probe, remote, self.opts).run())
                   for i in range(local)]
         if self.peers:
-            from .engine.peer_worker import PeerWorker
+            from .engine.sources.peer import PeerSource
         for peer in self.peers:
             for i in range(self._slots(peer)):
-                worker = PeerWorker(board, probe, remote, peer, self.opts)
-                bodies.append((f"peer-{peer.key}-{i}", worker.run))
+                source = PeerSource(board, probe, remote, peer, self.opts)
+                bodies.append((f"peer-{peer.key}-{i}", source.run))
         threads = [threading.Thread(target=_guarded, args=(board, body), name=name, daemon=True)
                    for name, body in bodies]
         board.workers_started(len(threads))
@@ -351,8 +351,8 @@ class Download:
     def _check_size(self, part_file: Path, size: int) -> None:
         actual = os.path.getsize(part_file)
         if actual != size:
-            raise DownloadError(f"{part_file} has {actual} bytes, expected {size}; kept for resume",
-                                ErrorCode.SHORT_BODY)
+            raise DownloadError(f"{part_file} has {actual} bytes, expected {size}",
+                                ErrorCode.SHORT_BODY, kept="kept for resume")
 
     def _report(self, board: Board, resumed: int) -> Report:
         return Report(url=self.url, path=str(self.path), size=board.size,

@@ -27,6 +27,7 @@ from typing import Callable
 
 from . import protocol, wire
 from .addresses import format_hostport
+from .errors import DiscoveryError
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,6 @@ REDISCOVER_AFTER = 2
 #: looking make 3 small packets a second) and up to ``mdns.BROWSE_WAIT`` of the
 #: heartbeat thread's time.
 REDISCOVER_EVERY = 10.0
-
-
-class DiscoveryError(Exception):
-    """Discovery could not be reached or refused the request."""
 
 
 @dataclass(frozen=True)

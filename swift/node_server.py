@@ -37,6 +37,7 @@ import requests
 
 from . import errors, fetchjob, http, protocol, server, wire
 from .errors import ErrorCode
+from .protocol import FetchCode
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,10 @@ SAME_FILES = 32
 #: URL it refuses); "denied" where the origin refuses this node (401/403/404/410,
 #: an untrusted certificate), so the requester can tell a URL that only it may
 #: fetch; "origin" for everything else.
-_ERROR_CODES = {ErrorCode.ADDRESS_BLOCKED: "refused", ErrorCode.UNSUPPORTED_SCHEME: "refused",
-                ErrorCode.BAD_URL: "refused", ErrorCode.ACCESS_DENIED: "denied",
-                ErrorCode.TLS_UNTRUSTED: "denied"}
+_ERROR_CODES = {ErrorCode.ADDRESS_BLOCKED: FetchCode.REFUSED,
+                ErrorCode.UNSUPPORTED_SCHEME: FetchCode.REFUSED,
+                ErrorCode.BAD_URL: FetchCode.REFUSED, ErrorCode.ACCESS_DENIED: FetchCode.DENIED,
+                ErrorCode.TLS_UNTRUSTED: FetchCode.DENIED}
 
 
 class RequesterGone(Exception):
@@ -75,7 +77,8 @@ class JobService:
                  session_factory: Callable[[], requests.Session],
                  policy: http.Retry = http.Retry(),
                  keepalive: float = KEEPALIVE_INTERVAL, slot_wait: float = SLOT_WAIT,
-                 timeout: tuple[float, float] = http.DEFAULT_TIMEOUT):
+                 timeout: tuple[float, float] = http.DEFAULT_TIMEOUT,
+                 throttle: Callable[[int], None] | None = None):
         self.name = name
         self.slots = slots
         self.session_factory = session_factory
@@ -85,7 +88,7 @@ class JobService:
         self.timeout = timeout
         #: Called with each block's size before it goes to the requester; may wait
         #: (the owner's ``--limit-rate`` for all jobs together). None: no limit.
-        self.throttle: Callable[[int], None] | None = None
+        self.throttle = throttle
         self._slots = threading.BoundedSemaphore(slots)
         self._lock = threading.Lock()
         self.busy = 0
@@ -144,7 +147,7 @@ class JobService:
         try:
             url = http.normalize_url(fetch.url)
         except errors.SwiftError as exc:
-            conn.send(protocol.Error("refused", str(exc)))
+            conn.send(protocol.Error(FetchCode.REFUSED, str(exc)))
             return True
         job = fetchjob.NodeJob(fetch, time.monotonic(), pong=self._pong,
                                keepalive_interval=self.keepalive)
@@ -162,7 +165,7 @@ class JobService:
             got_slot = self._acquire_slot(conn, job, ticking, stopping)
             if not got_slot:
                 if not ticking.gone.is_set():
-                    conn.send(protocol.Error("busy", "all slots of this node are busy"))
+                    conn.send(protocol.Error(FetchCode.BUSY, "all slots of this node are busy"))
                 return not ticking.gone.is_set()
 
             def deliver(block: bytes) -> bool:
@@ -177,10 +180,12 @@ class JobService:
             try:
                 fetch_range.run(fetch.start, lambda: job.end, deliver)
             except errors.FileChanged as exc:
-                conn.send(protocol.Error("changed", str(exc)))
+                conn.send(protocol.Error(FetchCode.CHANGED, str(exc)))
                 return True
+            except errors.LinkError:
+                raise  # the requester's link, not the origin's: handled below
             except errors.SwiftError as exc:
-                code = _ERROR_CODES.get(exc.code, "origin")
+                code = _ERROR_CODES.get(exc.code, FetchCode.ORIGIN)
                 log.info("job %d (%s bytes %d-%d) failed: %s", fetch.job_id, url,
                          fetch.start, fetch.end - 1, exc)
                 conn.send(protocol.Error(code, str(exc)))
@@ -259,11 +264,15 @@ class _Ticking:
 
 def make_server(host: str, port: int, *, name: str, secret: bytes | None, slots: int,
                 session_factory: Callable[[], requests.Session], idle_timeout: float = 60.0,
-                max_connections: int | None = None,
-                state_dir: Path | None = None) -> server.FramedServer:
+                max_connections: int | None = None, state_dir: Path | None = None,
+                timeout: tuple[float, float] = http.DEFAULT_TIMEOUT,
+                throttle: Callable[[int], None] | None = None) -> server.FramedServer:
     """The node's job server; with a ``secret`` it serves TLS only, with the node's own
-    key from ``state_dir`` (default: ``identity.state_dir()``), made at first start."""
-    service = JobService(name=name, slots=slots, session_factory=session_factory)
+    key from ``state_dir`` (default: ``identity.state_dir()``), made at first start.
+    ``timeout`` and ``throttle`` are the :class:`JobService`'s, given here once (what a
+    service needs is passed to its constructor, never set on it afterwards)."""
+    service = JobService(name=name, slots=slots, session_factory=session_factory,
+                         timeout=timeout, throttle=throttle)
     tls = wire.ServerTLS.load("node", state_dir) if secret else None
     srv = server.FramedServer(
         (host, port), name=name, secret=secret, tls=tls, idle_timeout=idle_timeout,

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Iterator
 
 from . import errors
+from .content import ContentIdentity, Provenance
 from .names import free_path
 from .planning import RangeSet
 from .units import human_bytes
@@ -90,17 +91,8 @@ _UNSUPPORTED = tuple(e for e in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, 
                                  errno.ENOTTY) if e is not None)
 
 
-class StorageError(errors.StorageError):
-    """A disk problem, in words that name the path and the cause (code ``STORAGE``).
-
-    ``path`` is the file or directory concerned, ``errno`` the operating
-    system's error number when there was one.
-    """
-
-    def __init__(self, message: str, *, path: Path | None = None, errno: int | None = None):
-        super().__init__(message)
-        self.path = path
-        self.errno = errno
+#: The one disk error (``errors.StorageError``), named here where it is raised.
+StorageError = errors.StorageError
 
 
 def _error(exc: OSError, doing: str, path: Path, *, kept: bool) -> StorageError:
@@ -649,13 +641,34 @@ class ResumeRecord:
 
 @dataclass(frozen=True)
 class FileIdentity:
-    """Which file a record is about: what must match for a resume."""
+    """Which file a record is about: what must match for a resume.
+
+    Two things at once, each with its own value: the content
+    (:class:`swift.content.ContentIdentity`, :attr:`content`) and where it
+    was fetched from (:class:`swift.content.Provenance`, :attr:`provenance`).
+    A resume needs both to match; sharing needs only the content. The
+    record stores the fields below (not ``encoding``), as it always has.
+    """
 
     url: str
     final_url: str
     size: int
     etag: str | None
     last_modified: str | None
+    encoding: str = ""  # the content coding of the stored bytes ("" for identity)
+
+    @classmethod
+    def of(cls, content: ContentIdentity, provenance: Provenance) -> "FileIdentity":
+        return cls(provenance.url, provenance.final_url, content.size, content.etag,
+                   content.last_modified, content.coding)
+
+    @property
+    def content(self) -> ContentIdentity:
+        return ContentIdentity(self.size, self.encoding, self.etag, self.last_modified)
+
+    @property
+    def provenance(self) -> Provenance:
+        return Provenance(self.url, self.final_url)
 
 
 #: The extended attribute a finished file carries: which download made it, so

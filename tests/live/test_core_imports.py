@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: The pure core. A listed module whose file does not exist yet is skipped.
 CORE = ["protocol", "handshake", "fetchjob", "auth", "planning", "names", "units", "addresses",
-        "errors", "dnssd"]
+        "errors", "dnssd", "content"]
 BLOCKED = ["socket", "threading", "time", "select", "ssl", "requests"]
 
 PROBE = textwrap.dedent("""
@@ -94,7 +94,7 @@ def test_a_get_without_peers_loads_none_of_the_peer_machinery():
         from swift import cli, download, nodeapp
         peer_side = sorted(m for m in ("swift.protocol", "swift.wire", "swift.membership",
                                        "swift.fetchjob", "swift.handshake", "swift.node_server",
-                                       "swift.server", "swift.engine.peer_worker")
+                                       "swift.server", "swift.engine.sources.peer")
                            if m in sys.modules)
         print(peer_side)
         sys.exit(1 if peer_side else 0)

@@ -15,7 +15,7 @@ import pytest
 from swift import http, protocol, storage, wire
 from swift.engine.board import Board
 from swift.engine.options import Options
-from swift.engine.peer_worker import PeerWorker
+from swift.engine.sources import PeerSource
 from swift.membership import Peer
 from swift.planning import Scheduler
 
@@ -73,7 +73,7 @@ def run(tmp_path, script, *, max_failures=1) -> tuple[Board, list[ScriptedPeer]]
         conns.append(ScriptedPeer(script))
         return conns[-1]
 
-    PeerWorker(board, probe, remote, PEER, Options(peer_timeout=0.01), connect=connect).run()
+    PeerSource(board, probe, remote, PEER, Options(peer_timeout=0.01), connect=connect).run()
     part.close()
     return board, conns
 
@@ -122,9 +122,24 @@ def test_credentials_go_to_a_peer_only_over_a_private_connection(tmp_path, priva
         tmp_path / "f.part", SIZE))
     conn = ScriptedPeer(honest)
     conn.private = private
-    PeerWorker(board, probe, remote, PEER, Options(), connect=lambda *a, **k: conn).run()
+    PeerSource(board, probe, remote, PEER, Options(), connect=lambda *a, **k: conn).run()
     fetch = next(m for m in conn.sent if isinstance(m, protocol.Fetch))
     assert "pw" not in fetch.url and fetch.url == "http://127.0.0.1/f"
     authorization = [v for n, v in fetch.headers if n.lower() == "authorization"]
     assert bool(authorization) == private
     assert board.complete()
+
+
+@pytest.mark.parametrize("only_here", [True, False])
+def test_an_origin_that_denies_only_the_helper_leaves_it_out_and_one_denying_all_fails_the_piece(
+        tmp_path, monkeypatch, only_here):
+    monkeypatch.setattr(http.RemoteFile, "refused_only_for_peer", lambda self, *a, **k: only_here)
+    denied = [protocol.Error(protocol.FetchCode.DENIED, "403 from the origin")]
+    board, conns = run(tmp_path, lambda f: denied, max_failures=3)
+    assert board.done_total() == 0 and "denied: 403 from the origin" in board.last_failure
+    if only_here:  # left out at the first refusal, with the reason in the summary
+        assert board.left_out == {PEER.key: "the origin refuses it what it gives this machine "
+                                            "(denied: 403 from the origin)"}
+        assert len(conns) == 1
+    else:  # an expired URL: an ordinary failure, until max_failures leaves it out
+        assert board.left_out == {PEER.key: "denied: 403 from the origin, on 3 of its ranges"}

@@ -1,0 +1,34 @@
+"""Sources: where a download's bytes come from, each kind behind one interface.
+
+A *source* of a range is anything that can deliver bytes of this content::
+
+                 Source  (base.py: what it holds; run a piece against the board;
+                   |      one mapping of outcomes to board calls)
+         +---------+----------+
+         |                    |
+    LocalSource           PeerSource
+    (local.py: the        (peer.py: the origin over a helper's link,
+    origin over this      a fetch job per piece on one connection)
+    machine's link)
+
+Both hold the whole file today; a LAN copy, the next kind, holds what its
+member has written (``Source.holding``), and the scheduler assigns it only
+that (:meth:`swift.planning.Scheduler.hold`). One worker thread runs one
+source slot: ``Source.run`` takes pieces from the board until none is left
+for it. docs/sources.md has the design and the step that follows.
+"""
+
+from .base import Changed, Done, Failed, Fatal, Lost, Outcome, Refused, Source, Stopped
+from .local import LocalSource, run_local
+
+__all__ = ["Changed", "Done", "Failed", "Fatal", "LocalSource", "Lost", "Outcome", "PeerSource",
+           "Refused", "Source", "Stopped", "run_local"]
+
+
+def __getattr__(name: str):
+    """``PeerSource`` loads on first use: the peer machinery (wire, TLS, the fetch job)
+    stays unloaded for a download with no helpers (start-up time)."""
+    if name == "PeerSource":
+        from .peer import PeerSource
+        return PeerSource
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
