@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # a get loads this module for its summary: the server side lo
 log = logging.getLogger(__name__)
 
 #: Seconds a whole stop (cancel downloads, unregister, close) may take: a
-#: SIGTERM must end the process within two seconds (issue 9), and the engine
+#: SIGTERM must end the process within two seconds, and the engine
 #: notices a cancel within about one.
 STOP_DEADLINE = 1.5
 # -- the summary line --------------------------------------------------------------------
@@ -119,6 +119,8 @@ class NodeConfig:
     timeout: tuple[float, float] = DEFAULT_TIMEOUT
     heartbeat: float = 3.0
     download_options: dict = field(default_factory=dict)
+    #: where discovery is now, asked when it stops answering (swift.mdns.Rediscovery); None: never
+    rediscover: Callable[[], tuple[str, int] | None] | None = None
     #: offer what this node holds to other members as LAN copies (``--no-share``: False)
     share: bool = True
 
@@ -441,7 +443,9 @@ class NodeApp:
         self._membership = Membership(
             DiscoveryClient(*config.discovery, name=self.name, secret=config.secret),
             host=host, port=self.port, name=self.name, slots=config.slots,
-            interval=config.heartbeat)
+            interval=config.heartbeat, rediscover=config.rediscover,
+            # a node whose address faced its old discovery faces the new one (rediscover)
+            locate=None if config.advertise else (lambda toward: advertised_host(config.host, toward)))
         self._entries: list[DownloadEntry] = []
         self._listeners: list[Callable[[DownloadEntry, str, str], None]] = []
         self._lock = threading.Lock()
