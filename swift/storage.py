@@ -423,6 +423,24 @@ class PartFile:
         finally:
             self._leave()
 
+    def pread(self, offset: int, n: int) -> bytes:
+        """Read back ``n`` bytes at ``offset`` (a piece to check against its hash); StorageError on failure."""
+        fd = self._enter()
+        try:
+            parts = []
+            while n > 0:
+                chunk = os.pread(fd, n, offset)
+                if not chunk:
+                    break  # past the end: the caller's check sees a short piece
+                parts.append(chunk)
+                offset += len(chunk)
+                n -= len(chunk)
+            return b"".join(parts)
+        except OSError as exc:
+            raise _error(exc, "reading", self.path, kept=self.resumable) from None
+        finally:
+            self._leave()
+
     def sync(self) -> None:
         """Flush the written data to the disk (before a resume record claims it)."""
         fd = self._enter()

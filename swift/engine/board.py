@@ -11,6 +11,10 @@ Rules:
   *carrier*) after the lock is released.
 - Time is read here (``clock``) and passed to the scheduler as ``now``.
 - The first fatal error wins (:meth:`fail_all`); it stops every worker.
+- With piece hashes (:class:`~swift.engine.piece_check.PieceCheck`), the
+  worker whose write completes a piece reads it back and checks it (outside
+  the lock) before the download may end; a bad piece leaves ``done`` and is
+  fetched again, and ``on_bad_piece(index, servers)`` names who served it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from ..errors import ErrorCode
 from ..planning import Piece, Scheduler
 from ..storage import PartFile
 from .options import LOCAL
+from .piece_check import PieceCheck
 from .report import DownloadError
 
 log = logging.getLogger(__name__)
@@ -40,8 +45,12 @@ class Board:
     def __init__(self, sched: Scheduler, part: PartFile, *,
                  clock: Callable[[], float] = time.monotonic,
                  notice: Callable[[str], None] = lambda text: None,
-                 throttle: Callable[[int], None] | None = None):
+                 throttle: Callable[[int], None] | None = None,
+                 pieces: PieceCheck | None = None,
+                 on_bad_piece: Callable[[int, set[str]], None] | None = None):
         self.cond = threading.Condition()
+        self.pieces = pieces
+        self._on_bad_piece = on_bad_piece or (lambda index, servers: None)
         self.stop = threading.Event()
         self._sched = sched
         self._part = part
@@ -84,11 +93,18 @@ class Board:
 
     def complete(self) -> bool:
         with self.cond:
-            return self._sched.complete
+            return self._ended_well()
+
+    def suspects(self, start: int, end: int) -> set[str]:
+        """Who served pieces of ``[start, end)`` that failed their hash (to avoid when refetching)."""
+        if self.pieces is None:
+            return set()
+        with self.cond:
+            return self.pieces.suspects(start, end)
 
     def has_no_work_for(self, source: str) -> bool:
         with self.cond:
-            return self._sched.complete or self._sched.excluded(source)
+            return self._ended_well() or self._sched.excluded(source)
 
     def end_of(self, assignment_id: int) -> int:
         """The assignment's current end; 0 once it is no longer running."""
@@ -100,7 +116,7 @@ class Board:
         """Wait for a piece for ``source``; None when there is none to come (or on stop)."""
         with self.cond:
             while True:
-                if self.stop.is_set() or self._sched.complete or self._sched.excluded(source):
+                if self.stop.is_set() or self._ended_well() or self._sched.excluded(source):
                     return None
                 piece = self._sched.assign(source, self._clock())
                 if piece is not None:
@@ -139,8 +155,11 @@ class Board:
             self._carriers[assignment_id] = carrier
             return self._sched.end_of(assignment_id)
 
-    def write(self, assignment_id: int, source: str, block) -> bool:
-        """Write a received block at its offset; False once the assignment is no longer ours."""
+    def write(self, assignment_id: int, source: str, block, *, via: str | None = None) -> bool:
+        """Write a received block at its offset; False once the assignment is no longer ours.
+
+        ``via`` names who served the bytes for piece checks (a mirror's URL; default ``source``).
+        """
         if self._throttle is not None:
             self._throttle(len(block))  # outside the lock: only this worker waits
         with self.cond:
@@ -154,10 +173,46 @@ class Board:
         self._tell(losers)
         if n:
             self._part.pwrite(offset, memoryview(block)[:n])
+        ready: list[int] = []
         with self.cond:
             self._sched.commit(assignment_id, n)
             self._bytes_by_source[source] = self._bytes_by_source.get(source, 0) + n
+            if self.pieces is not None and n and self._sched.is_assigned(assignment_id):
+                self.pieces.served(offset, n, via or source)
+                ready = self.pieces.completed(self._sched.done, offset, n)
+        if ready:
+            self.check_pieces(ready)
         return True
+
+    def check_resumed(self) -> None:
+        """Check every whole piece a resumed download already holds (before any worker starts)."""
+        if self.pieces is None:
+            return
+        with self.cond:
+            ready = self.pieces.resumed(self._sched.done)
+        self.check_pieces(ready)
+
+    def check_pieces(self, indexes: list[int]) -> None:
+        """Read back and hash pieces marked as being checked; a bad one is fetched again."""
+        assert self.pieces is not None
+        for index in indexes:
+            start, end = self.pieces.hashes.span(index)
+            try:
+                good = self.pieces.hashes.check(index, self._part.pread(start, end - start))
+            except BaseException:
+                with self.cond:
+                    self.pieces.verdict(index, False)
+                    self._sched.redo(start, end)
+                    self.cond.notify_all()
+                raise
+            with self.cond:
+                servers = self.pieces.verdict(index, good)
+                if not good:
+                    self._sched.redo(start, end)
+                    self.dropped += end - start
+                self.cond.notify_all()
+            if not good:
+                self._on_bad_piece(index, servers)
 
     def finished(self, assignment_id: int) -> bool:
         """The worker says the assignment is complete; False if it is not (it was failed "short")."""
@@ -236,8 +291,12 @@ class Board:
                 self.cond.wait(timeout)
             return self._ended()
 
+    def _ended_well(self) -> bool:
+        """Every byte written and, with piece hashes, no piece still being checked."""
+        return self._sched.complete and not (self.pieces is not None and self.pieces.pending)
+
     def _ended(self) -> bool:
-        if self._sched.complete or self.error is not None:
+        if self._ended_well() or self.error is not None:
             return True
         if self.live_workers == 0:
             self.error = DownloadError(f"every source failed ({self.last_failure or 'no worker left'}); "

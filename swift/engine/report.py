@@ -50,6 +50,10 @@ class Report:
     notices: list[str] = field(default_factory=list)
     #: helpers left out of this download, and why (``host:port`` → reason)
     left_out: dict[str, str] = field(default_factory=dict)
+    #: the mirrors of the file: url, used, bytes, rate (bytes/s per connection), left_out, bad_pieces
+    mirrors: list[dict] = field(default_factory=list)
+    #: pieces that failed their hash and were fetched again
+    bad_pieces: int = 0
 
     @property
     def rate(self) -> float:
