@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import http, planning, storage
+from . import http, metalink, planning, storage
 from .engine import target, verify
 from .engine.board import Board
 from .engine.local_worker import run_local
@@ -52,14 +52,14 @@ from .engine.options import LOCAL, MAX_MIRROR_WORKERS, MAX_PEER_WORKERS, SMALL_F
 from .engine.piece_check import PieceCheck
 from .engine.peer_worker import PeerWorker
 from .engine.record_keeper import RecordKeeper
-from .engine.report import ChecksumMismatch, DownloadError, Report, cancelled
+from .engine.report import ChecksumMismatch, DownloadError, MetalinkAnswer, Report, cancelled
 from .engine.single_stream import SingleStream
 from .errors import ErrorCode, OriginError, SwiftError
 from .membership import Peer
 from .mirrors import MirrorBook
 from .units import human_bytes
 
-__all__ = ["Download", "DownloadError", "ChecksumMismatch", "Options", "Report"]
+__all__ = ["Download", "DownloadError", "ChecksumMismatch", "MetalinkAnswer", "Options", "Report"]
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,9 @@ class Download:
         self._remote = http.RemoteFile(self.url, profile=self.opts.profile)
         probe = self._probe_first()
         self._answer = probe.answer  # closed by run() unless the plain stream took it
+        if self.opts.follow_metalink and probe.content_type in (metalink.MEDIA_TYPE,
+                                                                 "application/metalink+xml"):
+            raise MetalinkAnswer(probe.final_url)
         named_by = probe  # the first URL names the file, whichever URL serves it
         probe = self._with_mirrors(probe)
         if self._peer_source is not None:

@@ -113,8 +113,14 @@ def summary(report: download.Report, names: dict[str, str] | None = None,
     verified = f"; {checksum.partition(':')[0].strip().lower()} checksum verified" if checksum else ""
     left = "".join(f"; left out: {names.get(src) or src} ({why})"
                    for src, why in sorted(getattr(report, "left_out", {}).items()))
+    mirrors = [m for m in getattr(report, "mirrors", []) if m.get("bytes")]
+    by_mirror = ("; by mirror: " + ", ".join(f"{m['url']} {human_bytes(m['bytes'])}" for m in mirrors)
+                 if mirrors else "")
+    bad = getattr(report, "bad_pieces", 0)
+    refetched = f"; {bad} bad piece(s) fetched again" if bad else ""
     return (f"done: {report.path}  {human_bytes(report.size)} in {report.seconds:.1f} s "
-            f"({human_rate(report.rate)}){resumed}; by machine: {by or 'none'}{verified}{left}")
+            f"({human_rate(report.rate)}){resumed}; by machine: {by or 'none'}{by_mirror}"
+            f"{refetched}{verified}{left}")
 
 
 def peer_names(peers: list[Peer]) -> dict[str, str]:

@@ -33,6 +33,7 @@ import threading
 import time
 
 from .getargs import add_get_arguments, with_scheme
+from .getitems import GetItem, items_of, place_of, read_metalink_file
 from .nodeapp import (CANCELLED, ENDED, NOTICE, PAUSED, RESUMED, STARTED, STOP_DEADLINE,
                       AlreadyDownloading, DownloadEntry, NodeApp)
 from .errors import SwiftError
@@ -75,6 +76,17 @@ def get_parser() -> argparse.ArgumentParser:
     parser = _LineParser(prog="get", add_help=False)
     add_get_arguments(parser, at_prompt=True)
     return parser
+
+
+def _items(args: argparse.Namespace) -> list[GetItem]:
+    """The files of one prompt ``get``: ``URL [--mirror URL2 ...]``, or ``-M FILE`` (every file)."""
+    if args.metalink_file is not None:
+        if args.url or args.mirror or args.output:
+            raise ValueError("-M takes its URLs and names from the file: give no URL, --mirror or -o")
+        return items_of(read_metalink_file(args.metalink_file.expanduser()))
+    if not args.url:
+        raise ValueError("give a URL (or -M FILE)")
+    return [GetItem(with_scheme(args.url), tuple((m, i + 1) for i, m in enumerate(args.mirror)))]
 
 
 def _looks_like_url(word: str) -> bool:
@@ -186,7 +198,11 @@ class Prompt(cmd.Cmd):
         except ValueError as exc:
             self.say(f"error: {exc}; {USAGE}")
             return
-        url = with_scheme(args.url)
+        try:
+            items = _items(args)  # one URL (with its --mirror URLs), or every file of -M FILE
+        except (ValueError, SwiftError) as exc:
+            self.say(f"error: {exc}; {USAGE}")
+            return
         # relative to the node's download directory, not to wherever it was started
         output = self.app.directory / args.output.expanduser() if args.output else None
         try:
@@ -196,12 +212,18 @@ class Prompt(cmd.Cmd):
             return
         if profile.insecure:
             self.say(INSECURE_WARNING)
-        try:
-            self.app.start_download(url, output, no_peers=args.no_peers, on_event=self._event,
-                                    checksum=args.checksum, force=args.force, restart=args.restart,
-                                    before_start=self._same_url_note, profile=profile)
-        except AlreadyDownloading as exc:
-            self.say(f"{redact_url(url, strict=False)}: {exc}")
+        for item in items:
+            try:
+                place = {} if item.name is None else {"directory": place_of(item, self.app.directory)}
+                self.app.start_download(item.url, output, no_peers=args.no_peers, on_event=self._event,
+                                        checksum=args.checksum or item.checksum, force=args.force,
+                                        restart=args.restart, before_start=self._same_url_note,
+                                        profile=profile, header_mirrors=not args.no_mirrors,
+                                        per_mirror=args.per_mirror, **item.options(), **place)
+            except AlreadyDownloading as exc:
+                self.say(f"{redact_url(item.url, strict=False)}: {exc}")
+            except SwiftError as exc:
+                self.say(f"error: {exc}")
 
     def _same_url_note(self, entry: DownloadEntry) -> None:
         earlier = [other.number for other in self.app.downloads()

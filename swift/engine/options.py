@@ -87,6 +87,9 @@ class Options:
     pieces: PieceHashes | None = None
     #: The name a Metalink gives the file (a safe base name), instead of the probed one.
     file_name: str | None = None
+    #: An answer labelled as a Metalink document ends the download with
+    #: :class:`~swift.engine.report.MetalinkAnswer` (nothing saved): aria2's ``--follow-metalink``.
+    follow_metalink: bool = False
 
     @property
     def overwrite(self) -> bool:

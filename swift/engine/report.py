@@ -30,6 +30,17 @@ class ChecksumMismatch(DownloadError):
     default_code = ErrorCode.CHECKSUM_MISMATCH
 
 
+class MetalinkAnswer(DownloadError):
+    """The URL answered with a Metalink document (``Options.follow_metalink``): nothing was
+    saved; the caller downloads the files it lists instead (``url``: the document's)."""
+
+    default_code = ErrorCode.BAD_METALINK
+
+    def __init__(self, url: str):
+        super().__init__("the URL is a Metalink document")
+        self.url = url
+
+
 def cancelled(detail: str = "") -> DownloadError:
     """The error a stop request ends a download with; ``detail`` says what is kept."""
     return DownloadError(f"cancelled{'; ' + detail if detail else ''}", ErrorCode.CANCELLED)

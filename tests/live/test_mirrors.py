@@ -166,3 +166,100 @@ def test_a_wrong_digest_header_fails_the_file_and_no_mirrors_ignores_it(tmp_path
             report, _ = _run(origin.url("/f"), _options(tmp_path / "b", header_mirrors=False))
     assert asked > 0 and report.mirrors == [] and len(mirror.statuses()) == asked
     assert hashlib.sha256(Path(report.path).read_bytes()).hexdigest() == SHA
+
+
+# -- node.py get: -M, --mirror, a URL that is a Metalink, hostile documents ----------------------
+
+def _meta4(files: list[tuple[str, list[str], bytes]], *, pieces: bool = True) -> bytes:
+    body = ""
+    for name, urls, data in files:
+        hashes = "".join(f"<hash>{hashlib.sha256(data[i:i + PIECE]).hexdigest()}</hash>"
+                         for i in range(0, len(data), PIECE))
+        body += (f'<file name="{name}"><size>{len(data)}</size>'
+                 f'<hash type="sha-256">{hashlib.sha256(data).hexdigest()}</hash>'
+                 + (f'<pieces length="{PIECE}" type="sha-256">{hashes}</pieces>' if pieces else "")
+                 + "".join(f'<url priority="{i + 1}">{u}</url>' for i, u in enumerate(urls))
+                 + "</file>")
+    return (f'<?xml version="1.0" encoding="UTF-8"?>'
+            f'<metalink xmlns="urn:ietf:params:xml:ns:metalink">{body}</metalink>').encode()
+
+
+def _get(cluster, *args: str, report: Path) -> tuple[int, str, dict | list]:
+    from swiftlab.cluster import program
+    import json
+    proc = cluster.start([*program("node"), "--discovery", "127.0.0.1:1", "--dir", str(cluster.workdir),
+                          "get", "--no-peers", "--report", str(report), *args], name="get")
+    code, output = proc.wait(60), proc.output()
+    assert "Traceback" not in output, output
+    return code, output, json.loads(report.read_text()) if report.exists() else {}
+
+
+def test_get_m_fetches_every_file_of_a_metalink_into_its_subdirectory(cluster, tmp_path):
+    other = os.urandom(MiB + 5)
+    with o.Origin({"/f": FILE, "/g": other}) as good, o.Origin({}) as gone:
+        doc = tmp_path / "set.meta4"
+        doc.write_bytes(_meta4([("f.bin", [gone.url("/f"), good.url("/f")], FILE),
+                                ("sub/g.bin", [good.url("/g"), gone.url("/g")], other)]))
+        code, output, report = _get(cluster, "-M", str(doc), report=tmp_path / "r.json")
+    assert code == 0, output
+    assert hashlib.sha256((cluster.workdir / "f.bin").read_bytes()).hexdigest() == SHA
+    assert (cluster.workdir / "sub" / "g.bin").read_bytes() == other
+    assert [r["ok"] for r in report] == [True, True] and report[0]["checksum"] == f"sha256:{SHA}"
+    assert "404" in report[0]["left_out"][gone.url("/f")]
+
+
+def test_get_with_mirror_options_uses_both_urls_and_names_the_file_after_the_first(cluster, tmp_path):
+    with o.Origin({"/first.bin": FILE}) as one, o.Origin({"/other.bin": FILE}) as two:
+        code, output, report = _get(cluster, one.url("/first.bin"), "--mirror", two.url("/other.bin"),
+                                    "--max-connection-per-server", "2", report=tmp_path / "r.json")
+    assert code == 0, output
+    assert hashlib.sha256((cluster.workdir / "first.bin").read_bytes()).hexdigest() == SHA
+    assert [m["url"] for m in report["mirrors"]] == [one.url("/first.bin"), two.url("/other.bin")]
+    assert "by mirror:" in output
+
+
+def test_a_url_answering_with_a_metalink_is_followed_by_name_and_by_media_type(cluster, tmp_path):
+    with o.Origin({"/f": FILE}) as files:
+        doc = _meta4([("f.bin", [files.url("/f")], FILE)], pieces=False)
+        labelled = o.File(doc)
+
+        def as_metalink(req: o.Request) -> bool:
+            req.extra["Content-Type"] = "application/metalink4+xml"
+            return False
+
+        with o.Origin({"/list.meta4": doc, "/list": labelled}, {"/list": [as_metalink]}) as docs:
+            code, output, _ = _get(cluster, docs.url("/list.meta4"), report=tmp_path / "a.json")
+            assert code == 0 and "is a Metalink document" in output, output
+            (cluster.workdir / "f.bin").unlink()
+            code, output, _ = _get(cluster, docs.url("/list"), report=tmp_path / "b.json")
+            assert code == 0 and "is a Metalink document" in output, output
+    assert hashlib.sha256((cluster.workdir / "f.bin").read_bytes()).hexdigest() == SHA
+    assert not (cluster.workdir / "list").exists() and not (cluster.workdir / "list.meta4").exists()
+
+
+HOSTILE = {
+    "entity expansion": ('<?xml version="1.0"?><!DOCTYPE m [<!ENTITY a "aaaaaaaaaa">'
+                         '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+                         '<metalink xmlns="urn:ietf:params:xml:ns:metalink"><file name="&b;">'
+                         '<url>http://127.0.0.1:1/x</url></file></metalink>').encode(),
+    "external entity": ('<?xml version="1.0"?><!DOCTYPE m [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+                        '<metalink xmlns="urn:ietf:params:xml:ns:metalink"><file name="&x;">'
+                        '<url>http://127.0.0.1:1/x</url></file></metalink>').encode(),
+    "100 MB document": b"<" * (100 << 20),
+    "file:// URLs": _meta4([("x.bin", ["file:///etc/passwd"], b"x")], pieces=False),
+    "../ names": _meta4([("../../escaped.bin", ["http://127.0.0.1:1/x"], b"x")], pieces=False),
+}
+REASONS = {"entity expansion": "DTD", "external entity": "DTD", "100 MB document": "larger than 4 MiB",
+           "file:// URLs": "no http or https URL", "../ names": "leaves its directory"}
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE))
+def test_a_hostile_metalink_is_one_error_line_and_nothing_is_written(cluster, tmp_path, kind):
+    doc = tmp_path / "evil.meta4"
+    doc.write_bytes(HOSTILE[kind])
+    before = set(tmp_path.parent.iterdir())
+    code, output, _ = _get(cluster, "-M", str(doc), report=tmp_path / "r.json")
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, output
+    assert "refusing the Metalink document" in lines[0] and REASONS[kind] in lines[0], lines
+    assert list(cluster.workdir.iterdir()) == [] and set(tmp_path.parent.iterdir()) == before
