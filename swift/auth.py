@@ -41,12 +41,10 @@ import secrets
 import stat
 from pathlib import Path
 
+from .errors import AuthError  # noqa: F401 - raised by the handshake, caught as auth.AuthError
+
 NONCE_BYTES = 32
 MAX_SECRET_FILE = 64 * 1024
-
-
-class AuthError(Exception):
-    """The other side is not a member (or not who it claims to be)."""
 
 
 class SecretError(Exception):

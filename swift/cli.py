@@ -23,6 +23,7 @@ Rules every command line here keeps:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -37,9 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
 
-from . import __version__, auth, names
+from . import __version__, auth
 from .addresses import format_hostport, parse_host, parse_hostport, parse_port
-from .checksums import file_digest, parse_checksum
 from .errors import SwiftError
 from .getargs import add_get_arguments, with_scheme
 from .http.profile import INSECURE_WARNING, profile_from_args
@@ -51,7 +51,7 @@ from .units import human_bytes, human_rate, parse_count, parse_rate, parse_secon
 if TYPE_CHECKING:  # the engine and the node app load only when a command needs them
     from . import download
     from .membership import Peer
-    from .nodeapp import RateLimit
+    from .engine.rate_limit import RateLimit
 
     #: the helpers of a ``get``, or what gives them once its probe is done
     PeerSource = list[Peer] | Callable[[threading.Event], list[Peer]]
@@ -659,9 +659,10 @@ def _get_one(url: str, args: argparse.Namespace, peers: "PeerSource", secret: by
     Metalink name. Raises _FollowMetalink for a URL that is a Metalink document.
     """
     from . import download
+    from .engine.rate_limit import RateLimit
     from .getitems import GetItem, place_of
     from .metalink import looks_like_metalink
-    from .nodeapp import RateLimit, peer_names, summary
+    from .nodeapp import peer_names, summary
     item = item or GetItem(url)
     follow = not args.no_follow_metalink and item.name is None and not item.mirrors
     if follow and looks_like_metalink(url, None):
@@ -725,7 +726,8 @@ def _get_to_stdout(url: str, args: argparse.Namespace, peers: "PeerSource", secr
                    notice: Callable[[str], None], retry: Retry, result: dict) -> dict:
     """``-o -``: download into a temporary directory while streaming it, in order, to stdout."""
     from . import download
-    from .nodeapp import RateLimit, peer_names, summary
+    from .engine.rate_limit import RateLimit
+    from .nodeapp import peer_names, summary
     quiet = args.quiet > 0
     workdir = Path(tempfile.mkdtemp(prefix=".swift-stdout-", dir=args.dir))
     try:
@@ -753,12 +755,11 @@ def _get_to_stdout(url: str, args: argparse.Namespace, peers: "PeerSource", secr
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if isinstance(outcome, str):
-        outcome = _nothing_kept(outcome)
         _error(outcome)
         return {**result, "error": outcome, "path": "-"}
     names = peer_names(dl.peers)
-    if not quiet:
-        print(summary(outcome, names, args.checksum).replace(f" {outcome.path} ", " (standard output) "),
+    if not quiet:  # the file went to standard output; its temporary path is gone
+        print(summary(dataclasses.replace(outcome, path="(standard output)"), names, args.checksum),
               file=sys.stderr, flush=True)
     return {**outcome.as_dict(), **result, "ok": True, "path": "-",
             "checksum_verified": bool(args.checksum),
@@ -776,46 +777,25 @@ def _quiet_stdout() -> None:
 
 
 def already_complete(url: str, args: argparse.Namespace, retry: Retry) -> Path | str | None:
-    """The file this ``get`` would write, if it is already there and complete; else None.
-
-    As ``wget -c`` does: asked only when a file of that name exists (the
-    ``-o`` path, or the name the URL gives, in the download directory); then
-    one probe of the server says its size and name. Complete means: no
-    partial download of it is under way (no ``NAME.part.swift``), the same
-    size as the server's, and the proof that it is this file: the checksum
-    if one is given, else the mark a finished swift download of this URL
-    left on it (``storage.ORIGIN_XATTR``) naming the validators the server
-    reports now. Size alone is no proof: another URL's ``data.bin``, or a
-    file the server replaced by one of the same size, would pass (then the
-    download runs and saves under a free name). A probe that fails returns
-    its error line (the download would fail the same way).
-    """
-    from . import http, storage
+    """:func:`swift.engine.target.already_complete` for this ``get``'s options; a
+    probe that fails gives its error line (the download would fail the same way)."""
+    from . import http
+    from .engine import target
     from .http.remote import RemoteFile
-    candidate = args.output if args.output is not None and not args.output.is_dir() else \
-        (args.output or args.dir) / names.safe_name(names.filename_from_url(url))
-    if not candidate.is_file():
-        return None
-    session = None
-    try:
+
+    def probe() -> http.ProbeResult:
         remote = RemoteFile(url, profile=profile_from_args(args))
         session = remote.session(source_address=args.source_address)
-        probe = http.probe(session, remote, retry=retry, timeout=request_timeout(args))
+        try:
+            return http.probe(session, remote, retry=retry, timeout=request_timeout(args))
+        finally:
+            session.close()
+
+    try:
+        return target.already_complete(url, output=args.output, directory=args.dir,
+                                       checksum=args.checksum, probe=probe)
     except SwiftError as exc:
         return str(exc)
-    finally:
-        if session is not None:
-            session.close()
-    path = candidate if args.output is not None and not args.output.is_dir() else \
-        candidate.with_name(names.choose_name(probe.url, probe.final_url, probe.content_disposition))
-    if (probe.size is None or not path.is_file() or path.stat().st_size != probe.size
-            or storage.record_path(path).exists()):
-        return None
-    if args.checksum:
-        algo, digest = parse_checksum(args.checksum)
-        return path if file_digest(path, algo) == digest else None
-    from .engine.target import identity  # what the download marked its file with
-    return path if storage.same_origin(path, identity(url, probe)) else None
 
 
 def request_timeout(args: argparse.Namespace) -> tuple[float, float]:
@@ -858,7 +838,7 @@ def _run_download(dl: download.Download, bar: "ProgressBar | None", *,
         except download.MetalinkAnswer as exc:  # the caller gets the document's files instead
             outcome.append(exc)
         except download.DownloadError as exc:
-            outcome.append(str(exc))
+            outcome.append(_error_line(exc, resumable))
         except Exception as exc:  # a bug: one line for the user, the trace in the log
             log.debug("download failed", exc_info=True)
             outcome.append(f"internal error: {exc!r}")
@@ -881,8 +861,7 @@ def _run_download(dl: download.Download, bar: "ProgressBar | None", *,
         if isinstance(exc, BrokenPipeError):
             pass  # the caller says that standard output went away: one line, not two
         elif outcome and isinstance(outcome[0], str):
-            # the engine's own word on what it left on disk
-            _error(outcome[0] if resumable else _nothing_kept(outcome[0]))
+            _error(outcome[0])  # the engine's own word on what it left on disk
         elif resumable and dl.path is not None and storage.record_path(dl.path).exists():
             print(f"stopped; the partial download is kept in {storage.part_path(dl.path)}: "
                   f"run the same command again to resume", file=sys.stderr, flush=True)
@@ -892,15 +871,13 @@ def _run_download(dl: download.Download, bar: "ProgressBar | None", *,
     return outcome[0] if outcome else "internal error: the download ended without a result"
 
 
-def _nothing_kept(message: str) -> str:
-    """An engine message with its words about kept data replaced: with ``-o -`` the
-    temporary copy is removed at the end, so nothing is kept and nothing resumes."""
-    for kept in ("; the partial download is kept for resume", "; kept for resume"):
-        if kept in message:
-            return message.replace(kept, "; nothing is kept (-o - does not resume)")
-    if "; the data is kept at " in message:
-        return message.split("; the data is kept at ", 1)[0] + "; nothing is kept (-o - does not resume)"
-    return message
+def _error_line(error: download.DownloadError, resumable: bool) -> str:
+    """The engine's line for a failed download. Not ``resumable`` (``-o -``: the
+    temporary copy is removed at the end), its clause on kept data
+    (``DownloadError.kept``) becomes "nothing is kept"."""
+    if resumable or not error.kept:
+        return str(error)
+    return f"{error.reason}; nothing is kept (-o - does not resume)"
 
 
 class StdoutStream:

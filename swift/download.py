@@ -46,14 +46,12 @@ from typing import Callable
 from . import http, metalink, planning, storage
 from .engine import target, verify
 from .engine.board import Board
-from .engine.local_worker import run_local
-from .engine.mirror_worker import MirrorSources, run_mirror_worker
 from .engine.options import LOCAL, MAX_MIRROR_WORKERS, MAX_PEER_WORKERS, SMALL_FILE, Options
 from .engine.piece_check import PieceCheck
-from .engine.peer_worker import PeerWorker
 from .engine.record_keeper import RecordKeeper
 from .engine.report import ChecksumMismatch, DownloadError, MetalinkAnswer, Report, cancelled
 from .engine.single_stream import SingleStream
+from .engine.sources import LocalSource, MirrorSource, MirrorSources, PeerSource
 from .errors import ErrorCode, OriginError, SwiftError
 from .membership import Peer
 from .mirrors import MirrorBook
@@ -109,7 +107,7 @@ class Download:
         """
         self._stop.set()
         if self._board is not None:
-            self._board.fail_all(cancelled("the partial download is kept for resume"))
+            self._board.fail_all(cancelled(kept="the partial download is kept for resume"))
         if self._stream is not None:
             self._stream.abort()
 
@@ -431,21 +429,21 @@ class Download:
 
     def _start_workers(self, board: Board, probe: http.ProbeResult) -> list[threading.Thread]:
         local = 1 if (probe.size or 0) <= SMALL_FILE else self.opts.local_slots
-        remote = probe.remote or self._remote
+        remote = probe.remote or self._remote  # a mirror's, when the first URL was left out
         if self._mirrors is not None:
             usable = len(self._mirrors.book.usable())
             local = 1 if (probe.size or 0) <= SMALL_FILE else \
                 min(self.opts.per_mirror * usable, MAX_MIRROR_WORKERS)
             mirrors = self._mirrors
-            bodies = [(f"mirror-{i}", lambda: run_mirror_worker(board, mirrors, self.opts))
+            bodies = [(f"mirror-{i}", lambda: MirrorSource(board, mirrors, self.opts).run())
                       for i in range(local)]
         else:
-            bodies = [(f"local-{i}", lambda: run_local(board, probe, remote, self.opts))
+            bodies = [(f"local-{i}", lambda: LocalSource(board, probe, remote, self.opts).run())
                       for i in range(local)]
         for peer in self.peers:
             for i in range(self._slots(peer)):
-                worker = PeerWorker(board, probe, remote, peer, self.opts)
-                bodies.append((f"peer-{peer.key}-{i}", worker.run))
+                source = PeerSource(board, probe, remote, peer, self.opts)
+                bodies.append((f"peer-{peer.key}-{i}", source.run))
         threads = [threading.Thread(target=_guarded, args=(board, body), name=name, daemon=True)
                    for name, body in bodies]
         board.workers_started(len(threads))
@@ -483,8 +481,8 @@ class Download:
     def _check_size(self, part_file: Path, size: int) -> None:
         actual = os.path.getsize(part_file)
         if actual != size:
-            raise DownloadError(f"{part_file} has {actual} bytes, expected {size}; kept for resume",
-                                ErrorCode.SHORT_BODY)
+            raise DownloadError(f"{part_file} has {actual} bytes, expected {size}",
+                                ErrorCode.SHORT_BODY, kept="kept for resume")
 
     def _report(self, board: Board, resumed: int) -> Report:
         return Report(url=self.url, path=str(self.path), size=board.size,

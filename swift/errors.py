@@ -16,6 +16,10 @@ Rules
   :class:`OriginError`          the origin's answer (a status, a broken range)
   :class:`FileChanged`          the origin serves another file now (an OriginError)
   :class:`PeerError`            a helper on the LAN
+  :class:`LinkError`            the link to another swift process; one of:
+  :class:`ConnectionClosed`     the other side closed or reset it (or we did)
+  :class:`AuthError`            the other side is not a member of the pool
+  :class:`DiscoveryError`       discovery could not be reached or refused us
   :class:`LocalProtocolError`   our own side broke the peer protocol (a bug here)
   :class:`RemoteProtocolError`  the other side broke the peer protocol
   :class:`StorageError`         the local disk or file system
@@ -33,8 +37,9 @@ from __future__ import annotations
 import enum
 
 __all__ = ["ErrorCode", "TRANSIENT", "SwiftError", "UsageError", "NetworkError", "OriginError",
-           "FileChanged", "PeerError", "LocalProtocolError", "RemoteProtocolError",
-           "StorageError", "Cancelled"]
+           "FileChanged", "PeerError", "LinkError", "ConnectionClosed", "AuthError",
+           "DiscoveryError", "LocalProtocolError", "RemoteProtocolError", "StorageError",
+           "Cancelled"]
 
 
 class ErrorCode(enum.Enum):
@@ -69,6 +74,9 @@ class ErrorCode(enum.Enum):
     FILE_CHANGED = "file-changed"
     # helpers, protocol, disk, control
     PEER_FAILED = "peer-failed"
+    CONNECTION_CLOSED = "connection-closed"  # a link to a peer or discovery
+    AUTH_FAILED = "auth-failed"              # the other side is not a member (or we are not)
+    DISCOVERY_FAILED = "discovery-failed"
     LOCAL_PROTOCOL = "local-protocol"
     REMOTE_PROTOCOL = "remote-protocol"
     STORAGE = "storage"
@@ -162,6 +170,34 @@ class PeerError(SwiftError):
     default_code = ErrorCode.PEER_FAILED
 
 
+class LinkError(SwiftError):
+    """The link to another swift process (a peer, discovery) failed.
+
+    The base a caller catches to mean "that connection is of no more use";
+    the subclass says how. Never a fault of the origin or of the disk.
+    """
+
+    default_code = ErrorCode.CONNECTION_CLOSED
+
+
+class ConnectionClosed(LinkError):
+    """The other side closed the connection (or reset it), or it was closed here."""
+
+    default_code = ErrorCode.CONNECTION_CLOSED
+
+
+class AuthError(LinkError):
+    """The other side is not a member (or not who it claims to be)."""
+
+    default_code = ErrorCode.AUTH_FAILED
+
+
+class DiscoveryError(LinkError):
+    """Discovery could not be reached or refused the request."""
+
+    default_code = ErrorCode.DISCOVERY_FAILED
+
+
 class LocalProtocolError(SwiftError):
     """Our own side broke the peer protocol: a bug here, never the peer's fault."""
 
@@ -175,9 +211,20 @@ class RemoteProtocolError(SwiftError):
 
 
 class StorageError(SwiftError):
-    """The local disk or file system failed (full, read-only, not ours)."""
+    """The local disk or file system failed (full, read-only, not ours).
+
+    The message names the path and the cause; ``path`` is the file or
+    directory concerned, ``errno`` the operating system's error number when
+    there was one (``swift.storage`` builds them from an ``OSError``).
+    """
 
     default_code = ErrorCode.STORAGE
+
+    def __init__(self, message: str, code: ErrorCode | None = None, *, path=None,
+                 errno: int | None = None):
+        super().__init__(message, code)
+        self.path = path
+        self.errno = errno
 
 
 class Cancelled(SwiftError):

@@ -24,7 +24,7 @@ The rules the requester side enforces, because a peer may lie:
 * ``Done`` must count exactly the bytes received, and those must reach the
   job's current end (after shrinks): otherwise it miscounted or stopped
   short and called it done (``Failed(discard=True)``).
-* ``Error("changed")`` means the file changed at the origin: the whole
+* ``Error(FetchCode.CHANGED)`` means the file changed at the origin: the whole
   download must stop (``Changed``), not just this job.
 
 Requester API (what the engine drives, one ``RequesterJob`` per job)::
@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from typing import Callable, Union
 
 from . import protocol
-from .protocol import DataFrame, LocalProtocolError, Message, RemoteProtocolError
+from .protocol import DataFrame, FetchCode, LocalProtocolError, Message, RemoteProtocolError
 
 __all__ = ["Changed", "Data", "Event", "Failed", "Finished", "KeptAlive", "NodeJob",
            "RequesterJob"]
@@ -89,8 +89,9 @@ class Failed:
     reason: str
     discard: bool = False
     keep_connection: bool = True
-    #: the node's error code when the node reported the failure (``Error`` frame)
-    code: str | None = None
+    #: the node's error code when the node reported the failure with one this
+    #: version knows (``Error`` frame); None otherwise
+    code: FetchCode | None = None
 
 
 @dataclass(frozen=True)
@@ -151,10 +152,11 @@ class RequesterJob:
                                          f"{self.received}, owed {owed}", discard=True))
             return self._over(Finished(self.received))
         if isinstance(frame, protocol.Error):
-            if frame.code == "changed":
+            code = FetchCode.of(frame.code)
+            if code is FetchCode.CHANGED:
                 return self._over(Changed(frame.message))
-            return self._over(Failed(f"{frame.code}: {frame.message}", code=frame.code,
-                                     keep_connection=frame.code != "busy"))
+            return self._over(Failed(f"{frame.code}: {frame.message}", code=code,
+                                     keep_connection=code is not FetchCode.BUSY))
         return self._over(Failed(f"unexpected {type(frame).__name__}", keep_connection=False))
 
     def timed_out(self, seconds: float) -> Failed:
@@ -224,5 +226,5 @@ class NodeJob:
         """The last message: Done if every owed byte went out, else an Error."""
         expected = self.end - self.start
         if self.sent != expected:
-            return protocol.Error("origin", f"sent {self.sent} of {expected} bytes")
+            return protocol.Error(FetchCode.ORIGIN, f"sent {self.sent} of {expected} bytes")
         return protocol.Done(self.job_id, self.sent)

@@ -39,7 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import auth, protocol
-from .auth import AuthError
+from .errors import AuthError
 from .protocol import DataFrame, Message, RemoteProtocolError
 
 __all__ = ["AuthError", "ClientHandshake", "ServerHandshake", "Step"]

@@ -17,12 +17,9 @@ from typing import Callable
 
 from . import protocol, wire
 from .addresses import format_hostport
+from .errors import DiscoveryError
 
 log = logging.getLogger(__name__)
-
-
-class DiscoveryError(Exception):
-    """Discovery could not be reached or refused the request."""
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ import requests
 
 from . import errors, fetchjob, http, protocol, server, wire
 from .errors import ErrorCode
+from .protocol import FetchCode
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,10 @@ SLOT_WAIT = 60.0
 #: URL it refuses); "denied" where the origin refuses this node (401/403/404/410,
 #: an untrusted certificate), so the requester can tell a URL that only it may
 #: fetch; "origin" for everything else.
-_ERROR_CODES = {ErrorCode.ADDRESS_BLOCKED: "refused", ErrorCode.UNSUPPORTED_SCHEME: "refused",
-                ErrorCode.BAD_URL: "refused", ErrorCode.ACCESS_DENIED: "denied",
-                ErrorCode.TLS_UNTRUSTED: "denied"}
+_ERROR_CODES = {ErrorCode.ADDRESS_BLOCKED: FetchCode.REFUSED,
+                ErrorCode.UNSUPPORTED_SCHEME: FetchCode.REFUSED,
+                ErrorCode.BAD_URL: FetchCode.REFUSED, ErrorCode.ACCESS_DENIED: FetchCode.DENIED,
+                ErrorCode.TLS_UNTRUSTED: FetchCode.DENIED}
 
 
 class RequesterGone(Exception):
@@ -124,7 +126,7 @@ class JobService:
         try:
             url = http.normalize_url(fetch.url)
         except errors.SwiftError as exc:
-            conn.send(protocol.Error("refused", str(exc)))
+            conn.send(protocol.Error(FetchCode.REFUSED, str(exc)))
             return True
         job = fetchjob.NodeJob(fetch, time.monotonic(), pong=self._pong,
                                keepalive_interval=self.keepalive)
@@ -141,7 +143,7 @@ class JobService:
             got_slot = self._acquire_slot(conn, job, ticking, stopping)
             if not got_slot:
                 if not ticking.gone.is_set():
-                    conn.send(protocol.Error("busy", "all slots of this node are busy"))
+                    conn.send(protocol.Error(FetchCode.BUSY, "all slots of this node are busy"))
                 return not ticking.gone.is_set()
 
             def deliver(block: bytes) -> bool:
@@ -156,10 +158,12 @@ class JobService:
             try:
                 fetch_range.run(fetch.start, lambda: job.end, deliver)
             except errors.FileChanged as exc:
-                conn.send(protocol.Error("changed", str(exc)))
+                conn.send(protocol.Error(FetchCode.CHANGED, str(exc)))
                 return True
+            except errors.LinkError:
+                raise  # the requester's link, not the origin's: handled below
             except errors.SwiftError as exc:
-                code = _ERROR_CODES.get(exc.code, "origin")
+                code = _ERROR_CODES.get(exc.code, FetchCode.ORIGIN)
                 log.info("job %d (%s bytes %d-%d) failed: %s", fetch.job_id, url,
                          fetch.start, fetch.end - 1, exc)
                 conn.send(protocol.Error(code, str(exc)))

@@ -35,6 +35,7 @@ from typing import Callable
 
 from . import download, node_server, storage
 from .addresses import format_hostport
+from .engine.rate_limit import RateLimit
 from .errors import ErrorCode
 from .http.profile import RequestProfile
 from .http.url import redact_url
@@ -49,53 +50,6 @@ log = logging.getLogger(__name__)
 #: SIGTERM must end the process within two seconds (issue 9), and the engine
 #: notices a cancel within about one.
 STOP_DEADLINE = 1.5
-# -- --limit-rate ------------------------------------------------------------------------
-class RateLimit:
-    """A token bucket shared by every thread of one download, or of one helper's jobs.
-
-    ``charge(nbytes, now)`` is the pure part (time is an argument): it takes
-    the bytes out of the bucket, which may go into debt, and returns the
-    seconds the caller must wait before going on, so the long-run rate is
-    ``rate`` bytes/s and at most ``burst`` bytes go out at once. ``take``
-    waits that long on an event that :meth:`close` sets, so a cancelled
-    download is never held up by its limit.
-    """
-
-    #: Burst, in seconds of the rate: a quarter second smooths scheduling
-    #: jitter without letting a visible spike through.
-    BURST_SECONDS = 0.25
-
-    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic):
-        if rate <= 0:
-            raise ValueError("a rate limit must be more than 0 bytes/s")
-        self.rate = float(rate)
-        self.burst = max(1.0, self.rate * self.BURST_SECONDS)
-        self._clock = clock
-        self._tokens = self.burst
-        self._last: float | None = None
-        self._lock = threading.Lock()
-        self._closed = threading.Event()
-
-    def charge(self, nbytes: int, now: float) -> float:
-        """Take ``nbytes``; the seconds to wait before they may go (0.0 if none)."""
-        with self._lock:
-            if self._last is not None:
-                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-            self._last = now
-            self._tokens -= nbytes
-            return -self._tokens / self.rate if self._tokens < 0 else 0.0
-
-    def take(self, nbytes: int) -> None:
-        """Wait until ``nbytes`` may go (at once after :meth:`close`)."""
-        delay = self.charge(nbytes, self._clock())
-        if delay > 0:
-            self._closed.wait(delay)
-
-    def close(self) -> None:
-        """Let every waiter go on at once, now and later (the download is stopping)."""
-        self._closed.set()
-
-
 # -- the summary line --------------------------------------------------------------------
 def summary(report: download.Report, names: dict[str, str] | None = None,
             checksum: str | None = None) -> str:

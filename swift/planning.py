@@ -33,6 +33,11 @@ from ``position`` on, so at every moment the written bytes (``done``), the
 queue and the running assignments' ``[position, end)`` cut ``[0, size)`` into
 disjoint parts: no byte is lost and none is handed to two live assignments.
 
+Each source holds a range set of the file (:meth:`Scheduler.hold`; by
+default all of it, as an origin does): it is assigned, split to and raced
+to only inside it, so a partial LAN copy serves what it has and the pool
+the rest. What one source skips stays queued for the others.
+
 One exception, by design: a *race* (with ``race_after`` and a clock). A
 assignment whose worker has been silent that long while others progress gets a
 backup assignment over its unclaimed ``[claimed, end)`` for an idle worker, as
@@ -149,6 +154,15 @@ class RangeSet:
             return False
         i = bisect.bisect_right(self._ends, start)
         return i < len(self._starts) and self._starts[i] < end
+
+    def first_within(self, start: int, end: int) -> Range | None:
+        """The first part of the set inside ``[start, end)``, or None (a bisect)."""
+        if start >= end:
+            return None
+        i = bisect.bisect_right(self._ends, start)  # the first range ending after start
+        if i == len(self._starts) or self._starts[i] >= end:
+            return None
+        return Range(max(start, self._starts[i]), min(end, self._ends[i]))
 
     @property
     def total(self) -> int:
@@ -372,14 +386,59 @@ class PieceQueue:
         self._requeued: deque[Range] = deque()
         self._cursor = 0
 
-    def take(self) -> Range | None:
-        """The next piece, or None."""
-        if self._requeued:
-            return self._requeued.popleft()
-        r = self._planned_from(self._cursor)
-        if r is not None:
-            self._cursor = r.end
-        return r
+    def take(self, held: RangeSet | None = None) -> Range | None:
+        """The next piece, or None; with ``held``, the next piece's part inside it.
+
+        ``held`` is what the taker's source holds (None: the whole file). What
+        of a piece it does not hold stays queued where it was; planned gaps it
+        skips join the requeued remainders, in order, so the cursor rule holds.
+        """
+        if held is None:
+            if self._requeued:
+                return self._requeued.popleft()
+            r = self._planned_from(self._cursor)
+            if r is not None:
+                self._cursor = r.end
+            return r
+        found = self._find(held)
+        if found is None:
+            return None
+        index, h = found
+        if index is not None:
+            r = self._requeued[index]
+            del self._requeued[index]
+            for part in (Range(h.end, r.end), Range(r.start, h.start)):  # back in r's place
+                if part.length:
+                    self._requeued.insert(index, part)
+            return h
+        at = self._cursor
+        while at < h.start and (r := self._planned_from(at)) is not None and r.start < h.start:
+            self._requeued.append(Range(r.start, min(r.end, h.start)))
+            at = r.end
+        self._cursor = h.end
+        return h
+
+    def has_held(self, held: RangeSet) -> bool:
+        """True if :meth:`take` with ``held`` would give a piece."""
+        return self._find(held) is not None
+
+    def _find(self, held: RangeSet) -> tuple[int | None, Range] | None:
+        """Where the next piece inside ``held`` is: (its index among the requeued,
+        or None for a planned one; the part of it to take)."""
+        for index, r in enumerate(self._requeued):
+            h = held.first_within(r.start, r.end)
+            if h is not None:
+                return index, h
+        at = self._cursor
+        while (first := held.first_within(at, self._size)) is not None:
+            r = self._planned_from(first.start)  # the first gap not done from there
+            if r is None:
+                return None
+            h = held.first_within(r.start, r.end)
+            if h is not None:
+                return None, h
+            at = r.start  # r starts in a hole of held: look from there
+        return None
 
     def requeue(self, r: Range) -> None:
         """``r`` goes back to the front: it is the next piece given out."""
@@ -624,6 +683,33 @@ class Scheduler:
         self._next_id = 1  # never reused, so a stale worker's id never names a new assignment
         self.sources = SourceBook(max_failures)
         self._races = Races(race_after)
+        self._holdings: dict[str, RangeSet] = {}  # a source not in it holds the whole file
+
+    # -- what each source holds ---------------------------------------------------------------
+    def hold(self, source: str, ranges: RangeSet | None) -> None:
+        """``source`` can deliver only ``ranges`` of the file (None: all of it, the default).
+
+        An origin holds the whole file; a LAN copy holds what its member has
+        written so far, and says so again as that grows. From then on
+        ``assign`` gives ``source`` only bytes inside ``ranges``: a piece it
+        takes from the queue is cut to them, and it splits or races only
+        assignments whose unclaimed remainder lies inside them. Assignments
+        already running are not changed (a source that lost bytes fails them).
+        """
+        if ranges is None:
+            self._holdings.pop(source, None)
+        else:
+            self._holdings[source] = ranges.copy()
+
+    def holding(self, source: str) -> RangeSet | None:
+        """What ``source`` holds (a copy), or None when it holds the whole file."""
+        held = self._holdings.get(source)
+        return held.copy() if held is not None else None
+
+    def _may_take(self, source: str, assignment: _Assignment) -> bool:
+        """``source`` holds the unclaimed remainder of ``assignment`` (so it may split or race it)."""
+        held = self._holdings.get(source)
+        return held is None or held.covers(assignment.claimed, assignment.end)
 
     # -- handing out work ---------------------------------------------------------------------
     def assign(self, source: str, now: float | None = None) -> Piece | None:
@@ -638,7 +724,7 @@ class Scheduler:
         """
         if self.sources.excluded(source):
             return None
-        r = self._queue.take()
+        r = self._queue.take(self._holdings.get(source))
         if r is not None:
             return self._start(source, r.start, r.end, now)
         return self._race(source, now) or self._split(source, now)
@@ -646,7 +732,8 @@ class Scheduler:
     def _split(self, source: str, now: float | None) -> Piece | None:
         ours = self.sources.rate(source) if now is not None else None
         cost = self.sources.latency(source)
-        for victim in split_victim(self._assignments.values(), source, self.min_split,
+        mine = [a for a in self._assignments.values() if self._may_take(source, a)]
+        for victim in split_victim(mine, source, self.min_split,
                                    lambda assignment: self._assignment_rate(assignment, now)):
             mid = split_point(victim.claimed, victim.end, self.min_split, self._assignment_rate(victim, now),
                               ours, cost)
@@ -674,7 +761,8 @@ class Scheduler:
     # -- racing a silent assignment ------------------------------------------------------------
     def _race(self, source: str, now: float | None) -> Piece | None:
         """A backup assignment for the unclaimed ``[claimed, end)`` of a silent assignment, or None."""
-        assignment = self._races.silent_assignment(self._assignments.values(), source, now)
+        mine = (a for a in self._assignments.values() if self._may_take(source, a))
+        assignment = self._races.silent_assignment(mine, source, now)
         if assignment is None:
             return None
         piece = self._start(source, assignment.claimed, assignment.end, now)
@@ -835,15 +923,21 @@ class Scheduler:
         """The pieces waiting for a worker, in the order they will be given out (built per call)."""
         return self._queue.pieces()
 
-    def has_work(self) -> bool:
-        """True if pieces are queued or a running assignment is big enough to split.
+    def has_work(self, source: str | None = None) -> bool:
+        """True if pieces are queued or a running assignment is big enough to split
+        (with ``source``: pieces it holds, or an assignment it may split).
 
         Without a clock that is exactly "``assign`` gives a non-excluded source
         something"; with one, ``assign`` may still refuse a source too slow for
         a split to help.
         """
-        return bool(self._queue) or any(j.end - j.claimed >= 2 * self.min_split
-                                        for j in self._assignments.values())
+        held = self._holdings.get(source) if source is not None else None
+        if held is None:
+            return bool(self._queue) or any(j.end - j.claimed >= 2 * self.min_split
+                                            for j in self._assignments.values())
+        return self._queue.has_held(held) or any(
+            j.end - j.claimed >= 2 * self.min_split and held.covers(j.claimed, j.end)
+            for j in self._assignments.values())
 
     def bytes_by_source(self) -> dict[str, int]:
         """Bytes committed per source (less what ``failed(discard=True)`` took back)."""

@@ -37,6 +37,7 @@ hands us as Latin-1 characters.
 
 from __future__ import annotations
 
+import enum
 import json
 import struct
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -370,7 +371,36 @@ class Error(Message):
     message: str = checked(FreeText())
 
     def __post_init__(self) -> None:
+        if isinstance(self.code, FetchCode):  # the wire carries the word itself
+            object.__setattr__(self, "code", self.code.value)
         object.__setattr__(self, "message", _sanitise(str(self.message)))
+
+
+class FetchCode(enum.StrEnum):
+    """Why a fetch job failed (or a connection was refused): an ``Error``'s ``code``.
+
+    The requester branches on these, never on the message. A peer may send
+    any word; :meth:`of` gives None for one it does not know.
+    """
+
+    #: the file at the origin changed (a 200 to If-Range, another ETag or size)
+    CHANGED = "changed"
+    #: the origin failed after bounded retries, or sent too few bytes
+    ORIGIN = "origin"
+    #: the node will not fetch this URL (a private address, another scheme)
+    REFUSED = "refused"
+    #: the origin refused the node (401, 403, 404, 410, an untrusted certificate)
+    DENIED = "denied"
+    #: no free slot in time, or too many open connections
+    BUSY = "busy"
+
+    @classmethod
+    def of(cls, word: str) -> "FetchCode | None":
+        """The code a received word names, or None for a word this version does not know."""
+        try:
+            return cls(word)
+        except ValueError:
+            return None
 
 
 def _sanitise(text: str) -> str:

@@ -97,7 +97,7 @@ class FramedServer(socketserver.ThreadingTCPServer):
         try:
             request.settimeout(0.5)
             request.sendall(protocol.encode_message(
-                protocol.Error("busy", "too many open connections; try again later")))
+                protocol.Error(protocol.FetchCode.BUSY, "too many open connections; try again later")))
         except OSError:
             pass
         self.shutdown_request(request)

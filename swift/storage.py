@@ -90,17 +90,8 @@ _UNSUPPORTED = tuple(e for e in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, 
                                  errno.ENOTTY) if e is not None)
 
 
-class StorageError(errors.StorageError):
-    """A disk problem, in words that name the path and the cause (code ``STORAGE``).
-
-    ``path`` is the file or directory concerned, ``errno`` the operating
-    system's error number when there was one.
-    """
-
-    def __init__(self, message: str, *, path: Path | None = None, errno: int | None = None):
-        super().__init__(message)
-        self.path = path
-        self.errno = errno
+#: The one disk error (``errors.StorageError``), named here where it is raised.
+StorageError = errors.StorageError
 
 
 def _error(exc: OSError, doing: str, path: Path, *, kept: bool) -> StorageError:

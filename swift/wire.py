@@ -54,7 +54,7 @@ from pathlib import Path
 
 from . import auth, handshake, protocol
 from .addresses import format_hostport
-from .auth import AuthError
+from .errors import AuthError, ConnectionClosed
 from .protocol import DataFrame, Message, ProtocolError
 
 __all__ = ["AuthError", "ConnectionClosed", "Connection", "ServerTLS", "accept", "client_connect",
@@ -82,10 +82,6 @@ class _TlsState:
         self.obj = context.wrap_bio(self.incoming, self.outgoing, server_side=server_side)
         self.lock = threading.Lock()  # one SSL object, two threads: every call on it holds this
         self.raw = bytearray(RAW_CHUNK)  # ciphertext from the socket (one reader at a time)
-
-
-class ConnectionClosed(Exception):
-    """The other side closed the connection (or reset it), or it was closed here."""
 
 
 def _wait(sock: socket.socket, timeout: float, *, write: bool = False) -> bool:

@@ -140,7 +140,8 @@ class FaultyPeer:
             conn.send(protocol.Done(job.job_id, sent))
         elif mode == "error":
             self._send_true(conn, job.start, min(n, TRUE_PREFIX))
-            conn.send(protocol.Error("origin", "made-up failure of this peer's origin link"))
+            conn.send(protocol.Error(protocol.FetchCode.ORIGIN,
+                                     "made-up failure of this peer's origin link"))
         elif mode == "crash":
             self._send_true(conn, job.start, min(n, TRUE_PREFIX))
             return False

@@ -127,6 +127,13 @@ class Board:
             carrier(piece.shrink.end)
         return piece
 
+    def hold(self, source: str, ranges) -> None:
+        """``source`` holds ``ranges`` of the file now (None: all of it); see
+        :meth:`Scheduler.hold <swift.planning.Scheduler.hold>`."""
+        with self.cond:
+            self._sched.hold(source, ranges)
+            self.cond.notify_all()  # an idle worker of that source may have work now
+
     def heard(self, assignment_id: int) -> None:
         """A sign of life without data (a keep-alive): the assignment is not silent."""
         with self.cond:
@@ -299,10 +306,10 @@ class Board:
         if self._ended_well() or self.error is not None:
             return True
         if self.live_workers == 0:
-            self.error = DownloadError(f"every source failed ({self.last_failure or 'no worker left'}); "
-                                       f"the partial download is kept for resume",
+            self.error = DownloadError(f"every source failed ({self.last_failure or 'no worker left'})",
                                        ErrorCode.NETWORK if self._last_source in (None, LOCAL)
-                                       else ErrorCode.PEER_FAILED)
+                                       else ErrorCode.PEER_FAILED,
+                                       kept="the partial download is kept for resume")
             return True
         return False
 

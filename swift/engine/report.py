@@ -14,9 +14,19 @@ class DownloadError(SwiftError):
     ``code`` says why, for callers that branch on it: the cause's code when
     the engine passes one on (``STORAGE``, ``FILE_CHANGED``, an origin's
     or the network's), ``CANCELLED`` for a stop request, ``CHECKSUM_MISMATCH``.
+
+    ``kept``, when given, is the clause that says what of the download stays
+    on disk and how to go on ("the partial download is kept for resume");
+    the line is ``reason; kept``. A front end that removes the data anyway
+    (``-o -``) replaces that clause, never by searching the text.
     """
 
     default_code = ErrorCode.NETWORK
+
+    def __init__(self, message: str, code: ErrorCode | None = None, *, kept: str | None = None):
+        super().__init__(f"{message}; {kept}" if kept else message, code)
+        self.reason = message
+        self.kept = kept
 
     @classmethod
     def of(cls, error: BaseException) -> "DownloadError":
@@ -41,9 +51,11 @@ class MetalinkAnswer(DownloadError):
         self.url = url
 
 
-def cancelled(detail: str = "") -> DownloadError:
-    """The error a stop request ends a download with; ``detail`` says what is kept."""
-    return DownloadError(f"cancelled{'; ' + detail if detail else ''}", ErrorCode.CANCELLED)
+def cancelled(detail: str = "", *, kept: str | None = None) -> DownloadError:
+    """The error a stop request ends a download with; ``detail`` says where it
+    stopped, ``kept`` what is kept (see :class:`DownloadError`)."""
+    return DownloadError(f"cancelled{'; ' + detail if detail else ''}", ErrorCode.CANCELLED,
+                         kept=kept)
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """Where the file goes, and what of an earlier run may be kept.
 
-Owns two decisions, both made once before any byte is fetched:
+Owns three decisions, all made once before any byte is fetched:
+
+- whether there is anything to fetch at all (:func:`already_complete`);
 
 - the output path: ``-o`` as given (a directory gets the file's name in
   it), else the file's name in the directory, numbered ``NAME (n).ext``
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import http, names, storage
+from ..checksums import file_digest, parse_checksum
 from ..errors import ErrorCode
 from ..planning import RangeSet
 from .options import Options
@@ -43,6 +46,40 @@ def identity(url: str, probe: http.ProbeResult) -> storage.FileIdentity:
     """What a resume record must match: this URL, and the file as the probe saw it."""
     return storage.FileIdentity(url, probe.final_url, probe.size or 0, probe.validator.etag,
                                 probe.validator.last_modified)
+
+
+def already_complete(url: str, *, output: Path | None, directory: Path, checksum: str | None,
+                     probe: Callable[[], http.ProbeResult]) -> Path | None:
+    """The file a download of ``url`` would write, if it is already there and complete; else None.
+
+    As ``wget -c`` does: asked only when a file of that name exists (the
+    ``output`` path, or the name the URL gives, in ``directory``); then
+    ``probe()`` (one probe of the server, made only then) says its size and
+    name. Complete means: no partial download of it is under way (no
+    ``NAME.part.swift``), the same size as the server's, and the proof that it
+    is this file: the ``checksum`` (``ALGO:HEX``) if one is given, else the
+    mark a finished swift download of this URL left on it
+    (:func:`storage.mark_origin` with :func:`identity`) naming the validators
+    the server reports now. Size alone is no proof: another URL's
+    ``data.bin``, or a file the server replaced by one of the same size,
+    would pass (then the download runs and saves under a free name).
+    Whatever ``probe()`` raises (a SwiftError: the download would fail the
+    same way) goes on up.
+    """
+    to_file = output is not None and not output.is_dir()
+    candidate = output if to_file else \
+        (output or directory) / names.safe_name(names.filename_from_url(url))
+    if not candidate.is_file():
+        return None
+    answer = probe()
+    path = candidate if to_file else candidate.with_name(file_name(answer))
+    if (answer.size is None or not path.is_file() or path.stat().st_size != answer.size
+            or storage.record_path(path).exists()):
+        return None
+    if checksum:
+        algo, digest = parse_checksum(checksum)
+        return path if file_digest(path, algo) == digest else None
+    return path if storage.same_origin(path, identity(url, answer)) else None
 
 
 def choose_path(probe: http.ProbeResult, opts: Options) -> Path:

@@ -28,5 +28,5 @@ def checksum(path: Path, expected_text: str | None, stop: threading.Event | None
         raise DownloadError(f"cannot read {path} to check its checksum "
                             f"({exc.strerror or exc}); it is kept", ErrorCode.STORAGE) from None
     if actual != expected:
-        raise ChecksumMismatch(f"{algo} checksum mismatch: expected {expected}, got {actual}; "
-                               f"the data is kept at {path}; {again}")
+        raise ChecksumMismatch(f"{algo} checksum mismatch: expected {expected}, got {actual}",
+                               kept=f"the data is kept at {path}; {again}")

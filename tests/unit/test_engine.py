@@ -227,3 +227,51 @@ def test_a_race_won_by_the_backup_tells_the_silent_jobs_worker_to_stop(part):
     assert told == [MiB]  # its peer is told to stop where it was
     assert board.write(frozen.assignment_id, "frozen", b"late") is False  # a wake-up writes nothing
     assert board.bytes_by_source() == {"frozen": MiB, "busy": 3 * (64 << 10), "idle": 100}
+
+
+# -- target.already_complete -----------------------------------------------------------------------
+def _probe_answer(size, etag='"v1"', url="http://origin.test/data.bin"):
+    from swift import http
+    return http.ProbeResult(url, url, size, True, http.Validator(etag, None))
+
+
+def _complete(tmp_path, url="http://origin.test/data.bin", checksum=None, answer=None):
+    from swift.engine import target
+    asked = []
+
+    def probe():
+        asked.append(url)
+        return answer or _probe_answer(4)
+    return target.already_complete(url, output=None, directory=tmp_path, checksum=checksum,
+                                   probe=probe), asked
+
+
+def test_already_complete_asks_the_origin_only_when_a_file_of_that_name_exists(tmp_path):
+    assert _complete(tmp_path) == (None, [])
+
+
+def test_already_complete_needs_the_mark_of_this_url_and_validator_not_just_the_size(tmp_path):
+    from swift.engine import target
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"abcd")
+    assert _complete(tmp_path)[0] is None  # same size, no proof
+    if not storage.mark_origin(path, target.identity("http://origin.test/data.bin", _probe_answer(4))):
+        pytest.skip("this file system keeps no user attributes")
+    assert _complete(tmp_path)[0] == path
+    assert _complete(tmp_path, answer=_probe_answer(4, etag='"v2"'))[0] is None  # replaced since
+    assert _complete(tmp_path, url="http://other.test/data.bin")[0] is None  # another URL's data.bin
+
+
+def test_already_complete_takes_a_matching_checksum_as_proof_and_a_wrong_one_as_none(tmp_path):
+    import hashlib
+    (tmp_path / "data.bin").write_bytes(b"abcd")
+    good = "sha256:" + hashlib.sha256(b"abcd").hexdigest()
+    assert _complete(tmp_path, checksum=good)[0] == tmp_path / "data.bin"
+    assert _complete(tmp_path, checksum="sha256:" + "0" * 64)[0] is None
+
+
+def test_already_complete_is_never_true_while_a_partial_download_of_it_is_under_way(tmp_path):
+    import hashlib
+    (tmp_path / "data.bin").write_bytes(b"abcd")
+    storage.record_path(tmp_path / "data.bin").write_text("{}")
+    assert _complete(tmp_path, checksum="sha256:" + hashlib.sha256(b"abcd").hexdigest())[0] is None

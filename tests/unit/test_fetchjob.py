@@ -6,7 +6,7 @@ import pytest
 
 from swift import protocol
 from swift.fetchjob import Changed, Data, Failed, Finished, KeptAlive, NodeJob, RequesterJob
-from swift.protocol import LocalProtocolError, RemoteProtocolError
+from swift.protocol import FetchCode, LocalProtocolError, RemoteProtocolError
 
 from tests.connection_pair import ConnectionPair
 
@@ -118,10 +118,24 @@ def test_a_changed_file_stops_the_whole_download():
     assert requester.receive(protocol.Error("changed", "ETag moved")) == Changed("ETag moved")
 
 
-@pytest.mark.parametrize("code,keep", [("origin", True), ("refused", True), ("busy", False)])
+@pytest.mark.parametrize("code,keep", [(FetchCode.ORIGIN, True), (FetchCode.REFUSED, True),
+                                       (FetchCode.DENIED, True), (FetchCode.BUSY, False)])
 def test_errors_fail_the_job_with_their_code(code, keep):
-    event = RequesterJob(fetch()).receive(protocol.Error(code, "why"))
-    assert event == Failed(f"{code}: why", keep_connection=keep, code=code)
+    event = RequesterJob(fetch()).receive(protocol.Error(code.value, "why"))
+    assert event == Failed(f"{code.value}: why", keep_connection=keep, code=code)
+    assert event.code is code  # the enum member, for a caller to branch on
+
+
+def test_an_error_word_this_version_does_not_know_fails_the_job_without_a_code():
+    event = RequesterJob(fetch()).receive(protocol.Error("overheated", "why"))
+    assert event == Failed("overheated: why", keep_connection=True, code=None)
+
+
+def test_a_fetch_code_goes_on_the_wire_as_its_word():
+    sent = protocol.Error(FetchCode.BUSY, "all slots are busy")
+    assert type(sent.code) is str and sent.code == "busy"
+    [frame] = protocol.FrameDecoder().feed(protocol.encode_message(sent))
+    assert protocol.parse_frame(frame) == protocol.Error("busy", "all slots are busy")
 
 
 def test_keepalives_and_surprises():

@@ -10,7 +10,8 @@ import pytest
 from swift.download import Report
 from swift.membership import Peer
 from swift.getargs import add_get_arguments, with_scheme
-from swift.nodeapp import RateLimit, peer_names, summary
+from swift.engine.rate_limit import RateLimit
+from swift.nodeapp import peer_names, summary
 from swift.prompt import _looks_like_url, get_parser
 
 MiB = 1 << 20

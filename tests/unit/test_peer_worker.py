@@ -15,7 +15,7 @@ import pytest
 from swift import http, protocol, storage, wire
 from swift.engine.board import Board
 from swift.engine.options import Options
-from swift.engine.peer_worker import PeerWorker
+from swift.engine.sources import PeerSource
 from swift.membership import Peer
 from swift.planning import Scheduler
 
@@ -73,7 +73,7 @@ def run(tmp_path, script, *, max_failures=1) -> tuple[Board, list[ScriptedPeer]]
         conns.append(ScriptedPeer(script))
         return conns[-1]
 
-    PeerWorker(board, probe, remote, PEER, Options(peer_timeout=0.01), connect=connect).run()
+    PeerSource(board, probe, remote, PEER, Options(peer_timeout=0.01), connect=connect).run()
     part.close()
     return board, conns
 
@@ -122,7 +122,7 @@ def test_credentials_go_to_a_peer_only_over_a_private_connection(tmp_path, priva
         tmp_path / "f.part", SIZE))
     conn = ScriptedPeer(honest)
     conn.private = private
-    PeerWorker(board, probe, remote, PEER, Options(), connect=lambda *a, **k: conn).run()
+    PeerSource(board, probe, remote, PEER, Options(), connect=lambda *a, **k: conn).run()
     fetch = next(m for m in conn.sent if isinstance(m, protocol.Fetch))
     assert "pw" not in fetch.url and fetch.url == "http://127.0.0.1/f"
     authorization = [v for n, v in fetch.headers if n.lower() == "authorization"]

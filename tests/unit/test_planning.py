@@ -356,6 +356,39 @@ def test_no_split_below_twice_min_split():
     assert s.end_of(p.assignment_id) == 4 * MiB
 
 
+def test_first_within_gives_the_first_part_of_the_set_inside_a_range():
+    held = RangeSet([(10, 20), (30, 40)])
+    assert held.first_within(0, 100) == Range(10, 20)
+    assert held.first_within(15, 35) == Range(15, 20)
+    assert held.first_within(20, 35) == Range(30, 35)
+    assert held.first_within(20, 30) is None and held.first_within(40, 90) is None
+    assert RangeSet().first_within(0, 10) is None and held.first_within(12, 12) is None
+
+
+def test_a_source_is_assigned_only_what_it_holds_and_what_it_skips_stays_queued_in_order():
+    s = Scheduler(8 * MiB, piece_size=2 * MiB, min_split=2 * MiB)  # no splits here
+    s.hold("copy", RangeSet([(5 * MiB, 8 * MiB)]))  # e.g. a LAN copy of the last 3 MiB
+    p = s.assign("copy")
+    assert (p.start, p.end) == (5 * MiB, 7 * MiB)
+    # what it skipped goes first, in file order; the rest is planned as before
+    assert s.queue == [Range(0, 2 * MiB), Range(2 * MiB, 4 * MiB), Range(4 * MiB, 5 * MiB),
+                       Range(7 * MiB, 8 * MiB)]
+    assert s.has_work("copy") and s.assign("copy").start == 7 * MiB
+    assert not s.has_work("copy") and s.assign("copy") is None  # nothing else it holds to give
+    assert [s.assign("origin").start for _ in range(3)] == [0, 2 * MiB, 4 * MiB]
+
+
+def test_a_source_splits_only_an_assignment_whose_remainder_it_holds():
+    s = Scheduler(8 * MiB, piece_size=8 * MiB, min_split=MiB)
+    first = s.assign("origin")
+    s.hold("copy", RangeSet([(0, 6 * MiB)]))  # not the tail of the running assignment
+    assert s.assign("copy") is None and not s.has_work("copy")
+    s.hold("copy", None)  # now the whole file
+    piece = s.assign("copy")
+    assert piece.shrink == Shrink(first.assignment_id, piece.start)
+    assert s.holding("copy") is None
+
+
 def test_split_takes_the_largest_remainder_and_prefers_another_peer_on_a_tie():
     s = Scheduler(12 * MiB, piece_size=4 * MiB, min_split=KiB)
     a1, a2, b1 = s.assign("a"), s.assign("a"), s.assign("b")
@@ -561,12 +594,15 @@ SOURCES = ["flaky-a", "flaky-b", "good"]
 
 
 class SchedulerMachine(RuleBasedStateMachine):
-    """Random assign/claim/commit/finished/failed from two flaky sources and one good one.
+    """Random assign/claim/commit/finished/failed from two flaky sources, one good
+    one, and one (``partial``) that holds only some ranges of the file, which
+    change as the test goes (a LAN copy still being written, or one that lost a part).
 
     Claims and commits are separate steps (the engine writes between them
     without the lock), so an assignment may fail with claimed bytes not yet committed.
     ``self.taken`` models every byte that a live claim or ``done`` holds: a
-    claim must never hand out one of them again.
+    claim must never hand out one of them again, and a source is never
+    assigned a byte it does not hold.
     """
 
     @initialize(size=st.integers(0, 40).map(lambda k: k * 100 * KiB + k % 7),
@@ -583,6 +619,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.committed = done.copy()
         self.source_of: dict[int, str] = {}
         self.now = 0.0
+        self.held: RangeSet | None = RangeSet()  # what "partial" holds (None: everything)
+        self.s.hold("partial", self.held)
 
     def _active(self, source=None):
         return [j for j in self.assignments
@@ -592,7 +630,15 @@ class SchedulerMachine(RuleBasedStateMachine):
     def time_passes(self, seconds):
         self.now += seconds
 
-    @rule(source=st.sampled_from(SOURCES), use_clock=st.booleans())
+    @rule(ranges=st.none() | st.lists(st.tuples(st.integers(0, 4 * MiB), st.integers(1, 900 * KiB)),
+                                      max_size=4))
+    def partial_holds(self, ranges):
+        """What the partial source holds changes (grows as its copy is written, or not)."""
+        self.held = None if ranges is None else RangeSet((a, a + n) for a, n in ranges)
+        self.s.hold("partial", self.held)
+        assert self.s.holding("partial") == self.held
+
+    @rule(source=st.sampled_from(SOURCES + ["partial"]), use_clock=st.booleans())
     def assign(self, source, use_clock):
         s = self.s
         queue_was_empty = not s.queue
@@ -602,13 +648,16 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert piece is None  # an excluded source never gets work
             return
         if piece is None:
-            assert use_clock or not s.has_work()  # with a clock a split may not be worth it
+            # with a clock a split may not be worth it
+            assert use_clock or not s.has_work(source)
             return
         assert isinstance(piece, Piece) and piece.end > piece.start
         assert piece.assignment_id not in self.source_of  # ids are never reused
+        if source == "partial" and self.held is not None:
+            assert self.held.covers(piece.start, piece.end), "a source got bytes it does not hold"
         self.assignments.append(piece.assignment_id)
         self.source_of[piece.assignment_id] = source
-        if queue_was_empty:  # a split: both parts at least min_split, claimed bytes untouched
+        if piece.shrink is not None:  # a split: both parts at least min_split, claimed bytes untouched
             victims = [j for j in before.values() if s.end_of(j.assignment_id) != j.end]
             assert len(victims) == 1
             victim = victims[0]
@@ -619,8 +668,8 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert piece.end - piece.start >= least
             # the split says which assignment shrank and to where: what its worker is told
             assert piece.shrink == Shrink(victim.assignment_id, s.end_of(victim.assignment_id))
-        else:
-            assert piece.shrink is None  # from the queue: no running assignment changed
+        else:  # from the queue: no running assignment changed
+            assert not queue_was_empty
             assert all(s.end_of(j) == before[j].end for j in before)
 
     @precondition(lambda self: self._active())
@@ -668,10 +717,11 @@ class SchedulerMachine(RuleBasedStateMachine):
         if not ok:
             self._forget_uncommitted(assignment, snapshot)
 
-    @precondition(lambda self: self._active("flaky-a") + self._active("flaky-b"))
+    @precondition(lambda self: self._active("flaky-a") + self._active("flaky-b") + self._active("partial"))
     @rule(data=st.data(), discard=st.booleans())
     def fail(self, data, discard):
-        assignment = data.draw(st.sampled_from(self._active("flaky-a") + self._active("flaky-b")))
+        assignment = data.draw(st.sampled_from(self._active("flaky-a") + self._active("flaky-b")
+                                               + self._active("partial")))
         snapshot = self.s.assignment(assignment)
         done_before = self.s.done.copy()
         self.s.failed(assignment, "test", discard=discard)

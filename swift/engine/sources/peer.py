@@ -1,9 +1,9 @@
-"""A peer worker: one connection to one peer, carrying fetch jobs one after another.
+"""The peer source: the origin over a helper's link, one connection carrying fetch jobs one after another.
 
 The conversation itself (what a peer's frames mean, which lies it can tell)
 is the sans-I/O :class:`swift.fetchjob.RequesterJob`; this module is its I/O
 shell: it connects, sends, receives with a timeout, and turns the job's
-events into the board's calls. A peer caught lying (more bytes than asked,
+events into the outcomes of :mod:`.base` (which make the board's calls). A peer caught lying (more bytes than asked,
 a miscounted or short ``Done``) loses what it wrote (``discard``), and a
 peer that fails ``max_failures`` times, or cannot be reached or
 authenticated, is left out.
@@ -25,51 +25,63 @@ import logging
 import threading
 from typing import Callable
 
-from .. import http, protocol, wire
-from ..errors import ErrorCode, StorageError
-from ..fetchjob import Changed, Data, Failed, Finished, KeptAlive, RequesterJob
-from ..membership import Peer
-from ..planning import Piece
-from .board import Board
-from .options import MAX_CONNECT_FAILURES, Options
-from .report import DownloadError
+from ... import fetchjob, http, protocol, wire
+from ...errors import StorageError
+from ...fetchjob import Data, Finished, KeptAlive, RequesterJob
+from ...membership import Peer
+from ...planning import Piece
+from ..board import Board
+from ..options import MAX_CONNECT_FAILURES, Options
+from ..report import DownloadError
+from .base import Changed, Done, Failed, Fatal, Lost, Outcome, Refused, Source
 
 log = logging.getLogger(__name__)
 
 
-class PeerWorker:
-    """One slot on ``peer``: ``run()`` until no work is left for it."""
+class PeerSource(Source):
+    """One slot on ``peer``: ``run()`` until no work is left for it. It holds the whole file
+    (the helper fetches from the origin)."""
+
+    short_reason = "the peer sent too few bytes"
+    short_is_a_lie = True
 
     def __init__(self, board: Board, probe: http.ProbeResult, remote: http.RemoteFile, peer: Peer,
                  opts: Options, *, connect: Callable[..., wire.Connection] = wire.client_connect):
+        super().__init__(board, peer.key)
         self._connect_to = connect  # tests pass an in-memory connection
-        self.board = board
         self.probe = probe
         self.remote = remote
         self.peer = peer
-        self.source = peer.key
         self.opts = opts
         self._conn: wire.Connection | None = None
         self._job: RequesterJob | None = None
         self._lock = threading.Lock()
         self._sent_url = probe.final_url  # the URL of the job in flight, as this machine knows it
+        self._failures = 0  # connection attempts failed in a row
 
-    def run(self) -> None:
-        try:
-            failures = 0
-            while not self.board.stop.is_set() and not self.board.has_no_work_for(self.source):
-                if self._conn is None:
-                    failures = self._connect(failures)
-                    if failures < 0:
-                        return
-                    continue
-                piece = self.board.next_piece(self.source)
-                if piece is None:
-                    return
-                if not self._run_job(self._conn, piece):
-                    self._drop()
-        finally:
+    @property
+    def source(self) -> str:
+        return self.key
+
+    def ready(self) -> bool:
+        """Connected (retrying with a growing pause); False when the peer is given up on."""
+        while self._conn is None:
+            self._failures = self._connect(self._failures)
+            if self._failures < 0:
+                return False
+            if self.board.stop.is_set() or self.board.has_no_work_for(self.key):
+                return False
+        return True
+
+    def run_piece(self, piece: Piece) -> bool:
+        """Run the piece as one fetch job; a connection that cannot go on is dropped (the
+        next piece reconnects), so the worker itself goes on."""
+        if not self._run_job(self._conn, piece):
             self._drop()
+        return True
+
+    def close(self) -> None:
+        self._drop()
 
     # -- the connection --------------------------------------------------------------------------
     def _connect(self, failures: int) -> int:
@@ -120,16 +132,12 @@ class PeerWorker:
                 return True  # given up on (or split away entirely) before it was sent
             return self._receive(conn, assignment_id, self._job)
         except protocol.LocalProtocolError as exc:  # ours: the job cannot be encoded
-            self.board.failed(assignment_id, self.source, str(exc), blame=False)
-            self.board.exclude(self.source, f"this download's fetch job cannot be sent ({exc})")
-            return False
+            return self.settle(assignment_id, Refused(
+                str(exc), f"this download's fetch job cannot be sent ({exc})", blame=False))
         except StorageError as exc:
-            self.board.fail_all(DownloadError.of(exc))
-            return False
+            return self.settle(assignment_id, Fatal(DownloadError.of(exc)))
         except (wire.ConnectionClosed, OSError, protocol.ProtocolError) as exc:
-            if not self.board.stop.is_set():
-                self.board.failed(assignment_id, self.source, f"connection lost: {exc}")
-            return False
+            return self.settle(assignment_id, Lost(f"connection lost: {exc}"))
 
     def _start(self, conn: wire.Connection, piece: Piece) -> bool:
         """Send the fetch job's Fetch (False if the assignment is no longer running)."""
@@ -163,40 +171,40 @@ class PeerWorker:
             if keep is not None:
                 return keep
 
-    def _handle(self, assignment_id: int, event) -> bool | None:
+    def _handle(self, assignment_id: int, event: fetchjob.Event) -> bool | None:
         """Act on one event; None while the job goes on, else whether to keep the connection."""
         if isinstance(event, Data):
             # False: our assignment was abandoned meanwhile; resync by reconnecting
-            return None if self.board.write(assignment_id, self.source, event.payload) else False
+            return None if self.deliver(assignment_id, event.payload) else False
         if isinstance(event, KeptAlive):
             self.board.heard(assignment_id)
             return None
-        if isinstance(event, Finished):
-            if not self.board.finished(assignment_id):
-                self.board.failed(assignment_id, self.source, "the peer sent too few bytes", discard=True)
-            else:  # -v: which machine fetched which range
-                start = self._job.start if self._job is not None else 0
-                log.info("%s (%s) fetched bytes %d-%d", self.peer.name or self.source,
-                         self.source, start, start + event.length - 1)
-            return True
-        if isinstance(event, Failed):
-            if event.code == "denied" and self._refused_only_here(event.reason):
-                self.board.failed(assignment_id, self.source, event.reason)
-                return False
-            self.board.failed(assignment_id, self.source, event.reason, discard=event.discard)
-            return event.keep_connection
-        assert isinstance(event, Changed)
-        self.board.fail_all(DownloadError(f"{event.message}; nothing written after the change "
-                                          f"is kept", ErrorCode.FILE_CHANGED))
-        return False
+        return self.settle(assignment_id, self._outcome(event))
 
-    def _refused_only_here(self, reason: str) -> bool:
-        """The origin refused the helper what it gives this machine (a URL bound to this
-        machine's address, a token only it holds; README "Misbehaving servers"): leave
-        the helper out for this download. False when the URL merely expired for all."""
+    def _outcome(self, event: fetchjob.Event) -> Outcome:
+        """What a job's last event means for the download."""
+        if isinstance(event, Finished):
+            return Done()
+        if isinstance(event, fetchjob.Failed):
+            if event.code is protocol.FetchCode.DENIED:
+                why = self._refused_only_here(event.reason)
+                if why is not None:
+                    return Refused(event.reason, why)
+            return Failed(event.reason, discard=event.discard, keep=event.keep_connection)
+        assert isinstance(event, fetchjob.Changed), event
+        return Changed(event.message)
+
+    def delivered(self, assignment_id: int) -> None:
+        start = self._job.start if self._job is not None else 0  # -v: which machine fetched which range
+        end = self._job.end if self._job is not None else start
+        log.info("%s (%s) fetched bytes %d-%d", self.peer.name or self.source, self.source,
+                 start, end - 1)
+
+    def _refused_only_here(self, reason: str) -> str | None:
+        """Why to leave the helper out for this download when the origin refused it what it
+        gives this machine (a URL bound to this machine's address, a token only it holds;
+        README "Misbehaving servers"); None when the URL merely expired for all."""
         if not self.remote.refused_only_for_peer(self._sent_url, size=self.probe.size,
                                                  source_address=self.opts.source_address):
-            return False
-        self.board.exclude(self.source, f"the origin refuses it what it gives this machine "
-                                        f"({reason})")
-        return True
+            return None
+        return f"the origin refuses it what it gives this machine ({reason})"
