@@ -442,7 +442,7 @@ class Download:
                       for i in range(local)]
         for peer in self.peers:
             for i in range(self._slots(peer)):
-                source = PeerSource(board, probe, remote, peer, self.opts)
+                source = PeerSource(board, probe, remote, peer, self.opts, mirrors=self._mirrors)
                 bodies.append((f"peer-{peer.key}-{i}", source.run))
         threads = [threading.Thread(target=_guarded, args=(board, body), name=name, daemon=True)
                    for name, body in bodies]

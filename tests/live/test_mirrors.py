@@ -263,3 +263,31 @@ def test_a_hostile_metalink_is_one_error_line_and_nothing_is_written(cluster, tm
     assert code == 2 and len(lines) == 1, output
     assert "refusing the Metalink document" in lines[0] and REASONS[kind] in lines[0], lines
     assert list(cluster.workdir.iterdir()) == [] and set(tmp_path.parent.iterdir()) == before
+
+
+def test_helpers_get_the_mirrors_with_their_jobs_and_fall_to_the_next_one(cluster, tmp_path):
+    from tests.helpers import start_helpers
+
+    def helpers_refused(req: o.Request) -> bool:  # this mirror serves the requester only
+        if req.client != "127.0.0.1" and (req.headers.get("Range") or "") != "bytes=0-0":
+            return req.send(404, b"not here\n")
+        return False
+
+    disc = cluster.discovery()
+    start_helpers(cluster, disc, 2)
+    with o.Origin({"/f": FILE}, {"/f": [helpers_refused]}, rate=MiB) as first, \
+            o.Origin({"/f": FILE}, rate=MiB) as second:
+        from swiftlab.cluster import program
+        import json
+        report_path = tmp_path / "r.json"
+        proc = cluster.start([*program("node"), "--discovery", f"127.0.0.1:{disc.port}", "--dir",
+                              str(cluster.workdir), "get", first.url("/f"), "--mirror", second.url("/f"),
+                              "--report", str(report_path)], name="get")
+        code, output = proc.wait(60), proc.output()
+        helper_hits = [(status, client) for _, status, client in second.log if client != "127.0.0.1"]
+    assert code == 0 and "Traceback" not in output, output
+    report = json.loads(report_path.read_text())
+    assert hashlib.sha256((cluster.workdir / "f").read_bytes()).hexdigest() == SHA
+    helpers = {k: v for k, v in report["bytes_by_source"].items() if k != "local"}
+    assert helpers and sum(helpers.values()) > 0, report["bytes_by_source"]
+    assert any(status == 206 for status, _ in helper_hits), helper_hits

@@ -33,6 +33,7 @@ from ...planning import Piece
 from ..board import Board
 from ..options import MAX_CONNECT_FAILURES, Options
 from ..report import DownloadError
+from .mirror import MirrorSources
 from .base import Changed, Done, Failed, Fatal, Lost, Outcome, Refused, Source
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,10 @@ class PeerSource(Source):
     short_is_a_lie = True
 
     def __init__(self, board: Board, probe: http.ProbeResult, remote: http.RemoteFile, peer: Peer,
-                 opts: Options, *, connect: Callable[..., wire.Connection] = wire.client_connect):
+                 opts: Options, *, connect: Callable[..., wire.Connection] = wire.client_connect,
+                 mirrors: "MirrorSources | None" = None):
         super().__init__(board, peer.key)
+        self.mirrors = mirrors  # the download's usable mirrors, sent with each job
         self._connect_to = connect  # tests pass an in-memory connection
         self.probe = probe
         self.remote = remote
@@ -150,11 +153,41 @@ class PeerSource(Source):
             p = self.probe
             url, headers = self.remote.for_peer(private=getattr(conn, "private", False))
             self._sent_url = self.remote.final_url  # the URL as this machine knows it
+            first, others = self._mirror_order(assignment_id)
+            if first is not None:  # a mirror first: the request options stay with the first URL
+                p, url, headers = first, first.remote.final_url, []
+                self._sent_url = url
             self._job = RequesterJob(protocol.Fetch(
                 assignment_id, url, piece.start, end, p.size or 0, p.validator.etag,
-                p.validator.last_modified, p.encoding or None, headers))
+                p.validator.last_modified, p.encoding or None, headers, others))
             conn.send(self._job.request())
         return True
+
+    def _mirror_order(self, assignment_id: int) -> tuple[http.ProbeResult | None, list[list[str]]]:
+        """Which URL a job starts at, and the others as ``Fetch.mirrors``, in order.
+
+        The usable mirrors rotate by assignment, so the helpers' connections
+        spread over them (each helper's node falls to the next one on failure).
+        Returns ``(None, others)`` when the job starts at the download's own URL.
+        """
+        if self.mirrors is None:
+            return None, []
+        usable = [u for u in self.mirrors.book.usable() if u in self.mirrors.probes]
+        if not usable:
+            return None, []
+        usable.sort()  # a stable order to rotate (the book's ranks change as rates come in)
+        k = assignment_id % len(usable)
+        order = usable[k:] + usable[:k]
+        base = self.probe.url
+        entries = [[self.mirrors.probes[u].remote.final_url, self.mirrors.probes[u].validator.etag or "",
+                    self.mirrors.probes[u].validator.last_modified or ""]
+                   for u in order if u != base][:protocol.MAX_MIRRORS]
+        if order[0] == base:
+            return None, entries
+        return self.mirrors.probes[order[0]], entries[1:] + ([[self.probe.final_url,
+                                                               self.probe.validator.etag or "",
+                                                               self.probe.validator.last_modified or ""]]
+                                                             if base in usable else [])
 
     def _receive(self, conn: wire.Connection, assignment_id: int, job: RequesterJob) -> bool:
         """Frames until the job ends; True to keep the connection for the next job."""
@@ -192,6 +225,8 @@ class PeerSource(Source):
                     return Refused(event.reason, why)
             return Failed(event.reason, discard=event.discard, keep=event.keep_connection)
         assert isinstance(event, fetchjob.Changed), event
+        if self.mirrors is not None:  # one mirror's copy changed: the others (and the hashes) decide
+            return Failed(f"a mirror's copy changed ({event.message})", blame=False)
         return Changed(event.message)
 
     def delivered(self, assignment_id: int) -> None:
