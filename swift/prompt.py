@@ -56,7 +56,8 @@ commands:
   quit                     unregister and exit (also end of input, Ctrl-D); asks first
                            while downloads run"""
 
-USAGE = "usage: get URL [-o PATH] [--checksum ALGO:HEX] [--force] [--restart] [--no-peers]"
+USAGE = ("usage: get URL [-o PATH] [--checksum ALGO:HEX] [--force] [--restart] [--no-peers] "
+         "[--mirror URL] [--no-mirrors]; or get -M FILE.meta4")
 
 #: Seconds between refreshes of the live progress line: often enough to see
 #: motion, rarely enough not to disturb typing.

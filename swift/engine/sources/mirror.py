@@ -18,6 +18,7 @@ cookies, credentials) are the first URL's alone: a mirror is asked plainly.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -57,6 +58,30 @@ class MirrorSources:
     probes: dict[str, http.ProbeResult]
     notice: Callable[[str], None]
     clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._helper_jobs: dict[tuple[str, str], int] = {}  # (helper, mirror) -> jobs in flight
+
+    def take_for_helper(self, helper: str) -> str | None:
+        """The usable mirror a helper's next job starts at: the one with the fewest of *its*
+        jobs in flight (each helper's link to each mirror is its own), so its slots spread
+        evenly; None when no mirror is usable. Give it back with :meth:`done_for_helper`."""
+        usable = sorted(u for u in self.book.usable() if u in self.probes)
+        if not usable:
+            return None
+        with self._lock:
+            url = min(usable, key=lambda u: self._helper_jobs.get((helper, u), 0))
+            self._helper_jobs[(helper, url)] = self._helper_jobs.get((helper, url), 0) + 1
+        return url
+
+    def done_for_helper(self, helper: str, url: str) -> None:
+        with self._lock:
+            left = self._helper_jobs.get((helper, url), 0) - 1
+            if left > 0:
+                self._helper_jobs[(helper, url)] = left
+            else:
+                self._helper_jobs.pop((helper, url), None)
 
     def leave_out(self, url: str, why: str) -> None:
         if self.book.leave_out(url, why):

@@ -51,6 +51,7 @@ class PeerSource(Source):
                  mirrors: "MirrorSources | None" = None):
         super().__init__(board, peer.key)
         self.mirrors = mirrors  # the download's usable mirrors, sent with each job
+        self._mirror_taken: str | None = None  # the mirror the job in flight starts at
         self._connect_to = connect  # tests pass an in-memory connection
         self.probe = probe
         self.remote = remote
@@ -79,8 +80,13 @@ class PeerSource(Source):
     def run_piece(self, piece: Piece) -> bool:
         """Run the piece as one fetch job; a connection that cannot go on is dropped (the
         next piece reconnects), so the worker itself goes on."""
-        if not self._run_job(self._conn, piece):
-            self._drop()
+        try:
+            if not self._run_job(self._conn, piece):
+                self._drop()
+        finally:
+            if self._mirror_taken is not None and self.mirrors is not None:
+                self.mirrors.done_for_helper(self.key, self._mirror_taken)
+                self._mirror_taken = None
         return True
 
     def close(self) -> None:
@@ -166,28 +172,32 @@ class PeerSource(Source):
     def _mirror_order(self, assignment_id: int) -> tuple[http.ProbeResult | None, list[list[str]]]:
         """Which URL a job starts at, and the others as ``Fetch.mirrors``, in order.
 
-        The usable mirrors rotate by assignment, so the helpers' connections
-        spread over them (each helper's node falls to the next one on failure).
-        Returns ``(None, others)`` when the job starts at the download's own URL.
+        The job starts at the mirror with the fewest of this helper's jobs in
+        flight (:meth:`MirrorSources.take_for_helper`), so a helper's slots
+        spread over the mirrors; the others follow, rotated by assignment, for
+        its node to fall to. Returns ``(None, others)`` when the job starts at
+        the download's own URL (which alone carries the request options).
         """
         if self.mirrors is None:
             return None, []
-        usable = [u for u in self.mirrors.book.usable() if u in self.mirrors.probes]
-        if not usable:
+        first = self.mirrors.take_for_helper(self.key)
+        if first is None:
             return None, []
-        usable.sort()  # a stable order to rotate (the book's ranks change as rates come in)
-        k = assignment_id % len(usable)
-        order = usable[k:] + usable[:k]
+        self._mirror_taken = first
+        rest = sorted(u for u in self.mirrors.book.usable() if u in self.mirrors.probes and u != first)
+        if rest:
+            k = assignment_id % len(rest)
+            rest = rest[k:] + rest[:k]
         base = self.probe.url
-        entries = [[self.mirrors.probes[u].remote.final_url, self.mirrors.probes[u].validator.etag or "",
-                    self.mirrors.probes[u].validator.last_modified or ""]
-                   for u in order if u != base][:protocol.MAX_MIRRORS]
-        if order[0] == base:
-            return None, entries
-        return self.mirrors.probes[order[0]], entries[1:] + ([[self.probe.final_url,
-                                                               self.probe.validator.etag or "",
-                                                               self.probe.validator.last_modified or ""]]
-                                                             if base in usable else [])
+
+        def entry(u: str) -> list[str]:
+            p = self.mirrors.probes[u]
+            return [p.remote.final_url, p.validator.etag or "", p.validator.last_modified or ""]
+
+        others = [entry(u) for u in rest][:protocol.MAX_MIRRORS]
+        if first == base:
+            return None, others
+        return self.mirrors.probes[first], others
 
     def _receive(self, conn: wire.Connection, assignment_id: int, job: RequesterJob) -> bool:
         """Frames until the job ends; True to keep the connection for the next job."""
