@@ -260,3 +260,41 @@ def test_repr_digest_is_preferred_to_digest_and_malformed_members_are_skipped():
         ("md5", hashlib.md5(b"x").hexdigest())
     assert origin_digest({"Repr-Digest": "sha-256=abc", "Content-Digest": f"sha-256=:{sha256}:"}) is None
     assert origin_digest({}) is None
+
+
+# -- what one get downloads ---------------------------------------------------------------------
+
+def test_a_metalink_becomes_one_item_per_file_with_its_mirrors_hash_and_name(tmp_path):
+    from swift.getitems import items_of, read_metalink_file
+    doc = tmp_path / "set.meta4"
+    doc.write_bytes(_doc(_file("sub/d.bin", '<url priority="2">http://127.0.0.2/d</url>'
+                                            '<url priority="1">http://127.0.0.1/d</url>',
+                               f"<size>{len(DATA)}</size><hash type=\"sha-256\">{_sha256(DATA)}</hash>")))
+    (item,) = items_of(read_metalink_file(doc))
+    assert item.url == "http://127.0.0.1/d" and item.mirrors == (("http://127.0.0.2/d", 2),)
+    assert item.checksum == f"sha256:{_sha256(DATA)}" and item.size == len(DATA)
+    assert item.options()["file_name"] == "d.bin" and item.options()["expected_size"] == len(DATA)
+
+
+def test_reading_a_metalink_file_is_bounded_and_a_missing_one_is_one_line(tmp_path):
+    from swift.getitems import read_metalink_file
+    with pytest.raises(UsageError, match="cannot read the Metalink file"):
+        read_metalink_file(tmp_path / "none.meta4")
+    big = tmp_path / "big.meta4"
+    with open(big, "wb") as f:
+        f.truncate(1 << 30)  # a sparse GiB: only MAX_DOCUMENT + 1 bytes are read
+    with pytest.raises(UsageError, match="larger than 4 MiB"):
+        read_metalink_file(big)
+
+
+def test_a_subdirectory_is_never_created_through_a_symbolic_link(tmp_path):
+    from swift.getitems import GetItem, place_of
+    base = tmp_path / "dl"
+    base.mkdir()
+    assert place_of(GetItem("http://h/x", name="a/b/x.iso"), base) == base / "a" / "b"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (base / "link").symlink_to(outside)
+    with pytest.raises(UsageError, match="symbolic link"):
+        place_of(GetItem("http://h/x", name="link/new/x.iso"), base)
+    assert list(outside.iterdir()) == []
