@@ -686,7 +686,11 @@ def _get_one(url: str, args: argparse.Namespace, peers: "PeerSource", secret: by
     except SwiftError as exc:
         _error(str(exc))
         return {**result, "error": str(exc)}
-    done = None if (args.force or args.restart or item.name) else already_complete(url, args, retry)
+    if item.name is not None:  # a Metalink's file: its own hash says whether it is there
+        from .getitems import already_complete as metalink_complete
+        done = None if (args.force or args.restart or args.output) else metalink_complete(item, directory)
+    else:
+        done = None if (args.force or args.restart) else already_complete(url, args, retry)
     if isinstance(done, str):
         _error(done)
         return {**result, "error": done}

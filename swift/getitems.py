@@ -108,3 +108,20 @@ def place_of(item: GetItem, directory: Path) -> Path:
             raise UsageError(f"cannot create {sub} for {item.name}: {exc.strerror or exc}",
                              ErrorCode.BAD_METALINK) from None
     return sub
+
+
+def already_complete(item: GetItem, directory: Path) -> Path | None:
+    """The file a Metalink item names, if it is already in ``directory`` and complete:
+    no partial download of it under way, the Metalink's size, and its whole-file hash
+    (the document's hash is the proof; without one, None: it is fetched again)."""
+    from .checksums import file_digest, parse_checksum
+    from .storage import record_path
+    if item.name is None or item.checksum is None:
+        return None
+    path = directory / item.name.rsplit("/", 1)[-1]
+    if not path.is_file() or record_path(path).exists():
+        return None
+    if item.size is not None and path.stat().st_size != item.size:
+        return None
+    algo, digest = parse_checksum(item.checksum)
+    return path if file_digest(path, algo) == digest else None

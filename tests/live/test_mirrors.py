@@ -206,6 +206,9 @@ def test_get_m_fetches_every_file_of_a_metalink_into_its_subdirectory(cluster, t
     assert (cluster.workdir / "sub" / "g.bin").read_bytes() == other
     assert [r["ok"] for r in report] == [True, True] and report[0]["checksum"] == f"sha256:{SHA}"
     assert "404" in report[0]["left_out"][gone.url("/f")]
+    code, output, report = _get(cluster, "-M", str(doc), report=tmp_path / "again.json")
+    assert code == 0 and [r.get("already_complete") for r in report] == [True, True], output
+    assert sorted(p.name for p in cluster.workdir.iterdir()) == ["f.bin", "sub"]
 
 
 def test_get_with_mirror_options_uses_both_urls_and_names_the_file_after_the_first(cluster, tmp_path):
