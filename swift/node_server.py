@@ -72,7 +72,8 @@ class JobService:
                  session_factory: Callable[[], requests.Session],
                  policy: http.Retry = http.Retry(),
                  keepalive: float = KEEPALIVE_INTERVAL, slot_wait: float = SLOT_WAIT,
-                 timeout: tuple[float, float] = http.DEFAULT_TIMEOUT):
+                 timeout: tuple[float, float] = http.DEFAULT_TIMEOUT,
+                 throttle: Callable[[int], None] | None = None):
         self.name = name
         self.slots = slots
         self.session_factory = session_factory
@@ -82,7 +83,7 @@ class JobService:
         self.timeout = timeout
         #: Called with each block's size before it goes to the requester; may wait
         #: (the owner's ``--limit-rate`` for all jobs together). None: no limit.
-        self.throttle: Callable[[int], None] | None = None
+        self.throttle = throttle
         self._slots = threading.BoundedSemaphore(slots)
         self._lock = threading.Lock()
         self.busy = 0
@@ -284,11 +285,15 @@ class _Ticking:
 
 def make_server(host: str, port: int, *, name: str, secret: bytes | None, slots: int,
                 session_factory: Callable[[], requests.Session], idle_timeout: float = 60.0,
-                max_connections: int | None = None,
-                state_dir: Path | None = None) -> server.FramedServer:
+                max_connections: int | None = None, state_dir: Path | None = None,
+                timeout: tuple[float, float] = http.DEFAULT_TIMEOUT,
+                throttle: Callable[[int], None] | None = None) -> server.FramedServer:
     """The node's job server; with a ``secret`` it serves TLS only, with the node's own
-    key from ``state_dir`` (default: ``identity.state_dir()``), made at first start."""
-    service = JobService(name=name, slots=slots, session_factory=session_factory)
+    key from ``state_dir`` (default: ``identity.state_dir()``), made at first start.
+    ``timeout`` and ``throttle`` are the :class:`JobService`'s, given here once (what a
+    service needs is passed to its constructor, never set on it afterwards)."""
+    service = JobService(name=name, slots=slots, session_factory=session_factory,
+                         timeout=timeout, throttle=throttle)
     tls = wire.ServerTLS.load("node", state_dir) if secret else None
     srv = server.FramedServer(
         (host, port), name=name, secret=secret, tls=tls, idle_timeout=idle_timeout,

@@ -395,15 +395,14 @@ class NodeApp:
     def __init__(self, config: NodeConfig, *, notice: Callable[[str], None] | None = None):
         self._config = config
         self.notice = notice or (lambda text: log.warning("%s", text))
+        self._serving_limit = RateLimit(config.limit_rate) if config.limit_rate else None
         self.server = node_server.make_server(
             config.host, config.port, name=config.name or "node", secret=config.secret,
             slots=config.slots,
             session_factory=lambda: make_session(source_address=config.source_address,
-                                                 allow_private=config.allow_private))
-        self.server.service.timeout = config.timeout  # type: ignore[attr-defined]
-        self._serving_limit = RateLimit(config.limit_rate) if config.limit_rate else None
-        if self._serving_limit is not None:
-            self.server.service.throttle = self._serving_limit.take  # type: ignore[attr-defined]
+                                                 allow_private=config.allow_private),
+            timeout=config.timeout,
+            throttle=self._serving_limit.take if self._serving_limit is not None else None)
         self.port = self.server.port
         host = config.advertise or advertised_host(config.host, config.discovery[0])
         self.name = config.name or format_hostport(socket.gethostname(), self.port)

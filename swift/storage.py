@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Iterator
 
 from . import errors
+from .content import ContentIdentity, Provenance
 from .names import free_path
 from .planning import RangeSet
 from .units import human_bytes
@@ -622,13 +623,34 @@ class ResumeRecord:
 
 @dataclass(frozen=True)
 class FileIdentity:
-    """Which file a record is about: what must match for a resume."""
+    """Which file a record is about: what must match for a resume.
+
+    Two things at once, each with its own value: the content
+    (:class:`swift.content.ContentIdentity`, :attr:`content`) and where it
+    was fetched from (:class:`swift.content.Provenance`, :attr:`provenance`).
+    A resume needs both to match; sharing needs only the content. The
+    record stores the fields below (not ``encoding``), as it always has.
+    """
 
     url: str
     final_url: str
     size: int
     etag: str | None
     last_modified: str | None
+    encoding: str = ""  # the content coding of the stored bytes ("" for identity)
+
+    @classmethod
+    def of(cls, content: ContentIdentity, provenance: Provenance) -> "FileIdentity":
+        return cls(provenance.url, provenance.final_url, content.size, content.etag,
+                   content.last_modified, content.coding)
+
+    @property
+    def content(self) -> ContentIdentity:
+        return ContentIdentity(self.size, self.encoding, self.etag, self.last_modified)
+
+    @property
+    def provenance(self) -> Provenance:
+        return Provenance(self.url, self.final_url)
 
 
 #: The extended attribute a finished file carries: which download made it, so

@@ -21,6 +21,7 @@ from typing import Callable
 
 from .. import http, names, storage
 from ..checksums import file_digest, parse_checksum
+from ..content import ContentIdentity, Provenance
 from ..errors import ErrorCode
 from ..planning import RangeSet
 from .options import Options
@@ -42,10 +43,16 @@ def file_name(probe: http.ProbeResult) -> str:
     return names.choose_name(probe.url, probe.final_url, probe.content_disposition)
 
 
+def content_identity(probe: http.ProbeResult, checksum: str | None = None) -> ContentIdentity:
+    """The content the probe saw (size, coding, strong validator), and the trusted
+    ``ALGO:HEX`` digest if the user gave one; never the URL."""
+    v = probe.validator
+    return ContentIdentity.of(probe.size or 0, probe.encoding, v.etag, v.last_modified, checksum)
+
+
 def identity(url: str, probe: http.ProbeResult) -> storage.FileIdentity:
     """What a resume record must match: this URL, and the file as the probe saw it."""
-    return storage.FileIdentity(url, probe.final_url, probe.size or 0, probe.validator.etag,
-                                probe.validator.last_modified)
+    return storage.FileIdentity.of(content_identity(probe), Provenance(url, probe.final_url))
 
 
 def already_complete(url: str, *, output: Path | None, directory: Path, checksum: str | None,

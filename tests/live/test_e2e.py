@@ -224,6 +224,7 @@ def test_prompt_survives_errors(cluster, origin, origin_root):
         assert node.wait(15) == 0
 
 
+@pytest.mark.root  # it builds a network namespace: -m "not root" leaves it out
 @pytest.mark.skipif(not (os.geteuid() == 0 and subprocess.run(["sh", "-c", "command -v ip"],
                     capture_output=True).returncode == 0), reason="needs root and iproute2")
 def test_dns_failure(tmp_path):

@@ -9,8 +9,8 @@ does to the download is decided here, once, for every kind
 outcome          board calls                                                the worker
 ===============  =========================================================  ==========
 (data)           ``write`` each block at its offset (:meth:`Source.deliver`)  goes on
-:class:`Done`    ``finished``; if short: ``failed`` (``short_reason``,       goes on
-                 ``discard`` when a short piece is a lie for this kind)
+:class:`Done`    ``finished``; if short, the scheduler has failed it, and   goes on
+                 ``failed`` records ``short_reason``
 :class:`Failed`  ``failed`` (the remainder is requeued; ``discard``: the     ``keep``
                  bytes too; ``blame``: counts against the source)
 :class:`Lost`    ``failed`` unless the download is stopping                 stops
@@ -94,11 +94,10 @@ class Source:
     :meth:`ready`); it may override :meth:`holding`.
     """
 
-    #: what a piece that ends before its end is called, and whether that is a
-    #: lie (its bytes are then dropped): an origin that sends too few bytes is
-    #: a broken answer; a helper that calls a short piece done is lying
+    #: what a piece said done before its end is called, in the notices. (Its
+    #: remainder is requeued, its written bytes kept: a helper that lies about
+    #: what it sent is caught before this, by ``fetchjob.RequesterJob``.)
     short_reason = "the source sent too few bytes"
-    short_is_a_lie = False
 
     def __init__(self, board: Board, key: str):
         self.board = board
@@ -146,7 +145,7 @@ class Source:
             if board.finished(assignment_id):
                 self.delivered(assignment_id)
             else:
-                board.failed(assignment_id, self.key, self.short_reason, discard=self.short_is_a_lie)
+                board.failed(assignment_id, self.key, self.short_reason)
             return True
         if isinstance(outcome, Failed):
             board.failed(assignment_id, self.key, outcome.reason, discard=outcome.discard,

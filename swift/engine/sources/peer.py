@@ -44,7 +44,6 @@ class PeerSource(Source):
     (the helper fetches from the origin)."""
 
     short_reason = "the peer sent too few bytes"
-    short_is_a_lie = True
 
     def __init__(self, board: Board, probe: http.ProbeResult, remote: http.RemoteFile, peer: Peer,
                  opts: Options, *, connect: Callable[..., wire.Connection] = wire.client_connect,
