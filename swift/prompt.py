@@ -33,7 +33,8 @@ import threading
 import time
 
 from .getargs import add_get_arguments, with_scheme
-from .getitems import GetItem, items_of, place_of, read_metalink_file
+from .getitems import GetItem, fetch_metalink, items_of, place_of, read_metalink_file
+from .metalink import looks_like_metalink
 from .nodeapp import (CANCELLED, ENDED, NOTICE, PAUSED, RESUMED, STARTED, STOP_DEADLINE,
                       AlreadyDownloading, DownloadEntry, NodeApp)
 from .errors import SwiftError
@@ -213,6 +214,33 @@ class Prompt(cmd.Cmd):
             return
         if profile.insecure:
             self.say(INSECURE_WARNING)
+        if len(items) == 1 and items[0].name is None and not items[0].mirrors \
+                and not args.no_follow_metalink and looks_like_metalink(items[0].url, None):
+            # a Metalink document: fetched on its own thread, so the prompt stays free
+            threading.Thread(target=self._follow, args=(items[0].url, args, profile),
+                             name="metalink", daemon=True).start()
+            return
+        self._start_items(items, args, output, profile)
+
+    def _follow(self, url: str, args: argparse.Namespace, profile) -> None:
+        """Get every file of the Metalink document at ``url`` (``--follow-metalink``)."""
+        from .http.remote import RemoteFile
+        shown = redact_url(url, strict=False)
+        opts = self.app.download_options(None, {})
+        session = RemoteFile(url, profile=profile).session(source_address=opts.source_address)
+        try:
+            doc = fetch_metalink(session, url, timeout=opts.timeout, where=shown)
+        except SwiftError as exc:
+            self.say(f"error: {exc}")
+            return
+        finally:
+            session.close()
+        for note in doc.notes:
+            self.say(f"note: {note}")
+        self.say(f"{shown} is a Metalink document: getting its {len(doc.files)} file(s)")
+        self._start_items(items_of(doc), args, None, profile)
+
+    def _start_items(self, items: list[GetItem], args: argparse.Namespace, output, profile) -> None:
         for item in items:
             try:
                 place = {} if item.name is None else {"directory": place_of(item, self.app.directory)}

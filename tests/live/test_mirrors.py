@@ -294,3 +294,23 @@ def test_helpers_get_the_mirrors_with_their_jobs_and_fall_to_the_next_one(cluste
     helpers = {k: v for k, v in report["bytes_by_source"].items() if k != "local"}
     assert helpers and sum(helpers.values()) > 0, report["bytes_by_source"]
     assert any(status == 206 for status, _ in helper_hits), helper_hits
+
+
+def test_at_the_prompt_get_m_and_a_metalink_url_get_every_file(cluster, tmp_path):
+    from tests.helpers import prompt_node
+    other = os.urandom(MiB + 7)
+    disc = cluster.discovery()
+    with o.Origin({"/f": FILE, "/g": other}) as files:
+        doc = _meta4([("f.bin", [files.url("/f")], FILE)])
+        with o.Origin({"/list.meta4": _meta4([("g.bin", [files.url("/g")], other)])}) as docs:
+            (tmp_path / "one.meta4").write_bytes(doc)
+            with prompt_node(cluster, f"127.0.0.1:{disc.port}", directory=cluster.workdir) as (node, type_):
+                mark = type_(f"get -M {tmp_path / 'one.meta4'} --no-peers")
+                node.wait_for(r"\[1\] done: ", timeout=30, start=mark)
+                mark = type_(f"get {docs.url('/list.meta4')} --no-peers")
+                node.wait_for(r"is a Metalink document: getting its 1 file", timeout=30, start=mark)
+                node.wait_for(r"\[2\] done: ", timeout=30, start=mark)
+                type_("quit")
+    assert hashlib.sha256((cluster.workdir / "f.bin").read_bytes()).hexdigest() == SHA
+    assert (cluster.workdir / "g.bin").read_bytes() == other
+    assert not (cluster.workdir / "list.meta4").exists()
