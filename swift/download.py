@@ -294,9 +294,17 @@ class Download:
             got = probes.get(url)
             if got is None:
                 continue
-            same = _same_validator(probe.validator, got.validator)
-            why = book.admit(url, size=got.size if got.splittable else None, expected_size=expected,
-                             same_validator=True if url == self.url else same, hashed=hashed)
+            if not got.splittable and got.size is not None:
+                why = "it does not serve byte ranges"
+                book.leave_out(url, why)
+            elif got.encoding != probe.encoding:
+                why = (f"it sends Content-Encoding {got.encoding or 'identity'!r}, the first URL "
+                       f"{probe.encoding or 'identity'!r}")
+                book.leave_out(url, why)
+            else:
+                same = _same_validator(probe.validator, got.validator)
+                why = book.admit(url, size=got.size, expected_size=expected,
+                                 same_validator=True if url == self.url else same, hashed=hashed)
             if why:
                 self._notice(f"mirror {http.redact_url(url, strict=False)} left out: {why}")
         usable = book.usable()
