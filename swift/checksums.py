@@ -6,8 +6,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only a type here: hashing takes a stop flag, it does not make threads
+    import threading
 
 ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
 

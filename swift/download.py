@@ -25,7 +25,7 @@ With mirrors (``--mirror``, a Metalink's URLs, an origin's RFC 6249
 ``Link: rel=duplicate``), each mirror is probed and must agree on the length
 (and, without a hash, the validator) before it serves a byte; this machine's
 workers then take each assignment from the mirror the
-:class:`~swift.mirrors.MirrorBook` chooses (:mod:`.engine.mirror_worker`).
+:class:`~swift.mirrors.MirrorBook` chooses (:mod:`.engine.sources.mirror`).
 With piece hashes, every piece is checked as it completes and a bad one is
 fetched again from another mirror (:mod:`.engine.piece_check`).
 
@@ -52,6 +52,7 @@ from .engine.record_keeper import RecordKeeper
 from .engine.report import ChecksumMismatch, DownloadError, MetalinkAnswer, Report, cancelled
 from .engine.single_stream import SingleStream
 from .engine.sources import LocalSource, MirrorSource, MirrorSources, PeerSource
+from .engine.sources.mirror import LockedBook
 from .errors import ErrorCode, OriginError, SwiftError
 from .membership import Peer
 from .mirrors import MirrorBook
@@ -285,7 +286,7 @@ class Download:
         if not probe.splittable:
             self._notice("mirrors are not used: the first URL does not serve byte ranges")
             return probe
-        book = MirrorBook([(self.url, 0)] + candidates, per_mirror=opts.per_mirror)
+        book = LockedBook(MirrorBook([(self.url, 0)] + candidates, per_mirror=opts.per_mirror))
         probes = {self.url: probe}
         probes.update(self._probe_mirrors([url for url, _ in candidates], book))
         expected = opts.expected_size if opts.expected_size is not None else probe.size
@@ -319,7 +320,7 @@ class Download:
         self._notice(f"{len(usable)} of {len(book.urls())} URLs of the file are used as mirrors")
         return base
 
-    def _probe_mirrors(self, urls: list[str], book: MirrorBook) -> dict[str, http.ProbeResult]:
+    def _probe_mirrors(self, urls: list[str], book: LockedBook) -> dict[str, http.ProbeResult]:
         """Probe every mirror at once (each its own thread); those that fail are left out."""
         results: dict[str, http.ProbeResult] = {}
         lock = threading.Lock()

@@ -1,8 +1,9 @@
 """Mirrors of one file: which may serve, which to use next, which are left out and why.
 
-Pure: no sockets, no clock of its own (``now`` is an argument). One
-:class:`MirrorBook` per download on each machine; its caller holds no lock
-for it (it has its own), so workers of any kind may ask it.
+Pure: no sockets, no threads, no clock of its own (``now`` is an argument).
+One :class:`MirrorBook` per download on each machine; the engine guards it
+with one lock (:class:`swift.engine.sources.mirror.MirrorSources`), as the
+board guards the scheduler.
 
 A mirror is a URL, not a machine (aria2's view): every machine's workers
 choose among the usable mirrors, per assignment.
@@ -28,7 +29,6 @@ Rules
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -86,13 +86,12 @@ class Mirror:
 
 
 class MirrorBook:
-    """The mirrors of one download on one machine. Thread-safe."""
+    """The mirrors of one download on one machine (not thread-safe: its owner locks)."""
 
     def __init__(self, urls: Iterable[tuple[str, int]] | Iterable[str], *, per_mirror: int = PER_MIRROR,
                  slow_factor: float = SLOW_FACTOR, stall_after: float = STALL_AFTER):
         if per_mirror < 1:
             raise ValueError("per_mirror must be at least 1")
-        self._lock = threading.Lock()
         self._mirrors: dict[str, Mirror] = {}
         self.per_mirror = per_mirror
         self.slow_factor = slow_factor
@@ -105,30 +104,25 @@ class MirrorBook:
     # -- reading ---------------------------------------------------------------------------
     def urls(self) -> list[str]:
         """Every mirror's URL in the order given."""
-        with self._lock:
-            return [m.url for m in sorted(self._mirrors.values(), key=lambda m: m.order)]
+        return [m.url for m in sorted(self._mirrors.values(), key=lambda m: m.order)]
 
     def usable(self) -> list[str]:
         """The usable mirrors, fastest measured first, then by priority and order."""
-        with self._lock:
-            return [m.url for m in self._ranked(self._mirrors.values()) if m.usable]
+        return [m.url for m in self._ranked(self._mirrors.values()) if m.usable]
 
     def left_out(self) -> dict[str, str]:
         """``{url: why}`` for each mirror left out (for the summary and ``--report``)."""
-        with self._lock:
-            return {m.url: m.left_out for m in self._mirrors.values() if m.left_out is not None}
+        return {m.url: m.left_out for m in self._mirrors.values() if m.left_out is not None}
 
     def bytes_by_mirror(self) -> dict[str, int]:
-        with self._lock:
-            return {m.url: m.bytes for m in self._mirrors.values() if m.bytes}
+        return {m.url: m.bytes for m in self._mirrors.values() if m.bytes}
 
     def summary(self) -> list[dict]:
         """One entry per mirror for ``--report``: url, state, bytes, rate, reason."""
-        with self._lock:
-            return [{"url": m.url, "used": m.usable, "bytes": m.bytes,
-                     "rate": round(m.rate) if m.rate else None, "left_out": m.left_out,
-                     "bad_pieces": m.bad_pieces}
-                    for m in sorted(self._mirrors.values(), key=lambda m: m.order)]
+        return [{"url": m.url, "used": m.usable, "bytes": m.bytes,
+                 "rate": round(m.rate) if m.rate else None, "left_out": m.left_out,
+                 "bad_pieces": m.bad_pieces}
+                for m in sorted(self._mirrors.values(), key=lambda m: m.order)]
 
     # -- agreement ---------------------------------------------------------------------------
     def admit(self, url: str, *, size: int | None, expected_size: int | None,
@@ -148,22 +142,20 @@ class MirrorBook:
             why = ("its validator (ETag, Last-Modified) differs from the first URL's, and no hash "
                    "proves it is the same file" if same_validator is False else
                    "it gives no validator to compare, and no hash proves it is the same file")
-        with self._lock:
-            mirror = self._mirrors[url]
-            if why is None:
-                mirror.admitted = True
-            elif mirror.left_out is None:
-                mirror.left_out = why
+        mirror = self._mirrors[url]
+        if why is None:
+            mirror.admitted = True
+        elif mirror.left_out is None:
+            mirror.left_out = why
         return why
 
     def leave_out(self, url: str, why: str) -> bool:
         """Leave ``url`` out; True the first time (announce it then)."""
-        with self._lock:
-            mirror = self._mirrors[url]
-            if mirror.left_out is not None:
-                return False
-            mirror.left_out = why
-            return True
+        mirror = self._mirrors[url]
+        if mirror.left_out is not None:
+            return False
+        mirror.left_out = why
+        return True
 
     # -- use --------------------------------------------------------------------------------
     @staticmethod
@@ -178,55 +170,50 @@ class MirrorBook:
         are taken only when no other one is free.
         """
         avoid = set(avoid)
-        with self._lock:
-            free = [m for m in self._mirrors.values() if m.usable and m.active < self.per_mirror]
-            if not free:
-                return None
-            preferred = [m for m in free if m.url not in avoid] or free
-            mirror = self._ranked(preferred)[0]
-            mirror.active += 1
-            self._tickets += 1
-            mirror.waiting_since[self._tickets] = now
-            return mirror.url, self._tickets
+        free = [m for m in self._mirrors.values() if m.usable and m.active < self.per_mirror]
+        if not free:
+            return None
+        preferred = [m for m in free if m.url not in avoid] or free
+        mirror = self._ranked(preferred)[0]
+        mirror.active += 1
+        self._tickets += 1
+        mirror.waiting_since[self._tickets] = now
+        return mirror.url, self._tickets
 
     def progress(self, url: str, ticket: int, nbytes: int, now: float) -> None:
         """``nbytes`` arrived on a ticket's connection: it is not stalled."""
-        with self._lock:
-            mirror = self._mirrors[url]
-            if ticket in mirror.waiting_since:
-                mirror.waiting_since[ticket] = now
+        mirror = self._mirrors[url]
+        if ticket in mirror.waiting_since:
+            mirror.waiting_since[ticket] = now
 
     def release(self, url: str, ticket: int, *, nbytes: int, seconds: float, ok: bool) -> None:
         """A connection's assignment ended: ``nbytes`` in ``seconds``; ``ok`` clears the strikes."""
-        with self._lock:
-            mirror = self._mirrors[url]
-            mirror.active = max(0, mirror.active - 1)
-            mirror.waiting_since.pop(ticket, None)
-            mirror.bytes += nbytes
-            mirror.seconds += max(0.0, seconds)
-            if ok:
-                mirror.strikes = 0
+        mirror = self._mirrors[url]
+        mirror.active = max(0, mirror.active - 1)
+        mirror.waiting_since.pop(ticket, None)
+        mirror.bytes += nbytes
+        mirror.seconds += max(0.0, seconds)
+        if ok:
+            mirror.strikes = 0
 
     def failed(self, url: str, why: str, *, final: bool) -> str | None:
         """A fault of the mirror's; ``final`` (an access refusal, a 5xx after retries) leaves it
         out at once, others after :data:`MAX_STRIKES` in a row. Returns the reason if it is now left out."""
-        with self._lock:
-            mirror = self._mirrors[url]
-            mirror.strikes += 1
-            if mirror.left_out is None and (final or mirror.strikes >= MAX_STRIKES):
-                mirror.left_out = why if final else f"{why} ({mirror.strikes} failures in a row)"
-                return mirror.left_out
+        mirror = self._mirrors[url]
+        mirror.strikes += 1
+        if mirror.left_out is None and (final or mirror.strikes >= MAX_STRIKES):
+            mirror.left_out = why if final else f"{why} ({mirror.strikes} failures in a row)"
+            return mirror.left_out
         return None
 
     def bad_piece(self, url: str, index: int) -> str | None:
         """``url`` served (part of) piece ``index``, which failed its hash. Returns the reason
         if the mirror is now left out (after :data:`MAX_BAD_PIECES`)."""
-        with self._lock:
-            mirror = self._mirrors[url]
-            mirror.bad_pieces += 1
-            if mirror.left_out is None and mirror.bad_pieces >= MAX_BAD_PIECES:
-                mirror.left_out = f"{mirror.bad_pieces} pieces failed their hash (the last: piece {index})"
-                return mirror.left_out
+        mirror = self._mirrors[url]
+        mirror.bad_pieces += 1
+        if mirror.left_out is None and mirror.bad_pieces >= MAX_BAD_PIECES:
+            mirror.left_out = f"{mirror.bad_pieces} pieces failed their hash (the last: piece {index})"
+            return mirror.left_out
         return None
 
     def judge(self, now: float) -> list[tuple[str, str]]:
@@ -235,24 +222,23 @@ class MirrorBook:
         Never the last usable mirror, and never before the best one is measured.
         """
         out: list[tuple[str, str]] = []
-        with self._lock:
-            usable = [m for m in self._mirrors.values() if m.usable]
-            rates = [m.rate for m in usable if m.rate is not None]
-            if not rates:
-                return out
-            best = max(rates)
-            for mirror in usable:
-                if sum(1 for m in usable if m.left_out is None) <= 1:
-                    break
-                if mirror.rate is not None and mirror.rate * self.slow_factor < best:
-                    mirror.left_out = (f"{mirror.rate / 1e6:.2f} MB/s per connection, more than "
-                                       f"{self.slow_factor:g} times slower than the best "
-                                       f"({best / 1e6:.2f} MB/s)")
-                elif mirror.waiting_since and \
-                        now - min(mirror.waiting_since.values()) >= self.stall_after:
-                    mirror.left_out = (f"stalled: no data for {self.stall_after:g} s while "
-                                       f"others delivered")
-                else:
-                    continue
-                out.append((mirror.url, mirror.left_out))
+        usable = [m for m in self._mirrors.values() if m.usable]
+        rates = [m.rate for m in usable if m.rate is not None]
+        if not rates:
+            return out
+        best = max(rates)
+        for mirror in usable:
+            if sum(1 for m in usable if m.left_out is None) <= 1:
+                break
+            if mirror.rate is not None and mirror.rate * self.slow_factor < best:
+                mirror.left_out = (f"{mirror.rate / 1e6:.2f} MB/s per connection, more than "
+                                   f"{self.slow_factor:g} times slower than the best "
+                                   f"({best / 1e6:.2f} MB/s)")
+            elif mirror.waiting_since and \
+                    now - min(mirror.waiting_since.values()) >= self.stall_after:
+                mirror.left_out = (f"stalled: no data for {self.stall_after:g} s while "
+                                   f"others delivered")
+            else:
+                continue
+            out.append((mirror.url, mirror.left_out))
         return out

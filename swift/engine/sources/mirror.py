@@ -34,7 +34,7 @@ from ..options import LOCAL, Options
 from ..report import DownloadError
 from .base import Done, Failed, Fatal, Outcome, Source, Stopped
 
-__all__ = ["MirrorSources", "MirrorSource", "FINAL_CODES", "MIRROR_ATTEMPTS"]
+__all__ = ["LockedBook", "MirrorSources", "MirrorSource", "FINAL_CODES", "MIRROR_ATTEMPTS"]
 
 #: An answer with one of these codes will not mend in the seconds a download
 #: has: the mirror is left out at once (RFC 9110: 401/403/404/410 are refusals;
@@ -49,12 +49,32 @@ FINAL_CODES = frozenset({ErrorCode.ACCESS_DENIED, ErrorCode.HTTP_STATUS, ErrorCo
 MIRROR_ATTEMPTS = 3
 
 
+class LockedBook:
+    """A :class:`~swift.mirrors.MirrorBook` behind one lock: every method call holds it
+    (the book is pure and quick; no I/O happens under the lock)."""
+
+    def __init__(self, book: MirrorBook):
+        self._book = book
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._book, name)
+        if not callable(attr):
+            return attr
+
+        def locked(*args, **kwargs):
+            with self._lock:
+                return attr(*args, **kwargs)
+        locked.__name__ = name
+        return locked
+
+
 @dataclass
 class MirrorSources:
-    """What every mirror slot of one download shares: the book, each usable mirror's probe,
-    and how to tell the user (``notice``) that a mirror was left out."""
+    """What every mirror slot of one download shares: the book (behind its lock), each
+    usable mirror's probe, and how to tell the user (``notice``) that a mirror was left out."""
 
-    book: MirrorBook
+    book: LockedBook
     probes: dict[str, http.ProbeResult]
     notice: Callable[[str], None]
     clock: Callable[[], float] = time.monotonic
