@@ -83,11 +83,17 @@ class MirrorSources:
         self._lock = threading.Lock()
         self._helper_jobs: dict[tuple[str, str], int] = {}  # (helper, mirror) -> jobs in flight
 
-    def take_for_helper(self, helper: str) -> str | None:
+    def for_helpers(self, private: bool) -> list[str]:
+        """The usable mirrors a helper may be sent: over a connection that is not private,
+        only those without a secret of their own (credentials in the URL, cookies set)."""
+        return [u for u in self.book.usable() if u in self.probes
+                and (private or not self.probes[u].remote.secrets())]
+
+    def take_for_helper(self, helper: str, *, private: bool = False) -> str | None:
         """The usable mirror a helper's next job starts at: the one with the fewest of *its*
         jobs in flight (each helper's link to each mirror is its own), so its slots spread
-        evenly; None when no mirror is usable. Give it back with :meth:`done_for_helper`."""
-        usable = sorted(u for u in self.book.usable() if u in self.probes)
+        evenly; None when no mirror may be sent to it. Give it back with :meth:`done_for_helper`."""
+        usable = sorted(self.for_helpers(private))
         if not usable:
             return None
         with self._lock:

@@ -28,6 +28,7 @@ from typing import Callable
 from ... import fetchjob, http, protocol, wire
 from ...errors import StorageError
 from ...fetchjob import Data, Finished, KeptAlive, RequesterJob
+from ...http.url import split_credentials
 from ...membership import Peer
 from ...planning import Piece
 from ..board import Board
@@ -158,9 +159,9 @@ class PeerSource(Source):
             p = self.probe
             url, headers = self.remote.for_peer(private=getattr(conn, "private", False))
             self._sent_url = self.remote.final_url  # the URL as this machine knows it
-            first, others = self._mirror_order(assignment_id)
+            first, others = self._mirror_order(assignment_id, getattr(conn, "private", False))
             if first is not None:  # a mirror first: the request options stay with the first URL
-                p, url, headers = first, first.remote.final_url, []
+                p, url, headers = first, split_credentials(first.remote.final_url)[0], []
                 self._sent_url = url
             self._job = RequesterJob(protocol.Fetch(
                 assignment_id, url, piece.start, end, p.size or 0, p.validator.etag,
@@ -168,22 +169,26 @@ class PeerSource(Source):
             conn.send(self._job.request())
         return True
 
-    def _mirror_order(self, assignment_id: int) -> tuple[http.ProbeResult | None, list[list[str]]]:
+    def _mirror_order(self, assignment_id: int,
+                      private: bool = False) -> tuple[http.ProbeResult | None, list[list[str]]]:
         """Which URL a job starts at, and the others as ``Fetch.mirrors``, in order.
 
         The job starts at the mirror with the fewest of this helper's jobs in
         flight (:meth:`MirrorSources.take_for_helper`), so a helper's slots
         spread over the mirrors; the others follow, rotated by assignment, for
         its node to fall to. Returns ``(None, others)`` when the job starts at
-        the download's own URL (which alone carries the request options).
+        the download's own URL (which alone carries the request options). A
+        mirror with a secret of its own (credentials in its URL, cookies it
+        set) goes to a helper only over a private connection, as the first
+        URL's secrets do; and never with them, since a mirror is asked plainly.
         """
         if self.mirrors is None:
             return None, []
-        first = self.mirrors.take_for_helper(self.key)
+        first = self.mirrors.take_for_helper(self.key, private=private)
         if first is None:
             return None, []
         self._mirror_taken = first
-        rest = sorted(u for u in self.mirrors.book.usable() if u in self.mirrors.probes and u != first)
+        rest = sorted(u for u in self.mirrors.for_helpers(private) if u != first)
         if rest:
             k = assignment_id % len(rest)
             rest = rest[k:] + rest[:k]
@@ -191,7 +196,8 @@ class PeerSource(Source):
 
         def entry(u: str) -> list[str]:
             p = self.mirrors.probes[u]
-            return [p.remote.final_url, p.validator.etag or "", p.validator.last_modified or ""]
+            bare = split_credentials(p.remote.final_url)[0]  # a mirror is asked plainly
+            return [bare, p.validator.etag or "", p.validator.last_modified or ""]
 
         others = [entry(u) for u in rest][:protocol.MAX_MIRRORS]
         if first == base:
