@@ -113,3 +113,20 @@ def test_a_stalled_mirror_is_left_out_once_another_is_measured():
 def test_per_mirror_must_be_positive():
     with pytest.raises(ValueError):
         MirrorBook([A], per_mirror=0)
+
+
+def test_a_helpers_jobs_spread_over_the_mirrors_and_secret_ones_stay_off_plain_links():
+    from swift import http
+    from swift.engine.sources.mirror import LockedBook, MirrorSources
+    secret = "http://user:pw@127.0.0.3:1/f"
+    book = LockedBook(_book(A, B, secret, per_mirror=4))
+    probes = {u: http.ProbeResult(u, u, 100, True, http.Validator('"e"'), remote=http.RemoteFile(u))
+              for u in (A, B, secret)}
+    shared = MirrorSources(book, probes, notice=lambda text: None)
+    assert sorted(shared.for_helpers(private=False)) == [A, B]
+    assert secret in shared.for_helpers(private=True)
+    firsts = [shared.take_for_helper("h1") for _ in range(4)]
+    assert firsts.count(A) == 2 and firsts.count(B) == 2  # each helper's link to each mirror is its own
+    shared.done_for_helper("h1", A)
+    assert shared.take_for_helper("h1") == A
+    assert shared.take_for_helper("h2") in (A, B)  # another helper counts from zero
