@@ -637,6 +637,14 @@ def _get(args: argparse.Namespace, secret: bytes | None) -> int:
                     results.append({"url": redact_url(item.url, strict=False), "ok": False,
                                     "error": str(exc)})
                     continue
+                if len(found) > 1 and args.output is not None and not _to_stdout(args) \
+                        and not args.output.is_dir():
+                    line = (f"{redact_url(item.url, strict=False)} lists {len(found)} files, and -o "
+                            f"names one: give a directory with -d DIR")
+                    _error(line)
+                    results.append({"url": redact_url(item.url, strict=False), "ok": False,
+                                    "error": line})
+                    continue
                 items[len(results):len(results) + 1] = found
                 urls[len(results):len(results) + 1] = [i.url for i in found]
     except (KeyboardInterrupt, Terminated) as exc:
@@ -680,7 +688,7 @@ def _get_one(url: str, args: argparse.Namespace, peers: "PeerSource", secret: by
     if profile.insecure and not quiet:
         print(INSECURE_WARNING, file=sys.stderr, flush=True)
     if _to_stdout(args):
-        return _get_to_stdout(url, args, peers, secret, notice, retry, result)
+        return _get_to_stdout(url, args, peers, secret, notice, retry, result, item)
     try:
         directory = place_of(item, args.dir)
     except SwiftError as exc:
@@ -727,7 +735,7 @@ def _get_one(url: str, args: argparse.Namespace, peers: "PeerSource", secret: by
 
 
 def _get_to_stdout(url: str, args: argparse.Namespace, peers: "PeerSource", secret: bytes | None,
-                   notice: Callable[[str], None], retry: Retry, result: dict) -> dict:
+                   notice: Callable[[str], None], retry: Retry, result: dict, item=None) -> dict:
     """``-o -``: download into a temporary directory while streaming it, in order, to stdout."""
     from . import download
     from .engine.rate_limit import RateLimit
@@ -736,8 +744,12 @@ def _get_to_stdout(url: str, args: argparse.Namespace, peers: "PeerSource", secr
     workdir = Path(tempfile.mkdtemp(prefix=".swift-stdout-", dir=args.dir))
     try:
         limit = RateLimit(args.limit_rate) if args.limit_rate else None
+        extra = item.options() if item is not None else {}
+        extra.pop("file_name", None)  # the bytes go to standard output: no name is used
         opts = download.Options(directory=workdir, output=workdir / "download", force=True,
-                                checksum=args.checksum, local_slots=args.slots,
+                                checksum=result.get("checksum") or args.checksum,
+                                local_slots=args.slots, header_mirrors=not args.no_mirrors,
+                                per_mirror=args.per_mirror, **extra,
                                 peer_timeout=args.peer_timeout, piece_size=args.piece_size,
                                 source_address=args.source_address, secret=secret,
                                 name="swift-get", retry=retry, timeout=request_timeout(args),
@@ -763,10 +775,10 @@ def _get_to_stdout(url: str, args: argparse.Namespace, peers: "PeerSource", secr
         return {**result, "error": outcome, "path": "-"}
     names = peer_names(dl.peers)
     if not quiet:  # the file went to standard output; its temporary path is gone
-        print(summary(dataclasses.replace(outcome, path="(standard output)"), names, args.checksum),
-              file=sys.stderr, flush=True)
-    return {**outcome.as_dict(), **result, "ok": True, "path": "-",
-            "checksum_verified": bool(args.checksum),
+        print(summary(dataclasses.replace(outcome, path="(standard output)"), names,
+                      dl.opts.checksum), file=sys.stderr, flush=True)
+    return {**outcome.as_dict(), **result, "ok": True, "path": "-", "checksum": dl.opts.checksum,
+            "checksum_verified": bool(dl.opts.checksum),
             "machines": {src: names.get(src, src) for src in outcome.bytes_by_source}}
 
 
