@@ -128,3 +128,18 @@ def test_credentials_go_to_a_peer_only_over_a_private_connection(tmp_path, priva
     authorization = [v for n, v in fetch.headers if n.lower() == "authorization"]
     assert bool(authorization) == private
     assert board.complete()
+
+
+@pytest.mark.parametrize("only_here", [True, False])
+def test_an_origin_that_denies_only_the_helper_leaves_it_out_and_one_denying_all_fails_the_piece(
+        tmp_path, monkeypatch, only_here):
+    monkeypatch.setattr(http.RemoteFile, "refused_only_for_peer", lambda self, *a, **k: only_here)
+    denied = [protocol.Error(protocol.FetchCode.DENIED, "403 from the origin")]
+    board, conns = run(tmp_path, lambda f: denied, max_failures=3)
+    assert board.done_total() == 0 and "denied: 403 from the origin" in board.last_failure
+    if only_here:  # left out at the first refusal, with the reason in the summary
+        assert board.left_out == {PEER.key: "the origin refuses it what it gives this machine "
+                                            "(denied: 403 from the origin)"}
+        assert len(conns) == 1
+    else:  # an expired URL: an ordinary failure, until max_failures leaves it out
+        assert board.left_out == {PEER.key: "repeated failures (denied: 403 from the origin)"}
