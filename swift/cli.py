@@ -40,8 +40,9 @@ from urllib.parse import urlsplit
 
 from . import __version__, auth
 from .addresses import format_hostport, parse_host, parse_hostport, parse_port
-from .errors import SwiftError
-from .getargs import add_get_arguments, with_scheme
+from .checksums import file_digest, parse_checksum
+from .errors import ErrorCode, SwiftError
+from .getargs import add_get_arguments, checked_url, tries_of, unrecognized
 from .http.profile import INSECURE_WARNING, profile_from_args
 from .http.retry import Retry
 from .http.url import redact_url
@@ -105,10 +106,28 @@ def _install_signals() -> None:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with a one-line usage error (exit 2): the message and where help is."""
+    """argparse with a one-line usage error (exit 2): the message and where help is.
+
+    An unknown option is reported by the parser it was meant for (``node.py
+    get: error: ...`` for one after ``get``), with the nearest known option
+    (:func:`swift.getargs.unrecognized`).
+    """
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            target = self._subcommand_parser(namespace) or self
+            target.error(unrecognized(target, extras))
+        return namespace
+
+    def _subcommand_parser(self, namespace: argparse.Namespace) -> "argparse.ArgumentParser | None":
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001 - no public way
+                return action.choices.get(getattr(namespace, action.dest, None) or "")
+        return None
 
 
 # -- argparse types ----------------------------------------------------------------------
@@ -192,10 +211,19 @@ def _setup_logging(verbose: int, quiet: int, *, daemon: bool, machine: str) -> N
     elif verbose:
         fmt = f"[{who}] %(levelname)s %(name)s: %(message)s"
     else:
-        fmt = "%(levelname)s: %(message)s"
+        fmt = "%(levelname_lower)s: %(message)s"  # "warning: ...", as every front-end line
     logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_lower_level)
     # urllib3 logs every request's status line at DEBUG: shown with -v only
     logging.getLogger("urllib3").setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def _lower_level(record: logging.LogRecord) -> bool:
+    """A filter giving records ``levelname_lower`` (``warning``): front ends write
+    ``note:``, ``warning:`` and ``error:`` in one form."""
+    record.levelname_lower = record.levelname.lower()
+    return True
 
 
 def _load_secret(path: str | None) -> bytes | None:
@@ -271,13 +299,12 @@ def _run_program(body: Callable[[list[str] | None, str | None], int], argv: list
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in _REQUIREMENTS:
             raise
-        print(f"error: swift needs the package {exc.name!r} (requirements.txt), which {sys.executable} "
+        _error(f"swift needs the package {exc.name!r} (requirements.txt), which {sys.executable} "
               f"does not have: set up as the README says (python3 -m venv .venv && .venv/bin/pip "
-              f"install -r requirements.txt) and run swift with .venv/bin/python",
-              file=sys.stderr, flush=True)
+              f"install -r requirements.txt) and run swift with .venv/bin/python")
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        if interrupted_line:
+    except KeyboardInterrupt as exc:
+        if interrupted_line and not getattr(exc, "said", False):
             print("interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
     except Terminated:
@@ -292,11 +319,10 @@ def _discovery(argv: list[str] | None, prog: str | None) -> int:
         secret = _load_secret(args.secret_file)
         srv = discovery_server.make_server(args.host, args.port, secret=secret, lease=args.lease)
     except OSError as exc:
-        print(f"discovery: cannot listen on {format_hostport(args.host, args.port)}: "
-              f"{exc.strerror or exc}", file=sys.stderr)
+        _error(f"cannot listen on {format_hostport(args.host, args.port)}: {exc.strerror or exc}")
         return EXIT_FAILED
     except (ValueError, auth.SecretError) as exc:
-        print(f"discovery: {exc}", file=sys.stderr)
+        _error(str(exc))
         return EXIT_FAILED
     if secret is None:
         log.warning(NO_SECRET_SERVER.format(what="discovery"))
@@ -317,8 +343,8 @@ def _logging_options(p: argparse.ArgumentParser, after: bool) -> None:
     suffix = "_after" if after else ""
     p.add_argument("-v", "--verbose", action="count", default=0, dest="verbose" + suffix,
                    help="more output: each HTTP request's status line and the machine that made it")
-    p.add_argument("-q", "--quiet", action="count", default=0, dest="quiet" + suffix,
-                   help="nothing on success; errors only")
+    p.add_argument("-q", "--quiet", "-s", "--silent", action="count", default=0, dest="quiet" + suffix,
+                   help="nothing on success; errors only (-s, --silent: as curl)")
 
 
 def _network_options(p: argparse.ArgumentParser, after: bool) -> None:
@@ -331,11 +357,12 @@ def _network_options(p: argparse.ArgumentParser, after: bool) -> None:
 
 def _download_options(p: argparse.ArgumentParser, after: bool) -> None:
     keep = {"default": argparse.SUPPRESS} if after else {}
-    p.add_argument("-d", "--dir", type=Path, **(keep or {"default": Path(".")}),
-                   help="download directory, created if missing (default: the current directory)")
-    p.add_argument("--slots", type=SLOTS, metavar="N", **(keep or {"default": 4}),
+    p.add_argument("-d", "--dir", "-P", "--directory-prefix", type=Path, **(keep or {"default": Path(".")}),
+                   help="download directory, created if missing (default: the current directory; "
+                        "-P, --directory-prefix: as wget)")
+    p.add_argument("--slots", "-x", "--split", type=SLOTS, metavar="N", **(keep or {"default": 4}),
                    help=f"fetch jobs this node serves at once, and connections per download "
-                        f"on its own link (1-{MAX_SLOTS}; default 4)")
+                        f"on its own link (1-{MAX_SLOTS}; default 4; -x, --split: as aria2c)")
     p.add_argument("--peer-timeout", type=SECONDS, metavar="S", **(keep or {"default": 15.0}),
                    help="seconds without a frame before a peer's job is reassigned (default 15)")
     p.add_argument("--source-address", type=IP, metavar="IP", **keep,
@@ -365,7 +392,32 @@ headless helper instead."""
 NODE_EPILOG = """\
 exit status: 0 done, 1 failed, 2 bad usage, 130 Ctrl-C, 143 SIGTERM
 (--serve-only takes SIGTERM as its normal stop and exits 0).
-Options may come before or after the subcommand."""
+Every option may come before or after the subcommand (node.py --no-peers get
+URL); a subcommand's own options are refused without it."""
+
+#: dest prefix of a subcommand's option written before the subcommand
+_BEFORE = "before__"
+
+
+class _BeforeSubcommand:
+    """A stand-in parser: each option added through it is added to the main parser
+    too, hidden, so that it may come before the subcommand (``node.py --no-peers
+    get URL``). :func:`parse_node_args` moves its value to where the subcommand's
+    parser puts it, or refuses it for another subcommand."""
+
+    def __init__(self, main: argparse.ArgumentParser, command: str):
+        self.main, self.command = main, command
+        self.owners: dict[str, tuple[str, str]] = {}  # dest → (command, option as written)
+
+    def add_argument(self, *names, **kwargs):
+        taken = self.main._option_string_actions  # noqa: SLF001 - argparse has no public way
+        if not names or not names[0].startswith("-") or any(n in taken for n in names):
+            return None  # positionals stay after the subcommand; shared options exist already
+        kwargs = {**kwargs, "default": argparse.SUPPRESS, "help": argparse.SUPPRESS}
+        action = self.main.add_argument(*names, **kwargs)
+        self.owners[action.dest] = (self.command, max(names, key=len))
+        action.dest = _BEFORE + action.dest
+        return action
 
 
 def _rpc_options(p: argparse.ArgumentParser) -> None:
@@ -444,6 +496,8 @@ def node_parser(prog: str | None = None) -> argparse.ArgumentParser:
                                    "checked). A file already complete is not fetched again.")
     add_get_arguments(g)
     _network_options(g, after=True)
+    before = _BeforeSubcommand(p, "get")
+    add_get_arguments(before)  # type: ignore[arg-type]
     _download_options(g, after=True)
     _logging_options(g, after=True)
     pe = sub.add_parser("peers", help="print the live nodes discovery knows, and exit",
@@ -458,12 +512,35 @@ def node_parser(prog: str | None = None) -> argparse.ArgumentParser:
     d.add_argument("--rate", type=RATE, metavar="RATE", default=demo.DEFAULT_RATE,
                    help=f"each machine's link, bytes/s (default {human_rate(demo.DEFAULT_RATE)})")
     _logging_options(d, after=True)
+    demo_before = _BeforeSubcommand(p, "demo")
+    demo_before.add_argument("--size", type=SIZE, metavar="SIZE")
+    demo_before.add_argument("--rate", type=RATE, metavar="RATE")
+    p.set_defaults(_before_owners={**before.owners, **demo_before.owners},
+                   _subparsers={"get": g, "demo": d})
     return p
+
+
+def _move_options_before(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A subcommand's options written before it: to their place, or a usage error."""
+    owners = args.__dict__.pop("_before_owners")
+    subparsers = args.__dict__.pop("_subparsers")
+    for key in [k for k in vars(args) if k.startswith(_BEFORE)]:
+        value, dest = args.__dict__.pop(key), key[len(_BEFORE):]
+        command, option = owners[dest]
+        if args.command != command:
+            parser.error(f"{option} is an option of {command}: write it with the subcommand "
+                         f"({parser.prog} {command} ... {option})")
+        given_after = getattr(args, dest, None)
+        if isinstance(value, list) and isinstance(given_after, list):
+            setattr(args, dest, value + given_after)  # --header, both sides
+        elif given_after == subparsers[command].get_default(dest):
+            setattr(args, dest, value)  # the one after the subcommand wins when both are given
 
 
 def parse_node_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
     parser = node_parser(prog)
     args = parser.parse_args(argv)
+    _move_options_before(parser, args)
     args.prog = f"{parser.prog} {args.command}" if args.command else parser.prog
     args.verbose += getattr(args, "verbose_after", 0)
     args.quiet += getattr(args, "quiet_after", 0)
@@ -495,9 +572,11 @@ def _node(argv: list[str] | None, prog: str | None) -> int:
     try:
         secret = _load_secret(args.secret_file)
     except (OSError, auth.SecretError) as exc:
-        print(f"node: {exc}", file=sys.stderr)
+        _error(str(exc))
         return EXIT_USAGE
-    if secret is None and not args.quiet:
+    # a get alone on its own link (--no-peers) talks to no member: nothing to authenticate
+    alone = command == "get" and args.no_peers
+    if secret is None and not args.quiet and not alone:
         if daemon:
             log.warning(NO_SECRET_SERVER.format(what="node"))
         elif command is None:
@@ -555,7 +634,7 @@ def _get_urls(args: argparse.Namespace) -> list[str]:
     if args.output is not None and several and not (_to_stdout(args) or args.output.is_dir()):
         raise ValueError("-o names one file: with several URLs, give a directory with -d DIR "
                          "(or -o - for all of them, one after another, on standard output)")
-    return [with_scheme(url) for url in urls]
+    return [checked_url(url) for url in urls]  # a malformed one is bad usage: exit 2
 
 
 def _get_items(args: argparse.Namespace) -> list:
@@ -622,12 +701,13 @@ def _get(args: argparse.Namespace, secret: bytes | None) -> int:
     # asked now, answered while the first URL's origin is probed (the download waits for it then)
     lookup = None if args.no_peers else \
         PeerLookup(DiscoveryClient(*args.discovery, name="swift-get", secret=secret), notice)
+    helpers = _Helpers(lookup, notice) if lookup else None
     results: list[dict] = []
     try:
         while len(results) < len(items):
             item = items[len(results)]
             try:
-                results.append(_get_one(item.url, args, lookup.peers if lookup else [], secret,
+                results.append(_get_one(item.url, args, helpers.peers if helpers else [], secret,
                                         notice, item))
             except _FollowMetalink as follow:  # its files take its place, in order
                 try:
@@ -659,6 +739,31 @@ def _get(args: argparse.Namespace, secret: bytes | None) -> int:
     return EXIT_OK if all(r["ok"] for r in results) else EXIT_FAILED
 
 
+class _Helpers:
+    """The helpers of a ``get``: discovery's live nodes but those of this machine.
+
+    A node running on this machine shares its link (``swift.local_nodes``):
+    as a helper it would compete with the get's own connections for the same
+    uplink, and the summary would show the machine twice. Said once.
+    """
+
+    def __init__(self, lookup, notice: Callable[[str], None]):
+        self._lookup = lookup
+        self._notice = notice
+        self._said = False
+
+    def peers(self, stop: threading.Event | None = None) -> "list[Peer]":
+        from . import local_nodes
+        peers = self._lookup.peers(stop)
+        mine = local_nodes.this_machine(peers)
+        if mine and not self._said:
+            self._said = True
+            shown = ", ".join(sorted(p.name or p.key for p in peers if p.key in mine))
+            self._notice(f"not using {shown} as a helper: it runs on this machine and shares "
+                         f"its link")
+        return [p for p in peers if p.key not in mine]
+
+
 def _get_one(url: str, args: argparse.Namespace, peers: "PeerSource", secret: bytes | None,
              notice: Callable[[str], None], item=None) -> dict:
     """One URL of a ``get``: the result as it goes into ``--report``; prints its own lines.
@@ -676,7 +781,7 @@ def _get_one(url: str, args: argparse.Namespace, peers: "PeerSource", secret: by
     if follow and looks_like_metalink(url, None):
         raise _FollowMetalink(url)
     quiet = args.quiet > 0
-    retry = Retry(attempts=args.tries) if args.tries else Retry()
+    retry = Retry(attempts=tries_of(args)) if tries_of(args) else Retry()
     checksum = args.checksum or item.checksum
     result: dict = {"url": redact_url(url, strict=False), "ok": False, "checksum": checksum,
                     "checksum_verified": False}
@@ -843,6 +948,7 @@ def _run_download(dl: download.Download, bar: "ProgressBar | None", *,
     """
     from . import download, storage
     outcome: list[download.Report | str] = []
+    codes: list[ErrorCode | None] = []
     # An Event, not Thread.join(): a join interrupted by a signal's exception can
     # mark a running thread as stopped (CPython gh-90882), and the grace below
     # would then not wait at all.
@@ -854,6 +960,7 @@ def _run_download(dl: download.Download, bar: "ProgressBar | None", *,
         except download.MetalinkAnswer as exc:  # the caller gets the document's files instead
             outcome.append(exc)
         except download.DownloadError as exc:
+            codes.append(exc.code)
             outcome.append(_error_line(exc, resumable))
         except Exception as exc:  # a bug: one line for the user, the trace in the log
             log.debug("download failed", exc_info=True)
@@ -876,11 +983,18 @@ def _run_download(dl: download.Download, bar: "ProgressBar | None", *,
             bar.close()
         if isinstance(exc, BrokenPipeError):
             pass  # the caller says that standard output went away: one line, not two
-        elif outcome and isinstance(outcome[0], str):
-            _error(outcome[0])  # the engine's own word on what it left on disk
-        elif resumable and dl.path is not None and storage.record_path(dl.path).exists():
-            print(f"stopped; the partial download is kept in {storage.part_path(dl.path)}: "
-                  f"run the same command again to resume", file=sys.stderr, flush=True)
+        elif outcome and isinstance(outcome[0], str) and codes[:1] != [ErrorCode.CANCELLED]:
+            # it failed for another reason meanwhile: the engine's own word on what it left
+            _error(outcome[0])  # _error_line said what -o - keeps
+        else:  # our own stop: one line, not an error (exit 130 or 143 says the rest)
+            how = "terminated" if isinstance(exc, Terminated) else "interrupted"
+            if resumable and dl.path is not None and storage.record_path(dl.path).exists():
+                print(f"{how}; the partial download is kept in {storage.part_path(dl.path)}: "
+                      f"run the same command again to resume", file=sys.stderr, flush=True)
+            else:
+                print(f"{how}; nothing to resume" + ("" if resumable else " (-o - does not resume)"),
+                      file=sys.stderr, flush=True)
+            exc.said = True  # type: ignore[attr-defined] # _run_program adds no second line
         raise
     if bar:
         bar.close()
@@ -957,19 +1071,19 @@ class StdoutStream:
 class ProgressBar:
     """A tqdm bar on stderr, fed by the download's progress callback.
 
-    tqdm in swift's unit family: ``unit="iB"`` with ``unit_divisor=1024``
-    prints ``12.0MiB`` (tqdm's default steps of 1000 would call them MB), and
-    the rate comes from :mod:`swift.units` (see :func:`_tqdm_class`). The bar starts at the bytes a resume already had
+    Every number on it is written by :mod:`swift.units` (``12.0 MiB of 96.0 MiB
+    at 8.0 MiB/s``, see :func:`_tqdm_class`), so the bar reads as the summary
+    and ``jobs`` do; tqdm's own ``12.0MiB`` (no space) never shows. The bar starts at the bytes a resume already had
     (``initial``), which tqdm leaves out of the rate, so the rate and the time
     left are this run's. Never raises into the download.
     """
 
     #: Seconds between redraws: smooth to the eye, cheap on a slow terminal.
     REDRAW = 0.2
-    #: `` 38%|███▋      | 96.0MiB of 256MiB at 8.00MiB/s, 00:20 left``; ``smoothing=0``
+    #: `` 38%|███▋      | 96.0 MiB of 256.0 MiB at 8.0 MiB/s, 00:20 left``; ``smoothing=0``
     #: makes the rate this run's average, not a guess from the last moments.
-    FORMAT = "{percentage:3.0f}%|{bar}| {n_fmt}iB of {total_fmt}iB at {swift_rate}, {remaining} left"
-    FORMAT_NO_TOTAL = "{n_fmt}iB at {swift_rate}"
+    FORMAT = "{percentage:3.0f}%|{bar}| {swift_n} of {swift_total} at {swift_rate}, {remaining} left"
+    FORMAT_NO_TOTAL = "{swift_n} at {swift_rate}"
 
     def __init__(self, stream=None) -> None:
         self.stream = stream or sys.stderr
@@ -1000,7 +1114,7 @@ class ProgressBar:
 
 
 def _tqdm_class():
-    """tqdm with the rate in swift's units (``{swift_rate}``).
+    """tqdm with its numbers in swift's units (``{swift_n}``, ``{swift_total}``, ``{swift_rate}``).
 
     tqdm scales sizes by ``unit_divisor`` but its rate by 1000 whatever the
     divisor, so ``{rate_fmt}`` would print 8 MiB/s as "8.39MiB/s". Imported
@@ -1015,6 +1129,8 @@ def _tqdm_class():
             d = super().format_dict
             elapsed = d.get("elapsed") or 0
             d["swift_rate"] = human_rate((d["n"] - d.get("initial", 0)) / elapsed if elapsed else 0.0)
+            d["swift_n"] = human_bytes(d["n"])
+            d["swift_total"] = human_bytes(d["total"]) if d.get("total") else "?"
             return d
 
     return Bar

@@ -127,7 +127,7 @@ def main(size: int | None = None, rate: int | None = None) -> int:
     ``finally`` below, which removes every process and file.
     """
     if importlib.util.find_spec("swiftlab") is None:
-        print("demo: needs swift's source checkout (its swiftlab/ lab is not installed "
+        print("error: the demo needs swift's source checkout (its swiftlab/ lab is not installed "
               "by pip); run `python3 node.py demo` there", file=sys.stderr)
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="swift-demo-"))
@@ -141,7 +141,7 @@ def main(size: int | None = None, rate: int | None = None) -> int:
         _say("\ninterrupted: every process the demo started is stopped and its files removed")
         return 130
     except (RuntimeError, TimeoutError, OSError) as exc:
-        print(f"demo failed: {exc}", file=sys.stderr)
+        print(f"error: the demo failed: {exc}", file=sys.stderr)
         return 1
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

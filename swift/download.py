@@ -205,7 +205,7 @@ class Download:
                     return self._single(probe, final, quiet=True)
             return self._single(probe, final)
         except ChecksumMismatch:
-            _forget_all(control)
+            _keep_rejected(control, probe.size or 0, self.opts.checksum)
             raise
 
     def _probe(self, remote: http.RemoteFile | None = None, retry: http.Retry | None = None,
@@ -378,6 +378,21 @@ class Download:
     def _parallel(self, probe: http.ProbeResult, final: Path,
                   control: storage.ResumeFile) -> Report:
         done = target.resume_point(control, probe, final, self.opts, self._notice)
+        try:
+            return self._ranges(probe, final, control, done)
+        except ChecksumMismatch:
+            if not done.total:
+                raise
+            # kept bytes took part: a whole-file digest cannot say which are wrong (verify.py)
+            self._notice(f"the file does not match the checksum with the kept data: fetching "
+                         f"all of it anew (without piece hashes a whole-file checksum cannot "
+                         f"tell which bytes are wrong)")
+            control.save(planning.RangeSet())
+            return self._ranges(probe, final, control, planning.RangeSet())
+
+    def _ranges(self, probe: http.ProbeResult, final: Path, control: storage.ResumeFile,
+                done: planning.RangeSet) -> Report:
+        """Fetch what ``done`` lacks into ``NAME.part``, check it, rename it."""
         part_file = storage.part_path(final)
         storage.check_free_space(final.parent, (probe.size or 0) - _allocated(part_file), part_file)
         self._keep_secrets(probe)
@@ -417,6 +432,7 @@ class Download:
         if self.opts.pieces is not None and self.opts.pieces.size == size:
             pieces = PieceCheck(self.opts.pieces)
         self._board = Board(sched, part, notice=self._notice, throttle=self.opts.throttle,
+                            names={p.key: p.name for p in self.peers if p.name},
                             pieces=pieces, on_bad_piece=self._bad_piece)
         if self._stop.is_set():  # cancelled while probing
             self._board.fail_all(cancelled())
@@ -547,11 +563,12 @@ def _unique(peers: list[Peer]) -> list[Peer]:
     return list(seen.values())
 
 
-def _forget_all(control: storage.ControlFile) -> None:
-    """A checksum mismatch: every byte is "done" but something is wrong. Keep the data,
-    record nothing as done, so the same command fetches it anew (the record is one
-    line, whatever the file's size; the null control file of a plain stream saves nothing)."""
+def _keep_rejected(control: storage.ControlFile, size: int, checksum: str | None) -> None:
+    """A checksum mismatch: every byte is there but fails ``checksum``. Keep the data and
+    record it as complete and rejected by that sum (one short line, whatever the file's
+    size), so the next run checks it against another sum before fetching anything
+    (``target.resume_point``); the null control file of a plain stream saves nothing."""
     try:
-        control.save(planning.RangeSet())
+        control.save(planning.RangeSet([(0, size)]) if size else planning.RangeSet(), checksum)
     except storage.StorageError as exc:
         log.warning("%s", exc)

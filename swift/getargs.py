@@ -7,13 +7,16 @@ usage error build this parser without loading the HTTP stack or the engine.
 from __future__ import annotations
 
 import argparse
+import difflib
 from pathlib import Path
 from typing import Callable
 
 from .checksums import parse_checksum
+from .errors import SwiftError
 from .http.profile import add_request_options
 from .http.retry import Retry
-from .units import parse_count, parse_size
+from .http.url import normalize_url
+from .units import parse_count, parse_rate, parse_size
 
 #: --tries bound: each try of a failing range waits longer (backoff up to
 #: 30 s), so more than this is hours of waiting on a dead server.
@@ -49,13 +52,87 @@ def _output_at_prompt(text: str) -> Path:
     return Path(text)
 
 
+def _continue_at(text: str) -> bool:
+    """curl's ``-C -`` (resume where the partial file ends): the only offset swift takes."""
+    if text.strip() != "-":
+        raise argparse.ArgumentTypeError(
+            f"only '-C -' is taken ({text!r} is not): swift resumes from the record beside "
+            f"NAME.part by itself, at the bytes it holds, never at an offset given by hand")
+    return True
+
+
+class Instead(argparse.Action):
+    """A habit of curl, wget or aria2c that swift serves another way: using it is a
+    usage error (exit 2) whose one line says what swift does instead."""
+
+    def __init__(self, option_strings, dest, instead: str = "", **kwargs):
+        kwargs.setdefault("default", argparse.SUPPRESS)
+        super().__init__(option_strings, dest, **kwargs)
+        self.instead = instead
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string}: {self.instead}")
+
+
+def _add_habits(parser: argparse.ArgumentParser) -> None:
+    """The options of curl, wget and aria2c that users reach for (README, "Habits of other tools").
+
+    Those with a meaning here are accepted as what they mean; the others are
+    :class:`Instead`: one line saying what swift does, exit status 2.
+    """
+    parser.add_argument("-L", "--location", action="store_true",
+                        help="follow redirects (curl): always done, up to 10")
+    parser.add_argument("-O", "--remote-name", action="store_true",
+                        help="save under the server's file name (curl): the default without -o")
+    parser.add_argument("-f", "--fail", action="store_true",
+                        help="fail on an HTTP error (curl): always done; an error page is never saved")
+    parser.add_argument("-C", "--continue-at", dest="continue_", type=_continue_at, metavar="-",
+                        help="'-C -' resumes (curl): always done, as -c")
+    parser.add_argument("--retry", type=_checked(lambda t: parse_count(t, low=0, high=MAX_TRIES - 1)),
+                        metavar="N", help="retries after the first try (curl): --tries N+1")
+    parser.add_argument("--max-time", action=Instead, metavar="S",
+                        help="(curl) not taken: says what swift does instead",
+                        instead="swift sets no limit on a whole download; --timeout S limits each "
+                                "wait for data (or run it under 'timeout S node.py get ...')")
+    parser.add_argument("-u", "--user", action=Instead, metavar="USER:PASSWORD",
+                        help="(curl) not taken: says what swift does instead",
+                        instead="swift takes credentials in the URL (https://USER:PASSWORD@HOST/PATH, "
+                                "kept secret as -u's would be) or as --header 'Authorization: ...'")
+
+
+def tries_of(args: argparse.Namespace) -> int | None:
+    """Tries per request from ``--tries N``, else curl's ``--retry N`` (N + 1); None: the default."""
+    if getattr(args, "tries", None):
+        return args.tries
+    retries = getattr(args, "retry", None)
+    return retries + 1 if retries is not None else None
+
+
+def unrecognized(parser: argparse.ArgumentParser, words: list[str]) -> str:
+    """The usage error for ``words`` that ``parser`` does not know, with the nearest of its
+    options for each mistyped one (``did you mean --checksum?``, :func:`difflib.get_close_matches`)."""
+    known = [s for action in parser._actions for s in action.option_strings  # noqa: SLF001
+             if action.help != argparse.SUPPRESS]
+    hints = []
+    for word in words:
+        option = word.split("=", 1)[0]
+        if option.startswith("-") and len(option) > 1:
+            close = difflib.get_close_matches(option, known, n=1, cutoff=0.6)
+            if close:
+                hints.append((option, close[0]))
+    if len(hints) == 1:
+        return f"unrecognized arguments: {' '.join(words)}; did you mean {hints[0][1]}?"
+    said = "; ".join(f"{wrong}: did you mean {right}?" for wrong, right in hints)
+    return f"unrecognized arguments: {' '.join(words)}" + (f"; {said}" if said else "")
+
+
 def add_get_arguments(parser: argparse.ArgumentParser, *, at_prompt: bool = False) -> None:
     """The arguments of ``get``: the same parser builder for ``node.py get`` and the prompt.
 
     At the prompt, ``get`` takes one URL and the per-download options only;
-    the script-facing ones (several URLs, ``-i``, ``--report``, retries and
-    timeouts) belong to ``node.py get`` (the prompt's node has its own
-    command line for the rest).
+    the script-facing ones (several URLs, ``-i``, ``--report``) belong to
+    ``node.py get``; ``--limit-rate`` and ``--tries`` apply to that one
+    download (the prompt's node has its own command line for the rest).
     """
     if at_prompt:
         parser.add_argument("url", nargs="?",
@@ -83,12 +160,16 @@ def add_get_arguments(parser: argparse.ArgumentParser, *, at_prompt: bool = Fals
     parser.add_argument("--no-peers", action="store_true", help="do not ask discovery for peers")
     add_mirror_arguments(parser)
     add_request_options(parser)  # --header, -U, --referer, --load-cookies, --ca-certificate, --insecure
+    parser.add_argument("--tries", type=_checked(lambda t: parse_count(t, low=1, high=MAX_TRIES)),
+                        metavar="N", help=f"tries per request before giving up (1-{MAX_TRIES}; "
+                                          f"default {Retry.attempts})")
+    if at_prompt:  # node.py get has it among the node's options (cli._download_options)
+        parser.add_argument("--limit-rate", type=_checked(parse_rate), metavar="RATE",
+                            help="at most RATE bytes/s for this download (e.g. 2M)")
+    _add_habits(parser)
     if not at_prompt:
         parser.add_argument("--report", type=Path, metavar="FILE",
                             help="write a JSON report to FILE, on failure too (with the error)")
-        parser.add_argument("--tries", type=_checked(lambda t: parse_count(t, low=1, high=MAX_TRIES)),
-                            metavar="N", help=f"tries per request before giving up (1-{MAX_TRIES}; "
-                                              f"default {Retry.attempts})")
         parser.add_argument("--piece-size", type=_checked(parse_size), help=argparse.SUPPRESS)
 
 
@@ -127,3 +208,14 @@ def with_scheme(url: str) -> str:
     """A URL as curl takes it: without a scheme, ``http://`` is meant (``example.com/f.iso``)."""
     url = url.strip()
     return url if "://" in url else f"http://{url}"
+
+
+def checked_url(text: str) -> str:
+    """:func:`with_scheme`, and refused at once (ValueError, a usage error) when it cannot be a
+    URL (no host, a bad port, an unclosed ``[``: :func:`swift.http.url.normalize_url`'s rules)."""
+    url = with_scheme(text)
+    try:
+        normalize_url(url)
+    except SwiftError as exc:
+        raise ValueError(str(exc)) from None
+    return url

@@ -53,7 +53,16 @@ class DiscoveryClient:
                 conn.send(msg)
                 reply = conn.recv()
         except wire.AuthError as exc:
-            raise DiscoveryError(f"discovery at {self.address} refused us: {exc}") from exc
+            # the handshake's message starts with the address it was talking to: said once
+            text = str(exc)
+            rest = text.removeprefix(f"{self.address} ")
+            if rest == text:
+                said = f"discovery at {self.address} refused us: {text}"
+            elif rest.startswith(("refused", "requires")):  # it refused us
+                said = f"discovery at {self.address} {rest}"
+            else:  # we refused it: it could not prove it is a member
+                said = f"discovery at {self.address} was refused: it {rest}"
+            raise DiscoveryError(said) from exc
         except (OSError, TimeoutError, wire.ConnectionClosed, protocol.ProtocolError) as exc:
             raise DiscoveryError(f"discovery at {self.address} is unreachable: {exc}") from exc
         if isinstance(reply, protocol.Error):

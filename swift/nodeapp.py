@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import download, node_server, storage
+from . import download, local_nodes, node_server, storage
 from .addresses import format_hostport
 from .engine.rate_limit import RateLimit
 from .errors import ErrorCode
@@ -53,17 +53,18 @@ STOP_DEADLINE = 1.5
 # -- the summary line --------------------------------------------------------------------
 def summary(report: download.Report, names: dict[str, str] | None = None,
             checksum: str | None = None) -> str:
-    """``done: PATH  SIZE in S s (RATE)[, X resumed]; by machine: NAME SIZE, ...[; ALGO checksum verified]``.
+    """``done: PATH  SIZE in S s (RATE); by machine: NAME SIZE, ...[; ALGO checksum verified]``.
 
-    ``names`` maps a source key (``HOST:PORT``) to the helper's ``--name``;
-    ``local`` is this machine. ``checksum`` is the ``ALGO:HEX`` the file
-    passed (a report exists only for a file that passed it). Units from
-    :mod:`swift.units` only.
+    After a resume: ``done: PATH  SIZE (X resumed); this run: Y in S s (RATE); ...``:
+    the rate is always this run's bytes over this run's time, and the line
+    says which bytes those are. ``names`` maps a source key (``HOST:PORT``)
+    to the helper's ``--name``; ``local`` is this machine. ``checksum`` is
+    the ``ALGO:HEX`` the file passed (a report exists only for a file that
+    passed it). Units from :mod:`swift.units` only.
     """
     names = names or {}
     by = ", ".join(f"{names.get(src) or src} {human_bytes(n)}" for src, n in
                    sorted(report.bytes_by_source.items(), key=lambda kv: (-kv[1], kv[0])))
-    resumed = f", {human_bytes(report.resumed_bytes)} resumed" if report.resumed_bytes else ""
     verified = f"; {checksum.partition(':')[0].strip().lower()} checksum verified" if checksum else ""
     left = "".join(f"; left out: {names.get(src) or src} ({why})"
                    for src, why in sorted(getattr(report, "left_out", {}).items()))
@@ -72,9 +73,15 @@ def summary(report: download.Report, names: dict[str, str] | None = None,
                  if mirrors else "")
     bad = getattr(report, "bad_pieces", 0)
     refetched = f"; {bad} bad piece(s) fetched again" if bad else ""
-    return (f"done: {report.path}  {human_bytes(report.size)} in {report.seconds:.1f} s "
-            f"({human_rate(report.rate)}){resumed}; by machine: {by or 'none'}{by_mirror}"
-            f"{refetched}{verified}{left}")
+    this_run = f"in {report.seconds:.1f} s ({human_rate(report.rate)})"
+    if report.resumed_bytes:
+        fetched = human_bytes(report.size - report.resumed_bytes)
+        amount = (f"{human_bytes(report.size)} ({human_bytes(report.resumed_bytes)} resumed); "
+                  f"this run: {fetched} {this_run}")
+    else:
+        amount = f"{human_bytes(report.size)} {this_run}"
+    return (f"done: {report.path}  {amount}; by machine: {by or 'none'}{by_mirror}{refetched}"
+            f"{verified}{left}")
 
 
 def peer_names(peers: list[Peer]) -> dict[str, str]:
@@ -183,6 +190,7 @@ class DownloadEntry:
         self._app = app
         self._overrides = overrides
         self._no_peers = no_peers
+        self._leaving = False  # cancelled as the node stops: no `resume N` after that
         self._on_event = on_event or (lambda entry, kind, text: app.notice(text) if kind == NOTICE else None)
         #: bytes/s for this download alone (aria2's ``max-download-limit``), beside the node's
         self.limit_rate: int | None = overrides.pop("limit_rate", None)
@@ -232,8 +240,12 @@ class DownloadEntry:
             dl = self._download
         return dl.path if dl is not None else None
 
-    def cancel(self) -> bool:
-        """Stop it; the partial download stays for a later resume. False if it was not running."""
+    def cancel(self, *, leaving: bool = False) -> bool:
+        """Stop it; the partial download stays for a later resume. False if it was not running.
+
+        ``leaving``: the node stops too, so what it says about resuming names
+        what works after a restart (the same get), not ``resume N``."""
+        self._leaving = self._leaving or leaving
         return self._stop(CANCELLED)
 
     def pause(self) -> bool:
@@ -371,9 +383,10 @@ class DownloadEntry:
             self._ended.set()
 
     def _kept(self) -> str:
-        """What a stop left on disk, truthfully, and what ``resume`` will do then."""
+        """What a stop left on disk, truthfully, and what will take it up: ``resume N``
+        while the prompt runs; once the node leaves, the same get after a restart."""
         final = self.path
-        again = f"resume {self.number}"
+        again = "the same get, after a restart," if self._leaving else f"resume {self.number}"
         if final is not None:
             part, record = storage.part_path(final), storage.record_path(final)
             if part.exists() and record.exists():
@@ -415,6 +428,7 @@ class NodeApp:
         self._entries: list[DownloadEntry] = []
         self._listeners: list[Callable[[DownloadEntry, str, str], None]] = []
         self._lock = threading.Lock()
+        self._mark: Path | None = None
 
     @property
     def key(self) -> str:
@@ -433,6 +447,8 @@ class NodeApp:
     def start(self) -> "NodeApp":
         self.server.start()
         self._membership.start()
+        # a get on this machine must not take this node for a helper (swift.local_nodes)
+        self._mark = local_nodes.mark_running(self._membership.me.host, self.port)
         return self
 
     def stop(self, deadline: float = STOP_DEADLINE) -> None:
@@ -443,11 +459,12 @@ class NodeApp:
         its lease runs out.
         """
         end = time.monotonic() + deadline
+        local_nodes.clear_mark(self._mark)
         if self._serving_limit is not None:
             self._serving_limit.close()  # jobs waiting on the limit go on to see the stop
         running = [j for j in self.downloads() if j.running]
         for entry in running:
-            entry.cancel()
+            entry.cancel(leaving=True)
         for entry in running:
             entry.wait(max(0.0, end - time.monotonic()))
 
@@ -468,9 +485,16 @@ class NodeApp:
 
     # -- peers -------------------------------------------------------------------------
     def peers(self, *, include_self: bool = False) -> tuple[list[Peer], str | None]:
-        """The live nodes (fresh from discovery, else the last known, with a warning)."""
+        """The live nodes (fresh from discovery, else the last known, with a warning).
+
+        Without ``include_self``: the helpers for a download started here, so
+        neither this node nor another node of this machine (``swift.local_nodes``:
+        they share this machine's link)."""
         peers, warning = self._membership.peers()
-        return [p for p in peers if include_self or p.key != self.key], warning
+        if include_self:
+            return peers, warning
+        mine = local_nodes.this_machine(peers) | {self.key}
+        return [p for p in peers if p.key not in mine], warning
 
     # -- downloads ---------------------------------------------------------------------
     def download_options(self, output: Path | None, overrides: dict) -> download.Options:

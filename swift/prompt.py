@@ -27,27 +27,29 @@ from __future__ import annotations
 
 import argparse
 import cmd
+import logging
 import shlex
 import shutil
 import threading
 import time
 
-from .getargs import add_get_arguments, with_scheme
+from .getargs import add_get_arguments, tries_of, unrecognized, with_scheme
 from .getitems import GetItem, fetch_metalink, items_of, place_of, read_metalink_file
 from .metalink import looks_like_metalink
 from .nodeapp import (CANCELLED, ENDED, NOTICE, PAUSED, RESUMED, STARTED, STOP_DEADLINE,
                       AlreadyDownloading, DownloadEntry, NodeApp)
 from .errors import SwiftError
 from .http.profile import INSECURE_WARNING, profile_from_args
+from .http.retry import Retry
 from .http.url import redact_url
 from .units import human_bytes, human_rate
 
 HELP = """\
 commands:
   URL                      download URL (same as get URL; without a scheme, http:// is meant)
-  get URL [-o PATH] [--checksum ALGO:HEX] [--force] [--restart] [--no-peers]
-                           download URL into the download directory, or to PATH
-                           (a relative PATH is taken inside the download directory)
+  get URL [OPTIONS]        download URL into the download directory, or to -o PATH
+                           (a relative PATH is taken inside the download directory);
+                           'get --help' lists every option (--checksum, --limit-rate, ...)
   request URL              old spelling of get
   jobs                     show the downloads: state, bytes, this run's rate
   pause N / resume N       stop download N for now / go on from where it stopped
@@ -57,8 +59,6 @@ commands:
   quit                     unregister and exit (also end of input, Ctrl-D); asks first
                            while downloads run"""
 
-USAGE = ("usage: get URL [-o PATH] [--checksum ALGO:HEX] [--force] [--restart] [--no-peers] "
-         "[--mirror URL] [--no-mirrors]; or get -M FILE.meta4")
 
 #: Seconds between refreshes of the live progress line: often enough to see
 #: motion, rarely enough not to disturb typing.
@@ -68,16 +68,45 @@ WAIT_STEP = 0.5
 
 
 class _LineParser(argparse.ArgumentParser):
-    """argparse for one prompt line: an error is a ValueError, never an exit."""
+    """argparse for one prompt line: an error is a ValueError, never an exit; a
+    mistyped option gets the nearest known one (:func:`swift.getargs.unrecognized`)."""
 
     def error(self, message: str):
         raise ValueError(message)
+
+    def parse_args(self, args=None, namespace=None):
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(unrecognized(self, extras))
+        return namespace
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = _LineParser(prog="get", add_help=False)
     add_get_arguments(parser, at_prompt=True)
     return parser
+
+
+def usage() -> str:
+    """The prompt's ``get`` usage, from its parser (``get --help`` shows it): every option
+    it takes, none it does not."""
+    return get_parser().format_usage().strip()
+
+
+class _PromptLog(logging.Handler):
+    """While the prompt runs, log records are its lines: above the input line, as
+    ``note: ...`` (or ``error: ...``), never written over what is being typed."""
+
+    def __init__(self, prompt: "Prompt"):
+        super().__init__()
+        self.prompt = prompt
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            self.prompt.say(f"{'error' if record.levelno >= logging.ERROR else 'note'}: {text}")
+        except Exception:  # noqa: BLE001 - logging must never break the prompt
+            self.handleError(record)
 
 
 def _items(args: argparse.Namespace) -> list[GetItem]:
@@ -196,14 +225,18 @@ class Prompt(cmd.Cmd):
     # -- downloads -----------------------------------------------------------------
     def _start(self, arg: str) -> None:
         try:
-            args = self._parser.parse_args(shlex.split(arg))
+            words = shlex.split(arg)
+            if "-h" in words or "--help" in words:
+                self.say(self._parser.format_help().rstrip())
+                return
+            args = self._parser.parse_args(words)
         except ValueError as exc:
-            self.say(f"error: {exc}; {USAGE}")
+            self.say(f"error: {exc}; usage: get URL [OPTIONS] ('get --help' lists every option)")
             return
-        try:
-            items = _items(args)  # one URL (with its --mirror URLs), or every file of -M FILE
+        try:  # one URL (a malformed one is that download's error, [N] error: ...) with its
+            items = _items(args)  # --mirror URLs, or every file of -M FILE
         except (ValueError, SwiftError) as exc:
-            self.say(f"error: {exc}; {USAGE}")
+            self.say(f"error: {exc}; usage: get URL [OPTIONS] ('get --help' lists every option)")
             return
         # relative to the node's download directory, not to wherever it was started
         output = self.app.directory / args.output.expanduser() if args.output else None
@@ -244,11 +277,14 @@ class Prompt(cmd.Cmd):
         for item in items:
             try:
                 place = {} if item.name is None else {"directory": place_of(item, self.app.directory)}
+                tries = tries_of(args)
+                retry = {"retry": Retry(attempts=tries)} if tries else {}
                 self.app.start_download(item.url, output, no_peers=args.no_peers, on_event=self._event,
                                         checksum=args.checksum or item.checksum, force=args.force,
                                         restart=args.restart, before_start=self._same_url_note,
-                                        profile=profile, header_mirrors=not args.no_mirrors,
-                                        per_mirror=args.per_mirror, **item.options(), **place)
+                                        profile=profile, limit_rate=args.limit_rate,
+                                        header_mirrors=not args.no_mirrors,
+                                        per_mirror=args.per_mirror, **item.options(), **place, **retry)
             except AlreadyDownloading as exc:
                 self.say(f"{redact_url(item.url, strict=False)}: {exc}")
             except SwiftError as exc:
@@ -348,6 +384,7 @@ class Prompt(cmd.Cmd):
         if not running:
             return True
         numbers = ", ".join(f"[{entry.number}]" for entry in running)
+        them, their, files = ("them", "their", "files") if len(running) > 1 else ("it", "its", "file")
         if not _isatty(self.stdin):
             self.say(f"waiting for {numbers} to finish before leaving (input is not a terminal; "
                      f"Ctrl-C cancels them, keeping their partial files)")
@@ -356,8 +393,8 @@ class Prompt(cmd.Cmd):
                 cancel_and_wait(running)
                 self.interrupted = True  # the node exits 130, as for any Ctrl-C
             return True
-        self.say(f"{numbers} still running: wait for them (w), cancel them and keep their "
-                 f"partial files for resume (c), or stay at the prompt (s)?")
+        self.say(f"{numbers} still running: wait for {them} (w), cancel {them} and keep {their} "
+                 f"partial {files} for resume (c), or stay at the prompt (s)?")
         answer = self._ask("[w/c/s] ")
         if answer.startswith("w"):
             self.say(f"waiting for {numbers} (Ctrl-C to stop waiting)")
@@ -394,9 +431,10 @@ class Prompt(cmd.Cmd):
 
 
 def cancel_and_wait(entries: list[DownloadEntry]) -> None:
-    """Cancel ``entries`` and give them the node's stop deadline to say what they kept."""
+    """Cancel ``entries`` as the node leaves, and give them the node's stop deadline to say
+    what they kept (and how to resume it after a restart: no ``resume N`` then)."""
     for entry in entries:
-        entry.cancel()
+        entry.cancel(leaving=True)
     end = time.monotonic() + STOP_DEADLINE
     for entry in entries:
         entry.wait(max(0.0, end - time.monotonic()))
@@ -468,6 +506,13 @@ def run_prompt(app: NodeApp) -> bool:
     True when the user's Ctrl-C ended it (cancelling downloads at `quit` with
     input from a pipe): the node then exits 130."""
     prompt = Prompt(app)
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    for handler in handlers:  # they would write over the input line
+        root.removeHandler(handler)
+    root.addHandler(_PromptLog(prompt))
+    notice = app.notice  # the node's own notes (downloads started elsewhere, say): above too
+    app.notice = lambda text: prompt.say(f"note: {text}")
     try:
         while True:
             try:
@@ -481,3 +526,8 @@ def run_prompt(app: NodeApp) -> bool:
                 prompt.say("^C (downloads keep running; type quit to exit)")
     finally:
         prompt.close()
+        app.notice = notice
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)

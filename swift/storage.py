@@ -495,6 +495,9 @@ class ResumeRecord:
     etag: str | None
     last_modified: str | None
     done: RangeSet = field(default_factory=RangeSet)
+    #: the ``ALGO:HEX`` the complete data failed, if it did: a later run checks
+    #: the kept data against another sum before fetching anything
+    rejected: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.done, RangeSet):
@@ -528,9 +531,12 @@ class ResumeRecord:
         """Every field of :meth:`to_json` but ``done`` (ValueError if one is out of range)."""
         _validate_fields(self.version, self.url, self.final_url, self.size, self.etag,
                          self.last_modified)
-        return {"format": RECORD_FORMAT, "version": self.version, "url": self.url,
+        if self.rejected is not None and not isinstance(self.rejected, str):
+            raise ValueError("rejected must be text or null")
+        head = {"format": RECORD_FORMAT, "version": self.version, "url": self.url,
                 "final_url": self.final_url, "size": self.size, "etag": self.etag,
                 "last_modified": self.last_modified}
+        return {**head, "rejected": self.rejected} if self.rejected else head
 
     @classmethod
     def from_json(cls, obj) -> "ResumeRecord":
@@ -544,8 +550,11 @@ class ResumeRecord:
             raise ValueError(f"missing field {exc.args[0]}") from None
         version, url, final_url, size, etag, last_modified, done = fields
         _validate_fields(version, url, final_url, size, etag, last_modified)
+        rejected = obj.get("rejected")
+        if rejected is not None and not isinstance(rejected, str):
+            raise ValueError("rejected must be text or null")
         return cls(version, url, final_url, size, etag, last_modified,
-                   RangeSet.from_json(done, size))
+                   RangeSet.from_json(done, size), rejected)
 
     def save(self, path: Path) -> None:
         """Replace the record at ``path`` atomically: a crash leaves the old
@@ -702,8 +711,9 @@ class ControlFile:
         """The record of an earlier run of this URL, or None (see :meth:`ResumeRecord.load`)."""
         raise NotImplementedError
 
-    def save(self, done: RangeSet) -> None:
-        """Record ``done`` as written. Flush the data first. StorageError on failure."""
+    def save(self, done: RangeSet, rejected: str | None = None) -> None:
+        """Record ``done`` as written (and ``rejected``, the ``ALGO:HEX`` the complete
+        data failed, if it did). Flush the data first. StorageError on failure."""
         raise NotImplementedError
 
     def exists(self) -> bool:
@@ -725,10 +735,11 @@ class ResumeFile(ControlFile):
         record = ResumeRecord.load(self.path)
         return record if record is not None and record.url == self.identity.url else None
 
-    def save(self, done: RangeSet) -> None:
+    def save(self, done: RangeSet, rejected: str | None = None) -> None:
+        """Record ``done``; ``rejected``: the checksum the complete data failed."""
         i = self.identity
         ResumeRecord(RECORD_VERSION, i.url, i.final_url, i.size, i.etag, i.last_modified,
-                     done).save(self.path)
+                     done, rejected).save(self.path)
 
     def exists(self) -> bool:
         return os.path.lexists(self.path)
@@ -748,7 +759,7 @@ class NullControlFile(ControlFile):
     def load(self) -> ResumeRecord | None:
         return None
 
-    def save(self, done: RangeSet) -> None:
+    def save(self, done: RangeSet, rejected: str | None = None) -> None:
         pass
 
     def exists(self) -> bool:

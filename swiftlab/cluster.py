@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -156,6 +158,17 @@ class Cluster:
         self.secret_file = secret_file
         self.prefix = list(prefix)  # e.g. ["ip", "netns", "exec", "h1"]
         self.processes: list[Process] = []
+        self._state_root: Path | None = None
+        self._nodes = 0
+
+    def _own_state(self, name: str | None) -> dict:
+        """A node's own state directory, as each real machine has one: the lab's
+        "machines" share one host, and a get must not take them for nodes of its
+        own machine (``swift.local_nodes``). The same name gets the same one."""
+        if self._state_root is None:
+            self._state_root = Path(tempfile.mkdtemp(prefix="swift-lab-state-"))
+        self._nodes += 1
+        return {"SWIFT_STATE_DIR": str(self._state_root / (name or f"node-{self._nodes}"))}
 
     def __enter__(self) -> "Cluster":
         return self
@@ -206,6 +219,8 @@ class Cluster:
             args += ["--secret-file", str(self.secret_file)]
         if serve_only:
             args.append("--serve-only")
+        if not (env and "SWIFT_STATE_DIR" in env):
+            env = {**self._own_state(name), **(env or {})}
         proc = self.start(args, name=name or "node", prefix=prefix, stdin=stdin, env=env)
         proc.port = int(proc.wait_for(r"listening on \S+:(\d+)").group(1))
         return proc
@@ -222,3 +237,6 @@ class Cluster:
         for proc in reversed(self.processes):
             proc.kill()
         self.processes.clear()
+        if self._state_root is not None:
+            shutil.rmtree(self._state_root, ignore_errors=True)
+            self._state_root = None

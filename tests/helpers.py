@@ -10,7 +10,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import pty
+import signal
 import socket
+import subprocess
+import threading
 import unicodedata
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +22,7 @@ from typing import Callable, Iterator
 from swift.checksums import file_digest
 from swift.membership import DiscoveryClient
 from swift.storage import ResumeRecord, part_path, record_path
-from swiftlab.cluster import wait_until
+from swiftlab.cluster import program, wait_until
 
 MiB = 1 << 20
 
@@ -179,3 +182,43 @@ def self_signed_certificate(directory: Path) -> tuple[str, str]:
                     "-keyout", str(directory / "key.pem"), "-out", str(directory / "cert.pem")],
                    check=True, capture_output=True, timeout=60)
     return str(directory / "cert.pem"), str(directory / "key.pem")
+
+
+@contextmanager
+def terminal_node(cluster, discovery: str, *, extra=()):
+    """A prompt node whose input *and* output are a terminal, read from the master side."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*program("node"), "--discovery", discovery, "--host", "127.0.0.1",
+                             "--port", "0", "--dir", str(cluster.workdir), "--allow-private", *extra],
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    seen = bytearray()
+    lock = threading.Lock()
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            with lock:
+                seen.extend(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+
+    def screen() -> str:
+        with lock:
+            return seen.decode(errors="replace")
+
+    try:
+        wait_until(lambda: "type a URL" in screen(), 20, "the prompt")
+        yield proc, (lambda text: os.write(master, text.encode())), screen
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        os.close(master)
+        reader.join(5)

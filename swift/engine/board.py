@@ -46,8 +46,12 @@ class Board:
                  clock: Callable[[], float] = time.monotonic,
                  notice: Callable[[str], None] = lambda text: None,
                  throttle: Callable[[int], None] | None = None,
+                 names: dict[str, str] | None = None,
                  pieces: PieceCheck | None = None,
                  on_bad_piece: Callable[[int, set[str]], None] | None = None):
+        """``names``: a helper's key (``HOST:PORT``) → the name it gave itself, so that
+        a notice calls it what the summary calls it. ``pieces``: the piece hashes to
+        check as pieces complete; ``on_bad_piece(index, servers)`` is told of each bad one."""
         self.cond = threading.Condition()
         self.pieces = pieces
         self._on_bad_piece = on_bad_piece or (lambda index, servers: None)
@@ -57,6 +61,7 @@ class Board:
         self._clock = clock
         self._notice = notice
         self._throttle = throttle
+        self._names = dict(names or {})
         self._carriers: dict[int, Carrier] = {}
         self._closers: set[Callable[[], None]] = set()
         self._bytes_by_source: dict[str, int] = {}
@@ -244,9 +249,10 @@ class Board:
             self._last_source = source
             if self._sched.is_assigned(assignment_id):
                 self._fail_assignment(assignment_id, source, reason, discard, blame)
-                if self._sched.excluded(source) and source != LOCAL and \
-                        self._first(source, f"repeated failures ({reason})"):
-                    later = f"peer {source} left out after repeated failures ({reason})"
+                if self._sched.excluded(source) and source != LOCAL:
+                    why = self._why_excluded(source, reason)
+                    if self._first(source, why):
+                        later = f"helper {self._names.get(source) or source} left out: {why}"
             self.cond.notify_all()
         if later:
             self._notice(later)
@@ -269,7 +275,15 @@ class Board:
             self.cond.notify_all()
             first = self._first(source, why)
         if first:
-            self._notice(f"peer {source} left out: {why}")
+            self._notice(f"helper {self._names.get(source) or source} left out: {why}")
+
+    def _why_excluded(self, source: str, reason: str) -> str:
+        """Why the scheduler left ``source`` out, in the words of what happened: one cause
+        on several of its assignments (a killed helper loses every connection) is that cause."""
+        reasons = self._sched.failure_reasons(source)
+        if len(set(reasons)) <= 1:
+            return f"{reason}, on {len(reasons)} of its ranges" if len(reasons) > 1 else reason
+        return f"{len(reasons)} failed ranges, the last: {reason}"
 
     def _first(self, source: str, why: str) -> bool:
         first = source not in self._announced

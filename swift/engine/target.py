@@ -27,6 +27,7 @@ from ..planning import RangeSet
 from .options import Options
 from ..units import human_bytes
 from .report import DownloadError
+from .verify import same_checksum
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,8 @@ def resume_point(control: storage.ResumeFile, probe: http.ProbeResult, final: Pa
         _discard(part, control)
         return RangeSet()
     done = record.done
+    if record.rejected is not None:  # complete data that failed a checksum (verify.py)
+        return _after_mismatch(record, part, control, opts, notice)
     if len(done) > FRAGMENTED:
         fragments = len(done)
         forgotten = done.drop_shorter_than(opts.min_split)
@@ -155,6 +158,22 @@ def resume_point(control: storage.ResumeFile, probe: http.ProbeResult, final: Pa
         notice(f"resuming: {human_bytes(done.total)} of {human_bytes(probe.size or 0)} "
                f"already in {part}")
     return done
+
+
+def _after_mismatch(record: storage.ResumeRecord, part: Path, control: storage.ControlFile,
+                    opts: Options, notice: Callable[[str], None]) -> RangeSet:
+    """Data kept after a checksum mismatch (its validator already matched the server's):
+    checked against a new sum before anything is fetched; fetched anew when no sum,
+    or the same one, is given (:func:`swift.engine.verify.same_checksum`)."""
+    if opts.checksum is None or same_checksum(opts.checksum, record.rejected):
+        why = "the same checksum" if opts.checksum else "no checksum now"
+        notice(f"the data kept in {part} failed {record.rejected.partition(':')[0].lower()} "
+               f"before ({why}): fetching it anew")
+        _discard(part, control)
+        return RangeSet()
+    notice(f"checking the {human_bytes(record.done.total)} kept in {part} against the new "
+           f"checksum before fetching anything")
+    return record.done
 
 
 def _discard(part: Path, control: storage.ControlFile) -> None:

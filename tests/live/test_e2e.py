@@ -307,8 +307,8 @@ def test_content_encoding_is_saved_as_served_never_decoded(cluster, origin, orig
 
 
 def test_checksum_mismatch_keeps_a_small_record_and_the_same_command_refetches(cluster, origin, origin_root):
-    """After a mismatch the record names nothing as done, in one short line
-    (it once held one range per byte and grew without bound)."""
+    """After a mismatch the record names the whole file, rejected by that sum, in one
+    short line (it once held one range per byte and grew without bound)."""
     digest = make_file(origin_root / "c.bin", 24 * MiB, seed=60)
     disc = cluster.discovery()
     wrong = "sha256:" + "0" * 64
@@ -316,7 +316,10 @@ def test_checksum_mismatch_keeps_a_small_record_and_the_same_command_refetches(c
     assert code != 0 and "checksum mismatch" in out
     record = cluster.workdir / "c.bin.part.swift"
     assert record.stat().st_size < 1024
-    assert json.loads(record.read_text())["done"] == []
+    saved = json.loads(record.read_text())
+    assert (saved["done"], saved["rejected"]) == ([[0, 24 * MiB]], wrong)
+    code, out = run_get(cluster, disc.port, origin.url("/c.bin"), "--checksum", wrong)
+    assert code != 0 and "failed sha256 before (the same checksum): fetching it anew" in out, out
     code, out = run_get(cluster, disc.port, origin.url("/c.bin"), "--checksum", f"sha256:{digest}")
     assert code == 0, out
     assert sha256_file(cluster.workdir / "c.bin") == digest

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import pty
 import re
 import signal
 import socket
-import subprocess
-import threading
 import time
 from contextlib import contextmanager
 
 from swiftlab.cluster import wait_until
 from swiftlab.origin import make_file
 
-from tests.helpers import MiB, prompt_node, sha256_file
+from tests.helpers import MiB, prompt_node, sha256_file, terminal_node
 
 
 @contextmanager
@@ -231,47 +227,6 @@ def test_quit_from_a_pipe_waits_for_the_downloads_and_says_so(cluster, origin, o
     assert sha256_file(cluster.workdir / "piped.bin") == digest
 
 
-@contextmanager
-def terminal_node(cluster, discovery: str):
-    """A prompt node whose input *and* output are a terminal, read from the master side."""
-    from swiftlab.cluster import program
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([*program("node"), "--discovery", discovery, "--host", "127.0.0.1",
-                             "--port", "0", "--dir", str(cluster.workdir), "--allow-private"],
-                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
-    os.close(slave)
-    seen = bytearray()
-    lock = threading.Lock()
-
-    def read() -> None:
-        while True:
-            try:
-                data = os.read(master, 4096)
-            except OSError:
-                return
-            if not data:
-                return
-            with lock:
-                seen.extend(data)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-
-    def screen() -> str:
-        with lock:
-            return seen.decode(errors="replace")
-
-    try:
-        wait_until(lambda: "type a URL" in screen(), 20, "the prompt")
-        yield proc, (lambda text: os.write(master, text.encode())), screen
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        os.close(master)
-        reader.join(5)
-
-
 def test_live_progress_appears_above_the_line_being_typed(cluster, origin, origin_root):
     make_file(origin_root / "live.bin", 48 * MiB, seed=39)
     origin.configure(conn_rate=MiB)
@@ -287,11 +242,11 @@ def test_live_progress_appears_above_the_line_being_typed(cluster, origin, origi
         type_("bs\r")  # the typed line was kept: "jo" + "bs"
         wait_until(lambda: re.search(r"\[1\] http://\S+  running", screen()), 10, "jobs output")
         type_("quit\r")
-        wait_until(lambda: "still running: wait for them (w)" in screen(), 10, "the question")
+        wait_until(lambda: "still running: wait for it (w)" in screen(), 10, "the question")
         type_("s\r")
         wait_until(lambda: "staying; the downloads go on" in screen(), 10, "staying")
         type_("\x04")  # Ctrl-D asks the same question
-        wait_until(lambda: screen().count("still running: wait for them (w)") == 2, 10, "the question")
+        wait_until(lambda: screen().count("still running: wait for it (w)") == 2, 10, "the question")
         type_("c\r")
         assert proc.wait(15) == 0
     assert "[1] cancelled; the partial download is kept in" in screen()

@@ -32,7 +32,8 @@ def test_the_summary_names_helpers_and_uses_binary_units():
 
 def test_the_summary_says_resumed_bytes_and_a_verified_checksum():
     line = summary(report(resumed_bytes=48 * MiB), {}, checksum="SHA256:" + "0" * 64)
-    assert "(12.0 MiB/s), 48.0 MiB resumed;" in line  # this run's rate
+    # this run's bytes over this run's time, and said so
+    assert "done: f.iso  96.0 MiB (48.0 MiB resumed); this run: 48.0 MiB in 4.0 s (12.0 MiB/s);" in line
     assert line.endswith("; sha256 checksum verified")
 
 
@@ -58,7 +59,7 @@ def test_one_parser_builder_for_the_command_line_and_the_prompt():
     prompt = get_parser()
     args = prompt.parse_args(["http://h/x", "-o", "out.bin", "--checksum", "md5:" + "a" * 32])
     assert (args.url, str(args.output), args.force) == ("http://h/x", "out.bin", False)
-    for bad in (["http://h/x", "--tries", "2"], ["http://h/x", "--checksum", "md5:zz"],
+    for bad in (["http://h/x", "--report", "r.json"], ["http://h/x", "--checksum", "md5:zz"],
                 ["http://h/x", "--mirror", "ftp://h/x"]):
         with pytest.raises(ValueError):
             prompt.parse_args(bad)

@@ -142,4 +142,4 @@ def test_an_origin_that_denies_only_the_helper_leaves_it_out_and_one_denying_all
                                             "(denied: 403 from the origin)"}
         assert len(conns) == 1
     else:  # an expired URL: an ordinary failure, until max_failures leaves it out
-        assert board.left_out == {PEER.key: "repeated failures (denied: 403 from the origin)"}
+        assert board.left_out == {PEER.key: "denied: 403 from the origin, on 3 of its ranges"}

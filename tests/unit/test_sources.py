@@ -100,7 +100,7 @@ def test_refused_leaves_the_source_out_of_this_download_with_its_reason(board):
     source = Scripted(board, "h:1", [(0, Refused("denied: 403", "the origin refuses it"))])
     source.run()
     assert board.has_no_work_for("h:1") and board.left_out == {"h:1": "the origin refuses it"}
-    assert notices == ["peer h:1 left out: the origin refuses it"]
+    assert notices == ["helper h:1 left out: the origin refuses it"]
     assert board.done_total() == 0 and not board.stop.is_set()
 
 
