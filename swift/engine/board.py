@@ -263,6 +263,9 @@ class Board:
             self._sched.failed(assignment_id, reason, count=blame)
             return
         before = self._sched.bytes_by_source().get(source, 0)
+        if self.pieces is not None:  # its bytes leave done: checked pieces among them are not good now
+            gone = self._sched.assignment(assignment_id)
+            self.pieces.forget(gone.start, gone.position)
         self._sched.failed(assignment_id, reason, discard=True, count=blame)
         lost = before - self._sched.bytes_by_source().get(source, 0)
         self._bytes_by_source[source] = self._bytes_by_source.get(source, 0) - lost

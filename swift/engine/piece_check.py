@@ -89,5 +89,12 @@ class PieceCheck:
         self._suspects.setdefault(index, set()).update(servers)
         return servers
 
+    def forget(self, start: int, end: int) -> None:
+        """Bytes ``[start, end)`` were dropped (a lying helper's): every piece they touch
+        is unchecked again, and is checked anew when its bytes are written again."""
+        for index in self.hashes.touching(start, end):
+            self._good.discard(index)
+            self._served.pop(index, None)
+
     def all_good(self) -> bool:
         return len(self._good) == self.hashes.count

@@ -91,3 +91,15 @@ def test_the_download_does_not_end_while_a_complete_piece_is_being_checked(part)
             break
     assert board._sched.complete and check.pending
     assert not board.complete() and not board.settled(0.0)
+
+
+def test_a_good_piece_whose_bytes_are_dropped_is_checked_again_when_rewritten(part):
+    board, bad = _board(part)
+    first = board.next_piece("h:1")
+    board.write(first.assignment_id, "h:1", DATA[first.start:first.start + PIECE])  # piece 0, good
+    assert 0 in board.pieces._good
+    board.failed(first.assignment_id, "h:1", "caught lying", discard=True)
+    assert 0 not in board.pieces._good and board.done_total() == 0
+    again = board.next_piece("local")
+    board.write(again.assignment_id, "local", b"\0" * PIECE)  # wrong bytes this time
+    assert bad == [(0, {"local"})]
