@@ -26,7 +26,7 @@ __all__ = ["PieceHashes"]
 #: Most pieces one file may have. A 4 MiB Metalink document holds at most
 #: about 50,000 SHA-256 digests anyway; a bound here keeps a caller that
 #: builds PieceHashes from elsewhere (a peer's message) as small.
-MAX_PIECES = 1 << 20
+MAX_TRUSTED_PIECES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,8 @@ class PieceHashes:
         if self.size < 1:
             raise ValueError("piece hashes need a file of at least 1 byte")
         count = -(-self.size // self.length)
-        if count > MAX_PIECES:
-            raise ValueError(f"{count} pieces are more than {MAX_PIECES}")
+        if count > MAX_TRUSTED_PIECES:
+            raise ValueError(f"{count} pieces are more than {MAX_TRUSTED_PIECES}")
         if len(self.digests) != count:
             raise ValueError(f"{self.size} bytes in pieces of {self.length} are {count} pieces, "
                              f"but {len(self.digests)} piece hashes are given")
