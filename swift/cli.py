@@ -40,7 +40,6 @@ from urllib.parse import urlsplit
 
 from . import __version__, auth
 from .addresses import format_hostport, parse_host, parse_hostport, parse_port
-from .checksums import file_digest, parse_checksum
 from .errors import ErrorCode, SwiftError
 from .getargs import add_get_arguments, checked_url, tries_of, unrecognized
 from .http.profile import INSECURE_WARNING, profile_from_args
@@ -684,7 +683,6 @@ def _to_stdout(args: argparse.Namespace) -> bool:
 
 def _get(args: argparse.Namespace, secret: bytes | None) -> int:
     """``node.py get``: each URL in turn; 0 only if every one is complete (and checked)."""
-    from .membership import DiscoveryClient, PeerLookup
     quiet = args.quiet > 0
 
     def notice(text: str) -> None:
@@ -699,8 +697,10 @@ def _get(args: argparse.Namespace, secret: bytes | None) -> int:
     if not _ensure_directory(args.dir, notice):
         return EXIT_FAILED
     # asked now, answered while the first URL's origin is probed (the download waits for it then)
-    lookup = None if args.no_peers else \
-        PeerLookup(DiscoveryClient(*args.discovery, name="swift-get", secret=secret), notice)
+    lookup = None
+    if not args.no_peers:  # the peer machinery loads only when asked for (start-up)
+        from .membership import DiscoveryClient, PeerLookup
+        lookup = PeerLookup(DiscoveryClient(*args.discovery, name="swift-get", secret=secret), notice)
     helpers = _Helpers(lookup, notice) if lookup else None
     results: list[dict] = []
     try:

@@ -41,7 +41,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from . import http, metalink, planning, storage
 from .engine import target, verify
@@ -51,12 +51,14 @@ from .engine.piece_check import PieceCheck
 from .engine.record_keeper import RecordKeeper
 from .engine.report import ChecksumMismatch, DownloadError, MetalinkAnswer, Report, cancelled
 from .engine.single_stream import SingleStream
-from .engine.sources import LocalSource, MirrorSource, MirrorSources, PeerSource
-from .engine.sources.mirror import LockedBook
+from .engine.sources.local import LocalSource
+from .engine.sources.mirror import LockedBook, MirrorSource, MirrorSources
 from .errors import ErrorCode, OriginError, SwiftError
-from .membership import Peer
 from .mirrors import MirrorBook
 from .units import human_bytes
+
+if TYPE_CHECKING:  # the peer machinery loads only when there are peers (start-up)
+    from .membership import Peer
 
 __all__ = ["Download", "DownloadError", "ChecksumMismatch", "MetalinkAnswer", "Options", "Report"]
 
@@ -465,6 +467,8 @@ class Download:
         else:
             bodies = [(f"local-{i}", lambda: LocalSource(board, probe, remote, self.opts).run())
                       for i in range(local)]
+        if self.peers:
+            from .engine.sources.peer import PeerSource
         for peer in self.peers:
             for i in range(self._slots(peer)):
                 source = PeerSource(board, probe, remote, peer, self.opts, mirrors=self._mirrors)

@@ -31,18 +31,19 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from . import download, local_nodes, node_server, storage
+from . import download, local_nodes, storage
 from .addresses import format_hostport
 from .engine.rate_limit import RateLimit
 from .errors import ErrorCode
 from .http.profile import RequestProfile
 from .http.url import redact_url
 from .http import DEFAULT_TIMEOUT
-from .membership import DiscoveryClient, Membership, Peer
-from .sessions import make_session
 from .units import human_bytes, human_rate
+
+if TYPE_CHECKING:  # a get loads this module for its summary: the server side loads in NodeApp
+    from .membership import Peer
 
 log = logging.getLogger(__name__)
 
@@ -406,6 +407,9 @@ class DownloadEntry:
 
 class NodeApp:
     def __init__(self, config: NodeConfig, *, notice: Callable[[str], None] | None = None):
+        from . import node_server
+        from .membership import DiscoveryClient, Membership
+        from .sessions import make_session
         self._config = config
         self.notice = notice or (lambda text: log.warning("%s", text))
         self._serving_limit = RateLimit(config.limit_rate) if config.limit_rate else None

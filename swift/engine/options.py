@@ -12,6 +12,16 @@ from ..piecehash import PieceHashes
 
 #: The source name of this machine's own workers (peers are named ``host:port``).
 LOCAL = "local"
+#: Largest read from the origin by a local worker (its blocks go straight to the
+#: file, never into a data frame, so they need not fit one as a helper's do,
+#: :data:`swift.http.body.CHUNK_SIZE`). Each block costs about 30 us of Python
+#: (read, claim, write, commit, under the board's lock) besides its copies: on
+#: an uncapped loopback link a 1 GiB ``get --no-peers`` took 1.03 CPU s with
+#: 256 KiB reads, 0.88 with 1 MiB, 1.19 with 4 MiB (a block no longer fits
+#: the CPU's cache; medians of 5, bench/uncapped.py's set-up). Four workers
+#: hold at most 4 MiB of blocks. Under ``--limit-rate`` reads stay at the
+#: helpers' size, so that the rate is kept in small steps.
+LOCAL_CHUNK = 1 << 20
 #: Files smaller than this are fetched with one request: splitting them would
 #: cost more round trips than it saves.
 SMALL_FILE = 1 << 20
@@ -23,6 +33,15 @@ MIN_SPLIT = 256 << 10
 #: Seconds between flushing data and rewriting the resume record: a crash
 #: costs at most this much transfer time again.
 RECORD_INTERVAL = 1.0
+#: Seconds between two starts of the disk's writeback of ``NAME.part`` between
+#: records (the supervisor looks every 0.25 s, so: at each look). The kernel
+#: starts writing dirty data only when gigabytes are dirty or 30 s have
+#: passed, so without it the flush before the first record, and the one
+#: before the rename, wrote everything received so far while the download
+#: waited. On this machine's disk (about 370 MB/s) writing 1 GiB at full
+#: speed and then flushing took 2.5-3.2 s; starting the writeback every
+#: 0.25 s, 1.9-2.6 s.
+WRITEBACK_INTERVAL = 0.25
 #: Seconds without a sign of life from an assignment, while others progress, before an
 #: idle worker races its unreceived remainder: twice the longest silence of a
 #: healthy node (it sends a keep-alive when 0.5 s passed without a frame and

@@ -82,3 +82,22 @@ def test_help_and_usage_errors_load_neither_the_http_stack_nor_the_engine():
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_get_without_peers_loads_none_of_the_peer_machinery():
+    """Start-up counts against a one-link download's rate (bench/uncapped.py): the
+    wire, the protocol, discovery's client and the job server cost about 80 ms of
+    CPU to import and a ``get --no-peers`` never uses them."""
+    probe = textwrap.dedent("""
+        import sys
+        from swift import cli, download, nodeapp
+        peer_side = sorted(m for m in ("swift.protocol", "swift.wire", "swift.membership",
+                                       "swift.fetchjob", "swift.handshake", "swift.node_server",
+                                       "swift.server", "swift.engine.sources.peer")
+                           if m in sys.modules)
+        print(peer_side)
+        sys.exit(1 if peer_side else 0)
+    """)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

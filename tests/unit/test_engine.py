@@ -93,9 +93,13 @@ class _Order:
 class _Part:
     def __init__(self, order):
         self.order = order
+        self.writebacks = 0
 
     def sync(self):
         self.order.events.append("sync")
+
+    def start_writeback(self):
+        self.writebacks += 1
 
 
 class _Control(storage.ControlFile):
@@ -125,6 +129,27 @@ def test_the_record_keeper_flushes_before_it_records_and_keeps_its_interval(part
     assert order.events == ["sync", "save"] and list(control.saved[-1]) == [(0, 100)]
     keeper.tick()
     assert order.events == ["sync", "save"]  # the next one is a second later
+
+
+def test_between_records_the_keeper_only_starts_the_writeback_at_its_own_interval(part):
+    board = make_board(part)
+    order = _Order()
+    now = [0.0]
+    fake = _Part(order)
+    keeper = RecordKeeper(board, fake, _Control(order), 1.0, clock=lambda: now[0], writeback=0.25)
+    for t, writebacks in ((0.1, 0), (0.25, 1), (0.4, 1), (0.5, 2), (0.75, 3)):
+        now[0] = t
+        keeper.tick()
+        assert fake.writebacks == writebacks, t
+    assert order.events == []  # a started writeback proves nothing: no flush, no record
+    now[0] = 1.0
+    keeper.tick()
+    assert order.events == ["sync", "save"] and fake.writebacks == 3
+    quiet = _Part(order)
+    keeper = RecordKeeper(board, quiet, _Control(order), 1.0, clock=lambda: now[0], writeback=None)
+    now[0] = 1.5
+    keeper.tick()
+    assert quiet.writebacks == 0
 
 
 def test_a_record_that_cannot_be_saved_stops_the_download_with_the_disks_words(part):
@@ -227,6 +252,43 @@ def test_a_race_won_by_the_backup_tells_the_silent_jobs_worker_to_stop(part):
     assert told == [MiB]  # its peer is told to stop where it was
     assert board.write(frozen.assignment_id, "frozen", b"late") is False  # a wake-up writes nothing
     assert board.bytes_by_source() == {"frozen": MiB, "busy": 3 * (64 << 10), "idle": 100}
+
+
+@pytest.mark.parametrize("throttled", [False, True])
+def test_local_workers_read_large_blocks_except_under_a_rate_limit(part, monkeypatch, throttled):
+    """Each block costs Python work besides its copies: a local worker's blocks go
+    straight to the file and may be larger than a helper's data frames; under
+    ``--limit-rate`` they stay small, so the rate is kept in small steps."""
+    from swift import http
+    from swift.engine.sources import local
+    from swift.engine.options import LOCAL_CHUNK, Options
+    from swift.http.headers import Validator
+
+    asked: list[int] = []
+
+    class Fetch:  # delivers the whole range at once, as an origin would in blocks
+        def __init__(self, session, url, size, validator, **kw):
+            asked.append(kw["chunk_size"])
+
+        def run(self, start, get_end, deliver):
+            deliver(b"r" * (get_end() - start))
+            return get_end() - start
+
+    class Remote:
+        final_url = "http://127.0.0.1/f"
+
+        def session(self, source_address=None):
+            return type("Session", (), {"close": lambda self: None})()
+
+    monkeypatch.setattr(http, "RangeFetch", Fetch)
+    board = make_board(part)
+    probe = http.ProbeResult("http://127.0.0.1/f", "http://127.0.0.1/f", 8 * MiB, True,
+                             Validator(etag='"e"', last_modified=None))
+    opts = Options(throttle=(lambda n: None) if throttled else None)
+    local.run_local(board, probe, Remote(), opts)
+    assert board.complete()
+    assert asked == [http.CHUNK_SIZE if throttled else LOCAL_CHUNK]
+    assert LOCAL_CHUNK > http.CHUNK_SIZE
 
 
 # -- target.already_complete -----------------------------------------------------------------------

@@ -146,6 +146,18 @@ def test_write_after_close_fails_cleanly(tmp_path):
     assert part.read_bytes() == bytes(10)
 
 
+def test_starting_the_writeback_is_best_effort_and_never_raises(tmp_path, monkeypatch):
+    f = PartFile.open(tmp_path / "f.part", 10)
+    f.pwrite(0, b"abc")
+    assert f.start_writeback() is (storage._libc.sync_file_range is not None)
+    monkeypatch.setattr(storage._libc, "sync_file_range", lambda *args: -1)  # a refusing kernel
+    assert f.start_writeback() is False
+    f.close()
+    assert f.start_writeback() is False  # closed: nothing to start, and no error either
+    monkeypatch.setattr(storage._libc, "sync_file_range", None)  # not Linux
+    assert PartFile.open(tmp_path / "g.part", 10).start_writeback() is False
+
+
 def test_close_waits_for_a_write_in_progress(tmp_path, monkeypatch):
     part = tmp_path / "f.part"
     f = PartFile.open(part, 10)

@@ -24,7 +24,15 @@ for it. docs/sources.md has the design and the step that follows.
 from .base import Changed, Done, Failed, Fatal, Lost, Outcome, Refused, Source, Stopped
 from .local import LocalSource, run_local
 from .mirror import MirrorSource, MirrorSources
-from .peer import PeerSource
 
 __all__ = ["Changed", "Done", "Failed", "Fatal", "LocalSource", "Lost", "MirrorSource",
            "MirrorSources", "Outcome", "PeerSource", "Refused", "Source", "Stopped", "run_local"]
+
+
+def __getattr__(name: str):
+    """``PeerSource`` loads on first use: the peer machinery (wire, TLS, the fetch job)
+    stays unloaded for a download with no helpers (start-up time)."""
+    if name == "PeerSource":
+        from .peer import PeerSource
+        return PeerSource
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,7 @@ from ... import http
 from ...errors import ErrorCode, FileChanged, StorageError, SwiftError
 from ...planning import Piece
 from ..board import Board
-from ..options import LOCAL, Options
+from ..options import LOCAL, LOCAL_CHUNK, Options
 from ..report import DownloadError
 from .base import Changed, Done, Failed, Fatal, Outcome, Source, Stopped
 
@@ -28,12 +28,15 @@ class LocalSource(Source):
         self.remote = remote
         self.opts = opts
         self._session = remote.session(source_address=opts.source_address)
+        # blocks go straight to the file, so they may be larger than a helper's data
+        # frames; under --limit-rate they stay small, so the rate is kept in small steps
+        self._chunk = LOCAL_CHUNK if opts.throttle is None else http.CHUNK_SIZE
 
     def run_piece(self, piece: Piece) -> bool:
         fetch = http.RangeFetch(self._session, self.remote.final_url, self.probe.size or 0,
                                 self.probe.validator, policy=self.opts.retry, stop=self.board.stop,
                                 encoding=self.probe.encoding, remote=self.remote,
-                                timeout=self.opts.timeout)
+                                timeout=self.opts.timeout, chunk_size=self._chunk)
         return self.settle(piece.assignment_id, self._fetch(fetch, piece))
 
     def _fetch(self, fetch: http.RangeFetch, piece: Piece) -> Outcome:
