@@ -167,7 +167,8 @@ class Board:
             self._carriers[assignment_id] = carrier
             return self._sched.end_of(assignment_id)
 
-    def write(self, assignment_id: int, source: str, block, *, via: str | None = None) -> bool:
+    def write(self, assignment_id: int, source: str, block, *,
+              via: str | tuple[str, ...] | None = None) -> bool:
         """Write a received block at its offset; False once the assignment is no longer ours.
 
         ``via`` names who served the bytes for piece checks (a mirror's URL; default ``source``).

@@ -41,10 +41,12 @@ class PieceCheck:
         """True while a complete piece is being checked (the download may not end yet)."""
         return bool(self._checking)
 
-    def served(self, offset: int, n: int, via: str) -> None:
-        """``via`` (a mirror, a helper) wrote bytes ``[offset, offset + n)``."""
+    def served(self, offset: int, n: int, via: str | tuple[str, ...]) -> None:
+        """``via`` (a mirror, a helper, or a helper and the mirror it used) wrote
+        bytes ``[offset, offset + n)``."""
+        labels = (via,) if isinstance(via, str) else via
         for index in self.hashes.touching(offset, offset + n):
-            self._served.setdefault(index, set()).add(via)
+            self._served.setdefault(index, set()).update(labels)
 
     def servers(self, index: int) -> set[str]:
         return set(self._served.get(index, ()))

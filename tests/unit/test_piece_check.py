@@ -103,3 +103,10 @@ def test_a_good_piece_whose_bytes_are_dropped_is_checked_again_when_rewritten(pa
     again = board.next_piece("local")
     board.write(again.assignment_id, "local", b"\0" * PIECE)  # wrong bytes this time
     assert bad == [(0, {"local"})]
+
+
+def test_a_bad_piece_from_a_helper_names_the_helper_and_the_mirror_its_job_started_at(part):
+    board, bad = _board(part)
+    piece = board.next_piece("h:1")
+    board.write(piece.assignment_id, "h:1", b"\0" * PIECE, via=("h:1", "http://bad/f"))
+    assert bad == [(0, {"h:1", "http://bad/f"})]

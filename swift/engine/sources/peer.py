@@ -219,6 +219,14 @@ class PeerSource(Source):
             if keep is not None:
                 return keep
 
+    def deliver(self, assignment_id: int, block) -> bool:
+        """Write the block; for piece checks, served by this helper and, with mirrors, the
+        mirror its job started at (a node moves on only before a byte of the job was sent,
+        so the bytes come from there unless that mirror failed at once)."""
+        if self.mirrors is None or self._mirror_taken is None:
+            return super().deliver(assignment_id, block)
+        return self.board.write(assignment_id, self.key, block, via=(self.key, self._mirror_taken))
+
     def _handle(self, assignment_id: int, event: fetchjob.Event) -> bool | None:
         """Act on one event; None while the job goes on, else whether to keep the connection."""
         if isinstance(event, Data):
