@@ -325,3 +325,40 @@ def test_at_the_prompt_get_m_and_a_metalink_url_get_every_file(cluster, tmp_path
     assert hashlib.sha256((cluster.workdir / "f.bin").read_bytes()).hexdigest() == SHA
     assert (cluster.workdir / "g.bin").read_bytes() == other
     assert not (cluster.workdir / "list.meta4").exists()
+
+
+def test_a_bad_piece_a_helper_fetched_names_the_helper_and_its_mirror(cluster, tmp_path):
+    from swiftlab.cluster import program
+    from tests.helpers import start_helpers
+    import json
+    helper_asked = threading.Event()
+
+    def helpers_first(req: o.Request) -> bool:  # the requester's ranges wait for a helper's
+        ranged = (req.headers.get("Range") or "bytes=0-0") != "bytes=0-0"
+        if ranged and req.client != "127.0.0.1":
+            helper_asked.set()
+        elif ranged:
+            helper_asked.wait(GATE)
+        return False
+
+    disc = cluster.discovery()
+    start_helpers(cluster, disc, 1)
+    with o.Origin({"/f": FILE}) as one, o.Origin({"/f": FILE}) as two:
+        # a helper's first job starts at the mirror whose URL sorts first: make it the bad one
+        bad, good = sorted((one, two), key=lambda origin: origin.url("/f"))
+        bad.files["/f"] = o.File(BAD)
+        for origin in (bad, good):
+            origin.rules = {"/f": [helpers_first]}
+        doc = tmp_path / "f.meta4"
+        doc.write_bytes(_meta4([("f.bin", [good.url("/f"), bad.url("/f")], FILE)]))
+        report_path = tmp_path / "r.json"
+        proc = cluster.start([*program("node"), "--discovery", f"127.0.0.1:{disc.port}", "--dir",
+                              str(cluster.workdir), "get", "-M", str(doc), "--report", str(report_path)],
+                             name="get")
+        code, output = proc.wait(60), proc.output()
+    assert code == 0 and "Traceback" not in output, output
+    assert hashlib.sha256((cluster.workdir / "f.bin").read_bytes()).hexdigest() == SHA
+    report = json.loads(report_path.read_text())
+    helper = next(k for k in report["bytes_by_source"] if k != "local")
+    named = [n for n in report["notices"] if "failed its sha256 hash" in n]
+    assert any(helper in n and bad.url("/f") in n for n in named), report["notices"]
