@@ -291,7 +291,7 @@ def test_helpers_get_the_mirrors_with_their_jobs_and_fall_to_the_next_one(cluste
     with o.Origin({"/f": FILE}) as one, o.Origin({"/f": FILE}) as two:
         # a helper's first job starts at the mirror whose URL sorts first: make it the refusing one
         refusing, other = sorted((one, two), key=lambda origin: origin.url("/f"))
-        refusing.rules = {"/f": [helpers_refused]}
+        refusing.rules = {"/f": [helpers_refused, helpers_first]}  # the requester waits at both
         other.rules = {"/f": [helpers_first]}
         report_path = tmp_path / "r.json"
         proc = cluster.start([*program("node"), "--discovery", f"127.0.0.1:{disc.port}", "--dir",
