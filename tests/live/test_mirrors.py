@@ -111,7 +111,7 @@ def test_a_mirror_that_stalls_is_left_out_and_the_download_completes(tmp_path):
     try:
         with o.Origin({"/f": FILE}) as good, o.Origin({"/f": FILE}, {"/f": [stall]}) as stuck:
             report, notes = _run(good.url("/f"), _options(tmp_path, mirrors=((stuck.url("/f"), 1),),
-                                                          timeout=(2.0, 0.5)))
+                                                          timeout=(2.0, 1.5)))
             release.set()
     finally:
         release.set()
