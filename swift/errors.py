@@ -68,6 +68,7 @@ class ErrorCode(enum.Enum):
     HTTP_STATUS = "http-status"            # any other status we cannot use
     RANGE_IGNORED = "range-ignored"        # 200 (the whole file) to a range request
     RANGE_MISMATCH = "range-mismatch"      # wrong Content-Range or Content-Length
+    LENGTHS_DISAGREE = "lengths-disagree"  # a 206's Content-Length is not its Content-Range's span
     ENCODING_CHANGED = "encoding-changed"  # another content coding than at first
     SHORT_BODY = "short-body"              # the answer ended early
     RANGES_UNUSABLE = "ranges-unusable"    # ranges keep failing: use one plain stream
@@ -92,6 +93,7 @@ TRANSIENT = frozenset({
     ErrorCode.CONNECT_TIMEOUT, ErrorCode.READ_TIMEOUT, ErrorCode.CONNECTION_RESET,
     ErrorCode.NETWORK, ErrorCode.SERVER_BUSY, ErrorCode.RANGE_IGNORED, ErrorCode.SHORT_BODY,
     ErrorCode.RANGE_MISMATCH, ErrorCode.ENCODING_CHANGED, ErrorCode.PROXY_FAILED,
+    ErrorCode.LENGTHS_DISAGREE,
 })
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
@@ -48,6 +49,10 @@ log = logging.getLogger(__name__)
 KEEPALIVE_INTERVAL = 0.5
 #: How long a job may wait for a free slot before the node answers "busy".
 SLOT_WAIT = 60.0
+#: Files whose "same bytes" evidence (a sample of bytes sent, ETags proven to be
+#: aliases, :mod:`swift.http.samefile`) a node keeps across jobs, least recently
+#: used dropped first: one per download it helps, and a sample is 8 KiB.
+SAME_FILES = 32
 
 
 #: The code of the error frame for a failed fetch, by the HTTP layer's error code:
@@ -87,6 +92,21 @@ class JobService:
         self._slots = threading.BoundedSemaphore(slots)
         self._lock = threading.Lock()
         self.busy = 0
+        self._same: OrderedDict[tuple, http.SameFile] = OrderedDict()
+
+    def same_file(self, fetch: protocol.Fetch, url: str) -> "http.SameFile":
+        """What this node learnt, over earlier jobs, about which answers are of
+        ``fetch``'s file (a sample of bytes it sent, proven ETag aliases): a job
+        that meets another edge's ETag settles it by comparing bytes."""
+        key = (url, fetch.size, fetch.etag, fetch.last_modified, fetch.encoding)
+        with self._lock:
+            same = self._same.get(key)
+            if same is None:
+                same = self._same[key] = http.SameFile(http.Validator(fetch.etag, fetch.last_modified))
+                while len(self._same) > SAME_FILES:
+                    self._same.popitem(last=False)
+            self._same.move_to_end(key)
+            return same
 
     # -- per connection -------------------------------------------------------------
     def serve_connection(self, srv: server.FramedServer, conn: wire.Connection) -> None:
@@ -135,7 +155,8 @@ class JobService:
         attempts = [http.RangeFetch(
             session, url, fetch.size, http.Validator(fetch.etag, fetch.last_modified),
             policy=self.policy, timeout=self.timeout, stop=aborted,
-            encoding=http.content_coding(fetch.encoding), headers=fetch.headers)]
+            encoding=http.content_coding(fetch.encoding), headers=fetch.headers,
+            same=self.same_file(fetch, url))]
         attempts += self._mirror_attempts(fetch, session, aborted)
         fetch_range = _Current(attempts[0])
         ticking = _Ticking()

@@ -63,6 +63,8 @@ class Request:
     extra: dict = field(default_factory=dict)
     drop: set = field(default_factory=set)
     cut_after: int | None = None    # reset the connection after this many body bytes
+    cap: int | None = None          # a 206 encloses at most this many bytes (Content-Range says so)
+    length_lie: int = 0             # added to a 206's Content-Length (the body is right; then close)
 
     @property
     def client(self) -> str:
@@ -209,8 +211,14 @@ class _Handler(BaseHTTPRequestHandler):
             status, first, last = 200, 0, size - 1
         else:
             status, (first, last) = 206, rng
+            if req.cap is not None:
+                last = min(last, first + req.cap - 1)
             headers["Content-Range"] = f"bytes {first}-{last}/{size}"
         headers["Content-Length"] = str(last - first + 1)
+        if status == 206 and req.length_lie:
+            headers["Content-Length"] = str(last - first + 1 + req.length_lie)
+            headers["Connection"] = "close"
+            self.close_connection = True
         for name in req.drop:
             headers.pop(name, None)
         self._head(status, headers)
@@ -501,6 +509,61 @@ def replaced_after(nbytes_requests: int, new: File) -> Rule:
         if req.count > nbytes_requests:
             req.file, req.etag, req.last_modified = new, new.etag, new.last_modified
         return False
+    return rule
+
+
+def etag_per_connection(edges: int = 2) -> Rule:
+    """A CDN whose ``edges`` edges each give the same bytes their own strong ETag,
+    one edge per connection in turn (Last-Modified and length agree); If-Range
+    with another edge's ETag gets 200 and the whole file."""
+    turn = itertools.count()
+
+    def rule(req: Request) -> bool:
+        h = req.handler
+        if not hasattr(h, "edge"):
+            h.edge = next(turn) % edges  # the handler lives as long as its connection
+        if req.etag:
+            req.etag = f'"edge{h.edge}-{req.etag.strip(chr(34))}"'
+        return False
+    return rule
+
+
+def capped_ranges(cap: int) -> Rule:
+    """Every 206 encloses at most ``cap`` bytes, whatever was asked, with a true Content-Range."""
+    def rule(req: Request) -> bool:
+        req.cap = cap
+        return False
+    return rule
+
+
+def content_length_off_by(delta: int) -> Rule:
+    """206 answers say a Content-Length ``delta`` off the range (the body is the range's
+    bytes, then the connection closes); a plain GET is right."""
+    def rule(req: Request) -> bool:
+        req.length_lie = delta
+        return False
+    return rule
+
+
+def multipart_ranges(parts: int = 2) -> Rule:
+    """Each range is answered as ``multipart/byteranges``, split into ``parts`` parts."""
+    def rule(req: Request) -> bool:
+        if req.file is None or "Range" not in req.headers or req.method == "HEAD":
+            return False
+        body = req.file.body
+        rng = req.handler._range(len(body), req)
+        if rng in (None, "bad"):
+            return False
+        first, last = rng
+        step = max(1, (last - first + 1 + parts - 1) // parts)
+        out = b""
+        for a in range(first, last + 1, step):
+            b = min(last, a + step - 1)
+            out += (f"--XB\r\nContent-Type: application/octet-stream\r\n"
+                    f"Content-Range: bytes {a}-{b}/{len(body)}\r\n\r\n").encode() + body[a:b + 1] + b"\r\n"
+        out += b"--XB--\r\n"
+        return req.send(206, out, {"Content-Type": "multipart/byteranges; boundary=XB",
+                                   "ETag": req.etag, "Last-Modified": req.last_modified})
     return rule
 
 

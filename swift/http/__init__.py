@@ -17,11 +17,14 @@ Modules, one job each:
 ``body``            reading raw, undecoded bodies
 ``probe``           :func:`probe`: size, ranges, validators, final URL
 ``rangefetch``      :class:`RangeFetch`: one checked, resumable range
+``samefile``        :class:`SameFile`: "the file changed" or "another edge's ETag"
+``multipart``       reading ``multipart/byteranges`` bodies as they stream (pure)
 ``stream``          :func:`open_stream`: the whole file, for servers without ranges
 ==================  =============================================================
 
 Content codings are never decoded: the file on disk is the representation
-exactly as the server sends it.
+exactly as the server sends it. docs/http.md lists the rules the range client
+follows, with their RFC sections.
 """
 
 # Names are loaded on first use (PEP 562): `import swift.http.profile` or
@@ -34,7 +37,7 @@ _WHERE = {
     "parse_content_range": "headers", "parse_retry_after": "headers",
     "ProbeResult": "probe", "probe": "probe", "KeptAnswer": "probe",
     "RequestProfile": "profile",
-    "RangeFetch": "rangefetch",
+    "RangeFetch": "rangefetch", "SameFile": "samefile",
     "Retry": "retry", "call_with_retry": "retry",
     "PlainStream": "stream", "open_stream": "stream",
     "RemoteFile": "remote",
@@ -53,7 +56,7 @@ def __getattr__(name: str):
 
 
 __all__ = ["CHUNK_SIZE", "DEFAULT_TIMEOUT", "KeptAnswer", "PlainStream", "ProbeResult", "RangeFetch",
-           "RequestProfile", "Retry", "RemoteFile", "Validator", "call_with_retry",
+           "RequestProfile", "Retry", "RemoteFile", "SameFile", "Validator", "call_with_retry",
            "check_range_answer", "content_coding", "iter_body", "normalize_url", "open_stream",
            "parse_content_range", "parse_retry_after", "probe", "redact_url", "status_error",
            "translate"]

@@ -1,22 +1,33 @@
 """What an HTTP answer's headers say, and whether a range answer keeps the contract.
 
 Pure: status codes and header mappings in, values or errors out; no I/O, so
-every rule here is tested without a server.
+every rule here is tested without a server. docs/http.md lists the rules with
+their RFC sections.
 
 The range contract (RFC 9110 sections 14.1.2, 14.4, 13.1.5, 15.3.7)
 ------------------------------------------------------------------
-A range answer is written only if it is a ``206`` whose ``Content-Range``
-names exactly the bytes asked for and the total size the probe saw, whose
-``Content-Length`` (if any) matches, whose content coding is the one the
-probe saw (ranges count in the encoded bytes), and whose validators (the
-``ETag``, else the ``Last-Modified`` the server reports on that answer) are
-the probe's.
+A ``206`` answer to a request for bytes ``[start, end)`` is used if its
+``Content-Range`` names a span ``[a, b)`` of the total size the probe saw that
+encloses ``start`` (``a <= start < b``, and ``start - a`` at most
+:data:`MAX_LEAD`): RFC 9110 section 15.3.7 lets a server send less than was
+asked (a server that caps each answer), or more (ranges it coalesced), and
+says the client MUST read ``Content-Range`` to see what it got. The caller
+reads from ``start`` to ``min(b, end)`` and asks again for the rest.
+A ``multipart/byteranges`` 206 is checked here for its coding and validators;
+each of its parts names its own span (:mod:`swift.http.multipart`).
+Its ``Content-Length`` (if any) must be ``b - a``: a server whose two
+lengths disagree is lying about one of them, and neither is trusted
+(``LENGTHS_DISAGREE``; the body is never read). Its content coding must be the
+one the probe saw (ranges count in the encoded bytes), and its validators
+(the ``ETag``, else the ``Last-Modified`` the server reports on that answer)
+the probe's, or one the download proved to name the same bytes (``aliases``).
 
 What is *unambiguous* evidence that the file changed (:class:`FileChanged`):
 another total size in ``Content-Range`` (or in the ``Content-Length`` of a
 ``200`` answer). Validators that differ are only *suspicious*
-(:class:`ValidatorMismatch`): a load balancer's backends may disagree about
-an ETag, so the caller checks again before it calls the file changed.
+(:class:`ValidatorMismatch`): a CDN's edges may each give the same bytes their
+own ETag, so the caller compares bytes before it calls the file changed
+(:mod:`swift.http.samefile`).
 A ``200`` with the probe's validators is a server that ignored the range
 this time (``RANGE_IGNORED``): retried, and never written.
 """
@@ -32,7 +43,14 @@ from typing import Mapping
 from ..errors import ErrorCode, FileChanged, OriginError
 
 __all__ = ["Validator", "content_coding", "parse_content_range", "parse_retry_after",
-           "strong_etag", "check_range_answer", "ValidatorMismatch"]
+           "strong_etag", "check_range_answer", "ValidatorMismatch", "MAX_LEAD"]
+
+#: Most bytes a 206 may enclose *before* the first byte asked for (a server that
+#: coalesced ranges, or rounds starts down to a block): they are read and
+#: dropped. 1 MiB costs at most a few milliseconds on a fast link; a server
+#: that always starts at byte 0 would cost a read of the whole file per piece,
+#: so past this the answer is a mismatch (and, repeated, a plain stream).
+MAX_LEAD = 1 << 20
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 _UNSATISFIED = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)
@@ -55,14 +73,16 @@ class Validator:
         """The validators an answer reports (a weak ETag does not count)."""
         return cls(strong_etag(headers.get("ETag")), headers.get("Last-Modified"))
 
-    def differs(self, other: "Validator") -> bool:
-        """True when ``other`` names another version: the strong ETags differ, or,
-        without an ETag on our side, the Last-Modified dates differ. A validator
-        ``other`` does not report is no evidence either way."""
+    def differs(self, other: "Validator", aliases: frozenset[str] = frozenset()) -> bool:
+        """True when ``other`` names another version: the strong ETags differ (and
+        ``other``'s is none of ``aliases``, validators proven to name the same bytes),
+        or, without an ETag on our side, the Last-Modified dates differ (and are not
+        an alias). A validator ``other`` does not report is no evidence either way."""
         if self.etag:
-            return other.etag is not None and other.etag != self.etag
+            return other.etag is not None and other.etag != self.etag and other.etag not in aliases
         if self.last_modified:
-            return other.last_modified is not None and other.last_modified != self.last_modified
+            return (other.last_modified is not None and other.last_modified != self.last_modified
+                    and other.last_modified not in aliases)
         return False
 
 
@@ -127,10 +147,14 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 def check_range_answer(status: int, headers: Mapping[str, str], start: int, end: int, *,
                        size: int, validator: Validator, encoding: str = "",
-                       if_range_sent: bool = False) -> None:
-    """Return if the answer is exactly the 206 for bytes [start, end) of the same
-    file; raise otherwise (see the module docstring for what each error means).
+                       if_range_sent: bool = False,
+                       aliases: frozenset[str] = frozenset()) -> tuple[int, int]:
+    """Return ``(a, b)``, the span ``[a, b)`` a usable 206 encloses (``a <= start < b``;
+    ``b`` may be below or above ``end``), if the answer is a 206 for bytes of the
+    same file that includes ``start``; raise otherwise (see the module docstring
+    for what each error means).
 
+    ``aliases``: other strong ETags proven to name the same bytes.
     Status errors other than 200 are left to the caller (it knows the URL).
     """
     span = f"bytes {start}-{end - 1}"
@@ -140,7 +164,7 @@ def check_range_answer(status: int, headers: Mapping[str, str], start: int, end:
         coded = content_coding(headers.get("Content-Encoding")) != encoding
         if length is not None and length.isdigit() and int(length) != size and not coded:
             raise FileChanged(f"size {size} became {length}")
-        if validator.differs(seen):
+        if validator.differs(seen, aliases):
             raise ValidatorMismatch(f"the server answered 200 with other validators to a range "
                                     f"request for {span}", seen)
         why = " with If-Range" if if_range_sent else ""
@@ -156,15 +180,20 @@ def check_range_answer(status: int, headers: Mapping[str, str], start: int, end:
         raise OriginError(f"the server sent Content-Encoding {got or 'identity'!r} for a range, "
                           f"{encoding or 'identity'!r} at first", ErrorCode.ENCODING_CHANGED,
                           status=206)
-    if validator.differs(seen):
+    if validator.differs(seen, aliases):
         raise ValidatorMismatch(f"the validators changed on the answer for {span}", seen)
+    content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    if content_type == "multipart/byteranges":
+        return start, end  # each part names its own span (swift.http.multipart)
     if parsed is None:
         raise OriginError(f"missing or malformed Content-Range for {span}",
                           ErrorCode.RANGE_MISMATCH, status=206)
-    if parsed[:2] != (start, end):
+    first, last, _ = parsed
+    if not first <= start < last or start - first > MAX_LEAD:
         raise OriginError(f"asked for {span}, got Content-Range "
                           f"{headers.get('Content-Range')!r}", ErrorCode.RANGE_MISMATCH, status=206)
     length = headers.get("Content-Length")
-    if length is not None and (not length.isdigit() or int(length) != end - start):
-        raise OriginError(f"Content-Length {length} does not match {span}",
-                          ErrorCode.RANGE_MISMATCH, status=206)
+    if length is not None and (not length.strip().isdigit() or int(length) != last - first):
+        raise OriginError(f"Content-Length {length.strip()} does not match Content-Range "
+                          f"bytes {first}-{last - 1}", ErrorCode.LENGTHS_DISAGREE, status=206)
+    return first, last

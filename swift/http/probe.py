@@ -8,6 +8,7 @@ What each answer means:
 
 =====================================  =============================================
 ``206`` with ``bytes 0-0/N``           N bytes, ranges work
+``206`` as ``multipart/byteranges``    as its first part's ``Content-Range`` says
 ``206`` without a usable total         ranges cannot be planned: one plain stream
 ``200``                                ranges ignored: one plain stream
 ``416`` with ``bytes */0``             an empty file (RFC 9110 section 15.5.17)
@@ -34,10 +35,12 @@ from typing import Any
 
 import requests
 
-from .body import DEFAULT_TIMEOUT
+from ..errors import SwiftError
+from .body import DEFAULT_TIMEOUT, iter_body
 from .failures import status_error
 from .headers import Validator, content_coding, parse_content_range, parse_unsatisfied_range
 from .mirrors import Duplicate, described_by, duplicates, origin_digest
+from .multipart import Part, boundary_of, iter_parts
 from .retry import Retry, call_with_retry
 from .remote import RemoteFile
 
@@ -144,6 +147,8 @@ def _read_probe(resp: requests.Response, url: str) -> ProbeResult:
     ranges = False
     if status == 206:
         parsed = parse_content_range(resp.headers.get("Content-Range"))
+        if parsed is None and boundary_of(resp.headers) is not None:
+            parsed = _first_part(resp)
         if parsed and parsed[0] == 0 and parsed[2] is not None:
             size, ranges = parsed[2], True
     elif status == 416:
@@ -164,3 +169,18 @@ def _read_probe(resp: requests.Response, url: str) -> ProbeResult:
                        content_type=(resp.headers.get("Content-Type") or "").split(";", 1)[0]
                        .strip().lower()[:100],
                        metalink_url=described_by(link, final_url))
+
+
+def _first_part(resp: requests.Response) -> tuple[int, int, int | None] | None:
+    """The span of a multipart/byteranges probe answer's first part (its body is
+    the one byte asked for and a few headers: reading stops at the first part
+    header, and the preamble before it is bounded); None if it cannot be read."""
+    boundary = boundary_of(resp.headers)
+    try:
+        for item in iter_parts(iter_body(resp, None, gather=0),
+                               boundary or b""):
+            if isinstance(item, Part):
+                return item.first, item.end, item.total
+    except SwiftError:
+        return None
+    return None

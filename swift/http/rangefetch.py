@@ -19,9 +19,19 @@ Deviating answers that are still usable (issue 8, item 2), in steps:
 3. if ranges keep coming back as ``200`` until the retry budget is spent:
    ``RANGES_UNUSABLE``, on which the engine falls back to one plain stream.
 
-Validators that differ on an answer are checked again with a fresh request
-before the fetch says "the file changed on the server"
-(:class:`~swift.errors.FileChanged`); a size that differs is enough on its own.
+A ``206`` that encloses less than was asked (a server that caps its
+answers), or starts a little before the first byte asked (ranges coalesced),
+or comes as ``multipart/byteranges`` (:mod:`swift.http.multipart`), is read
+for what it holds, and the rest is asked for again (RFC 9110 section
+15.3.7). One whose ``Content-Length`` and ``Content-Range`` disagree is never
+read; repeated, the download's ranges are given up for one plain GET
+(:data:`swift.http.remote.LENGTH_STRIKES`).
+
+Validators that differ on an answer are never enough to say "the file changed
+on the server" (:class:`~swift.errors.FileChanged`): the fetch asks again for
+a sample of bytes already written (:mod:`swift.http.samefile`) and carries on
+if they agree (the validator was another edge's), or says "changed" if they
+differ; a size that differs is enough on its own.
 
 A resolved URL that answers 401/403/404/410 after it had worked is resolved
 again through the download's :class:`~swift.http.remote.RemoteFile` (issue 8,
@@ -41,6 +51,8 @@ from ..errors import ErrorCode, FileChanged, OriginError, SwiftError
 from .body import CHUNK_SIZE, DEFAULT_TIMEOUT, iter_body
 from .failures import status_error
 from .headers import Validator, ValidatorMismatch, check_range_answer, parse_content_range
+from .multipart import Part, boundary_of, iter_parts
+from .samefile import SameFile
 from .retry import Passthrough, Retry, call_with_retry
 from .profile import RESERVED_HEADERS
 from .remote import RemoteFile
@@ -48,6 +60,11 @@ from .remote import RemoteFile
 __all__ = ["RangeFetch"]
 
 log = logging.getLogger(__name__)
+
+#: Sample requests to settle one answer with other validators. Each may reach
+#: another edge; three reach both of two edges that alternate per connection,
+#: and a CDN of many edges settles over the download's later answers.
+PROOF_TRIES = 3
 
 
 @dataclass
@@ -73,11 +90,16 @@ class RangeFetch:
     encoding: str = ""
     headers: Mapping[str, str] | Iterable[Sequence[str]] | None = None
     remote: RemoteFile | None = None
+    #: what proves an answer with other validators is of the same file; default:
+    #: the one of ``remote`` (shared by the download's workers)
+    same: SameFile | None = None
 
     def __post_init__(self) -> None:
         self._current: requests.Response | None = None
         if self.remote is None:
             self.remote = RemoteFile(self.url, final_url=self.url, jar=self.session.cookies)
+        if self.same is None:
+            self.same = self.remote.same_file(self.validator)
         if self.stop is None:
             self.stop = threading.Event()
 
@@ -99,31 +121,51 @@ class RangeFetch:
         :class:`~swift.errors.SwiftError` (not :class:`~swift.errors.Cancelled`:
         a stop just returns) or whatever ``deliver`` raised."""
         state = _Progress(start)
+        same = self.same
+        assert same is not None
+
+        def take(block: bytes) -> bool:
+            """Hand on a block at ``state.position``; False when the fetch is to stop."""
+            limit = get_end()
+            if state.position + len(block) > limit:
+                block = block[: max(0, limit - state.position)]
+            if block:
+                offset = state.position
+                state.advance(len(block))
+                try:
+                    keep_going = deliver(block)
+                except Exception as exc:  # the receiving side's failure, not HTTP's
+                    raise Passthrough() from exc
+                same.wrote(offset, block)
+                if keep_going is False:
+                    return False
+            return state.position < get_end() and not self.stop.is_set()  # type: ignore[union-attr]
 
         def attempt() -> None:
-            end = get_end()
-            if state.position >= end:
-                return
-            resp = self._open(state.position, end)
-            self._current = resp
-            try:
-                with resp:
-                    for block in iter_body(resp, end - state.position, self.chunk_size):
-                        limit = get_end()
-                        if state.position + len(block) > limit:
-                            block = block[: max(0, limit - state.position)]
-                        if block:
-                            state.advance(len(block))
-                            try:
-                                keep_going = deliver(block)
-                            except Exception as exc:  # the receiving side's failure, not HTTP's
-                                raise Passthrough() from exc
-                            if keep_going is False:
+            while True:  # one request per answer; a capped answer leaves a rest
+                end = get_end()
+                if state.position >= end:
+                    return
+                resp, first, last = self._open(state.position, end)
+                self._current = resp
+                try:
+                    with resp:
+                        boundary = boundary_of(resp.headers)
+                        if boundary is not None:
+                            if not self._read_parts(resp, boundary, state, take):
                                 return
-                        if state.position >= get_end() or self.stop.is_set():  # type: ignore[union-attr]
-                            return
-            finally:
-                self._current = None
+                            continue
+                        skip = state.position - first  # bytes enclosed before those asked for
+                        for block in iter_body(resp, min(last, end) - first, self.chunk_size):
+                            if skip:
+                                cut = min(skip, len(block))
+                                skip -= cut
+                                block = block[cut:]
+                            if not take(block):
+                                return
+                        same.finish()
+                finally:
+                    self._current = None
 
         try:
             call_with_retry(attempt, self.policy, url=self.remote.final_url,  # type: ignore[union-attr]
@@ -141,12 +183,15 @@ class RangeFetch:
         return state.position - start
 
     # -- one request ---------------------------------------------------------------------------
-    def _open(self, start: int, end: int) -> requests.Response:
-        """Send the range request; return the response once its headers are proven right."""
+    def _open(self, start: int, end: int) -> tuple[requests.Response, int, int]:
+        """Send the range request; return the response once its headers are proven
+        right, with the span ``[first, last)`` it encloses (``first <= start < last``)."""
         remote = self.remote
         assert remote is not None
         url = remote.final_url
-        for _ in range(2):  # the second time with a refreshed URL
+        if remote.may_refresh_later(url):  # it expired, and resolving it again met a busy server
+            url = remote.refresh(self.session, url, size=self.size, timeout=self.timeout) or url
+        for turn in range(2):  # the second time with a refreshed URL
             if_range = remote.if_range(self.validator)
             headers = range_headers(self.headers, start, end, if_range)
             resp = self.session.get(url, headers=headers, stream=True, timeout=self.timeout)
@@ -154,17 +199,21 @@ class RangeFetch:
                 if resp.status_code not in (200, 206):
                     error = status_error(resp.status_code, resp.reason or "", url,
                                          resp.headers.get("Retry-After"))
-                    if error.code is ErrorCode.ACCESS_DENIED:
+                    if error.code is ErrorCode.ACCESS_DENIED and turn == 0:
                         new = remote.refresh(self.session, url, size=self.size, timeout=self.timeout)
                         if new is not None and new != url:
                             resp.close()
                             url = new
                             continue
+                        if remote.may_refresh_later(url):  # resolving again met a busy server
+                            raise OriginError(f"{error}; resolving the URL again failed for now",
+                                              ErrorCode.SERVER_BUSY, status=resp.status_code)
                     raise error
                 try:
-                    check_range_answer(resp.status_code, resp.headers, start, end, size=self.size,
-                                       validator=self.validator, encoding=self.encoding,
-                                       if_range_sent=bool(if_range))
+                    first, last = check_range_answer(
+                        resp.status_code, resp.headers, start, end, size=self.size,
+                        validator=self.validator, encoding=self.encoding,
+                        if_range_sent=bool(if_range), aliases=self.same.aliases)  # type: ignore[union-attr]
                 except OriginError as error:
                     if error.code is ErrorCode.RANGE_IGNORED and if_range:
                         remote.if_range_ignored()
@@ -173,42 +222,119 @@ class RangeFetch:
                 resp.close()
                 raise
             remote.worked(url)
-            return resp
+            return resp, first, last
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _sample_bytes(self, resp: requests.Response, offset: int, n: int) -> bytes | None:
+        """The ``n`` bytes at ``offset`` a 206 holds (a single part or multipart/byteranges);
+        None when it holds other bytes. FileChanged for another total size."""
+        boundary = boundary_of(resp.headers)
+        if boundary is None:
+            parsed = parse_content_range(resp.headers.get("Content-Range"))
+            if parsed is not None and parsed[2] is not None and parsed[2] != self.size:
+                raise FileChanged(f"size {self.size} became {parsed[2]}")
+            if parsed is None or parsed[:2] != (offset, offset + n):
+                return None
+            return b"".join(iter_body(resp, n, self.chunk_size, gather=0))
+        got, wanted = bytearray(), False
+        for item in iter_parts(iter_body(resp, None, self.chunk_size, gather=0), boundary):
+            if isinstance(item, Part):
+                if item.total is not None and item.total != self.size:
+                    raise FileChanged(f"size {self.size} became {item.total}")
+                wanted = (item.first, item.end) == (offset, offset + n)
+            elif wanted:
+                got += item
+        return bytes(got) if len(got) == n else None
+
+    def _read_parts(self, resp: requests.Response, boundary: bytes, state: "_Progress",
+                    take: Callable[[bytes], bool]) -> bool:
+        """Hand on what a multipart/byteranges answer holds from ``state.position`` on;
+        False when the fetch is to stop. Parts before or past the position are
+        read past; an answer that brought nothing new is a mismatch."""
+        before = state.position
+        part = None
+        skip = 0
+        for item in iter_parts(iter_body(resp, None, self.chunk_size), boundary):
+            if isinstance(item, Part):
+                if item.total is not None and item.total != self.size:
+                    raise FileChanged(f"size {self.size} became {item.total}")
+                part = item if item.first <= state.position < item.end else None
+                skip = state.position - item.first if part is not None else 0
+                continue
+            if part is None:
+                continue
+            block = item[skip:] if skip else item
+            skip = max(0, skip - len(item))
+            if block and not take(block):
+                return False
+        assert self.same is not None
+        self.same.finish()
+        if state.position == before:
+            raise OriginError(f"a multipart/byteranges answer held none of bytes "
+                              f"{before}-{self.size - 1}", ErrorCode.RANGE_MISMATCH, status=206)
+        return True
+
     def _second_look(self, error: SwiftError) -> SwiftError | None:
-        """Validators that differ: ask again before calling the file changed."""
+        """An answer we cannot use as it is: decide what it means before the retry.
+
+        Lengths that disagree, repeated, give the ranges up (a plain GET follows).
+        Validators that differ: compare bytes already written before calling the
+        file changed (:mod:`swift.http.samefile`)."""
+        if error.code is ErrorCode.LENGTHS_DISAGREE:
+            assert self.remote is not None
+            if self.remote.lengths_disagreed():
+                return OriginError(f"{error}, again: the server's range answers cannot be "
+                                   f"trusted", ErrorCode.RANGES_UNUSABLE, status=206)
+            return None
         if not isinstance(error, ValidatorMismatch):
             return None
-        seen = self._recheck()
-        if seen is None:
-            return None  # could not look again: the mismatch stays a transient fault
-        validator, total = seen
-        if total is not None and total != self.size:
-            raise FileChanged(f"size {self.size} became {total}")
-        if self.validator.differs(validator):
-            raise FileChanged(_what_changed(self.validator, validator))
-        log.info("%s; a second look finds the file unchanged: fetching again", error)
-        return OriginError(f"{error}; a second look finds the file unchanged", ErrorCode.RANGE_MISMATCH)
+        same = self.same
+        assert same is not None
+        for tried in range(PROOF_TRIES + 1):
+            if same.accepts(error.seen):
+                log.info("%s; the same bytes under another validator (a CDN edge's): going on", error)
+                return OriginError(f"{error}; its bytes are the file's", ErrorCode.RANGE_MISMATCH)
+            if tried == PROOF_TRIES or same.sample() is None:
+                break
+            self._compare_sample(same)  # an answer that settles nothing (a 503): try again
+        if same.sample() is None:
+            return OriginError(f"{error}; nothing written yet to compare its bytes with",
+                               ErrorCode.RANGE_MISMATCH)
+        return None  # could not settle it: the mismatch stays a transient fault
 
-    def _recheck(self) -> tuple[Validator, int | None] | None:
+    def _compare_sample(self, same: SameFile) -> bool:
+        """Ask for the sample's bytes again (no If-Range); raise FileChanged if they
+        differ or the size does. False when there is no sample or no usable answer."""
+        sample = same.sample()
         remote = self.remote
-        assert remote is not None
-        headers = range_headers(self.headers, 0, 1, None)
+        if sample is None or remote is None:
+            return False
+        offset, data = sample
+        headers = range_headers(self.headers, offset, offset + len(data), None)
         try:
             with self.session.get(remote.final_url, headers=headers, stream=True,
                                   timeout=self.timeout) as resp:
-                if resp.status_code == 206:
-                    parsed = parse_content_range(resp.headers.get("Content-Range"))
-                    total = parsed[2] if parsed else None
-                elif resp.status_code == 200:
+                if resp.status_code == 200:
                     length = resp.headers.get("Content-Length")
-                    total = int(length) if length and length.isdigit() and not self.encoding else None
-                else:
-                    return None
-                return Validator.of(resp.headers), total
-        except (requests.exceptions.RequestException, OSError):
-            return None
+                    if length and length.isdigit() and int(length) != self.size and not self.encoding:
+                        raise FileChanged(f"size {self.size} became {length}")
+                    return False  # the whole file again: not worth reading for a sample
+                if resp.status_code != 206:
+                    return False
+                got = self._sample_bytes(resp, offset, len(data))
+                if got is None:
+                    return False
+                seen = Validator.of(resp.headers)
+        except FileChanged:
+            raise
+        except (requests.exceptions.RequestException, OSError, SwiftError):
+            return False  # no answer to judge by: the mismatch stays unsettled
+        verdict = same.prove(seen, offset, got)
+        if verdict is False:
+            what = _what_changed(self.validator, seen) if self.validator.differs(seen) else \
+                "same validators"
+            raise FileChanged(f"{what}, and the bytes at offset {offset} differ from those written")
+        return verdict is True
 
 
 def range_headers(extra: Mapping[str, str] | Iterable[Sequence[str]] | None, start: int, end: int,

@@ -14,8 +14,10 @@ Rules
   original URL is resolved again (a fresh redirect) and the work goes on.
   Only one worker resolves at a time (a lock); a worker that failed on a URL
   somebody already replaced just takes the new one. A URL that never worked
-  since the last refresh is not refreshed again, so a URL that is simply
-  forbidden fails instead of looping.
+  since the last refresh is not refreshed again (the answer that resolved it
+  counts: a signed URL that expires faster than a busy server lets us use it
+  is resolved again), and one request is refreshed at most once, so a URL
+  that is simply forbidden fails instead of looping.
 * **One cookie jar per download.** Cookies that any answer sets (a redirect's
   too) are kept and sent with every later request of the download.
 * **If-Range, then validators** (issue 8, item 2). Some CDNs answer 200 with
@@ -23,7 +25,14 @@ Rules
   ranges. After :data:`IF_RANGE_STRIKES` such answers that still carry the
   probe's validators, ranges are sent without ``If-Range``; every 206 is then
   checked against the validators the server reports and the total size in
-  ``Content-Range`` (see :mod:`swift.http.headers`).
+  ``Content-Range`` (see :mod:`swift.http.headers`). Likewise once the
+  server is seen to give the same bytes several ETags (one per edge,
+  :mod:`swift.http.samefile`).
+* **Lengths that disagree** (docs/http.md). A 206 whose ``Content-Length`` is
+  not its ``Content-Range``'s span is never read; after
+  :data:`LENGTH_STRIKES` of them in the download its ranges are given up
+  (``RANGES_UNUSABLE``), and the engine goes on with one plain GET, which such
+  servers answer right.
 """
 
 from __future__ import annotations
@@ -40,9 +49,10 @@ from .. import sessions
 from .body import DEFAULT_TIMEOUT
 from .headers import Validator, parse_content_range
 from .profile import RequestProfile
+from .samefile import SameFile
 from .url import normalize_url, redact_url, split_credentials
 
-__all__ = ["RemoteFile", "IF_RANGE_STRIKES"]
+__all__ = ["RemoteFile", "IF_RANGE_STRIKES", "LENGTH_STRIKES"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,11 @@ log = logging.getLogger(__name__)
 #: backend's one-off slip does not change the download's rules, while a CDN
 #: that always does it costs two wasted requests (each closed at its headers).
 IF_RANGE_STRIKES = 2
+#: 206 answers whose Content-Length and Content-Range disagree, counted over the
+#: whole download, before its ranges are given up for one plain GET. Two, so a
+#: single garbled answer costs one retry, while a server that always does it
+#: (it has a bug in its range code, not in its plain GET) costs two requests.
+LENGTH_STRIKES = 2
 
 
 class RemoteFile:
@@ -67,6 +82,9 @@ class RemoteFile:
         self._final = final_url or self.url
         self._worked = final_url is not None
         self._if_range_strikes = 0
+        self._length_strikes = 0
+        self._pending = False  # the last refresh met a fault that may pass
+        self._same: SameFile | None = None
         self.refreshes = 0
         self._verdict_lock = threading.Lock()
         self._verdicts: dict[str, bool] = {}  # URL → refused only for helpers? (decided once)
@@ -121,6 +139,8 @@ class RemoteFile:
                 return False
             with self.session(source_address=source_address) as session:
                 fresh = self.refresh(session, url, size=size, timeout=timeout)
+            if fresh is None and self.may_refresh_later(url):
+                return False  # undecided (the server was busy): ask again next time
             self._verdicts[url] = verdict = fresh is None or fresh == url
             return verdict
 
@@ -128,36 +148,50 @@ class RemoteFile:
                 timeout: Any) -> str | None:
         """A URL to use instead of ``failed_url`` (which answered 401/403/404/410), or
         None when there is none: the original URL does not redirect anywhere new,
-        or ``failed_url`` never worked since it was resolved."""
+        or ``failed_url`` never worked since it was resolved. When resolving again
+        failed on a fault that may pass (a 503, a reset), :meth:`may_refresh_later`
+        says so and a later refresh tries again."""
         with self._lock:
             if failed_url != self._final:
                 return self._final  # another worker has refreshed it already
             if not self._worked or self._final == self.url:
                 return None
             self._worked = False
-            new = self._resolve(session, size=size, timeout=timeout)
+            new, transient = self._resolve(session, size=size, timeout=timeout)
+            self._pending = transient and new is None
             if new is None:
+                self._worked = transient  # a fault that may pass: the next refresh tries again
                 return None
             self._final = new
+            self._worked = True  # the new URL has just answered a range request well
             self.refreshes += 1
             log.info("%s answered as expired; resolved %s again", redact_url(failed_url),
                      redact_url(self.url))
             return new
 
-    def _resolve(self, session: requests.Session, *, size: int | None, timeout: Any) -> str | None:
+    def may_refresh_later(self, url: str) -> bool:
+        """True when ``url`` is current and a refresh of it may still bring a new URL
+        (the last attempt met a fault that may pass)."""
+        with self._lock:
+            return url == self._final and self._pending
+
+    def _resolve(self, session: requests.Session, *, size: int | None,
+                 timeout: Any) -> tuple[str | None, bool]:
+        """(the URL the original one leads to now, or None; whether a None may pass)."""
+        from .failures import BUSY_STATUSES
         headers = {"Range": "bytes=0-0", "Accept-Encoding": "identity"}
         try:
             with session.get(self.url, headers=headers, stream=True, timeout=timeout) as resp:
                 if resp.status_code not in (200, 206):
-                    return None
+                    return None, resp.status_code in BUSY_STATUSES
                 if resp.status_code == 206 and size is not None:
                     parsed = parse_content_range(resp.headers.get("Content-Range"))
                     if parsed is not None and parsed[2] is not None and parsed[2] != size:
-                        return None  # the range check on the new URL will say why
-                return resp.url or self.url
+                        return None, False  # the range check on the new URL will say why
+                return resp.url or self.url, False
         except (requests.exceptions.RequestException, OSError) as exc:
             log.info("resolving %s again failed: %s", redact_url(self.url), type(exc).__name__)
-            return None
+            return None, True
 
     # -- helpers -------------------------------------------------------------------------------
     def secrets(self) -> list[str]:
@@ -188,12 +222,28 @@ class RemoteFile:
                                                authorization=authorization)
 
     # -- range rules ---------------------------------------------------------------------------
+    def same_file(self, validator: Validator) -> SameFile:
+        """The download's one :class:`SameFile` (its sample and proven aliases)."""
+        with self._lock:
+            if self._same is None or self._same.validator != validator:
+                self._same = SameFile(validator)
+            return self._same
+
     def if_range(self, validator: Validator) -> str | None:
-        """The ``If-Range`` value to send now (None once the server showed it cannot take one)."""
+        """The ``If-Range`` value to send now (None once the server showed it cannot
+        take one, or that its validators differ per edge)."""
         with self._lock:
             if self._if_range_strikes >= IF_RANGE_STRIKES:
                 return None
+            if self._same is not None and self._same.per_edge:
+                return None
         return validator.if_range()
+
+    def lengths_disagreed(self) -> bool:
+        """A 206 said two lengths; True once that has happened :data:`LENGTH_STRIKES` times."""
+        with self._lock:
+            self._length_strikes += 1
+            return self._length_strikes >= LENGTH_STRIKES
 
     def if_range_ignored(self) -> None:
         """A range sent with If-Range got 200 with our own validators."""

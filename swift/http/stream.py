@@ -4,9 +4,13 @@
 undecoded body in blocks. Opening is retried through the one retry loop. A
 connection that breaks mid-body is opened again and the bytes already
 delivered are read past (not handed on twice) -- but only when the new answer
-is provably the same file: it reports the validator the first one did (a
-strong ETag or a Last-Modified) and the same length. Without that proof the
-break is an error, since the two halves might be of two versions.
+is provably the same file: the same length and content coding, and the
+validator the first one reported (a strong ETag or a Last-Modified), or, when
+it reports another (a CDN edge's own ETag with the same Last-Modified, or
+another date where there is no ETag), its first bytes equal to those
+already handed on (up to :data:`~swift.http.samefile.SAMPLE_SIZE`; they are
+read past anyway). Without a validator the break is an error, since the two
+halves might be of two versions.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from typing import Any, Iterator, Mapping
 
 import requests
 
-from ..errors import Cancelled, FileChanged, SwiftError
+from ..errors import Cancelled, ErrorCode, FileChanged, OriginError, SwiftError
 from .body import CHUNK_SIZE, DEFAULT_TIMEOUT, iter_body
 from .failures import status_error
 from .headers import Validator, content_coding
 from .profile import RESERVED_HEADERS
 from .retry import Retry, call_with_retry
+from .samefile import SAMPLE_SIZE
 from .remote import RemoteFile
 
 __all__ = ["PlainStream", "open_stream"]
@@ -47,6 +52,8 @@ class PlainStream:
         self.validator = Validator()
         self.encoding = ""
         self.delivered = 0
+        self._head = bytearray()  # the first bytes handed on (a sample to compare with)
+        self._check = b""  # what the current answer's first bytes must be (empty: no check)
         self._skip = 0  # bytes of the current answer already delivered from an earlier one
         self._resp: requests.Response | None = None
         if answer is not None:  # the probe's own 200, body unread: no second request
@@ -99,14 +106,20 @@ class PlainStream:
             resp = self._resp
             assert resp is not None, "the stream is closed"
             skip = self._skip
+            seen = 0  # bytes of this answer so far
             try:
                 for block in iter_body(resp, self.size, self.chunk_size):
+                    if seen < len(self._check):
+                        self._compare(seen, block)
+                    seen += len(block)
                     if skip:
                         cut = min(skip, len(block))
                         skip -= cut
                         block = block[cut:]
                         if not block:
                             continue
+                    if len(self._head) < SAMPLE_SIZE:
+                        self._head += block[: SAMPLE_SIZE - len(self._head)]
                     self.delivered += len(block)
                     retry = retry.reset()
                     yield block
@@ -127,11 +140,21 @@ class PlainStream:
         headers["Accept-Encoding"] = "identity"
 
         def attempt() -> requests.Response:
+            nonlocal url
             resp = self.session.get(url, headers=headers, stream=True, timeout=self.timeout)
             try:
                 if resp.status_code != 200:
-                    raise status_error(resp.status_code, resp.reason or "", url,
-                                       resp.headers.get("Retry-After"))
+                    error = status_error(resp.status_code, resp.reason or "", url,
+                                         resp.headers.get("Retry-After"))
+                    if error.code is ErrorCode.ACCESS_DENIED:
+                        # a signed URL that expired (the ranges before may have used it up):
+                        # resolved again from the original URL, as a range fetch does
+                        new = self.remote.refresh(self.session, url, size=None, timeout=self.timeout)
+                        if new is not None and new != url:
+                            url = new
+                            raise OriginError(f"{error}; resolved the URL again",
+                                              ErrorCode.SERVER_BUSY, status=resp.status_code)
+                    raise error
                 self._take(resp, first)
             except BaseException:
                 resp.close()
@@ -147,11 +170,28 @@ class PlainStream:
         size = int(length) if length and length.isdigit() else None
         validator = Validator.of(resp.headers)
         encoding = content_coding(resp.headers.get("Content-Encoding"))
-        if first:
+        self._check = b""
+        if first or not self.delivered:  # nothing handed on yet: this answer is the first
             self.size, self.validator, self.encoding = size, validator, encoding
             return
-        if size != self.size or encoding != self.encoding or validator != self.validator:
+        if size != self.size or encoding != self.encoding:
             raise FileChanged("the answer to a new request differs from the first")
+        if validator != self.validator:
+            old = self.validator
+            if old.etag and old.last_modified and validator.last_modified and \
+                    validator.last_modified != old.last_modified:
+                raise FileChanged("the answer to a new request reports another ETag and "
+                                  "another Last-Modified than the first")
+            # another edge's validator for the same bytes, or another file: the first
+            # bytes of the new answer, read past anyway, are compared with those handed on
+            self._check = bytes(self._head)
+
+    def _compare(self, at: int, block: bytes) -> None:
+        """The new answer's bytes from ``at`` must be those handed on from the first."""
+        want = self._check[at:at + len(block)]
+        if bytes(block[:len(want)]) != want:
+            raise FileChanged(f"the answer to a new request reports other validators and its "
+                              f"bytes at offset {at} differ from those written")
 
     def _resumable(self) -> bool:
         return bool(self.validator.etag or self.validator.last_modified)

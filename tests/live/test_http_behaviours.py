@@ -31,6 +31,7 @@ FILE = os.urandom(3 * MiB + 12_345)  # over the one-request threshold (1 MiB): r
 SHA = hashlib.sha256(FILE).hexdigest()
 GZ = b"\x1f\x8b\x08" + os.urandom(2 * MiB)
 NEW = o.File(os.urandom(len(FILE)), etag=None, last_modified="Tue, 02 Jan 2024 00:00:00 GMT")
+SAME_DATE = o.File(os.urandom(len(FILE)))  # another file, with FILE's length and Last-Modified
 INTERNALS = re.compile(r"Traceback|HTTPS?ConnectionPool|Max retries exceeded|Caused by|urllib3|"
                        r"requests\.exceptions|ProtocolError|IncompleteRead|SSLError\(|NewConnectionError|"
                        r"object at 0x")
@@ -119,6 +120,15 @@ ROWS = {
         also=(hashlib.sha256(NEW.body).hexdigest(),), error=r"the file changed on the server"),
     "206 without Content-Range": Row({"/f": FILE}, {"/f": [o.no_content_range_on_206]}),
     "Content-Range bytes=a-b/N": Row({"/f": FILE}, {"/f": [o.malformed_content_range]}),
+    "ETag per CDN edge, same bytes": Row({"/f": FILE}, {"/f": [o.etag_per_connection(2)]},
+                                         helpers=True),
+    "ETag per CDN edge, replaced by one of the same length and date": Row(
+        {"/f": FILE}, {"/f": [o.replaced_after(3, SAME_DATE), o.etag_per_connection(2)]},
+        also=(hashlib.sha256(SAME_DATE.body).hexdigest(),), error=r"the file changed on the server"),
+    "206 capped at 256 KiB": Row({"/f": FILE}, {"/f": [o.capped_ranges(256 * KiB)]}, helpers=True),
+    "206 Content-Length one short": Row({"/f": FILE}, {"/f": [o.content_length_off_by(-1)]},
+                                        helpers=True),
+    "206 Content-Length one over": Row({"/f": FILE}, {"/f": [o.content_length_off_by(1)]}),
 }
 # (over 4 GiB needs a real server and 4 GiB of disk per run: the compatibility suite's case 28)
 

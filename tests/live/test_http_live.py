@@ -22,7 +22,9 @@ from tests.helpers import have_ipv6, self_signed_certificate
 
 
 def fetch_all(session, result, remote=None, *, piece=50_000, headers=None, retry=FAST):
-    """Fetch the whole file in pieces the way a local worker does; return the bytes."""
+    """Fetch the whole file in pieces the way the local workers do (one RemoteFile for
+    all pieces: its sample of written bytes settles another edge's ETag); return the bytes."""
+    remote = remote or result.remote
     out = bytearray(result.size)
     for start in range(0, result.size, piece):
         end = min(start + piece, result.size)
@@ -77,14 +79,47 @@ def test_ranges_that_never_work_end_in_ranges_unusable(session):
             assert b"".join(stream) == DATA
 
 
-def test_a_replaced_file_is_called_changed_only_after_a_second_look(session):
+def test_a_replaced_file_is_called_changed_once_its_bytes_differ_from_those_written(session):
     new = o.File(os.urandom(len(DATA)), etag=None, last_modified="Tue, 02 Jan 2024 00:00:00 GMT")
     old = o.File(DATA, last_modified="Mon, 01 Jan 2024 00:00:00 GMT")
     with o.Origin({"/f": old}, {"/f": [o.no_etag, o.replaced_after(2, new)]}) as origin:
         result = probe(session, origin.url("/f"), retry=FAST)
         assert result.validator.etag is None and result.validator.last_modified
-        with pytest.raises(errors.FileChanged, match="Last-Modified"):
+        with pytest.raises(errors.FileChanged, match="Last-Modified.*bytes at offset 0 differ"):
             fetch_all(session, result)
+
+
+def test_a_new_etag_for_the_same_bytes_becomes_an_alias_and_if_range_goes(session):
+    """Two CDN edges, one per connection, each with its own strong ETag for the same bytes."""
+    session.headers["Connection"] = "close"  # a connection per request: the edges take turns
+    with o.Origin({"/f": DATA}, {"/f": [o.etag_per_connection(2)]}) as origin:
+        result = probe(session, origin.url("/f"), retry=FAST)
+        assert fetch_all(session, result) == DATA
+        assert result.remote.same_file(result.validator).aliases  # the other edge's ETag
+        assert result.remote.if_range(result.validator) is None
+
+
+def test_a_capped_server_is_asked_again_for_what_its_206_left_out(session):
+    with o.Origin({"/f": DATA}, {"/f": [o.capped_ranges(10_000)]}) as origin:
+        result = probe(session, origin.url("/f"), retry=FAST)
+        assert fetch_all(session, result, piece=100_000) == DATA
+        assert origin.statuses("/f").count(206) == 1 + len(DATA) // 10_000
+
+
+def test_multipart_byteranges_answers_are_read_part_by_part(session):
+    with o.Origin({"/f": DATA}, {"/f": [o.multipart_ranges(3)]}) as origin:
+        result = probe(session, origin.url("/f"), retry=FAST)
+        assert (result.size, result.ranges) == (len(DATA), True)  # from the first part's header
+        assert fetch_all(session, result, piece=70_000) == DATA
+        assert origin.statuses("/f").count(206) == 1 + -(-len(DATA) // 70_000)
+
+
+def test_a_206_whose_lengths_disagree_is_never_read_and_twice_gives_ranges_up(session):
+    with o.Origin({"/f": DATA}, {"/f": [o.content_length_off_by(-1)]}) as origin:
+        result = probe(session, origin.url("/f"), retry=FAST)
+        with pytest.raises(errors.OriginError) as exc:
+            fetch_all(session, result)
+        assert exc.value.code is ErrorCode.RANGES_UNUSABLE
 
 
 def test_an_etag_that_differs_once_is_not_a_change(session):
@@ -211,6 +246,31 @@ def test_a_reset_mid_body_resumes_at_the_first_missing_byte(session):
         assert fetch_all(session, result, piece=100_000) == DATA
         with open_stream(session, result.final_url, retry=FAST) as stream:
             assert b"".join(stream) == DATA  # the same file (same ETag): read past what we had
+
+
+def _cut_first(req) -> bool:
+    """The first answer breaks off (a reset) after 100 kB."""
+    if req.count == 1:
+        req.cut_after = 100_000
+    return False
+
+
+def test_a_plain_stream_resumes_on_another_edges_etag_when_the_bytes_agree(session):
+    session.headers["Connection"] = "close"  # a connection per request: the edges take turns
+    with o.Origin({"/f": DATA}, {"/f": [o.ranges_ignored, o.etag_per_connection(2), _cut_first]}) as origin:
+        with open_stream(session, origin.url("/f"), retry=FAST) as stream:
+            assert b"".join(stream) == DATA
+        assert origin.statuses("/f") == [200, 200]
+
+
+def test_a_plain_stream_that_resumes_on_other_bytes_says_the_file_changed(session):
+    session.headers["Connection"] = "close"
+    new = o.File(os.urandom(len(DATA)))  # the same length and date, other bytes
+    with o.Origin({"/f": DATA}, {"/f": [o.ranges_ignored, o.replaced_after(1, new),
+                                        o.etag_per_connection(2), _cut_first]}) as origin:
+        with pytest.raises(errors.FileChanged, match="bytes at offset 0 differ"):
+            with open_stream(session, origin.url("/f"), retry=FAST) as stream:
+                b"".join(stream)
 
 
 def test_a_plain_stream_without_validators_is_not_spliced(session):

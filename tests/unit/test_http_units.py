@@ -7,6 +7,7 @@ import ssl
 import threading
 
 import pytest
+from hypothesis import given, strategies as st
 import requests
 import urllib3.exceptions as u3
 
@@ -97,14 +98,15 @@ GOOD = {"Content-Range": "bytes 10-19/100", "Content-Length": "10", "ETag": '"v1
 def check(status, headers, **kw):
     kw.setdefault("size", 100)
     kw.setdefault("validator", V)
-    hd.check_range_answer(status, headers, 10, 20, **kw)
+    return hd.check_range_answer(status, headers, 10, 20, **kw)
 
 
 def code_of(status, headers, **kw):
     try:
-        check(status, headers, **kw)
+        span = check(status, headers, **kw)
     except errors.SwiftError as exc:
         return type(exc).__name__, exc.code
+    assert span is not None
     return None
 
 
@@ -115,9 +117,16 @@ def code_of(status, headers, **kw):
     (206, {**GOOD, "Content-Range": "bytes 10-19/101"}, ("FileChanged", ErrorCode.FILE_CHANGED)),
     (206, {**GOOD, "ETag": '"v2"'}, ("ValidatorMismatch", ErrorCode.RANGE_MISMATCH)),
     (206, {**GOOD, "ETag": 'W/"v2"'}, None),  # a weak tag is not a validator
-    (206, {**GOOD, "Content-Range": "bytes 10-18/100"}, ("OriginError", ErrorCode.RANGE_MISMATCH)),
+    (206, {"Content-Range": "bytes 10-18/100"}, None),  # less than asked: RFC 9110 section 15.3.7
+    (206, {"Content-Range": "bytes 0-29/100", "Content-Length": "30"}, None),  # coalesced
+    (206, {**GOOD, "Content-Range": "bytes 11-19/100"}, ("OriginError", ErrorCode.RANGE_MISMATCH)),
+    (206, {**GOOD, "Content-Range": "bytes 0-9/100"}, ("OriginError", ErrorCode.RANGE_MISMATCH)),
     (206, {**GOOD, "Content-Range": None}, ("OriginError", ErrorCode.RANGE_MISMATCH)),
-    (206, {**GOOD, "Content-Length": "11"}, ("OriginError", ErrorCode.RANGE_MISMATCH)),
+    (206, {**GOOD, "Content-Range": "bytes=10-19/100"}, ("OriginError", ErrorCode.RANGE_MISMATCH)),
+    (206, {**GOOD, "Content-Length": "11"}, ("OriginError", ErrorCode.LENGTHS_DISAGREE)),
+    (206, {**GOOD, "Content-Length": "9"}, ("OriginError", ErrorCode.LENGTHS_DISAGREE)),
+    (206, {"Content-Range": "bytes 10-18/100", "Content-Length": "10"},
+     ("OriginError", ErrorCode.LENGTHS_DISAGREE)),
     (206, {**GOOD, "Content-Encoding": "gzip"}, ("OriginError", ErrorCode.ENCODING_CHANGED)),
     (200, {"Content-Length": "100", "ETag": '"v1"'}, ("OriginError", ErrorCode.RANGE_IGNORED)),
     (200, {"Content-Length": "100"}, ("OriginError", ErrorCode.RANGE_IGNORED)),
@@ -127,6 +136,30 @@ def code_of(status, headers, **kw):
 def test_each_range_answer_gets_its_verdict(status, headers, expected):
     headers = {k: v for k, v in headers.items() if v is not None}
     assert code_of(status, headers) == expected
+
+
+@pytest.mark.parametrize("content_range,span", [
+    ("bytes 10-19/100", (10, 20)), ("bytes 10-14/100", (10, 15)), ("bytes 0-99/100", (0, 100)),
+    ("bytes 5-10/100", (5, 11)),
+])
+def test_a_206_says_which_span_it_encloses(content_range, span):
+    assert check(206, {"Content-Range": content_range}) == span
+
+
+def test_a_206_may_not_start_more_than_the_lead_before_what_was_asked():
+    size = 4 * hd.MAX_LEAD
+    far = {"Content-Range": f"bytes 0-{size - 1}/{size}"}
+    with pytest.raises(errors.OriginError) as caught:
+        hd.check_range_answer(206, far, hd.MAX_LEAD + 1, size, size=size, validator=V)
+    assert caught.value.code is ErrorCode.RANGE_MISMATCH
+    assert hd.check_range_answer(206, far, hd.MAX_LEAD, size, size=size, validator=V) == (0, size)
+
+
+def test_an_etag_proven_to_name_the_same_bytes_is_accepted_and_no_other():
+    edge = {**GOOD, "ETag": '"edge1"'}
+    assert code_of(206, edge, aliases=frozenset({'"edge1"'})) is None
+    assert code_of(206, edge, aliases=frozenset({'"edge2"'})) == ("ValidatorMismatch",
+                                                                 ErrorCode.RANGE_MISMATCH)
 
 
 def test_last_modified_is_the_validator_only_without_an_etag():
@@ -390,3 +423,105 @@ def test_a_range_the_server_ignored_is_asked_again_at_once():
     ignored = errors.OriginError("ignored", ErrorCode.RANGE_IGNORED, status=200)
     r = Retry(first_delay=0.5).increment(ignored)
     assert r.delay(ignored) == 0.0 and r.delay(BUSY) == 0.5
+
+
+# -- multipart/byteranges, read as it streams -------------------------------------------------------
+from swift.http import multipart as mp  # noqa: E402
+from swift.http.samefile import SAMPLE_SIZE, SameFile  # noqa: E402
+
+BODY = (b"preamble\r\n--b0\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes 5-9/20"
+        b"\r\n\r\n01234\r\n--b0\r\nContent-Range: bytes 10-11/20\r\n\r\nab\r\n--b0--\r\nepilogue")
+
+
+def _parts(body: bytes, n: int, boundary: bytes = b"b0"):
+    out = list(mp.iter_parts([body[i:i + n] for i in range(0, len(body), n)], boundary))
+    return ([x for x in out if isinstance(x, mp.Part)], b"".join(x for x in out if isinstance(x, bytes)))
+
+
+@given(st.integers(1, len(BODY)))
+def test_a_multipart_body_reads_the_same_in_blocks_of_any_size(n):
+    assert _parts(BODY, n) == ([mp.Part(5, 10, 20), mp.Part(10, 12, 20)], b"01234ab")
+
+
+@pytest.mark.parametrize("body", [
+    BODY.replace(b"bytes 5-9/20", b"bytes 5-10/20"),         # a part longer than its range says
+    BODY.replace(b"bytes 10-11/20", b"bytes 10-13/20"),      # a body that ends inside a part
+    BODY.replace(b"Content-Range: bytes 5-9/20", b"X: y"),   # a part without Content-Range
+    BODY.replace(b"--b0", b"--zz"),                          # another boundary
+])
+def test_a_malformed_multipart_body_is_a_range_mismatch(body):
+    with pytest.raises(errors.OriginError) as caught:
+        _parts(body, 7)
+    assert caught.value.code is ErrorCode.RANGE_MISMATCH
+
+
+def test_the_boundary_comes_from_the_content_type():
+    assert mp.boundary_of({"Content-Type": 'multipart/byteranges; boundary="a b"'}) == b"a b"
+    assert mp.boundary_of({"Content-Type": "multipart/byteranges;boundary=x1"}) == b"x1"
+    assert mp.boundary_of({"Content-Type": "application/octet-stream"}) is None
+    with pytest.raises(errors.OriginError):
+        mp.boundary_of({"Content-Type": "multipart/byteranges"})
+
+
+# -- one file, several ETags ---------------------------------------------------------------------------
+def test_the_sample_is_the_first_contiguous_bytes_written():
+    same = SameFile(V)
+    same.wrote(100, b"x" * 10)
+    same.wrote(500, b"y" * (SAMPLE_SIZE - 1))   # not contiguous: starts again here
+    assert same.sample() is None
+    same.wrote(499 + SAMPLE_SIZE, b"zz")
+    assert same.sample() == (500, b"y" * (SAMPLE_SIZE - 1) + b"z")
+
+
+def test_a_short_body_is_a_sample_once_it_ends():
+    same = SameFile(V)
+    same.wrote(0, b"tiny")
+    assert same.sample() is None
+    same.finish()
+    assert same.sample() == (0, b"tiny")
+
+
+def test_another_etag_is_an_alias_only_when_its_bytes_are_the_samples():
+    same = SameFile(V)
+    same.wrote(0, b"a" * SAMPLE_SIZE)
+    edge1, edge2 = hd.Validator('"edge1"'), hd.Validator('"edge2"')
+    assert not same.accepts(edge1) and same.prove(edge1, 0, b"a" * SAMPLE_SIZE) is True
+    assert same.accepts(edge1) and same.per_edge and same.aliases == frozenset({'"edge1"'})
+    assert same.prove(edge2, 0, b"b" * SAMPLE_SIZE) is False      # other bytes: the file changed
+    assert not same.accepts(edge2)
+    assert same.prove(edge2, 1, b"a" * SAMPLE_SIZE) is None       # another range proves nothing
+
+
+def test_another_etag_with_another_date_too_is_never_an_alias():
+    same = SameFile(V)
+    same.wrote(0, b"a" * SAMPLE_SIZE)
+    both = hd.Validator('"edge1"', "Tue, 02 Jan 2024 00:00:00 GMT")
+    assert same.prove(both, 0, b"a" * SAMPLE_SIZE) is None and not same.accepts(both)
+    assert same.prove(both, 0, b"b" * SAMPLE_SIZE) is False
+
+
+def test_without_an_etag_another_date_is_an_alias_only_by_the_same_bytes():
+    lm_only = SameFile(hd.Validator(None, "Mon, 01 Jan 2024 00:00:00 GMT"))
+    other = hd.Validator(None, "Tue, 02 Jan 2024 00:00:00 GMT")
+    lm_only.wrote(0, b"q")
+    lm_only.finish()
+    assert not lm_only.accepts(other)
+    assert lm_only.prove(other, 0, b"q") is True and lm_only.accepts(other)
+
+
+def test_if_range_is_dropped_once_etags_are_known_to_differ_per_edge():
+    from swift.http.remote import RemoteFile
+    remote = RemoteFile("http://files.example/f", final_url="http://files.example/f")
+    same = remote.same_file(V)
+    assert remote.if_range(V) == V.etag
+    same.wrote(0, b"s")
+    same.finish()
+    same.prove(hd.Validator('"edge1"'), 0, b"s")
+    assert remote.if_range(V) is None
+
+
+def test_lengths_that_disagree_twice_give_the_ranges_up():
+    from swift.http.remote import LENGTH_STRIKES, RemoteFile
+    remote = RemoteFile("http://files.example/f")
+    assert [remote.lengths_disagreed() for _ in range(LENGTH_STRIKES)] == \
+        [False] * (LENGTH_STRIKES - 1) + [True]
