@@ -268,6 +268,7 @@ def discovery_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--lease", type=SECONDS, metavar="S", default=discovery_server.DEFAULT_LEASE,
                    help="seconds a node stays listed without a heartbeat (default %(default)s)")
     p.add_argument("--secret-file", metavar="FILE", help="shared secret file (or $SWIFT_SECRET_FILE)")
+    _zeroconf_options(p, after=False, role="announce this discovery on the LAN")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     p.add_argument("-q", "--quiet", action="count", default=0, help="less logging")
     p.add_argument("--version", action="version", version=f"swift {__version__}")
@@ -326,13 +327,19 @@ def _discovery(argv: list[str] | None, prog: str | None) -> int:
     if secret is None:
         log.warning(NO_SECRET_SERVER.format(what="discovery"))
     srv.start()
+    announcer = None
     try:
         print(f"swift discovery listening on {format_hostport(args.host, srv.port)}", flush=True)
+        if _zeroconf_enabled(args):
+            from . import mdns
+            announcer = mdns.announce(args.host, srv.port, args.pool, secret)
         while True:
             time.sleep(3600)  # until a signal raises
     except Terminated:
         return EXIT_OK  # the normal way to stop a daemon
     finally:
+        if announcer is not None:
+            announcer.stop()  # first: no node should find a discovery that is going away
         srv.stop(timeout=1.0)
         log.info("discovery stopped")
 
@@ -349,9 +356,40 @@ def _logging_options(p: argparse.ArgumentParser, after: bool) -> None:
 def _network_options(p: argparse.ArgumentParser, after: bool) -> None:
     keep = {"default": argparse.SUPPRESS} if after else {}
     p.add_argument("--discovery", type=DISCOVERY, metavar="HOST:PORT",
-                   **(keep or {"default": os.environ.get("SWIFT_DISCOVERY", "127.0.0.1:5000")}),
-                   help="where discovery runs (default $SWIFT_DISCOVERY, else 127.0.0.1:5000)")
+                   **(keep or {"default": os.environ.get("SWIFT_DISCOVERY") or None}),
+                   help="where discovery runs (default $SWIFT_DISCOVERY, else the one of the "
+                        "pool found by mDNS, else 127.0.0.1:5000)")
     p.add_argument("--secret-file", metavar="FILE", **keep, help="shared secret file (or $SWIFT_SECRET_FILE)")
+    _zeroconf_options(p, after, role="look for discovery on the LAN")
+
+
+def _zeroconf_options(p: argparse.ArgumentParser, after: bool, role: str) -> None:
+    """``--pool`` and ``--no-zeroconf`` (swift.mdns), for both programs."""
+    from .dnssd import DEFAULT_POOL, parse_pool
+    keep = {"default": argparse.SUPPRESS} if after else {}
+    p.add_argument("--pool", type=_type(parse_pool, "pool name"), metavar="NAME",
+                   **(keep or {"default": os.environ.get("SWIFT_POOL") or DEFAULT_POOL}),
+                   help=f"the pool's name in mDNS announcements (default $SWIFT_POOL, "
+                        f"else {DEFAULT_POOL})")
+    p.add_argument("--no-zeroconf", action="store_true", **keep,
+                   help=f"do not {role} by mDNS (also $SWIFT_NO_ZEROCONF=1)")
+
+
+def _zeroconf_enabled(args: argparse.Namespace) -> bool:
+    return not args.no_zeroconf and os.environ.get("SWIFT_NO_ZEROCONF", "") in ("", "0")
+
+
+def _resolve_discovery(args: argparse.Namespace, secret: bytes | None) -> str:
+    """Set ``args.discovery`` to the discovery this node uses (swift.mdns); the line saying which."""
+    from . import mdns
+    env = os.environ.get("SWIFT_DISCOVERY") or None
+    source = "$SWIFT_DISCOVERY" if env and args.discovery == DISCOVERY(env) else "--discovery"
+    browse = args.discovery is None and _zeroconf_enabled(args)
+    args.discovery, line = mdns.resolve_discovery(args.discovery, source, pool=args.pool,
+                                                  secret=secret, enabled=_zeroconf_enabled(args))
+    # a node that browsed looks again when its discovery stops answering
+    args.rediscover = mdns.Rediscovery(args.pool, secret) if browse else None
+    return line
 
 
 def _download_options(p: argparse.ArgumentParser, after: bool) -> None:
@@ -583,6 +621,10 @@ def _node(argv: list[str] | None, prog: str | None) -> int:
         else:
             print(f"note: {NO_SECRET_CLIENT}", file=sys.stderr, flush=True)
     _use_proxy(getattr(args, "proxy", None))
+    if command == "peers" and args.discovery is None:  # a node: _serve; get: _discovery_client
+        line = _resolve_discovery(args, secret)
+        if not args.quiet:
+            print(f"note: {line}", file=sys.stderr, flush=True)
     if command == "peers":
         return _peers(args.discovery, secret)
     if command == "get":
@@ -699,8 +741,8 @@ def _get(args: argparse.Namespace, secret: bytes | None) -> int:
     # asked now, answered while the first URL's origin is probed (the download waits for it then)
     lookup = None
     if not args.no_peers:  # the peer machinery loads only when asked for (start-up)
-        from .membership import DiscoveryClient, PeerLookup
-        lookup = PeerLookup(DiscoveryClient(*args.discovery, name="swift-get", secret=secret), notice)
+        from .membership import PeerLookup
+        lookup = PeerLookup(_discovery_client(args, secret, notice), notice)
     helpers = _Helpers(lookup, notice) if lookup else None
     results: list[dict] = []
     try:
@@ -737,6 +779,18 @@ def _get(args: argparse.Namespace, secret: bytes | None) -> int:
         if args.report:
             _write_report(args.report, results if len(urls) > 1 else results[0] if results else {})
     return EXIT_OK if all(r["ok"] for r in results) else EXIT_FAILED
+
+
+def _discovery_client(args: argparse.Namespace, secret: bytes | None,
+                      notice: Callable[[str], None]):
+    """The discovery a ``get`` asks: the one named, else the pool's, found by mDNS
+    in the lookup's own thread (swift.mdns.BrowsingClient)."""
+    from .membership import DiscoveryClient
+    if args.discovery is not None:
+        return DiscoveryClient(*args.discovery, name="swift-get", secret=secret)
+    from .mdns import BrowsingClient
+    return BrowsingClient(pool=args.pool, secret=secret, enabled=_zeroconf_enabled(args),
+                          name="swift-get", notice=notice)
 
 
 class _Helpers:
@@ -1145,17 +1199,26 @@ def _serve(args: argparse.Namespace, secret: bytes | None) -> int:
 
     if not _ensure_directory(args.dir, notice):
         return EXIT_FAILED
-    config = NodeConfig(discovery=args.discovery, host=args.host, port=args.port,
-                        advertise=args.advertise, name=args.name, slots=args.slots,
-                        directory=args.dir, secret=secret, allow_private=args.allow_private,
-                        source_address=args.source_address, peer_timeout=args.peer_timeout,
-                        limit_rate=args.limit_rate, timeout=request_timeout(args))
     try:
         rpc = _bind_rpc(args)
     except OSError as exc:
         _error(f"cannot serve the RPC on port {args.rpc_listen_port}: {exc.strerror or exc} "
                f"(choose another with --rpc-listen-port)")
         return EXIT_FAILED
+    try:
+        print(_resolve_discovery(args, secret), flush=True)  # a node says which, always
+    except Terminated:
+        if rpc is not None:
+            rpc.stop()
+        if args.serve_only:
+            return EXIT_OK  # stopped while it looked for discovery: still the normal stop
+        raise
+    config = NodeConfig(discovery=args.discovery, host=args.host, port=args.port,
+                        advertise=args.advertise, name=args.name, slots=args.slots,
+                        directory=args.dir, secret=secret, allow_private=args.allow_private,
+                        source_address=args.source_address, peer_timeout=args.peer_timeout,
+                        limit_rate=args.limit_rate, timeout=request_timeout(args),
+                        rediscover=getattr(args, "rediscover", None))
     try:
         app = NodeApp(config, notice=notice)
     except OSError as exc:

@@ -5,6 +5,16 @@ time, and a fresh connection per heartbeat re-registers with the new one
 without any reconnect logic. The heartbeat thread also refreshes the list of
 peers, so a node whose discovery is down keeps working with the peers it
 last knew.
+
+A node that found its discovery by mDNS (or looked for one and found none)
+looks again when discovery stops answering (``rediscover``, from
+``swift.mdns``): after :data:`REDISCOVER_AFTER` failed heartbeats in a row,
+at most every :data:`REDISCOVER_EVERY` seconds. So the start order of the
+machines does not matter, and a discovery that comes back on another
+machine is followed: soft state on both sides. A node whose address was
+taken from the route towards its old discovery (``locate``) takes it again
+towards the new one, so it is not registered by an address (loopback, when
+it started with the fallback) that peers cannot reach.
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from . import protocol, wire
@@ -20,6 +30,14 @@ from .addresses import format_hostport
 from .errors import DiscoveryError
 
 log = logging.getLogger(__name__)
+
+#: Failed heartbeats in a row before a node looks for its discovery again: one
+#: lost heartbeat is a hiccup, two mean discovery is gone (as its lease says too).
+REDISCOVER_AFTER = 2
+#: Seconds between two looks: each is one multicast query on the LAN (30 nodes
+#: looking make 3 small packets a second) and up to ``mdns.BROWSE_WAIT`` of the
+#: heartbeat thread's time.
+REDISCOVER_EVERY = 10.0
 
 
 @dataclass(frozen=True)
@@ -138,8 +156,16 @@ class Membership:
     """Keeps this node registered while it runs; owns the heartbeat thread."""
 
     def __init__(self, client: DiscoveryClient, *, host: str, port: int, name: str,
-                 slots: int, interval: float = 3.0):
+                 slots: int, interval: float = 3.0,
+                 rediscover: Callable[[], tuple[str, int] | None] | None = None,
+                 locate: Callable[[str], str] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.client = client
+        self._rediscover = rediscover
+        self._locate = locate
+        self._clock = clock
+        self._failures = 0
+        self._looked_at: float | None = None
         self.me = Peer(host, port, name, slots)
         self.interval = interval
         self._stop = threading.Event()
@@ -164,11 +190,38 @@ class Membership:
             if not self.registered:
                 log.info("registered with discovery at %s as %s", self.client.address, me.key)
             self.registered = True
+            self._failures = 0
             self._remember(self.client.list_peers())
         except DiscoveryError as exc:
             if self.registered or first:
                 log.warning("%s; working with the %d peers last known", exc, len(self.known_peers()))
             self.registered = False
+            self._failures += 1
+            if self._look_again():
+                self._beat()
+
+    def _look_again(self) -> bool:
+        """After failed heartbeats, ask ``rediscover`` where discovery is now; True if it
+        names another one, which this node then uses."""
+        now = self._clock()
+        if (self._rediscover is None or self._failures < REDISCOVER_AFTER or self._stop.is_set()
+                or (self._looked_at is not None and now - self._looked_at < REDISCOVER_EVERY)):
+            return False
+        self._looked_at = now
+        try:
+            found = self._rediscover()
+        except Exception as exc:  # noqa: BLE001 - the heartbeat thread must go on
+            log.warning("looking for discovery again failed: %s", exc)
+            return False
+        if found is None or found == (self.client.host, self.client.port):
+            return False
+        old = self.client.address
+        self.client.host, self.client.port = found
+        if self._locate is not None:
+            self.me = replace(self.me, host=self._locate(found[0]))
+        log.warning("discovery at %s does not answer; using discovery at %s (found by mDNS), "
+                    "as %s", old, self.client.address, self.me.key)
+        return True
 
     def _remember(self, infos: list[protocol.PeerInfo]) -> None:
         with self._lock:

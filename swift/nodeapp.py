@@ -111,6 +111,8 @@ class NodeConfig:
     timeout: tuple[float, float] = DEFAULT_TIMEOUT
     heartbeat: float = 3.0
     download_options: dict = field(default_factory=dict)
+    #: where discovery is now, asked when it stops answering (swift.mdns.Rediscovery); None: never
+    rediscover: Callable[[], tuple[str, int] | None] | None = None
 
 
 def advertised_host(bind_host: str, discovery_host: str) -> str:
@@ -428,7 +430,9 @@ class NodeApp:
         self._membership = Membership(
             DiscoveryClient(*config.discovery, name=self.name, secret=config.secret),
             host=host, port=self.port, name=self.name, slots=config.slots,
-            interval=config.heartbeat)
+            interval=config.heartbeat, rediscover=config.rediscover,
+            # a node whose address faced its old discovery faces the new one (rediscover)
+            locate=None if config.advertise else (lambda toward: advertised_host(config.host, toward)))
         self._entries: list[DownloadEntry] = []
         self._listeners: list[Callable[[DownloadEntry, str, str], None]] = []
         self._lock = threading.Lock()

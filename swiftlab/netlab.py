@@ -40,6 +40,8 @@ rate limit, as through a slow uplink::
   100 ms of data (a byte FIFO), so a full link delays by a fraction of a
   second, not by seconds. The rate is on the wire: Ethernet, IP and TCP
   headers count against it, so a TCP download's payload gets about 96%.
+- **Multicast** (mDNS) crosses the bridge as on a plain switch; a host
+  behind a switch that drops it is :meth:`Host.block_multicast`.
 - **A pulled cable** (:meth:`Host.cut`) takes the switch-side end down:
   packets in both directions vanish, no FIN and no RST is ever sent, and
   the host's own processes keep running, unaware. :meth:`Host.restore`
@@ -350,6 +352,14 @@ class Host:
         """Plug the cable back in (the caps are kept)."""
         _cmd(["ip", "-n", self.lab.switch_ns, "link", "set", self.switch_dev, "up"])
         self.is_cut = False
+
+    def block_multicast(self) -> None:
+        """Multicast from the other hosts no longer reaches this one (as on a LAN whose
+        switch drops it): its switch port stops flooding multicast (``mcast_flood off``,
+        which covers link-local groups such as mDNS's 224.0.0.251). Unicast is untouched.
+        Block both ends of a conversation to stop it both ways."""
+        _cmd(["bridge", "-n", self.lab.switch_ns, "link", "set", "dev", self.switch_dev,
+              "mcast_flood", "off"])
 
     def set_uplink(self, rate_mbit: float | None) -> None:
         """Change this host's internet link (None removes the cap); uncapped for a few ms meanwhile."""

@@ -26,6 +26,21 @@ def state_dir(tmp_path_factory):
         os.environ["SWIFT_STATE_DIR"] = before
 
 
+@pytest.fixture(autouse=True, scope="session")
+def no_multicast_on_this_machine():
+    """No test multicasts on the machine's real interfaces: mDNS (swift.mdns) is off in
+    every process the tests start, unless a test in its own network namespaces turns
+    it on for its children there (``SWIFT_NO_ZEROCONF=""``, the namespace tier's
+    test_zeroconf.py)."""
+    before = os.environ.get("SWIFT_NO_ZEROCONF")
+    os.environ["SWIFT_NO_ZEROCONF"] = "1"
+    yield
+    if before is None:
+        os.environ.pop("SWIFT_NO_ZEROCONF", None)
+    else:
+        os.environ["SWIFT_NO_ZEROCONF"] = before
+
+
 @pytest.fixture
 def tmpfs(tmp_path):
     """Mount small tmpfs file systems (root only); each is unmounted at the end."""

@@ -81,7 +81,8 @@ def option(name: str, values: list[str]) -> st.SearchStrategy[list[str]]:
 
 def common(tmp: str) -> list[st.SearchStrategy[list[str]]]:
     return [option("--port", PORTS), option("--secret-file", paths(tmp)),
-            st.sampled_from([["-v"], ["-q"], ["-qq"], ["--version"]])]
+            option("--pool", ["swift", "", "a b", "x" * 40, "é", "-x", "pool=1"]),
+            st.sampled_from([["-v"], ["-q"], ["-qq"], ["--version"], ["--no-zeroconf"]])]
 
 
 def node_options(tmp: str) -> list[st.SearchStrategy[list[str]]]:

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: The pure core. A listed module whose file does not exist yet is skipped.
 CORE = ["protocol", "handshake", "fetchjob", "auth", "planning", "names", "units", "addresses",
-        "errors", "content", "metalink", "piecehash", "mirrors", "checksums"]
+        "errors", "content", "dnssd", "metalink", "piecehash", "mirrors", "checksums"]
 BLOCKED = ["socket", "threading", "time", "select", "ssl", "requests"]
 
 PROBE = textwrap.dedent("""
@@ -75,7 +75,8 @@ def test_help_and_usage_errors_load_neither_the_http_stack_nor_the_engine():
         from swift import cli
         cli.node_parser("node.py").format_help()
         heavy = sorted(m for m in ("requests", "urllib3", "ssl", "http.cookiejar", "swift.download",
-                                   "swift.engine", "swift.wire", "swift.nodeapp") if m in sys.modules)
+                                   "swift.engine", "swift.wire", "swift.nodeapp", "zeroconf", "ifaddr",
+                                   "swift.mdns") if m in sys.modules)
         print(heavy)
         sys.exit(1 if heavy else 0)
     """)
