@@ -4,7 +4,7 @@
     python3 bench/memory.py            # the three cases, about 3 minutes
     python3 bench/memory.py --quick    # smaller sizes, a smoke run
 
-Cases (issue 9, "bounded under every input"):
+Cases ("bounded under every input"):
 
 - ``checksum``: a 1 GiB download through three helpers whose ``--checksum``
   is wrong (the mismatch must be reported, the memory must not follow the
@@ -49,7 +49,7 @@ from swiftlab.procstat import PeakSampler, mib  # noqa: E402
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 RESULTS = ROOT / "bench" / "results"
-#: The bounds issue 9 sets for every path.
+#: The bounds set for every path.
 REQUESTER_BOUND = 100 * MiB
 HELPER_BOUND = 60 * MiB
 #: Where a requester is stopped: ten times its bound is a regression, not noise.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Issue 13's rows, measured on separate hosts in network namespaces (root only).
+"""The namespace rows, measured on separate hosts in network namespaces (root only).
 
     python3 bench/netns_perf.py            # every row, about 5 minutes
     python3 bench/netns_perf.py --quick    # smaller files, a smoke run (about 2 minutes)
@@ -16,7 +16,7 @@ both), and every row also runs ``aria2c -x4`` on another host at that cap
 from one run of this script. Every file swift writes is checked against
 its sha256.
 
-Rows (goals from issue 13):
+Rows (and their goals):
 
 1. 96 MiB on 4 hosts; one helper frozen with SIGSTOP 1 s after the first
    MiB reached the requester (so it has a piece in flight). Ideal for the
@@ -86,7 +86,7 @@ GiB = 1 << 30
 RESULTS = ROOT / "bench" / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-#: The per-host cap of issue 13's rows, Mbit/s on the wire.
+#: The per-host cap of the namespace rows, Mbit/s on the wire.
 CAP_MBIT = 64
 #: The cap of the 16-host row: 16 x 24 Mbit/s = 48 MB/s through one requester.
 WIDE_CAP_MBIT = 24
@@ -1104,7 +1104,7 @@ def main() -> int:
         if bench:
             bench.close()
         shutil.rmtree(work, ignore_errors=True)
-    header = [f"# swift in network namespaces: issue 13's rows",
+    header = [f"# swift in network namespaces: the namespace rows",
               "",
               f"{time.strftime('%Y-%m-%d %H:%M %Z')}, code at {git_head()}, "
               f"{'quick' if args.quick else 'full'} run, {os.cpu_count()} CPUs (shared), "

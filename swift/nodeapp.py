@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # a get loads this module for its summary: the server side lo
 log = logging.getLogger(__name__)
 
 #: Seconds a whole stop (cancel downloads, unregister, close) may take: a
-#: SIGTERM must end the process within two seconds (issue 9), and the engine
+#: SIGTERM must end the process within two seconds, and the engine
 #: notices a cancel within about one.
 STOP_DEADLINE = 1.5
 # -- the summary line --------------------------------------------------------------------

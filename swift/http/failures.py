@@ -35,7 +35,7 @@ __all__ = ["translate", "status_error", "causes"]
 #: RFC 6585 section 4 for 429): retried with backoff, honouring Retry-After.
 BUSY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 #: Statuses a short-lived or guarded URL gives once it has expired: the URL
-#: the original one redirected to may be resolved again (issue 8, item 3).
+#: the original one redirected to may be resolved again.
 DENIED_STATUSES = frozenset({401, 403, 404, 410})
 
 

@@ -14,7 +14,7 @@ What each answer means:
 ``416`` with ``bytes */0``             an empty file (RFC 9110 section 15.5.17)
 ``416`` otherwise                      unknown: one plain stream says what is there
                                        (an empty file whose server omits the
-                                       ``Content-Range``, issue 8 item 5)
+                                       ``Content-Range``)
 anything else                          an error (retried if it may pass)
 =====================================  =============================================
 

@@ -7,7 +7,7 @@ resumes at the first byte not yet delivered, through the one retry loop
 (:func:`swift.http.retry.call_with_retry`), so a budget of failures *in a
 row* applies, reset by progress.
 
-Deviating answers that are still usable (issue 8, item 2), in steps:
+Deviating answers that are still usable, in steps:
 
 1. a ``200`` with the whole file (a backend that ignored ``Range``): closed at
    its headers, nothing written, tried again (another connection may reach
@@ -34,8 +34,7 @@ if they agree (the validator was another edge's), or says "changed" if they
 differ; a size that differs is enough on its own.
 
 A resolved URL that answers 401/403/404/410 after it had worked is resolved
-again through the download's :class:`~swift.http.remote.RemoteFile` (issue 8,
-item 3).
+again through the download's :class:`~swift.http.remote.RemoteFile`.
 """
 
 from __future__ import annotations

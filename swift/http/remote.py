@@ -7,7 +7,7 @@ uses the same RemoteFile; each helper makes its own for the URL it is sent.
 
 Rules
 -----
-* **Re-resolve an expired redirect** (issue 8, item 3). Signed URLs of object
+* **Re-resolve an expired redirect**. Signed URLs of object
   stores and release pages (``/file`` → 302 → ``/signed/file?expires=...``)
   stop working after a while; a guarded URL may start to answer 401, 403, 404
   or 410. When the resolved URL answers so *after it had worked*, the
@@ -20,7 +20,7 @@ Rules
   that is simply forbidden fails instead of looping.
 * **One cookie jar per download.** Cookies that any answer sets (a redirect's
   too) are kept and sent with every later request of the download.
-* **If-Range, then validators** (issue 8, item 2). Some CDNs answer 200 with
+* **If-Range, then validators**. Some CDNs answer 200 with
   the whole file whenever ``If-Range`` carries an ETag, yet honour plain
   ranges. After :data:`IF_RANGE_STRIKES` such answers that still carry the
   probe's validators, ranges are sent without ``If-Range``; every 206 is then
@@ -127,7 +127,7 @@ class RemoteFile:
                               source_address: str | None = None, timeout: Any = DEFAULT_TIMEOUT) -> bool:
         """A helper was refused (401/403/404/410, an untrusted certificate) at ``url``.
 
-        True when the refusal is the helper's own (issue 8, item 7): ``url`` works
+        True when the refusal is the helper's own: ``url`` works
         here and resolving the original URL again gives the same one (a URL bound
         to this machine's address, a token or a CA only this machine has). False
         when ``url`` is no longer current or has expired for everyone (then a new

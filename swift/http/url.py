@@ -30,7 +30,7 @@ from ..errors import ErrorCode, UsageError
 __all__ = ["normalize_url", "redact_url", "split_credentials", "host_of"]
 
 #: Longest URL accepted. Signed URLs of object stores run to a few KiB;
-#: 64 KiB is what the peer protocol carries (issue 12, item 6).
+#: 64 KiB is what the peer protocol carries.
 MAX_URL_LENGTH = 64 * 1024
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: The pure core. A listed module whose file does not exist yet is skipped.
 CORE = ["protocol", "handshake", "fetchjob", "auth", "planning", "names", "units", "addresses",
-        "errors", "content", "dnssd", "metalink", "piecehash", "mirrors", "checksums"]
+        "errors", "dnssd", "content", "metalink", "piecehash", "mirrors", "checksums"]
 BLOCKED = ["socket", "threading", "time", "select", "ssl", "requests"]
 
 PROBE = textwrap.dedent("""
@@ -68,7 +68,7 @@ def test_the_blocker_catches_a_module_that_imports_a_clock():
 
 
 def test_help_and_usage_errors_load_neither_the_http_stack_nor_the_engine():
-    """`node.py --help` and its usage errors must start at once (issue 13: <= 0.15 s):
+    """`node.py --help` and its usage errors must start at once (<= 0.15 s):
     requests alone costs about 0.1 s to import, the engine and the wire more."""
     probe = textwrap.dedent("""
         import sys
