@@ -523,6 +523,8 @@ def node_parser(prog: str | None = None) -> argparse.ArgumentParser:
     _rpc_options(p)
     p.add_argument("--allow-private", action="store_true",
                    help="let peers' fetch jobs reach loopback/private addresses (off by default)")
+    p.add_argument("--no-share", action="store_true", dest="node_no_share",
+                   help="offer nothing this machine holds to other members as a LAN copy")
     _logging_options(p, after=False)
     p.add_argument("--version", action="version", version=f"swift {__version__}")
     sub = p.add_subparsers(dest="command", title="subcommands (none: serve and open the prompt)",
@@ -875,7 +877,9 @@ def _get_one(url: str, args: argparse.Namespace, peers: "PeerSource", secret: by
                             retry=retry, profile=profile, timeout=request_timeout(args),
                             throttle=limit.take if limit else None,
                             header_mirrors=not args.no_mirrors, per_mirror=args.per_mirror,
-                            follow_metalink=follow, **item.options())
+                            follow_metalink=follow, share=not args.no_share,
+                            share_index=_share_index(args), spot_fraction=args.spot_check,
+                            **item.options())
     bar = ProgressBar() if sys.stderr.isatty() and not quiet else None
     dl = download.Download(url, opts, peers, notice=notice, progress=bar.update if bar else None)
     outcome = _run_download(dl, bar, limit=limit)
@@ -891,6 +895,17 @@ def _get_one(url: str, args: argparse.Namespace, peers: "PeerSource", secret: by
     return {**outcome.as_dict(), **result, "ok": True, "checksum": checksum,
             "checksum_verified": bool(checksum),
             "machines": {src: names.get(src, src) for src in outcome.bytes_by_source}}
+
+
+def _share_index(args: argparse.Namespace):
+    """Where a ``get`` records what it offers: the state directory it shares with a node
+    running on this machine, which then offers the file after ``get`` exits (None:
+    ``--no-share``, or ``--no-share`` given to that node)."""
+    if args.no_share or getattr(args, "node_no_share", False):
+        return None
+    from . import identity
+    from .content_index import ContentIndex
+    return ContentIndex(identity.state_dir())
 
 
 def _get_to_stdout(url: str, args: argparse.Namespace, peers: "PeerSource", secret: bytes | None,
@@ -913,7 +928,7 @@ def _get_to_stdout(url: str, args: argparse.Namespace, peers: "PeerSource", secr
                                 source_address=args.source_address, secret=secret,
                                 name="swift-get", retry=retry, timeout=request_timeout(args),
                                 throttle=limit.take if limit else None,
-                                profile=profile_from_args(args))
+                                profile=profile_from_args(args), share=not args.no_share)
         bar = ProgressBar() if sys.stderr.isatty() and not quiet else None
         dl = download.Download(url, opts, peers, notice=notice, progress=bar.update if bar else None)
         stream = StdoutStream(dl, sys.stdout.buffer)
@@ -1218,7 +1233,8 @@ def _serve(args: argparse.Namespace, secret: bytes | None) -> int:
                         directory=args.dir, secret=secret, allow_private=args.allow_private,
                         source_address=args.source_address, peer_timeout=args.peer_timeout,
                         limit_rate=args.limit_rate, timeout=request_timeout(args),
-                        rediscover=getattr(args, "rediscover", None))
+                        rediscover=getattr(args, "rediscover", None),
+                        share=not args.node_no_share)
     try:
         app = NodeApp(config, notice=notice)
     except OSError as exc:

@@ -17,14 +17,40 @@ both, because a resume must be of the same URL *and* the same content. A
 LAN copy is shared under the content identity alone, and only when it is
 shareable (see :attr:`ContentIdentity.shareable` and docs/sources.md): a
 weak ETag or no validator at all says nothing about the bytes.
+
+Sharing (docs/sharing.md)
+-------------------------
+* **The key shared under.** A LAN copy is used only under the same identity
+  *and*, unless a trusted digest names the bytes, the same URL as typed,
+  normalised (:func:`url_key`): scheme and host lower-cased, default port,
+  credentials and fragment dropped, and the query parameters that only sign
+  or expire a URL left out (``X-Amz-Signature``, ``X-Amz-Expires``,
+  ``Expires``, ``Signature``, ``Key-Pair-Id``, ``token``, ...:
+  ``SIGNING_PARAMETERS``), so two members holding differently signed links
+  to one object match. The URL is kept in the key because a size and a
+  ``Last-Modified`` alone may be shared by two different files; leaving a
+  signing parameter out cannot make two different files match, since the
+  length, coding and strong validator must match too.
+* **Label.** Members ask by :func:`label`: HMAC-SHA-256 of that key under
+  the pool's secret, so no URL crosses the LAN. Without a secret the key is
+  the public ``OPEN_POOL_KEY``: anyone who knows (or guesses) a URL, its
+  length and validator can compute its label (README, "Sharing: the threat
+  model").
+* **Private content** (:func:`private_reasons`) is never offered:
+  credentials in the URL, an ``Authorization`` header, cookies, a secret
+  ``--header``, or an answer marked ``Cache-Control: private``/``no-store``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["ContentIdentity", "Provenance"]
+__all__ = ["ContentIdentity", "OPEN_POOL_KEY", "Provenance", "SIGNING_PARAMETERS", "label",
+           "private_reasons", "url_key"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +129,75 @@ class Provenance:
     @property
     def urls(self) -> frozenset[str]:
         return frozenset((self.url, self.final_url))
+
+
+#: Query parameters (compared without case) that sign, date or expire a URL rather
+#: than name an object: AWS S3 SigV2/SigV4 (``X-Amz-*``, ``AWSAccessKeyId``,
+#: ``Signature``, ``Expires``), CloudFront (``Key-Pair-Id``, ``Policy``), Google
+#: Cloud Storage (``X-Goog-*``, ``GoogleAccessId``), Azure SAS (``sig``, ``se``,
+#: ``st``, ``sp``, ``sv``, ``sr``, ``spr``, ``skoid`` ...), and the generic
+#: ``token``/``expires``/``signature`` of CDNs.
+SIGNING_PARAMETERS = frozenset({
+    "signature", "expires", "key-pair-id", "policy", "awsaccesskeyid", "token", "x-amz-security-token",
+    "googleaccessid", "sig", "se", "st", "sp", "sv", "sr", "spr", "si", "skoid", "sktid", "skt",
+    "ske", "sks", "skv", "sdd", "access_token", "auth", "verify", "hmac", "hdnts", "exp",
+})
+#: Parameter name prefixes that mark a signing parameter.
+SIGNING_PREFIXES = ("x-amz-", "x-goog-", "x-ms-")
+#: The label key of a pool without a secret: public, so a label there hides the
+#: identity only from someone who cannot guess it (see the module docstring).
+OPEN_POOL_KEY = b"swift open pool: no secret"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+#: Response cache directives that forbid keeping the answer for others (RFC 9111 5.2.2).
+_PRIVATE_DIRECTIVES = ("private", "no-store")
+
+
+def url_key(url: str) -> str:
+    """``url`` without what only signs, expires or authenticates it (see the module docstring).
+
+    ``url`` is an http(s) URL as ``http.normalize_url`` gives it; ValueError if
+    it has no host.
+    """
+    parts = urlsplit(url)
+    if not parts.hostname:
+        raise ValueError(f"a URL without a host has no identity: {url[:80]!r}")
+    scheme = parts.scheme.lower()
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    netloc = host if port in (None, _DEFAULT_PORTS.get(scheme)) else f"{host}:{port}"
+    kept = [pair for pair in parts.query.split("&") if pair and not _signing(pair)]
+    return urlunsplit((scheme, netloc, parts.path or "/", "&".join(kept), ""))
+
+
+def _signing(pair: str) -> bool:
+    name = pair.split("=", 1)[0].lower()
+    return name in SIGNING_PARAMETERS or name.startswith(SIGNING_PREFIXES)
+
+
+def label(identity: ContentIdentity, secret: bytes | None, url: str = "") -> str:
+    """The opaque name members ask by: HMAC-SHA-256 (64 lowercase hex) under the pool's
+    secret (``OPEN_POOL_KEY`` without one) of the identity and, unless a trusted digest
+    names the bytes, the URL's :func:`url_key` ``url`` (see "Sharing" above)."""
+    key = secret if secret else OPEN_POOL_KEY
+    body = identity.canonical()
+    if identity.digest is None:
+        body += b"\x00" + url.encode("utf-8", "surrogateescape")
+    return hmac.new(key, b"swift-content\x00" + body, hashlib.sha256).hexdigest()
+
+
+def private_reasons(secrets: list[str], cache_control: str | None) -> list[str]:
+    """Why content may not be offered, in words (empty: it may be).
+
+    ``secrets``: what the download carries that is secret, as
+    ``http.RemoteFile.secrets()`` names it (credentials, ``Authorization``,
+    cookies, a secret ``--header``); ``cache_control``: the answer's
+    ``Cache-Control`` value.
+    """
+    reasons = list(secrets)
+    directives = {part.split("=", 1)[0].strip().lower()
+                  for part in (cache_control or "").split(",") if part.strip()}
+    reasons += [f"the server marked it Cache-Control: {d}" for d in _PRIVATE_DIRECTIVES
+                if d in directives]
+    return reasons

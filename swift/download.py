@@ -43,8 +43,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from . import http, metalink, planning, storage
-from .engine import target, verify
+from . import content, http, metalink, planning, storage
+from .engine import sharing, target, verify
 from .engine.board import Board
 from .engine.options import LOCAL, MAX_MIRROR_WORKERS, MAX_PEER_WORKERS, SMALL_FILE, Options
 from .engine.piece_check import PieceCheck
@@ -58,6 +58,7 @@ from .mirrors import MirrorBook
 from .units import human_bytes
 
 if TYPE_CHECKING:  # the peer machinery loads only when there are peers (start-up)
+    from .engine.lan_copy import LanPool
     from .membership import Peer
 
 __all__ = ["Download", "DownloadError", "ChecksumMismatch", "MetalinkAnswer", "Options", "Report"]
@@ -68,6 +69,16 @@ log = logging.getLogger(__name__)
 SUPERVISE_TICK = 0.25
 #: Seconds between two looks at the stop flag while a helper thread probes.
 CANCEL_POLL = 0.1
+#: Seconds between two rounds of asking the peers for LAN copies while a download
+#: runs: as often as a member publishes (``engine.sharing.PUBLISH_INTERVAL``); two
+#: members that fetch one file at once fetch twice what they take in the time they
+#: need to see each other's work, about two of these.
+REFRESH_INTERVAL = 0.25
+#: Most hashed pieces in one piece of a download that may share with other members:
+#: a member's running assignments are what others leave to it (``held.fetching``),
+#: so they are kept to a few seconds of work on a slow link; a range request per
+#: 2 MiB costs a round trip, a few per cent of a slow link's time.
+SHARED_PIECES = 2
 #: Seconds the end of a download waits for its workers before leaving them behind
 #: (one stuck on a frozen peer or a stalled origin ends within its own timeout).
 WORKER_JOIN = 1.0
@@ -96,6 +107,8 @@ class Download:
         self._remote: http.RemoteFile | None = None
         self._answer: http.KeptAnswer | None = None  # the probe's open 200, for the plain stream
         self.size: int | None = None
+        self._lan_piece = 0  # the hashed piece size of the LAN copies (0: none)
+        self._spawned: list[threading.Thread] = []  # workers of LAN copies found later
         self.path: Path | None = None
         self.started = time.monotonic()
         self.state = "starting"
@@ -398,34 +411,145 @@ class Download:
         part_file = storage.part_path(final)
         storage.check_free_space(final.parent, (probe.size or 0) - _allocated(part_file), part_file)
         self._keep_secrets(probe)
+        shared = self._sharing(probe, part_file, final)
+        try:
+            return self._parallel_pass(probe, final, control, done, shared)
+        except ChecksumMismatch:
+            again = shared.pool.written_ranges() if shared.pool is not None else planning.RangeSet()
+            if not again.total:
+                raise
+            # the trusted digest caught what piece hashes and spot checks let through:
+            # every byte a LAN copy gave is fetched again from the origin, once
+            self._notice(f"checksum mismatch after {human_bytes(again.total)} from LAN copies: "
+                         f"fetching those bytes again from the origin")
+            redo = planning.RangeSet([(0, probe.size or 0)])
+            for start, end in again:
+                redo.remove(start, end)
+                if shared.publisher is not None:
+                    shared.publisher.dropped(start, end)
+            shared.copies, shared.pool, shared.lan = [], None, False
+            return self._parallel_pass(probe, final, control, redo, shared)
+
+    def _sharing(self, probe: http.ProbeResult, part_file: Path, final: Path) -> "_Sharing":
+        """The download's label, its publisher and the LAN copies helpers hold (docs/sharing.md)."""
+        shared = _Sharing()
+        size = probe.size or 0
+        if not self.opts.share or size == 0:
+            return shared
+        shared_as = sharing.identity_of(probe.url, probe, self.opts.checksum)
+        if shared_as is None:
+            log.info("not shared: the origin names no strong validator for this file")
+            return shared
+        label = content.label(*shared_as[:1], self.opts.secret, shared_as[1])
+        private = content.private_reasons(self._remote.secrets() if self._remote else [],
+                                          probe.cache_control)
+        if self.opts.share_index is not None:
+            shared.publisher = sharing.Publisher(self.opts.share_index, label, part_file, size,
+                                                 private=private, name=final.name)
+        shared.label = label
+        if not private and self.peers and size > SMALL_FILE:
+            shared.lan = True
+            shared.copies = sharing.ask_peers(
+                self.peers, label, size, self.opts, self._stop,
+                own_holder=shared.publisher.holder if shared.publisher is not None else None)
+        return shared
+
+    def _parallel_pass(self, probe: http.ProbeResult, final: Path, control: storage.ResumeFile,
+                       done: planning.RangeSet, shared: "_Sharing") -> Report:
+        part_file = storage.part_path(final)
         with storage.PartFile.open(part_file, probe.size or 0) as part:
-            board = self._make_board(probe.size or 0, done, part)
+            self._lan_piece = shared.copies[0].piece_size if shared.copies else 0
+            if shared.lan and not self._lan_piece:  # copies may turn up later
+                self._lan_piece = sharing.piece_size_for(probe.size or 0)
+            board = self._make_board(probe.size or 0, done, part, shared.publisher)
             keeper = RecordKeeper(board, part, control, self.opts.record_interval)
             board.check_resumed()  # a resumed piece is trusted only after its hash
+            if shared.publisher is not None:
+                shared.publisher.start(done)
+            pool = shared.pool = self._lan_pool(board, probe, shared)
             self.state = "running"
-            threads = self._start_workers(board, probe)
+            threads = self._start_workers(board, probe, pool)
+            refresher = self._start_refresher(board, probe, shared) if pool is not None else None
             keeper.save()  # at once: a crash in the first seconds still resumes
-            self._supervise(board, keeper)
-            self._stop_workers(board, threads)
+            self._supervise(board, keeper, shared.publisher)
+            self._stop_workers(board, threads + self._spawned)
+            if refresher is not None:
+                refresher.join(WORKER_JOIN)
             keeper.save()  # also on success: the rename below removes it
             if board.error is not None:
                 raise board.error
             part.sync()
+            if pool is not None and (liar := pool.final_check(part_file)) is not None:
+                pool.ban(liar, "a LAN piece it gave differs from the origin's (final spot check)")
+                raise ChecksumMismatch(f"a piece from the LAN copy of {liar} differs from the "
+                                       f"origin's")
         self._check_size(part_file, probe.size or 0)
         if board.pieces is not None and not board.pieces.all_good():
             raise DownloadError(f"{part_file}: not every piece passed its hash; kept for resume",
                                 ErrorCode.CHECKSUM_MISMATCH)
         verify.checksum(part_file, self.opts.checksum, self._stop)
         self.path = storage.finalize(part_file, final, overwrite=self.opts.overwrite)
-        return self._report(board, done.total)
+        if shared.publisher is not None:
+            shared.publisher.finished(self.path)
+        return self._report(board, done.total, pool)
 
-    def _make_board(self, size: int, done: planning.RangeSet, part: storage.PartFile) -> Board:
+    def _lan_pool(self, board: Board, probe: http.ProbeResult, shared: "_Sharing") -> LanPool | None:
+        if not shared.lan or (probe.size or 0) <= SMALL_FILE:
+            return None
+        from .engine.lan_copy import LanPool  # the peer machinery: only with helpers
+        pool = LanPool(board, shared.copies, [LOCAL] + [p.key for p in self.peers],
+                       label=shared.label, size=probe.size or 0, probe=probe,
+                       remote=self._remote, opts=self.opts, notice=self._notice,
+                       spawn=lambda name, body: self._spawn(board, name, body))
+        pool.share_out()
+        if shared.copies:
+            names = ", ".join(c.peer.name or c.peer.key for c in shared.copies)
+            held = sum(c.ranges.total for c in shared.copies)
+            log.info("LAN copies of this file: %s (%d bytes held)", names, held)
+        return pool
+
+    def _spawn(self, board: Board, name: str, body: Callable[[], None]) -> None:
+        """Start a worker found after the start (a LAN copy a refresh turned up)."""
+        if board.stop.is_set():
+            return
+        board.worker_added()
+        thread = threading.Thread(target=_guarded, args=(board, body), name=name, daemon=True)
+        self._spawned.append(thread)
+        thread.start()
+
+    def _start_refresher(self, board: Board, probe: http.ProbeResult,
+                         shared: "_Sharing") -> threading.Thread:
+        """Ask the peers again every ``REFRESH_INTERVAL`` while the download runs: copies in
+        flight grow, members that start later appear, and what they fetch from the origin
+        now is left to them (docs/sharing.md)."""
+        own = shared.publisher.holder if shared.publisher is not None else None
+
+        def body() -> None:
+            while not board.stop.wait(REFRESH_INTERVAL) and not board.complete():
+                answers = sharing.ask_peers(self.peers, shared.label, probe.size or 0, self.opts,
+                                            board.stop, own_holder=own)
+                if shared.pool is not None and not board.stop.is_set():
+                    shared.pool.update(answers)
+
+        thread = threading.Thread(target=body, name="copy-refresh", daemon=True)
+        thread.start()
+        return thread
+
+    def _make_board(self, size: int, done: planning.RangeSet, part: storage.PartFile,
+                    publisher: "sharing.Publisher | None" = None) -> Board:
         small = size <= SMALL_FILE
         if small:
             self._notice(f"small file ({human_bytes(size)}): one request")
             self.peers = []
         workers = 1 if small else self.opts.local_slots + sum(self._slots(p) for p in self.peers)
         piece = size if small else (self.opts.piece_size or planning.plan_piece_size(size, workers))
+        if not small and self._lan_piece and not self.opts.piece_size:
+            # whole hashed pieces: a LAN copy then sends each piece once, not twice for two
+            # assignments that share it
+            piece = max(1, round(piece / self._lan_piece)) * self._lan_piece
+            # and small: what runs is what another member leaves to us, what waits in the
+            # queue it may take; big pieces would put the whole file in the first wave
+            piece = min(piece, SHARED_PIECES * self._lan_piece)
         sched = planning.Scheduler(size, piece_size=max(1, piece),
                                    min_split=max(size, 1) if small else self.opts.min_split,
                                    done=done, max_failures=self.opts.max_failures,
@@ -435,7 +559,9 @@ class Download:
             pieces = PieceCheck(self.opts.pieces)
         self._board = Board(sched, part, notice=self._notice, throttle=self.opts.throttle,
                             names={p.key: p.name for p in self.peers if p.name},
-                            pieces=pieces, on_bad_piece=self._bad_piece)
+                            pieces=pieces, on_bad_piece=self._bad_piece,
+                            written=publisher.written if publisher is not None else None,
+                            dropped=publisher.dropped if publisher is not None else None)
         if self._stop.is_set():  # cancelled while probing
             self._board.fail_all(cancelled())
         return self._board
@@ -454,7 +580,8 @@ class Download:
         share = max(1, MAX_PEER_WORKERS // max(1, len(self.peers)))
         return min(peer.slots, self.opts.peer_slots, share)
 
-    def _start_workers(self, board: Board, probe: http.ProbeResult) -> list[threading.Thread]:
+    def _start_workers(self, board: Board, probe: http.ProbeResult,
+                       pool: LanPool | None = None) -> list[threading.Thread]:
         local = 1 if (probe.size or 0) <= SMALL_FILE else self.opts.local_slots
         remote = probe.remote or self._remote  # a mirror's, when the first URL was left out
         if self._mirrors is not None:
@@ -473,6 +600,8 @@ class Download:
             for i in range(self._slots(peer)):
                 source = PeerSource(board, probe, remote, peer, self.opts, mirrors=self._mirrors)
                 bodies.append((f"peer-{peer.key}-{i}", source.run))
+        if pool is not None:
+            bodies += pool.workers()
         threads = [threading.Thread(target=_guarded, args=(board, body), name=name, daemon=True)
                    for name, body in bodies]
         board.workers_started(len(threads))
@@ -480,13 +609,19 @@ class Download:
             t.start()
         return threads
 
-    def _supervise(self, board: Board, keeper: RecordKeeper) -> None:
+    def _supervise(self, board: Board, keeper: RecordKeeper,
+                   publisher: "sharing.Publisher | None" = None) -> None:
+        next_publish = time.monotonic()
         while not board.settled(SUPERVISE_TICK):
             self._progress(board)
             keeper.tick()
             if self._mirrors is not None:
                 for url, why in self._mirrors.book.judge(time.monotonic()):
                     self._notice(f"mirror {http.redact_url(url, strict=False)} left out: {why}")
+            if publisher is not None and time.monotonic() >= next_publish:
+                # other members may take these bytes now, and leave those being fetched to us
+                publisher.publish(board.done_copy(), board.fetching(sharing.LAN_PREFIX))
+                next_publish = time.monotonic() + sharing.PUBLISH_INTERVAL
         self._progress(board)
 
     def _progress(self, board: Board) -> None:
@@ -513,7 +648,7 @@ class Download:
             raise DownloadError(f"{part_file} has {actual} bytes, expected {size}",
                                 ErrorCode.SHORT_BODY, kept="kept for resume")
 
-    def _report(self, board: Board, resumed: int) -> Report:
+    def _report(self, board: Board, resumed: int, pool: LanPool | None = None) -> Report:
         return Report(url=self.url, path=str(self.path), size=board.size,
                       seconds=time.monotonic() - self.started, mode="parallel",
                       bytes_by_source=board.bytes_by_source(), resumed_bytes=resumed,
@@ -521,7 +656,8 @@ class Download:
                       left_out={**dict(board.left_out), **self._mirrors_left_out()},
                       mirrors=[{**m, "url": http.redact_url(m["url"], strict=False)}
                                for m in (self._mirrors.book.summary() if self._mirrors else [])],
-                      bad_pieces=board.pieces.bad if board.pieces else 0)
+                      bad_pieces=board.pieces.bad if board.pieces else 0,
+                      spot_checks=pool.spot_checks if pool is not None else 0)
 
     def _mirrors_left_out(self) -> dict[str, str]:
         if self._mirrors is None:
@@ -538,6 +674,19 @@ def _same_validator(first: http.Validator, other: http.Validator) -> bool | None
     if first.last_modified and other.last_modified:
         return first.last_modified == other.last_modified
     return None
+
+
+class _Sharing:
+    """What sharing adds to one download: its label, the publisher of what it writes
+    (None: not offered), the LAN copies helpers hold, and their pool once running."""
+
+    def __init__(self) -> None:
+        self.label = ""
+        self.publisher: sharing.Publisher | None = None
+        self.copies: list[sharing.LanHolding] = []
+        self.pool: LanPool | None = None
+        #: LAN copies may be used (a label, helpers to ask, nothing private)
+        self.lan = False
 
 
 def _guarded(board: Board, body: Callable[[], None]) -> None:

@@ -159,6 +159,8 @@ def add_get_arguments(parser: argparse.ArgumentParser, *, at_prompt: bool = Fals
                         help="discard a partial download and start over")
     parser.add_argument("--no-peers", action="store_true", help="do not ask discovery for peers")
     add_mirror_arguments(parser)
+    parser.add_argument("--no-share", action="store_true",
+                        help="neither take LAN copies other members hold nor offer this file to them")
     add_request_options(parser)  # --header, -U, --referer, --load-cookies, --ca-certificate, --insecure
     parser.add_argument("--tries", type=_checked(lambda t: parse_count(t, low=1, high=MAX_TRIES)),
                         metavar="N", help=f"tries per request before giving up (1-{MAX_TRIES}; "
@@ -171,6 +173,18 @@ def add_get_arguments(parser: argparse.ArgumentParser, *, at_prompt: bool = Fals
         parser.add_argument("--report", type=Path, metavar="FILE",
                             help="write a JSON report to FILE, on failure too (with the error)")
         parser.add_argument("--piece-size", type=_checked(parse_size), help=argparse.SUPPRESS)
+        parser.add_argument("--spot-check", type=_checked(_fraction), help=argparse.SUPPRESS)
+
+
+def _fraction(text: str) -> float:
+    """A share between 0 and 1 (``--spot-check``: the LAN pieces compared with the origin)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{text!r} is not a share between 0 and 1")
+    return value
 
 
 def _mirror_url(text: str) -> str:

@@ -18,6 +18,15 @@ is due, Done or Error at the end) is ``swift.fetchjob.NodeJob``, pure; this
 module is its I/O shell: the socket, the origin fetch and the two threads
 (the job's and its keep-alive ticker).
 
+A job may also be a ``FetchCopy``: bytes of content this machine holds (a
+finished file, or a download still in flight), named by its label; and a
+``Query`` asks what this machine holds of a label. Both are answered from
+the node's content index (``swift.content_index``), handed to the service
+when it is built. A copy is read with ``pread`` from the file the index
+names, only while that file is still the one recorded; bytes of a download
+in flight that are not written yet are waited for (``COPY_WAIT``), then the
+job fails with ``gone`` and the requester fetches them elsewhere.
+
 Fetch jobs from other machines go through a guarded session: unless the
 node's owner allowed it with ``--allow-private``, a job whose URL (or any
 redirect) reaches a loopback, private or otherwise non-public address is
@@ -27,6 +36,7 @@ refused (see ``swift.sessions``).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -36,6 +46,8 @@ from typing import Callable
 import requests
 
 from . import errors, fetchjob, http, protocol, server, wire
+from .content_index import ContentIndex, Holding
+from .piecehash import MIN_PIECE
 from .errors import ErrorCode
 from .protocol import FetchCode
 
@@ -49,6 +61,20 @@ log = logging.getLogger(__name__)
 KEEPALIVE_INTERVAL = 0.5
 #: How long a job may wait for a free slot before the node answers "busy".
 SLOT_WAIT = 60.0
+#: Seconds a copy job waits for bytes of a download in flight that are not written
+#: yet. A requester asks only for what this node offered, so a wait means the
+#: holding went back (its download took bytes back) or changed: a short one
+#: (several of the downloading side's publications, four a second) before ``gone``
+#: sends the requester elsewhere, instead of stalling its workers.
+COPY_WAIT = 2.0
+#: Seconds between two looks at the index while a copy job waits for bytes.
+COPY_POLL = 0.1
+#: Seconds after its last publish that a download's "fetching" ranges are still
+#: passed on: a download publishes about once a second, so one silent this long has
+#: stopped (killed, crashed) and must not make others wait for it.
+FETCHING_FRESH = 3.0
+#: Bytes a copy job reads and sends at once: a quarter of a data frame.
+COPY_BLOCK = 256 << 10
 #: Files whose "same bytes" evidence (a sample of bytes sent, ETags proven to be
 #: aliases, :mod:`swift.http.samefile`) a node keeps across jobs, least recently
 #: used dropped first: one per download it helps, and a sample is 8 KiB.
@@ -78,8 +104,11 @@ class JobService:
                  policy: http.Retry = http.Retry(),
                  keepalive: float = KEEPALIVE_INTERVAL, slot_wait: float = SLOT_WAIT,
                  timeout: tuple[float, float] = http.DEFAULT_TIMEOUT,
+                 index: ContentIndex | None = None,
                  throttle: Callable[[int], None] | None = None):
         self.name = name
+        #: what this node offers to others (None: nothing)
+        self.index = index
         self.slots = slots
         self.session_factory = session_factory
         self.policy = policy
@@ -126,6 +155,11 @@ class JobService:
                     if session is None:
                         session = self.session_factory()
                     if not self.run_job(conn, msg, session, srv.stopping):
+                        return
+                elif isinstance(msg, protocol.Query):
+                    conn.send(self._held(msg.label))
+                elif isinstance(msg, protocol.FetchCopy):
+                    if not self.run_copy_job(conn, msg, srv.stopping):
                         return
                 elif isinstance(msg, protocol.Shrink):
                     continue  # for a job that already ended: nothing to do
@@ -237,6 +271,103 @@ class JobService:
                 encoding=http.content_coding(fetch.encoding)))
         return out
 
+    # -- LAN copies -----------------------------------------------------------------------
+    def _offered(self, label: str) -> Holding | None:
+        return self.index.offered(label) if self.index is not None else None
+
+    def _held(self, label: str) -> protocol.Held:
+        """The answer to a query: what of ``label`` this node offers (nothing looks alike)."""
+        holding = self._offered(label)
+        if holding is None:
+            return protocol.Held(label, 0, MIN_PIECE, [], [])
+        ranges = holding.offered_ranges()[:protocol.MAX_HELD_RANGES]
+        held = {i for start, end in ranges
+                for i in range(start // holding.piece_size, -(-end // holding.piece_size))}
+        fresh = time.time_ns() - holding.updated_ns < FETCHING_FRESH * 1e9
+        fetching = list(holding.fetching)[:protocol.MAX_HELD_RANGES] \
+            if fresh and not holding.complete else []
+        return protocol.Held(label, holding.size, holding.piece_size, [list(r) for r in ranges],
+                             [[i, holding.hashes[i]] for i in sorted(held)],
+                             [list(r) for r in fetching], holding.holder or None)
+
+    def run_copy_job(self, conn: wire.Connection, req: protocol.FetchCopy,
+                     stopping: threading.Event) -> bool:
+        """Serve one ``FetchCopy`` from this machine's copy; False when the connection is no
+        longer usable. ``gone`` whenever the copy is not (or no longer) the one recorded."""
+        holding = self._offered(req.label)
+        if holding is None or holding.size != req.size:
+            conn.send(protocol.Error(FetchCode.GONE, "this node does not offer that content"))
+            return True
+        try:
+            fd = os.open(holding.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            conn.send(protocol.Error(FetchCode.GONE, "this node's copy is gone"))
+            return True
+        job = fetchjob.NodeJob(req, time.monotonic(), pong=self._pong,  # type: ignore[arg-type]
+                               keepalive_interval=self.keepalive)
+        ticking = _Ticking()
+        ticker = threading.Thread(target=self._keepalive, args=(conn, job, ticking, None),
+                                  name="keepalive", daemon=True)
+        ticker.start()
+        got_slot = False
+        try:
+            if not holding.matches(os.fstat(fd)):
+                conn.send(protocol.Error(FetchCode.GONE, "this node's copy changed"))
+                return True
+            got_slot = self._acquire_slot(conn, job, ticking, stopping)
+            if not got_slot:
+                if not ticking.gone.is_set():
+                    conn.send(protocol.Error(FetchCode.BUSY, "all slots of this node are busy"))
+                return not ticking.gone.is_set()
+            while job.owed and not stopping.is_set():
+                self._read_control(conn, job, ticking)
+                at = job.start + job.sent
+                want = min(COPY_BLOCK, job.owed)
+                holding = self._wait_for(req.label, holding, at, at + want, stopping)
+                if holding is None or not holding.matches(os.fstat(fd)):
+                    conn.send(protocol.Error(FetchCode.GONE, f"bytes {at}.. of this node's copy "
+                                                             f"are not there (changed, or not "
+                                                             f"written in time)"))
+                    return True
+                block = os.pread(fd, want, at)
+                if len(block) != want:
+                    conn.send(protocol.Error(FetchCode.GONE, "this node's copy is shorter"))
+                    return True
+                part = job.take(block, time.monotonic())
+                if part:
+                    if self.throttle is not None:
+                        self.throttle(len(part))
+                    conn.send_data(part)
+            if ticking.gone.is_set() or stopping.is_set():
+                return False
+            conn.send(job.finish())
+            return True
+        except (RequesterGone, wire.ConnectionClosed, OSError, TimeoutError) as exc:
+            log.info("copy job %d: requester gone (%s)", req.job_id, exc)
+            return False
+        finally:
+            os.close(fd)
+            ticking.finished.set()
+            ticker.join(self.keepalive * 2 + 1)
+            if got_slot:
+                with self._lock:
+                    self.busy -= 1
+                self._slots.release()
+
+    def _wait_for(self, label: str, holding: Holding, start: int, end: int,
+                  stopping: threading.Event) -> Holding | None:
+        """The holding once its done set covers ``[start, end)``; None if it stops being
+        offered or the bytes do not come within ``COPY_WAIT``."""
+        deadline = time.monotonic() + COPY_WAIT
+        while not holding.done.covers(start, end):
+            if time.monotonic() >= deadline or stopping.wait(COPY_POLL):
+                return None
+            fresh = self._offered(label)
+            if fresh is None or fresh.inode != holding.inode:
+                return None
+            holding = fresh
+        return holding
+
     def _acquire_slot(self, conn: wire.Connection, job: fetchjob.NodeJob, ticking: "_Ticking",
                       stopping: threading.Event) -> bool:
         deadline = time.monotonic() + self.slot_wait
@@ -272,7 +403,7 @@ class JobService:
                 conn.send(answer)
 
     def _keepalive(self, conn: wire.Connection, job: fetchjob.NodeJob, ticking: "_Ticking",
-                   fetch_range: "_Current") -> None:
+                   fetch_range: "_Current | None") -> None:
         while not ticking.finished.wait(self.keepalive / 2):
             msg = job.keepalive(time.monotonic())
             if msg is None:
@@ -281,7 +412,8 @@ class JobService:
                 conn.send(msg)
             except (OSError, TimeoutError, wire.ConnectionClosed):
                 ticking.gone.set()
-                fetch_range.abort()  # unblock a read stalled on the origin
+                if fetch_range is not None:
+                    fetch_range.abort()  # unblock a read stalled on the origin
                 return
 
 
@@ -307,13 +439,15 @@ class _Ticking:
 def make_server(host: str, port: int, *, name: str, secret: bytes | None, slots: int,
                 session_factory: Callable[[], requests.Session], idle_timeout: float = 60.0,
                 max_connections: int | None = None, state_dir: Path | None = None,
+                index: ContentIndex | None = None,
                 timeout: tuple[float, float] = http.DEFAULT_TIMEOUT,
                 throttle: Callable[[int], None] | None = None) -> server.FramedServer:
     """The node's job server; with a ``secret`` it serves TLS only, with the node's own
     key from ``state_dir`` (default: ``identity.state_dir()``), made at first start.
     ``timeout`` and ``throttle`` are the :class:`JobService`'s, given here once (what a
-    service needs is passed to its constructor, never set on it afterwards)."""
-    service = JobService(name=name, slots=slots, session_factory=session_factory,
+    service needs is passed to its constructor, never set on it afterwards); ``index``:
+    what it offers to others as LAN copies (None: nothing)."""
+    service = JobService(name=name, slots=slots, session_factory=session_factory, index=index,
                          timeout=timeout, throttle=throttle)
     tls = wire.ServerTLS.load("node", state_dir) if secret else None
     srv = server.FramedServer(

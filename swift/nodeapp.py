@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from . import download, local_nodes, storage
+from . import download, identity, local_nodes, storage
+from .content_index import ContentIndex
 from .addresses import format_hostport
 from .engine.rate_limit import RateLimit
 from .errors import ErrorCode
@@ -64,16 +65,29 @@ def summary(report: download.Report, names: dict[str, str] | None = None,
     passed it). Units from :mod:`swift.units` only.
     """
     names = names or {}
-    by = ", ".join(f"{names.get(src) or src} {human_bytes(n)}" for src, n in
+    def shown(src: str) -> str:
+        if src.startswith(download.Report.LAN_PREFIX):  # a LAN copy: the member, said so
+            key = src[len(download.Report.LAN_PREFIX):]
+            return f"{names.get(key) or key} (LAN copy)"
+        return names.get(src) or src
+
+    by = ", ".join(f"{shown(src)} {human_bytes(n)}" for src, n in
                    sorted(report.bytes_by_source.items(), key=lambda kv: (-kv[1], kv[0])))
     verified = f"; {checksum.partition(':')[0].strip().lower()} checksum verified" if checksum else ""
-    left = "".join(f"; left out: {names.get(src) or src} ({why})"
+    left = "".join(f"; left out: {shown(src)} ({why})"
                    for src, why in sorted(getattr(report, "left_out", {}).items()))
     mirrors = [m for m in getattr(report, "mirrors", []) if m.get("bytes")]
     by_mirror = ("; by mirror: " + ", ".join(f"{m['url']} {human_bytes(m['bytes'])}" for m in mirrors)
                  if mirrors else "")
     bad = getattr(report, "bad_pieces", 0)
     refetched = f"; {bad} bad piece(s) fetched again" if bad else ""
+    lan = report.lan_bytes if hasattr(report, "lan_bytes") else {}
+    shared = ""
+    if lan:  # LAN sharing: say what the internet was spared
+        copies = ", ".join(f"{names.get(key) or key} {human_bytes(n)}"
+                           for key, n in sorted(lan.items(), key=lambda kv: -kv[1]))
+        shared = (f"; from LAN copies {human_bytes(sum(lan.values()))} ({copies}), "
+                  f"from the internet {human_bytes(report.internet_bytes)}")
     this_run = f"in {report.seconds:.1f} s ({human_rate(report.rate)})"
     if report.resumed_bytes:
         fetched = human_bytes(report.size - report.resumed_bytes)
@@ -81,8 +95,8 @@ def summary(report: download.Report, names: dict[str, str] | None = None,
                   f"this run: {fetched} {this_run}")
     else:
         amount = f"{human_bytes(report.size)} {this_run}"
-    return (f"done: {report.path}  {amount}; by machine: {by or 'none'}{by_mirror}{refetched}"
-            f"{verified}{left}")
+    return (f"done: {report.path}  {amount}; by machine: {by or 'none'}{shared}{by_mirror}"
+            f"{refetched}{verified}{left}")
 
 
 def peer_names(peers: list[Peer]) -> dict[str, str]:
@@ -113,6 +127,8 @@ class NodeConfig:
     download_options: dict = field(default_factory=dict)
     #: where discovery is now, asked when it stops answering (swift.mdns.Rediscovery); None: never
     rediscover: Callable[[], tuple[str, int] | None] | None = None
+    #: offer what this node holds to other members as LAN copies (``--no-share``: False)
+    share: bool = True
 
 
 def advertised_host(bind_host: str, discovery_host: str) -> str:
@@ -415,12 +431,15 @@ class NodeApp:
         self._config = config
         self.notice = notice or (lambda text: log.warning("%s", text))
         self._serving_limit = RateLimit(config.limit_rate) if config.limit_rate else None
+        #: what this node offers as LAN copies: its own downloads and those of every
+        #: ``get`` run with the same state directory (``--no-share``: nothing)
+        self.index = ContentIndex(identity.state_dir(), enabled=config.share)
         self.server = node_server.make_server(
             config.host, config.port, name=config.name or "node", secret=config.secret,
             slots=config.slots,
             session_factory=lambda: make_session(source_address=config.source_address,
                                                  allow_private=config.allow_private),
-            timeout=config.timeout,
+            index=self.index, timeout=config.timeout,
             throttle=self._serving_limit.take if self._serving_limit is not None else None)
         self.port = self.server.port
         host = config.advertise or advertised_host(config.host, config.discovery[0])
@@ -509,7 +528,8 @@ class NodeApp:
         c = self._config
         base = dict(directory=c.directory, output=output, local_slots=c.slots,
                     peer_timeout=c.peer_timeout, source_address=c.source_address,
-                    secret=c.secret, name=self.name, timeout=c.timeout)
+                    secret=c.secret, name=self.name, timeout=c.timeout,
+                    share_index=self.index if c.share else None)
         return download.Options(**{**base, **c.download_options, **overrides})
 
     def rate_limit(self, own: int | None = None) -> "RateLimit | None":

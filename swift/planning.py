@@ -893,6 +893,24 @@ class Scheduler:
         self._done.remove(start, end)
         self._queue.undone(Range(start, end))
 
+    def forget(self, source: str, ranges: RangeSet) -> RangeSet:
+        """Bytes ``source`` wrote in assignments that already finished turn out wrong (a
+        LAN copy caught forging its piece hashes): what of ``ranges`` is done and not
+        part of a running assignment leaves ``done`` and its source's count, and goes
+        to the front of the queue. Returns what was taken back. Running assignments
+        are the caller's to fail (with ``discard``), so nothing is queued twice.
+        """
+        gone = ranges.copy()
+        for hole in self._done.missing(self.size):
+            gone.remove(hole.start, hole.end)
+        for assignment in self._assignments.values():
+            gone.remove(assignment.start, assignment.end)
+        for start, end in reversed(list(gone)):
+            self._done.remove(start, end)
+            self._queue.requeue(Range(start, end))
+        self.sources.credit(source, -gone.total)
+        return gone
+
     def exclude(self, source: str) -> None:
         """No more work for ``source``. Its running assignments are the caller's to fail."""
         self.sources.exclude(source)

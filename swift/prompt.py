@@ -55,6 +55,8 @@ commands:
   pause N / resume N       stop download N for now / go on from where it stopped
   cancel N                 stop download N (its partial file is kept; resume N goes on)
   peers                    list the nodes discovery knows
+  shares                   list what this node offers other members as LAN copies
+  unshare LABEL|PATH       stop offering one of them (the file itself stays)
   help                     this text
   quit                     unregister and exit (also end of input, Ctrl-D); asks first
                            while downloads run"""
@@ -284,7 +286,8 @@ class Prompt(cmd.Cmd):
                                         restart=args.restart, before_start=self._same_url_note,
                                         profile=profile, limit_rate=args.limit_rate,
                                         header_mirrors=not args.no_mirrors,
-                                        per_mirror=args.per_mirror, **item.options(), **place, **retry)
+                                        per_mirror=args.per_mirror, **item.options(), **place, **retry,
+                                        **({"share": False, "share_index": None} if args.no_share else {}))
             except AlreadyDownloading as exc:
                 self.say(f"{redact_url(item.url, strict=False)}: {exc}")
             except SwiftError as exc:
@@ -365,6 +368,32 @@ class Prompt(cmd.Cmd):
         for p in peers:
             me = "  (this node)" if p.key == self.app.key else ""
             self.say(f"{p.key}  {p.name}  slots={p.slots}{me}")
+
+    def do_shares(self, arg: str) -> None:
+        """shares: list what this node offers other members as LAN copies"""
+        holdings = self.app.index.holdings()
+        if not holdings:
+            self.say("this node offers nothing" + ("" if self.app.index.enabled else " (--no-share)"))
+        for h in holdings:
+            offered = self.app.index.offered(h.label) is not None
+            state = ("offered" if offered else
+                     f"not offered: private ({h.why_private})" if h.private else
+                     "not offered: sharing is off (--no-share)" if not self.app.index.enabled else
+                     "not offered: the file changed, moved or is gone since it was recorded")
+            held = "complete" if h.complete else f"{human_bytes(h.done.total)} so far"
+            self.say(f"{h.label[:12]}  {h.path}  {human_bytes(h.size)} ({held})  {state}")
+
+    def do_unshare(self, arg: str) -> None:
+        """unshare LABEL|PATH: stop offering one LAN copy (the file itself stays)"""
+        word = arg.strip()
+        if not word:
+            self.say("usage: unshare LABEL|PATH, with LABEL the first characters shown by shares")
+            return
+        removed = self.app.index.remove(word)
+        if not removed:
+            self.say(f"this node offers nothing by {word!r} (see shares)")
+        for h in removed:
+            self.say(f"no longer offered: {h.path}")
 
     def do_jobs(self, arg: str) -> None:
         """jobs: show running and finished downloads"""

@@ -427,6 +427,8 @@ class FetchCode(enum.StrEnum):
     DENIED = "denied"
     #: no free slot in time, or too many open connections
     BUSY = "busy"
+    #: (``fetch_copy``) the node no longer offers that content or those bytes
+    GONE = "gone"
 
     @classmethod
     def of(cls, word: str) -> "FetchCode | None":
@@ -554,6 +556,114 @@ class Done(Message):
     length: int = checked(OFFSET)
 
 
+# -- sharing: LAN copies, asked for by label (docs/sharing.md) ----------------------------------
+#: A label: HMAC-SHA-256 of a content identity, 64 lowercase hex (``swift.content.label``).
+LABEL = HEX
+#: Most ``[start, end]`` ranges a ``held`` answer lists; a holding with more
+#: gaps offers its first ones (the rest is fetched elsewhere).
+MAX_HELD_RANGES = 1024
+#: Most piece hashes a ``held`` answer lists: ``swift.piecehash.MAX_PIECES``.
+MAX_PIECE_HASHES = 4096
+#: Hashed pieces are 1 MiB (``piecehash.MIN_PIECE``) or a power of two above.
+MIN_PIECE_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class RangeList(Check):
+    """``[[start, end], ...]``: sorted, disjoint, non-empty ranges of offsets."""
+
+    max_count: int = MAX_HELD_RANGES
+
+    def __call__(self, name: str, value: Any) -> list[list[int]]:
+        if type(value) is not list:
+            raise _bad(name, f"must be a list, not {_json_type(value)}")
+        if len(value) > self.max_count:
+            raise _bad(name, f"must hold at most {self.max_count} entries")
+        out, previous = [], -1
+        for i, pair in enumerate(value):
+            where = f"{name}[{i}]"
+            if type(pair) not in (list, tuple) or len(pair) != 2:
+                raise _bad(where, "must be a [start, end] pair")
+            start, end = OFFSET(where, pair[0]), OFFSET(where, pair[1])
+            if not (previous < start < end or previous < 0 <= start < end):
+                raise _bad(where, "must be a non-empty range after (not touching) the one before")
+            previous = end
+            out.append([start, end])
+        return out
+
+
+@dataclass(frozen=True)
+class PieceHashes(Check):
+    """``[[index, sha256_hex], ...]``: piece indexes increasing, hashes 64 lowercase hex."""
+
+    max_count: int = MAX_PIECE_HASHES
+
+    def __call__(self, name: str, value: Any) -> list[list]:
+        if type(value) is not list:
+            raise _bad(name, f"must be a list, not {_json_type(value)}")
+        if len(value) > self.max_count:
+            raise _bad(name, f"must hold at most {self.max_count} entries")
+        out, previous = [], -1
+        for i, pair in enumerate(value):
+            where = f"{name}[{i}]"
+            if type(pair) not in (list, tuple) or len(pair) != 2:
+                raise _bad(where, "must be an [index, hash] pair")
+            index = OFFSET(where, pair[0])
+            if index <= previous:
+                raise _bad(where, "must name a piece after the one before it")
+            previous = index
+            out.append([index, HEX(where, pair[1])])
+        return out
+
+
+@dataclass(frozen=True)
+class Query(Message):
+    """Requester → node: what do you hold of the content with this label?"""
+
+    TYPE: ClassVar[str] = "query"
+    label: str = checked(LABEL)
+
+
+@dataclass(frozen=True)
+class Held(Message):
+    """Node → requester: the answer to ``Query``.
+
+    ``ranges`` are the bytes the node offers (empty: none), each made of whole
+    hashed pieces of ``piece_size`` bytes; ``hashes`` the SHA-256 of every
+    piece inside them, by piece index. ``size`` is the content's length.
+    """
+
+    TYPE: ClassVar[str] = "held"
+    label: str = checked(LABEL)
+    size: int = checked(OFFSET)
+    piece_size: int = checked(Int(MIN_PIECE_SIZE, MAX_OFFSET))
+    ranges: list[list[int]] = checked(RangeList(), default_factory=list)
+    hashes: list[list] = checked(PieceHashes(), default_factory=list)
+    #: bytes the node's download is fetching from the origin right now (in flight
+    #: only): a requester leaves them to it and takes them once they are held
+    fetching: list[list[int]] = checked(RangeList(), may_be_absent=True, default_factory=list)
+    #: a random name of this holding, so a requester never takes its own download,
+    #: published on its machine, for a copy (None: no holding)
+    holder: str | None = checked(Optional(HEX), may_be_absent=True, default=None)
+
+
+@dataclass(frozen=True)
+class FetchCopy(Message):
+    """Requester → node: send bytes [start, end) of the content ``label`` from your copy.
+
+    Answered like ``fetch``: data frames, keep-alives, ``done`` or ``error``,
+    with ``shrink`` as there. ``size`` is the content's length as the
+    requester's probe saw it; a node whose copy has another size refuses.
+    """
+
+    TYPE: ClassVar[str] = "fetch_copy"
+    job_id: int = checked(OFFSET)
+    label: str = checked(LABEL)
+    start: int = checked(OFFSET)
+    end: int = checked(OFFSET)
+    size: int = checked(OFFSET)
+
+
 @dataclass(frozen=True)
 class Ping(Message):
     TYPE: ClassVar[str] = "ping"
@@ -571,15 +681,24 @@ class Pong(Message):
 
 MESSAGES: dict[str, type[Message]] = {
     cls.TYPE: cls for cls in (Hello, Welcome, Auth, Ready, Error, Register, Heartbeat, Unregister,
-                              ListPeers, Ok, Peers, Fetch, Shrink, Keepalive, Done, Ping, Pong)
+                              ListPeers, Ok, Peers, Fetch, Shrink, Keepalive, Done, Ping, Pong,
+                              Query, Held, FetchCopy)
 }
 
 
 def _check_relations(msg: Any) -> None:
     """Checks that span fields."""
-    if isinstance(msg, Fetch) and not msg.start < msg.end <= msg.size:
-        raise RemoteProtocolError("bad-field", f"fetch range {msg.start}..{msg.end} of {msg.size} bytes "
-                                         f"breaks 0 <= start < end <= size")
+    if isinstance(msg, (Fetch, FetchCopy)) and not msg.start < msg.end <= msg.size:
+        raise RemoteProtocolError("bad-field", f"{msg.TYPE} range {msg.start}..{msg.end} of "
+                                               f"{msg.size} bytes breaks 0 <= start < end <= size")
+    if isinstance(msg, Held):
+        pieces = -(-msg.size // msg.piece_size)
+        if (msg.ranges and msg.ranges[-1][1] > msg.size) or \
+                (msg.fetching and msg.fetching[-1][1] > msg.size):
+            raise RemoteProtocolError("bad-field", f"held ranges reach past the size {msg.size}")
+        if msg.hashes and msg.hashes[-1][0] >= pieces:
+            raise RemoteProtocolError("bad-field", f"held hash of piece {msg.hashes[-1][0]} of "
+                                                   f"a {pieces}-piece file")
 
 
 def _from_dict(cls: type, obj: Any, where: str) -> Any:

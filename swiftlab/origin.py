@@ -257,6 +257,7 @@ class Behaviour:
     redirect: str | None = None          # answer with a redirect to this URL
     redirect_status: int = 302
     content_disposition: str | None = None
+    cache_control: str | None = None     # a Cache-Control header (e.g. "private")
 
 
 _BEHAVIOUR_FIELDS = {f.name: f for f in fields(Behaviour)}
@@ -295,7 +296,7 @@ def _check_setting(name: str, value: Any) -> Any:
         if value not in _REDIRECT_STATUSES:
             raise ValueError(f"redirect_status must be one of {sorted(_REDIRECT_STATUSES)}")
         return value
-    # retry_after, redirect, content_disposition: header values
+    # retry_after, redirect, content_disposition, cache_control: header values
     text = str(value)
     if any(ch in text for ch in "\r\n\0"):
         raise ValueError(f"{name} must be a single-line header value")
@@ -691,6 +692,8 @@ class _Handler(BaseHTTPRequestHandler):
         etag = f'"{st.st_ino:x}-{size:x}-{st.st_mtime_ns:x}"'
         last_modified = email.utils.formatdate(st.st_mtime_ns / 1e9, usegmt=True)
         common = {"ETag": etag, "Last-Modified": last_modified}
+        if b.cache_control is not None:
+            common["Cache-Control"] = b.cache_control
         start, end, status = 0, size, 200
         range_header = self.headers.get("Range")
         if_range = self.headers.get("If-Range")

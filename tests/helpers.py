@@ -67,7 +67,7 @@ def start_helpers(cluster, disc, count: int, *, first_ip: int = 2, extra=()):
 
 @contextmanager
 def prompt_node(cluster, discovery: str, *, extra=(), directory=None,
-                name: str = "p") -> Iterator[tuple[object, Callable[..., int]]]:
+                name: str = "p", env: dict | None = None) -> Iterator[tuple[object, Callable[..., int]]]:
     """A node with its prompt on a pseudo-terminal, up and showing its intro.
 
     Yields ``(node, type_)``: ``type_(text, end="\\n")`` types a line (or, with
@@ -77,7 +77,7 @@ def prompt_node(cluster, discovery: str, *, extra=(), directory=None,
     master, slave = pty.openpty()
     try:
         node = cluster.node(discovery, serve_only=False, stdin=slave, extra=["--allow-private", *extra],
-                            directory=directory, name=name)
+                            directory=directory, name=name, env=env)
         node.wait_for(r"type a URL to download it", timeout=20)
 
         def type_(text: str, end: str = "\n") -> int:

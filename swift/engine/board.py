@@ -48,10 +48,15 @@ class Board:
                  throttle: Callable[[int], None] | None = None,
                  names: dict[str, str] | None = None,
                  pieces: PieceCheck | None = None,
-                 on_bad_piece: Callable[[int, set[str]], None] | None = None):
+                 on_bad_piece: Callable[[int, set[str]], None] | None = None,
+                 written: Callable[[int, memoryview], None] | None = None,
+                 dropped: Callable[[int, int], None] | None = None):
         """``names``: a helper's key (``HOST:PORT``) → the name it gave itself, so that
         a notice calls it what the summary calls it. ``pieces``: the piece hashes to
-        check as pieces complete; ``on_bad_piece(index, servers)`` is told of each bad one."""
+        check as pieces complete; ``on_bad_piece(index, servers)`` is told of each bad one.
+        ``written(offset, bytes)`` sees every block once it is on disk and
+        ``dropped(start, end)`` every range taken back (the piece hashes of sharing,
+        ``engine.sharing.Publisher``); both fast."""
         self.cond = threading.Condition()
         self.pieces = pieces
         self._on_bad_piece = on_bad_piece or (lambda index, servers: None)
@@ -62,6 +67,8 @@ class Board:
         self._notice = notice
         self._throttle = throttle
         self._names = dict(names or {})
+        self._written = written
+        self._dropped = dropped
         self._carriers: dict[int, Carrier] = {}
         self._closers: set[Callable[[], None]] = set()
         self._bytes_by_source: dict[str, int] = {}
@@ -186,6 +193,8 @@ class Board:
         self._tell(losers)
         if n:
             self._part.pwrite(offset, memoryview(block)[:n])
+            if self._written is not None:
+                self._written(offset, memoryview(block)[:n])
         ready: list[int] = []
         with self.cond:
             self._sched.commit(assignment_id, n)
@@ -264,13 +273,34 @@ class Board:
             self._sched.failed(assignment_id, reason, count=blame)
             return
         before = self._sched.bytes_by_source().get(source, 0)
+        taken = self._sched.assignment(assignment_id)
         if self.pieces is not None:  # its bytes leave done: checked pieces among them are not good now
-            gone = self._sched.assignment(assignment_id)
-            self.pieces.forget(gone.start, gone.position)
+            self.pieces.forget(taken.start, taken.position)
+        if self._dropped is not None and taken.position > taken.start:
+            self._dropped(taken.start, taken.position)
         self._sched.failed(assignment_id, reason, discard=True, count=blame)
         lost = before - self._sched.bytes_by_source().get(source, 0)
         self._bytes_by_source[source] = self._bytes_by_source.get(source, 0) - lost
         self.dropped += lost
+
+    def hold(self, source: str, ranges) -> None:
+        """``source`` can deliver only ``ranges`` (a RangeSet; None: the whole file)."""
+        with self.cond:
+            self._sched.hold(source, ranges)
+            self.cond.notify_all()
+
+    def forget(self, source: str, ranges) -> int:
+        """What ``source`` wrote in ``ranges`` is wrong: fetch it again (``Scheduler.forget``);
+        the bytes taken back."""
+        with self.cond:
+            gone = self._sched.forget(source, ranges)
+            self._bytes_by_source[source] = self._bytes_by_source.get(source, 0) - gone.total
+            self.dropped += gone.total
+            if self._dropped is not None:
+                for start, end in gone:
+                    self._dropped(start, end)
+            self.cond.notify_all()
+        return gone.total
 
     def exclude(self, source: str, why: str) -> None:
         """No more work for ``source``; announced once per peer, not once per slot."""
@@ -300,6 +330,22 @@ class Board:
     def workers_started(self, n: int) -> None:
         with self.cond:
             self.live_workers = n
+
+    def worker_added(self) -> None:
+        """One more worker started after the first ones (a LAN copy found later)."""
+        with self.cond:
+            self.live_workers += 1
+
+    def fetching(self, skip_prefix: str) -> "RangeSet":
+        """The ranges ``[start, end)`` of running assignments whose source does not start
+        with ``skip_prefix``: what this download fetches from the origin now."""
+        from ..planning import RangeSet
+        out = RangeSet()
+        with self.cond:
+            for a in self._sched.active_assignments:
+                if not a.source.startswith(skip_prefix) and a.start < a.end:
+                    out.add(a.start, a.end)
+        return out
 
     def worker_ended(self) -> None:
         with self.cond:

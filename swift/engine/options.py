@@ -109,6 +109,15 @@ class Options:
     #: An answer labelled as a Metalink document ends the download with
     #: :class:`~swift.engine.report.MetalinkAnswer` (nothing saved): aria2's ``--follow-metalink``.
     follow_metalink: bool = False
+    #: use LAN copies other members hold, and offer this download's bytes to them
+    #: (``--no-share``: False; see docs/sharing.md)
+    share: bool = True
+    #: where this machine records what it offers (``swift.content_index.ContentIndex``);
+    #: None: this download is offered to nobody
+    share_index: Any = None
+    #: the share of LAN pieces also fetched from the origin to compare (None: the
+    #: default, ``engine.lan_copy.SPOT_FRACTION``; the hidden ``--spot-check``)
+    spot_fraction: float | None = None
 
     @property
     def overwrite(self) -> bool:

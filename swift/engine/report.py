@@ -78,6 +78,24 @@ class Report:
     #: pieces that failed their hash and were fetched again
     bad_pieces: int = 0
 
+    #: pieces from LAN copies that this machine also fetched from the origin to compare
+    spot_checks: int = 0
+
+    #: ``bytes_by_source`` keys of LAN copies start with this (``engine.sharing.LAN_PREFIX``)
+    LAN_PREFIX = "copy@"
+
+    @property
+    def lan_bytes(self) -> dict[str, int]:
+        """Bytes from LAN copies, by member (``HOST:PORT``)."""
+        return {src[len(self.LAN_PREFIX):]: n for src, n in self.bytes_by_source.items()
+                if src.startswith(self.LAN_PREFIX) and n > 0}
+
+    @property
+    def internet_bytes(self) -> int:
+        """Bytes fetched from the origin this run (by this machine or its helpers)."""
+        return sum(n for src, n in self.bytes_by_source.items()
+                   if not src.startswith(self.LAN_PREFIX))
+
     @property
     def rate(self) -> float:
         """Bytes per second fetched by this run (resumed bytes not counted)."""
@@ -87,4 +105,6 @@ class Report:
         d = asdict(self)
         d["url"] = redact_url(self.url, strict=False)  # never a password in a report
         d["rate"] = self.rate
+        d["lan_bytes"] = self.lan_bytes
+        d["internet_bytes"] = self.internet_bytes
         return d

@@ -81,6 +81,8 @@ class ProbeResult:
     validator: Validator
     content_disposition: str | None = None
     encoding: str = ""
+    #: The answer's ``Cache-Control`` (``private``/``no-store`` content is never shared)
+    cache_control: str | None = None
     #: The download's shared :class:`RemoteFile` the probe resolved (its current
     #: URL, cookie jar and request profile), for every later request of it.
     remote: RemoteFile | None = field(default=None, compare=False, repr=False)
@@ -168,7 +170,8 @@ def _read_probe(resp: requests.Response, url: str) -> ProbeResult:
                        digest=origin_digest(resp.headers),
                        content_type=(resp.headers.get("Content-Type") or "").split(";", 1)[0]
                        .strip().lower()[:100],
-                       metalink_url=described_by(link, final_url))
+                       metalink_url=described_by(link, final_url),
+                       cache_control=resp.headers.get("Cache-Control"))
 
 
 def _first_part(resp: requests.Response) -> tuple[int, int, int | None] | None:

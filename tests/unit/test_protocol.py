@@ -44,7 +44,22 @@ EXAMPLES = [
     protocol.Fetch(8, "https://localhost/x?y=1", 5, 6, 1 << 40, None, "Tue, 01 Jan 2030 00:00:00 GMT"),
     protocol.Shrink(7, 5), protocol.Keepalive(7), protocol.Done(7, 10), protocol.Ping(),
     protocol.Pong("discovery", 0, 3), protocol.Pong("node", 4, 4),
+    protocol.Query(NONCE),
+    protocol.Held(NONCE, 5 << 20, 1 << 20, [[0, 2 << 20], [3 << 20, 5 << 20]],
+                  [[0, NONCE], [1, NONCE], [3, NONCE], [4, NONCE]]),
+    protocol.Held(NONCE, 0, 1 << 20, [], []),
+    protocol.Held(NONCE, 5 << 20, 1 << 20, [[0, 1 << 20]], [[0, NONCE]], [[1 << 20, 3 << 20]], NONCE),
+    protocol.FetchCopy(9, NONCE, 1 << 20, 2 << 20, 5 << 20),
 ]
+
+
+def test_the_largest_held_answer_fits_a_control_frame():
+    """Every piece of a file hashed (4096) and the most ranges: still one frame."""
+    size = 4096 << 20
+    ranges = [[i * 2 << 20, (i * 2 + 1) << 20] for i in range(1024)]
+    held = protocol.Held("f" * 64, size, 1 << 20, ranges, [[i, "f" * 64] for i in range(4096)],
+                         [[a + (1 << 19), a + (3 << 19)] for a, _ in ranges], "f" * 64)
+    assert decode_message(encode_message(held)[6:]) == held
 
 
 # -- round trips ----------------------------------------------------------------------------------

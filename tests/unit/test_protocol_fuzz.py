@@ -82,6 +82,30 @@ def fetches(draw) -> protocol.Fetch:
                                         max_size=8)))
 
 
+@st.composite
+def helds(draw) -> protocol.Held:
+    """A ``held`` answer: sorted, non-touching ranges inside the size, hashes by piece index."""
+    piece = draw(st.sampled_from([1 << 20, 1 << 21, 1 << 30]))
+    size = draw(st.integers(0, 1 << 40))
+    cuts = sorted(draw(st.sets(st.integers(0, size), max_size=12))) if size else []
+    ranges = [[a, b] for a, b in zip(cuts[::2], cuts[1::2]) if a < b]
+    ranges = [r for i, r in enumerate(ranges) if i == 0 or ranges[i - 1][1] < r[0]]
+    pieces = -(-size // piece)
+    indexes = sorted(draw(st.sets(st.integers(0, max(0, pieces - 1)), max_size=20))) if pieces else []
+    cuts = sorted(draw(st.sets(st.integers(0, size), max_size=6))) if size else []
+    fetching = [[a, b] for a, b in zip(cuts[::2], cuts[1::2]) if a < b]
+    fetching = [r for i, r in enumerate(fetching) if i == 0 or fetching[i - 1][1] < r[0]]
+    return protocol.Held(draw(hexes), size, piece, ranges, [[i, draw(hexes)] for i in indexes],
+                         fetching, draw(st.none() | hexes))
+
+
+@st.composite
+def fetch_copies(draw) -> protocol.FetchCopy:
+    size = draw(st.integers(1, MAX_OFFSET))
+    end = draw(st.integers(1, size))
+    return protocol.FetchCopy(draw(offsets), draw(hexes), draw(st.integers(0, end - 1)), end, size)
+
+
 messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(protocol.Hello, version=versions, name=text(255), nonce=st.none() | hexes),
     st.builds(protocol.Welcome, version=versions, name=text(255), nonce=st.none() | hexes,
@@ -102,6 +126,9 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(protocol.Done, job_id=offsets, length=offsets),
     st.just(protocol.Ping()),
     st.builds(protocol.Pong, name=text(255), slots=st.integers(0, 64), busy=st.integers(0, 1 << 16)),
+    st.builds(protocol.Query, label=hexes),
+    helds(),
+    fetch_copies(),
 )
 
 #: What goes on the wire: control messages and data frames, interleaved.
@@ -304,13 +331,19 @@ def assert_in_bounds(msg: Message) -> None:
             assert math.isfinite(value) and 0 <= value <= 1e9
         elif isinstance(value, str):
             assert len(value) <= protocol.MAX_URL
+        elif isinstance(value, list) and isinstance(msg, protocol.Held):
+            assert len(value) <= protocol.MAX_PIECE_HASHES
         elif isinstance(value, list):
             assert len(value) <= protocol.MAX_PEERS
             for peer in value:
                 assert isinstance(peer, protocol.PeerInfo)
                 assert 1 <= peer.port <= 65535 and 0 <= peer.slots <= 64
-    if isinstance(msg, protocol.Fetch):
+    if isinstance(msg, (protocol.Fetch, protocol.FetchCopy)):
         assert 0 <= msg.start < msg.end <= msg.size
+    if isinstance(msg, protocol.Held):
+        ends = [e for r in msg.ranges for e in r]
+        assert ends == sorted(ends) and len(set(ends)) == len(ends) and all(e <= msg.size for e in ends)
+        assert all(len(h) == 64 for _, h in msg.hashes)
 
 
 @fuzz(1200)
@@ -339,7 +372,27 @@ def fetch_obj(**kw) -> dict:
     return obj
 
 
+def held_obj(**kw) -> dict:
+    obj = {"type": "held", "label": "a" * 64, "size": 4 << 20, "piece_size": 1 << 20,
+           "ranges": [[0, 1 << 20]], "hashes": [[0, "b" * 64]]}
+    obj.update(kw)
+    return obj
+
+
 HOSTILE_PAYLOADS = {
+    "held ranges overlapping": (json.dumps(held_obj(ranges=[[0, 10], [5, 20]])).encode(), "bad-field"),
+    "held ranges touching": (json.dumps(held_obj(ranges=[[0, 10], [10, 20]])).encode(), "bad-field"),
+    "held range past the size": (json.dumps(held_obj(ranges=[[0, 5 << 20]])).encode(), "bad-field"),
+    "held hash of a piece past the end": (json.dumps(held_obj(hashes=[[4, "b" * 64]])).encode(), "bad-field"),
+    "held fetching past the size": (json.dumps(held_obj(fetching=[[0, 5 << 20]])).encode(), "bad-field"),
+    "held holder not hex": (json.dumps(held_obj(holder="x" * 64)).encode(), "bad-field"),
+    "held hash not hex": (json.dumps(held_obj(hashes=[[0, "B" * 64]])).encode(), "bad-field"),
+    "held hashes out of order": (json.dumps(held_obj(hashes=[[1, "b" * 64], [0, "b" * 64]])).encode(), "bad-field"),
+    "held piece size below 1 MiB": (json.dumps(held_obj(piece_size=4096)).encode(), "bad-field"),
+    "held too many ranges": (json.dumps(held_obj(size=1 << 40, hashes=[], ranges=[[2 * i, 2 * i + 1] for i in range(1025)])).encode(), "bad-field"),
+    "query label too short": (json.dumps({"type": "query", "label": "ab"}).encode(), "bad-field"),
+    "fetch_copy beyond the file": (json.dumps({"type": "fetch_copy", "job_id": 1, "label": "a" * 64, "start": 0, "end": 11, "size": 10}).encode(), "bad-field"),
+
     "empty payload": (b"", "bad-json"),
     "invalid utf-8": (b'{"type":"\xff\xfe"}', "bad-utf8"),
     "overlong utf-8 slash": (b'{"type":"ping","x":"\xc0\xaf"}', "bad-utf8"),

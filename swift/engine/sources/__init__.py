@@ -14,8 +14,9 @@ A *source* of a range is anything that can deliver bytes of this content::
     MirrorSource (mirror.py: this machine's link to several mirrors,
                   the mirror book's choice per piece)
 
-Both hold the whole file today; a LAN copy, the next kind, holds what its
-member has written (``Source.holding``), and the scheduler assigns it only
+Both hold the whole file, less what LAN copies leave them; a LAN copy
+(``engine.lan_copy.LanCopyWorker``, docs/sharing.md) holds what its member has
+written and hashed (``Source.holding``), and the scheduler assigns it only
 that (:meth:`swift.planning.Scheduler.hold`). One worker thread runs one
 source slot: ``Source.run`` takes pieces from the board until none is left
 for it. docs/sources.md has the design and the step that follows.

@@ -112,7 +112,9 @@ class Source:
     def run(self) -> None:
         """Take pieces from the board until there is none for this source, or it must stop."""
         try:
-            self.board.hold(self.key, self.holding())
+            held = self.holding()
+            if held is not None:  # an origin holds all of it, unless a policy said less
+                self.board.hold(self.key, held)  # (what LAN copies leave it: ``LanPool``)
             while not self.board.stop.is_set() and not self.board.has_no_work_for(self.key):
                 if not self.ready():
                     return

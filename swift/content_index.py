@@ -1,0 +1,302 @@
+"""What a node offers to its LAN: the content index, kept in the node's state directory.
+
+One record (:class:`Holding`) per content this machine holds: its label
+(``swift.content.label``), the file that holds it, the size, the hashed piece
+size and the pieces' SHA-256 (``swift.piecehash``), the ranges written, the
+file's inode and (once finished) its ``mtime_ns`` at recording time, and
+whether it is private.
+
+Rules:
+
+* **Never a changed file.** A holding is offered only while its file is the
+  one recorded: same inode and size, and for a finished file the same
+  ``mtime_ns``. A file edited, replaced, moved or deleted by its user is
+  never offered (:meth:`ContentIndex.offered` is None), and a request for it
+  fails over to other sources. A download in flight (``NAME.part``) is
+  written all the time, so only its inode and size are checked; its bytes
+  are offered only where its done set says they are written.
+* **Never private content.** A holding marked private is kept (so
+  ``shares`` can say why it is not offered) but never offered.
+* **One file, many processes.** The index is ``shares.json`` in the state
+  directory, shared by the node and every ``get`` run with the same state
+  directory (that is how a ``get`` hands its file to the running node). Every
+  change is a read-modify-write under an exclusive ``flock`` on
+  ``shares.lock``, written to a temporary file, fsynced and renamed into
+  place, so a reader sees the old index or the new one, never a mix, and two
+  writers never lose each other's records. A reader re-reads the file only
+  when its ``mtime_ns`` or inode changed.
+* **Bad input.** An index that cannot be parsed (truncated, edited) is
+  logged in one line and treated as empty: it only ever costs sharing,
+  never a wrong byte (every LAN piece is checked by the requester anyway).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import stat
+import tempfile
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterator
+
+from .planning import RangeSet
+
+__all__ = ["ContentIndex", "Holding", "INDEX_NAME"]
+
+log = logging.getLogger(__name__)
+
+INDEX_NAME = "shares.json"
+LOCK_NAME = "shares.lock"
+INDEX_VERSION = 1
+#: Most holdings an index keeps: the oldest go first. Each is a few hundred bytes
+#: plus 64 per hashed piece; 1024 of them stay well under a few MB.
+MAX_HOLDINGS = 1024
+
+
+@dataclass(frozen=True)
+class Holding:
+    """One content this machine holds; see the module docstring for the rules."""
+
+    label: str
+    path: str
+    size: int
+    piece_size: int
+    done: RangeSet = field(default_factory=RangeSet)
+    #: piece index -> SHA-256 hex; pieces without one are never offered
+    hashes: dict[int, str] = field(default_factory=dict)
+    inode: int = 0
+    #: the file's mtime_ns when it was finished; None while the download is in flight
+    mtime_ns: int | None = None
+    private: bool = False
+    #: why it is private, in words (shown by ``shares``)
+    why_private: str = ""
+    name: str = ""
+    #: bytes the download in flight is fetching from the origin now (offered as a hint)
+    fetching: RangeSet = field(default_factory=RangeSet)
+    #: a random name of this holding (``protocol.Held.holder``)
+    holder: str = ""
+    #: wall-clock ns of the last publish: ``fetching`` is stale once its download stopped
+    updated_ns: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.mtime_ns is not None
+
+    def matches(self, st: os.stat_result) -> bool:
+        """True if ``st`` (the file's stat now) is the file recorded (see the rules)."""
+        if not stat.S_ISREG(st.st_mode) or st.st_ino != self.inode or st.st_size != self.size:
+            return False
+        return self.mtime_ns is None or st.st_mtime_ns == self.mtime_ns
+
+    def offered_ranges(self) -> list[tuple[int, int]]:
+        """The done ranges whose pieces all have a hash: what a requester can check."""
+        out = RangeSet()
+        for start, end in self.done:
+            first = start // self.piece_size
+            last = -(-end // self.piece_size)
+            for index in range(first, last):
+                p_start = index * self.piece_size
+                p_end = min(self.size, p_start + self.piece_size)
+                if start <= p_start and p_end <= end and index in self.hashes:
+                    out.add(p_start, p_end)
+        return list(out)
+
+    def to_json(self) -> dict:
+        return {"label": self.label, "path": self.path, "size": self.size,
+                "piece_size": self.piece_size, "done": self.done.to_json(),
+                "hashes": {str(i): h for i, h in sorted(self.hashes.items())},
+                "inode": self.inode, "mtime_ns": self.mtime_ns, "private": self.private,
+                "why_private": self.why_private, "name": self.name,
+                "fetching": self.fetching.to_json(), "holder": self.holder,
+                "updated_ns": self.updated_ns}
+
+    @classmethod
+    def from_json(cls, obj: object) -> "Holding":
+        """A holding from the index file; ValueError for anything ``to_json`` could not write."""
+        if not isinstance(obj, dict):
+            raise ValueError("a holding must be an object")
+        size, piece = obj.get("size"), obj.get("piece_size")
+        if type(size) is not int or type(piece) is not int or size < 0 or piece <= 0:
+            raise ValueError("bad size or piece size")
+        label, path = obj.get("label"), obj.get("path")
+        if (type(label) is not str or len(label) != 64 or type(path) is not str
+                or not os.path.isabs(path)):
+            raise ValueError("bad label or path")
+        hashes = obj.get("hashes")
+        if not isinstance(hashes, dict):
+            raise ValueError("bad hashes")
+        parsed = {}
+        for key, value in hashes.items():
+            if not key.isdigit() or type(value) is not str or len(value) != 64:
+                raise ValueError(f"bad hash entry {key!r}")
+            parsed[int(key)] = value
+        mtime, inode = obj.get("mtime_ns"), obj.get("inode")
+        if type(inode) is not int or not (mtime is None or type(mtime) is int):
+            raise ValueError("bad inode or mtime")
+        return cls(label=label, path=path, size=size, piece_size=piece,
+                   done=RangeSet.from_json(obj.get("done"), size), hashes=parsed, inode=inode,
+                   mtime_ns=mtime, private=bool(obj.get("private")),
+                   why_private=str(obj.get("why_private") or ""), name=str(obj.get("name") or ""),
+                   fetching=RangeSet.from_json(obj.get("fetching") or [], size),
+                   holder=_holder(obj.get("holder")),
+                   updated_ns=obj.get("updated_ns") if type(obj.get("updated_ns")) is int else 0)
+
+
+def _holder(value: object) -> str:
+    if value in (None, ""):
+        return ""
+    if type(value) is not str or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError("bad holder")
+    return value
+
+
+class ContentIndex:
+    """The holdings of one state directory; thread-safe, and safe across processes.
+
+    ``offered(label)`` is what a job server may serve; ``record``/``update``/
+    ``remove`` change the index on disk at once (see the module docstring).
+    """
+
+    def __init__(self, state_dir: Path, *, enabled: bool = True) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / INDEX_NAME
+        #: False with ``--no-share`` on a node: nothing is offered (records are still kept)
+        self.enabled = enabled
+        self._lock = threading.Lock()
+        self._holdings: dict[str, Holding] = {}
+        self._seen: tuple[int, int] | None = None  # (mtime_ns, inode) of the file last read
+        self._warned = False
+
+    # -- reading ------------------------------------------------------------------------------
+    def holdings(self) -> list[Holding]:
+        """Every holding recorded (offered or not), as the file says now."""
+        with self._lock:
+            self._refresh()
+            return list(self._holdings.values())
+
+    def get(self, label: str) -> Holding | None:
+        with self._lock:
+            self._refresh()
+            return self._holdings.get(label)
+
+    def offered(self, label: str) -> Holding | None:
+        """The holding to serve ``label`` from, or None: not held, private, sharing off, or
+        its file is no longer the one recorded."""
+        if not self.enabled:
+            return None
+        holding = self.get(label)
+        if holding is None or holding.private:
+            return None
+        try:
+            st = os.stat(holding.path)
+        except OSError:
+            return None
+        return holding if holding.matches(st) else None
+
+    # -- changing -----------------------------------------------------------------------------
+    def record(self, holding: Holding) -> None:
+        """Add or replace the holding with its label (StorageError-free: a failure is logged)."""
+        self._change(lambda holdings: holdings.__setitem__(holding.label, holding))
+
+    def update(self, label: str, **changes) -> None:
+        """Change fields of the holding ``label`` (nothing if it is gone meanwhile).
+
+        Not fsynced: a download in flight republishes several times a second, and an
+        update lost in a crash costs only sharing (the file is still replaced whole)."""
+        def apply(holdings: dict[str, Holding]) -> None:
+            if label in holdings:
+                holdings[label] = replace(holdings[label], **changes)
+        self._change(apply, durable=False)
+
+    def remove(self, label_or_path: str) -> list[Holding]:
+        """Stop offering the holdings with that label (or a prefix of 8+ characters of one),
+        or whose file is that path; the holdings removed."""
+        removed: list[Holding] = []
+
+        def apply(holdings: dict[str, Holding]) -> None:
+            for key, h in list(holdings.items()):
+                if (key == label_or_path or (len(label_or_path) >= 8 and key.startswith(label_or_path))
+                        or h.path == label_or_path or h.path == os.path.abspath(label_or_path)):
+                    removed.append(holdings.pop(key))
+        self._change(apply)
+        return removed
+
+    # -- the file -----------------------------------------------------------------------------
+    def _change(self, apply, durable: bool = True) -> None:
+        with self._lock:
+            try:
+                with self._file_lock():
+                    self._seen = None
+                    self._refresh()
+                    apply(self._holdings)
+                    while len(self._holdings) > MAX_HOLDINGS:
+                        del self._holdings[next(iter(self._holdings))]
+                    self._save(durable)
+            except OSError as exc:  # said once: a download republishes four times a second
+                (log.debug if self._warned else log.warning)(
+                    "cannot update what this machine shares (%s): %s; it is not offered", self.path, exc)
+                self._warned = True
+
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.state_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _refresh(self) -> None:
+        """Re-read the index if the file changed since it was last read (under ``_lock``)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._holdings, self._seen = {}, None
+            return
+        except OSError as exc:
+            log.warning("cannot read what this machine shares (%s): %s", self.path, exc)
+            return
+        seen = (st.st_mtime_ns, st.st_ino)
+        if seen == self._seen:
+            return
+        self._seen = seen
+        self._holdings = self._load()
+
+    def _load(self) -> dict[str, Holding]:
+        try:
+            obj = json.loads(self.path.read_text(encoding="utf-8"))
+            if not isinstance(obj, dict) or obj.get("version") != INDEX_VERSION:
+                raise ValueError(f"not a version {INDEX_VERSION} index")
+            holdings = [Holding.from_json(item) for item in obj.get("holdings", [])]
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            log.warning("ignoring the share index %s (%s): nothing from it is offered", self.path,
+                        exc)
+            return {}
+        return {h.label: h for h in holdings}
+
+    def _save(self, durable: bool = True) -> None:
+        data = json.dumps({"version": INDEX_VERSION,
+                           "holdings": [h.to_json() for h in self._holdings.values()]},
+                          separators=(",", ":")).encode("utf-8")
+        fd, tmp = tempfile.mkstemp(prefix=".shares-", suffix=".tmp", dir=self.state_dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                if durable:
+                    os.fsync(f.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+            tmp = None
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+        st = os.stat(self.path)
+        self._seen = (st.st_mtime_ns, st.st_ino)

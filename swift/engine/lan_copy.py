@@ -1,0 +1,522 @@
+"""The LAN copy source: bytes of this content from a member that already holds them.
+
+A member answered ``held`` for the download's label (``engine.sharing``);
+its holding (whole hashed pieces, each with its SHA-256) becomes a source of
+the scheduler that holds only those ranges (``Scheduler.hold``). The origin
+sources (this machine and the helpers) are made to hold the rest, so the
+bytes a LAN copy has never cost the internet; when a copy is left out, the
+origin sources hold the whole file again.
+
+Every byte from a LAN copy passes these checks before it is written:
+
+* **Piece hashes.** A worker asks for whole hashed pieces (``fetch_copy``
+  over the piece-aligned cover of its assignment), keeps each piece in
+  memory until it is complete, and checks its SHA-256 against the hash the
+  member reported. A piece that fails is never written: the assignment
+  fails and is fetched elsewhere; a member that serves ``MAX_BAD_PIECES``
+  such pieces is left out.
+* **Origin spot checks.** A member could forge the hashes with its bytes.
+  About ``SPOT_FRACTION`` of the LAN pieces (at least one per download),
+  chosen at random when the copies are known, are also fetched from the
+  origin by this machine and compared before they are written. A member
+  caught so is left out at once, and everything it wrote is fetched again
+  (``Board.forget``): a forger that corrupts more than a few pieces is
+  caught with high odds; one that corrupts a single piece of thousands may
+  not be (README, "Sharing: the threat model").
+* **Trusted digest.** With ``--checksum`` the whole file is checked at the
+  end; on a mismatch after LAN bytes, the download fetches every LAN range
+  again from the origin and checks once more (``download.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import threading
+import time
+from typing import Callable
+
+from .. import http, protocol, wire
+from ..protocol import FetchCode
+from ..errors import Cancelled, FileChanged, SwiftError
+from ..fetchjob import Changed, Data, Failed, Finished, KeptAlive, RequesterJob
+from ..piecehash import piece_size_for
+from ..planning import Piece, RangeSet
+from .board import Board
+from .options import MAX_CONNECT_FAILURES, Options
+from .sharing import LanHolding
+from .sources.base import Source
+
+log = logging.getLogger(__name__)
+
+#: Pieces a member may serve that fail their hash before it is left out: one can
+#: be bad luck (a disk error under a healthy member), two is a pattern, as in
+#: Delivery Optimization.
+MAX_BAD_PIECES = 2
+#: The share of LAN pieces also fetched from the origin and compared: 1 % costs
+#: the origin 1 % of what the LAN saves, and finds a member that forges 10 % of
+#: 1000 pieces with odds 1 - 0.9^10 = 65 %, of 4096 pieces with 1 - 0.9^41 = 99 %.
+SPOT_FRACTION = 0.01
+#: Seconds a member's holding may stand still before what it says it fetches is no
+#: longer left to it: three of its publishing rounds (about one a second).
+FETCHING_PATIENCE = 3.0
+
+
+class LanPool:
+    """The LAN copies of one download: their holdings (refreshed while it runs), the
+    spot-check draw, the origin sources' share, and what each copy wrote (to take back
+    from a forger). ``spawn(name, body)`` starts a worker thread the download owns."""
+
+    def __init__(self, board: Board, copies: list[LanHolding], origin_sources: list[str], *,
+                 label: str, size: int, probe: http.ProbeResult, remote: http.RemoteFile,
+                 opts: Options, notice: Callable[[str], None],
+                 spawn: Callable[[str, Callable[[], None]], None] | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.board = board
+        self.copies: dict[str, LanHolding] = {}
+        self.origin_sources = origin_sources
+        self.label = label
+        self.size = size
+        self.probe = probe
+        self.remote = remote
+        self.opts = opts
+        self.notice = notice
+        self._spawn = spawn
+        self._lock = threading.Lock()
+        self._bad: dict[str, int] = {}
+        self._banned: set[str] = set()
+        self._written: dict[str, RangeSet] = {}
+        self._fetching: dict[str, RangeSet] = {}  # what members fetch from the origin now
+        self._growth: dict[str, tuple[int, float]] = {}  # source -> (bytes held, since when)
+        self._started: set[str] = set()
+        self.spot_checks = 0
+        rng = rng or random.SystemRandom()
+        # which pieces are spot-checked: a secret draw of about SPOT_FRACTION of the file's
+        # pieces, so no member can tell; at least one LAN piece is made sure of at the end
+        fraction = opts.spot_fraction if opts.spot_fraction is not None else SPOT_FRACTION
+        pieces = -(-size // piece_size_for(size)) if size else 0
+        count = max(1, round(pieces * fraction)) if fraction > 0 else 0  # 0: none at all
+        self._spot = set(rng.sample(range(pieces), min(pieces, count)))
+        self._final_check = fraction > 0
+        self._spot_done: dict[tuple[int, str], bool] = {}
+        self._spot_locks: dict[int, threading.Lock] = {}
+        self._update(copies)
+
+    # -- holdings --------------------------------------------------------------------------------
+    def update(self, answers: list[LanHolding]) -> None:
+        """The peers' latest answers (a refresh): copies grow, new ones get workers, and
+        what the members fetch now is left to them."""
+        self._update(answers)
+        self.share_out()
+
+    def _update(self, answers: list[LanHolding]) -> None:
+        new: list[LanHolding] = []
+        now = time.monotonic()
+        with self._lock:
+            for a in answers:  # when did its holding last grow?
+                held = a.ranges.total
+                if self._growth.get(a.source, (-1, now))[0] != held:
+                    self._growth[a.source] = (held, now)
+            # what a member fetches is left to it only while its holding grows: a stalled
+            # member (or a stale index) must not hold the download up
+            self._fetching = {a.source: a.fetching for a in answers if a.fetching.total
+                              and now - self._growth[a.source][1] < FETCHING_PATIENCE}
+            for a in answers:
+                if a.source in self._banned or not a.ranges.total:
+                    continue
+                known = self.copies.get(a.source)
+                self.copies[a.source] = a
+                self._written.setdefault(a.source, RangeSet())
+                if known is None:
+                    new.append(a)
+        for copy in new:
+            if self._spawn is not None:
+                for name, body in self._workers_of(copy):
+                    self._spawn(name, body)
+
+    def share_out(self) -> None:
+        """Each copy holds its ranges; the origin sources hold what no live copy holds and
+        no member claims now."""
+        with self._lock:
+            live = [c for s, c in self.copies.items() if s not in self._banned]
+            fetching = [r for s, r in self._fetching.items() if s not in self._banned]
+        others = RangeSet()
+        for c in live:
+            self.board.hold(c.source, c.ranges)
+            for s, e in c.ranges:
+                others.add(s, e)
+        for ranges in fetching:
+            for s, e in ranges:
+                others.add(s, e)
+        rest: RangeSet | None = None
+        if others.total:
+            rest = RangeSet([(0, self.size)])
+            for s, e in others:
+                rest.remove(s, e)
+        log.debug("origin sources hold %s (copies %s, members fetch %s)",
+                  list(rest) if rest is not None else "all",
+                  {c.source: c.ranges.total for c in live}, [r.total for r in fetching])
+        for source in self.origin_sources:
+            self.board.hold(source, rest)
+
+    def stale(self, source: str) -> None:
+        """``source`` no longer offers what it said: it holds nothing until the next answer."""
+        with self._lock:
+            copy = self.copies.get(source)
+            if copy is not None:
+                self.copies[source] = LanHolding(copy.peer, RangeSet(), copy.hashes, copy.piece_size)
+        self.share_out()
+
+    def ended(self, source: str) -> None:
+        """A copy's worker ended: if the copy was left out, the origin takes its ranges back."""
+        if self.board.has_no_work_for(source):
+            with self._lock:
+                self._banned.add(source)
+            self.share_out()
+
+    def workers(self) -> list[tuple[str, Callable[[], None]]]:
+        """The workers of the copies known at the start (later ones are ``spawn``ed)."""
+        out = []
+        with self._lock:
+            copies = list(self.copies.values())
+        for copy in copies:
+            out += self._workers_of(copy)
+        return out
+
+    def _workers_of(self, copy: LanHolding) -> list[tuple[str, Callable[[], None]]]:
+        with self._lock:
+            if copy.source in self._started:
+                return []
+            self._started.add(copy.source)
+        slots = max(1, min(copy.peer.slots, self.opts.peer_slots))
+        return [(f"copy-{copy.peer.key}-{i}", LanCopyWorker(self, copy.source).run)
+                for i in range(slots)]
+
+    def copy(self, source: str) -> LanHolding | None:
+        with self._lock:
+            return self.copies.get(source)
+
+    def written_ranges(self) -> RangeSet:
+        """Every range a LAN copy wrote in this download (to fetch again after a bad digest)."""
+        out = RangeSet()
+        with self._lock:
+            for ranges in self._written.values():
+                for s, e in ranges:
+                    out.add(s, e)
+        return out
+
+    # -- checks ------------------------------------------------------------------------------------
+    def bad_piece(self, source: str, index: int, why: str) -> bool:
+        """A piece from ``source`` failed; True when ``source`` is now left out."""
+        with self._lock:
+            self._bad[source] = self._bad.get(source, 0) + 1
+            out = self._bad[source] >= MAX_BAD_PIECES
+        log.info("%s: piece %d %s", source, index, why)
+        if out:
+            self.ban(source, f"served {MAX_BAD_PIECES} pieces that failed their SHA-256 check")
+        return out
+
+    def ban(self, source: str, why: str) -> None:
+        """Leave ``source`` out and fetch again all it wrote in finished assignments."""
+        with self._lock:
+            if source in self._banned:
+                return
+            self._banned.add(source)
+            written = self._written.get(source, RangeSet()).copy()
+        self.board.exclude(source, why)
+        taken = self.board.forget(source, written)
+        if taken:
+            log.info("%s: %d bytes it wrote are fetched again", source, taken)
+        self.share_out()
+
+    def needs_spot_check(self, index: int) -> bool:
+        return index in self._spot
+
+    def spot_check(self, start: int, end: int, digest: str, session,
+                   stop: threading.Event | None = None) -> bool:
+        """The origin's bytes ``[start, end)`` have the SHA-256 ``digest`` (this machine asks,
+        once per piece and digest: a piece two assignments share is checked once)."""
+        with self._lock:
+            piece_lock = self._spot_locks.setdefault(start, threading.Lock())
+        with piece_lock:  # two workers that share a piece (after a split) fetch it once
+            with self._lock:
+                known = self._spot_done.get((start, digest))
+            if known is not None:
+                return known
+            return self._compare(start, end, digest, session, stop)
+
+    def _compare(self, start: int, end: int, digest: str, session,
+                 stop: threading.Event | None) -> bool:
+        sha = hashlib.sha256()
+        fetch = http.RangeFetch(session, self.remote.final_url, self.size, self.probe.validator,
+                                policy=self.opts.retry, stop=stop or self.board.stop,
+                                encoding=self.probe.encoding, remote=self.remote,
+                                timeout=self.opts.timeout)
+
+        def deliver(block: bytes) -> bool:
+            sha.update(block)
+            return True
+
+        got = fetch.run(start, lambda: end, deliver)
+        if got != end - start:  # stopped, not compared: no verdict
+            raise Cancelled("the spot check was stopped")
+        same = sha.hexdigest() == digest
+        with self._lock:
+            self.spot_checks += 1
+            self._spot_done[(start, digest)] = same
+        return same
+
+    def final_check(self, part_path) -> str | None:
+        """At least one spot check per download: if the random draw checked no LAN piece,
+        one piece a LAN copy wrote is compared with the origin now. The source that wrote
+        it if it differs (every LAN byte must then be fetched again), else None."""
+        with self._lock:
+            if self.spot_checks or not self._final_check:
+                return None
+            candidates = [(src, s, e) for src, ranges in self._written.items() for s, e in ranges]
+        if not candidates:
+            return None
+        piece = piece_size_for(self.size)
+        rng = random.SystemRandom()
+        src, s, e = rng.choice(candidates)
+        start = min(e - 1, s + rng.randrange(0, e - s)) // piece * piece
+        start = max(start, s)
+        end = min(e, start + piece)
+        with open(part_path, "rb") as f:
+            data = os.pread(f.fileno(), end - start, start)
+        session = self.remote.session(source_address=self.opts.source_address)
+        try:
+            same = self.spot_check(start, end, hashlib.sha256(data).hexdigest(), session,
+                                   stop=threading.Event())
+        except SwiftError as exc:
+            log.info("the final spot check could not reach the origin: %s", exc)
+            return None
+        finally:
+            session.close()
+        return None if same else src
+
+    def write(self, source: str, assignment_id: int, data: memoryview, offset: int) -> bool | None:
+        """Write checked bytes for ``source``; None if ``source`` is left out meanwhile, else
+        ``Board.write``'s answer. The ban and this write exclude each other, so a forger's
+        bytes are either refused here or in what ``ban`` takes back."""
+        with self._lock:
+            if source in self._banned:
+                return None
+            self._written[source].add(offset, offset + len(data))  # before: a ban takes it back
+        ok = self.board.write(assignment_id, source, data)
+        with self._lock:
+            if source in self._banned:  # left out meanwhile: the caller discards the assignment
+                return None
+        return ok
+
+
+class LanCopyWorker(Source):
+    """The LAN copy kind of :class:`~swift.engine.sources.Source`: one connection to a
+    member holding a copy, ``run()`` until no work is left. It holds what the member
+    offered (``holding``); each piece is checked before it is written (``_piece``)."""
+
+    short_reason = "the member sent too few bytes"
+
+    def __init__(self, pool: LanPool, source: str, *,
+                 connect: Callable[..., wire.Connection] = wire.client_connect) -> None:
+        super().__init__(pool.board, source)
+        self.pool = pool
+        self.source = source
+        self.opts = pool.opts
+        self._connect_to = connect
+        self._conn: wire.Connection | None = None
+        self._job: RequesterJob | None = None
+        self._lock = threading.Lock()
+        self._session = None
+        self._failures = 0
+
+    def holding(self) -> RangeSet | None:
+        copy = self.pool.copy(self.source)
+        return copy.ranges if copy is not None else RangeSet()
+
+    def ready(self) -> bool:
+        while self._conn is None:
+            self._failures = self._connect(self._failures)
+            if self._failures < 0:
+                return False
+        return True
+
+    def run_piece(self, piece: Piece) -> bool:
+        if not self._run(self._conn, piece):
+            self._drop()
+        return True
+
+    def close(self) -> None:
+        self._drop()
+        if self._session is not None:
+            self._session.close()
+        self.pool.ended(self.source)
+
+    @property
+    def copy(self) -> LanHolding:
+        """The member's latest answer (its holding grows while it downloads)."""
+        copy = self.pool.copy(self.source)
+        assert copy is not None
+        return copy
+
+    def _connect(self, failures: int) -> int:
+        peer = self.copy.peer
+        try:
+            conn = self._connect_to(peer.host, peer.port, name=self.opts.name,
+                                    secret=self.opts.secret,
+                                    timeout=min(5.0, self.opts.peer_timeout), source_address=None)
+        except (OSError, TimeoutError, wire.ConnectionClosed, protocol.ProtocolError,
+                wire.AuthError) as exc:
+            failures += 1
+            if failures >= MAX_CONNECT_FAILURES:
+                self.pool.ban(self.source, f"unreachable: {exc}")
+                return -1
+            return -1 if self.board.stop.wait(0.5 * failures) else failures
+        conn.timeout = self.opts.peer_timeout
+        self._conn = conn
+        self.board.add_closer(conn.close)
+        return 0
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self.board.discard_closer(conn.close)
+            conn.close()
+
+    def _aligned_end(self, end: int) -> int:
+        size, piece = self.pool.size, self.copy.piece_size
+        return min(size, -(-end // piece) * piece)
+
+    def _tell_shrink(self, conn: wire.Connection, assignment_id: int, end: int) -> None:
+        try:
+            with self._lock:
+                job = self._job
+                msg = (job.shrink(self._aligned_end(end))
+                       if job is not None and job.job_id == assignment_id else None)
+                if msg is not None:
+                    conn.send(msg)
+        except (OSError, wire.ConnectionClosed, TimeoutError):
+            pass
+
+    # -- one assignment --------------------------------------------------------------------------
+    def _run(self, conn: wire.Connection, piece: Piece) -> bool:
+        """One assignment as one copy job over whole pieces; False to drop the connection."""
+        aid = piece.assignment_id
+        size, psize = self.pool.size, self.copy.piece_size
+        with self._lock:
+            end = self.board.carry(aid, lambda new_end: self._tell_shrink(conn, aid, new_end))
+            if end == 0:
+                return True
+            first = piece.start // psize * psize
+            self._job = RequesterJob(protocol.FetchCopy(  # type: ignore[arg-type]
+                aid, self._label, first, self._aligned_end(end), size))
+            job = self._job
+            try:
+                conn.send(job.request())
+            except (OSError, wire.ConnectionClosed, TimeoutError) as exc:
+                self.board.failed(aid, self.source, f"connection lost: {exc}")
+                return False
+        buffer = bytearray()
+        at = first  # the file offset of buffer[0]
+        position = piece.start  # the next byte the assignment writes
+        while True:
+            try:
+                frame = conn.recv(timeout=self.opts.peer_timeout)
+            except TimeoutError:
+                with self._lock:
+                    event = job.timed_out(self.opts.peer_timeout)
+            except (OSError, wire.ConnectionClosed, protocol.ProtocolError) as exc:
+                if not self.board.stop.is_set():
+                    self.board.failed(aid, self.source, f"connection lost: {exc}")
+                return False
+            else:
+                with self._lock:
+                    event = job.receive(frame)
+            if isinstance(event, Data):
+                buffer += event.payload
+                while True:
+                    p_end = min(size, at + psize)
+                    if len(buffer) < p_end - at:
+                        break
+                    verdict = self._piece(aid, at, bytes(buffer[:p_end - at]), position)
+                    if verdict is None:
+                        return False
+                    position = verdict
+                    del buffer[:p_end - at]
+                    at = p_end
+                    if position >= self.board.end_of(aid):
+                        break
+                continue
+            if isinstance(event, KeptAlive):
+                self.board.heard(aid)
+                continue
+            if isinstance(event, Finished):
+                if not self.board.finished(aid):
+                    self.board.failed(aid, self.source, "the member sent too few bytes")
+                return True
+            if isinstance(event, Failed):
+                if event.code is FetchCode.GONE:
+                    # its copy moved on (renamed when finished, or changed): no fault of the
+                    # member's; nothing more from it until a refresh says what it holds now
+                    self.board.failed(aid, self.source, event.reason, blame=False)
+                    self.pool.stale(self.source)
+                    return True
+                self.board.failed(aid, self.source, event.reason, discard=event.discard)
+                return event.keep_connection
+            assert isinstance(event, Changed)
+            self.board.failed(aid, self.source, event.message)
+            return False
+
+    @property
+    def _label(self) -> str:
+        return self.pool.label
+
+    def _piece(self, aid: int, start: int, data: bytes, position: int) -> int | None:
+        """Check one whole piece and write its part of the assignment; the assignment's new
+        position, or None when the job must end (a bad piece, a lost assignment)."""
+        psize = self.copy.piece_size
+        index = start // psize
+        digest = hashlib.sha256(data).hexdigest()
+        expected = self.copy.hashes.get(index)
+        if expected is None:
+            # the member no longer names this piece (its download took the bytes back):
+            # not a lie; nothing more from it until a refresh says what it holds now
+            self.board.failed(aid, self.source, f"piece {index} is no longer offered", blame=False)
+            self.pool.stale(self.source)
+            return None
+        if digest != expected:
+            log.info("%s: piece %d (bytes %d..%d) has SHA-256 %s, the member said %s",
+                     self.source, index, start, start + len(data), digest,
+                     self.copy.hashes.get(index))
+            self.board.failed(aid, self.source, f"piece {index} failed its SHA-256 check; "
+                                                f"fetched elsewhere", discard=False)
+            self.pool.bad_piece(self.source, index, "failed its SHA-256 check")
+            return None
+        if self.pool.needs_spot_check(index):
+            if self._session is None:
+                self._session = self.pool.remote.session(source_address=self.opts.source_address)
+            try:
+                same = self.pool.spot_check(start, start + len(data), digest, self._session)
+            except FileChanged:
+                self.board.failed(aid, self.source, "the origin's file changed", blame=False)
+                return None
+            except SwiftError as exc:
+                log.info("spot check of piece %d could not reach the origin: %s", index, exc)
+                same = True  # unchecked, not wrong: the piece hash still holds
+            if not same:
+                self.board.failed(aid, self.source, f"piece {index} differs from the origin's",
+                                  discard=True)
+                self.pool.ban(self.source, f"served piece {index} with a forged SHA-256 "
+                                           f"(an origin spot check caught it)")
+                return None
+        end = min(start + len(data), self.board.end_of(aid))
+        if end <= position:
+            return position
+        part = memoryview(data)[position - start:end - start]
+        ok = self.pool.write(self.source, aid, part, position)
+        if ok is None:  # left out meanwhile (another slot caught it): nothing more from it
+            self.board.failed(aid, self.source, "left out", discard=True, blame=False)
+            return None
+        return end if ok else None

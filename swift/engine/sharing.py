@@ -1,0 +1,243 @@
+"""Sharing in one download: publish what it writes, and find the LAN copies it can use.
+
+Two halves (docs/sharing.md):
+
+* :class:`Publisher` feeds every block the download writes to a
+  :class:`~swift.piecehash.PieceHasher` and records the download in the
+  machine's content index (``swift.content_index``): first as ``NAME.part``
+  in flight, its done ranges and piece hashes republished with each resume
+  record, then as the finished file. Content that is private (credentials,
+  cookies, a secret header, ``Cache-Control: private``/``no-store``) is
+  recorded as private and never offered.
+* :func:`ask_peers` asks every helper what it holds of the download's label
+  (``query``/``held``), all at once with one deadline, right after the
+  probe: the label is made of the origin's answer, so it cannot be asked
+  before. What a helper answers becomes a *LAN copy* source
+  (``engine.lan_copy``).
+
+Pure policy is kept out of the I/O: :func:`identity_of` and
+:func:`held_ranges` take values and return values.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+from .. import content, http
+from ..checksums import parse_checksum
+from ..content_index import ContentIndex, Holding
+from ..piecehash import PieceHasher, pieces_within, piece_size_for
+from ..planning import RangeSet
+from .options import Options
+from .report import Report
+
+if TYPE_CHECKING:  # the peer machinery loads only where helpers are asked (start-up time)
+    from .. import protocol
+    from ..membership import Peer
+
+log = logging.getLogger(__name__)
+
+#: The source key prefix of a LAN copy: ``copy@HOST:PORT`` (a helper's origin
+#: fetches stay ``HOST:PORT``, so the report tells the two apart).
+LAN_PREFIX = Report.LAN_PREFIX
+#: Seconds between two publications of a download in flight (its done ranges, piece
+#: hashes and what it fetches now): another member that fetches the same file sees
+#: our work this much later at most, and fetches twice what both fetch meanwhile.
+#: The index is rewritten each time (a few KiB, not fsynced): cheap at 4 a second.
+PUBLISH_INTERVAL = 0.25
+#: Seconds the requester waits for every helper's answer to its query: a LAN round
+#: trip and a handshake take milliseconds; a helper slower than this is not asked
+#: for a copy in this download (it still fetches from the origin).
+QUERY_DEADLINE = 2.0
+
+
+def identity_of(url: str, probe: http.ProbeResult,
+                checksum: str | None) -> tuple[content.ContentIdentity, str] | None:
+    """What the download is shared under: its content identity and the URL's
+    ``content.url_key`` (None: it cannot be shared: no length, no strong validator
+    and no trusted digest, or a URL without a host). A ``--checksum`` of SHA-256 is a
+    trusted digest and becomes the identity."""
+    digest = None
+    if checksum:
+        try:
+            algo, value = parse_checksum(checksum)
+        except ValueError:
+            algo, value = "", ""
+        if algo == "sha256":
+            digest = f"sha256:{value}"
+    if probe.size is None:
+        return None
+    identity = content.ContentIdentity.of(probe.size, probe.encoding, probe.validator.etag,
+                                          probe.validator.last_modified, digest)
+    if not identity.shareable:
+        return None
+    try:
+        return identity, content.url_key(url)
+    except ValueError:
+        return None
+
+
+def held_ranges(held: protocol.Held, size: int) -> tuple[RangeSet, dict[int, str]]:
+    """What of a ``held`` answer a requester can check: the whole pieces that lie in its
+    ranges *and* have a hash (anything else it offers is ignored)."""
+    hashes = {index: digest for index, digest in held.hashes}
+    usable = RangeSet()
+    if held.size != size or held.piece_size != piece_size_for(size):
+        return usable, {}
+    for index in pieces_within(held.ranges, size, held.piece_size):
+        if index in hashes:
+            start = index * held.piece_size
+            usable.add(start, min(size, start + held.piece_size))
+    return usable, hashes
+
+
+@dataclass
+class LanHolding:
+    """What one helper offers of this download: a LAN copy source."""
+
+    peer: Peer
+    ranges: RangeSet
+    hashes: dict[int, str]
+    piece_size: int
+    #: what its download in flight fetches from the origin now (left to it)
+    fetching: RangeSet = field(default_factory=RangeSet)
+
+    @property
+    def source(self) -> str:
+        return LAN_PREFIX + self.peer.key
+
+
+def ask_peers(peers: list[Peer], label: str, size: int, opts: Options,
+              stop: threading.Event, *, own_holder: str | None = None) -> list[LanHolding]:
+    """Every helper's answer to ``query{label}``, in parallel, within ``QUERY_DEADLINE``.
+    Helpers that do not answer in time, answer nothing usable, or answer with this
+    download's own holding (``own_holder``: published on this machine) are left out."""
+    from .. import protocol, wire
+    found: list[LanHolding] = []
+    lock = threading.Lock()
+
+    def ask(peer: Peer) -> None:
+        try:
+            with wire.client_connect(peer.host, peer.port, name=opts.name, secret=opts.secret,
+                                     timeout=QUERY_DEADLINE) as conn:
+                conn.send(protocol.Query(label))
+                answer = conn.recv(timeout=QUERY_DEADLINE)
+        except (OSError, TimeoutError, wire.ConnectionClosed, protocol.ProtocolError,
+                wire.AuthError) as exc:
+            log.info("%s: no answer to the copy query (%s)", peer.key, exc)
+            return
+        if not isinstance(answer, protocol.Held) or answer.label != label:
+            return
+        if own_holder is not None and answer.holder == own_holder:
+            return  # our own download, as the node on this machine offers it
+        ranges, hashes = held_ranges(answer, size)
+        fetching = RangeSet(tuple(r) for r in answer.fetching) if answer.size == size else RangeSet()
+        if ranges.total or fetching.total:
+            with lock:
+                found.append(LanHolding(peer, ranges, hashes, answer.piece_size, fetching))
+
+    threads = [threading.Thread(target=ask, args=(p,), name=f"query-{p.key}", daemon=True)
+               for p in peers]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + QUERY_DEADLINE + 0.5
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    if stop.is_set():
+        return []
+    with lock:
+        return sorted(found, key=lambda h: -h.ranges.total)
+
+
+class Publisher:
+    """Hashes what one download writes and records it in the content index.
+
+    ``written``/``dropped`` are the board's hooks (any worker thread);
+    ``publish(done)`` runs with each resume record; ``finished(path)`` once the
+    file has its final name. Failures to write the index are logged and cost
+    only sharing.
+    """
+
+    def __init__(self, index: ContentIndex, label: str, part: Path, size: int, *,
+                 private: list[str], name: str) -> None:
+        self.index = index
+        self.label = label
+        self.part = Path(part).absolute()
+        self.size = size
+        self.private = private
+        self.name = name
+        self.hasher = PieceHasher(size)
+        #: the random name of this holding: a query answered with it is our own
+        self.holder = secrets.token_hex(32)
+        self._lock = threading.Lock()
+        self._published: tuple | None = None
+        self._passive = False  # a finished copy of this content is offered meanwhile
+
+    def written(self, offset: int, block: memoryview) -> None:
+        with self._lock:
+            self.hasher.feed(offset, block)
+
+    def dropped(self, start: int, end: int) -> None:
+        with self._lock:
+            self.hasher.discard(start, end)
+
+    def _hashes(self) -> dict[int, str]:
+        with self._lock:
+            return dict(self.hasher.digests)
+
+    def start(self, done: RangeSet) -> None:
+        """Record the download in flight (``NAME.part``), unless this machine already offers
+        the whole content from another file: that one stays offered until this one is done."""
+        if self.index.offered(self.label) is not None and self.index.get(self.label).complete:
+            self._passive = True
+            return
+        self._record(self.part, done, None)
+
+    def publish(self, done: RangeSet, fetching: RangeSet | None = None) -> None:
+        """Republish the done ranges, hashes and what is being fetched from the origin
+        (skipped when nothing changed)."""
+        if self._passive:
+            return
+        hashes = self._hashes()
+        # others leave to us what we fetch and what we wrote but cannot offer yet (a piece
+        # whose hash is not complete): done and running, less the whole hashed pieces
+        claimed = done.copy()
+        for s, e in fetching or RangeSet():
+            claimed.add(s, e)
+        piece = self.hasher.piece_size
+        for index in hashes:
+            start = index * piece
+            if done.covers(start, min(self.size, start + piece)):
+                claimed.remove(start, min(self.size, start + piece))
+        fetching = claimed
+        mark = (done.total, len(hashes), tuple(fetching))
+        if mark == self._published:
+            return
+        self._published = mark
+        self.index.update(self.label, done=done, hashes=hashes, fetching=fetching,
+                          updated_ns=time.time_ns())
+
+    def finished(self, path: Path) -> None:
+        """The file is complete under ``path``: offer it from there (its mtime now recorded)."""
+        self._record(Path(path).absolute(), RangeSet([(0, self.size)]), "final")
+
+    def _record(self, path: Path, done: RangeSet, final: str | None) -> None:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            log.info("not shared: cannot stat %s (%s)", path, exc)
+            return
+        self.index.record(Holding(
+            label=self.label, path=str(path), size=self.size,
+            piece_size=self.hasher.piece_size, done=done, hashes=self._hashes(),
+            inode=st.st_ino, mtime_ns=st.st_mtime_ns if final else None,
+            private=bool(self.private), why_private="; ".join(self.private), name=self.name,
+            holder=self.holder))

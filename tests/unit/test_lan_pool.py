@@ -1,0 +1,83 @@
+"""The LAN copies of one download (``engine.lan_copy.LanPool``), without a network: what
+the origin sources are left, what a forger's bytes cost, and the spot-check draw."""
+
+from __future__ import annotations
+
+import random
+
+from swift.engine.board import Board
+from swift.engine.lan_copy import LanPool
+from swift.engine.options import LOCAL, Options
+from swift.engine.sharing import LanHolding
+from swift.http import ProbeResult, Validator
+from swift.membership import Peer
+from swift.planning import RangeSet, Scheduler
+
+MiB = 1 << 20
+SIZE = 8 * MiB
+
+
+class Part:
+    """A part file in memory."""
+
+    def __init__(self) -> None:
+        self.data = bytearray(SIZE)
+
+    def pwrite(self, offset: int, block) -> None:
+        self.data[offset:offset + len(block)] = block
+
+
+def pool_with(copies, *, fraction=None):
+    board = Board(Scheduler(SIZE, piece_size=MiB, min_split=MiB), Part(), clock=lambda: 0.0)
+    probe = ProbeResult(url="http://h/f", final_url="http://h/f", size=SIZE, ranges=True,
+                        validator=Validator('"e"', None))
+    pool = LanPool(board, copies, [LOCAL, "10.0.0.9:6000"], label="a" * 64, size=SIZE,
+                   probe=probe, remote=None, opts=Options(spot_fraction=fraction),
+                   notice=lambda text: None, rng=random.Random(7))
+    pool.share_out()
+    return board, pool
+
+
+def copy_of(ranges, fetching=()):
+    peer = Peer("10.0.0.2", 6000, "alpha", 4)
+    held = RangeSet(ranges)
+    return LanHolding(peer, held, {i: "h" * 64 for i in range(8)}, MiB, RangeSet(fetching))
+
+
+def test_the_origin_sources_are_left_what_no_copy_holds_and_no_member_claims():
+    board, pool = pool_with([copy_of([(0, 4 * MiB)], fetching=[(6 * MiB, 7 * MiB)])])
+    for source in (LOCAL, "10.0.0.9:6000"):
+        assert list(board._sched.holding(source)) == [(4 * MiB, 6 * MiB), (7 * MiB, SIZE)]
+    assert list(board._sched.holding("copy@10.0.0.2:6000")) == [(0, 4 * MiB)]
+
+
+def test_a_banned_copy_gives_the_origin_everything_back_and_its_bytes_are_fetched_again():
+    board, pool = pool_with([copy_of([(0, 4 * MiB)])])
+    piece = board.next_piece("copy@10.0.0.2:6000")
+    assert pool.write("copy@10.0.0.2:6000", piece.assignment_id,
+                      memoryview(bytes(piece.end - piece.start)), piece.start)
+    board.finished(piece.assignment_id)
+    assert board.done_total() == piece.end - piece.start
+    pool.ban("copy@10.0.0.2:6000", "forged")
+    assert board.done_total() == 0  # what it wrote is fetched again
+    assert board._sched.holding(LOCAL) is None
+    assert pool.write("copy@10.0.0.2:6000", piece.assignment_id, memoryview(b"x"), 0) is None
+
+
+def test_a_stale_copy_holds_nothing_until_its_next_answer():
+    board, pool = pool_with([copy_of([(0, 4 * MiB)])])
+    pool.stale("copy@10.0.0.2:6000")
+    assert board._sched.holding("copy@10.0.0.2:6000").total == 0
+    assert board._sched.holding(LOCAL) is None  # the origin may fetch all of it meanwhile
+    pool.update([copy_of([(0, 5 * MiB)])])
+    assert board._sched.holding("copy@10.0.0.2:6000").total == 5 * MiB
+
+
+def test_about_one_percent_of_the_pieces_are_drawn_for_spot_checks_and_none_with_zero():
+    _, pool = pool_with([copy_of([(0, SIZE)])])
+    assert sum(pool.needs_spot_check(i) for i in range(8)) == 1  # at least one
+    _, none = pool_with([copy_of([(0, SIZE)])], fraction=0.0)
+    assert not any(none.needs_spot_check(i) for i in range(8))
+    _, every = pool_with([copy_of([(0, SIZE)])], fraction=1.0)
+    assert all(every.needs_spot_check(i) for i in range(8))
+
