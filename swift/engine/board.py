@@ -225,6 +225,8 @@ class Board:
                 with self.cond:
                     self.pieces.verdict(index, False)
                     self._sched.redo(start, end)
+                    if self._dropped is not None:  # sharing's hash of them is void too
+                        self._dropped(start, end)
                     self.cond.notify_all()
                 raise
             with self.cond:
@@ -232,6 +234,8 @@ class Board:
                 if not good:
                     self._sched.redo(start, end)
                     self.dropped += end - start
+                    if self._dropped is not None:  # sharing must not offer the bad bytes' hash
+                        self._dropped(start, end)
                 self.cond.notify_all()
             if not good:
                 self._on_bad_piece(index, servers)
@@ -296,8 +300,10 @@ class Board:
             gone = self._sched.forget(source, ranges)
             self._bytes_by_source[source] = self._bytes_by_source.get(source, 0) - gone.total
             self.dropped += gone.total
-            if self._dropped is not None:
-                for start, end in gone:
+            for start, end in gone:
+                if self.pieces is not None:  # checked pieces among them are not good now
+                    self.pieces.forget(start, end)
+                if self._dropped is not None:
                     self._dropped(start, end)
             self.cond.notify_all()
         return gone.total

@@ -110,3 +110,22 @@ def test_a_bad_piece_from_a_helper_names_the_helper_and_the_mirror_its_job_start
     piece = board.next_piece("h:1")
     board.write(piece.assignment_id, "h:1", b"\0" * PIECE, via=("h:1", "http://bad/f"))
     assert bad == [(0, {"h:1", "http://bad/f"})]
+
+
+def test_a_bad_piece_is_dropped_from_sharings_hashes_never_offered_with_them(part):
+    from swift.piecehash import PieceHasher
+    hasher = PieceHasher(len(DATA), PIECE)
+    sched = Scheduler(len(DATA), piece_size=2 * PIECE, min_split=len(DATA), done=RangeSet())
+    board = Board(sched, part, clock=lambda: 0.0, pieces=PieceCheck(_hashes()),
+                  written=hasher.feed, dropped=hasher.discard)
+    first = board.next_piece("local")
+    wrong = bytearray(DATA[first.start:first.end])
+    wrong[PIECE + 5] ^= 0xFF
+    board.write(first.assignment_id, "local", bytes(wrong), via="http://bad/f")
+    board.finished(first.assignment_id)
+    assert 1 not in hasher.digests and 1 in hasher.lost  # the bad bytes' hash is never offered
+    while (piece := board.next_piece("local")) is not None:
+        board.write(piece.assignment_id, "local", DATA[piece.start:piece.end], via="http://good/f")
+        board.finished(piece.assignment_id)
+    assert board.complete() and board.pieces.all_good()
+    assert hasher.digests.get(0) == hashlib.sha256(DATA[:PIECE]).hexdigest()
