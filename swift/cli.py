@@ -604,7 +604,8 @@ def _node(argv: list[str] | None, prog: str | None) -> int:
     if command == "get":
         try:
             args.url_list = _get_urls(args)
-        except ValueError as exc:
+            args.items = _get_items(args)
+        except (ValueError, SwiftError) as exc:
             print(f"{args.prog}: error: {exc} (see {args.prog} --help)", file=sys.stderr)
             return EXIT_USAGE
     try:
@@ -668,12 +669,56 @@ def _get_urls(args: argparse.Namespace) -> list[str]:
         except (OSError, UnicodeDecodeError) as exc:
             raise ValueError(f"cannot read URLs from {args.input_file}: "
                              f"{getattr(exc, 'strerror', None) or exc}") from None
-    if not urls:
-        raise ValueError("no URL given (give URLs, or -i FILE with one URL per line)")
-    if args.output is not None and len(urls) > 1 and not (_to_stdout(args) or args.output.is_dir()):
+    if not urls and args.metalink_file is None:
+        raise ValueError("no URL given (give URLs, -i FILE with one URL per line, or -M FILE.meta4)")
+    if args.mirror and len(urls) != 1:
+        raise ValueError("--mirror names other URLs of one file: give exactly one URL with it")
+    several = len(urls) > 1 or args.metalink_file is not None
+    if args.output is not None and several and not (_to_stdout(args) or args.output.is_dir()):
         raise ValueError("-o names one file: with several URLs, give a directory with -d DIR "
                          "(or -o - for all of them, one after another, on standard output)")
     return [checked_url(url) for url in urls]  # a malformed one is bad usage: exit 2
+
+
+def _get_items(args: argparse.Namespace) -> list:
+    """The files of one ``get``: each URL (the one with its ``--mirror`` URLs), then every
+    file of ``-M FILE``; UsageError (one line) for a Metalink file that is refused."""
+    from .getitems import GetItem, items_of, read_metalink_file
+    mirrors = tuple((url, i + 1) for i, url in enumerate(args.mirror))
+    items = [GetItem(url, mirrors) for url in args.url_list]
+    if args.metalink_file is not None:
+        doc = read_metalink_file(args.metalink_file)
+        if not args.quiet:
+            for note in doc.notes:
+                print(f"note: {note}", file=sys.stderr, flush=True)
+        items += items_of(doc)
+    return items
+
+
+class _FollowMetalink(Exception):
+    """A URL is a Metalink document: its files are downloaded instead (``--follow-metalink``)."""
+
+    def __init__(self, url: str):
+        super().__init__(url)
+        self.url = url
+
+
+def _followed(url: str, args: argparse.Namespace, notice: Callable[[str], None]) -> list:
+    """The files of the Metalink document at ``url`` (fetched with the request options, bounded)."""
+    from .getitems import fetch_metalink, items_of
+    from .http import RemoteFile
+    remote = RemoteFile(url, profile=profile_from_args(args))
+    session = remote.session(source_address=args.source_address)
+    try:
+        doc = fetch_metalink(session, url, timeout=request_timeout(args),
+                             where=redact_url(url, strict=False))
+    finally:
+        session.close()
+    for note in doc.notes:
+        notice(note)
+    notice(f"{redact_url(url, strict=False)} is a Metalink document: getting its "
+           f"{len(doc.files)} file(s)")
+    return items_of(doc)
 
 
 def _to_stdout(args: argparse.Namespace) -> bool:
@@ -688,7 +733,11 @@ def _get(args: argparse.Namespace, secret: bytes | None) -> int:
         if not quiet:
             print(f"note: {text}", file=sys.stderr, flush=True)
 
-    urls = args.url_list
+    items = list(getattr(args, "items", None) or [])
+    if not items:
+        from .getitems import GetItem
+        items = [GetItem(url) for url in args.url_list]
+    urls = [item.url for item in items]
     if not _ensure_directory(args.dir, notice):
         return EXIT_FAILED
     # asked now, answered while the first URL's origin is probed (the download waits for it then)
@@ -699,8 +748,29 @@ def _get(args: argparse.Namespace, secret: bytes | None) -> int:
     helpers = _Helpers(lookup, notice) if lookup else None
     results: list[dict] = []
     try:
-        for url in urls:
-            results.append(_get_one(url, args, helpers.peers if helpers else [], secret, notice))
+        while len(results) < len(items):
+            item = items[len(results)]
+            try:
+                results.append(_get_one(item.url, args, helpers.peers if helpers else [], secret,
+                                        notice, item))
+            except _FollowMetalink as follow:  # its files take its place, in order
+                try:
+                    found = _followed(follow.url, args, notice)
+                except SwiftError as exc:
+                    _error(str(exc))
+                    results.append({"url": redact_url(item.url, strict=False), "ok": False,
+                                    "error": str(exc)})
+                    continue
+                if len(found) > 1 and args.output is not None and not _to_stdout(args) \
+                        and not args.output.is_dir():
+                    line = (f"{redact_url(item.url, strict=False)} lists {len(found)} files, and -o "
+                            f"names one: give a directory with -d DIR")
+                    _error(line)
+                    results.append({"url": redact_url(item.url, strict=False), "ok": False,
+                                    "error": line})
+                    continue
+                items[len(results):len(results) + 1] = found
+                urls[len(results):len(results) + 1] = [i.url for i in found]
     except (KeyboardInterrupt, Terminated) as exc:
         results.append({"url": redact_url(urls[len(results)], strict=False), "ok": False,
                         "error": "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"})
@@ -751,14 +821,25 @@ class _Helpers:
 
 
 def _get_one(url: str, args: argparse.Namespace, peers: "PeerSource", secret: bytes | None,
-             notice: Callable[[str], None]) -> dict:
-    """One URL of a ``get``: the result as it goes into ``--report``; prints its own lines."""
+             notice: Callable[[str], None], item=None) -> dict:
+    """One URL of a ``get``: the result as it goes into ``--report``; prints its own lines.
+
+    ``item`` (a :class:`swift.getitems.GetItem`) adds the file's mirrors, hashes and
+    Metalink name. Raises _FollowMetalink for a URL that is a Metalink document.
+    """
     from . import download
     from .engine.rate_limit import RateLimit
+    from .getitems import GetItem, place_of
+    from .metalink import looks_like_metalink
     from .nodeapp import peer_names, summary
+    item = item or GetItem(url)
+    follow = not args.no_follow_metalink and item.name is None and not item.mirrors
+    if follow and looks_like_metalink(url, None):
+        raise _FollowMetalink(url)
     quiet = args.quiet > 0
     retry = Retry(attempts=tries_of(args)) if tries_of(args) else Retry()
-    result: dict = {"url": redact_url(url, strict=False), "ok": False, "checksum": args.checksum,
+    checksum = args.checksum or item.checksum
+    result: dict = {"url": redact_url(url, strict=False), "ok": False, "checksum": checksum,
                     "checksum_verified": False}
     try:  # request shaping (swift.http.profile): checked when parsed; a file may change since
         profile = profile_from_args(args)
@@ -768,35 +849,51 @@ def _get_one(url: str, args: argparse.Namespace, peers: "PeerSource", secret: by
     if profile.insecure and not quiet:
         print(INSECURE_WARNING, file=sys.stderr, flush=True)
     if _to_stdout(args):
-        return _get_to_stdout(url, args, peers, secret, notice, retry, result)
-    done = None if (args.force or args.restart) else already_complete(url, args, retry)
+        return _get_to_stdout(url, args, peers, secret, notice, retry, result, item)
+    try:
+        directory = place_of(item, args.dir)
+    except SwiftError as exc:
+        _error(str(exc))
+        return {**result, "error": str(exc)}
+    if item.name is not None:  # a Metalink's file: its own hash says whether it is there
+        from .getitems import already_complete as metalink_complete
+        done = None if (args.force or args.restart or args.output) else metalink_complete(item, directory)
+    else:
+        done = None if (args.force or args.restart) else already_complete(url, args, retry)
     if isinstance(done, str):
         _error(done)
         return {**result, "error": done}
     if done is not None:
         if not quiet:
-            checked = f"; {args.checksum.split(':')[0].lower()} checksum verified" if args.checksum else ""
+            checked = f"; {checksum.split(':')[0].lower()} checksum verified" if checksum else ""
             print(f"already complete: {done} ({human_bytes(done.stat().st_size)}{checked})", flush=True)
         return {**result, "ok": True, "already_complete": True, "path": str(done),
-                "checksum_verified": bool(args.checksum)}
+                "checksum_verified": bool(checksum)}
     limit = RateLimit(args.limit_rate) if args.limit_rate else None
-    opts = download.Options(directory=args.dir, output=args.output, force=args.force,
-                            restart=args.restart, checksum=args.checksum, local_slots=args.slots,
+    opts = download.Options(directory=directory, output=args.output, force=args.force,
+                            restart=args.restart, checksum=checksum, local_slots=args.slots,
                             peer_timeout=args.peer_timeout, piece_size=args.piece_size,
                             source_address=args.source_address, secret=secret, name="swift-get",
                             retry=retry, profile=profile, timeout=request_timeout(args),
-                            throttle=limit.take if limit else None, share=not args.no_share,
-                            share_index=_share_index(args), spot_fraction=args.spot_check)
+                            throttle=limit.take if limit else None,
+                            header_mirrors=not args.no_mirrors, per_mirror=args.per_mirror,
+                            follow_metalink=follow, share=not args.no_share,
+                            share_index=_share_index(args), spot_fraction=args.spot_check,
+                            **item.options())
     bar = ProgressBar() if sys.stderr.isatty() and not quiet else None
     dl = download.Download(url, opts, peers, notice=notice, progress=bar.update if bar else None)
     outcome = _run_download(dl, bar, limit=limit)
+    if isinstance(outcome, download.MetalinkAnswer):
+        raise _FollowMetalink(outcome.url)
     if isinstance(outcome, str):
         _error(outcome)
         return {**result, "error": outcome, "path": str(dl.path) if dl.path else None}
     names = peer_names(dl.peers)
+    checksum = dl.opts.checksum  # with the digest an origin's header gave, if any
     if not quiet:
-        print(summary(outcome, names, args.checksum), flush=True)
-    return {**outcome.as_dict(), **result, "ok": True, "checksum_verified": bool(args.checksum),
+        print(summary(outcome, names, checksum), flush=True)
+    return {**outcome.as_dict(), **result, "ok": True, "checksum": checksum,
+            "checksum_verified": bool(checksum),
             "machines": {src: names.get(src, src) for src in outcome.bytes_by_source}}
 
 
@@ -812,7 +909,7 @@ def _share_index(args: argparse.Namespace):
 
 
 def _get_to_stdout(url: str, args: argparse.Namespace, peers: "PeerSource", secret: bytes | None,
-                   notice: Callable[[str], None], retry: Retry, result: dict) -> dict:
+                   notice: Callable[[str], None], retry: Retry, result: dict, item=None) -> dict:
     """``-o -``: download into a temporary directory while streaming it, in order, to stdout."""
     from . import download
     from .engine.rate_limit import RateLimit
@@ -821,8 +918,12 @@ def _get_to_stdout(url: str, args: argparse.Namespace, peers: "PeerSource", secr
     workdir = Path(tempfile.mkdtemp(prefix=".swift-stdout-", dir=args.dir))
     try:
         limit = RateLimit(args.limit_rate) if args.limit_rate else None
+        extra = item.options() if item is not None else {}
+        extra.pop("file_name", None)  # the bytes go to standard output: no name is used
         opts = download.Options(directory=workdir, output=workdir / "download", force=True,
-                                checksum=args.checksum, local_slots=args.slots,
+                                checksum=result.get("checksum") or args.checksum,
+                                local_slots=args.slots, header_mirrors=not args.no_mirrors,
+                                per_mirror=args.per_mirror, **extra,
                                 peer_timeout=args.peer_timeout, piece_size=args.piece_size,
                                 source_address=args.source_address, secret=secret,
                                 name="swift-get", retry=retry, timeout=request_timeout(args),
@@ -848,10 +949,10 @@ def _get_to_stdout(url: str, args: argparse.Namespace, peers: "PeerSource", secr
         return {**result, "error": outcome, "path": "-"}
     names = peer_names(dl.peers)
     if not quiet:  # the file went to standard output; its temporary path is gone
-        print(summary(dataclasses.replace(outcome, path="(standard output)"), names, args.checksum),
-              file=sys.stderr, flush=True)
-    return {**outcome.as_dict(), **result, "ok": True, "path": "-",
-            "checksum_verified": bool(args.checksum),
+        print(summary(dataclasses.replace(outcome, path="(standard output)"), names,
+                      dl.opts.checksum), file=sys.stderr, flush=True)
+    return {**outcome.as_dict(), **result, "ok": True, "path": "-", "checksum": dl.opts.checksum,
+            "checksum_verified": bool(dl.opts.checksum),
             "machines": {src: names.get(src, src) for src in outcome.bytes_by_source}}
 
 
@@ -903,7 +1004,7 @@ def _write_report(path: Path, data: object) -> None:
 def _run_download(dl: download.Download, bar: "ProgressBar | None", *,
                   tick: Callable[[], None] | None = None,
                   limit: "RateLimit | None" = None,
-                  resumable: bool = True) -> download.Report | str:
+                  resumable: bool = True) -> "download.Report | download.MetalinkAnswer | str":
     """Run ``dl`` on a worker thread while the main thread waits, interruptibly.
 
     Returns the report, or the error line. ``tick()`` runs on the main thread
@@ -925,6 +1026,8 @@ def _run_download(dl: download.Download, bar: "ProgressBar | None", *,
     def body() -> None:
         try:
             outcome.append(dl.run())
+        except download.MetalinkAnswer as exc:  # the caller gets the document's files instead
+            outcome.append(exc)
         except download.DownloadError as exc:
             codes.append(exc.code)
             outcome.append(_error_line(exc, resumable))
@@ -951,7 +1054,7 @@ def _run_download(dl: download.Download, bar: "ProgressBar | None", *,
             pass  # the caller says that standard output went away: one line, not two
         elif outcome and isinstance(outcome[0], str) and codes[:1] != [ErrorCode.CANCELLED]:
             # it failed for another reason meanwhile: the engine's own word on what it left
-            _error(outcome[0])
+            _error(outcome[0])  # _error_line said what -o - keeps
         else:  # our own stop: one line, not an error (exit 130 or 143 says the rest)
             how = "terminated" if isinstance(exc, Terminated) else "interrupted"
             if resumable and dl.path is not None and storage.record_path(dl.path).exists():

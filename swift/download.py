@@ -21,12 +21,21 @@ Data path (see README "How it works"):
    not on disk. A later run of the same download resumes from it.
 6. When every byte is there: size check, optional checksum, atomic rename.
 
+With mirrors (``--mirror``, a Metalink's URLs, an origin's RFC 6249
+``Link: rel=duplicate``), each mirror is probed and must agree on the length
+(and, without a hash, the validator) before it serves a byte; this machine's
+workers then take each assignment from the mirror the
+:class:`~swift.mirrors.MirrorBook` chooses (:mod:`.engine.sources.mirror`).
+With piece hashes, every piece is checked as it completes and a bad one is
+fetched again from another mirror (:mod:`.engine.piece_check`).
+
 :class:`Download` only composes the parts in :mod:`swift.engine` (target,
 board, workers, record keeper, single stream, report); each owns one fact.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -34,22 +43,25 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from . import content, http, planning, storage
+from . import content, http, metalink, planning, storage
 from .engine import sharing, target, verify
 from .engine.board import Board
-from .engine.options import LOCAL, MAX_PEER_WORKERS, SMALL_FILE, Options
+from .engine.options import LOCAL, MAX_MIRROR_WORKERS, MAX_PEER_WORKERS, SMALL_FILE, Options
+from .engine.piece_check import PieceCheck
 from .engine.record_keeper import RecordKeeper
-from .engine.report import ChecksumMismatch, DownloadError, Report, cancelled
+from .engine.report import ChecksumMismatch, DownloadError, MetalinkAnswer, Report, cancelled
 from .engine.single_stream import SingleStream
 from .engine.sources.local import LocalSource
+from .engine.sources.mirror import LockedBook, MirrorSource, MirrorSources
 from .errors import ErrorCode, OriginError, SwiftError
+from .mirrors import MirrorBook
 from .units import human_bytes
 
 if TYPE_CHECKING:  # the peer machinery loads only when there are peers (start-up)
     from .engine.lan_copy import LanPool
     from .membership import Peer
 
-__all__ = ["Download", "DownloadError", "ChecksumMismatch", "Options", "Report"]
+__all__ = ["Download", "DownloadError", "ChecksumMismatch", "MetalinkAnswer", "Options", "Report"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +112,8 @@ class Download:
         self.path: Path | None = None
         self.started = time.monotonic()
         self.state = "starting"
+        self._mirrors: MirrorSources | None = None
+        self._first_left_out: dict[str, str] = {}
 
     # -- public --------------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -164,13 +178,18 @@ class Download:
     # -- the whole download ----------------------------------------------------------------------
     def _run(self) -> Report:
         self._remote = http.RemoteFile(self.url, profile=self.opts.profile)
-        probe = self._probe()
+        probe = self._probe_first()
         self._answer = probe.answer  # closed by run() unless the plain stream took it
+        if self.opts.follow_metalink and probe.content_type in (metalink.MEDIA_TYPE,
+                                                                 "application/metalink+xml"):
+            raise MetalinkAnswer(probe.final_url)
+        named_by = probe  # the first URL names the file, whichever URL serves it
+        probe = self._with_mirrors(probe)
         if self._peer_source is not None:
             self.peers = _unique(self._peer_source(self._stop))
         self.size = probe.size
-        final = self.path = target.choose_path(probe, self.opts)
-        wanted = target.file_name(probe)
+        final = self.path = target.choose_path(named_by, self.opts)
+        wanted = self.opts.file_name or target.file_name(named_by)
         if self.opts.output is None and final.name != wanted:  # as wget's NAME.1, but said
             self._notice(f"{wanted} is taken (by a file, or by another download's partial file): "
                          f"saving as {final.name}")
@@ -204,20 +223,24 @@ class Download:
             _keep_rejected(control, probe.size or 0, self.opts.checksum)
             raise
 
-    def _probe(self) -> http.ProbeResult:
+    def _probe(self, remote: http.RemoteFile | None = None, retry: http.Retry | None = None,
+               keep_answer: bool = True) -> http.ProbeResult:
         """Probe on a helper thread, so that ``cancel()`` ends the wait at once.
 
         The probe's own retries and timeouts can take many seconds; an
         abandoned probe thread finishes (and closes its session) on its own.
+        ``remote`` is the first URL's unless a mirror's is given.
         """
         outcome: list = []
         finished = threading.Event()
+        remote = remote or self._remote
 
         def body() -> None:
-            session = self._remote.session(source_address=self.opts.source_address)
+            session = remote.session(source_address=self.opts.source_address)
             try:
-                result = http.probe(session, self._remote, retry=self.opts.retry,
-                                    stop=self._stop, timeout=self.opts.timeout, keep_answer=True)
+                result = http.probe(session, remote, retry=retry or self.opts.retry,
+                                    stop=self._stop, timeout=self.opts.timeout,
+                                    keep_answer=keep_answer)
                 if self._stop.is_set() and result.answer is not None:
                     result.answer.close()  # cancelled meanwhile: nobody will take it
                 outcome.append(result)
@@ -235,6 +258,123 @@ class Download:
         if isinstance(outcome[0], BaseException):
             raise outcome[0]
         return outcome[0]
+
+    # -- mirrors -------------------------------------------------------------------------------
+    def _probe_first(self) -> http.ProbeResult:
+        """Probe the first URL; with ``--mirror``/Metalink URLs, a first URL that fails
+        (gone, refused, unreachable) hands its role to the next one, and is named."""
+        while True:
+            try:
+                return self._probe()
+            except SwiftError as exc:
+                if not self.opts.mirrors or isinstance(exc, DownloadError):
+                    raise
+                self._first_left_out[http.redact_url(self.url, strict=False)] = str(exc)
+                self._notice(f"{http.redact_url(self.url, strict=False)} left out: {exc}; "
+                             f"trying the next URL")
+                (self.url, _), rest = self.opts.mirrors[0], self.opts.mirrors[1:]
+                self.opts = dataclasses.replace(self.opts, mirrors=rest)
+                self._remote = http.RemoteFile(self.url)  # request options: the first URL's only
+
+    def _with_mirrors(self, probe: http.ProbeResult) -> http.ProbeResult:
+        """Probe the mirrors, admit those that agree, and return the probe to plan with.
+
+        Without mirrors (or for a file that cannot be split), ``probe`` as it is.
+        The origin's ``Repr-Digest``/``Digest`` becomes the checksum when the
+        user gave none (``--no-mirrors`` ignores it, as it ignores its mirrors).
+        """
+        opts = self.opts
+        if opts.header_mirrors and opts.checksum is None and probe.digest is not None:
+            algo, digest = probe.digest
+            self.opts = opts = dataclasses.replace(opts, checksum=f"{algo}:{digest}")
+            self._notice(f"the server gives the file's {algo} digest: it is checked at the end")
+        candidates = [(url, pri) for url, pri in opts.mirrors if url != self.url]
+        if opts.header_mirrors:
+            candidates += [(d.url, d.priority) for d in probe.duplicates
+                           if all(d.url != url for url, _ in candidates) and d.url != self.url]
+        if not candidates:
+            if opts.expected_size is not None and probe.size != opts.expected_size:
+                raise DownloadError(f"{http.redact_url(self.url, strict=False)} says the file has "
+                                    f"{probe.size} bytes, the Metalink {opts.expected_size}; "
+                                    f"nothing was downloaded", ErrorCode.FILE_CHANGED)
+            return probe
+        if not probe.splittable:
+            self._notice("mirrors are not used: the first URL does not serve byte ranges")
+            return probe
+        book = LockedBook(MirrorBook([(self.url, 0)] + candidates, per_mirror=opts.per_mirror))
+        probes = {self.url: probe}
+        probes.update(self._probe_mirrors([url for url, _ in candidates], book))
+        expected = opts.expected_size if opts.expected_size is not None else probe.size
+        hashed = opts.pieces is not None or opts.checksum is not None
+        for url in book.urls():
+            got = probes.get(url)
+            if got is None:
+                continue
+            if not got.splittable and got.size is not None:
+                why = "it does not serve byte ranges"
+                book.leave_out(url, why)
+            elif got.encoding != probe.encoding:
+                why = (f"it sends Content-Encoding {got.encoding or 'identity'!r}, the first URL "
+                       f"{probe.encoding or 'identity'!r}")
+                book.leave_out(url, why)
+            else:
+                same = _same_validator(probe.validator, got.validator)
+                why = book.admit(url, size=got.size, expected_size=expected,
+                                 same_validator=True if url == self.url else same, hashed=hashed)
+            if why:
+                self._notice(f"mirror {http.redact_url(url, strict=False)} left out: {why}")
+        usable = book.usable()
+        if not usable:
+            raise DownloadError("no URL of the file can be used (" + "; ".join(
+                f"{http.redact_url(u, strict=False)}: {w}" for u, w in book.left_out().items())
+                + "); nothing was downloaded", ErrorCode.FILE_CHANGED)
+        self._mirrors = MirrorSources(book, {u: probes[u] for u in usable}, self._notice)
+        base = probe if self.url in usable else probes[next(u for u in book.urls() if u in usable)]
+        if base is not probe and probe.answer is not None:
+            probe.answer.close()
+        self._notice(f"{len(usable)} of {len(book.urls())} URLs of the file are used as mirrors")
+        return base
+
+    def _probe_mirrors(self, urls: list[str], book: LockedBook) -> dict[str, http.ProbeResult]:
+        """Probe every mirror at once (each its own thread); those that fail are left out."""
+        results: dict[str, http.ProbeResult] = {}
+        lock = threading.Lock()
+
+        def one(url: str) -> None:
+            try:
+                remote = http.RemoteFile(url)  # no request options: they are the first URL's only
+                got = self._probe(remote, http.Retry(attempts=2), keep_answer=False)
+            except SwiftError as exc:
+                if book.leave_out(url, str(exc)):
+                    self._notice(f"mirror {http.redact_url(url, strict=False)} left out: {exc}")
+                return
+            with lock:
+                results[url] = got
+
+        threads = [threading.Thread(target=one, args=(url,), name="probe-mirror", daemon=True)
+                   for url in urls]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(CANCEL_POLL)
+                if self._stop.is_set():
+                    raise cancelled()
+        return results
+
+    def _bad_piece(self, index: int, servers: set[str]) -> None:
+        """A piece failed its hash: say so, name who served it, strike each mirror among them."""
+        hashes = self.opts.pieces
+        start, end = hashes.span(index) if hashes else (0, 0)
+        names = ", ".join(sorted(http.redact_url(s, strict=False) if "://" in s else s
+                                 for s in servers)) or "an earlier run"
+        self._notice(f"piece {index} (bytes {start}-{end - 1}) failed its "
+                     f"{hashes.algorithm if hashes else ''} hash: fetched again (served by {names})")
+        if self._mirrors is None:
+            return
+        for server in servers:
+            if server in self._mirrors.probes:
+                self._mirrors.struck(server, self._mirrors.book.bad_piece(server, index))
 
     def _single(self, probe: http.ProbeResult, final: Path, quiet: bool = False) -> Report:
         why = ("the server does not support byte ranges" if probe.size is not None
@@ -323,6 +463,7 @@ class Download:
                 self._lan_piece = sharing.piece_size_for(probe.size or 0)
             board = self._make_board(probe.size or 0, done, part, shared.publisher)
             keeper = RecordKeeper(board, part, control, self.opts.record_interval)
+            board.check_resumed()  # a resumed piece is trusted only after its hash
             if shared.publisher is not None:
                 shared.publisher.start(done)
             pool = shared.pool = self._lan_pool(board, probe, shared)
@@ -343,6 +484,9 @@ class Download:
                 raise ChecksumMismatch(f"a piece from the LAN copy of {liar} differs from the "
                                        f"origin's")
         self._check_size(part_file, probe.size or 0)
+        if board.pieces is not None and not board.pieces.all_good():
+            raise DownloadError(f"{part_file}: not every piece passed its hash; kept for resume",
+                                ErrorCode.CHECKSUM_MISMATCH)
         verify.checksum(part_file, self.opts.checksum, self._stop)
         self.path = storage.finalize(part_file, final, overwrite=self.opts.overwrite)
         if shared.publisher is not None:
@@ -410,8 +554,12 @@ class Download:
                                    min_split=max(size, 1) if small else self.opts.min_split,
                                    done=done, max_failures=self.opts.max_failures,
                                    race_after=self.opts.race_after)
+        pieces = None
+        if self.opts.pieces is not None and self.opts.pieces.size == size:
+            pieces = PieceCheck(self.opts.pieces)
         self._board = Board(sched, part, notice=self._notice, throttle=self.opts.throttle,
                             names={p.key: p.name for p in self.peers if p.name},
+                            pieces=pieces, on_bad_piece=self._bad_piece,
                             written=publisher.written if publisher is not None else None,
                             dropped=publisher.dropped if publisher is not None else None)
         if self._stop.is_set():  # cancelled while probing
@@ -435,14 +583,22 @@ class Download:
     def _start_workers(self, board: Board, probe: http.ProbeResult,
                        pool: LanPool | None = None) -> list[threading.Thread]:
         local = 1 if (probe.size or 0) <= SMALL_FILE else self.opts.local_slots
-        remote = self._remote
-        bodies = [(f"local-{i}", lambda: LocalSource(board, probe, remote, self.opts).run())
-                  for i in range(local)]
+        remote = probe.remote or self._remote  # a mirror's, when the first URL was left out
+        if self._mirrors is not None:
+            usable = len(self._mirrors.book.usable())
+            local = 1 if (probe.size or 0) <= SMALL_FILE else \
+                min(self.opts.per_mirror * usable, MAX_MIRROR_WORKERS)
+            mirrors = self._mirrors
+            bodies = [(f"mirror-{i}", lambda: MirrorSource(board, mirrors, self.opts).run())
+                      for i in range(local)]
+        else:
+            bodies = [(f"local-{i}", lambda: LocalSource(board, probe, remote, self.opts).run())
+                      for i in range(local)]
         if self.peers:
             from .engine.sources.peer import PeerSource
         for peer in self.peers:
             for i in range(self._slots(peer)):
-                source = PeerSource(board, probe, remote, peer, self.opts)
+                source = PeerSource(board, probe, remote, peer, self.opts, mirrors=self._mirrors)
                 bodies.append((f"peer-{peer.key}-{i}", source.run))
         if pool is not None:
             bodies += pool.workers()
@@ -459,6 +615,9 @@ class Download:
         while not board.settled(SUPERVISE_TICK):
             self._progress(board)
             keeper.tick()
+            if self._mirrors is not None:
+                for url, why in self._mirrors.book.judge(time.monotonic()):
+                    self._notice(f"mirror {http.redact_url(url, strict=False)} left out: {why}")
             if publisher is not None and time.monotonic() >= next_publish:
                 # other members may take these bytes now, and leave those being fetched to us
                 publisher.publish(board.done_copy(), board.fetching(sharing.LAN_PREFIX))
@@ -494,8 +653,27 @@ class Download:
                       seconds=time.monotonic() - self.started, mode="parallel",
                       bytes_by_source=board.bytes_by_source(), resumed_bytes=resumed,
                       dropped_bytes=board.dropped, notices=list(self.notices),
-                      left_out=dict(board.left_out),
+                      left_out={**dict(board.left_out), **self._mirrors_left_out()},
+                      mirrors=[{**m, "url": http.redact_url(m["url"], strict=False)}
+                               for m in (self._mirrors.book.summary() if self._mirrors else [])],
+                      bad_pieces=board.pieces.bad if board.pieces else 0,
                       spot_checks=pool.spot_checks if pool is not None else 0)
+
+    def _mirrors_left_out(self) -> dict[str, str]:
+        if self._mirrors is None:
+            return dict(self._first_left_out)
+        return {**self._first_left_out, **{http.redact_url(url, strict=False): why
+                                           for url, why in self._mirrors.book.left_out().items()}}
+
+
+def _same_validator(first: http.Validator, other: http.Validator) -> bool | None:
+    """Do two URLs' validators name the same version? Strong ETags if both give one, else
+    Last-Modified if both give it; None when there is nothing to compare."""
+    if first.etag and other.etag:
+        return first.etag == other.etag
+    if first.last_modified and other.last_modified:
+        return first.last_modified == other.last_modified
+    return None
 
 
 class _Sharing:

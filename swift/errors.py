@@ -49,6 +49,7 @@ class ErrorCode(enum.Enum):
     BAD_URL = "bad-url"
     UNSUPPORTED_SCHEME = "unsupported-scheme"
     BAD_OPTION = "bad-option"
+    BAD_METALINK = "bad-metalink"          # a Metalink document we refuse (malformed, hostile)
     # the path to a server
     DNS_FAILED = "dns-failed"
     CONNECTION_REFUSED = "connection-refused"

@@ -21,6 +21,10 @@ from .units import parse_count, parse_rate, parse_size
 #: --tries bound: each try of a failing range waits longer (backoff up to
 #: 30 s), so more than this is hours of waiting on a dead server.
 MAX_TRIES = 100
+#: --max-connection-per-server bound and default, as aria2's (1-16; swift's
+#: default 4 is swift.mirrors.PER_MIRROR, repeated here to keep this module light).
+MAX_PER_MIRROR = 16
+PER_MIRROR_DEFAULT = 4
 
 
 # -- what `get` takes, at the command line and at the prompt ------------------------------
@@ -131,7 +135,9 @@ def add_get_arguments(parser: argparse.ArgumentParser, *, at_prompt: bool = Fals
     download (the prompt's node has its own command line for the rest).
     """
     if at_prompt:
-        parser.add_argument("url", help="the URL to download (without a scheme, http:// is meant)")
+        parser.add_argument("url", nargs="?",
+                            help="the URL to download (without a scheme, http:// is meant; "
+                                 "none with -M)")
     else:
         parser.add_argument("urls", nargs="*", metavar="URL",
                             help="the URLs to download, one after another (without a scheme, "
@@ -152,6 +158,7 @@ def add_get_arguments(parser: argparse.ArgumentParser, *, at_prompt: bool = Fals
     parser.add_argument("--restart", action="store_true",
                         help="discard a partial download and start over")
     parser.add_argument("--no-peers", action="store_true", help="do not ask discovery for peers")
+    add_mirror_arguments(parser)
     parser.add_argument("--no-share", action="store_true",
                         help="neither take LAN copies other members hold nor offer this file to them")
     add_request_options(parser)  # --header, -U, --referer, --load-cookies, --ca-certificate, --insecure
@@ -178,6 +185,37 @@ def _fraction(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{text!r} is not a share between 0 and 1")
     return value
+
+
+def _mirror_url(text: str) -> str:
+    """``--mirror URL``: an http or https URL (without a scheme, http:// is meant)."""
+    url = with_scheme(text)
+    if not url.lower().startswith(("http://", "https://")):
+        raise ValueError(f"a mirror is an http or https URL, not {text[:60]!r}")
+    return url
+
+
+def add_mirror_arguments(parser: argparse.ArgumentParser) -> None:
+    """``-M``, ``--mirror``, ``--no-mirrors``, ``--no-follow-metalink``,
+    ``--max-connection-per-server``: the same at the command line and at the prompt."""
+    parser.add_argument("-M", "--metalink-file", type=Path, metavar="FILE",
+                        help="download every file of a Metalink 4 document (.meta4), each from "
+                             "its listed URLs, checked against its hashes")
+    parser.add_argument("--mirror", action="append", default=[], metavar="URL",
+                        type=_checked(_mirror_url),
+                        help="another URL of the same file (repeat for more); the first URL "
+                             "names the file, and request options go to it alone")
+    parser.add_argument("--no-mirrors", action="store_true",
+                        help="ignore the mirrors and the digest an origin's headers name "
+                             "(RFC 6249 Link: rel=duplicate, Digest, Repr-Digest)")
+    parser.add_argument("--no-follow-metalink", action="store_true",
+                        help="save a Metalink document a URL answers with, instead of "
+                             "downloading the files it lists")
+    parser.add_argument("--max-connection-per-server", dest="per_mirror", metavar="N",
+                        type=_checked(lambda t: parse_count(t, low=1, high=MAX_PER_MIRROR)),
+                        default=PER_MIRROR_DEFAULT,
+                        help=f"connections per mirror on this machine (1-{MAX_PER_MIRROR}; "
+                             f"default {PER_MIRROR_DEFAULT})")
 
 
 def with_scheme(url: str) -> str:

@@ -185,11 +185,14 @@ class JobService:
             return True
         job = fetchjob.NodeJob(fetch, time.monotonic(), pong=self._pong,
                                keepalive_interval=self.keepalive)
-        fetch_range = http.RangeFetch(
+        aborted = threading.Event()  # one stop for every attempt: an abort reaches the current one
+        attempts = [http.RangeFetch(
             session, url, fetch.size, http.Validator(fetch.etag, fetch.last_modified),
-            policy=self.policy, timeout=self.timeout, stop=threading.Event(),
+            policy=self.policy, timeout=self.timeout, stop=aborted,
             encoding=http.content_coding(fetch.encoding), headers=fetch.headers,
-            same=self.same_file(fetch, url))
+            same=self.same_file(fetch, url))]
+        attempts += self._mirror_attempts(fetch, session, aborted)
+        fetch_range = _Current(attempts[0])
         ticking = _Ticking()
         ticker = threading.Thread(target=self._keepalive, args=(conn, job, ticking, fetch_range),
                                   name="keepalive", daemon=True)
@@ -201,29 +204,40 @@ class JobService:
                 if not ticking.gone.is_set():
                     conn.send(protocol.Error(FetchCode.BUSY, "all slots of this node are busy"))
                 return not ticking.gone.is_set()
+            sent = 0
 
             def deliver(block: bytes) -> bool:
+                nonlocal sent
                 self._read_control(conn, job, ticking)
                 part = job.take(block, time.monotonic())
                 if part:
                     if self.throttle is not None:
                         self.throttle(len(part))  # --limit-rate: what this node spends for others
                     conn.send_data(part)
+                    sent += len(part)
                 return not stopping.is_set()
 
-            try:
-                fetch_range.run(fetch.start, lambda: job.end, deliver)
-            except errors.FileChanged as exc:
-                conn.send(protocol.Error(FetchCode.CHANGED, str(exc)))
-                return True
-            except errors.LinkError:
-                raise  # the requester's link, not the origin's: handled below
-            except errors.SwiftError as exc:
-                code = _ERROR_CODES.get(exc.code, FetchCode.ORIGIN)
-                log.info("job %d (%s bytes %d-%d) failed: %s", fetch.job_id, url,
-                         fetch.start, fetch.end - 1, exc)
-                conn.send(protocol.Error(code, str(exc)))
-                return True
+            for i, attempt in enumerate(attempts):
+                fetch_range.now = attempt
+                try:
+                    attempt.run(fetch.start, lambda: job.end, deliver)
+                    break
+                except errors.LinkError:
+                    raise  # the requester's link, not the origin's: handled below
+                except errors.SwiftError as exc:
+                    if sent == 0 and i + 1 < len(attempts) and not stopping.is_set() \
+                            and not aborted.is_set():
+                        log.info("job %d: %s failed (%s); trying the next mirror", fetch.job_id,
+                                 http.redact_url(attempt.url, strict=False), exc)
+                        continue  # nothing of the job sent yet: the next URL starts it afresh
+                    if isinstance(exc, errors.FileChanged):
+                        conn.send(protocol.Error(FetchCode.CHANGED, str(exc)))
+                        return True
+                    code = _ERROR_CODES.get(exc.code, FetchCode.ORIGIN)
+                    log.info("job %d (%s bytes %d-%d) failed: %s", fetch.job_id,
+                             http.redact_url(attempt.url, strict=False), fetch.start, fetch.end - 1, exc)
+                    conn.send(protocol.Error(code, str(exc)))
+                    return True
             if ticking.gone.is_set() or stopping.is_set():
                 return False
             conn.send(job.finish())
@@ -239,6 +253,23 @@ class JobService:
                 with self._lock:
                     self.busy -= 1
                 self._slots.release()
+
+    def _mirror_attempts(self, fetch: protocol.Fetch, session: requests.Session,
+                         aborted: threading.Event) -> list[http.RangeFetch]:
+        """A range fetch per mirror the job names, in its order, each with that mirror's
+        validator; the job's extra headers go to its first URL alone. A mirror whose URL
+        cannot be used is skipped."""
+        out = []
+        for mirror_url, etag, modified in fetch.mirrors:
+            try:
+                url = http.normalize_url(mirror_url)
+            except errors.SwiftError:
+                continue
+            out.append(http.RangeFetch(
+                session, url, fetch.size, http.Validator(etag or None, modified or None),
+                policy=self.policy, timeout=self.timeout, stop=aborted,
+                encoding=http.content_coding(fetch.encoding)))
+        return out
 
     # -- LAN copies -----------------------------------------------------------------------
     def _offered(self, label: str) -> Holding | None:
@@ -372,7 +403,7 @@ class JobService:
                 conn.send(answer)
 
     def _keepalive(self, conn: wire.Connection, job: fetchjob.NodeJob, ticking: "_Ticking",
-                   fetch_range: http.RangeFetch | None) -> None:
+                   fetch_range: "_Current | None") -> None:
         while not ticking.finished.wait(self.keepalive / 2):
             msg = job.keepalive(time.monotonic())
             if msg is None:
@@ -384,6 +415,17 @@ class JobService:
                 if fetch_range is not None:
                     fetch_range.abort()  # unblock a read stalled on the origin
                 return
+
+
+class _Current:
+    """The range fetch a job runs now (its URL's, then a mirror's): what the keep-alive
+    thread aborts when the requester is gone."""
+
+    def __init__(self, first: http.RangeFetch):
+        self.now = first
+
+    def abort(self) -> None:
+        self.now.abort()
 
 
 class _Ticking:

@@ -76,6 +76,11 @@ def summary(report: download.Report, names: dict[str, str] | None = None,
     verified = f"; {checksum.partition(':')[0].strip().lower()} checksum verified" if checksum else ""
     left = "".join(f"; left out: {shown(src)} ({why})"
                    for src, why in sorted(getattr(report, "left_out", {}).items()))
+    mirrors = [m for m in getattr(report, "mirrors", []) if m.get("bytes")]
+    by_mirror = ("; by mirror: " + ", ".join(f"{m['url']} {human_bytes(m['bytes'])}" for m in mirrors)
+                 if mirrors else "")
+    bad = getattr(report, "bad_pieces", 0)
+    refetched = f"; {bad} bad piece(s) fetched again" if bad else ""
     lan = report.lan_bytes if hasattr(report, "lan_bytes") else {}
     shared = ""
     if lan:  # LAN sharing: say what the internet was spared
@@ -90,7 +95,8 @@ def summary(report: download.Report, names: dict[str, str] | None = None,
                   f"this run: {fetched} {this_run}")
     else:
         amount = f"{human_bytes(report.size)} {this_run}"
-    return f"done: {report.path}  {amount}; by machine: {by or 'none'}{shared}{verified}{left}"
+    return (f"done: {report.path}  {amount}; by machine: {by or 'none'}{shared}{by_mirror}"
+            f"{refetched}{verified}{left}")
 
 
 def peer_names(peers: list[Peer]) -> dict[str, str]:

@@ -444,6 +444,12 @@ class PieceQueue:
         """``r`` goes back to the front: it is the next piece given out."""
         self._requeued.appendleft(r)
 
+    def undone(self, r: Range) -> None:
+        """``r`` just left ``done``: what lies below the cursor goes to the front; what lies
+        from the cursor on is a gap again, planned as any other."""
+        if r.start < self._cursor:
+            self._requeued.appendleft(Range(r.start, min(r.end, self._cursor)))
+
     def __bool__(self) -> bool:
         return bool(self._requeued) or self._planned_from(self._cursor) is not None
 
@@ -880,6 +886,12 @@ class Scheduler:
             self._queue.requeue(Range(assignment.position, end))
         if count:
             self.sources.strike(assignment.source, reason)
+
+    def redo(self, start: int, end: int) -> None:
+        """Bytes ``[start, end)`` are written but wrong (a piece failed its hash): they
+        leave ``done`` and go to the FRONT of the queue, to be fetched again."""
+        self._done.remove(start, end)
+        self._queue.undone(Range(start, end))
 
     def forget(self, source: str, ranges: RangeSet) -> RangeSet:
         """Bytes ``source`` wrote in assignments that already finished turn out wrong (a

@@ -34,6 +34,8 @@ import threading
 import time
 
 from .getargs import add_get_arguments, tries_of, unrecognized, with_scheme
+from .getitems import GetItem, fetch_metalink, items_of, place_of, read_metalink_file
+from .metalink import looks_like_metalink
 from .nodeapp import (CANCELLED, ENDED, NOTICE, PAUSED, RESUMED, STARTED, STOP_DEADLINE,
                       AlreadyDownloading, DownloadEntry, NodeApp)
 from .errors import SwiftError
@@ -107,6 +109,17 @@ class _PromptLog(logging.Handler):
             self.prompt.say(f"{'error' if record.levelno >= logging.ERROR else 'note'}: {text}")
         except Exception:  # noqa: BLE001 - logging must never break the prompt
             self.handleError(record)
+
+
+def _items(args: argparse.Namespace) -> list[GetItem]:
+    """The files of one prompt ``get``: ``URL [--mirror URL2 ...]``, or ``-M FILE`` (every file)."""
+    if args.metalink_file is not None:
+        if args.url or args.mirror or args.output:
+            raise ValueError("-M takes its URLs and names from the file: give no URL, --mirror or -o")
+        return items_of(read_metalink_file(args.metalink_file.expanduser()))
+    if not args.url:
+        raise ValueError("give a URL (or -M FILE)")
+    return [GetItem(with_scheme(args.url), tuple((m, i + 1) for i, m in enumerate(args.mirror)))]
 
 
 def _looks_like_url(word: str) -> bool:
@@ -222,7 +235,11 @@ class Prompt(cmd.Cmd):
         except ValueError as exc:
             self.say(f"error: {exc}; usage: get URL [OPTIONS] ('get --help' lists every option)")
             return
-        url = with_scheme(args.url)  # a malformed one is that download's error, [N] error: ...
+        try:  # one URL (a malformed one is that download's error, [N] error: ...) with its
+            items = _items(args)  # --mirror URLs, or every file of -M FILE
+        except (ValueError, SwiftError) as exc:
+            self.say(f"error: {exc}; usage: get URL [OPTIONS] ('get --help' lists every option)")
+            return
         # relative to the node's download directory, not to wherever it was started
         output = self.app.directory / args.output.expanduser() if args.output else None
         try:
@@ -232,16 +249,49 @@ class Prompt(cmd.Cmd):
             return
         if profile.insecure:
             self.say(INSECURE_WARNING)
+        if len(items) == 1 and items[0].name is None and not items[0].mirrors \
+                and not args.no_follow_metalink and looks_like_metalink(items[0].url, None):
+            # a Metalink document: fetched on its own thread, so the prompt stays free
+            threading.Thread(target=self._follow, args=(items[0].url, args, profile),
+                             name="metalink", daemon=True).start()
+            return
+        self._start_items(items, args, output, profile)
+
+    def _follow(self, url: str, args: argparse.Namespace, profile) -> None:
+        """Get every file of the Metalink document at ``url`` (``--follow-metalink``)."""
+        from .http.remote import RemoteFile
+        shown = redact_url(url, strict=False)
+        opts = self.app.download_options(None, {})
+        session = RemoteFile(url, profile=profile).session(source_address=opts.source_address)
         try:
-            tries = tries_of(args)
-            retry = {"retry": Retry(attempts=tries)} if tries else {}
-            self.app.start_download(url, output, no_peers=args.no_peers, on_event=self._event,
-                                    checksum=args.checksum, force=args.force, restart=args.restart,
-                                    before_start=self._same_url_note, profile=profile,
-                                    limit_rate=args.limit_rate, **retry,
-                                    **({"share": False, "share_index": None} if args.no_share else {}))
-        except AlreadyDownloading as exc:
-            self.say(f"{redact_url(url, strict=False)}: {exc}")
+            doc = fetch_metalink(session, url, timeout=opts.timeout, where=shown)
+        except SwiftError as exc:
+            self.say(f"error: {exc}")
+            return
+        finally:
+            session.close()
+        for note in doc.notes:
+            self.say(f"note: {note}")
+        self.say(f"{shown} is a Metalink document: getting its {len(doc.files)} file(s)")
+        self._start_items(items_of(doc), args, None, profile)
+
+    def _start_items(self, items: list[GetItem], args: argparse.Namespace, output, profile) -> None:
+        for item in items:
+            try:
+                place = {} if item.name is None else {"directory": place_of(item, self.app.directory)}
+                tries = tries_of(args)
+                retry = {"retry": Retry(attempts=tries)} if tries else {}
+                self.app.start_download(item.url, output, no_peers=args.no_peers, on_event=self._event,
+                                        checksum=args.checksum or item.checksum, force=args.force,
+                                        restart=args.restart, before_start=self._same_url_note,
+                                        profile=profile, limit_rate=args.limit_rate,
+                                        header_mirrors=not args.no_mirrors,
+                                        per_mirror=args.per_mirror, **item.options(), **place, **retry,
+                                        **({"share": False, "share_index": None} if args.no_share else {}))
+            except AlreadyDownloading as exc:
+                self.say(f"{redact_url(item.url, strict=False)}: {exc}")
+            except SwiftError as exc:
+                self.say(f"error: {exc}")
 
     def _same_url_note(self, entry: DownloadEntry) -> None:
         earlier = [other.number for other in self.app.downloads()

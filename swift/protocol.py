@@ -66,6 +66,13 @@ MAX_URL = 64 * 1024
 MAX_HEADERS = 64 * 1024
 #: ... in at most this many [name, value] pairs.
 MAX_HEADER_COUNT = 256
+#: Other URLs of the file a fetch may name (its mirrors, tried in order):
+#: more than one machine's connections could use, fewer than a Metalink may list ...
+MAX_MIRRORS = 16
+#: ... in at most this many characters of URLs and validators in all (a
+#: mirror's URL is rarely over 200 characters); this keeps the largest fetch
+#: within MAX_CONTROL (4 * 8 Ki more in the worst case above).
+MAX_MIRROR_CHARS = 8 * 1024
 MAX_NAME = 255
 MAX_MESSAGE = 2048
 MAX_PEERS = 1024
@@ -230,6 +237,33 @@ class HeaderList(Check):
             out.append([key, val])
         if total > self.max_chars:
             raise _bad(name, f"must hold at most {self.max_chars} characters in all")
+        return out
+
+
+@dataclass(frozen=True)
+class MirrorList(Check):
+    """``[[url, etag, last_modified], ...]``: other URLs of the file with their own
+    validators ("" for none); at most MAX_MIRRORS entries and MAX_MIRROR_CHARS characters."""
+
+    def __call__(self, name: str, value: Any) -> list[list[str]]:
+        if type(value) is not list:
+            raise _bad(name, f"must be a list, not {_json_type(value)}")
+        if len(value) > MAX_MIRRORS:
+            raise _bad(name, f"must hold at most {MAX_MIRRORS} entries")
+        out, total = [], 0
+        for i, entry in enumerate(value):
+            where = f"{name}[{i}]"
+            if type(entry) not in (list, tuple) or len(entry) != 3:
+                raise _bad(where, "must be a [url, etag, last_modified] triple")
+            url = Text(MAX_MIRROR_CHARS, min_len=1)(where, entry[0])
+            if not url.lower().startswith(("http://", "https://")):
+                raise _bad(where, "must be an http or https URL")
+            etag = FieldValue(1024)(where, entry[1])
+            modified = FieldValue(1024)(where, entry[2])
+            total += len(url) + len(etag) + len(modified)
+            out.append([url, etag, modified])
+        if total > MAX_MIRROR_CHARS:
+            raise _bad(name, f"must hold at most {MAX_MIRROR_CHARS} characters in all")
         return out
 
 
@@ -490,6 +524,10 @@ class Fetch(Message):
     #: extra request headers for the origin, ``[[name, value], ...]`` (cookies,
     #: authorization): a requester sends secret ones only over a private connection
     headers: list[list[str]] = checked(HeaderList(), may_be_absent=True, default_factory=list)
+    #: other URLs of the same file, ``[[url, etag, last_modified], ...]`` ("" for no
+    #: validator): the node tries them in this order when ``url`` fails before a byte
+    #: of the job arrived, with the same checks and address rules, and without ``headers``
+    mirrors: list[list[str]] = checked(MirrorList(), may_be_absent=True, default_factory=list)
 
 
 @dataclass(frozen=True)

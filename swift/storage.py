@@ -422,6 +422,24 @@ class PartFile:
         finally:
             self._leave()
 
+    def pread(self, offset: int, n: int) -> bytes:
+        """Read back ``n`` bytes at ``offset`` (a piece to check against its hash); StorageError on failure."""
+        fd = self._enter()
+        try:
+            parts = []
+            while n > 0:
+                chunk = os.pread(fd, n, offset)
+                if not chunk:
+                    break  # past the end: the caller's check sees a short piece
+                parts.append(chunk)
+                offset += len(chunk)
+                n -= len(chunk)
+            return b"".join(parts)
+        except OSError as exc:
+            raise _error(exc, "reading", self.path, kept=self.resumable) from None
+        finally:
+            self._leave()
+
     def start_writeback(self) -> bool:
         """Start writing the data written so far to the disk, without waiting for it.
 

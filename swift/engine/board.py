@@ -11,6 +11,10 @@ Rules:
   *carrier*) after the lock is released.
 - Time is read here (``clock``) and passed to the scheduler as ``now``.
 - The first fatal error wins (:meth:`fail_all`); it stops every worker.
+- With piece hashes (:class:`~swift.engine.piece_check.PieceCheck`), the
+  worker whose write completes a piece reads it back and checks it (outside
+  the lock) before the download may end; a bad piece leaves ``done`` and is
+  fetched again, and ``on_bad_piece(index, servers)`` names who served it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from ..errors import ErrorCode
 from ..planning import Piece, Scheduler
 from ..storage import PartFile
 from .options import LOCAL
+from .piece_check import PieceCheck
 from .report import DownloadError
 
 log = logging.getLogger(__name__)
@@ -42,13 +47,19 @@ class Board:
                  notice: Callable[[str], None] = lambda text: None,
                  throttle: Callable[[int], None] | None = None,
                  names: dict[str, str] | None = None,
+                 pieces: PieceCheck | None = None,
+                 on_bad_piece: Callable[[int, set[str]], None] | None = None,
                  written: Callable[[int, memoryview], None] | None = None,
                  dropped: Callable[[int, int], None] | None = None):
         """``names``: a helper's key (``HOST:PORT``) → the name it gave itself, so that
-        a notice calls it what the summary calls it. ``written(offset, bytes)`` sees
-        every block once it is on disk and ``dropped(start, end)`` every range taken
-        back (the piece hashes of sharing, ``engine.sharing.Publisher``); both fast."""
+        a notice calls it what the summary calls it. ``pieces``: the piece hashes to
+        check as pieces complete; ``on_bad_piece(index, servers)`` is told of each bad one.
+        ``written(offset, bytes)`` sees every block once it is on disk and
+        ``dropped(start, end)`` every range taken back (the piece hashes of sharing,
+        ``engine.sharing.Publisher``); both fast."""
         self.cond = threading.Condition()
+        self.pieces = pieces
+        self._on_bad_piece = on_bad_piece or (lambda index, servers: None)
         self.stop = threading.Event()
         self._sched = sched
         self._part = part
@@ -94,11 +105,18 @@ class Board:
 
     def complete(self) -> bool:
         with self.cond:
-            return self._sched.complete
+            return self._ended_well()
+
+    def suspects(self, start: int, end: int) -> set[str]:
+        """Who served pieces of ``[start, end)`` that failed their hash (to avoid when refetching)."""
+        if self.pieces is None:
+            return set()
+        with self.cond:
+            return self.pieces.suspects(start, end)
 
     def has_no_work_for(self, source: str) -> bool:
         with self.cond:
-            return self._sched.complete or self._sched.excluded(source)
+            return self._ended_well() or self._sched.excluded(source)
 
     def end_of(self, assignment_id: int) -> int:
         """The assignment's current end; 0 once it is no longer running."""
@@ -110,7 +128,7 @@ class Board:
         """Wait for a piece for ``source``; None when there is none to come (or on stop)."""
         with self.cond:
             while True:
-                if self.stop.is_set() or self._sched.complete or self._sched.excluded(source):
+                if self.stop.is_set() or self._ended_well() or self._sched.excluded(source):
                     return None
                 piece = self._sched.assign(source, self._clock())
                 if piece is not None:
@@ -156,8 +174,12 @@ class Board:
             self._carriers[assignment_id] = carrier
             return self._sched.end_of(assignment_id)
 
-    def write(self, assignment_id: int, source: str, block) -> bool:
-        """Write a received block at its offset; False once the assignment is no longer ours."""
+    def write(self, assignment_id: int, source: str, block, *,
+              via: str | tuple[str, ...] | None = None) -> bool:
+        """Write a received block at its offset; False once the assignment is no longer ours.
+
+        ``via`` names who served the bytes for piece checks (a mirror's URL; default ``source``).
+        """
         if self._throttle is not None:
             self._throttle(len(block))  # outside the lock: only this worker waits
         with self.cond:
@@ -173,10 +195,50 @@ class Board:
             self._part.pwrite(offset, memoryview(block)[:n])
             if self._written is not None:
                 self._written(offset, memoryview(block)[:n])
+        ready: list[int] = []
         with self.cond:
             self._sched.commit(assignment_id, n)
             self._bytes_by_source[source] = self._bytes_by_source.get(source, 0) + n
+            if self.pieces is not None and n and self._sched.is_assigned(assignment_id):
+                self.pieces.served(offset, n, via or source)
+                ready = self.pieces.completed(self._sched.done, offset, n)
+        if ready:
+            self.check_pieces(ready)
         return True
+
+    def check_resumed(self) -> None:
+        """Check every whole piece a resumed download already holds (before any worker starts)."""
+        if self.pieces is None:
+            return
+        with self.cond:
+            ready = self.pieces.resumed(self._sched.done)
+        self.check_pieces(ready)
+
+    def check_pieces(self, indexes: list[int]) -> None:
+        """Read back and hash pieces marked as being checked; a bad one is fetched again."""
+        assert self.pieces is not None
+        for index in indexes:
+            start, end = self.pieces.hashes.span(index)
+            try:
+                good = self.pieces.hashes.check(index, self._part.pread(start, end - start))
+            except BaseException:
+                with self.cond:
+                    self.pieces.verdict(index, False)
+                    self._sched.redo(start, end)
+                    if self._dropped is not None:  # sharing's hash of them is void too
+                        self._dropped(start, end)
+                    self.cond.notify_all()
+                raise
+            with self.cond:
+                servers = self.pieces.verdict(index, good)
+                if not good:
+                    self._sched.redo(start, end)
+                    self.dropped += end - start
+                    if self._dropped is not None:  # sharing must not offer the bad bytes' hash
+                        self._dropped(start, end)
+                self.cond.notify_all()
+            if not good:
+                self._on_bad_piece(index, servers)
 
     def finished(self, assignment_id: int) -> bool:
         """The worker says the assignment is complete; False if it is not (it was failed "short")."""
@@ -216,6 +278,8 @@ class Board:
             return
         before = self._sched.bytes_by_source().get(source, 0)
         taken = self._sched.assignment(assignment_id)
+        if self.pieces is not None:  # its bytes leave done: checked pieces among them are not good now
+            self.pieces.forget(taken.start, taken.position)
         if self._dropped is not None and taken.position > taken.start:
             self._dropped(taken.start, taken.position)
         self._sched.failed(assignment_id, reason, discard=True, count=blame)
@@ -236,8 +300,10 @@ class Board:
             gone = self._sched.forget(source, ranges)
             self._bytes_by_source[source] = self._bytes_by_source.get(source, 0) - gone.total
             self.dropped += gone.total
-            if self._dropped is not None:
-                for start, end in gone:
+            for start, end in gone:
+                if self.pieces is not None:  # checked pieces among them are not good now
+                    self.pieces.forget(start, end)
+                if self._dropped is not None:
                     self._dropped(start, end)
             self.cond.notify_all()
         return gone.total
@@ -302,8 +368,12 @@ class Board:
                 self.cond.wait(timeout)
             return self._ended()
 
+    def _ended_well(self) -> bool:
+        """Every byte written and, with piece hashes, no piece still being checked."""
+        return self._sched.complete and not (self.pieces is not None and self.pieces.pending)
+
     def _ended(self) -> bool:
-        if self._sched.complete or self.error is not None:
+        if self._ended_well() or self.error is not None:
             return True
         if self.live_workers == 0:
             self.error = DownloadError(f"every source failed ({self.last_failure or 'no worker left'})",

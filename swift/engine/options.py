@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..http import DEFAULT_TIMEOUT, RequestProfile, Retry
+from ..mirrors import PER_MIRROR
+from ..piecehash import PieceHashes
 
 #: The source name of this machine's own workers (peers are named ``host:port``).
 LOCAL = "local"
@@ -56,6 +58,10 @@ RACE_AFTER = 1.5
 MAX_PEER_WORKERS = 128
 #: A peer that cannot be reached this many times in a row is left out.
 MAX_CONNECT_FAILURES = 2
+#: Most local workers over mirrors: ``per_mirror`` per usable mirror, up to
+#: this. One machine's link is full long before (aria2 caps ``-x`` at 16 for
+#: the same reason), and each worker is a thread and a connection.
+MAX_MIRROR_WORKERS = 16
 
 
 @dataclass
@@ -85,6 +91,24 @@ class Options:
     #: Called with each block's size before it is written, from the thread that
     #: received it; may wait (``--limit-rate``: the whole download's rate).
     throttle: Callable[[int], None] | None = None
+    #: Other URLs of the same file (``--mirror``, a Metalink's), best first, as
+    #: ``(url, priority)``; the request options (headers, cookies, credentials)
+    #: go to the first URL only, never to a mirror.
+    mirrors: tuple[tuple[str, int], ...] = ()
+    #: Use the mirrors and the digest the origin's answer names (RFC 6249
+    #: ``Link: rel=duplicate``, ``Repr-Digest``/``Digest``); ``--no-mirrors`` turns it off.
+    header_mirrors: bool = True
+    #: Connections per mirror on this machine (aria2's ``--max-connection-per-server``).
+    per_mirror: int = PER_MIRROR
+    #: The file's length as a Metalink gives it: every URL must say the same.
+    expected_size: int | None = None
+    #: Piece hashes (a Metalink's ``<pieces>``): each piece is checked as it completes.
+    pieces: PieceHashes | None = None
+    #: The name a Metalink gives the file (a safe base name), instead of the probed one.
+    file_name: str | None = None
+    #: An answer labelled as a Metalink document ends the download with
+    #: :class:`~swift.engine.report.MetalinkAnswer` (nothing saved): aria2's ``--follow-metalink``.
+    follow_metalink: bool = False
     #: use LAN copies other members hold, and offer this download's bytes to them
     #: (``--no-share``: False; see docs/sharing.md)
     share: bool = True

@@ -40,6 +40,17 @@ class ChecksumMismatch(DownloadError):
     default_code = ErrorCode.CHECKSUM_MISMATCH
 
 
+class MetalinkAnswer(DownloadError):
+    """The URL answered with a Metalink document (``Options.follow_metalink``): nothing was
+    saved; the caller downloads the files it lists instead (``url``: the document's)."""
+
+    default_code = ErrorCode.BAD_METALINK
+
+    def __init__(self, url: str):
+        super().__init__("the URL is a Metalink document")
+        self.url = url
+
+
 def cancelled(detail: str = "", *, kept: str | None = None) -> DownloadError:
     """The error a stop request ends a download with; ``detail`` says where it
     stopped, ``kept`` what is kept (see :class:`DownloadError`)."""
@@ -62,6 +73,11 @@ class Report:
     notices: list[str] = field(default_factory=list)
     #: helpers left out of this download, and why (``host:port`` → reason)
     left_out: dict[str, str] = field(default_factory=dict)
+    #: the mirrors of the file: url, used, bytes, rate (bytes/s per connection), left_out, bad_pieces
+    mirrors: list[dict] = field(default_factory=list)
+    #: pieces that failed their hash and were fetched again
+    bad_pieces: int = 0
+
     #: pieces from LAN copies that this machine also fetched from the origin to compare
     spot_checks: int = 0
 

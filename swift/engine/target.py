@@ -91,8 +91,11 @@ def already_complete(url: str, *, output: Path | None, directory: Path, checksum
 
 
 def choose_path(probe: http.ProbeResult, opts: Options) -> Path:
-    """The final path; DownloadError if ``-o`` names an existing file without ``--force``."""
-    name = file_name(probe)
+    """The final path; DownloadError if ``-o`` names an existing file without ``--force``.
+
+    ``opts.file_name`` (a Metalink's name, already safe) wins over the probed name.
+    """
+    name = opts.file_name or file_name(probe)
     if opts.output is not None:
         path = Path(opts.output).expanduser()
         if path.is_dir():

@@ -18,6 +18,11 @@ What each answer means:
 anything else                          an error (retried if it may pass)
 =====================================  =============================================
 
+The probe also keeps what the answer says about other copies of the file
+(RFC 6249 ``Link: rel=duplicate`` mirrors, a ``Repr-Digest``/``Digest`` of
+the whole file, see :mod:`.mirrors`) and its ``Content-Type`` (a Metalink
+document is followed, not saved); using them is the engine's choice.
+
 The probe does not choose the file name: it returns the final URL and the
 raw ``Content-Disposition`` value; the engine asks :mod:`swift.names`.
 """
@@ -34,6 +39,7 @@ from ..errors import SwiftError
 from .body import DEFAULT_TIMEOUT, iter_body
 from .failures import status_error
 from .headers import Validator, content_coding, parse_content_range, parse_unsatisfied_range
+from .mirrors import Duplicate, described_by, duplicates, origin_digest
 from .multipart import Part, boundary_of, iter_parts
 from .retry import Retry, call_with_retry
 from .remote import RemoteFile
@@ -82,6 +88,14 @@ class ProbeResult:
     remote: RemoteFile | None = field(default=None, compare=False, repr=False)
     #: With ``keep_answer``: the ``200`` answer itself, its body unread (see :class:`KeptAnswer`).
     answer: KeptAnswer | None = field(default=None, compare=False, repr=False)
+    #: RFC 6249 mirrors the answer names (``Link: rel=duplicate``), best first.
+    duplicates: tuple[Duplicate, ...] = ()
+    #: The whole file's digest the answer carries, ``(hashlib name, hex)`` (RFC 9530 / 3230).
+    digest: tuple[str, str] | None = None
+    #: The answer's media type, lower-case, without parameters ("" when absent).
+    content_type: str = ""
+    #: A Metalink document the answer points at (``Link: rel=describedby``), if any.
+    metalink_url: str | None = None
 
     @property
     def encoded(self) -> bool:
@@ -146,10 +160,17 @@ def _read_probe(resp: requests.Response, url: str) -> ProbeResult:
         length = resp.headers.get("Content-Length")
         if length and length.isdigit():
             size = int(length)  # the length of the encoded body, which is what we save
-    return ProbeResult(url=url, final_url=resp.url or url, size=size, ranges=ranges,
+    final_url = resp.url or url
+    link = resp.headers.get("Link")
+    return ProbeResult(url=url, final_url=final_url, size=size, ranges=ranges,
                        validator=Validator.of(resp.headers),
                        content_disposition=resp.headers.get("Content-Disposition"),
                        encoding=content_coding(resp.headers.get("Content-Encoding")),
+                       duplicates=tuple(duplicates(link, final_url)),
+                       digest=origin_digest(resp.headers),
+                       content_type=(resp.headers.get("Content-Type") or "").split(";", 1)[0]
+                       .strip().lower()[:100],
+                       metalink_url=described_by(link, final_url),
                        cache_control=resp.headers.get("Cache-Control"))
 
 

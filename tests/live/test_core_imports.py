@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: The pure core. A listed module whose file does not exist yet is skipped.
 CORE = ["protocol", "handshake", "fetchjob", "auth", "planning", "names", "units", "addresses",
-        "errors", "dnssd", "content"]
+        "errors", "dnssd", "content", "metalink", "piecehash", "mirrors", "checksums"]
 BLOCKED = ["socket", "threading", "time", "select", "ssl", "requests"]
 
 PROBE = textwrap.dedent("""

@@ -59,9 +59,15 @@ def test_one_parser_builder_for_the_command_line_and_the_prompt():
     prompt = get_parser()
     args = prompt.parse_args(["http://h/x", "-o", "out.bin", "--checksum", "md5:" + "a" * 32])
     assert (args.url, str(args.output), args.force) == ("http://h/x", "out.bin", False)
-    for bad in (["http://h/x", "--report", "r.json"], ["http://h/x", "--checksum", "md5:zz"], []):
+    for bad in (["http://h/x", "--report", "r.json"], ["http://h/x", "--checksum", "md5:zz"],
+                ["http://h/x", "--mirror", "ftp://h/x"]):
         with pytest.raises(ValueError):
             prompt.parse_args(bad)
+    from swift.prompt import _items  # no URL is a usage error too, once -M is ruled out
+    with pytest.raises(ValueError, match="give a URL"):
+        _items(prompt.parse_args([]))
+    (item,) = _items(prompt.parse_args(["h/x", "--mirror", "h2/x"]))
+    assert (item.url, item.mirrors) == ("http://h/x", (("http://h2/x", 1),))
 def test_rate_limit_lets_a_burst_through_then_paces_to_the_rate():
     limit = RateLimit(1000)  # 1000 B/s, burst 250 B
     assert limit.charge(250, now=0.0) == 0.0

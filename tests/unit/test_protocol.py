@@ -83,7 +83,8 @@ def test_round_trip(msg):
 def test_field_names_on_the_wire():
     assert json.loads(encode_message(EXAMPLES[15])[6:]) == {
         "type": "fetch", "job_id": 7, "url": "http://127.0.0.1:8/f.bin", "start": 0, "end": 10,
-        "size": 10, "etag": '"etag"', "last_modified": None, "encoding": None, "headers": []}
+        "size": 10, "etag": '"etag"', "last_modified": None, "encoding": None, "headers": [],
+        "mirrors": []}
     assert json.loads(encode_message(protocol.Peers([protocol.PeerInfo("h", 1, "n", 2, 0.5)]))[6:]) \
         == {"type": "peers", "peers": [{"host": "h", "port": 1, "name": "n", "slots": 2, "age": 0.5}]}
 
@@ -359,3 +360,18 @@ def test_the_decoder_receives_in_place_through_buffer_and_advance():
     assert frames == [Frame(protocol.KIND_DATA, b"abcdef"), Frame(protocol.KIND_CONTROL,
                                                                   encode_message(protocol.Ping())[6:])]
     assert dec.pending == 0
+
+
+def test_a_fetch_carries_its_mirrors_with_their_own_validators_and_bad_ones_are_refused():
+    mirrors = [["http://127.0.0.2/f", '"e2"', ""], ["https://127.0.0.3/f", "", "Tue, 01 Dec 2026 00:00:00 GMT"]]
+    msg = protocol.Fetch(1, "http://127.0.0.1/f", 0, 10, 10, '"e1"', None, None, [], mirrors)
+    assert protocol.decode_message(protocol.encode_message(msg)[6:]).mirrors == mirrors
+    old = protocol.decode_message(protocol.encode_message(protocol.Fetch(1, "http://h/", 0, 1, 1))[6:])
+    assert old.mirrors == []
+    for bad, words in (([["file:///etc/passwd", "", ""]], "http or https"),
+                       ([["http://h/x", "a\r\nInjected: 1", ""]], r"mirrors\[0\]"),
+                       ([["http://h/x", ""]], "triple"),
+                       ([[f"http://h/{i}", "", ""] for i in range(17)], "at most 16"),
+                       ([["http://h/" + "x" * 5000, "", ""]] * 2, "characters in all")):
+        with pytest.raises(protocol.ProtocolError, match=words):
+            protocol.encode_message(protocol.Fetch(1, "http://h/", 0, 1, 1, None, None, None, [], bad))

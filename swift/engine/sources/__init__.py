@@ -10,6 +10,9 @@ A *source* of a range is anything that can deliver bytes of this content::
     (local.py: the        (peer.py: the origin over a helper's link,
     origin over this      a fetch job per piece on one connection)
     machine's link)
+         |
+    MirrorSource (mirror.py: this machine's link to several mirrors,
+                  the mirror book's choice per piece)
 
 Both hold the whole file, less what LAN copies leave them; a LAN copy
 (``engine.lan_copy.LanCopyWorker``, docs/sharing.md) holds what its member has
@@ -21,9 +24,10 @@ for it. docs/sources.md has the design and the step that follows.
 
 from .base import Changed, Done, Failed, Fatal, Lost, Outcome, Refused, Source, Stopped
 from .local import LocalSource, run_local
+from .mirror import MirrorSource, MirrorSources
 
-__all__ = ["Changed", "Done", "Failed", "Fatal", "LocalSource", "Lost", "Outcome", "PeerSource",
-           "Refused", "Source", "Stopped", "run_local"]
+__all__ = ["Changed", "Done", "Failed", "Fatal", "LocalSource", "Lost", "MirrorSource",
+           "MirrorSources", "Outcome", "PeerSource", "Refused", "Source", "Stopped", "run_local"]
 
 
 def __getattr__(name: str):

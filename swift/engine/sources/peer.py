@@ -28,11 +28,13 @@ from typing import Callable
 from ... import fetchjob, http, protocol, wire
 from ...errors import StorageError
 from ...fetchjob import Data, Finished, KeptAlive, RequesterJob
+from ...http.url import split_credentials
 from ...membership import Peer
 from ...planning import Piece
 from ..board import Board
 from ..options import MAX_CONNECT_FAILURES, Options
 from ..report import DownloadError
+from .mirror import MirrorSources
 from .base import Changed, Done, Failed, Fatal, Lost, Outcome, Refused, Source
 
 log = logging.getLogger(__name__)
@@ -45,8 +47,11 @@ class PeerSource(Source):
     short_reason = "the peer sent too few bytes"
 
     def __init__(self, board: Board, probe: http.ProbeResult, remote: http.RemoteFile, peer: Peer,
-                 opts: Options, *, connect: Callable[..., wire.Connection] = wire.client_connect):
+                 opts: Options, *, connect: Callable[..., wire.Connection] = wire.client_connect,
+                 mirrors: "MirrorSources | None" = None):
         super().__init__(board, peer.key)
+        self.mirrors = mirrors  # the download's usable mirrors, sent with each job
+        self._mirror_taken: str | None = None  # the mirror the job in flight starts at
         self._connect_to = connect  # tests pass an in-memory connection
         self.probe = probe
         self.remote = remote
@@ -75,8 +80,13 @@ class PeerSource(Source):
     def run_piece(self, piece: Piece) -> bool:
         """Run the piece as one fetch job; a connection that cannot go on is dropped (the
         next piece reconnects), so the worker itself goes on."""
-        if not self._run_job(self._conn, piece):
-            self._drop()
+        try:
+            if not self._run_job(self._conn, piece):
+                self._drop()
+        finally:
+            if self._mirror_taken is not None and self.mirrors is not None:
+                self.mirrors.done_for_helper(self.key, self._mirror_taken)
+                self._mirror_taken = None
         return True
 
     def close(self) -> None:
@@ -149,11 +159,50 @@ class PeerSource(Source):
             p = self.probe
             url, headers = self.remote.for_peer(private=getattr(conn, "private", False))
             self._sent_url = self.remote.final_url  # the URL as this machine knows it
+            first, others = self._mirror_order(assignment_id, getattr(conn, "private", False))
+            if first is not None:  # a mirror first: the request options stay with the first URL
+                p, url, headers = first, split_credentials(first.remote.final_url)[0], []
+                self._sent_url = url
             self._job = RequesterJob(protocol.Fetch(
                 assignment_id, url, piece.start, end, p.size or 0, p.validator.etag,
-                p.validator.last_modified, p.encoding or None, headers))
+                p.validator.last_modified, p.encoding or None, headers, others))
             conn.send(self._job.request())
         return True
+
+    def _mirror_order(self, assignment_id: int,
+                      private: bool = False) -> tuple[http.ProbeResult | None, list[list[str]]]:
+        """Which URL a job starts at, and the others as ``Fetch.mirrors``, in order.
+
+        The job starts at the mirror with the fewest of this helper's jobs in
+        flight (:meth:`MirrorSources.take_for_helper`), so a helper's slots
+        spread over the mirrors; the others follow, rotated by assignment, for
+        its node to fall to. Returns ``(None, others)`` when the job starts at
+        the download's own URL (which alone carries the request options). A
+        mirror with a secret of its own (credentials in its URL, cookies it
+        set) goes to a helper only over a private connection, as the first
+        URL's secrets do; and never with them, since a mirror is asked plainly.
+        """
+        if self.mirrors is None:
+            return None, []
+        first = self.mirrors.take_for_helper(self.key, private=private)
+        if first is None:
+            return None, []
+        self._mirror_taken = first
+        rest = sorted(u for u in self.mirrors.for_helpers(private) if u != first)
+        if rest:
+            k = assignment_id % len(rest)
+            rest = rest[k:] + rest[:k]
+        base = self.probe.url
+
+        def entry(u: str) -> list[str]:
+            p = self.mirrors.probes[u]
+            bare = split_credentials(p.remote.final_url)[0]  # a mirror is asked plainly
+            return [bare, p.validator.etag or "", p.validator.last_modified or ""]
+
+        others = [entry(u) for u in rest][:protocol.MAX_MIRRORS]
+        if first == base:
+            return None, others
+        return self.mirrors.probes[first], others
 
     def _receive(self, conn: wire.Connection, assignment_id: int, job: RequesterJob) -> bool:
         """Frames until the job ends; True to keep the connection for the next job."""
@@ -169,6 +218,14 @@ class PeerSource(Source):
             keep = self._handle(assignment_id, event)
             if keep is not None:
                 return keep
+
+    def deliver(self, assignment_id: int, block) -> bool:
+        """Write the block; for piece checks, served by this helper and, with mirrors, the
+        mirror its job started at (a node moves on only before a byte of the job was sent,
+        so the bytes come from there unless that mirror failed at once)."""
+        if self.mirrors is None or self._mirror_taken is None:
+            return super().deliver(assignment_id, block)
+        return self.board.write(assignment_id, self.key, block, via=(self.key, self._mirror_taken))
 
     def _handle(self, assignment_id: int, event: fetchjob.Event) -> bool | None:
         """Act on one event; None while the job goes on, else whether to keep the connection."""
@@ -191,6 +248,8 @@ class PeerSource(Source):
                     return Refused(event.reason, why)
             return Failed(event.reason, discard=event.discard, keep=event.keep_connection)
         assert isinstance(event, fetchjob.Changed), event
+        if self.mirrors is not None:  # one mirror's copy changed: the others (and the hashes) decide
+            return Failed(f"a mirror's copy changed ({event.message})", blame=False)
         return Changed(event.message)
 
     def delivered(self, assignment_id: int) -> None:
