@@ -45,28 +45,6 @@ PORT = 8080
 SECOND = 200
 PIECE = MiB
 RESULTS = ROOT / "bench" / "results"
-NGINX_CONF = """daemon off;
-user root;
-worker_processes 2;
-pid {prefix}/nginx.pid;
-error_log stderr warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    sendfile on;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    types {{ application/octet-stream bin; }}
-    server {{
-        listen {ip1}:8080;
-        listen {ip2}:8080;
-        root {root};
-    }}
-}}
-"""
 
 
 def cap_second_mirror(lab: netlab.Lab, host: netlab.Host, ip2: str, rate_mbit: float) -> None:
@@ -122,7 +100,7 @@ def main() -> int:
     if not netlab.available():
         print(f"skipped: {netlab.unavailable_reason()}")
         return 0
-    from bench.netns_mode import ensure_nginx
+    from bench.netns_mode import ensure_nginx, nginx_conf
     size = args.size * MiB
     work = Path(tempfile.mkdtemp(prefix="swift-mirrors-"))
     rows: dict = {"size_mib": args.size, "cap_mbit": args.cap, "load_before": os.getloadavg()}
@@ -144,7 +122,7 @@ def main() -> int:
             meta4 = work / "big.meta4"
             meta4.write_bytes(doc)
             conf = work / "nginx.conf"
-            conf.write_text(NGINX_CONF.format(prefix=work, ip1=origin.ip, ip2=ip2, root=www))
+            conf.write_text(nginx_conf(work, www, [f"{origin.ip}:{PORT}", f"{ip2}:{PORT}"], workers=2))
             cluster.start([ensure_nginx(), "-c", str(conf), "-p", str(work)], name="nginx",
                           prefix=origin.prefix)
             def nginx_up() -> bool:

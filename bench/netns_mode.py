@@ -24,9 +24,11 @@ MiB = 1 << 20
 RATE_MBIT = 40
 RATE = RATE_MBIT * 1e6 / 8
 
+#: nginx as a neutral origin: static files, sendfile, no logs; ``{listens}`` is one
+#: ``listen ADDRESS:PORT;`` line per address (every bench that starts nginx uses this text).
 NGINX_CONF = """daemon off;
 user root;
-worker_processes 1;
+worker_processes {workers};
 pid {prefix}/nginx.pid;
 error_log stderr warn;
 events {{ worker_connections 256; }}
@@ -40,11 +42,17 @@ http {{
     scgi_temp_path {prefix}/scgi;
     types {{ application/octet-stream bin; }}
     server {{
-        listen {ip}:8080;
+{listens}
         root {root};
     }}
 }}
 """
+
+
+def nginx_conf(prefix, root, listens: list[str], workers: int = 1) -> str:
+    """nginx's configuration text serving ``root`` on every ``HOST:PORT`` of ``listens``."""
+    lines = "\n".join(f"        listen {where};" for where in listens)
+    return NGINX_CONF.format(prefix=prefix, root=root, listens=lines, workers=workers)
 
 
 def ensure_nginx() -> str:
@@ -76,7 +84,7 @@ def run(work: Path, quick: bool = False):
         disc_host = net.host("disc")
         machines = [net.host(f"m{i}", uplink_rate_mbit=RATE_MBIT) for i in range(max(counts))]
         conf = base / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(prefix=base, ip=origin.ip, root=www))
+        conf.write_text(nginx_conf(base, www, [f"{origin.ip}:8080"]))
         cluster.start([nginx, "-c", str(conf), "-p", str(base)], name="nginx", prefix=origin.prefix)
         cluster.discovery(host=disc_host.ip, port=5000, prefix=disc_host.prefix, extra=["-q"])
         dsc = f"{disc_host.ip}:5000"

@@ -434,7 +434,7 @@ class Bench:
     """The lab (origin with nginx, discovery, requester m0, helpers m1.., curl, aria, fast hosts)."""
 
     def __init__(self, work: Path, hosts: int):
-        from bench.netns_mode import NGINX_CONF, ensure_nginx
+        from bench.netns_mode import ensure_nginx, nginx_conf
 
         self.work = work
         #: seconds `python3 -c "import requests"` takes here (row 5 measures it)
@@ -453,7 +453,7 @@ class Bench:
             self.aria_host = self.net.host("aria", uplink_rate_mbit=CAP_MBIT)
             self.fast_host = self.net.host("fast")  # uncapped: the start-up row
             conf = work / "nginx.conf"
-            conf.write_text(NGINX_CONF.format(prefix=work, ip=origin.ip, root=self.www))
+            conf.write_text(nginx_conf(work, self.www, [f"{origin.ip}:8080"]))
             nginx = self.cluster.start([ensure_nginx(), "-c", str(conf), "-p", str(work)],
                                        name="nginx", prefix=origin.prefix)
 

@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 from swiftlab.cluster import Cluster, program, wait_until  # noqa: E402
 from swiftlab.origin import make_file  # noqa: E402
+from bench.netns_mode import nginx_conf  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -68,27 +69,6 @@ GOAL = 0.9
 #: pays before its first request (the interpreter and ``import requests``).
 IMPORT = "import requests"
 
-NGINX_CONF = """daemon off;
-user root;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log stderr warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    sendfile on;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    types {{ application/octet-stream bin; }}
-    server {{
-        listen 127.0.0.1:{port};
-        root {root};
-    }}
-}}
-"""
 
 
 @dataclass
@@ -148,7 +128,7 @@ def start_nginx(cluster: Cluster, root: Path, work: Path) -> str | None:
     prefix.mkdir()
     port = free_port()
     conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(prefix=prefix, port=port, root=root))
+    conf.write_text(nginx_conf(prefix, root, [f"127.0.0.1:{port}"]))
     proc = cluster.start([nginx, "-c", str(conf), "-p", str(prefix)], name="nginx")
 
     def up() -> bool:
