@@ -742,9 +742,11 @@ class _Helpers:
         mine = local_nodes.this_machine(peers)
         if mine and not self._said:
             self._said = True
-            shown = ", ".join(sorted(p.name or p.key for p in peers if p.key in mine))
-            self._notice(f"not using {shown} as a helper: it runs on this machine and shares "
-                         f"its link")
+            names = sorted(p.name or p.key for p in peers if p.key in mine)
+            one = len(names) == 1
+            self._notice(f"not using {', '.join(names)} as {'a helper' if one else 'helpers'}: "
+                         f"{'it runs' if one else 'they run'} on this machine and "
+                         f"{'shares' if one else 'share'} its link")
         return [p for p in peers if p.key not in mine]
 
 

@@ -218,3 +218,24 @@ def test_a_running_nodes_mark_makes_it_this_machine_and_a_dead_ones_does_not(tmp
     mark.write_text(json.dumps(data))
     local_nodes.clear_mark(mark)
     assert not mark.exists() and os.listdir(tmp_path) == []
+
+
+def test_the_note_on_this_machines_nodes_speaks_of_one_or_of_several(monkeypatch):
+    from swift.cli import _Helpers
+    peers = [Peer("127.0.0.1", 6000, "vm"), Peer("127.0.0.1", 6001, "kitchen"),
+             Peer("127.0.0.1", 6002, "attic")]
+
+    class Lookup:
+        def peers(self, stop=None):
+            return peers
+
+    for mine, said in (({"127.0.0.1:6000"}, "not using vm as a helper: it runs on this machine "
+                                              "and shares its link"),
+                       ({"127.0.0.1:6000", "127.0.0.1:6002"},
+                        "not using attic, vm as helpers: they run on this machine and share "
+                        "its link")):
+        monkeypatch.setattr(local_nodes, "this_machine", lambda _peers, mine=mine: mine)
+        notes: list[str] = []
+        left = _Helpers(Lookup(), notes.append).peers()
+        assert notes == [said]
+        assert [p.key for p in left] == [p.key for p in peers if p.key not in mine]
