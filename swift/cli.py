@@ -181,6 +181,14 @@ def _origin(text: str) -> str:
     return text.strip().rstrip("/")
 
 
+def _nonzero_size(text: str) -> int:
+    """The demo's file size: :func:`parse_size`, but not 0 (an empty file shows nothing)."""
+    size = parse_size(text)
+    if size == 0:
+        raise ValueError(f"the demo file cannot be empty ({text!r}); give e.g. 16M")
+    return size
+
+
 PORT = _type(parse_port, "port")
 ORIGIN = _type(_origin, "origin")
 PROXY = _type(_proxy, "proxy URL")
@@ -190,6 +198,7 @@ DISCOVERY = _type(lambda t: parse_hostport(t, DEFAULT_DISCOVERY_PORT), "HOST:POR
 SECONDS = _type(parse_seconds, "seconds")
 SIZE = _type(parse_size, "size")
 RATE = _type(parse_rate, "rate")
+DEMO_SIZE = _type(_nonzero_size, "size")
 SLOTS = _type(lambda t: parse_count(t, low=1, high=MAX_SLOTS), "slots")
 
 
@@ -544,13 +553,13 @@ def node_parser(prog: str | None = None) -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="a self-contained demo on loopback: 1 machine against "
                                     f"{demo.HELPERS + 1}, no internet needed",
                        description=demo.__doc__.split("\n\n")[1].strip() if demo.__doc__ else None)
-    d.add_argument("--size", type=SIZE, metavar="SIZE", default=demo.DEFAULT_SIZE,
+    d.add_argument("--size", type=DEMO_SIZE, metavar="SIZE", default=demo.DEFAULT_SIZE,
                    help=f"demo file size (default {human_bytes(demo.DEFAULT_SIZE)})")
     d.add_argument("--rate", type=RATE, metavar="RATE", default=demo.DEFAULT_RATE,
                    help=f"each machine's link, bytes/s (default {human_rate(demo.DEFAULT_RATE)})")
     _logging_options(d, after=True)
     demo_before = _BeforeSubcommand(p, "demo")
-    demo_before.add_argument("--size", type=SIZE, metavar="SIZE")
+    demo_before.add_argument("--size", type=DEMO_SIZE, metavar="SIZE")
     demo_before.add_argument("--rate", type=RATE, metavar="RATE")
     p.set_defaults(_before_owners={**before.owners, **demo_before.owners},
                    _subparsers={"get": g, "demo": d})

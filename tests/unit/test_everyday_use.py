@@ -239,3 +239,9 @@ def test_the_note_on_this_machines_nodes_speaks_of_one_or_of_several(monkeypatch
         left = _Helpers(Lookup(), notes.append).peers()
         assert notes == [said]
         assert [p.key for p in left] == [p.key for p in peers if p.key not in mine]
+
+
+@pytest.mark.parametrize("argv", [["demo", "--size", "0"], ["--size", "0K", "demo"]])
+def test_an_empty_demo_file_is_a_usage_error_not_the_default_size(capsys, argv):
+    err = usage_error(capsys, *argv)
+    assert "the demo file cannot be empty" in err, err
