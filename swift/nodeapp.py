@@ -298,6 +298,9 @@ class DownloadEntry:
         done = dl.done_bytes if dl else 0
         size = dl.size if dl else None
         if stopped is not None and not self.running:
+            path = dl.path if dl else None
+            if path is None or not storage.part_path(path).exists():
+                done = 0  # a stopped plain stream removed what it had (see _kept)
             return DownloadStatus(stopped, done, size, 0.0, None, None)
         if self.error is not None:
             return DownloadStatus("failed", done, size, 0.0, None, self.error)

@@ -176,6 +176,8 @@ def test_pausing_a_plain_stream_says_its_data_is_gone(cluster, origin, origin_ro
         type_("pause 1")
         node.wait_for(r"\[1\] paused; what had arrived is removed: this server cannot resume a download "
                       r"\(no byte ranges\) \(resume 1 starts over\)", timeout=10)
+        type_("jobs")  # and jobs agrees: nothing is kept
+        node.wait_for(r"\[1\] \S+/plain\.bin  paused 0% 0 B", timeout=10)
         origin.configure(conn_rate=None)
         type_("resume 1")
         node.wait_for(r"\[1\] done: ", timeout=60)
