@@ -337,9 +337,10 @@ class Prompt(cmd.Cmd):
         them, their, files = ("them", "their", "files") if len(running) > 1 else ("it", "its", "file")
         if not _isatty(self.stdin):
             self.say(f"waiting for {numbers} to finish before leaving (input is not a terminal; "
-                     f"Ctrl-C cancels them, keeping their partial files)")
+                     f"Ctrl-C cancels {them}, keeping {their} partial {files})")
             if not wait_for(running):  # no prompt to go back to: Ctrl-C means leave
-                self.say("cancelling; the partial files are kept: the same get resumes them")
+                self.say(f"cancelling; the partial {files} "
+                         f"{'are' if len(running) > 1 else 'is'} kept: the same get resumes {them}")
                 cancel_and_wait(running)
                 self.interrupted = True  # the node exits 130, as for any Ctrl-C
             return True

@@ -224,7 +224,8 @@ def test_quit_from_a_pipe_waits_for_the_downloads_and_says_so(cluster, origin, o
         node = cluster.node(f"127.0.0.1:{disc.port}", serve_only=False, stdin=stdin,
                             extra=["--allow-private"], name="piped")
         assert node.wait(60) == 0, node.output()
-    node.wait_for(r"waiting for \[1\] to finish before leaving \(input is not a terminal", timeout=1)
+    node.wait_for(r"waiting for \[1\] to finish before leaving \(input is not a terminal; "
+                  r"Ctrl-C cancels it, keeping its partial file\)", timeout=1)
     node.wait_for(r"\[1\] done: ", timeout=1)
     assert sha256_file(cluster.workdir / "piped.bin") == digest
 
@@ -269,4 +270,5 @@ def test_ctrl_c_while_a_piped_quit_waits_cancels_and_leaves(cluster, origin, ori
         node.send(signal.SIGINT)
         assert node.wait(10) == 130, node.output()  # Ctrl-C exits 130 everywhere
         assert time.monotonic() - started < 2.0
+    node.wait_for(r"cancelling; the partial file is kept: the same get resumes it", timeout=1)
     node.wait_for(r"\[1\] cancelled; the partial download is kept in .*slowpipe\.bin\.part", timeout=1)
