@@ -1133,7 +1133,7 @@ def _serve(args: argparse.Namespace, secret: bytes | None) -> int:
     except OSError as exc:
         if rpc is not None:
             rpc.stop()
-        _error(f"cannot listen on {format_hostport(args.host, args.port)}: {exc}")
+        _error(f"cannot listen on {format_hostport(args.host, args.port)}: {exc.strerror or exc}")
         return EXIT_FAILED
     try:
         app.start()
