@@ -189,10 +189,24 @@ def _nonzero_size(text: str) -> int:
     return size
 
 
+def _advertised(text: str) -> str:
+    """``--advertise``: :func:`parse_host`, but never 0.0.0.0 or ``::``, where no peer can connect."""
+    host = parse_host(text)
+    try:
+        unspecified = ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        unspecified = False  # a name
+    if unspecified:
+        raise ValueError(f"{host} is no address a peer can connect to; give this machine's LAN "
+                         f"address, or leave --advertise out to use the one facing discovery")
+    return host
+
+
 PORT = _type(parse_port, "port")
 ORIGIN = _type(_origin, "origin")
 PROXY = _type(_proxy, "proxy URL")
 HOST = _type(parse_host, "host")
+ADVERTISED = _type(_advertised, "host")
 IP = _type(_ip, "IP address")
 DISCOVERY = _type(lambda t: parse_hostport(t, DEFAULT_DISCOVERY_PORT), "HOST:PORT")
 SECONDS = _type(parse_seconds, "seconds")
@@ -523,7 +537,7 @@ def node_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="address the job server listens on (default 0.0.0.0)")
     p.add_argument("--port", type=PORT, metavar="P", default=6000,
                    help="job server port (default 6000; 0 = any free port)")
-    p.add_argument("--advertise", type=HOST, metavar="HOST",
+    p.add_argument("--advertise", type=ADVERTISED, metavar="HOST",
                    help="address peers use to reach this node (default: the address facing discovery)")
     p.add_argument("--name", help="a name for this node in peer lists and summaries "
                                   "(default HOSTNAME:PORT)")

@@ -245,3 +245,14 @@ def test_the_note_on_this_machines_nodes_speaks_of_one_or_of_several(monkeypatch
 def test_an_empty_demo_file_is_a_usage_error_not_the_default_size(capsys, argv):
     err = usage_error(capsys, *argv)
     assert "the demo file cannot be empty" in err, err
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "[::]"])
+def test_advertising_the_any_address_is_a_usage_error(capsys, host):
+    err = usage_error(capsys, "--advertise", host, "--serve-only")
+    assert "is no address a peer can connect to" in err, err
+
+
+def test_an_advertised_name_or_address_is_taken_as_given():
+    assert parse_node_args(["--advertise", "desk.lan"]).advertise == "desk.lan"
+    assert parse_node_args(["--advertise", "[fd00::5]"]).advertise == "fd00::5"
