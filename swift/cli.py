@@ -119,6 +119,16 @@ class Parser(argparse.ArgumentParser):
         namespace, extras = self.parse_known_args(args, namespace)
         if extras:
             target = self._subcommand_parser(namespace) or self
+            if target is not self:  # the node's own options (--enable-rpc) are no typos of get's
+                own = {s for action in target._actions for s in action.option_strings}  # noqa: SLF001
+                shown = {s for action in self._actions if action.help != argparse.SUPPRESS  # noqa: SLF001
+                         for s in action.option_strings}  # not get's, hidden to come before it
+                node = [word.split("=", 1)[0] for word in extras
+                        if word.split("=", 1)[0] in shown - own]
+                if node:
+                    command = target.prog.rsplit(" ", 1)[-1]
+                    target.error(f"{node[0]} is an option of the node (without a subcommand); "
+                                 f"{command} does not take it")
             target.error(unrecognized(target, extras))
         return namespace
 

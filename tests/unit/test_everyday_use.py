@@ -256,3 +256,18 @@ def test_advertising_the_any_address_is_a_usage_error(capsys, host):
 def test_an_advertised_name_or_address_is_taken_as_given():
     assert parse_node_args(["--advertise", "desk.lan"]).advertise == "desk.lan"
     assert parse_node_args(["--advertise", "[fd00::5]"]).advertise == "fd00::5"
+
+
+@pytest.mark.parametrize("argv,option", [(["get", URL, "--enable-rpc"], "--enable-rpc"),
+                                         (["peers", "--serve-only"], "--serve-only"),
+                                         (["get", URL, "--rpc-secret=x"], "--rpc-secret")])
+def test_a_nodes_own_option_after_a_subcommand_says_so_instead_of_a_far_guess(capsys, argv, option):
+    err = usage_error(capsys, *argv)
+    assert f"{option} is an option of the node (without a subcommand); {argv[0]} does not take it" in err
+    assert "did you mean" not in err, err
+
+
+@pytest.mark.parametrize("argv", [["peers", "--checksum", "md5:" + "a" * 32], ["demo", "--no-peers"]])
+def test_a_gets_option_after_another_subcommand_is_not_called_the_nodes(capsys, argv):
+    err = usage_error(capsys, *argv)
+    assert "unrecognized arguments" in err and "option of the node" not in err, err
