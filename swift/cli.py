@@ -299,7 +299,8 @@ def discovery_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--port", type=PORT, metavar="P", default=DEFAULT_DISCOVERY_PORT,
                    help="port to listen on (default %(default)s; 0 = any free port)")
     p.add_argument("--lease", type=SECONDS, metavar="S", default=discovery_server.DEFAULT_LEASE,
-                   help="seconds a node stays listed without a heartbeat (default %(default)s)")
+                   help=f"seconds a node stays listed without a heartbeat "
+                        f"(default {discovery_server.DEFAULT_LEASE:g})")
     p.add_argument("--secret-file", metavar="FILE", help="shared secret file (or $SWIFT_SECRET_FILE)")
     _zeroconf_options(p, after=False, role="announce this discovery on the LAN")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
