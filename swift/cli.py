@@ -212,11 +212,24 @@ def _advertised(text: str) -> str:
     return host
 
 
+def _node_name(text: str) -> str:
+    """``--name``: what a hello may carry (``protocol.NAME``): at most MAX_NAME characters,
+    none a control character (it goes into log lines)."""
+    from .protocol import MAX_NAME, NAME, ProtocolError
+    try:
+        return NAME("name", text)
+    except ProtocolError:
+        shown = repr(text if len(text) <= 40 else text[:40] + "...")
+        raise ValueError(f"not a node name: {shown} (at most {MAX_NAME} characters, none of them "
+                         f"a control character)") from None
+
+
 PORT = _type(parse_port, "port")
 ORIGIN = _type(_origin, "origin")
 PROXY = _type(_proxy, "proxy URL")
 HOST = _type(parse_host, "host")
 ADVERTISED = _type(_advertised, "host")
+NODE_NAME = _type(_node_name, "name")
 IP = _type(_ip, "IP address")
 DISCOVERY = _type(lambda t: parse_hostport(t, DEFAULT_DISCOVERY_PORT), "HOST:PORT")
 SECONDS = _type(parse_seconds, "seconds")
@@ -550,7 +563,7 @@ def node_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="job server port (default 6000; 0 = any free port)")
     p.add_argument("--advertise", type=ADVERTISED, metavar="HOST",
                    help="address peers use to reach this node (default: the address facing discovery)")
-    p.add_argument("--name", help="a name for this node in peer lists and summaries "
+    p.add_argument("--name", type=NODE_NAME, help="a name for this node in peer lists and summaries "
                                   "(default HOSTNAME:PORT)")
     _download_options(p, after=False)
     p.add_argument("--serve-only", action="store_true", help="headless helper: no prompt")

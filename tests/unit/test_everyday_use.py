@@ -271,3 +271,13 @@ def test_a_nodes_own_option_after_a_subcommand_says_so_instead_of_a_far_guess(ca
 def test_a_gets_option_after_another_subcommand_is_not_called_the_nodes(capsys, argv):
     err = usage_error(capsys, *argv)
     assert "unrecognized arguments" in err and "option of the node" not in err, err
+
+
+@pytest.mark.parametrize("name", ["ev\x1b[31mil", "two\nlines", "n" * 256])
+def test_a_name_no_hello_could_carry_is_a_usage_error_not_an_unreachable_discovery(capsys, name):
+    err = usage_error(capsys, "--name", name, "--serve-only")
+    assert "not a node name" in err and "\x1b" not in err, err
+
+
+def test_a_long_name_within_the_limit_is_taken():
+    assert parse_node_args(["--name", "kitchen " + "n" * 247]).name == "kitchen " + "n" * 247
