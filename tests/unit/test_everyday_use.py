@@ -146,6 +146,18 @@ def test_a_discovery_refusal_names_the_address_once(monkeypatch):
                               "the shared secret"), exc.value
 
 
+def test_a_discovery_that_is_not_listening_is_named_once_too(monkeypatch):
+    def refuse(host, port, **kw):
+        raise ConnectionRefusedError(f"127.0.0.1:{port} refused the connection "
+                                     f"(is a swift server listening there?)")
+    monkeypatch.setattr(wire, "client_connect", refuse)
+    client = membership.DiscoveryClient("127.0.0.1", 41010, name="t", secret=None)
+    with pytest.raises(membership.DiscoveryError) as exc:
+        client.list_peers()
+    assert str(exc.value) == ("discovery at 127.0.0.1:41010 is unreachable: it refused the "
+                              "connection (is a swift server listening there?)"), exc.value
+
+
 # -- 4. one helper, one name, and what happened to it ----------------------------------------------
 def test_a_helper_that_loses_every_connection_at_once_is_named_as_in_the_summary(tmp_path):
     said: list[str] = []
