@@ -250,6 +250,14 @@ class DownloadEntry:
             dl = self._download
         return dl.path if dl is not None else None
 
+    @property
+    def keeps_partial(self) -> bool:
+        """Whether a stop now keeps what arrived for a resume: not for a plain stream, whose
+        server cannot resume (see :meth:`_kept`)."""
+        with self._lock:
+            dl = self._download
+        return dl is None or not dl.plain_stream
+
     def cancel(self, *, leaving: bool = False) -> bool:
         """Stop it; the partial download stays for a later resume. False if it was not running.
 

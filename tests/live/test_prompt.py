@@ -173,6 +173,11 @@ def test_pausing_a_plain_stream_says_its_data_is_gone(cluster, origin, origin_ro
         type_(origin.url("/plain.bin"))
         wait_until(lambda: (cluster.workdir / "plain.bin.part").exists(), 20, "the stream to run")
         wait_until(lambda: (cluster.workdir / "plain.bin.part").stat().st_size > 0, 20, "bytes to arrive")
+        type_("quit")  # the question promises no resume either
+        node.wait_for(r"\[1\] still running: wait for it \(w\), cancel it \(a server without byte "
+                      r"ranges cannot resume: its data is removed\) \(c\), or stay", timeout=10)
+        type_("s")
+        node.wait_for(r"staying; the downloads go on", timeout=10)
         type_("pause 1")
         node.wait_for(r"\[1\] paused; what had arrived is removed: this server cannot resume a download "
                       r"\(no byte ranges\) \(resume 1 starts over\)", timeout=10)
