@@ -119,6 +119,16 @@ class Parser(argparse.ArgumentParser):
         namespace, extras = self.parse_known_args(args, namespace)
         if extras:
             target = self._subcommand_parser(namespace) or self
+            if target is not self:  # the node's own options (--enable-rpc) are no typos of get's
+                own = {s for action in target._actions for s in action.option_strings}  # noqa: SLF001
+                shown = {s for action in self._actions if action.help != argparse.SUPPRESS  # noqa: SLF001
+                         for s in action.option_strings}  # not get's, hidden to come before it
+                node = [word.split("=", 1)[0] for word in extras
+                        if word.split("=", 1)[0] in shown - own]
+                if node:
+                    command = target.prog.rsplit(" ", 1)[-1]
+                    target.error(f"{node[0]} is an option of the node (without a subcommand); "
+                                 f"{command} does not take it")
             target.error(unrecognized(target, extras))
         return namespace
 
@@ -181,15 +191,51 @@ def _origin(text: str) -> str:
     return text.strip().rstrip("/")
 
 
+def _nonzero_size(text: str) -> int:
+    """The demo's file size: :func:`parse_size`, but not 0 (an empty file shows nothing)."""
+    size = parse_size(text)
+    if size == 0:
+        raise ValueError(f"the demo file cannot be empty ({text!r}); give e.g. 16M")
+    return size
+
+
+def _advertised(text: str) -> str:
+    """``--advertise``: :func:`parse_host`, but never 0.0.0.0 or ``::``, where no peer can connect."""
+    host = parse_host(text)
+    try:
+        unspecified = ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        unspecified = False  # a name
+    if unspecified:
+        raise ValueError(f"{host} is no address a peer can connect to; give this machine's LAN "
+                         f"address, or leave --advertise out to use the one facing discovery")
+    return host
+
+
+def _node_name(text: str) -> str:
+    """``--name``: what a hello may carry (``protocol.NAME``): at most MAX_NAME characters,
+    none a control character (it goes into log lines)."""
+    from .protocol import MAX_NAME, NAME, ProtocolError
+    try:
+        return NAME("name", text)
+    except ProtocolError:
+        shown = repr(text if len(text) <= 40 else text[:40] + "...")
+        raise ValueError(f"not a node name: {shown} (at most {MAX_NAME} characters, none of them "
+                         f"a control character)") from None
+
+
 PORT = _type(parse_port, "port")
 ORIGIN = _type(_origin, "origin")
 PROXY = _type(_proxy, "proxy URL")
 HOST = _type(parse_host, "host")
+ADVERTISED = _type(_advertised, "host")
+NODE_NAME = _type(_node_name, "name")
 IP = _type(_ip, "IP address")
 DISCOVERY = _type(lambda t: parse_hostport(t, DEFAULT_DISCOVERY_PORT), "HOST:PORT")
 SECONDS = _type(parse_seconds, "seconds")
 SIZE = _type(parse_size, "size")
 RATE = _type(parse_rate, "rate")
+DEMO_SIZE = _type(_nonzero_size, "size")
 SLOTS = _type(lambda t: parse_count(t, low=1, high=MAX_SLOTS), "slots")
 
 
@@ -266,7 +312,8 @@ def discovery_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--port", type=PORT, metavar="P", default=DEFAULT_DISCOVERY_PORT,
                    help="port to listen on (default %(default)s; 0 = any free port)")
     p.add_argument("--lease", type=SECONDS, metavar="S", default=discovery_server.DEFAULT_LEASE,
-                   help="seconds a node stays listed without a heartbeat (default %(default)s)")
+                   help=f"seconds a node stays listed without a heartbeat "
+                        f"(default {discovery_server.DEFAULT_LEASE:g})")
     p.add_argument("--secret-file", metavar="FILE", help="shared secret file (or $SWIFT_SECRET_FILE)")
     _zeroconf_options(p, after=False, role="announce this discovery on the LAN")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
@@ -514,9 +561,9 @@ def node_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="address the job server listens on (default 0.0.0.0)")
     p.add_argument("--port", type=PORT, metavar="P", default=6000,
                    help="job server port (default 6000; 0 = any free port)")
-    p.add_argument("--advertise", type=HOST, metavar="HOST",
+    p.add_argument("--advertise", type=ADVERTISED, metavar="HOST",
                    help="address peers use to reach this node (default: the address facing discovery)")
-    p.add_argument("--name", help="a name for this node in peer lists and summaries "
+    p.add_argument("--name", type=NODE_NAME, help="a name for this node in peer lists and summaries "
                                   "(default HOSTNAME:PORT)")
     _download_options(p, after=False)
     p.add_argument("--serve-only", action="store_true", help="headless helper: no prompt")
@@ -546,13 +593,13 @@ def node_parser(prog: str | None = None) -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="a self-contained demo on loopback: 1 machine against "
                                     f"{demo.HELPERS + 1}, no internet needed",
                        description=demo.__doc__.split("\n\n")[1].strip() if demo.__doc__ else None)
-    d.add_argument("--size", type=SIZE, metavar="SIZE", default=demo.DEFAULT_SIZE,
+    d.add_argument("--size", type=DEMO_SIZE, metavar="SIZE", default=demo.DEFAULT_SIZE,
                    help=f"demo file size (default {human_bytes(demo.DEFAULT_SIZE)})")
     d.add_argument("--rate", type=RATE, metavar="RATE", default=demo.DEFAULT_RATE,
                    help=f"each machine's link, bytes/s (default {human_rate(demo.DEFAULT_RATE)})")
     _logging_options(d, after=True)
     demo_before = _BeforeSubcommand(p, "demo")
-    demo_before.add_argument("--size", type=SIZE, metavar="SIZE")
+    demo_before.add_argument("--size", type=DEMO_SIZE, metavar="SIZE")
     demo_before.add_argument("--rate", type=RATE, metavar="RATE")
     p.set_defaults(_before_owners={**before.owners, **demo_before.owners},
                    _subparsers={"get": g, "demo": d})
@@ -814,9 +861,11 @@ class _Helpers:
         mine = local_nodes.this_machine(peers)
         if mine and not self._said:
             self._said = True
-            shown = ", ".join(sorted(p.name or p.key for p in peers if p.key in mine))
-            self._notice(f"not using {shown} as a helper: it runs on this machine and shares "
-                         f"its link")
+            names = sorted(p.name or p.key for p in peers if p.key in mine)
+            one = len(names) == 1
+            self._notice(f"not using {', '.join(names)} as {'a helper' if one else 'helpers'}: "
+                         f"{'it runs' if one else 'they run'} on this machine and "
+                         f"{'shares' if one else 'share'} its link")
         return [p for p in peers if p.key not in mine]
 
 
@@ -1240,7 +1289,7 @@ def _serve(args: argparse.Namespace, secret: bytes | None) -> int:
     except OSError as exc:
         if rpc is not None:
             rpc.stop()
-        _error(f"cannot listen on {format_hostport(args.host, args.port)}: {exc}")
+        _error(f"cannot listen on {format_hostport(args.host, args.port)}: {exc.strerror or exc}")
         return EXIT_FAILED
     try:
         app.start()

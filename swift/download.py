@@ -128,6 +128,12 @@ class Download:
             self._stream.abort()
 
     @property
+    def plain_stream(self) -> bool:
+        """True once it downloads in one plain stream (a server without usable byte ranges):
+        what arrived then cannot be resumed."""
+        return self._stream is not None
+
+    @property
     def done_bytes(self) -> int:
         if self._board is not None:
             return self._board.done_total()

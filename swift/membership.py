@@ -82,7 +82,10 @@ class DiscoveryClient:
                 said = f"discovery at {self.address} was refused: it {rest}"
             raise DiscoveryError(said) from exc
         except (OSError, TimeoutError, wire.ConnectionClosed, protocol.ProtocolError) as exc:
-            raise DiscoveryError(f"discovery at {self.address} is unreachable: {exc}") from exc
+            text = str(exc)  # "HOST:PORT refused the connection ...": the address said once
+            rest = text.removeprefix(f"{self.address} ")
+            raise DiscoveryError(f"discovery at {self.address} is unreachable: "
+                                 f"{text if rest == text else 'it ' + rest}") from exc
         if isinstance(reply, protocol.Error):
             raise DiscoveryError(f"discovery at {self.address}: {reply.message}")
         return reply

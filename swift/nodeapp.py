@@ -99,6 +99,19 @@ def summary(report: download.Report, names: dict[str, str] | None = None,
             f"{refetched}{verified}{left}")
 
 
+def alone_note(left_out: list[str]) -> str:
+    """The note of a download started here without helpers.
+
+    ``left_out``: the names of live nodes passed over as this machine's own
+    (``swift.local_nodes``); without them there was nobody to ask.
+    """
+    if not left_out:
+        return "no peers known: downloading alone with several connections"
+    one = len(left_out) == 1
+    return (f"no helpers: {', '.join(left_out)} {'runs' if one else 'run'} on this machine and "
+            f"{'shares' if one else 'share'} its link; downloading alone with several connections")
+
+
 def peer_names(peers: list[Peer]) -> dict[str, str]:
     """Source key → the name a helper gave itself (``--name``), for :func:`summary`."""
     return {p.key: p.name for p in peers if p.name}
@@ -259,6 +272,14 @@ class DownloadEntry:
             dl = self._download
         return dl.path if dl is not None else None
 
+    @property
+    def keeps_partial(self) -> bool:
+        """Whether a stop now keeps what arrived for a resume: not for a plain stream, whose
+        server cannot resume (see :meth:`_kept`)."""
+        with self._lock:
+            dl = self._download
+        return dl is None or not dl.plain_stream
+
     def cancel(self, *, leaving: bool = False) -> bool:
         """Stop it; the partial download stays for a later resume. False if it was not running.
 
@@ -307,6 +328,9 @@ class DownloadEntry:
         done = dl.done_bytes if dl else 0
         size = dl.size if dl else None
         if stopped is not None and not self.running:
+            path = dl.path if dl else None
+            if path is None or not storage.part_path(path).exists():
+                done = 0  # a stopped plain stream removed what it had (see _kept)
             return DownloadStatus(stopped, done, size, 0.0, None, None)
         if self.error is not None:
             return DownloadStatus("failed", done, size, 0.0, None, self.error)
@@ -367,7 +391,7 @@ class DownloadEntry:
                 if warning:
                     self._emit(NOTICE, warning)
                 if not peers:
-                    self._emit(NOTICE, "no peers known: downloading alone with several connections")
+                    self._emit(NOTICE, alone_note(self._app.left_out()))
             self._names = peer_names(peers)
             overrides = self._overrides if first else {**self._overrides, "restart": False}
             limit = self._app.rate_limit(self.limit_rate)
@@ -522,6 +546,12 @@ class NodeApp:
             return peers, warning
         mine = local_nodes.this_machine(peers) | {self.key}
         return [p for p in peers if p.key not in mine], warning
+
+    def left_out(self) -> list[str]:
+        """The last known nodes that :meth:`peers` passes over as this machine's, by name."""
+        known = [p for p in self._membership.known_peers() if p.key != self.key]
+        mine = local_nodes.this_machine(known)
+        return sorted(p.name or p.key for p in known if p.key in mine)
 
     # -- downloads ---------------------------------------------------------------------
     def download_options(self, output: Path | None, overrides: dict) -> download.Options:

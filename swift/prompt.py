@@ -416,14 +416,19 @@ class Prompt(cmd.Cmd):
         them, their, files = ("them", "their", "files") if len(running) > 1 else ("it", "its", "file")
         if not _isatty(self.stdin):
             self.say(f"waiting for {numbers} to finish before leaving (input is not a terminal; "
-                     f"Ctrl-C cancels them, keeping their partial files)")
+                     f"Ctrl-C cancels {them}, keeping {their} partial {files})")
             if not wait_for(running):  # no prompt to go back to: Ctrl-C means leave
-                self.say("cancelling; the partial files are kept: the same get resumes them")
+                self.say(f"cancelling; the partial {files} "
+                         f"{'are' if len(running) > 1 else 'is'} kept: the same get resumes {them}")
                 cancel_and_wait(running)
                 self.interrupted = True  # the node exits 130, as for any Ctrl-C
             return True
-        self.say(f"{numbers} still running: wait for {them} (w), cancel {them} and keep {their} "
-                 f"partial {files} for resume (c), or stay at the prompt (s)?")
+        if all(entry.keeps_partial for entry in running):
+            cancel = f"cancel {them} and keep {their} partial {files} for resume"
+        else:  # a plain stream's data is removed: no promise of a resume
+            cancel = f"cancel {them} (a server without byte ranges cannot resume: its data is removed)"
+        self.say(f"{numbers} still running: wait for {them} (w), {cancel} (c), "
+                 f"or stay at the prompt (s)?")
         answer = self._ask("[w/c/s] ")
         if answer.startswith("w"):
             self.say(f"waiting for {numbers} (Ctrl-C to stop waiting)")

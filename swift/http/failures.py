@@ -150,7 +150,10 @@ def _host_port(url: str, host: str) -> str:
 
 
 def _timeouts(chain, host, url):
-    if _find(chain, requests.exceptions.ConnectTimeout, u3.ConnectTimeoutError) is not None:
+    # urllib3 2's NewConnectionError subclasses ConnectTimeoutError (kept for old callers):
+    # an unreachable network or an unassignable --source-address is not a timeout
+    if any(isinstance(e, (requests.exceptions.ConnectTimeout, u3.ConnectTimeoutError))
+           and not isinstance(e, u3.NewConnectionError) for e in chain):
         return NetworkError(f"timed out connecting to {host}", ErrorCode.CONNECT_TIMEOUT)
     if _find(chain, requests.exceptions.ReadTimeout, u3.ReadTimeoutError, socket.timeout,
              TimeoutError) is not None:
@@ -173,7 +176,8 @@ def _reset(chain, host, url):
 
 
 def _other_os_error(chain, host, url):
-    e = _find(chain, OSError)
+    # the first OSError with an errno: requests' and urllib3's wrappers are OSErrors without one
+    e = next((e for e in chain if isinstance(e, OSError) and e.errno is not None), None)
     if e is not None and e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL,
                                      errno.ENETDOWN, errno.EHOSTDOWN):
         return NetworkError(f"cannot connect to {host}: {e.strerror.lower()}", ErrorCode.NETWORK)

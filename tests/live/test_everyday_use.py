@@ -80,12 +80,16 @@ def test_both_programs_write_their_errors_in_one_form(cluster, tmp_path):
         port = taken.getsockname()[1]
         runs = [[*program("discovery"), "--host", "127.0.0.1", "--port", str(port)],
                 [*program("discovery"), "--port", "0", "--secret-file", missing],
-                [*program("node"), "--secret-file", missing, "get", "http://127.0.0.1:1/x"]]
+                [*program("node"), "--secret-file", missing, "get", "http://127.0.0.1:1/x"],
+                [*program("node"), "--no-zeroconf", "--discovery", "127.0.0.1:9", "--host",
+                 "127.0.0.1", "--port", str(port), "--serve-only", "-d", str(tmp_path)]]
+        env = {**os.environ, "SWIFT_STATE_DIR": str(tmp_path / "state")}
         for argv in runs:
-            out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env)
             errors = [line for line in out.stderr.splitlines() if "error" in line.lower()]
             assert out.returncode in (1, 2) and errors, out.stderr
             assert all(line.startswith("error: ") for line in errors), out.stderr
+            assert "[Errno" not in out.stderr, out.stderr  # the reason in words, as both say it
 
 
 # -- 11. the no-secret note is for gets that talk to members ----------------------------------

@@ -173,9 +173,16 @@ def test_pausing_a_plain_stream_says_its_data_is_gone(cluster, origin, origin_ro
         type_(origin.url("/plain.bin"))
         wait_until(lambda: (cluster.workdir / "plain.bin.part").exists(), 20, "the stream to run")
         wait_until(lambda: (cluster.workdir / "plain.bin.part").stat().st_size > 0, 20, "bytes to arrive")
+        type_("quit")  # the question promises no resume either
+        node.wait_for(r"\[1\] still running: wait for it \(w\), cancel it \(a server without byte "
+                      r"ranges cannot resume: its data is removed\) \(c\), or stay", timeout=10)
+        type_("s")
+        node.wait_for(r"staying; the downloads go on", timeout=10)
         type_("pause 1")
         node.wait_for(r"\[1\] paused; what had arrived is removed: this server cannot resume a download "
                       r"\(no byte ranges\) \(resume 1 starts over\)", timeout=10)
+        type_("jobs")  # and jobs agrees: nothing is kept
+        node.wait_for(r"\[1\] \S+/plain\.bin  paused 0% 0 B", timeout=10)
         origin.configure(conn_rate=None)
         type_("resume 1")
         node.wait_for(r"\[1\] done: ", timeout=60)
@@ -222,7 +229,8 @@ def test_quit_from_a_pipe_waits_for_the_downloads_and_says_so(cluster, origin, o
         node = cluster.node(f"127.0.0.1:{disc.port}", serve_only=False, stdin=stdin,
                             extra=["--allow-private"], name="piped")
         assert node.wait(60) == 0, node.output()
-    node.wait_for(r"waiting for \[1\] to finish before leaving \(input is not a terminal", timeout=1)
+    node.wait_for(r"waiting for \[1\] to finish before leaving \(input is not a terminal; "
+                  r"Ctrl-C cancels it, keeping its partial file\)", timeout=1)
     node.wait_for(r"\[1\] done: ", timeout=1)
     assert sha256_file(cluster.workdir / "piped.bin") == digest
 
@@ -267,4 +275,5 @@ def test_ctrl_c_while_a_piped_quit_waits_cancels_and_leaves(cluster, origin, ori
         node.send(signal.SIGINT)
         assert node.wait(10) == 130, node.output()  # Ctrl-C exits 130 everywhere
         assert time.monotonic() - started < 2.0
+    node.wait_for(r"cancelling; the partial file is kept: the same get resumes it", timeout=1)
     node.wait_for(r"\[1\] cancelled; the partial download is kept in .*slowpipe\.bin\.part", timeout=1)

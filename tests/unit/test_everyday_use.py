@@ -146,6 +146,18 @@ def test_a_discovery_refusal_names_the_address_once(monkeypatch):
                               "the shared secret"), exc.value
 
 
+def test_a_discovery_that_is_not_listening_is_named_once_too(monkeypatch):
+    def refuse(host, port, **kw):
+        raise ConnectionRefusedError(f"127.0.0.1:{port} refused the connection "
+                                     f"(is a swift server listening there?)")
+    monkeypatch.setattr(wire, "client_connect", refuse)
+    client = membership.DiscoveryClient("127.0.0.1", 41010, name="t", secret=None)
+    with pytest.raises(membership.DiscoveryError) as exc:
+        client.list_peers()
+    assert str(exc.value) == ("discovery at 127.0.0.1:41010 is unreachable: it refused the "
+                              "connection (is a swift server listening there?)"), exc.value
+
+
 # -- 4. one helper, one name, and what happened to it ----------------------------------------------
 def test_a_helper_that_loses_every_connection_at_once_is_named_as_in_the_summary(tmp_path):
     said: list[str] = []
@@ -218,3 +230,66 @@ def test_a_running_nodes_mark_makes_it_this_machine_and_a_dead_ones_does_not(tmp
     mark.write_text(json.dumps(data))
     local_nodes.clear_mark(mark)
     assert not mark.exists() and os.listdir(tmp_path) == []
+
+
+def test_the_note_on_this_machines_nodes_speaks_of_one_or_of_several(monkeypatch):
+    from swift.cli import _Helpers
+    peers = [Peer("127.0.0.1", 6000, "vm"), Peer("127.0.0.1", 6001, "kitchen"),
+             Peer("127.0.0.1", 6002, "attic")]
+
+    class Lookup:
+        def peers(self, stop=None):
+            return peers
+
+    for mine, said in (({"127.0.0.1:6000"}, "not using vm as a helper: it runs on this machine "
+                                              "and shares its link"),
+                       ({"127.0.0.1:6000", "127.0.0.1:6002"},
+                        "not using attic, vm as helpers: they run on this machine and share "
+                        "its link")):
+        monkeypatch.setattr(local_nodes, "this_machine", lambda _peers, mine=mine: mine)
+        notes: list[str] = []
+        left = _Helpers(Lookup(), notes.append).peers()
+        assert notes == [said]
+        assert [p.key for p in left] == [p.key for p in peers if p.key not in mine]
+
+
+@pytest.mark.parametrize("argv", [["demo", "--size", "0"], ["--size", "0K", "demo"]])
+def test_an_empty_demo_file_is_a_usage_error_not_the_default_size(capsys, argv):
+    err = usage_error(capsys, *argv)
+    assert "the demo file cannot be empty" in err, err
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "[::]"])
+def test_advertising_the_any_address_is_a_usage_error(capsys, host):
+    err = usage_error(capsys, "--advertise", host, "--serve-only")
+    assert "is no address a peer can connect to" in err, err
+
+
+def test_an_advertised_name_or_address_is_taken_as_given():
+    assert parse_node_args(["--advertise", "desk.lan"]).advertise == "desk.lan"
+    assert parse_node_args(["--advertise", "[fd00::5]"]).advertise == "fd00::5"
+
+
+@pytest.mark.parametrize("argv,option", [(["get", URL, "--enable-rpc"], "--enable-rpc"),
+                                         (["peers", "--serve-only"], "--serve-only"),
+                                         (["get", URL, "--rpc-secret=x"], "--rpc-secret")])
+def test_a_nodes_own_option_after_a_subcommand_says_so_instead_of_a_far_guess(capsys, argv, option):
+    err = usage_error(capsys, *argv)
+    assert f"{option} is an option of the node (without a subcommand); {argv[0]} does not take it" in err
+    assert "did you mean" not in err, err
+
+
+@pytest.mark.parametrize("argv", [["peers", "--checksum", "md5:" + "a" * 32], ["demo", "--no-peers"]])
+def test_a_gets_option_after_another_subcommand_is_not_called_the_nodes(capsys, argv):
+    err = usage_error(capsys, *argv)
+    assert "unrecognized arguments" in err and "option of the node" not in err, err
+
+
+@pytest.mark.parametrize("name", ["ev\x1b[31mil", "two\nlines", "n" * 256])
+def test_a_name_no_hello_could_carry_is_a_usage_error_not_an_unreachable_discovery(capsys, name):
+    err = usage_error(capsys, "--name", name, "--serve-only")
+    assert "not a node name" in err and "\x1b" not in err, err
+
+
+def test_a_long_name_within_the_limit_is_taken():
+    assert parse_node_args(["--name", "kitchen " + "n" * 247]).name == "kitchen " + "n" * 247

@@ -205,6 +205,12 @@ URL = "https://user:hunter2@files.example:8443/f.bin"
     (requests.exceptions.InvalidSchema("x"), ErrorCode.UNSUPPORTED_SCHEME, "unsupported URL scheme"),
     (requests.exceptions.TooManyRedirects("x"), ErrorCode.TOO_MANY_REDIRECTS, "redirected too many"),
     (OSError(errno.ENETUNREACH, "Network is unreachable"), ErrorCode.NETWORK, "network is unreachable"),
+    (chain(requests.exceptions.ConnectionError("HTTPConnectionPool(host=...): Max retries exceeded"),
+           u3.NewConnectionError(None, "Failed to establish"),
+           OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")),
+     ErrorCode.NETWORK, "cannot connect to files.example: cannot assign requested address"),
+    (chain(requests.exceptions.ConnectionError("x"), u3.ConnectTimeoutError(None, "timed out")),
+     ErrorCode.CONNECT_TIMEOUT, "timed out connecting"),
     (BlockedAddress("files.example", "10.0.0.1"), ErrorCode.ADDRESS_BLOCKED, "refusing to fetch"),
 ])
 def test_library_errors_become_plain_words_chosen_by_type(exc, code, words):

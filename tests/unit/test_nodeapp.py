@@ -11,7 +11,7 @@ from swift.download import Report
 from swift.membership import Peer
 from swift.getargs import add_get_arguments, with_scheme
 from swift.engine.rate_limit import RateLimit
-from swift.nodeapp import peer_names, summary
+from swift.nodeapp import alone_note, peer_names, summary
 from swift.prompt import _looks_like_url, get_parser
 
 MiB = 1 << 20
@@ -35,6 +35,13 @@ def test_the_summary_says_resumed_bytes_and_a_verified_checksum():
     # this run's bytes over this run's time, and said so
     assert "done: f.iso  96.0 MiB (48.0 MiB resumed); this run: 48.0 MiB in 4.0 s (12.0 MiB/s);" in line
     assert line.endswith("; sha256 checksum verified")
+
+
+def test_a_download_without_helpers_says_whether_it_passed_over_this_machines_nodes():
+    assert alone_note([]) == "no peers known: downloading alone with several connections"
+    assert alone_note(["h2"]) == ("no helpers: h2 runs on this machine and shares its link; "
+                                  "downloading alone with several connections")
+    assert alone_note(["h2", "h3"]).startswith("no helpers: h2, h3 run on this machine and share ")
 
 
 @pytest.mark.parametrize("typed,url", [
