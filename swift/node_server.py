@@ -35,6 +35,7 @@ refused (see ``swift.sessions``).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -170,6 +171,12 @@ class JobService:
         finally:
             if session is not None:
                 session.close()
+            # A failed range request leaves its response, and so its origin socket, in a
+            # reference cycle (exception, traceback, frame); an idle helper allocates too
+            # little for the collector to run, so without this each such socket stayed
+            # open until some later job (measured: the soak's helpers went from 4 to 9
+            # fds). Once per requester connection, not per block.
+            gc.collect()
 
     # -- one job ----------------------------------------------------------------------
     def _pong(self) -> protocol.Pong:
