@@ -40,6 +40,12 @@ rate limit, as through a slow uplink::
   100 ms of data (a byte FIFO), so a full link delays by a fraction of a
   second, not by seconds. The rate is on the wire: Ethernet, IP and TCP
   headers count against it, so a TCP download's payload gets about 96%.
+- **A host's LAN link** (``lan_rate_mbit``; None: uncapped, the default)
+  caps the rest of its traffic the same way, both ways: what the other
+  hosts send it (a second class on the switch-side end, the HTB default)
+  and what it sends them (the default class of its ``eth0``), so a 1 Gbit/s
+  LAN port is 1 Gbit/s in each direction, as on a switch. Its queue holds
+  20 ms: a switch port buffers far less than a modem.
 - **Multicast** (mDNS) crosses the bridge as on a plain switch; a host
   behind a switch that drops it is :meth:`Host.block_multicast`.
 - **A pulled cable** (:meth:`Host.cut`) takes the switch-side end down:
@@ -278,6 +284,7 @@ class Host:
     ip: str
     switch_dev: str
     uplink_rate_mbit: float | None = None
+    lan_rate_mbit: float | None = None
     is_cut: bool = False
 
     @property
@@ -343,6 +350,18 @@ class Host:
         stats = json.loads(out)[0]["stats64"]
         return Traffic(sent=stats["rx"]["bytes"], received=stats["tx"]["bytes"])
 
+    def shaped(self) -> dict[str, Traffic]:
+        """Bytes each capped class of this host passed so far (``uplink``, ``lan``): ``sent``
+        by the host (its ``eth0``), ``received`` (the switch-side end). Uncapped: absent."""
+        out: dict[str, Traffic] = {}
+        sides = [_class_bytes(["tc", "-n", self.ns, "-s", "class", "show", "dev", "eth0"]),
+                 _class_bytes(["tc", "-n", self.lab.switch_ns, "-s", "class", "show", "dev",
+                               self.switch_dev])]
+        for name, classid in (("uplink", UPLINK_CLASS), ("lan", LAN_CLASS)):
+            if classid in sides[0] or classid in sides[1]:
+                out[name] = Traffic(sent=sides[0].get(classid, 0), received=sides[1].get(classid, 0))
+        return out
+
     def cut(self) -> None:
         """Pull the cable: both directions dropped at the switch, no FIN or RST sent."""
         _cmd(["ip", "-n", self.lab.switch_ns, "link", "set", self.switch_dev, "down"])
@@ -363,7 +382,11 @@ class Host:
 
     def set_uplink(self, rate_mbit: float | None) -> None:
         """Change this host's internet link (None removes the cap); uncapped for a few ms meanwhile."""
-        self.lab._set_cap(self, rate_mbit)
+        self.lab._set_cap(self, rate_mbit, self.lan_rate_mbit)
+
+    def set_lan(self, rate_mbit: float | None) -> None:
+        """Change this host's LAN link (None removes the cap), both ways; the uplink cap stays."""
+        self.lab._set_cap(self, self.uplink_rate_mbit, rate_mbit)
 
 
 @dataclass
@@ -491,16 +514,19 @@ class Lab:
             raise ValueError("this lab has its origin already")
         return self._add_host(name, self.origin_ip, None)
 
-    def host(self, name: str, *, uplink_rate_mbit: float | None = None) -> Host:
-        """A new host on the LAN; its traffic with the origin is capped at ``uplink_rate_mbit``."""
+    def host(self, name: str, *, uplink_rate_mbit: float | None = None,
+             lan_rate_mbit: float | None = None) -> Host:
+        """A new host on the LAN; its traffic with the origin is capped at ``uplink_rate_mbit``,
+        the rest of its traffic (the LAN), each way, at ``lan_rate_mbit`` (None: no cap)."""
         last = self.subnet.num_addresses - 2
         if self._next_address > last:
             raise LabError(f"subnet {self.subnet} is full")
         ip = str(self.subnet.network_address + self._next_address)
         self._next_address += 1
-        return self._add_host(name, ip, uplink_rate_mbit)
+        return self._add_host(name, ip, uplink_rate_mbit, lan_rate_mbit)
 
-    def _add_host(self, name: str, ip: str, rate_mbit: float | None) -> Host:
+    def _add_host(self, name: str, ip: str, rate_mbit: float | None,
+                  lan_rate_mbit: float | None = None) -> Host:
         if self.closed:
             raise LabError("the lab is closed")
         if not _HOST_NAME_RE.match(name):
@@ -523,49 +549,90 @@ class Lab:
             f"addr add {ip}/{self.subnet.prefixlen} dev eth0",
             "link set eth0 up",
         ])
-        if rate_mbit is not None:
-            self._set_cap(host, rate_mbit)
+        if rate_mbit is not None or lan_rate_mbit is not None:
+            self._set_cap(host, rate_mbit, lan_rate_mbit)
         return host
 
-    def _set_cap(self, host: Host, rate_mbit: float | None) -> None:
-        """Cap ``host``'s traffic with the origin, both ways, at ``rate_mbit`` (None: no cap)."""
+    def _set_cap(self, host: Host, rate_mbit: float | None, lan_rate_mbit: float | None = None) -> None:
+        """Cap ``host``'s traffic with the origin, both ways, at ``rate_mbit``, and the rest of
+        its traffic at ``lan_rate_mbit`` (None: no cap)."""
         if host.ip == self.origin_ip:
             raise ValueError("the origin's own link is not capped: cap the hosts it serves")
-        if rate_mbit is not None and not rate_mbit > 0:
-            raise ValueError(f"uplink_rate_mbit must be > 0, not {rate_mbit}")
-        if host.uplink_rate_mbit is not None:  # HTB cannot be changed in place: start afresh
+        for what, rate in (("uplink_rate_mbit", rate_mbit), ("lan_rate_mbit", lan_rate_mbit)):
+            if rate is not None and not rate > 0:
+                raise ValueError(f"{what} must be > 0, not {rate}")
+        if host.uplink_rate_mbit is not None or host.lan_rate_mbit is not None:
+            # HTB cannot be changed in place: start afresh
             _cmd(["tc", "-n", self.switch_ns, "qdisc", "del", "dev", host.switch_dev, "root"], check=False)
             _cmd(["tc", "-n", host.ns, "qdisc", "del", "dev", "eth0", "root"], check=False)
-            host.uplink_rate_mbit = None
-        if rate_mbit is None:
+            host.uplink_rate_mbit = host.lan_rate_mbit = None
+        if rate_mbit is None and lan_rate_mbit is None:
             return
-        _batch("tc", self.switch_ns, _cap_commands(host.switch_dev, rate_mbit, f"src {self.origin_ip}/32"))
-        _batch("tc", host.ns, _cap_commands("eth0", rate_mbit, f"dst {self.origin_ip}/32"))
-        host.uplink_rate_mbit = rate_mbit
+        _batch("tc", self.switch_ns, _cap_commands(host.switch_dev, rate_mbit, f"src {self.origin_ip}/32",
+                                                   lan_rate_mbit))
+        _batch("tc", host.ns, _cap_commands("eth0", rate_mbit, f"dst {self.origin_ip}/32", lan_rate_mbit))
+        host.uplink_rate_mbit, host.lan_rate_mbit = rate_mbit, lan_rate_mbit
 
 
-def _cap_commands(dev: str, rate_mbit: float, match: str) -> list[str]:
-    """tc lines: packets matching ``ip <match>`` leave ``dev`` at ``rate_mbit``; the rest unshaped.
+#: The HTB class of a host's traffic with the origin, and of the rest (the LAN).
+UPLINK_CLASS, LAN_CLASS = "1:10", "1:20"
 
-    HTB without a default class sends unclassified packets (the LAN)
-    straight through. The capped class queues in a byte FIFO holding 100 ms
-    at the rate (at least 256 KiB), like a modest modem buffer: TCP fills
-    the link without seconds of queueing delay (bfifo is in every kernel
-    that has HTB; fq_codel or netem often are not). The burst is at least
-    one 64 KiB GSO packet, or 5 ms at the rate, so the cap holds without
-    starving a large segment.
-    """
+
+def _class_bytes(args: Sequence[str]) -> dict[str, int]:
+    """Bytes sent by each HTB class that ``tc -s class show`` lists (its text: this
+    iproute2 prints no JSON for classes)."""
+    out: dict[str, int] = {}
+    handle = None
+    for line in _cmd(args, check=False).stdout.splitlines():
+        m = re.match(r"class htb (\S+)", line)
+        if m:
+            handle = m.group(1)
+            continue
+        m = re.match(r"\s*Sent (\d+) bytes", line)
+        if m and handle:
+            out[handle] = int(m.group(1))
+            handle = None
+    return out
+
+
+def _class_commands(dev: str, classid: str, rate_mbit: float, queue_seconds: float) -> list[str]:
+    """tc lines of one HTB class at ``rate_mbit`` under root ``1:``, with a byte FIFO
+    holding ``queue_seconds`` at the rate (at least 256 KiB)."""
     kbit = max(1, round(rate_mbit * 1000))
     rate_bytes = rate_mbit * 1e6 / 8
     burst = max(64 * 1024 + 1600, int(rate_bytes * 0.005))
-    queue = max(256 * 1024, int(rate_bytes * 0.1))
+    queue = max(256 * 1024, int(rate_bytes * queue_seconds))
+    minor = classid.split(":")[1]
     return [
-        f"qdisc add dev {dev} root handle 1: htb",
-        f"class add dev {dev} parent 1: classid 1:10 htb rate {kbit}kbit ceil {kbit}kbit "
+        f"class add dev {dev} parent 1: classid {classid} htb rate {kbit}kbit ceil {kbit}kbit "
         f"burst {burst} cburst {burst} quantum 65536",
-        f"qdisc add dev {dev} parent 1:10 handle 10: bfifo limit {queue}",
-        f"filter add dev {dev} parent 1: protocol ip prio 1 u32 match ip {match} flowid 1:10",
+        f"qdisc add dev {dev} parent {classid} handle {minor}: bfifo limit {queue}",
     ]
+
+
+def _cap_commands(dev: str, rate_mbit: float | None, match: str,
+                  lan_rate_mbit: float | None = None) -> list[str]:
+    """tc lines: packets matching ``ip <match>`` leave ``dev`` at ``rate_mbit``; the rest at
+    ``lan_rate_mbit`` (either None: unshaped).
+
+    HTB without a default class sends unclassified packets (the LAN)
+    straight through; with a LAN cap its class is the default. The uplink
+    class queues in a byte FIFO holding 100 ms at the rate (at least 256 KiB),
+    like a modest modem buffer: TCP fills the link without seconds of
+    queueing delay (bfifo is in every kernel that has HTB; fq_codel or netem
+    often are not); the LAN class holds 20 ms, as a switch port buffers
+    less. The burst is at least one 64 KiB GSO packet, or 5 ms at the rate,
+    so the cap holds without starving a large segment.
+    """
+    lines = [f"qdisc add dev {dev} root handle 1: htb"
+             + (f" default {LAN_CLASS.split(':')[1]}" if lan_rate_mbit is not None else "")]
+    if rate_mbit is not None:
+        lines += _class_commands(dev, UPLINK_CLASS, rate_mbit, 0.1)
+        lines.append(f"filter add dev {dev} parent 1: protocol ip prio 1 u32 match ip {match} "
+                     f"flowid {UPLINK_CLASS}")
+    if lan_rate_mbit is not None:
+        lines += _class_commands(dev, LAN_CLASS, lan_rate_mbit, 0.02)
+    return lines
 
 
 _unavailable_reason: str | None = None

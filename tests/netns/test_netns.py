@@ -116,6 +116,43 @@ def test_caps_hold_per_host_and_the_lan_stays_fast(lab, cluster, tmp_path):
     assert got / seconds > 5 * RATE
 
 
+def _send_between(sender: netlab.Host, receiver: netlab.Host, nbytes: int) -> None:
+    """``nbytes`` from ``sender`` to ``receiver`` over one TCP connection, in this process."""
+    with receiver.socket() as listener:
+        listener.bind((receiver.ip, 0))
+        listener.listen()
+        with sender.connect(listener.getsockname(), timeout=10) as client:
+            server, _ = listener.accept()
+            with server, concurrent.futures.ThreadPoolExecutor(1) as pool:
+                server.settimeout(20)
+                client.settimeout(20)
+                sent = pool.submit(lambda: (client.sendall(bytes(nbytes)), client.shutdown(socket.SHUT_WR)))
+                got = 0
+                while chunk := server.recv(1 << 20):
+                    got += len(chunk)
+                sent.result(20)
+                assert got == nbytes
+
+
+def test_a_lan_cap_shapes_the_lan_both_ways_and_leaves_the_uplink_class_to_the_origin(lab):
+    """What a host sends to and gets from other hosts passes its LAN class; its traffic
+    with the origin passes the uplink class only."""
+    origin = lab.origin()
+    a = lab.host("a", uplink_rate_mbit=RATE_MBIT, lan_rate_mbit=1000)
+    b = lab.host("b")
+    _send_between(a, b, 2 * MiB)
+    _send_between(b, a, 3 * MiB)
+    shaped = a.shaped()
+    assert 2 * MiB <= shaped["lan"].sent < 2.2 * MiB, shaped  # headers: a few % more
+    assert 3 * MiB <= shaped["lan"].received < 3.3 * MiB, shaped
+    assert shaped["uplink"].sent < 64 * 1024 and shaped["uplink"].received < 64 * 1024, shaped
+    _send_between(origin, a, MiB)
+    after = a.shaped()
+    assert after["uplink"].received >= MiB and after["lan"].received - shaped["lan"].received < 64 * 1024
+    a.set_uplink(None)  # the LAN cap stays when the uplink changes
+    assert set(a.shaped()) == {"lan"} and a.lan_rate_mbit == 1000 and b.shaped() == {}
+
+
 def test_a_cut_cable_is_silent_and_restore_resumes(lab):
     """No FIN, no RST while cut: the peer just hears nothing; afterwards the connection carries on."""
     server_host, client_host = lab.origin(), lab.host("a", uplink_rate_mbit=RATE_MBIT)
