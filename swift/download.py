@@ -663,7 +663,8 @@ class Download:
                       mirrors=[{**m, "url": http.redact_url(m["url"], strict=False)}
                                for m in (self._mirrors.book.summary() if self._mirrors else [])],
                       bad_pieces=board.pieces.bad if board.pieces else 0,
-                      spot_checks=pool.spot_checks if pool is not None else 0)
+                      spot_checks=pool.spot_checks if pool is not None else 0,
+                      first_lan_byte_s=pool.first_write_after(self.started) if pool is not None else None)
 
     def _mirrors_left_out(self) -> dict[str, str]:
         if self._mirrors is None:

@@ -73,7 +73,8 @@ class LanPool:
                  label: str, size: int, probe: http.ProbeResult, remote: http.RemoteFile,
                  opts: Options, notice: Callable[[str], None],
                  spawn: Callable[[str, Callable[[], None]], None] | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.board = board
         self.copies: dict[str, LanHolding] = {}
         self.origin_sources = origin_sources
@@ -92,6 +93,9 @@ class LanPool:
         self._growth: dict[str, tuple[int, float]] = {}  # source -> (bytes held, since when)
         self._started: set[str] = set()
         self.spot_checks = 0
+        self._clock = clock
+        #: ``clock()`` when the first checked piece from a LAN copy was written (None: none yet)
+        self.first_write: float | None = None
         rng = rng or random.SystemRandom()
         # which pieces are spot-checked: a secret draw of about SPOT_FRACTION of the file's
         # pieces, so no member can tell; at least one LAN piece is made sure of at the end
@@ -309,7 +313,16 @@ class LanPool:
         with self._lock:
             if source in self._banned:  # left out meanwhile: the caller discards the assignment
                 return None
+            if ok and self.first_write is None:
+                self.first_write = self._clock()
         return ok
+
+    def first_write_after(self, started: float) -> float | None:
+        """Seconds from ``started`` (the download's start, on ``clock``) to the first checked
+        LAN write, in milliseconds' precision; None when no LAN copy wrote anything."""
+        with self._lock:
+            first = self.first_write
+        return None if first is None else round(first - started, 3)
 
 
 class LanCopyWorker(Source):

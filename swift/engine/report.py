@@ -80,6 +80,9 @@ class Report:
 
     #: pieces from LAN copies that this machine also fetched from the origin to compare
     spot_checks: int = 0
+    #: seconds from the download's start (before its probe) to the first byte a LAN copy
+    #: wrote, that is its first whole piece checked against its SHA-256; None: no LAN byte
+    first_lan_byte_s: float | None = None
 
     #: ``bytes_by_source`` keys of LAN copies start with this (``engine.sharing.LAN_PREFIX``)
     LAN_PREFIX = "copy@"

@@ -130,6 +130,7 @@ def test_a_second_members_download_of_a_finished_file_comes_from_the_lan(two_mac
     paid = origin_bytes(origin, "/disk.iso")
     assert paid <= 0.02 * SIZE, (paid, out)
     assert sum(report["lan_bytes"].values()) >= 0.98 * SIZE, report
+    assert 0 < report["first_lan_byte_s"] < report["seconds"], report
     assert "from LAN copies" in out and "alpha" in out, out
 
 

@@ -27,13 +27,13 @@ class Part:
         self.data[offset:offset + len(block)] = block
 
 
-def pool_with(copies, *, fraction=None):
+def pool_with(copies, *, fraction=None, clock=lambda: 0.0):
     board = Board(Scheduler(SIZE, piece_size=MiB, min_split=MiB), Part(), clock=lambda: 0.0)
     probe = ProbeResult(url="http://h/f", final_url="http://h/f", size=SIZE, ranges=True,
                         validator=Validator('"e"', None))
     pool = LanPool(board, copies, [LOCAL, "10.0.0.9:6000"], label="a" * 64, size=SIZE,
                    probe=probe, remote=None, opts=Options(spot_fraction=fraction),
-                   notice=lambda text: None, rng=random.Random(7))
+                   notice=lambda text: None, rng=random.Random(7), clock=clock)
     pool.share_out()
     return board, pool
 
@@ -81,3 +81,26 @@ def test_about_one_percent_of_the_pieces_are_drawn_for_spot_checks_and_none_with
     _, every = pool_with([copy_of([(0, SIZE)])], fraction=1.0)
     assert all(every.needs_spot_check(i) for i in range(8))
 
+
+
+def test_the_first_lan_byte_is_timed_at_the_first_checked_write_and_never_moved_later():
+    now = [10.0]
+    board, pool = pool_with([copy_of([(0, SIZE)])], clock=lambda: now[0])
+    assert pool.first_write_after(9.0) is None  # nothing written yet
+    first = board.next_piece("copy@10.0.0.2:6000")
+    second = board.next_piece("copy@10.0.0.2:6000")
+    now[0] = 10.25
+    assert pool.write("copy@10.0.0.2:6000", first.assignment_id, memoryview(bytes(MiB)), first.start)
+    now[0] = 11.0
+    assert pool.write("copy@10.0.0.2:6000", second.assignment_id, memoryview(bytes(MiB)), second.start)
+    assert pool.first_write_after(9.0) == 1.25
+
+
+def test_a_report_carries_the_first_lan_byte_time_and_none_without_lan_bytes():
+    from swift.engine.report import Report
+    report = Report(url="http://h/f", path="f", size=SIZE, seconds=2.0, mode="parallel",
+                    bytes_by_source={"copy@10.0.0.2:6000": SIZE}, first_lan_byte_s=0.125)
+    assert report.as_dict()["first_lan_byte_s"] == 0.125
+    plain = Report(url="http://h/f", path="f", size=SIZE, seconds=2.0, mode="parallel",
+                   bytes_by_source={"local": SIZE})
+    assert plain.as_dict()["first_lan_byte_s"] is None
