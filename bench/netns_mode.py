@@ -24,8 +24,9 @@ MiB = 1 << 20
 RATE_MBIT = 40
 RATE = RATE_MBIT * 1e6 / 8
 
-#: nginx as a neutral origin: static files, sendfile, no logs; ``{listens}`` is one
-#: ``listen ADDRESS:PORT;`` line per address (every bench that starts nginx uses this text).
+#: nginx as a neutral origin: static files, sendfile, no logs unless asked; ``{listens}`` is
+#: one ``listen ADDRESS:PORT;`` line per address, ``{access_log}`` an ``access_log`` line
+#: (every bench that starts nginx uses this text).
 NGINX_CONF = """daemon off;
 user root;
 worker_processes {workers};
@@ -33,7 +34,8 @@ pid {prefix}/nginx.pid;
 error_log stderr warn;
 events {{ worker_connections 256; }}
 http {{
-    access_log off;
+    log_format body_bytes '$request_uri $status $body_bytes_sent';
+    {access_log}
     sendfile on;
     client_body_temp_path {prefix}/body;
     proxy_temp_path {prefix}/proxy;
@@ -49,10 +51,30 @@ http {{
 """
 
 
-def nginx_conf(prefix, root, listens: list[str], workers: int = 1) -> str:
-    """nginx's configuration text serving ``root`` on every ``HOST:PORT`` of ``listens``."""
+def nginx_conf(prefix, root, listens: list[str], workers: int = 1, access_log=None) -> str:
+    """nginx's configuration text serving ``root`` on every ``HOST:PORT`` of ``listens``.
+
+    With ``access_log`` (a path) nginx writes one line per request there:
+    ``URI STATUS BODY_BYTES_SENT`` (:func:`body_bytes_by_uri` sums them), so a
+    bench counts what the origin really sent, aborted responses included.
+    """
     lines = "\n".join(f"        listen {where};" for where in listens)
-    return NGINX_CONF.format(prefix=prefix, root=root, listens=lines, workers=workers)
+    log = f"access_log {access_log} body_bytes;" if access_log else "access_log off;"
+    return NGINX_CONF.format(prefix=prefix, root=root, listens=lines, workers=workers, access_log=log)
+
+
+def body_bytes_by_uri(access_log) -> dict[str, int]:
+    """Body bytes nginx sent per URI, from an ``access_log`` written by :func:`nginx_conf`."""
+    out: dict[str, int] = {}
+    try:
+        text = Path(access_log).read_text()
+    except FileNotFoundError:
+        return out
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2].isdigit():
+            out[parts[0]] = out.get(parts[0], 0) + int(parts[2])
+    return out
 
 
 def ensure_nginx() -> str:

@@ -433,27 +433,34 @@ class Sampler:
 class Bench:
     """The lab (origin with nginx, discovery, requester m0, helpers m1.., curl, aria, fast hosts)."""
 
-    def __init__(self, work: Path, hosts: int):
+    def __init__(self, work: Path, hosts: int, *, secret_file: Path | None = None,
+                 lan_rate_mbit: float | None = None, access_log: Path | None = None):
+        """``hosts`` machines m0.. capped at CAP_MBIT towards the origin; with ``lan_rate_mbit``
+        their LAN links too (both ways); with ``secret_file`` discovery and every node the
+        cluster starts are members of a private pool; with ``access_log`` nginx logs what it
+        sent (``bench.netns_mode.body_bytes_by_uri``)."""
         from bench.netns_mode import ensure_nginx, nginx_conf
 
         self.work = work
+        self.access_log = access_log
         #: seconds `python3 -c "import requests"` takes here (row 5 measures it)
         self.requests_floor: float | None = None
         self.www = work / "www"
         self.www.mkdir(parents=True)
         self.net = netlab.Lab()
-        self.cluster = Cluster(work)
+        self.cluster = Cluster(work, secret_file=secret_file)
         self.timed: list[Timed] = []
         try:
             origin = self.net.origin()
             self.origin_ip = origin.ip
             self.disc_host = self.net.host("disc")
-            self.machines = [self.net.host(f"m{i}", uplink_rate_mbit=CAP_MBIT) for i in range(hosts)]
+            self.machines = [self.net.host(f"m{i}", uplink_rate_mbit=CAP_MBIT, lan_rate_mbit=lan_rate_mbit)
+                             for i in range(hosts)]
             self.curl_host = self.net.host("curl", uplink_rate_mbit=CAP_MBIT)
             self.aria_host = self.net.host("aria", uplink_rate_mbit=CAP_MBIT)
             self.fast_host = self.net.host("fast")  # uncapped: the start-up row
             conf = work / "nginx.conf"
-            conf.write_text(nginx_conf(work, self.www, [f"{origin.ip}:8080"]))
+            conf.write_text(nginx_conf(work, self.www, [f"{origin.ip}:8080"], access_log=access_log))
             nginx = self.cluster.start([ensure_nginx(), "-c", str(conf), "-p", str(work)],
                                        name="nginx", prefix=origin.prefix)
 
@@ -493,7 +500,8 @@ class Bench:
                 host.set_uplink(rate_mbit)
 
     def peers(self) -> int:
-        out = self.disc_host.call([*program("node"), "--discovery", self.dsc, "peers"], timeout=30,
+        secret = ["--secret-file", str(self.cluster.secret_file)] if self.cluster.secret_file else []
+        out = self.disc_host.call([*program("node"), *secret, "--discovery", self.dsc, "peers"], timeout=30,
                                   env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
         return len(re.findall(r"\bh\d+\b", out))
 
