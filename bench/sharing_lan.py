@@ -56,6 +56,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -225,7 +226,42 @@ def machine_busy(before: tuple[int, int]) -> float:
 
 
 # -- rows ------------------------------------------------------------------------------------------
-def row_second_requester(b: Bench, members: Members, size: int) -> list[Row]:
+class Profile:
+    """``py-spy record`` of a running process into ``out`` (collapsed stacks, one line each);
+    ``stop()`` makes it write (it also ends when the process does)."""
+
+    def __init__(self, pid: int, out: Path):
+        self.proc = Timed(["py-spy", "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
+                           "--output", str(out), "--nonblocking"]) if shutil.which("py-spy") else None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.running:
+                os.kill(self.proc.pid, signal.SIGINT)
+                self.proc._done.wait(20)
+            self.proc.close()
+
+
+def top_functions(collapsed: Path, count: int = 12) -> list[tuple[str, float]]:
+    """The functions most samples of a py-spy ``raw`` file are in (self time), as shares."""
+    totals: dict[str, int] = {}
+    all_samples = 0
+    try:
+        text = collapsed.read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        leaf = stack.split(";")[-1]
+        totals[leaf] = totals.get(leaf, 0) + int(n)
+        all_samples += int(n)
+    top = sorted(totals.items(), key=lambda kv: -kv[1])[:count]
+    return [(name, round(n / max(all_samples, 1), 3)) for name, n in top]
+
+
+def row_second_requester(b: Bench, members: Members, size: int, profile: Path | None = None) -> list[Row]:
     digest = make_file(b.www / "second.bin", size, seed=11)
     a, a_node = b.machines[1], members.nodes[1]
     a.set_uplink(None)  # A's own fetch is not measured: uncapped, it takes seconds, not minutes
@@ -239,12 +275,19 @@ def row_second_requester(b: Bench, members: Members, size: int) -> list[Row]:
     a_cpu0, a_wire0 = proc_cpu(a_node.pid), a.shaped()["lan"].sent
     started = time.monotonic()
     watch = TxWatch(a_node.pid, started)
+    profiles = [Profile(a_node.pid, profile / "serving-node.txt")] if profile else []
     proc, target, report = members.get(0, "second.bin")
     spawn_lag = proc.started - started
+    if profile:
+        profiles.append(Profile(proc.pid, profile / "requester-get.txt"))
     try:
         data = finish(proc, target, report, digest, 600)
     finally:
         points = watch.stop()
+        for prof in profiles:
+            prof.stop()
+    for name in ("serving-node", "requester-get") if profile else ():
+        say(f"    py-spy, {name} (self time): {top_functions(profile / f'{name}.txt')}")
     a_cpu = proc_cpu(a_node.pid) - a_cpu0
     a_wire = a.shaped()["lan"].sent - a_wire0
     load = f"{load0} -> {loadavg()}"
@@ -456,6 +499,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each mode in row 3 (default 3)")
     parser.add_argument("--retries", type=int, default=1, help="runs again of a row started under heavy load")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="py-spy record the serving node and the requester of row 1 into DIR")
     parser.add_argument("--plot-only", action="store_true",
                         help="only draw OUT/sharing_lan.png from OUT/sharing_lan.json (no root needed)")
     args = parser.parse_args()
@@ -486,7 +531,8 @@ def main() -> int:
             say(f"row {row} (load {loadavg()}):")
             try:
                 if row == "1":
-                    rows += run_row(row_second_requester, bench, members, big, retries=args.retries)
+                    rows += run_row(row_second_requester, bench, members, big, args.profile,
+                                    retries=args.retries)
                 elif row == "2":
                     rows += run_row(row_simultaneous, bench, members, medium, retries=args.retries)
                 elif row == "3":

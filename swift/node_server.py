@@ -171,12 +171,17 @@ class JobService:
         finally:
             if session is not None:
                 session.close()
-            # A failed range request leaves its response, and so its origin socket, in a
-            # reference cycle (exception, traceback, frame); an idle helper allocates too
-            # little for the collector to run, so without this each such socket stayed
-            # open until some later job (measured: the soak's helpers went from 4 to 9
-            # fds). Once per requester connection, not per block.
-            gc.collect()
+                # A failed range request leaves its response, and so its origin socket, in
+                # a reference cycle (exception, traceback, frame); an idle helper allocates
+                # too little for the collector to run, so without this each such socket
+                # stayed open until some later job (measured: the soak's helpers went from
+                # 4 to 9 fds). Once per requester connection that fetched from the origin,
+                # not per block; never for queries and copies, which open no origin socket:
+                # every requester of a shared file asks each member four times a second on
+                # a new connection, and a full collection holds the GIL while the member
+                # serves copies (measured, bench/sharing_lan.py: 68 % of a serving node's
+                # busy samples were in it).
+                gc.collect()
 
     # -- one job ----------------------------------------------------------------------
     def _pong(self) -> protocol.Pong:
