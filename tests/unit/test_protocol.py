@@ -287,6 +287,13 @@ def test_nonces_are_what_the_protocol_accepts():
     assert decode_message(encode_message(protocol.Auth(proof))[6:]).proof == proof
 
 
+@pytest.mark.parametrize("bad", ["A" * 64, "g" * 64, "\u0661" * 64, "a" * 63 + "\n", "a" * 63 + " "])
+def test_a_hex_field_takes_only_lowercase_ascii_hex_digits(bad):
+    assert protocol.HEX("label", "0123456789abcdef" * 4) == "0123456789abcdef" * 4
+    with pytest.raises(ProtocolError, match="lowercase hex|characters long"):
+        protocol.HEX("label", bad)
+
+
 # -- limits at least HTTP's; who broke the rules ------------------------------------------------
 def test_the_worst_fetch_with_a_64_KiB_url_and_64_KiB_of_headers_fits_one_control_frame():
     # each character at its most expensive: 4 bytes of UTF-8 in the URL, an escaped quote or a
