@@ -325,6 +325,37 @@ class LanPool:
         return None if first is None else round(first - started, 3)
 
 
+class PieceAssembler:
+    """Whole pieces out of a copy job's data frames, in order: ``feed(payload)`` returns the
+    pieces it completed as (file offset, bytes). Each piece is joined once from views of the
+    frames' own buffers: one copy per byte (appending to a bytearray, then slicing it out
+    and deleting the slice, made three)."""
+
+    def __init__(self, start: int, piece_size: int, size: int) -> None:
+        self.at = start  # the file offset of the piece being gathered
+        self.piece_size = piece_size
+        self.size = size
+        self._parts: list[memoryview] = []
+        self._held = 0
+
+    def feed(self, payload: bytes | bytearray | memoryview) -> list[tuple[int, bytes]]:
+        view = memoryview(payload).cast("B")
+        out: list[tuple[int, bytes]] = []
+        while len(view):
+            whole = min(self.size, self.at + self.piece_size) - self.at
+            if whole <= 0:  # past the end of the file: the job's checks refuse such bytes
+                break
+            take = view[:whole - self._held]
+            self._parts.append(take)
+            self._held += len(take)
+            view = view[len(take):]
+            if self._held == whole:
+                out.append((self.at, b"".join(self._parts)))
+                self.at += whole
+                self._parts, self._held = [], 0
+        return out
+
+
 class LanCopyWorker(Source):
     """The LAN copy kind of :class:`~swift.engine.sources.Source`: one connection to a
     member holding a copy, ``run()`` until no work is left. It holds what the member
@@ -431,8 +462,7 @@ class LanCopyWorker(Source):
             except (OSError, wire.ConnectionClosed, TimeoutError) as exc:
                 self.board.failed(aid, self.source, f"connection lost: {exc}")
                 return False
-        buffer = bytearray()
-        at = first  # the file offset of buffer[0]
+        pieces = PieceAssembler(first, psize, size)
         position = piece.start  # the next byte the assignment writes
         while True:
             try:
@@ -448,19 +478,11 @@ class LanCopyWorker(Source):
                 with self._lock:
                     event = job.receive(frame)
             if isinstance(event, Data):
-                buffer += event.payload
-                while True:
-                    p_end = min(size, at + psize)
-                    if len(buffer) < p_end - at:
-                        break
-                    verdict = self._piece(aid, at, bytes(buffer[:p_end - at]), position)
+                for at, whole in pieces.feed(event.payload):
+                    verdict = self._piece(aid, at, whole, position)
                     if verdict is None:
                         return False
                     position = verdict
-                    del buffer[:p_end - at]
-                    at = p_end
-                    if position >= self.board.end_of(aid):
-                        break
                 continue
             if isinstance(event, KeptAlive):
                 self.board.heard(aid)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from swift.engine.board import Board
-from swift.engine.lan_copy import LanPool
+from swift.engine.lan_copy import LanPool, PieceAssembler
 from swift.engine.options import LOCAL, Options
 from swift.engine.sharing import LanHolding
 from swift.http import ProbeResult, Validator
@@ -104,3 +104,16 @@ def test_a_report_carries_the_first_lan_byte_time_and_none_without_lan_bytes():
     plain = Report(url="http://h/f", path="f", size=SIZE, seconds=2.0, mode="parallel",
                    bytes_by_source={"local": SIZE})
     assert plain.as_dict()["first_lan_byte_s"] is None
+
+
+def test_pieces_come_out_whole_and_in_order_however_the_frames_cut_them():
+    size, piece = 10_000, 4096  # the last piece is short
+    data = random.Random(3).randbytes(size - 4096)
+    assembler = PieceAssembler(4096, piece, size)  # the job starts at the second piece
+    cuts = [0, 1000, 1000, 5000, 5904]  # frames of 1000, 0, 4000 and 904 bytes
+    out = []
+    for a, b in zip(cuts, cuts[1:]):
+        out += assembler.feed(bytearray(data[a:b]))
+    assert [(at, len(whole)) for at, whole in out] == [(4096, 4096), (8192, size - 8192)]
+    assert b"".join(whole for _, whole in out) == data
+    assert assembler.feed(b"beyond the end") == []  # never a piece past the file
