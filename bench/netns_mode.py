@@ -63,11 +63,16 @@ def nginx_conf(prefix, root, listens: list[str], workers: int = 1, access_log=No
     return NGINX_CONF.format(prefix=prefix, root=root, listens=lines, workers=workers, access_log=log)
 
 
-def body_bytes_by_uri(access_log) -> dict[str, int]:
-    """Body bytes nginx sent per URI, from an ``access_log`` written by :func:`nginx_conf`."""
+def body_bytes_by_uri(access_log, after: int = 0) -> dict[str, int]:
+    """Body bytes nginx sent per URI, from an ``access_log`` written by :func:`nginx_conf`
+    (from its byte ``after`` on: what was logged since the log had that size). nginx counts
+    what it handed to the kernel: a response the client aborted counts what sat in the
+    socket buffers too."""
     out: dict[str, int] = {}
     try:
-        text = Path(access_log).read_text()
+        with open(access_log, "rb") as f:
+            f.seek(after)
+            text = f.read().decode(errors="replace")
     except FileNotFoundError:
         return out
     for line in text.splitlines():

@@ -146,11 +146,16 @@ def cpu_times() -> tuple[float, float]:
 
 def proc_cpu(pid: int) -> float:
     """utime + stime of ``pid`` in seconds (0.0 once it is gone)."""
+    return sum(proc_cpu_split(pid))
+
+
+def proc_cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of ``pid`` in seconds: in the program, in the kernel ((0, 0) once gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
     except (OSError, IndexError, ValueError):
-        return 0.0
+        return 0.0, 0.0
 
 
 def sha256(path: Path) -> str:
@@ -184,6 +189,7 @@ class Timed:
         self.ended: float | None = None
         self.status: int | None = None
         self.cpu: float | None = None
+        self.cpu_user: float | None = None  # of ``cpu``: in the program (the rest: in the kernel)
         self._done = threading.Event()
         self._waiter = threading.Thread(target=self._wait, name=f"wait-{self.pid}", daemon=True)
         self._waiter.start()
@@ -193,6 +199,7 @@ class Timed:
         self.ended = time.monotonic()
         self.status = os.waitstatus_to_exitcode(status)
         self.cpu = usage.ru_utime + usage.ru_stime
+        self.cpu_user = usage.ru_utime
         self.popen.returncode = self.status
         self._done.set()
 

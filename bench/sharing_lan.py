@@ -70,7 +70,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.netns_mode import body_bytes_by_uri  # noqa: E402
 from bench.netns_perf import (CAP_MBIT, GiB, MiB, RESULTS, Bench, Timed, cpu_times, git_head,  # noqa: E402
-                              loadavg, proc_cpu, say, sha256, tx_bytes)
+                              loadavg, proc_cpu, proc_cpu_split, say, sha256, tx_bytes)
 from swiftlab import netlab  # noqa: E402
 from swiftlab.cluster import program, wait_until  # noqa: E402
 from swiftlab.origin import make_file  # noqa: E402
@@ -152,13 +152,16 @@ def heavy(load: str, limit: float = HEAVY_LOAD) -> bool:
 # -- measuring -----------------------------------------------------------------------------------
 class TxWatch:
     """Bytes sent on ``eth0`` of the namespace ``pid`` lives in, every WATCH_INTERVAL, on a
-    thread of its own: ``points`` are (seconds since ``since``, bytes since the start)."""
+    thread of its own: ``points`` are (seconds since ``since``, bytes since the start);
+    ``cpu_at_first``: the CPU seconds of process ``cpu_of`` when FIRST_BYTES had gone out."""
 
     def __init__(self, pid: int, since: float):
         self.pid = pid
         self.since = since
         self.start = tx_bytes(pid) or 0
         self.points: list[tuple[float, int]] = []
+        self.cpu_of: int | None = None
+        self.cpu_at_first: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="txwatch", daemon=True)
         self._thread.start()
@@ -168,6 +171,8 @@ class TxWatch:
             sent = tx_bytes(self.pid)
             if sent is not None:
                 self.points.append((time.monotonic() - self.since, sent - self.start))
+                if self.cpu_at_first is None and self.cpu_of and sent - self.start >= FIRST_BYTES:
+                    self.cpu_at_first = round(proc_cpu(self.cpu_of), 2)
             self._stop.wait(WATCH_INTERVAL)
 
     def stop(self) -> list[tuple[float, int]]:
@@ -216,8 +221,13 @@ def finish(proc: Timed, target: Path, report: Path, digest: str, timeout: float)
     got = sha256(target)
     if got != digest:
         raise RuntimeError(f"WRONG FILE from swift: {target.name} has sha256 {got}, expected {digest}")
-    data["wall"], data["cpu"] = wall, proc.cpu
+    data["wall"], data["cpu"], data["cpu_user"] = wall, proc.cpu, proc.cpu_user
     return data
+
+
+def uplink_received(b: Bench) -> int:
+    """Wire bytes the machines received from the origin so far (their uplink classes)."""
+    return sum(m.shaped()["uplink"].received for m in b.machines)
 
 
 def machine_busy(before: tuple[int, int]) -> float:
@@ -272,12 +282,14 @@ def row_second_requester(b: Bench, members: Members, size: int, profile: Path | 
         a.set_uplink(UPLINK_MBIT)
     say(f"  A fetched it in {first['wall']:.1f} s; B starts (load {loadavg()})")
     load0, busy0 = loadavg(), cpu_times()
-    a_cpu0, a_wire0 = proc_cpu(a_node.pid), a.shaped()["lan"].sent
+    a_cpu0, a_wire0 = proc_cpu_split(a_node.pid), a.shaped()["lan"].sent
+    log_at = b.access_log.stat().st_size
     started = time.monotonic()
     watch = TxWatch(a_node.pid, started)
     profiles = [Profile(a_node.pid, profile / "serving-node.txt")] if profile else []
     proc, target, report = members.get(0, "second.bin")
     spawn_lag = proc.started - started
+    watch.cpu_of = proc.pid
     if profile:
         profiles.append(Profile(proc.pid, profile / "requester-get.txt"))
     try:
@@ -288,7 +300,8 @@ def row_second_requester(b: Bench, members: Members, size: int, profile: Path | 
             prof.stop()
     for name in ("serving-node", "requester-get") if profile else ():
         say(f"    py-spy, {name} (self time): {top_functions(profile / f'{name}.txt')}")
-    a_cpu = proc_cpu(a_node.pid) - a_cpu0
+    a_user, a_sys = (after - before for after, before in zip(proc_cpu_split(a_node.pid), a_cpu0))
+    a_cpu = a_user + a_sys
     a_wire = a.shaped()["lan"].sent - a_wire0
     load = f"{load0} -> {loadavg()}"
     lan = sum(data["lan_bytes"].values())
@@ -299,11 +312,11 @@ def row_second_requester(b: Bench, members: Members, size: int, profile: Path | 
     if span is None:
         raise RuntimeError("A's wire counter never showed the copy")
     rate = line_share(lan * span[2], span[1] - span[0], LAN_MBIT)  # the payload that moved meanwhile
-    origin = body_bytes_by_uri(b.access_log).get("/second.bin", 0)
+    origin = body_bytes_by_uri(b.access_log, log_at).get("/second.bin", 0)
     inside_rate = line_share(lan, data["seconds"] - data["first_lan_byte_s"], LAN_MBIT)
     notes = {"size_MiB": size // MiB, "lan_MiB": round(lan / MiB, 1),
              "internet_MiB": round(data["internet_bytes"] / MiB, 2), "spot_checks": data["spot_checks"],
-             "origin_MiB_for_B(nginx; A's fetch excluded)": round((origin - size) / MiB, 2),
+             "origin_MiB_for_B(nginx)": round(origin / MiB, 2),
              "lan_seconds(A's wire, first to last)": round(span[1] - span[0], 3),
              "lan_share_report(first LAN byte to the end of the download)": round(inside_rate, 3),
              "wire_bytes_per_payload_byte(A's LAN class)": round(a_wire / lan, 4),
@@ -320,9 +333,14 @@ def row_second_requester(b: Bench, members: Members, size: int, profile: Path | 
             {"spawn_to_first_512KiB_on_A's_wire_s": round(spawn_to_first, 3),
              "spawn_to_exit_s": round(data["wall"], 2)}),
         Row("4", "CPU per GiB, serving member A's node", "CPU s / GiB served",
-            round(a_cpu / gib, 2), 0, False, load, {"cpu_s": round(a_cpu, 2)}),
+            round(a_cpu / gib, 2), 0, False, load,
+            {"cpu_s": round(a_cpu, 2), "in_the_kernel_s": round(a_sys, 2)}),
         Row("4", "CPU per GiB, requester B's get", "CPU s / GiB fetched",
-            round(data["cpu"] / gib, 2), 0, False, load, {"cpu_s": round(data["cpu"], 2)}),
+            round(data["cpu"] / gib, 2), 0, False, load,
+            {"cpu_s": round(data["cpu"], 2), "in_the_kernel_s": round(data["cpu"] - data["cpu_user"], 2),
+             "before_the_first_LAN_data_s": watch.cpu_at_first,
+             "per_GiB_after_the_first_LAN_data": None if watch.cpu_at_first is None else
+             round((data["cpu"] - watch.cpu_at_first) / gib, 2)}),
     ]
     (b.www / "second.bin").unlink()
     for r in rows:
@@ -339,9 +357,11 @@ def row_simultaneous(b: Bench, members: Members, size: int) -> list[Row]:
     load0, busy0 = loadavg(), cpu_times()
     single = finish(*members.get(0, "four-single.bin"), digest, 600)
     say(f"  single pooled requester: {single['wall']:.2f} s (inside {single['seconds']:.2f} s)")
+    uplinks0 = uplink_received(b)
     runs = [members.get(i, "four-all.bin") for i in range(len(members.nodes))]
     spread = max(p.started for p, _, _ in runs) - min(p.started for p, _, _ in runs)
     results = [finish(*run, digest, 600) for run in runs]
+    crossed = (uplink_received(b) - uplinks0) * TCP_PAYLOAD_SHARE
     load = f"{load0} -> {loadavg()}"
     sent = body_bytes_by_uri(b.access_log).get("/four-all.bin", 0)
     copies = sent / size
@@ -354,6 +374,7 @@ def row_simultaneous(b: Bench, members: Members, size: int) -> list[Row]:
              "lan_MiB_each": [round(sum(r["lan_bytes"].values()) / MiB, 1) for r in results],
              "internet_MiB_each(report)": [round(r["internet_bytes"] / MiB, 1) for r in results],
              "starts_spread_s": round(spread, 3),
+             "copies_that_crossed_the_uplinks(their wire bytes x 1448/1514)": round(crossed / size, 3),
              "single_origin_copies": round(body_bytes_by_uri(b.access_log).get("/four-single.bin", 0) / size, 3),
              "machine_busy": machine_busy(busy0)}
     for name in ("four.bin", "four-single.bin", "four-all.bin"):
