@@ -25,6 +25,9 @@ Rows (each measured in one run, its ratios printed):
    ``first_lan_byte_s``, goal <= 0.2 s), and apart from it the time from
    B's spawn (interpreter and imports included) to the first 512 KiB on
    A's wire; the CPU seconds per GiB of A's node and of B's ``get``.
+   Row 1p is the same without a secret (plain TCP, a lab of its own): what
+   TLS costs. Row 4 is the CPU seconds of rows 1 and 1p (from wait4 for B,
+   /proc for A's node; in the program and in the kernel).
 2. **Four simultaneous requesters** of one file (256 MiB; quick 64): each
    machine starts ``get`` of the same URL at the same moment, the other
    three its pool. Measured: what nginx sent for that URL (its access log)
@@ -184,7 +187,7 @@ class TxWatch:
 class Members:
     """A node on each machine, each with its own state directory (the offered files)."""
 
-    def __init__(self, bench: Bench, secret: Path):
+    def __init__(self, bench: Bench, secret: Path | None):
         self.bench = bench
         self.secret = secret
         self.states = []
@@ -207,7 +210,8 @@ class Members:
         out.mkdir(exist_ok=True)
         target, report = out / name, out / f"{name}.json"
         m = self.bench.machines[i]
-        proc = Timed([*program("node"), "-q", "--secret-file", str(self.secret), "--discovery", self.bench.dsc,
+        secret = ["--secret-file", str(self.secret)] if self.secret else []
+        proc = Timed([*program("node"), "-q", *secret, "--discovery", self.bench.dsc,
                       "get", self.bench.url(name), "--force", "-o", str(target), "--report", str(report),
                       *extra], prefix=[*m.prefix, "env", f"SWIFT_STATE_DIR={self.states[i]}"])
         self.bench.timed.append(proc)
@@ -272,6 +276,8 @@ def top_functions(collapsed: Path, count: int = 12) -> list[tuple[str, float]]:
 
 
 def row_second_requester(b: Bench, members: Members, size: int, profile: Path | None = None) -> list[Row]:
+    plain = members.secret is None
+    channel, one, four = ("plain TCP, no secret", "1p", "4p") if plain else ("private channel", "1", "4")
     digest = make_file(b.www / "second.bin", size, seed=11)
     a, a_node = b.machines[1], members.nodes[1]
     a.set_uplink(None)  # A's own fetch is not measured: uncapped, it takes seconds, not minutes
@@ -286,12 +292,12 @@ def row_second_requester(b: Bench, members: Members, size: int, profile: Path | 
     log_at = b.access_log.stat().st_size
     started = time.monotonic()
     watch = TxWatch(a_node.pid, started)
-    profiles = [Profile(a_node.pid, profile / "serving-node.txt")] if profile else []
+    profiles = [Profile(a_node.pid, profile / f"serving-node-{one}.txt")] if profile else []
     proc, target, report = members.get(0, "second.bin")
     spawn_lag = proc.started - started
     watch.cpu_of = proc.pid
     if profile:
-        profiles.append(Profile(proc.pid, profile / "requester-get.txt"))
+        profiles.append(Profile(proc.pid, profile / f"requester-get-{one}.txt"))
     try:
         data = finish(proc, target, report, digest, 600)
     finally:
@@ -299,7 +305,7 @@ def row_second_requester(b: Bench, members: Members, size: int, profile: Path | 
         for prof in profiles:
             prof.stop()
     for name in ("serving-node", "requester-get") if profile else ():
-        say(f"    py-spy, {name} (self time): {top_functions(profile / f'{name}.txt')}")
+        say(f"    py-spy, {name} (self time): {top_functions(profile / f'{name}-{one}.txt')}")
     a_user, a_sys = (after - before for after, before in zip(proc_cpu_split(a_node.pid), a_cpu0))
     a_cpu = a_user + a_sys
     a_wire = a.shaped()["lan"].sent - a_wire0
@@ -326,16 +332,16 @@ def row_second_requester(b: Bench, members: Members, size: int, profile: Path | 
     spawn_to_first = span[0] - spawn_lag
     gib = lan / GiB
     rows = [
-        Row("1", f"second requester of {size // MiB} MiB, private channel", "LAN payload / line rate",
+        Row(one, f"second requester of {size // MiB} MiB, {channel}", "LAN payload / line rate",
             round(rate, 3), GOAL_LAN_RATE, True, load, notes),
-        Row("1", "second requester: download start to first checked LAN byte", "seconds (report)",
+        Row(one, f"second requester, {channel}: download start to first checked LAN byte", "seconds (report)",
             data["first_lan_byte_s"], GOAL_FIRST_BYTE_S, False, load,
             {"spawn_to_first_512KiB_on_A's_wire_s": round(spawn_to_first, 3),
              "spawn_to_exit_s": round(data["wall"], 2)}),
-        Row("4", "CPU per GiB, serving member A's node", "CPU s / GiB served",
+        Row(four, f"CPU per GiB, serving member A's node, {channel}", "CPU s / GiB served",
             round(a_cpu / gib, 2), 0, False, load,
             {"cpu_s": round(a_cpu, 2), "in_the_kernel_s": round(a_sys, 2)}),
-        Row("4", "CPU per GiB, requester B's get", "CPU s / GiB fetched",
+        Row(four, f"CPU per GiB, requester B's get, {channel}", "CPU s / GiB fetched",
             round(data["cpu"] / gib, 2), 0, False, load,
             {"cpu_s": round(data["cpu"], 2), "in_the_kernel_s": round(data["cpu"] - data["cpu_user"], 2),
              "before_the_first_LAN_data_s": watch.cpu_at_first,
@@ -515,8 +521,9 @@ def run_row(fn, *args, retries: int) -> list[Row]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small files: a smoke run")
-    parser.add_argument("--rows", default="1,2,3", help="rows to run, in this order (default 1,2,3; "
-                                                       "row 4, the CPU seconds, comes with row 1)")
+    parser.add_argument("--rows", default="1,2,3,1p", help="rows to run (default 1,2,3,1p; row 4, the CPU "
+                                                         "seconds, comes with row 1; 1p: row 1 without a "
+                                                         "secret, plain TCP, in a lab of its own, last)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each mode in row 3 (default 3)")
     parser.add_argument("--retries", type=int, default=1, help="runs again of a row started under heavy load")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -537,36 +544,43 @@ def main() -> int:
                    capture_output=True, timeout=120)
     started = time.monotonic()
     load_start = loadavg()
-    work = Path(tempfile.mkdtemp(prefix="swift-sharing-lan-"))
-    secret = work / "secret"
-    secret.write_text(os.urandom(32).hex() + "\n")
-    secret.chmod(0o600)
     rows: list[Row] = []
     skipped: list[str] = []
-    bench = None
-    try:
-        bench = Bench(work, 4, secret_file=secret, lan_rate_mbit=LAN_MBIT, access_log=work / "access.log")
-        members = Members(bench, secret)
-        say(f"lab up in {time.monotonic() - started:.1f} s (load {loadavg()})")
-        for row in wanted:
-            say(f"row {row} (load {loadavg()}):")
-            try:
-                if row == "1":
-                    rows += run_row(row_second_requester, bench, members, big, args.profile,
-                                    retries=args.retries)
-                elif row == "2":
-                    rows += run_row(row_simultaneous, bench, members, medium, retries=args.retries)
-                elif row == "3":
-                    rows += run_row(row_share_cost, bench, members, medium, args.repeat, retries=args.retries)
-                else:
-                    skipped.append(f"row {row}: no such row")
-            except (RuntimeError, TimeoutError, netlab.LabError, OSError) as exc:
-                say(f"  row {row} FAILED: {exc}")
-                skipped.append(f"row {row} failed: {str(exc).splitlines()[0][:200]}")
-    finally:
-        if bench:
-            bench.close()
-        shutil.rmtree(work, ignore_errors=True)
+    private = [r for r in wanted if r != "1p"]
+    for rows_here, plain in ((private, False), (["1p"] if "1p" in wanted else [], True)):
+        if not rows_here:
+            continue
+        work = Path(tempfile.mkdtemp(prefix="swift-sharing-lan-"))
+        secret = None if plain else work / "secret"
+        if secret is not None:
+            secret.write_text(os.urandom(32).hex() + "\n")
+            secret.chmod(0o600)
+        bench = None
+        try:
+            bench = Bench(work, 4, secret_file=secret, lan_rate_mbit=LAN_MBIT, access_log=work / "access.log")
+            members = Members(bench, secret)
+            say(f"lab up{' (no secret)' if plain else ''} in {time.monotonic() - started:.1f} s "
+                f"(load {loadavg()})")
+            for row in rows_here:
+                say(f"row {row} (load {loadavg()}):")
+                try:
+                    if row in ("1", "1p"):
+                        rows += run_row(row_second_requester, bench, members, big, args.profile,
+                                        retries=args.retries)
+                    elif row == "2":
+                        rows += run_row(row_simultaneous, bench, members, medium, retries=args.retries)
+                    elif row == "3":
+                        rows += run_row(row_share_cost, bench, members, medium, args.repeat,
+                                        retries=args.retries)
+                    else:
+                        skipped.append(f"row {row}: no such row")
+                except (RuntimeError, TimeoutError, netlab.LabError, OSError) as exc:
+                    say(f"  row {row} FAILED: {exc}")
+                    skipped.append(f"row {row} failed: {str(exc).splitlines()[0][:200]}")
+        finally:
+            if bench:
+                bench.close()
+            shutil.rmtree(work, ignore_errors=True)
     header = ["# LAN sharing on a capped LAN: bench/sharing_lan.py", "",
               f"{time.strftime('%Y-%m-%d %H:%M %Z')}, code at {git_head()}, {'quick' if args.quick else 'full'} "
               f"run, {os.cpu_count()} CPUs (shared with other work), {time.monotonic() - started:.0f} s in all; "
