@@ -30,10 +30,9 @@ def test_a_goal_points_up_or_down_and_of_goal_is_at_least_one_when_met():
     assert not late.met and late.of_goal == 0.8
 
 
-def test_a_row_is_heavy_above_two_runnable_tasks_per_core():
-    assert heavy("9.5 3.0 1.0", limit=4.0) and not heavy("3.9 9 9", limit=4.0)
-    assert not heavy("", limit=4.0)
-    assert sharing_lan.HEAVY_LOAD >= 2.0
+def test_a_row_is_run_again_when_other_work_took_over_half_the_machine():
+    assert heavy(0.6) and not heavy(0.5) and not heavy(0.1)
+    assert sharing_lan.HEAVY_BUSY == 0.5
 
 
 def test_nginx_logs_body_bytes_per_uri_and_the_sum_can_start_at_an_offset(tmp_path):
