@@ -95,6 +95,9 @@ WATCH_INTERVAL = 0.005
 #: Bytes on A's wire that mean "LAN data flows": past the ``held`` answer (64 hex
 #: digits and a few bytes per 1 MiB piece: about 70 KiB for 1 GiB); 4 ms at line rate.
 FIRST_BYTES = 512 << 10
+#: Note keys the findings read.
+WIRE_KEY = "wire_bytes_per_payload_byte(A's LAN class)"
+SPAWN_KEY = "spawn_to_first_512KiB_on_A's_wire_s"
 #: Goals.
 GOAL_LAN_RATE = 0.9
 GOAL_FIRST_BYTE_S = 0.2
@@ -331,7 +334,7 @@ def row_second_requester(b: Bench, members: Members, size: int, profile: Path | 
              "origin_MiB_for_B(nginx)": round(origin / MiB, 2),
              "lan_seconds(A's wire, first to last)": round(span[1] - span[0], 3),
              "lan_share_report(first LAN byte to the end of the download)": round(inside_rate, 3),
-             "wire_bytes_per_payload_byte(A's LAN class)": round(a_wire / lan, 4),
+             WIRE_KEY: round(a_wire / lan, 4),
              "payload_ceiling(tc counts TCP/IP/Ethernet headers)": round(TCP_PAYLOAD_SHARE, 3),
              "b_wall_s": round(data["wall"], 2), "b_inside_s": round(data["seconds"], 2),
              "machine_busy": machine_busy(busy0)}
@@ -340,9 +343,10 @@ def row_second_requester(b: Bench, members: Members, size: int, profile: Path | 
     rows = [
         Row(one, f"second requester of {size // MiB} MiB, {channel}", "LAN payload / line rate",
             round(rate, 3), GOAL_LAN_RATE, True, load, notes),
-        Row(one, f"second requester, {channel}: download start to first checked LAN byte", "seconds (report)",
+        Row(one, f"second requester, {channel}: download start to first checked LAN byte",
+            "first LAN byte, s (report)",
             data["first_lan_byte_s"], GOAL_FIRST_BYTE_S, False, load,
-            {"spawn_to_first_512KiB_on_A's_wire_s": round(spawn_to_first, 3),
+            {SPAWN_KEY: round(spawn_to_first, 3),
              "spawn_to_exit_s": round(data["wall"], 2)}),
         Row(four, f"CPU per GiB, serving member A's node, {channel}", "CPU s / GiB served",
             round(a_cpu / gib, 2), 0, False, load,
@@ -481,6 +485,57 @@ def plot(rows: list[dict], png: Path) -> bool:
     return True
 
 
+def findings(rows: list[Row]) -> list[str]:
+    """Bullet lines that set this run's numbers side by side: what headers and TLS cost,
+    where the start-up goes, what four requesters at once cost."""
+    by = {(r.row, r.measure): r for r in rows}
+    out = []
+    for one, four in (("1", "4"), ("1p", "4p")):
+        rate = by.get((one, "LAN payload / line rate"))
+        if rate is None:
+            continue
+        n = rate.notes
+        wire = n[WIRE_KEY]
+        out.append(f"- Row {one}: {n['lan_MiB']:g} MiB over the LAN at {rate.value:g} of the line rate "
+                   f"in payload; A's LAN class carried {wire:g} "
+                   f"wire bytes per payload byte (Ethernet, IP and TCP headers, {1 / TCP_PAYLOAD_SHARE:.4f} "
+                   f"alone; the rest: TLS records, swift's frames, the held answers B asks for four times a "
+                   f"second), so the "
+                   f"ceiling is about {1 / wire:.3f}. From the "
+                   f"report's first LAN byte to the end of the download (spot check and rename included): "
+                   f"{n['lan_share_report(first LAN byte to the end of the download)']:g}. The origin sent "
+                   f"{n['origin_MiB_for_B(nginx)']:g} MiB for it (the probe, {n['spot_checks']} spot check(s)).")
+        first = next((r for r in rows if r.row == one and r.measure.startswith("first LAN byte")), None)
+        if first is not None:
+            out.append(f"  First checked LAN byte {first.value:g} s after the download began; from the "
+                       f"process's spawn (interpreter and imports included) the first 512 KiB left A after "
+                       f"{first.notes[SPAWN_KEY]:g} s.")
+    a, ap = by.get(("4", "CPU s / GiB served")), by.get(("4p", "CPU s / GiB served"))
+    b_, bp = by.get(("4", "CPU s / GiB fetched")), by.get(("4p", "CPU s / GiB fetched"))
+    if a and ap and b_ and bp:
+        out.append(f"- TLS (the private channel) against plain TCP: the serving node {a.value:g} against "
+                   f"{ap.value:g} CPU s per GiB, the requester {b_.value:g} against {bp.value:g} (both with "
+                   f"its start-up; the requester hashes every piece twice, once to check it and once to "
+                   f"offer it in turn).")
+    copies = by.get(("2", "origin bytes / file size"))
+    if copies is not None:
+        n = copies.notes
+        out.append(f"- Row 2: the four requesters cost the origin {copies.value:g} copies by nginx's count "
+                   f"({n['copies_that_crossed_the_uplinks(their wire bytes x 1448/1514)']:g} by what crossed "
+                   f"the uplinks; a single pooled requester {n['single_origin_copies']:g}); each took "
+                   f"{', '.join(f'{x:g}' for x in n['each_vs_single'])} x the single requester's time, as "
+                   f"each machine's uplink carried that many quarters: requesters that start together claim "
+                   f"the same first pieces before they see each other (docs/sharing.md).")
+    cost = next((r for r in rows if r.row == "3"), None)
+    if cost is not None:
+        n = cost.notes
+        out.append(f"- Row 3: sharing on {min(n['walls_on_s']):g} s against off {min(n['walls_off_s']):g} s "
+                   f"(best of each); CPU of the requester {min(n['cpu_on_s']):g}-{max(n['cpu_on_s']):g} s on, "
+                   f"{min(n['cpu_off_s']):g}-{max(n['cpu_off_s']):g} s off: hashing and publishing cost CPU, "
+                   f"not time, while the uplinks are the limit.")
+    return out
+
+
 def write(rows: list[Row], out: Path, header: list[str], skipped: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     raw = [asdict(r) for r in rows]
@@ -493,6 +548,9 @@ def write(rows: list[Row], out: Path, header: list[str], skipped: list[str]) -> 
         lines.append(f"| {r.row} | {r.case} | {r.measure} | {goal} | {r.value:g} | {met} | {r.load} |")
     if skipped:
         lines += ["", "Not run: " + "; ".join(skipped)]
+    reading = findings(rows)
+    if reading:
+        lines += ["", "### Reading the numbers (from this run)", "", *reading]
     lines += ["", "### Raw notes", ""]
     for r in rows:
         lines.append(f"- **row {r.row}**, {r.case}: "
