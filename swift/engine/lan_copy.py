@@ -63,6 +63,9 @@ SPOT_FRACTION = 0.01
 #: Seconds a member's holding may stand still before what it says it fetches is no
 #: longer left to it: three of its publishing rounds (about one a second).
 FETCHING_PATIENCE = 3.0
+#: Seconds a LAN copy's worker waits before asking a member that refused it as busy
+#: (too many connections) again: the member's other requesters' jobs end meanwhile.
+BUSY_PAUSE = 1.0
 #: Bytes of a running origin fetch worth giving up to a member that fetches them too:
 #: less is left to finish (a local fetch that stops early costs its connection).
 GIVE_WAY_MIN = 256 * 1024
@@ -424,6 +427,12 @@ class LanCopyWorker(Source):
                                     timeout=min(5.0, self.opts.peer_timeout), source_address=None)
         except (OSError, TimeoutError, wire.ConnectionClosed, protocol.ProtocolError,
                 wire.AuthError) as exc:
+            if getattr(exc, "code", None) == FetchCode.BUSY:
+                # a member full of connections (others fetch from it too) is alive: this
+                # slot waits and asks again, and the member is never left out for it
+                log.info("%s: busy (%s); asking again", self.source, exc)
+                stop = self.board.stop.wait(BUSY_PAUSE) or self.board.has_no_work_for(self.source)
+                return -1 if stop else failures
             failures += 1
             if failures >= MAX_CONNECT_FAILURES:
                 self.pool.ban(self.source, f"unreachable: {exc}")

@@ -235,21 +235,68 @@ class LanHolding:
         return LAN_PREFIX + self.peer.key
 
 
+class QueryLinks:
+    """One kept connection per peer for a download's queries (four a second while it
+    runs: a handshake each time, TLS with a secret, would cost more than the answer).
+    ``query`` is safe from one thread per peer; ``close`` ends every connection."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self._conns: dict[str, object] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def query(self, peer: Peer, label: str):
+        """``peer``'s answer to ``query{label}`` (any message). Raises what the link raises
+        (OSError, TimeoutError, ``wire.ConnectionClosed``, ``protocol.ProtocolError``,
+        ``wire.AuthError``); the connection is then dropped and made again next time."""
+        from .. import protocol, wire
+        with self._lock:
+            conn = self._conns.pop(peer.key, None)  # this thread's while it asks
+        if conn is None:
+            conn = wire.client_connect(peer.host, peer.port, name=self.opts.name,
+                                       secret=self.opts.secret, timeout=QUERY_DEADLINE)
+        try:
+            conn.send(protocol.Query(label))
+            answer = conn.recv(timeout=QUERY_DEADLINE)
+        except BaseException:
+            conn.close()
+            raise
+        with self._lock:
+            if not self._closed and peer.key not in self._conns:
+                self._conns[peer.key], conn = conn, None
+        if conn is not None:
+            conn.close()
+        return answer
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
+            conn.close()
+
+
 def ask_peers(peers: list[Peer], label: str, size: int, opts: Options,
-              stop: threading.Event, *, own_holder: str | None = None) -> list[LanHolding]:
-    """Every helper's answer to ``query{label}``, in parallel, within ``QUERY_DEADLINE``.
-    Helpers that do not answer in time, answer nothing usable, or answer with this
-    download's own holding (``own_holder``: published on this machine) are left out."""
+              stop: threading.Event, *, own_holder: str | None = None,
+              links: QueryLinks | None = None) -> list[LanHolding]:
+    """Every helper's answer to ``query{label}``, in parallel, within ``QUERY_DEADLINE``,
+    over ``links`` (None: a connection each, closed after). Helpers that do not answer
+    in time, answer nothing usable, or answer with this download's own holding
+    (``own_holder``: published on this machine) are left out."""
     from .. import protocol, wire
     found: list[LanHolding] = []
     lock = threading.Lock()
 
     def ask(peer: Peer) -> None:
         try:
-            with wire.client_connect(peer.host, peer.port, name=opts.name, secret=opts.secret,
-                                     timeout=QUERY_DEADLINE) as conn:
-                conn.send(protocol.Query(label))
-                answer = conn.recv(timeout=QUERY_DEADLINE)
+            if links is not None:
+                answer = links.query(peer, label)
+            else:
+                with wire.client_connect(peer.host, peer.port, name=opts.name,
+                                         secret=opts.secret, timeout=QUERY_DEADLINE) as conn:
+                    conn.send(protocol.Query(label))
+                    answer = conn.recv(timeout=QUERY_DEADLINE)
         except (OSError, TimeoutError, wire.ConnectionClosed, protocol.ProtocolError,
                 wire.AuthError) as exc:
             log.info("%s: no answer to the copy query (%s)", peer.key, exc)
