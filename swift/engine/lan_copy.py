@@ -47,7 +47,8 @@ from ..piecehash import piece_size_for
 from ..planning import Piece, RangeSet
 from .board import Board
 from .options import MAX_CONNECT_FAILURES, Options
-from .sharing import LAN_PREFIX, LanHolding, first_start, given_way, origin_start
+from .sharing import (LAN_PREFIX, LanHolding, claim_honoured, first_start, given_way,
+                      origin_start)
 from .sources.base import Source
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class LanPool:
         self._written: dict[str, RangeSet] = {}
         self._fetching: dict[str, RangeSet] = {}  # what members fetch from the origin now
         self._growth: dict[str, tuple[int, float]] = {}  # source -> (bytes held, since when)
+        self._first: dict[str, tuple[int, float]] = {}  # source -> (bytes held, when) first seen
         self._started: set[str] = set()
         self.spot_checks = 0
         rng = rng or random.SystemRandom()
@@ -134,10 +136,15 @@ class LanPool:
                 held = a.ranges.total
                 if self._growth.get(a.source, (-1, now))[0] != held:
                     self._growth[a.source] = (held, now)
-            # what a member fetches is left to it only while its holding grows: a stalled
-            # member (or a stale index) must not hold the download up
-            self._fetching = {a.source: a.fetching for a in answers if a.fetching.total
-                              and now - self._growth[a.source][1] < FETCHING_PATIENCE}
+                self._first.setdefault(a.source, (held, now))
+            # what a member fetches is left to it only while its holding grows, and only as
+            # much as its pace makes good: a stalled member (or a stale index) must not hold
+            # the download up, nor one that claims the file and delivers a trickle
+            self._fetching = {
+                a.source: a.fetching for a in answers if a.fetching.total
+                and now - self._growth[a.source][1] < FETCHING_PATIENCE
+                and claim_honoured(a.fetching.total, a.ranges.total, *self._first[a.source],
+                                   now, a.piece_size)}
             self._holders.update({a.source: a.holder or a.source for a in answers})
             for a in answers:
                 if a.source in self._banned or not a.ranges.total:

@@ -99,6 +99,33 @@ def held_ranges(held: protocol.Held, size: int) -> tuple[RangeSet, dict[int, str
     return usable, hashes
 
 
+#: A member's claim (``held.fetching``) is left to it while it is at most this many
+#: pieces (an honest download claims its running assignments: a few per worker, two
+#: pieces each, about 32 with 16 workers) ...
+CLAIM_FLOOR_PIECES = 64
+#: ... or what its holding grew by in this many seconds at its pace so far.
+CLAIM_SECONDS = 30.0
+
+
+def claim_honoured(claimed: int, held: int, first_held: int, first_seen: float, now: float,
+                   piece_size: int) -> bool:
+    """Whether this download leaves a member's claim of ``claimed`` bytes to it.
+
+    ``held`` is what the member offers now, ``first_held`` what it offered when first
+    seen at ``first_seen`` (seconds, the clock of ``now``). A member that claims the
+    whole file and hands out a trickle would hold every other member's download to
+    its pace: it keeps at most ``CLAIM_SECONDS`` of its own pace (and always
+    ``CLAIM_FLOOR_PIECES`` pieces, so that a download just started, whose pace is not
+    known yet, keeps its first assignments). Beyond that its claim is ignored (the
+    bytes are fetched here too: copies, never a wrong byte)."""
+    if claimed <= CLAIM_FLOOR_PIECES * piece_size:
+        return True
+    elapsed = now - first_seen
+    if elapsed <= 0:
+        return False
+    return claimed <= (held - first_held) / elapsed * CLAIM_SECONDS
+
+
 def origin_start(size: int, align: int, at: int, done: RangeSet, copies: RangeSet,
                  mine: RangeSet, others: list[tuple[str, RangeSet]], holder: str) -> int:
     """Where this download's origin fetches go on from: a byte offset for
