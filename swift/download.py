@@ -435,6 +435,9 @@ class Download:
                     shared.publisher.dropped(start, end)
             shared.copies, shared.pool, shared.lan = [], None, False
             return self._parallel_pass(probe, final, control, redo, shared)
+        finally:
+            if shared.links is not None:
+                shared.links.close()  # (a refresher still asking drops its own connection)
 
     def _sharing(self, probe: http.ProbeResult, part_file: Path, final: Path) -> "_Sharing":
         """The download's label, its publisher and the LAN copies helpers hold (docs/sharing.md)."""
@@ -453,12 +456,18 @@ class Download:
             shared.publisher = sharing.Publisher(self.opts.share_index, label, part_file, size,
                                                  private=private, name=final.name)
         shared.label = label
-        if not private and self.peers and size > SMALL_FILE:
-            shared.lan = True
-            shared.copies = sharing.ask_peers(
-                self.peers, label, size, self.opts, self._stop,
-                own_holder=shared.publisher.holder if shared.publisher is not None else None)
+        shared.lan = not private and bool(self.peers) and size > SMALL_FILE
         return shared
+
+    def _ask_peers(self, shared: "_Sharing", size: int) -> None:
+        """What the peers hold of this download's label. Asked once this download is
+        recorded in flight, so that of two members starting together at least the later
+        sees the earlier (docs/sharing.md, "Members that fetch at once")."""
+        shared.links = shared.links or sharing.QueryLinks(self.opts)
+        shared.copies = sharing.ask_peers(
+            self.peers, shared.label, size, self.opts, self._stop,
+            own_holder=shared.publisher.holder if shared.publisher is not None else None,
+            links=shared.links)
 
     def _parallel_pass(self, probe: http.ProbeResult, final: Path, control: storage.ResumeFile,
                        done: planning.RangeSet, shared: "_Sharing") -> Report:
@@ -472,6 +481,8 @@ class Download:
             board.check_resumed()  # a resumed piece is trusted only after its hash
             if shared.publisher is not None:
                 shared.publisher.start(done)
+            if shared.lan:
+                self._ask_peers(shared, probe.size or 0)
             pool = shared.pool = self._lan_pool(board, probe, shared)
             self.state = "running"
             threads = self._start_workers(board, probe, pool)
@@ -506,11 +517,12 @@ class Download:
         pool = LanPool(board, shared.copies, [LOCAL] + [p.key for p in self.peers],
                        label=shared.label, size=probe.size or 0, probe=probe,
                        remote=self._remote, opts=self.opts, notice=self._notice,
-                       spawn=lambda name, body: self._spawn(board, name, body))
+                       spawn=lambda name, body: self._spawn(board, name, body),
+                       holder=shared.publisher.holder if shared.publisher is not None else None)
         pool.share_out()
-        if shared.copies:
-            names = ", ".join(c.peer.name or c.peer.key for c in shared.copies)
-            held = sum(c.ranges.total for c in shared.copies)
+        if copies := [c for c in shared.copies if c.ranges.total]:
+            names = ", ".join(c.peer.name or c.peer.key for c in copies)
+            held = sum(c.ranges.total for c in copies)
             log.info("LAN copies of this file: %s (%d bytes held)", names, held)
         return pool
 
@@ -533,7 +545,7 @@ class Download:
         def body() -> None:
             while not board.stop.wait(REFRESH_INTERVAL) and not board.complete():
                 answers = sharing.ask_peers(self.peers, shared.label, probe.size or 0, self.opts,
-                                            board.stop, own_holder=own)
+                                            board.stop, own_holder=own, links=shared.links)
                 if shared.pool is not None and not board.stop.is_set():
                     shared.pool.update(answers)
 
@@ -694,6 +706,8 @@ class _Sharing:
         self.pool: LanPool | None = None
         #: LAN copies may be used (a label, helpers to ask, nothing private)
         self.lan = False
+        #: the kept query connections to the peers (closed when the download ends)
+        self.links: sharing.QueryLinks | None = None
 
 
 def _guarded(board: Board, body: Callable[[], None]) -> None:
