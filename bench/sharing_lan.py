@@ -98,6 +98,7 @@ FIRST_BYTES = 512 << 10
 #: Note keys the findings read.
 WIRE_KEY = "wire_bytes_per_payload_byte(A's LAN class)"
 SPAWN_KEY = "spawn_to_first_512KiB_on_A's_wire_s"
+UPLINKS_KEY = "uplinks_busy(wire bytes / (4 links x cap x the slowest wall))"
 #: Goals.
 GOAL_LAN_RATE = 0.9
 GOAL_FIRST_BYTE_S = 0.2
@@ -373,11 +374,15 @@ def row_simultaneous(b: Bench, members: Members, size: int) -> list[Row]:
     load0, busy0 = loadavg(), cpu_times()
     single = finish(*members.get(0, "four-single.bin"), digest, 600)
     say(f"  single pooled requester: {single['wall']:.2f} s (inside {single['seconds']:.2f} s)")
-    uplinks0 = uplink_received(b)
+    uplinks0, busy_all0 = uplink_received(b), cpu_times()
+    nodes0 = sum(proc_cpu(n.pid) for n in members.nodes)
     runs = [members.get(i, "four-all.bin") for i in range(len(members.nodes))]
     spread = max(p.started for p, _, _ in runs) - min(p.started for p, _, _ in runs)
     results = [finish(*run, digest, 600) for run in runs]
-    crossed = (uplink_received(b) - uplinks0) * TCP_PAYLOAD_SHARE
+    wire = uplink_received(b) - uplinks0
+    crossed = wire * TCP_PAYLOAD_SHARE
+    slowest = max(r["wall"] for r in results)
+    swift_cpu = sum(r["cpu"] for r in results) + sum(proc_cpu(n.pid) for n in members.nodes) - nodes0
     load = f"{load0} -> {loadavg()}"
     sent = body_bytes_by_uri(b.access_log).get("/four-all.bin", 0)
     copies = sent / size
@@ -392,6 +397,11 @@ def row_simultaneous(b: Bench, members: Members, size: int) -> list[Row]:
              "starts_spread_s": round(spread, 3),
              "copies_that_crossed_the_uplinks(their wire bytes x 1448/1514)": round(crossed / size, 3),
              "single_origin_copies": round(body_bytes_by_uri(b.access_log).get("/four-single.bin", 0) / size, 3),
+             UPLINKS_KEY:
+                 round(wire / (len(results) * UPLINK_MBIT * 1e6 / 8 * slowest), 3),
+             "swift_cpu_s(4 gets + 4 nodes)": round(swift_cpu, 1),
+             "swift_share_of_the_cores": round(swift_cpu / ((os.cpu_count() or 1) * slowest), 2),
+             "machine_busy_while_all_four_ran": machine_busy(busy_all0),
              "machine_busy": machine_busy(busy0)}
     for name in ("four.bin", "four-single.bin", "four-all.bin"):
         (b.www / name).unlink()
@@ -523,9 +533,10 @@ def findings(rows: list[Row]) -> list[str]:
         out.append(f"- Row 2: the four requesters cost the origin {copies.value:g} copies by nginx's count "
                    f"({n['copies_that_crossed_the_uplinks(their wire bytes x 1448/1514)']:g} by what crossed "
                    f"the uplinks; a single pooled requester {n['single_origin_copies']:g}); each took "
-                   f"{', '.join(f'{x:g}' for x in n['each_vs_single'])} x the single requester's time, as "
-                   f"each machine's uplink carried that many quarters: requesters that start together claim "
-                   f"the same first pieces before they see each other (docs/sharing.md).")
+                   f"{', '.join(f'{x:g}' for x in n['each_vs_single'])} x the single requester's time; "
+                   f"meanwhile the uplinks were {n[UPLINKS_KEY]:.0%} busy, swift's eight processes used "
+                   f"{n['swift_share_of_the_cores']:.0%} of the cores and the machine was "
+                   f"{n['machine_busy_while_all_four_ran']:.0%} busy.")
     cost = next((r for r in rows if r.row == "3"), None)
     if cost is not None:
         n = cost.notes
@@ -568,9 +579,11 @@ def run_row(fn, *args, retries: int) -> list[Row]:
     machine was before each run is noted."""
     kept: list[Row] | None = None
     before: list[float] = []
+    values: list[list[float]] = []
     for attempt in range(retries + 1):
         before.append(busy_now())
         rows = fn(*args)
+        values.append([r.value for r in rows])
         if kept is None or (rows[0].goal and rows[0].of_goal > kept[0].of_goal):
             kept = rows
         if not heavy(before[-1]) or attempt == retries:
@@ -578,6 +591,8 @@ def run_row(fn, *args, retries: int) -> list[Row]:
         say(f"  (the machine was {before[-1]:.0%} busy before this run: run again)")
     assert kept is not None
     kept[0].notes["machine_busy_1s_before_each_run"] = before
+    if len(values) > 1:
+        kept[0].notes["values_of_each_run"] = values
     return kept
 
 
