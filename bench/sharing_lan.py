@@ -99,6 +99,10 @@ FIRST_BYTES = 512 << 10
 WIRE_KEY = "wire_bytes_per_payload_byte(A's LAN class)"
 SPAWN_KEY = "spawn_to_first_512KiB_on_A's_wire_s"
 UPLINKS_KEY = "uplinks_busy(wire bytes / (4 links x cap x the slowest wall))"
+FIRST_KEY = "origin_first_byte_s(after the first spawn)"
+LAST_KEY = "origin_last_byte_s(after the first spawn)"
+FULL_KEY = "origin_at_full_rate_share(of first to last, 0.25 s windows)"
+UNTIL_KEY = "origin_full_rate_until_s(after the first spawn)"
 #: Goals.
 GOAL_LAN_RATE = 0.9
 GOAL_FIRST_BYTE_S = 0.2
@@ -239,6 +243,36 @@ def finish(proc: Timed, target: Path, report: Path, digest: str, timeout: float)
     return data
 
 
+def origin_phases(points: list[tuple[float, int]], links_rate: float, spawn: float,
+                  step: float = 0.25) -> dict:
+    """When the origin sent, from its wire counter's curve (seconds since the watch began,
+    bytes): its first and last bytes after the first spawn, and the share of that span in
+    which it sent at >= 90 % of ``links_rate`` (all uplinks full), in ``step`` windows."""
+    if len(points) < 2 or points[-1][1] <= 0:
+        return {}
+    total = points[-1][1]
+    first = next(t for t, b in points if b > 64 * 1024)
+    last = next(t for t, b in points if b >= total - 64 * 1024)
+    full = windows = 0
+    last_full = first
+    at, i = first, 0
+    while at + step <= last:
+        while i < len(points) - 1 and points[i][0] < at:
+            i += 1
+        j = i
+        while j < len(points) - 1 and points[j][0] < at + step:
+            j += 1
+        windows += 1
+        if (points[j][1] - points[i][1]) / max(points[j][0] - points[i][0], 1e-9) >= 0.9 * links_rate:
+            full += 1
+            last_full = at + step
+        at += step
+    return {"origin_first_byte_s(after the first spawn)": round(first - spawn, 2),
+            "origin_last_byte_s(after the first spawn)": round(last - spawn, 2),
+            "origin_at_full_rate_share(of first to last, 0.25 s windows)": round(full / max(windows, 1), 2),
+            "origin_full_rate_until_s(after the first spawn)": round(last_full - spawn, 2)}
+
+
 def uplink_received(b: Bench) -> int:
     """Wire bytes the machines received from the origin so far (their uplink classes)."""
     return sum(m.shaped()["uplink"].received for m in b.machines)
@@ -376,9 +410,12 @@ def row_simultaneous(b: Bench, members: Members, size: int) -> list[Row]:
     say(f"  single pooled requester: {single['wall']:.2f} s (inside {single['seconds']:.2f} s)")
     uplinks0, busy_all0 = uplink_received(b), cpu_times()
     nodes0 = sum(proc_cpu(n.pid) for n in members.nodes)
+    nginx = next(p for p in b.cluster.processes if p.name == "nginx")
+    origin_watch = TxWatch(nginx.pid, time.monotonic())
     runs = [members.get(i, "four-all.bin") for i in range(len(members.nodes))]
     spread = max(p.started for p, _, _ in runs) - min(p.started for p, _, _ in runs)
     results = [finish(*run, digest, 600) for run in runs]
+    origin_curve = origin_watch.stop()
     wire = uplink_received(b) - uplinks0
     crossed = wire * TCP_PAYLOAD_SHARE
     slowest = max(r["wall"] for r in results)
@@ -402,6 +439,7 @@ def row_simultaneous(b: Bench, members: Members, size: int) -> list[Row]:
              "swift_cpu_s(4 gets + 4 nodes)": round(swift_cpu, 1),
              "swift_share_of_the_cores": round(swift_cpu / ((os.cpu_count() or 1) * slowest), 2),
              "machine_busy_while_all_four_ran": machine_busy(busy_all0),
+             **origin_phases(origin_curve, len(results) * UPLINK_MBIT * 1e6 / 8, runs[0][0].started - origin_watch.since),
              "machine_busy": machine_busy(busy0)}
     for name in ("four.bin", "four-single.bin", "four-all.bin"):
         (b.www / name).unlink()
@@ -534,7 +572,10 @@ def findings(rows: list[Row]) -> list[str]:
                    f"({n['copies_that_crossed_the_uplinks(their wire bytes x 1448/1514)']:g} by what crossed "
                    f"the uplinks; a single pooled requester {n['single_origin_copies']:g}); each took "
                    f"{', '.join(f'{x:g}' for x in n['each_vs_single'])} x the single requester's time; "
-                   f"meanwhile the uplinks were {n[UPLINKS_KEY]:.0%} busy, swift's eight processes used "
+                   f"the origin sent from {n.get(FIRST_KEY, '?')} s to {n.get(LAST_KEY, '?')} s after the "
+                   f"first spawn, at full rate (all uplinks) in {n.get(FULL_KEY, 0):.0%} of that span, the "
+                   f"last time until {n.get(UNTIL_KEY, '?')} s (after it, the last pieces came slowly); "
+                   f"the uplinks were {n[UPLINKS_KEY]:.0%} busy over the slowest wall, swift's eight processes used "
                    f"{n['swift_share_of_the_cores']:.0%} of the cores and the machine was "
                    f"{n['machine_busy_while_all_four_ran']:.0%} busy.")
     cost = next((r for r in rows if r.row == "3"), None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bench import sharing_lan
 from bench.netns_mode import body_bytes_by_uri, nginx_conf
-from bench.sharing_lan import Row, heavy, lan_span, line_share
+from bench.sharing_lan import Row, heavy, lan_span, line_share, origin_phases
 
 MiB = 1 << 20
 
@@ -46,3 +46,15 @@ def test_nginx_logs_body_bytes_per_uri_and_the_sum_can_start_at_an_offset(tmp_pa
     assert body_bytes_by_uri(log) == {"/a.bin": 1048587, "/b.bin": 5, "/none": 153}
     assert body_bytes_by_uri(log, at) == {"/a.bin": 10, "/b.bin": 5, "/none": 153}
     assert body_bytes_by_uri(tmp_path / "missing.log") == {}
+
+
+def test_the_origins_curve_says_how_long_it_sent_at_full_rate_and_when_that_ended():
+    # 1 MiB/s (the links' whole rate) for 2 s, then a trickle of 0.1 MiB/s for 1 s
+    points = [(t / 100, t * MiB // 100) for t in range(0, 201)]
+    points += [(2 + t / 100, 2 * MiB + t * MiB // 1000) for t in range(1, 101)]
+    phases = origin_phases(points, MiB, spawn=0.0, step=0.25)
+    assert phases["origin_first_byte_s(after the first spawn)"] == 0.07
+    assert phases["origin_full_rate_until_s(after the first spawn)"] == 1.82  # the last whole window
+    assert phases["origin_last_byte_s(after the first spawn)"] > 2.3
+    assert 0.7 < phases["origin_at_full_rate_share(of first to last, 0.25 s windows)"] < 0.85
+    assert origin_phases([(0.0, 0)], 1.0, 0.0) == {}
