@@ -4,7 +4,7 @@
     python3 -m bench.sharing_lan            # every row, a few minutes
     python3 -m bench.sharing_lan --quick    # small files: a smoke run
     python3 -m bench.sharing_lan --rows 1   # some rows only
-    python3 -m bench.sharing_lan --plot-only
+    python3 -m bench.sharing_lan --rewrite   # the .md and .png again from the .json
 
 The lab is ``bench.netns_perf.Bench``: every machine its own network
 namespace, nginx as the origin, each machine's traffic with the origin
@@ -547,8 +547,8 @@ def findings(rows: list[Row]) -> list[str]:
         out.append(f"- Row {one}: {n['lan_MiB']:g} MiB over the LAN at {rate.value:g} of the line rate "
                    f"in payload; A's LAN class carried {wire:g} "
                    f"wire bytes per payload byte (Ethernet, IP and TCP headers, {1 / TCP_PAYLOAD_SHARE:.4f} "
-                   f"alone; the rest: TLS records, swift's frames, the held answers B asks for four times a "
-                   f"second), so the "
+                   f"alone; the rest: {'swift' if one == '1p' else 'TLS records, swift'}'s frames, the held "
+                   f"answers B asks for four times a second), so the "
                    f"ceiling is about {1 / wire:.3f}. From the "
                    f"report's first LAN byte to the end of the download (spot check and rename included): "
                    f"{n['lan_share_report(first LAN byte to the end of the download)']:g}. The origin sent "
@@ -591,7 +591,8 @@ def findings(rows: list[Row]) -> list[str]:
 def write(rows: list[Row], out: Path, header: list[str], skipped: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     raw = [asdict(r) for r in rows]
-    (out / "sharing_lan.json").write_text(json.dumps(raw, indent=1) + "\n")
+    (out / "sharing_lan.json").write_text(json.dumps({"header": header, "skipped": skipped, "rows": raw},
+                                                     indent=1) + "\n")
     lines = [*header, "", "| row | case | measure | goal | measured | met | load (1, 5, 15 min) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
@@ -648,12 +649,14 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy record the serving node and the requester of row 1 into DIR")
-    parser.add_argument("--plot-only", action="store_true",
-                        help="only draw OUT/sharing_lan.png from OUT/sharing_lan.json (no root needed)")
+    parser.add_argument("--rewrite", action="store_true",
+                        help="only write OUT/sharing_lan.md and .png again from OUT/sharing_lan.json "
+                             "(no root needed)")
     args = parser.parse_args()
-    if args.plot_only:
-        return 0 if plot(json.loads((args.out / "sharing_lan.json").read_text()),
-                         args.out / "sharing_lan.png") else 1
+    if args.rewrite:
+        saved = json.loads((args.out / "sharing_lan.json").read_text())
+        write([Row(**r) for r in saved["rows"]], args.out, saved["header"], saved["skipped"])
+        return 0
     if not netlab.available():
         say(f"namespace mode unavailable: {netlab.unavailable_reason()}")
         return 1
