@@ -33,7 +33,7 @@ import shutil
 import threading
 import time
 
-from .getargs import add_get_arguments, tries_of, unrecognized, with_scheme
+from .getargs import add_get_arguments, split_habit, tries_of, unrecognized, with_scheme
 from .getitems import GetItem, fetch_metalink, items_of, place_of, read_metalink_file
 from .metalink import looks_like_metalink
 from .nodeapp import (CANCELLED, ENDED, NOTICE, PAUSED, RESUMED, STARTED, STOP_DEADLINE,
@@ -77,6 +77,9 @@ class _LineParser(argparse.ArgumentParser):
         raise ValueError(message)
 
     def parse_args(self, args=None, namespace=None):
+        habit = split_habit(list(args or []), silent=False)
+        if habit:
+            self.error(habit)
         namespace, extras = self.parse_known_args(args, namespace)
         if extras:
             self.error(unrecognized(self, extras))
