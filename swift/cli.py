@@ -1351,7 +1351,7 @@ def _serve(args: argparse.Namespace, secret: bytes | None) -> int:
                         rediscover=getattr(args, "rediscover", None),
                         share=not args.node_no_share)
     try:
-        app = NodeApp(config, notice=notice)
+        app = NodeApp(config, notice=notice, say=lambda line: print(line, flush=True))
     except OSError as exc:
         if rpc is not None:
             rpc.stop()

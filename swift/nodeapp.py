@@ -204,6 +204,22 @@ STARTED, NOTICE, ENDED, PAUSED, CANCELLED, RESUMED = (
     "started", "notice", "ended", "paused", "cancelled", "resumed")
 
 
+def event_line(number: int, kind: str, text: str) -> str | None:
+    """The front end's line for one event of download ``number``, its number first:
+    ``[3] started URL``, ``[3] note: ...``, ``[3] paused; ...``, ``[3] done: ...`` (None:
+    an event kind no line is said for). The prompt and ``--serve-only`` say the same lines,
+    whoever started the download (the prompt, or a client over the RPC)."""
+    if kind in (STARTED, RESUMED):
+        return f"[{number}] {kind} {text}"
+    if kind == NOTICE:
+        return f"[{number}] note: {text}"
+    if kind in (PAUSED, CANCELLED):
+        return f"[{number}] {kind}; {text}"
+    if kind == ENDED:
+        return f"[{number}] {text}"
+    return None
+
+
 class DownloadEntry:
     """One download started from the node's front end; each run on its own thread.
 
@@ -223,7 +239,8 @@ class DownloadEntry:
         self._overrides = overrides
         self._no_peers = no_peers
         self._leaving = False  # cancelled as the node stops: no `resume N` after that
-        self._on_event = on_event or (lambda entry, kind, text: app.notice(text) if kind == NOTICE else None)
+        # a download without a front end of its own (the RPC's) is said by the node's (app.say)
+        self._on_event = on_event or app.download_event
         #: bytes/s for this download alone (aria2's ``max-download-limit``), beside the node's
         self.limit_rate: int | None = overrides.pop("limit_rate", None)
         self._lock = threading.Lock()
@@ -448,12 +465,18 @@ class DownloadEntry:
 
 
 class NodeApp:
-    def __init__(self, config: NodeConfig, *, notice: Callable[[str], None] | None = None):
+    """``notice(text)``: the node's own notes (a discovery that went away); ``say(line)``:
+    the lines about downloads started without an ``on_event`` of their own (over the
+    RPC), :func:`event_line`'s. A front end may replace either while it runs."""
+
+    def __init__(self, config: NodeConfig, *, notice: Callable[[str], None] | None = None,
+                 say: Callable[[str], None] | None = None):
         from . import node_server
         from .membership import DiscoveryClient, Membership
         from .sessions import make_session
         self._config = config
         self.notice = notice or (lambda text: log.warning("%s", text))
+        self.say = say or (lambda line: log.info("%s", line))
         self._serving_limit = RateLimit(config.limit_rate) if config.limit_rate else None
         #: what this node offers as LAN copies: its own downloads and those of every
         #: ``get`` run with the same state directory (``--no-share``: nothing)
@@ -593,6 +616,12 @@ class NodeApp:
             before_start(entry)
         entry._start()
         return entry
+
+    def download_event(self, entry: DownloadEntry, kind: str, text: str) -> None:
+        """The line of a download's event for a download started without ``on_event``."""
+        line = event_line(entry.number, kind, text)
+        if line is not None:
+            self.say(line)
 
     # -- listeners ---------------------------------------------------------------------
     def add_listener(self, listener: Callable[[DownloadEntry, str, str], None]) -> None:

@@ -36,8 +36,7 @@ import time
 from .getargs import add_get_arguments, split_habit, tries_of, unrecognized, with_scheme
 from .getitems import GetItem, fetch_metalink, items_of, place_of, read_metalink_file
 from .metalink import looks_like_metalink
-from .nodeapp import (CANCELLED, ENDED, NOTICE, PAUSED, RESUMED, STARTED, STOP_DEADLINE,
-                      AlreadyDownloading, DownloadEntry, NodeApp)
+from .nodeapp import STOP_DEADLINE, AlreadyDownloading, DownloadEntry, NodeApp, event_line
 from .errors import SwiftError
 from .http.profile import INSECURE_WARNING, profile_from_args
 from .http.retry import Retry
@@ -303,14 +302,9 @@ class Prompt(cmd.Cmd):
             self.say(f"note: [{entry.number}] has the same URL as [{earlier[-1]}]")
 
     def _event(self, entry: DownloadEntry, kind: str, text: str) -> None:
-        if kind in (STARTED, RESUMED):
-            self.say(f"[{entry.number}] {kind} {text}")
-        elif kind == NOTICE:
-            self.say(f"[{entry.number}] note: {text}")
-        elif kind in (PAUSED, CANCELLED):
-            self.say(f"[{entry.number}] {kind}; {text}")
-        elif kind == ENDED:
-            self.say(f"[{entry.number}] {text}")
+        line = event_line(entry.number, kind, text)
+        if line is not None:
+            self.say(line)
 
     def do_get(self, arg: str) -> None:
         """get URL [-o PATH]: download URL"""
@@ -548,8 +542,9 @@ def run_prompt(app: NodeApp) -> bool:
     for handler in handlers:  # they would write over the input line
         root.removeHandler(handler)
     root.addHandler(_PromptLog(prompt))
-    notice = app.notice  # the node's own notes (downloads started elsewhere, say): above too
-    app.notice = lambda text: prompt.say(f"note: {text}")
+    notice, say = app.notice, app.say  # the node's own notes and lines about downloads
+    app.notice = lambda text: prompt.say(f"note: {text}")  # started elsewhere: above too
+    app.say = prompt.say
     try:
         while True:
             try:
@@ -563,7 +558,7 @@ def run_prompt(app: NodeApp) -> bool:
                 prompt.say("^C (downloads keep running; type quit to exit)")
     finally:
         prompt.close()
-        app.notice = notice
+        app.notice, app.say = notice, say
         for handler in root.handlers[:]:
             root.removeHandler(handler)
         for handler in handlers:

@@ -97,3 +97,24 @@ def test_a_closed_rate_limit_never_waits():
     started = time.monotonic()
     limit.take(1 << 20)  # would be 12 days at 1 B/s
     assert time.monotonic() - started < 1
+
+
+def test_a_download_without_a_front_end_of_its_own_is_said_with_its_number_in_every_line():
+    """One started over the RPC: the node's front end (the prompt, --serve-only) says its
+    start, notes, stop and end as the prompt says its own."""
+    from types import SimpleNamespace
+    from swift.nodeapp import (CANCELLED, ENDED, NOTICE, PAUSED, RESUMED, STARTED, DownloadEntry,
+                               NodeApp)
+    said: list[str] = []
+    node = SimpleNamespace(say=said.append, listeners=lambda: [])
+    node.download_event = lambda entry, kind, text: NodeApp.download_event(node, entry, kind, text)
+    entry = DownloadEntry(node, 7, "http://127.0.0.1:1/f.iso", None, {}, True, None)
+    for kind, text in [(STARTED, "http://127.0.0.1:1/f.iso"), (NOTICE, "no peers known"),
+                       (PAUSED, "the partial download is kept in f.iso.part (resume 7 goes on)"),
+                       (RESUMED, "http://127.0.0.1:1/f.iso"), (CANCELLED, "kept"),
+                       (ENDED, "done: f.iso  1.0 MiB in 1.0 s (1.0 MiB/s)")]:
+        entry._emit(kind, text)
+    assert said == ["[7] started http://127.0.0.1:1/f.iso", "[7] note: no peers known",
+                    "[7] paused; the partial download is kept in f.iso.part (resume 7 goes on)",
+                    "[7] resumed http://127.0.0.1:1/f.iso", "[7] cancelled; kept",
+                    "[7] done: f.iso  1.0 MiB in 1.0 s (1.0 MiB/s)"]
