@@ -17,6 +17,8 @@ browser extensions and ``aria2p`` read):
   last :data:`RATE_WINDOW` seconds (time is an argument: ``clock``).
 * The piece map (``bitfield``, ``numPieces``, ``pieceLength``) is drawn from the
   byte ranges written so far: a piece's bit is set once all of it is on disk.
+* Paths (``dir``, ``files[].path``) are absolute, as aria2 gives them, also when the
+  node's ``-d`` is relative (its default, ``.``).
 * Nothing shown holds a secret: URLs go through
   :func:`swift.http.url.redact_url`, header values named in
   :data:`swift.http.profile.SECRET_HEADERS` become ``<secret>``.
@@ -31,6 +33,7 @@ download entries' ``status``/``detail``/``pause``/``resume``/``cancel``.
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import time
@@ -183,6 +186,13 @@ class RateMeter:
 
 def _str(n: float | int | None) -> str:
     return str(int(n or 0))
+
+
+def _absolute(path: Path | str) -> str:
+    """A path as aria2 gives it in ``dir`` and ``files[].path``: absolute, from the node's
+    working directory when it is relative (``-d`` left at ``.``); symbolic links are kept
+    as they are (``os.path.abspath``, not ``realpath``). ``""`` stays ``""`` (no file yet)."""
+    return os.path.abspath(path) if str(path) else ""
 
 
 def _redacted_header(line: str) -> str:
@@ -353,7 +363,7 @@ class Aria2:
             "uploadLength": "0", "downloadSpeed": _str(rate), "uploadSpeed": "0",
             "pieceLength": _str(length), "numPieces": _str(-(-size // length) if size else 0),
             "bitfield": bitfield(detail.ranges, size, length),
-            "connections": _str(connections), "dir": str(detail.directory),
+            "connections": _str(connections), "dir": _absolute(detail.directory),
             "files": self._files(entry, st, detail),
             "errorCode": "0", "errorMessage": "",
         }
@@ -367,7 +377,7 @@ class Aria2:
 
     def _files(self, entry: Any, st: Any, detail: Any) -> list[dict]:
         path = detail.path or entry.output or ""
-        return [{"index": "1", "path": str(path), "length": _str(st.size),
+        return [{"index": "1", "path": _absolute(path), "length": _str(st.size),
                  "completedLength": _str(st.done), "selected": "true",
                  "uris": [{"uri": redact_url(entry.url, strict=False), "status": "used"}]}]
 
@@ -487,7 +497,7 @@ class Aria2:
 
     def get_option(self, params: list) -> dict:
         entry = self._gid_param(params, "getOption")
-        out = {"dir": str(entry.directory)}
+        out = {"dir": _absolute(entry.directory)}
         if entry.output is not None:
             out["out"] = Path(entry.output).name
         if getattr(entry, "limit_rate", None):
@@ -510,7 +520,7 @@ class Aria2:
 
     def get_global_option(self, params: list) -> dict:
         limit = getattr(self.node, "limit_rate", None)
-        return {"dir": str(self.node.directory), "max-overall-download-limit": _str(limit),
+        return {"dir": _absolute(self.node.directory), "max-overall-download-limit": _str(limit),
                 "max-download-limit": "0", "max-concurrent-downloads": "0"}
 
     def get_files(self, params: list) -> list[dict]:

@@ -356,3 +356,18 @@ def test_every_method_through_the_dispatcher_answers_json(rpc, node):
                 d.call(method, params)
             except RpcError as exc:
                 assert exc.message and "\n" not in exc.message
+
+
+def test_paths_are_absolute_as_aria2_gives_them_when_the_nodes_directory_is_relative(rpc, node):
+    import os
+    entry = FakeEntry(1, "http://example.org/f", done=MiB)
+    entry.directory = Path(".")  # -d left at its default
+    entry.detail = lambda: DownloadDetail([(0, MiB)], {}, {}, Path("f.bin"), Path("."))
+    node.entries.append(entry)
+    node.directory = Path(".")
+    st = run(rpc, "tellStatus", "0000000000000001")
+    here = os.getcwd()
+    assert st["dir"] == here and st["files"][0]["path"] == os.path.join(here, "f.bin"), st
+    assert run(rpc, "getFiles", "0000000000000001")[0]["path"] == os.path.join(here, "f.bin")
+    assert run(rpc, "getOption", "0000000000000001")["dir"] == here
+    assert run(rpc, "getGlobalOption")["dir"] == here
