@@ -43,6 +43,7 @@ from .addresses import format_hostport, parse_host, parse_hostport, parse_port
 from .errors import ErrorCode, SwiftError
 from .getargs import add_get_arguments, checked_url, split_habit, tries_of, unrecognized
 from .http.profile import INSECURE_WARNING, profile_from_args
+from .names import output_path
 from .http.retry import Retry
 from .http.url import redact_url
 from .http.timeouts import DEFAULT_TIMEOUT
@@ -713,6 +714,8 @@ def _node(argv: list[str] | None, prog: str | None) -> int:
         return demo.main(size=args.size, rate=args.rate)
     if command == "get":
         try:
+            if args.output is not None and not _to_stdout(args):  # -d DIR -o NAME: DIR/NAME
+                args.output = output_path(args.dir, args.output, confined=args.dir != Path("."))
             args.url_list = _get_urls(args)
             args.items = _get_items(args)
         except (ValueError, SwiftError) as exc:

@@ -183,8 +183,10 @@ def add_get_arguments(parser: argparse.ArgumentParser, *, at_prompt: bool = Fals
                         help="resume a partial download: always done (a partial file with its "
                              "resume record is taken up by itself); accepted as wget and aria2c take it")
     parser.add_argument("-o", "--output", type=_output_at_prompt if at_prompt else Path, metavar="PATH",
-                        help="output path, used as given (at the prompt, a relative path is "
-                             "taken inside the download directory)"
+                        help="output file: a relative path goes inside the download directory "
+                             "(-d DIR -o NAME writes DIR/NAME, as aria2c; no '..' out of it), an "
+                             "absolute one is used as given; an existing directory gets the "
+                             "server's name in it"
                              + ("" if at_prompt else "; '-' writes the file to standard output"))
     parser.add_argument("--checksum", type=_checked(_checksum), metavar="ALGO:HEX",
                         help="verify the file: sha256:HEX (also md5, sha1, sha512)")

@@ -32,10 +32,12 @@ import shlex
 import shutil
 import threading
 import time
+from pathlib import Path
 
 from .getargs import add_get_arguments, split_habit, tries_of, unrecognized, with_scheme
 from .getitems import GetItem, fetch_metalink, items_of, place_of, read_metalink_file
 from .metalink import looks_like_metalink
+from .names import output_path
 from .nodeapp import STOP_DEADLINE, AlreadyDownloading, DownloadEntry, NodeApp, event_line
 from .errors import SwiftError
 from .http.profile import INSECURE_WARNING, profile_from_args
@@ -242,8 +244,12 @@ class Prompt(cmd.Cmd):
         except (ValueError, SwiftError) as exc:
             self.say(f"error: {exc}; usage: get URL [OPTIONS] ('get --help' lists every option)")
             return
-        # relative to the node's download directory, not to wherever it was started
-        output = self.app.directory / args.output.expanduser() if args.output else None
+        try:  # inside the node's download directory, not wherever it was started (names.output_path)
+            output = output_path(self.app.directory, args.output,
+                                 confined=self.app.directory != Path(".")) if args.output else None
+        except ValueError as exc:
+            self.say(f"error: {exc}")
+            return
         try:
             profile = profile_from_args(args)  # --header, -U, ... (swift.http.profile)
         except SwiftError as exc:

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -330,3 +331,23 @@ def test_a_typo_at_the_prompt_is_said_first_and_as_node_py_get_says_it(capsys, w
     assert at_prompt.endswith("did you mean --checksum?"), at_prompt
     assert f"node.py get: error: {at_prompt} (see node.py get --help)" == on_command_line
     assert URL not in at_prompt
+
+
+# -- -d DIR -o NAME: DIR/NAME, as aria2c -----------------------------------------------------------
+def test_a_gets_relative_output_goes_inside_its_download_directory(monkeypatch, tmp_path):
+    import swift.cli as cli
+    seen = {}
+    monkeypatch.setattr(cli, "_get", lambda args, secret: seen.setdefault("output", args.output) and 0)
+    assert node_main(["--no-zeroconf", "get", URL, "--no-peers", "-q", "-d", str(tmp_path / "dl"),
+                      "-o", "x.bin"], prog="node.py") == 0
+    assert seen["output"] == tmp_path / "dl" / "x.bin"
+    seen.clear()
+    assert node_main(["get", URL, "--no-peers", "-q", "-o", "x.bin"], prog="node.py") == 0
+    assert seen["output"] == Path("x.bin")
+
+
+def test_a_gets_output_climbing_out_of_its_download_directory_is_a_usage_error(capsys, tmp_path):
+    assert node_main(["get", URL, "--no-peers", "-d", str(tmp_path), "-o", "../x.bin"],
+                     prog="node.py") == 2
+    err = capsys.readouterr().err
+    assert "climbs out of the download directory" in err and err.count("\n") == 1, err
