@@ -179,6 +179,9 @@ class DownloadStatus:
     rate: float         # bytes/s fetched by this run (resumed bytes excluded)
     summary: str | None  # the summary line once done
     error: str | None
+    #: bytes this run fetched (resumed ones excluded): 0 until its first progress report,
+    #: and from 0 again in each run after a resume (a speed is measured on this, never ``done``)
+    fetched: int = 0
 
 
 @dataclass(frozen=True)
@@ -342,19 +345,17 @@ class DownloadEntry:
         if self.report is not None:
             return DownloadStatus("done", self.report.size, self.report.size, self.report.rate,
                              summary(self.report, self._names, self._overrides.get("checksum")), None)
-        done = dl.done_bytes if dl else 0
+        done = 0 if self._nothing_kept(dl) else dl.done_bytes if dl else 0
         size = dl.size if dl else None
         if stopped is not None and not self.running:
-            path = dl.path if dl else None
-            if path is None or not storage.part_path(path).exists():
-                done = 0  # a stopped plain stream removed what it had (see _kept)
             return DownloadStatus(stopped, done, size, 0.0, None, None)
         if self.error is not None:
             return DownloadStatus("failed", done, size, 0.0, None, self.error)
         if dl is None:
             return DownloadStatus("starting", 0, None, 0.0, None, None)
-        rate = (done - base) / max(1e-3, time.monotonic() - since) if base is not None else 0.0
-        return DownloadStatus(dl.state, done, size, rate, None, None)
+        fetched = max(0, done - base) if base is not None else 0
+        rate = fetched / max(1e-3, time.monotonic() - since) if base is not None else 0.0
+        return DownloadStatus(dl.state, done, size, rate, None, None, fetched)
 
     def detail(self) -> DownloadDetail:
         """Its pieces and sources now (see :class:`DownloadDetail`)."""
@@ -366,8 +367,17 @@ class DownloadEntry:
                                   Path(self.report.path), self.directory)
         if dl is None:
             return DownloadDetail([], {}, dict(self._names), None, self.directory)
-        return DownloadDetail(dl.done_ranges(), dl.bytes_by_source(), dict(self._names), dl.path,
+        ranges = [] if self._nothing_kept(dl) else dl.done_ranges()  # the piece map: what is kept
+        return DownloadDetail(ranges, dl.bytes_by_source(), dict(self._names), dl.path,
                               self.directory)
+
+    def _nothing_kept(self, dl: download.Download | None) -> bool:
+        """Whether a run that ended left no partial file: a plain stream removes what it had
+        when it stops or fails (its server cannot resume, see :meth:`_kept`), so its bytes and
+        piece map must not be shown as kept. A running download keeps what it wrote."""
+        if self.running or self.report is not None or dl is None:
+            return False
+        return dl.path is None or not storage.part_path(dl.path).exists()
 
     # -- the download's thread --------------------------------------------------------
     def _new_thread(self, first: bool) -> threading.Thread:

@@ -14,7 +14,8 @@ browser extensions and ``aria2p`` read):
   aria2's does.
 * Numbers are decimal strings (``"1048576"``), booleans the strings ``"true"``
   and ``"false"``, as aria2 sends them. Speeds are measured here, over the
-  last :data:`RATE_WINDOW` seconds (time is an argument: ``clock``).
+  last :data:`RATE_WINDOW` seconds (time is an argument: ``clock``), on the bytes
+  the current run fetched: bytes a resume found on disk are never counted as fetched now.
 * The piece map (``bitfield``, ``numPieces``, ``pieceLength``) is drawn from the
   byte ranges written so far: a piece's bit is set once all of it is on disk.
 * Paths (``dir``, ``files[].path``) are absolute, as aria2 gives them, also when the
@@ -175,8 +176,13 @@ class RateMeter:
         self._lock = threading.Lock()
 
     def rate(self, key: Any, total: int, now: float) -> float:
+        """Bytes/s of counter ``key`` now at ``total``. A counter that went back (a new run
+        after a resume counts from 0 again) starts over: its old samples would make the
+        bytes of the earlier run look fetched now, or hide this run's."""
         with self._lock:
             samples = self._samples.setdefault(key, deque())
+            if samples and total < samples[-1][1]:
+                samples.clear()
             samples.append((now, total))
             while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW:
                 samples.popleft()
@@ -354,7 +360,8 @@ class Aria2:
         size = st.size or 0
         now = self._clock()
         state = self._status_name(entry, st.state)
-        rate = self._meter.rate(entry.number, st.done, now) if state == _ACTIVE else 0.0
+        # this run's bytes: a resumed download's earlier bytes are not fetched now
+        rate = self._meter.rate(entry.number, st.fetched, now) if state == _ACTIVE else 0.0
         length = piece_length(size)
         connections = sum(1 for n in detail.by_source.values() if n) if state == _ACTIVE else 0
         out = {
@@ -480,7 +487,7 @@ class Aria2:
         speed = 0.0
         for entry, state in listed:
             if state == _ACTIVE:
-                speed += self._meter.rate(entry.number, entry.status().done, now)
+                speed += self._meter.rate(entry.number, entry.status().fetched, now)
         count = {s: sum(1 for _, state in listed if state == s) for s in
                  (_ACTIVE, _PAUSED, _COMPLETE, _ERROR, _REMOVED)}
         stopped = count[_COMPLETE] + count[_ERROR] + count[_REMOVED]
