@@ -714,7 +714,9 @@ def _node(argv: list[str] | None, prog: str | None) -> int:
         return demo.main(size=args.size, rate=args.rate)
     if command == "get":
         try:
+            args.output_inside = False  # -o's folders inside -d are made as -d is (aria2c's way)
             if args.output is not None and not _to_stdout(args):  # -d DIR -o NAME: DIR/NAME
+                args.output_inside = not args.output.expanduser().is_absolute()
                 args.output = output_path(args.dir, args.output, confined=args.dir != Path("."))
             args.url_list = _get_urls(args)
             args.items = _get_items(args)
@@ -852,6 +854,8 @@ def _get(args: argparse.Namespace, secret: bytes | None) -> int:
         items = [GetItem(url) for url in args.url_list]
     urls = [item.url for item in items]
     if not _ensure_directory(args.dir, notice):
+        return EXIT_FAILED
+    if getattr(args, "output_inside", False) and not _ensure_directory(args.output.parent, notice):
         return EXIT_FAILED
     # asked now, answered while the first URL's origin is probed (the download waits for it then)
     lookup = None

@@ -9,7 +9,9 @@ even when discovery does not answer.
 The front ends (the prompt, ``--serve-only``) use only the public API
 below: ``start_download`` / ``downloads`` / ``download`` and a :class:`DownloadEntry`'s
 ``status()``, ``cancel()``, ``wait()``; ``peers()``; ``name``, ``key``,
-``port``, ``directory``. They never touch the membership, the config or a
+``port``, ``directory``; ``notice`` and ``say``, which they may replace to put the
+node's notes and the lines about downloads started elsewhere (over the RPC) on
+their own screen. They never touch the membership, the config or a
 ``Download``'s internals.
 
 Each download runs on its own thread, and everything slow for it happens

@@ -985,8 +985,7 @@ def test_existing_files_are_never_overwritten_without_force(tmp_path, origin, or
     code, out = get("-o", str(given_path), "--force")
     assert code == 0 and sha256_file(given_path) == digest, out
     # a relative -o goes inside --dir, as aria2c's -d DIR -o NAME, wherever the command runs;
-    # it may not climb out of it
-    (work / "rel").mkdir()
+    # its missing folders are made (as -d is); it may not climb out of it
     code, out = get("-o", "rel/out.bin", cwd=tmp_path)
     assert code == 0, out
     assert sha256_file(work / "rel" / "out.bin") == digest
