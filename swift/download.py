@@ -114,6 +114,9 @@ class Download:
         self.state = "starting"
         self._mirrors: MirrorSources | None = None
         self._first_left_out: dict[str, str] = {}
+        #: who gave ``opts.checksum`` when the user did not: the origin's header (a
+        #: mismatch then names the server, and ``--no-mirrors`` ignores it)
+        self._digest_from = ""
 
     # -- public --------------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -293,6 +296,7 @@ class Download:
         if opts.header_mirrors and opts.checksum is None and probe.digest is not None:
             algo, digest = probe.digest
             self.opts = opts = dataclasses.replace(opts, checksum=f"{algo}:{digest}")
+            self._digest_from = "the server's Repr-Digest/Digest header"
             self._notice(f"the server gives the file's {algo} digest: it is checked at the end")
         candidates = [(url, pri) for url, pri in opts.mirrors if url != self.url]
         if opts.header_mirrors:
@@ -322,6 +326,8 @@ class Download:
             elif got.encoding != probe.encoding:
                 why = (f"it sends Content-Encoding {got.encoding or 'identity'!r}, the first URL "
                        f"{probe.encoding or 'identity'!r}")
+                book.leave_out(url, why)
+            elif (why := _other_digest(got, opts.checksum)) is not None:
                 book.leave_out(url, why)
             else:
                 same = _same_validator(probe.validator, got.validator)
@@ -423,6 +429,7 @@ class Download:
         except ChecksumMismatch:
             again = shared.pool.written_ranges() if shared.pool is not None else planning.RangeSet()
             if not again.total:
+                shared.withdraw()  # these bytes are not the content their label names
                 raise
             # the trusted digest caught what piece hashes and spot checks let through:
             # every byte a LAN copy gave is fetched again from the origin, once
@@ -434,7 +441,11 @@ class Download:
                 if shared.publisher is not None:
                     shared.publisher.dropped(start, end)
             shared.copies, shared.pool, shared.lan = [], None, False
-            return self._parallel_pass(probe, final, control, redo, shared)
+            try:
+                return self._parallel_pass(probe, final, control, redo, shared)
+            except ChecksumMismatch:
+                shared.withdraw()
+                raise
 
     def _sharing(self, probe: http.ProbeResult, part_file: Path, final: Path) -> "_Sharing":
         """The download's label, its publisher and the LAN copies helpers hold (docs/sharing.md)."""
@@ -472,6 +483,10 @@ class Download:
             board.check_resumed()  # a resumed piece is trusted only after its hash
             if shared.publisher is not None:
                 shared.publisher.start(done)
+                if shared.resumed is None or not shared.resumed.running:
+                    # offered too: read back and hashed beside the workers (docs/sharing.md)
+                    shared.resumed = shared.publisher.hash_resumed(part_file, board.done_copy(),
+                                                                   self._stop)
             pool = shared.pool = self._lan_pool(board, probe, shared)
             self.state = "running"
             threads = self._start_workers(board, probe, pool)
@@ -493,11 +508,21 @@ class Download:
         if board.pieces is not None and not board.pieces.all_good():
             raise DownloadError(f"{part_file}: not every piece passed its hash; kept for resume",
                                 ErrorCode.CHECKSUM_MISMATCH)
-        verify.checksum(part_file, self.opts.checksum, self._stop)
+        verify.checksum(part_file, self.opts.checksum, self._stop, **self._digest_words())
         self.path = storage.finalize(part_file, final, overwrite=self.opts.overwrite)
         if shared.publisher is not None:
+            if shared.resumed is not None:  # the resumed pieces' hashes, read back
+                shared.resumed.wait(sharing.RESUMED_WAIT)
             shared.publisher.finished(self.path)
         return self._report(board, done.total, pool)
+
+    def _digest_words(self) -> dict[str, str]:
+        """How a checksum mismatch is told when the origin's header gave the digest."""
+        if not self._digest_from:
+            return {}
+        return {"named_by": self._digest_from,
+                "again": "the server contradicts its own digest; run again with --no-mirrors to "
+                         "ignore it, or with --checksum giving the right sum"}
 
     def _lan_pool(self, board: Board, probe: http.ProbeResult, shared: "_Sharing") -> LanPool | None:
         if not shared.lan or (probe.size or 0) <= SMALL_FILE:
@@ -672,6 +697,17 @@ class Download:
                                            for url, why in self._mirrors.book.left_out().items()}}
 
 
+def _other_digest(got: http.ProbeResult, checksum: str | None) -> str | None:
+    """Why a mirror whose own ``Repr-Digest``/``Digest`` names other bytes than the file's
+    checksum (same algorithm, another value) is not used; None when it agrees or says nothing."""
+    expected = content.identity_digest(checksum) or ""
+    if got.digest is None or not expected.startswith(got.digest[0] + ":"):
+        return None
+    if expected == f"{got.digest[0]}:{got.digest[1]}":
+        return None
+    return f"its {got.digest[0]} digest header names other bytes than the file's"
+
+
 def _same_validator(first: http.Validator, other: http.Validator) -> bool | None:
     """Do two URLs' validators name the same version? Strong ETags if both give one, else
     Last-Modified if both give it; None when there is nothing to compare."""
@@ -693,6 +729,15 @@ class _Sharing:
         self.pool: LanPool | None = None
         #: LAN copies may be used (a label, helpers to ask, nothing private)
         self.lan = False
+        #: the thread hashing the pieces resumed from an earlier run (None: nothing resumed)
+        self.resumed: sharing.ResumedPieces | None = None
+
+    def withdraw(self) -> None:
+        """The file failed its checksum: stop hashing it and stop offering it."""
+        if self.resumed is not None:
+            self.resumed.stop()
+        if self.publisher is not None:
+            self.publisher.withdraw()
 
 
 def _guarded(board: Board, body: Callable[[], None]) -> None:
