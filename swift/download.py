@@ -53,6 +53,7 @@ from .engine.report import ChecksumMismatch, DownloadError, MetalinkAnswer, Repo
 from .engine.single_stream import SingleStream
 from .engine.sources.local import LocalSource
 from .engine.sources.mirror import LockedBook, MirrorSource, MirrorSources
+from .checksums import parse_checksum
 from .errors import ErrorCode, OriginError, SwiftError
 from .mirrors import MirrorBook
 from .units import human_bytes
@@ -700,12 +701,13 @@ class Download:
 def _other_digest(got: http.ProbeResult, checksum: str | None) -> str | None:
     """Why a mirror whose own ``Repr-Digest``/``Digest`` names other bytes than the file's
     checksum (same algorithm, another value) is not used; None when it agrees or says nothing."""
-    expected = content.identity_digest(checksum) or ""
-    if got.digest is None or not expected.startswith(got.digest[0] + ":"):
+    try:
+        algo, value = parse_checksum(checksum) if checksum else ("", "")
+    except ValueError:
         return None
-    if expected == f"{got.digest[0]}:{got.digest[1]}":
+    if got.digest is None or got.digest[0] != algo or got.digest[1] == value:
         return None
-    return f"its {got.digest[0]} digest header names other bytes than the file's"
+    return f"its {algo} digest header names other bytes than the file's"
 
 
 def _same_validator(first: http.Validator, other: http.Validator) -> bool | None:

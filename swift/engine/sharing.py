@@ -6,7 +6,9 @@ Two halves (docs/sharing.md):
   :class:`~swift.piecehash.PieceHasher` and records the download in the
   machine's content index (``swift.content_index``): first as ``NAME.part``
   in flight, its done ranges and piece hashes republished with each resume
-  record, then as the finished file. Content that is private (credentials,
+  record, then as the finished file. What a download resumed from an earlier
+  run already holds is read back and hashed by :class:`ResumedPieces`; a
+  file that fails its whole-file checksum is withdrawn. Content that is private (credentials,
   cookies, a secret header, ``Cache-Control: private``/``no-store``) is
   recorded as private and never offered.
 * :func:`ask_peers` asks every helper what it holds of the download's label
@@ -15,7 +17,8 @@ Two halves (docs/sharing.md):
   before. What a helper answers becomes a *LAN copy* source
   (``engine.lan_copy``).
 
-Pure policy is kept out of the I/O: :func:`identity_of` and
+Pure policy is kept out of the I/O: :func:`identity_of` (a SHA-256/512
+the file is checked against names it; else the URL and the validator) and
 :func:`held_ranges` take values and return values.
 """
 

@@ -155,6 +155,8 @@ def test_a_mirror_whose_digest_header_names_other_bytes_is_left_out():
     assert _other_digest(probe(digest=("sha512", "cd" * 64)), checksum) is None  # not comparable
     assert _other_digest(probe(), checksum) is None
     assert "names other bytes" in _other_digest(probe(digest=("sha256", "cd" * 32)), checksum)
+    assert "md5 digest" in _other_digest(probe(digest=("md5", "cd" * 16)), "md5:" + "ab" * 16)
+    assert _other_digest(probe(digest=("sha256", "cd" * 32)), None) is None
 
 
 def test_a_mismatch_of_the_servers_digest_names_the_server(tmp_path):
