@@ -347,19 +347,30 @@ class ResumedPieces:
             log.info("resumed pieces not offered: cannot read %s (%s)", self.path, exc)
             return
         try:
-            piece, size = self.publisher.hasher.piece_size, self.publisher.size
-            for start, end in self.done:
-                index = start // piece
-                while index * piece < end:
-                    if self._halted():
-                        return
-                    p_start, p_end = index * piece, min(size, (index + 1) * piece)
-                    if not self.publisher.settled(index):
-                        self._piece(fd, index, max(start, p_start), min(end, p_end),
-                                    whole=start <= p_start and p_end <= end)
-                    index += 1
+            for index, start, end, whole in self._work():
+                if self._halted():
+                    return
+                if not self.publisher.settled(index):
+                    self._piece(fd, index, start, end, whole)
         finally:
             os.close(fd)
+
+    def _work(self) -> list[tuple[int, int, int, bool]]:
+        """``(piece, start, end, whole)`` for every piece the resumed ranges touch: first the
+        parts of pieces the workers complete (their new bytes wait in the hasher's bounded
+        pending buffer until the resumed prefix is fed), then the whole pieces. At most
+        ``MAX_PIECES`` whole ones, and two parts per range."""
+        piece, size = self.publisher.hasher.piece_size, self.publisher.size
+        parts, wholes = [], []
+        for start, end in self.done:
+            index = start // piece
+            while index * piece < end:
+                p_start, p_end = index * piece, min(size, (index + 1) * piece)
+                whole = start <= p_start and p_end <= end
+                (wholes if whole else parts).append(
+                    (index, max(start, p_start), min(end, p_end), whole))
+                index += 1
+        return parts + wholes
 
     def _piece(self, fd: int, index: int, start: int, end: int, whole: bool) -> None:
         """Read ``[start, end)`` of piece ``index`` back: hash it (``whole``) or feed it."""

@@ -121,6 +121,18 @@ def test_resumed_pieces_are_read_back_and_hashed_and_a_partial_one_completes_wit
     assert ContentIndex(tmp_path / "state").offered("ab" * 32).offered_ranges() == [(0, len(data))]
 
 
+def test_new_bytes_written_before_the_resumed_prefix_is_read_complete_the_piece_too(tmp_path):
+    data = random.Random(8).randbytes(3 * MiB)
+    publisher, part = publisher_of(tmp_path, data)
+    publisher.written(MiB + 500, memoryview(data[MiB + 500:2 * MiB]))  # waits for its prefix
+    assert publisher.hasher.pending_bytes == MiB - 500
+    hashing = publisher.hash_resumed(part, RangeSet([(0, MiB + 500)]), threading.Event())
+    assert hashing.wait(30)
+    assert publisher.hasher.digests == {i: hashlib.sha256(data[i * MiB:(i + 1) * MiB]).hexdigest()
+                                        for i in (0, 1)}
+    assert publisher.hasher.pending_bytes == 0
+
+
 def test_a_resumed_piece_that_cannot_be_read_is_not_offered_and_a_stop_ends_the_reading(tmp_path):
     data = bytes(3 * MiB)
     publisher, part = publisher_of(tmp_path, data)
