@@ -141,3 +141,8 @@ def test_a_resumed_download_offers_the_pieces_it_resumed_and_so_does_its_part_wh
     assert sha256_file(beta.dir / "res.bin") == digest
     lan = sum(report["lan_bytes"].values())
     assert MiB <= lan <= 6 * MiB, (lan, out)
+    # a third run finishes the file: every piece is offered, the resumed ones included
+    code, out, _ = alpha.get(origin.url("/res.bin"), "--no-peers")
+    assert code == 0 and "resuming: 6.0 MiB" in out, out
+    finished = [h for h in alpha.holdings() if h["path"] == str(alpha.dir / "res.bin")]
+    assert len(finished) == 1 and len(finished[0]["hashes"]) == 10, alpha.holdings()
