@@ -8,9 +8,9 @@ Two halves (docs/sharing.md):
   in flight, its done ranges and piece hashes republished with each resume
   record, then as the finished file. What a download resumed from an earlier
   run already holds is read back and hashed by :class:`ResumedPieces`; a
-  file that fails its whole-file checksum is withdrawn. Content that is private (credentials,
-  cookies, a secret header, ``Cache-Control: private``/``no-store``) is
-  recorded as private and never offered.
+  file that fails its whole-file checksum is withdrawn. Content that is
+  private (credentials, cookies, a secret header, ``Cache-Control:
+  private``/``no-store``) is recorded as private and never offered.
 * :func:`ask_peers` asks every helper what it holds of the download's label
   (``query``/``held``), all at once with one deadline, right after the
   probe: the label is made of the origin's answer, so it cannot be asked
