@@ -456,7 +456,8 @@ class Download:
             return shared
         shared_as = sharing.identity_of(probe.url, probe, self.opts.checksum)
         if shared_as is None:
-            log.info("not shared: the origin names no strong validator for this file")
+            log.info("not shared: neither a strong validator nor a SHA-256/512 digest names "
+                     "this file")
             return shared
         label = content.label(*shared_as[:1], self.opts.secret, shared_as[1])
         private = content.private_reasons(self._remote.secrets() if self._remote else [],
