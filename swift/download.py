@@ -466,12 +466,16 @@ class Download:
             shared.publisher = sharing.Publisher(self.opts.share_index, label, part_file, size,
                                                  private=private, name=final.name)
         shared.label = label
-        if not private and self.peers and size > SMALL_FILE:
-            shared.lan = True
-            shared.copies = sharing.ask_peers(
-                self.peers, label, size, self.opts, self._stop,
-                own_holder=shared.publisher.holder if shared.publisher is not None else None)
+        shared.lan = not private and bool(self.peers) and size > SMALL_FILE
         return shared
+
+    def _ask_peers(self, shared: "_Sharing", size: int) -> None:
+        """What the peers hold of this download's label. Asked once this download is
+        recorded in flight, so that of two members starting together at least the later
+        sees the earlier (docs/sharing.md, "Members that fetch at once")."""
+        shared.copies = sharing.ask_peers(
+            self.peers, shared.label, size, self.opts, self._stop,
+            own_holder=shared.publisher.holder if shared.publisher is not None else None)
 
     def _parallel_pass(self, probe: http.ProbeResult, final: Path, control: storage.ResumeFile,
                        done: planning.RangeSet, shared: "_Sharing") -> Report:
@@ -489,6 +493,8 @@ class Download:
                     # offered too: read back and hashed beside the workers (docs/sharing.md)
                     shared.resumed = shared.publisher.hash_resumed(part_file, board.done_copy(),
                                                                    self._stop)
+            if shared.lan:
+                self._ask_peers(shared, probe.size or 0)
             pool = shared.pool = self._lan_pool(board, probe, shared)
             self.state = "running"
             threads = self._start_workers(board, probe, pool)
@@ -533,11 +539,12 @@ class Download:
         pool = LanPool(board, shared.copies, [LOCAL] + [p.key for p in self.peers],
                        label=shared.label, size=probe.size or 0, probe=probe,
                        remote=self._remote, opts=self.opts, notice=self._notice,
-                       spawn=lambda name, body: self._spawn(board, name, body))
+                       spawn=lambda name, body: self._spawn(board, name, body),
+                       holder=shared.publisher.holder if shared.publisher is not None else None)
         pool.share_out()
-        if shared.copies:
-            names = ", ".join(c.peer.name or c.peer.key for c in shared.copies)
-            held = sum(c.ranges.total for c in shared.copies)
+        if copies := [c for c in shared.copies if c.ranges.total]:
+            names = ", ".join(c.peer.name or c.peer.key for c in copies)
+            held = sum(c.ranges.total for c in copies)
             log.info("LAN copies of this file: %s (%d bytes held)", names, held)
         return pool
 

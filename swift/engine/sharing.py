@@ -111,6 +111,124 @@ def held_ranges(held: protocol.Held, size: int) -> tuple[RangeSet, dict[int, str
     return usable, hashes
 
 
+def origin_start(size: int, align: int, at: int, done: RangeSet, copies: RangeSet,
+                 mine: RangeSet, others: list[tuple[str, RangeSet]], holder: str) -> int:
+    """Where this download's origin fetches go on from: a byte offset for
+    ``Scheduler.start_at``.
+
+    Members that fetch one file at once must not fetch the same bytes: each
+    one walks its own part of the file and takes the others' parts from
+    their LAN copies as they are hashed (docs/sharing.md, "Members that fetch
+    at once"). What the others fetch now is left to them already
+    (``LanPool.share_out``); this decides the order of the rest, since two
+    members would otherwise both take the same *next* piece in the second or
+    so before they see each other's work.
+
+    ``done``: bytes this download wrote; ``copies``: bytes LAN copies offer
+    it; ``mine``: what it fetches from the origin now; ``others``: each other
+    member's download in flight as ``(holder, what it fetches from the origin
+    now)``; ``holder``: this download's name (``Publisher.holder``); ``at``:
+    the offset it goes on from now. Offsets are bytes; a move lands on a
+    multiple of ``align`` inside a free run (free: nobody has or fetches it).
+
+    * Its walk goes on from the first free byte from ``at`` when that byte
+      is ``at`` itself or follows what it fetches or wrote, and no other
+      member fetches the byte before it.
+    * Other members fetch that byte before too, and so does this download
+      (they started together, or did not see each other yet): of that group
+      the one whose holder sorts first goes on; the rank-r one of n moves to
+      r/n of the largest free run, so all of them moving at once still part.
+    * Else (others walk into that byte, or its walk has run into another's
+      part or the end of the file) it moves into the largest free run: where
+      a fetch runs into that run, to (r+1)/(n+1) of it, else to r/n of it,
+      for the rank r of its holder among the n members that may move there
+      (all but the one walking into it). A late joiner thus starts halfway
+      through what the others have not fetched yet, not on their heels, and
+      two members whose parts end at the same moment do not jump to the
+      same byte.
+    """
+    theirs = RangeSet()
+    for _, ranges in others:
+        for s, e in ranges:
+            theirs.add(s, e)
+    free = RangeSet([(0, size)])
+    for part in (done, copies, mine, theirs):
+        for s, e in part:
+            free.remove(s, e)
+    if not free.total:
+        return at
+    ahead = free.first_within(at, size)
+    gap = max(free.ranges(), key=lambda r: (r.length, -r.start))
+    unit = max(1, align)
+
+    def share_of(r: int, n: int) -> int:
+        offset = (gap.start + gap.length * r // n) // unit * unit
+        return min(max(offset, gap.start), gap.end - 1)
+
+    if ahead is not None:
+        before = ahead.start - 1
+        ours = ahead.start == at or before in mine or before in done
+        if ours and before not in theirs:
+            return ahead.start
+        if before in theirs and before in mine:
+            group = sorted({holder} | {h for h, ranges in others if before in ranges})
+            rank = group.index(holder)
+            return ahead.start if rank == 0 else share_of(rank, len(group))
+    walkers = {h for h, ranges in others if gap.start > 0 and gap.start - 1 in ranges}
+    movers = sorted(({h for h, _ in others} - walkers) | {holder})
+    rank, n = movers.index(holder), len(movers)
+    walked_into = gap.start > 0 and (gap.start - 1 in theirs or gap.start - 1 in mine)
+    return share_of(rank + 1, n + 1) if walked_into else share_of(rank, n)
+
+
+def first_start(size: int, align: int, done: RangeSet, copies: RangeSet,
+                others: list[tuple[str, RangeSet]], starting: list[str], holder: str) -> int:
+    """Where a download that has fetched nothing yet starts fetching from the origin.
+
+    ``done``, ``copies``, ``others`` as in :func:`origin_start` (the members fetching it
+    already,
+    which places this download among them); ``starting`` the holders of
+    members whose download of it is recorded but fetches nothing yet: they
+    start now too. Of those, a member that saw us applies this same rule, and
+    one that did not (it asked before we were recorded) starts where
+    :func:`origin_start` puts it, at the start of the largest free run. So
+    the group of n that includes this download takes the places 1/(n+1) ..
+    n/(n+1) of the largest free run, by the order of holders: never its start,
+    whoever saw whom.
+    """
+    at = origin_start(size, align, 0, done, copies, RangeSet(), others, holder)
+    if not starting:
+        return at
+    free = RangeSet([(0, size)])
+    for part in [done, copies] + [ranges for _, ranges in others]:
+        for s, e in part:
+            free.remove(s, e)
+    if not free.total:
+        return at
+    gap = max(free.ranges(), key=lambda r: (r.length, -r.start))
+    group = sorted(set(starting) | {holder})
+    unit = max(1, align)
+    offset = (gap.start + gap.length * (group.index(holder) + 1) // (len(group) + 1)) // unit * unit
+    return min(max(offset, gap.start), gap.end - 1)
+
+
+def given_way(mine: RangeSet, others: list[tuple[str, RangeSet]], holder: str) -> RangeSet:
+    """The bytes this download stops fetching from the origin: what it fetches now
+    (``mine``) that a member whose holder sorts before ``holder`` fetches too (``others``
+    as in :func:`origin_start`). The member sorting first keeps its fetches, so of two
+    that started together exactly one copy of those bytes is paid for."""
+    out = RangeSet()
+    for other, ranges in others:
+        if other >= holder:
+            continue
+        for s, e in ranges:
+            at = s
+            while (part := mine.first_within(at, e)) is not None:
+                out.add(part.start, part.end)
+                at = part.end
+    return out
+
+
 @dataclass
 class LanHolding:
     """What one helper offers of this download: a LAN copy source."""
@@ -121,6 +239,8 @@ class LanHolding:
     piece_size: int
     #: what its download in flight fetches from the origin now (left to it)
     fetching: RangeSet = field(default_factory=RangeSet)
+    #: the random name of its holding (``Held.holder``; "" when it gave none)
+    holder: str = ""
 
     @property
     def source(self) -> str:
@@ -152,9 +272,10 @@ def ask_peers(peers: list[Peer], label: str, size: int, opts: Options,
             return  # our own download, as the node on this machine offers it
         ranges, hashes = held_ranges(answer, size)
         fetching = RangeSet(tuple(r) for r in answer.fetching) if answer.size == size else RangeSet()
-        if ranges.total or fetching.total:
+        if ranges.total or fetching.total or answer.holder:  # (a download starting too)
             with lock:
-                found.append(LanHolding(peer, ranges, hashes, answer.piece_size, fetching))
+                found.append(LanHolding(peer, ranges, hashes, answer.piece_size, fetching,
+                                        answer.holder or ""))
 
     threads = [threading.Thread(target=ask, args=(p,), name=f"query-{p.key}", daemon=True)
                for p in peers]

@@ -359,3 +359,25 @@ def test_a_late_joiner_takes_what_the_first_holds_and_the_internet_pays_about_on
     paid = origin_bytes(origin, "/both.bin")
     assert paid <= 1.15 * size, (paid / size, second.output())
     assert "from LAN copies" in second.output()
+
+
+def test_two_members_starting_one_url_together_cost_the_origin_about_one_copy(
+        two_machines, origin, origin_root):
+    """Alpha and beta start the same download at the same moment, each with the other as
+    its helper: each walks its own part of the file from the origin and takes the other's
+    part as it is hashed; of bytes both began to fetch, the later holder gives way."""
+    alpha, beta = two_machines
+    size = 96 * MiB
+    digest = make_file(origin_root / "together.bin", size, seed=31)
+    origin.configure(conn_rate=MiB)  # every connection slow: the two run side by side
+    procs = [m.cluster.start([*_node_program(), "--dir", str(m.dir), "--discovery", m.discovery,
+                              "get", origin.url("/together.bin")], name=f"{m.name}-get", env=m.env)
+             for m in (alpha, beta)]
+    for proc in procs:
+        assert proc.wait(120) == 0, proc.output()
+    for m in (alpha, beta):
+        assert sha256_file(m.dir / "together.bin") == digest
+    paid = origin_bytes(origin, "/together.bin")
+    outputs = "\n".join(p.output() for p in procs)
+    assert paid <= 1.15 * size, (paid / size, outputs)
+    assert outputs.count("from LAN copies") == 2, outputs  # each took the other's part
