@@ -126,6 +126,11 @@ class Holding:
             return RangeSet()
         return self.fetching
 
+    def answers(self, now_ns: int) -> bool:
+        """True if a query for it gets an answer naming it: not for a download that stopped
+        before it had a piece to offer (it is not a member starting the file either)."""
+        return not self.stopped(now_ns) or bool(self.offered_ranges())
+
     def still_matches(self, st: os.stat_result, now_ns: int) -> bool:
         """:meth:`matches`, and for a download that stopped: its file was not written
         after its last publication (within :data:`STOPPED_AFTER` for its last writes)."""

@@ -281,12 +281,13 @@ class JobService:
     def _held(self, label: str) -> protocol.Held:
         """The answer to a query: what of ``label`` this node offers (nothing looks alike)."""
         holding = self._offered(label)
-        if holding is None:
+        now = time.time_ns()
+        if holding is None or not holding.answers(now):
             return protocol.Held(label, 0, MIN_PIECE, [], [])
         ranges = holding.offered_ranges()[:protocol.MAX_HELD_RANGES]
         held = {i for start, end in ranges
                 for i in range(start // holding.piece_size, -(-end // holding.piece_size))}
-        fetching = list(holding.fetching_now(time.time_ns()))[:protocol.MAX_HELD_RANGES]
+        fetching = list(holding.fetching_now(now))[:protocol.MAX_HELD_RANGES]
         return protocol.Held(label, holding.size, holding.piece_size, [list(r) for r in ranges],
                              [[i, holding.hashes[i]] for i in sorted(held)],
                              [list(r) for r in fetching], holding.holder or None)

@@ -370,7 +370,7 @@ def test_two_members_starting_one_url_together_cost_the_origin_about_one_copy(
     size = 96 * MiB
     digest = make_file(origin_root / "together.bin", size, seed=31)
     origin.configure(conn_rate=MiB)  # every connection slow: the two run side by side
-    procs = [m.cluster.start([*_node_program(), "--dir", str(m.dir), "--discovery", m.discovery,
+    procs = [m.cluster.start([*node_program(), "--dir", str(m.dir), "--discovery", m.discovery,
                               "get", origin.url("/together.bin")], name=f"{m.name}-get", env=m.env)
              for m in (alpha, beta)]
     for proc in procs:

@@ -168,3 +168,14 @@ def test_a_download_withdraws_only_its_own_holding(tmp_path):
     assert index.get(LABEL) is not None
     index.drop(LABEL, "1" * 64)
     assert index.get(LABEL) is None
+
+
+def test_a_download_that_stopped_before_it_had_a_piece_is_not_answered_for(tmp_path):
+    """It is neither a copy nor a member starting the file: nobody places itself around it."""
+    published = 1_000 * SECOND
+    _, h = stopped_part(tmp_path, published)
+    assert h.answers(published + 10 * SECOND)  # it offers piece 0
+    empty = holding_of(tmp_path / "f.bin.part", mtime_ns=None, done=RangeSet(), hashes={},
+                       updated_ns=published)
+    assert empty.answers(published + SECOND)  # just recorded: a member starting
+    assert not empty.answers(published + 3 * SECOND)
