@@ -447,6 +447,9 @@ class Download:
             except ChecksumMismatch:
                 shared.withdraw()
                 raise
+        finally:
+            if shared.links is not None:
+                shared.links.close()  # (a refresher still asking drops its own connection)
 
     def _sharing(self, probe: http.ProbeResult, part_file: Path, final: Path) -> "_Sharing":
         """The download's label, its publisher and the LAN copies helpers hold (docs/sharing.md)."""
@@ -473,9 +476,11 @@ class Download:
         """What the peers hold of this download's label. Asked once this download is
         recorded in flight, so that of two members starting together at least the later
         sees the earlier (docs/sharing.md, "Members that fetch at once")."""
+        shared.links = shared.links or sharing.QueryLinks(self.opts)
         shared.copies = sharing.ask_peers(
             self.peers, shared.label, size, self.opts, self._stop,
-            own_holder=shared.publisher.holder if shared.publisher is not None else None)
+            own_holder=shared.publisher.holder if shared.publisher is not None else None,
+            links=shared.links)
 
     def _parallel_pass(self, probe: http.ProbeResult, final: Path, control: storage.ResumeFile,
                        done: planning.RangeSet, shared: "_Sharing") -> Report:
@@ -567,7 +572,7 @@ class Download:
         def body() -> None:
             while not board.stop.wait(REFRESH_INTERVAL) and not board.complete():
                 answers = sharing.ask_peers(self.peers, shared.label, probe.size or 0, self.opts,
-                                            board.stop, own_holder=own)
+                                            board.stop, own_holder=own, links=shared.links)
                 if shared.pool is not None and not board.stop.is_set():
                     shared.pool.update(answers)
 
@@ -741,6 +746,8 @@ class _Sharing:
         self.lan = False
         #: the thread hashing the pieces resumed from an earlier run (None: nothing resumed)
         self.resumed: sharing.ResumedPieces | None = None
+        #: the kept query connections to the peers (closed when the download ends)
+        self.links: sharing.QueryLinks | None = None
 
     def withdraw(self) -> None:
         """The file failed its checksum: stop hashing it and stop offering it."""

@@ -47,7 +47,8 @@ from ..piecehash import piece_size_for
 from ..planning import Piece, RangeSet
 from .board import Board
 from .options import MAX_CONNECT_FAILURES, Options
-from .sharing import LAN_PREFIX, LanHolding, first_start, given_way, origin_start
+from .sharing import (LAN_PREFIX, LanHolding, claim_honoured, first_start, given_way,
+                      origin_start)
 from .sources.base import Source
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,9 @@ SPOT_FRACTION = 0.01
 #: Seconds a member's holding may stand still before what it says it fetches is no
 #: longer left to it: three of its publishing rounds (about one a second).
 FETCHING_PATIENCE = 3.0
+#: Seconds a LAN copy's worker waits before asking a member that refused it as busy
+#: (too many connections) again: the member's other requesters' jobs end meanwhile.
+BUSY_PAUSE = 1.0
 #: Bytes of a running origin fetch worth giving up to a member that fetches them too:
 #: less is left to finish (a local fetch that stops early costs its connection).
 GIVE_WAY_MIN = 256 * 1024
@@ -98,6 +102,7 @@ class LanPool:
         self._written: dict[str, RangeSet] = {}
         self._fetching: dict[str, RangeSet] = {}  # what members fetch from the origin now
         self._growth: dict[str, tuple[int, float]] = {}  # source -> (bytes held, since when)
+        self._first: dict[str, tuple[int, float]] = {}  # source -> (bytes held, when) first seen
         self._started: set[str] = set()
         self.spot_checks = 0
         rng = rng or random.SystemRandom()
@@ -131,10 +136,15 @@ class LanPool:
                 held = a.ranges.total
                 if self._growth.get(a.source, (-1, now))[0] != held:
                     self._growth[a.source] = (held, now)
-            # what a member fetches is left to it only while its holding grows: a stalled
-            # member (or a stale index) must not hold the download up
-            self._fetching = {a.source: a.fetching for a in answers if a.fetching.total
-                              and now - self._growth[a.source][1] < FETCHING_PATIENCE}
+                self._first.setdefault(a.source, (held, now))
+            # what a member fetches is left to it only while its holding grows, and only as
+            # much as its pace makes good: a stalled member (or a stale index) must not hold
+            # the download up, nor one that claims the file and delivers a trickle
+            self._fetching = {
+                a.source: a.fetching for a in answers if a.fetching.total
+                and now - self._growth[a.source][1] < FETCHING_PATIENCE
+                and claim_honoured(a.fetching.total, a.ranges.total, *self._first[a.source],
+                                   now, a.piece_size)}
             self._holders.update({a.source: a.holder or a.source for a in answers})
             for a in answers:
                 if a.source in self._banned or not a.ranges.total:
@@ -424,6 +434,12 @@ class LanCopyWorker(Source):
                                     timeout=min(5.0, self.opts.peer_timeout), source_address=None)
         except (OSError, TimeoutError, wire.ConnectionClosed, protocol.ProtocolError,
                 wire.AuthError) as exc:
+            if getattr(exc, "code", None) == FetchCode.BUSY:
+                # a member full of connections (others fetch from it too) is alive: this
+                # slot waits and asks again, and the member is never left out for it
+                log.info("%s: busy (%s); asking again", self.source, exc)
+                stop = self.board.stop.wait(BUSY_PAUSE) or self.board.has_no_work_for(self.source)
+                return -1 if stop else failures
             failures += 1
             if failures >= MAX_CONNECT_FAILURES:
                 self.pool.ban(self.source, f"unreachable: {exc}")

@@ -111,6 +111,33 @@ def held_ranges(held: protocol.Held, size: int) -> tuple[RangeSet, dict[int, str
     return usable, hashes
 
 
+#: A member's claim (``held.fetching``) is left to it while it is at most this many
+#: pieces (an honest download claims its running assignments: a few per worker, two
+#: pieces each, about 32 with 16 workers) ...
+CLAIM_FLOOR_PIECES = 64
+#: ... or what its holding grew by in this many seconds at its pace so far.
+CLAIM_SECONDS = 30.0
+
+
+def claim_honoured(claimed: int, held: int, first_held: int, first_seen: float, now: float,
+                   piece_size: int) -> bool:
+    """Whether this download leaves a member's claim of ``claimed`` bytes to it.
+
+    ``held`` is what the member offers now, ``first_held`` what it offered when first
+    seen at ``first_seen`` (seconds, the clock of ``now``). A member that claims the
+    whole file and hands out a trickle would hold every other member's download to
+    its pace: it keeps at most ``CLAIM_SECONDS`` of its own pace (and always
+    ``CLAIM_FLOOR_PIECES`` pieces, so that a download just started, whose pace is not
+    known yet, keeps its first assignments). Beyond that its claim is ignored (the
+    bytes are fetched here too: copies, never a wrong byte)."""
+    if claimed <= CLAIM_FLOOR_PIECES * piece_size:
+        return True
+    elapsed = now - first_seen
+    if elapsed <= 0:
+        return False
+    return claimed <= (held - first_held) / elapsed * CLAIM_SECONDS
+
+
 def origin_start(size: int, align: int, at: int, done: RangeSet, copies: RangeSet,
                  mine: RangeSet, others: list[tuple[str, RangeSet]], holder: str) -> int:
     """Where this download's origin fetches go on from: a byte offset for
@@ -247,21 +274,68 @@ class LanHolding:
         return LAN_PREFIX + self.peer.key
 
 
+class QueryLinks:
+    """One kept connection per peer for a download's queries (four a second while it
+    runs: a handshake each time, TLS with a secret, would cost more than the answer).
+    ``query`` is safe from one thread per peer; ``close`` ends every connection."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self._conns: dict[str, object] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def query(self, peer: Peer, label: str):
+        """``peer``'s answer to ``query{label}`` (any message). Raises what the link raises
+        (OSError, TimeoutError, ``wire.ConnectionClosed``, ``protocol.ProtocolError``,
+        ``wire.AuthError``); the connection is then dropped and made again next time."""
+        from .. import protocol, wire
+        with self._lock:
+            conn = self._conns.pop(peer.key, None)  # this thread's while it asks
+        if conn is None:
+            conn = wire.client_connect(peer.host, peer.port, name=self.opts.name,
+                                       secret=self.opts.secret, timeout=QUERY_DEADLINE)
+        try:
+            conn.send(protocol.Query(label))
+            answer = conn.recv(timeout=QUERY_DEADLINE)
+        except BaseException:
+            conn.close()
+            raise
+        with self._lock:
+            if not self._closed and peer.key not in self._conns:
+                self._conns[peer.key], conn = conn, None
+        if conn is not None:
+            conn.close()
+        return answer
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
+            conn.close()
+
+
 def ask_peers(peers: list[Peer], label: str, size: int, opts: Options,
-              stop: threading.Event, *, own_holder: str | None = None) -> list[LanHolding]:
-    """Every helper's answer to ``query{label}``, in parallel, within ``QUERY_DEADLINE``.
-    Helpers that do not answer in time, answer nothing usable, or answer with this
-    download's own holding (``own_holder``: published on this machine) are left out."""
+              stop: threading.Event, *, own_holder: str | None = None,
+              links: QueryLinks | None = None) -> list[LanHolding]:
+    """Every helper's answer to ``query{label}``, in parallel, within ``QUERY_DEADLINE``,
+    over ``links`` (None: a connection each, closed after). Helpers that do not answer
+    in time, answer nothing usable, or answer with this download's own holding
+    (``own_holder``: published on this machine) are left out."""
     from .. import protocol, wire
     found: list[LanHolding] = []
     lock = threading.Lock()
 
     def ask(peer: Peer) -> None:
         try:
-            with wire.client_connect(peer.host, peer.port, name=opts.name, secret=opts.secret,
-                                     timeout=QUERY_DEADLINE) as conn:
-                conn.send(protocol.Query(label))
-                answer = conn.recv(timeout=QUERY_DEADLINE)
+            if links is not None:
+                answer = links.query(peer, label)
+            else:
+                with wire.client_connect(peer.host, peer.port, name=opts.name,
+                                         secret=opts.secret, timeout=QUERY_DEADLINE) as conn:
+                    conn.send(protocol.Query(label))
+                    answer = conn.recv(timeout=QUERY_DEADLINE)
         except (OSError, TimeoutError, wire.ConnectionClosed, protocol.ProtocolError,
                 wire.AuthError) as exc:
             log.info("%s: no answer to the copy query (%s)", peer.key, exc)

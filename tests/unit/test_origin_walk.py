@@ -256,3 +256,14 @@ def test_giving_way_cuts_running_fetches_to_what_they_claimed_and_requeues_the_r
     third = sched.assign("local")
     assert sched.give_way(rs((third.start, third.end)), ["local"]) == third.end - third.start
     assert not sched.is_assigned(third.assignment_id)
+
+
+def test_a_claim_is_left_to_a_member_only_as_far_as_its_pace_makes_good():
+    from swift.engine.sharing import CLAIM_FLOOR_PIECES, claim_honoured
+    # a download just started keeps its first assignments, pace unknown
+    assert claim_honoured(32 * P, 0, 0, 10.0, 10.0, P)
+    assert claim_honoured(CLAIM_FLOOR_PIECES * P, 0, 0, 10.0, 10.0, P)
+    # a member claiming a whole 1 GiB file while its holding grew 1 MiB/s: ignored
+    assert not claim_honoured(1024 * P, 10 * P, 0, 0.0, 10.0, P)
+    # one that grows 50 MiB/s may claim 1 GiB (30 s of its pace)
+    assert claim_honoured(1024 * P, 500 * P, 0, 0.0, 10.0, P)
