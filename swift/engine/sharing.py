@@ -6,21 +6,25 @@ Two halves (docs/sharing.md):
   :class:`~swift.piecehash.PieceHasher` and records the download in the
   machine's content index (``swift.content_index``): first as ``NAME.part``
   in flight, its done ranges and piece hashes republished with each resume
-  record, then as the finished file. Content that is private (credentials,
-  cookies, a secret header, ``Cache-Control: private``/``no-store``) is
-  recorded as private and never offered.
+  record, then as the finished file. What a download resumed from an earlier
+  run already holds is read back and hashed by :class:`ResumedPieces`; a
+  file that fails its whole-file checksum is withdrawn. Content that is
+  private (credentials, cookies, a secret header, ``Cache-Control:
+  private``/``no-store``) is recorded as private and never offered.
 * :func:`ask_peers` asks every helper what it holds of the download's label
   (``query``/``held``), all at once with one deadline, right after the
   probe: the label is made of the origin's answer, so it cannot be asked
   before. What a helper answers becomes a *LAN copy* source
   (``engine.lan_copy``).
 
-Pure policy is kept out of the I/O: :func:`identity_of` and
+Pure policy is kept out of the I/O: :func:`identity_of` (a SHA-256/512
+the file is checked against names it; else the URL and the validator) and
 :func:`held_ranges` take values and return values.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -32,7 +36,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import content, http
-from ..checksums import parse_checksum
 from ..content_index import ContentIndex, Holding
 from ..piecehash import PieceHasher, pieces_within, piece_size_for
 from ..planning import RangeSet
@@ -53,6 +56,14 @@ LAN_PREFIX = Report.LAN_PREFIX
 #: our work this much later at most, and fetches twice what both fetch meanwhile.
 #: The index is rewritten each time (a few KiB, not fsynced): cheap at 4 a second.
 PUBLISH_INTERVAL = 0.25
+#: Seconds the end of a download waits for the pieces it resumed to be hashed before it
+#: records the finished file: they are read back at disk speed (a GB in seconds) from
+#: the start of the download, so they are hashed long before unless nearly everything
+#: was resumed; a piece still unhashed then is not offered (an error costs no more).
+RESUMED_WAIT = 10.0
+#: Bytes read back and hashed at once by :class:`ResumedPieces` (its whole memory), and
+#: between two looks at its stop flags.
+RESUMED_BLOCK = 1 << 20
 #: Seconds the requester waits for every helper's answer to its query: a LAN round
 #: trip and a handshake take milliseconds; a helper slower than this is not asked
 #: for a copy in this download (it still fetches from the origin).
@@ -62,23 +73,24 @@ QUERY_DEADLINE = 2.0
 def identity_of(url: str, probe: http.ProbeResult,
                 checksum: str | None) -> tuple[content.ContentIdentity, str] | None:
     """What the download is shared under: its content identity and the URL's
-    ``content.url_key`` (None: it cannot be shared: no length, no strong validator
-    and no trusted digest, or a URL without a host). A ``--checksum`` of SHA-256 is a
-    trusted digest and becomes the identity."""
-    digest = None
-    if checksum:
-        try:
-            algo, value = parse_checksum(checksum)
-        except ValueError:
-            algo, value = "", ""
-        if algo == "sha256":
-            digest = f"sha256:{value}"
+    ``content.url_key`` ("" when a digest names the content: the URL then takes no
+    part, whichever mirror or URL served the bytes). None: it cannot be shared (no
+    length; no strong validator and no trusted digest; or, without a digest, a URL
+    without a host).
+
+    ``checksum`` is the ``ALGO:HEX`` the whole file is checked against at the end
+    (``--checksum``, a Metalink's hash, or the origin's ``Repr-Digest``/``Digest``
+    as the download adopted it); a SHA-256 or SHA-512 one is the identity
+    (``content.identity_digest``; docs/sharing.md, "Identity")."""
     if probe.size is None:
         return None
     identity = content.ContentIdentity.of(probe.size, probe.encoding, probe.validator.etag,
-                                          probe.validator.last_modified, digest)
+                                          probe.validator.last_modified,
+                                          content.identity_digest(checksum))
     if not identity.shareable:
         return None
+    if identity.digest is not None:
+        return identity, ""
     try:
         return identity, content.url_key(url)
     except ValueError:
@@ -384,6 +396,29 @@ class Publisher:
         with self._lock:
             self.hasher.discard(start, end)
 
+    def settled(self, index: int) -> bool:
+        """True if piece ``index`` needs no more bytes (hashed, or given up)."""
+        with self._lock:
+            return self.hasher.settled(index)
+
+    def known(self, index: int, digest: str) -> None:
+        """Piece ``index`` was read back whole and hashes to ``digest`` (``ResumedPieces``)."""
+        with self._lock:
+            self.hasher.known(index, digest)
+
+    def hash_resumed(self, part: Path, done: RangeSet,
+                     stop: threading.Event) -> "ResumedPieces | None":
+        """Start hashing what ``done`` (the ranges resumed from an earlier run) holds of
+        ``part``, so those pieces are offered too; None when nothing was resumed."""
+        if not done.total:
+            return None
+        return ResumedPieces(self, Path(part), done, stop).start()
+
+    def withdraw(self) -> None:
+        """Stop offering this download (its bytes failed the whole-file checksum): its
+        holding is removed, unless another download holds the label meanwhile."""
+        self.index.drop(self.label, self.holder)
+
     def _hashes(self) -> dict[int, str]:
         with self._lock:
             return dict(self.hasher.digests)
@@ -435,4 +470,127 @@ class Publisher:
             piece_size=self.hasher.piece_size, done=done, hashes=self._hashes(),
             inode=st.st_ino, mtime_ns=st.st_mtime_ns if final else None,
             private=bool(self.private), why_private="; ".join(self.private), name=self.name,
-            holder=self.holder))
+            holder=self.holder, updated_ns=time.time_ns()))
+
+
+class ResumedPieces:
+    """Hashes the pieces a resumed download holds already, by reading them back.
+
+    A download resumed from ``NAME.part`` never sees those bytes arrive, so
+    the :class:`~swift.piecehash.PieceHasher` cannot hash them; this thread
+    reads each piece of the resumed ranges back from the part file and hands
+    it to the publisher: a piece wholly resumed is hashed here (outside the
+    publisher's lock) and its digest recorded (``Publisher.known``); the
+    resumed part of a piece the workers complete is fed like written bytes.
+    The read is acceptable where the rule "no second read" holds for arriving
+    bytes: these bytes were checked when they were written by the earlier run
+    (and, with piece hashes, again by ``Board.check_resumed``), and are read
+    once, in ``RESUMED_BLOCK`` blocks, by one thread.
+
+    Owned by the download: it stops within a block when ``stop`` (the
+    download's) or :meth:`stop` is set. A piece whose read fails or comes
+    short is given up (never offered); the download is not affected.
+    """
+
+    def __init__(self, publisher: Publisher, path: Path, done: RangeSet,
+                 stop: threading.Event) -> None:
+        self.publisher = publisher
+        self.path = path
+        self.done = done.copy()
+        self._outer = stop
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hash-resumed", daemon=True)
+        #: pieces hashed here, bytes read back, pieces given up (a failed read)
+        self.hashed = 0
+        self.read_bytes = 0
+        self.failed = 0
+
+    def start(self) -> "ResumedPieces":
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until every resumed piece is hashed, at most ``timeout`` seconds (or until
+        the download is stopped); then stop. True if it finished."""
+        deadline = time.monotonic() + timeout
+        while self._thread.is_alive() and not self._outer.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._thread.join(min(left, 0.1))
+        finished = not self._thread.is_alive()
+        if not finished:
+            log.info("%d resumed pieces hashed when the download ended: the rest are not offered",
+                     self.hashed)
+        self.stop()
+        return finished
+
+    def _halted(self) -> bool:
+        return self._halt.is_set() or self._outer.is_set()
+
+    def _run(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            log.info("resumed pieces not offered: cannot read %s (%s)", self.path, exc)
+            return
+        try:
+            for index, start, end, whole in self._work():
+                if self._halted():
+                    return
+                if not self.publisher.settled(index):
+                    self._piece(fd, index, start, end, whole)
+        finally:
+            os.close(fd)
+
+    def _work(self) -> list[tuple[int, int, int, bool]]:
+        """``(piece, start, end, whole)`` for every piece the resumed ranges touch: first the
+        parts of pieces the workers complete (their new bytes wait in the hasher's bounded
+        pending buffer until the resumed prefix is fed), then the whole pieces. At most
+        ``MAX_PIECES`` whole ones, and two parts per range."""
+        piece, size = self.publisher.hasher.piece_size, self.publisher.size
+        parts, wholes = [], []
+        for start, end in self.done:
+            index = start // piece
+            while index * piece < end:
+                p_start, p_end = index * piece, min(size, (index + 1) * piece)
+                whole = start <= p_start and p_end <= end
+                (wholes if whole else parts).append(
+                    (index, max(start, p_start), min(end, p_end), whole))
+                index += 1
+        return parts + wholes
+
+    def _piece(self, fd: int, index: int, start: int, end: int, whole: bool) -> None:
+        """Read ``[start, end)`` of piece ``index`` back: hash it (``whole``) or feed it."""
+        sha = hashlib.sha256() if whole else None
+        at = start
+        try:
+            while at < end:
+                if self._halted():
+                    return
+                block = os.pread(fd, min(RESUMED_BLOCK, end - at), at)
+                if not block:
+                    raise OSError(f"the part file ends at {at}")
+                self.read_bytes += len(block)
+                if sha is not None:
+                    sha.update(block)
+                else:
+                    self.publisher.written(at, memoryview(block))
+                at += len(block)
+        except OSError as exc:
+            log.info("resumed piece %d not offered: %s", index, exc)
+            self.failed += 1
+            p_start = index * self.publisher.hasher.piece_size
+            self.publisher.dropped(p_start, min(self.publisher.size,
+                                                p_start + self.publisher.hasher.piece_size))
+            return
+        if sha is not None:
+            self.publisher.known(index, sha.hexdigest())
+            self.hashed += 1
