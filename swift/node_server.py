@@ -172,11 +172,11 @@ class JobService:
                 # too little for the collector to run, so without this each such socket
                 # stayed open until some later job (measured: the soak's helpers went from
                 # 4 to 9 fds). Once per requester connection that fetched from the origin,
-                # not per block; never for queries and copies, which open no origin socket:
-                # every requester of a shared file asks each member four times a second on
-                # a new connection, and a full collection holds the GIL while the member
-                # serves copies (measured, bench/sharing_lan.py: 68 % of a serving node's
-                # busy samples were in it).
+                # not per block; never after queries and copies, which open no origin
+                # socket: a full collection holds the GIL, so every serving thread of a
+                # member stops while it runs (measured with bench/sharing_lan.py while
+                # each query came on a new connection, four a second: 68 % of a serving
+                # node's busy samples were in it).
                 gc.collect()
 
     # -- one job ----------------------------------------------------------------------
