@@ -26,7 +26,7 @@ Rows (each measured in one run, its ratios printed):
    B's spawn (interpreter and imports included) to the first 512 KiB on
    A's wire; the CPU seconds per GiB of A's node and of B's ``get``.
    Row 1p is the same without a secret (plain TCP, a lab of its own): what
-   TLS costs. Row 4 is the CPU seconds of rows 1 and 1p (from wait4 for B,
+   TLS costs (and row 2p, row 2 so). Row 4 is the CPU seconds of rows 1 and 1p (from wait4 for B,
    /proc for A's node; in the program and in the kernel).
 2. **Four simultaneous requesters** of one file (256 MiB; quick 64): each
    machine starts ``get`` of the same URL at the same moment, the other
@@ -443,9 +443,11 @@ def row_simultaneous(b: Bench, members: Members, size: int) -> list[Row]:
              "machine_busy": machine_busy(busy0)}
     for name in ("four.bin", "four-single.bin", "four-all.bin"):
         (b.www / name).unlink()
-    rows = [Row("2", f"four simultaneous requesters of {size // MiB} MiB", "origin bytes / file size",
+    two = "2p" if members.secret is None else "2"
+    channel = ", plain TCP, no secret" if members.secret is None else ""
+    rows = [Row(two, f"four simultaneous requesters of {size // MiB} MiB{channel}", "origin bytes / file size",
                 round(copies, 3), GOAL_COPIES, False, load, notes),
-            Row("2", "four simultaneous requesters: the slowest against one pooled requester",
+            Row(two, f"four simultaneous requesters{channel}: the slowest against one pooled requester",
                 "wall / single wall", round(worst, 3), GOAL_SIMULTANEOUS, False, load,
                 {"each_vs_single": notes["each_vs_single"]})]
     say(f"  origin sent {copies:.2f} copies; walls {notes['walls_s']} s against {single['wall']:.2f} s "
@@ -565,10 +567,12 @@ def findings(rows: list[Row]) -> list[str]:
                    f"{ap.value:g} CPU s per GiB, the requester {b_.value:g} against {bp.value:g} (both with "
                    f"its start-up; the requester hashes every piece twice, once to check it and once to "
                    f"offer it in turn).")
-    copies = by.get(("2", "origin bytes / file size"))
-    if copies is not None:
+    for two in ("2", "2p"):
+        copies = by.get((two, "origin bytes / file size"))
+        if copies is None:
+            continue
         n = copies.notes
-        out.append(f"- Row 2: the four requesters cost the origin {copies.value:g} copies by nginx's count "
+        out.append(f"- Row {two}: the four requesters cost the origin {copies.value:g} copies by nginx's count "
                    f"({n['copies_that_crossed_the_uplinks(their wire bytes x 1448/1514)']:g} by what crossed "
                    f"the uplinks; a single pooled requester {n['single_origin_copies']:g}); each took "
                    f"{', '.join(f'{x:g}' for x in n['each_vs_single'])} x the single requester's time; "
@@ -641,9 +645,9 @@ def run_row(fn, *args, retries: int) -> list[Row]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small files: a smoke run")
-    parser.add_argument("--rows", default="1,2,3,1p", help="rows to run (default 1,2,3,1p; row 4, the CPU "
+    parser.add_argument("--rows", default="1,2,3,1p,2p", help="rows to run (default 1,2,3,1p,2p; row 4, the CPU "
                                                          "seconds, comes with row 1; 1p: row 1 without a "
-                                                         "secret, plain TCP, in a lab of its own, last)")
+                                                         "secret, plain TCP, in a lab of its own, last; 2p: row 2 so)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each mode in row 3 (default 3)")
     parser.add_argument("--retries", type=int, default=1, help="runs again of a row started under heavy load")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -668,8 +672,8 @@ def main() -> int:
     load_start = loadavg()
     rows: list[Row] = []
     skipped: list[str] = []
-    private = [r for r in wanted if r != "1p"]
-    for rows_here, plain in ((private, False), (["1p"] if "1p" in wanted else [], True)):
+    private = [r for r in wanted if not r.endswith("p")]
+    for rows_here, plain in ((private, False), ([r for r in wanted if r.endswith("p")], True)):
         if not rows_here:
             continue
         work = Path(tempfile.mkdtemp(prefix="swift-sharing-lan-"))
@@ -689,7 +693,7 @@ def main() -> int:
                     if row in ("1", "1p"):
                         rows += run_row(row_second_requester, bench, members, big, args.profile,
                                         retries=args.retries)
-                    elif row == "2":
+                    elif row in ("2", "2p"):
                         rows += run_row(row_simultaneous, bench, members, medium, retries=args.retries)
                     elif row == "3":
                         rows += run_row(row_share_cost, bench, members, medium, args.repeat,
