@@ -116,8 +116,14 @@ class JobService:
         #: (the owner's ``--limit-rate`` for all jobs together). None: no limit.
         self.throttle = throttle
         self._slots = threading.BoundedSemaphore(slots)
+        #: Copy jobs have slots of their own, as many: a slot rations this machine's internet
+        #: link, a copy job uses its disk and the LAN instead. Sharing one pool, copies
+        #: waited behind fetch jobs that last as long as the link is slow, and the members
+        #: of four starting one file at once took each other's pieces only in a burst at the
+        #: end (bench/sharing_lan.py, row 2).
+        self._copy_slots = threading.BoundedSemaphore(slots)
         self._lock = threading.Lock()
-        self.busy = 0
+        self.busy = 0  # fetch jobs running (a pong's ``busy``, against ``slots``)
         self._same: OrderedDict[tuple, http.SameFile] = OrderedDict()
 
     def same_file(self, fetch: protocol.Fetch, url: str) -> "http.SameFile":
@@ -321,10 +327,10 @@ class JobService:
             if not holding.matches(os.fstat(fd)):
                 conn.send(protocol.Error(FetchCode.GONE, "this node's copy changed"))
                 return True
-            got_slot = self._acquire_slot(conn, job, ticking, stopping)
+            got_slot = self._acquire_slot(conn, job, ticking, stopping, self._copy_slots)
             if not got_slot:
                 if not ticking.gone.is_set():
-                    conn.send(protocol.Error(FetchCode.BUSY, "all slots of this node are busy"))
+                    conn.send(protocol.Error(FetchCode.BUSY, "all copy slots of this node are busy"))
                 return not ticking.gone.is_set()
             while job.owed and not stopping.is_set():
                 self._read_control(conn, job, ticking)
@@ -357,9 +363,7 @@ class JobService:
             ticking.finished.set()
             ticker.join(self.keepalive * 2 + 1)
             if got_slot:
-                with self._lock:
-                    self.busy -= 1
-                self._slots.release()
+                self._copy_slots.release()
 
     def _wait_for(self, label: str, holding: Holding, start: int, end: int,
                   stopping: threading.Event) -> Holding | None:
@@ -376,15 +380,20 @@ class JobService:
         return holding
 
     def _acquire_slot(self, conn: wire.Connection, job: fetchjob.NodeJob, ticking: "_Ticking",
-                      stopping: threading.Event) -> bool:
+                      stopping: threading.Event,
+                      pool: threading.BoundedSemaphore | None = None) -> bool:
+        """A slot of ``pool`` (None: the fetch slots, counted in ``busy``) within ``slot_wait``."""
+        fetch = pool is None
+        pool = self._slots if pool is None else pool
         deadline = time.monotonic() + self.slot_wait
         while time.monotonic() < deadline and not stopping.is_set():
             if ticking.gone.is_set():
                 return False
             self._read_control(conn, job, ticking)
-            if self._slots.acquire(timeout=0.5):
-                with self._lock:
-                    self.busy += 1
+            if pool.acquire(timeout=0.5):
+                if fetch:
+                    with self._lock:
+                        self.busy += 1
                 return True
         return False
 
