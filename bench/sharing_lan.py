@@ -564,9 +564,8 @@ def findings(rows: list[Row]) -> list[str]:
     b_, bp = by.get(("4", "CPU s / GiB fetched")), by.get(("4p", "CPU s / GiB fetched"))
     if a and ap and b_ and bp:
         out.append(f"- TLS (the private channel) against plain TCP: the serving node {a.value:g} against "
-                   f"{ap.value:g} CPU s per GiB, the requester {b_.value:g} against {bp.value:g} (both with "
-                   f"its start-up; the requester hashes every piece twice, once to check it and once to "
-                   f"offer it in turn).")
+                   f"{ap.value:g} CPU s per GiB, the requester {b_.value:g} against {bp.value:g} (its "
+                   f"start-up included).")
     for two in ("2", "2p"):
         copies = by.get((two, "origin bytes / file size"))
         if copies is None:
