@@ -657,7 +657,11 @@ def main() -> int:
                              "(no root needed)")
     args = parser.parse_args()
     if args.rewrite:
-        saved = json.loads((args.out / "sharing_lan.json").read_text())
+        try:
+            saved = json.loads((args.out / "sharing_lan.json").read_text())
+        except (OSError, ValueError) as exc:
+            say(f"cannot read {args.out / 'sharing_lan.json'} ({exc}); run the bench first")
+            return 1
         write([Row(**r) for r in saved["rows"]], args.out, saved["header"], saved["skipped"])
         return 0
     if not netlab.available():
