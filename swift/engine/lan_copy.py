@@ -47,8 +47,8 @@ from ..piecehash import piece_size_for
 from ..planning import Piece, RangeSet
 from .board import Board
 from .options import MAX_CONNECT_FAILURES, Options
-from .sharing import (LAN_PREFIX, LanHolding, claim_honoured, first_start, given_way,
-                      origin_start)
+from .sharing import (LAN_PREFIX, LanHolding, claim_honoured, copy_honoured, first_start,
+                      given_way, origin_start)
 from .sources.base import Source
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,10 @@ class LanPool:
                  label: str, size: int, probe: http.ProbeResult, remote: http.RemoteFile,
                  opts: Options, notice: Callable[[str], None],
                  spawn: Callable[[str, Callable[[], None]], None] | None = None,
-                 rng: random.Random | None = None, holder: str | None = None) -> None:
+                 rng: random.Random | None = None, holder: str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.board = board
+        self._clock = clock
         #: this download's holding name (``Publisher.holder``): orders members that fetch at once
         self.holder = holder or secrets.token_hex(32)
         self._at = 0  # where the origin sources go on from (``sharing.origin_start``)
@@ -103,6 +105,8 @@ class LanPool:
         self._fetching: dict[str, RangeSet] = {}  # what members fetch from the origin now
         self._growth: dict[str, tuple[int, float]] = {}  # source -> (bytes held, since when)
         self._first: dict[str, tuple[int, float]] = {}  # source -> (bytes held, when) first seen
+        # source -> (when its workers started, when it last delivered a piece): its pace
+        self._delivery: dict[str, tuple[float, float]] = {}
         self._started: set[str] = set()
         self.spot_checks = 0
         rng = rng or random.SystemRandom()
@@ -130,7 +134,7 @@ class LanPool:
 
     def _update(self, answers: list[LanHolding]) -> None:
         new: list[LanHolding] = []
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             for a in answers:  # when did its holding last grow?
                 held = a.ranges.total
@@ -154,6 +158,7 @@ class LanPool:
                 self._written.setdefault(a.source, RangeSet())
                 if known is None:
                     new.append(a)
+                    self._delivery.setdefault(a.source, (now, now))
         for copy in new:
             if self._spawn is not None:
                 for name, body in self._workers_of(copy):
@@ -168,10 +173,12 @@ class LanPool:
             walkers = [(self._holders.get(s, s), r) for s, r in self._fetching.items()
                        if s not in self._banned]
         others = RangeSet()
+        done = self.board.done_copy() if live else RangeSet()
         for c in live:
             self.board.hold(c.source, c.ranges)
-            for s, e in c.ranges:
-                others.add(s, e)
+            if self._paced(c, done):
+                for s, e in c.ranges:
+                    others.add(s, e)
         for ranges in fetching:
             for s, e in ranges:
                 others.add(s, e)
@@ -190,6 +197,21 @@ class LanPool:
             self._place(live, walkers)
         elif walkers:
             self._walk(live, walkers)
+
+    def _paced(self, copy: LanHolding, done: RangeSet) -> bool:
+        """Whether the origin sources leave ``copy``'s ranges to it (``sharing.copy_honoured``:
+        not to a copy that stalled or hands out a trickle)."""
+        outstanding = copy.ranges.copy()
+        for s, e in done:
+            outstanding.remove(s, e)
+        now = self._clock()
+        with self._lock:
+            first_seen, last = self._delivery.get(copy.source, (now, now))
+            if not outstanding.total:  # it owes nothing (a member in flight we caught up
+                # with): its patience starts again when it offers more
+                self._delivery[copy.source] = (first_seen, now)
+            delivered = self._written.get(copy.source, RangeSet()).total
+        return copy_honoured(outstanding.total, delivered, first_seen, last, now)
 
     @staticmethod
     def _offered(live: list[LanHolding]) -> RangeSet:
@@ -370,6 +392,8 @@ class LanPool:
             if source in self._banned:
                 return None
             self._written[source].add(offset, offset + len(data))  # before: a ban takes it back
+            first_seen = self._delivery.get(source, (self._clock(), 0.0))[0]
+            self._delivery[source] = (first_seen, self._clock())
         ok = self.board.write(assignment_id, source, data)
         with self._lock:
             if source in self._banned:  # left out meanwhile: the caller discards the assignment

@@ -138,6 +138,43 @@ def claim_honoured(claimed: int, held: int, first_held: int, first_seen: float, 
     return claimed <= (held - first_held) / elapsed * CLAIM_SECONDS
 
 
+#: Seconds a LAN copy may go without delivering a piece, while it holds bytes this
+#: download still lacks, before those bytes are no longer left to it alone: a piece
+#: crosses a LAN in milliseconds, so a copy silent this long (its member stopped,
+#: overloaded, or hostile) must not hold the download up; as ``FETCHING_PATIENCE``.
+COPY_PATIENCE = 3.0
+#: ... and at most this many seconds of its pace so far: the longest a member's copy
+#: may hold the download up once the rest is fetched. At a LAN's pace (10 MiB/s and
+#: up) that is over a GiB left to the copy alone, so an honest copy still spares the
+#: origin every byte of all but the largest files; a member that trickles out a piece
+#: every 2.9 s (350 KiB/s) keeps 41 MiB, and the origin sources fetch the rest.
+COPY_SECONDS = 120.0
+
+
+def copy_honoured(outstanding: int, delivered: int, first_seen: float, last_delivery: float,
+                  now: float) -> bool:
+    """Whether this download leaves a LAN copy's bytes to that copy alone.
+
+    ``outstanding``: bytes the copy offers that this download has not written yet;
+    ``delivered``: bytes it wrote from this copy so far; ``first_seen``: when the copy's
+    workers started, ``last_delivery``: when it last delivered a piece (``first_seen``
+    before the first), both seconds on the clock of ``now``. A member that offers the
+    whole file and hands out a trickle (or stops answering) would otherwise hold the
+    download to its pace, since the origin sources do not hold what a copy holds: the
+    copy keeps what it delivers in :data:`COPY_SECONDS` at its pace so far, and only
+    while it delivered a piece within :data:`COPY_PATIENCE` seconds. Beyond that the
+    origin sources may fetch its bytes too, and split or race its slow assignments
+    (copies, never a wrong byte: whoever writes a byte first wins, as ever)."""
+    if outstanding <= 0:
+        return True
+    if now - last_delivery >= COPY_PATIENCE:
+        return False
+    elapsed = now - first_seen
+    if elapsed < COPY_PATIENCE:  # its first pieces: its pace is not known yet
+        return True
+    return outstanding <= delivered / elapsed * COPY_SECONDS
+
+
 def origin_start(size: int, align: int, at: int, done: RangeSet, copies: RangeSet,
                  mine: RangeSet, others: list[tuple[str, RangeSet]], holder: str) -> int:
     """Where this download's origin fetches go on from: a byte offset for
