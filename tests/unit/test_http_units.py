@@ -385,6 +385,24 @@ def test_secrets_are_known_and_never_shown(tmp_path):
     assert ["Authorization", "Bearer t0k"] in private and ["Cookie", "session=abc123"] in private
 
 
+@pytest.mark.parametrize("name", ["X-Api-Key", "PRIVATE-TOKEN", "Job-Token", "X-Auth-Token",
+                                  "X-JFrog-Art-Api", "Ocp-Apim-Subscription-Key", "X-Session-Id",
+                                  "X-Amz-Security-Token", "x-client-secret"])
+def test_a_header_named_for_a_credential_is_a_secret_kept_from_open_helpers_and_logs(name):
+    p = RequestProfile.build(headers=[f"{name}: s3cr3t", "Accept-Language: de"])
+    assert p.secrets() == [f"the {name} header"]  # so the file is never offered either
+    public = p.peer_headers(private=False)
+    assert ["Accept-Language", "de"] in public and not any("s3cr3t" in v for _, v in public)
+    assert [name, "s3cr3t"] in p.peer_headers(private=True)
+    assert "s3cr3t" not in repr(p) + str(p.redacted())
+
+
+def test_headers_that_carry_no_credential_are_not_secrets():
+    from swift.http.profile import is_secret_header
+    assert not any(is_secret_header(n) for n in ["Accept", "Accept-Language", "X-Trace", "DNT",
+                                                 "Keep-Alive", "X-Requested-With", "Origin"])
+
+
 def test_bad_cookie_and_ca_files_say_so(tmp_path):
     with pytest.raises(errors.UsageError, match="no such file"):
         RequestProfile.build(cookie_file=str(tmp_path / "missing.txt"))
