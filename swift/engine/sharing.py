@@ -424,6 +424,7 @@ class Publisher:
         self._lock = threading.Lock()
         self._published: tuple | None = None
         self._passive = False  # a finished copy of this content is offered meanwhile
+        self._recorded = False  # its part file was recorded in flight
 
     def written(self, offset: int, block: memoryview) -> None:
         with self._lock:
@@ -467,6 +468,7 @@ class Publisher:
             self._passive = True
             return
         self._record(self.part, done, None)
+        self._recorded = self.index.get(self.label) is not None
 
     def publish(self, done: RangeSet, fetching: RangeSet | None = None) -> None:
         """Republish the done ranges, hashes and what is being fetched from the origin
@@ -493,7 +495,12 @@ class Publisher:
                           updated_ns=time.time_ns())
 
     def finished(self, path: Path) -> None:
-        """The file is complete under ``path``: offer it from there (its mtime now recorded)."""
+        """The file is complete under ``path``: offer it from there (its mtime now recorded),
+        unless its user withdrew it while it ran (``unshare`` at the prompt removed the
+        holding of its part file): that stays so for the finished file."""
+        if self._recorded and self.index.get(self.label) is None:
+            log.info("not offered: %s was unshared while it downloaded", self.name)
+            return
         self._record(Path(path).absolute(), RangeSet([(0, self.size)]), "final")
 
     def _record(self, path: Path, done: RangeSet, final: str | None) -> None:
