@@ -200,11 +200,21 @@ class LanPool:
 
     def _paced(self, copy: LanHolding, done: RangeSet) -> bool:
         """Whether the origin sources leave ``copy``'s ranges to it (``sharing.copy_honoured``:
-        not to a copy that stalled or hands out a trickle)."""
+        not to a copy that stalled or hands out a trickle). A member whose holding grows (its
+        download in flight, which others take pieces of as they are hashed) is judged by its
+        claims instead; this is for a holding that stands still: a finished file, a stopped
+        download's part file."""
+        now = self._clock()
+        with self._lock:
+            grew = now - self._growth.get(copy.source, (0, now))[1] < FETCHING_PATIENCE
+        if grew:
+            with self._lock:
+                first_seen, _ = self._delivery.get(copy.source, (now, now))
+                self._delivery[copy.source] = (first_seen, now)
+            return True
         outstanding = copy.ranges.copy()
         for s, e in done:
             outstanding.remove(s, e)
-        now = self._clock()
         with self._lock:
             first_seen, last = self._delivery.get(copy.source, (now, now))
             if not outstanding.total:  # it owes nothing (a member in flight we caught up

@@ -164,7 +164,9 @@ def copy_honoured(outstanding: int, delivered: int, first_seen: float, last_deli
     copy keeps what it delivers in :data:`COPY_SECONDS` at its pace so far, and only
     while it delivered a piece within :data:`COPY_PATIENCE` seconds. Beyond that the
     origin sources may fetch its bytes too, and split or race its slow assignments
-    (copies, never a wrong byte: whoever writes a byte first wins, as ever)."""
+    (copies, never a wrong byte: whoever writes a byte first wins, as ever). Only for a
+    holding that stands still (``LanPool._paced``): a member whose download is in flight
+    is judged by its claims (:func:`claim_honoured`)."""
     if outstanding <= 0:
         return True
     if now - last_delivery >= COPY_PATIENCE:
