@@ -35,7 +35,6 @@ refused (see ``swift.sessions``).
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import threading
@@ -170,13 +169,10 @@ class JobService:
                     return
         finally:
             if session is not None:
+                # urllib3 closes the pools' idle origin sockets when the pools are freed,
+                # which is now: no failed request leaves a response in a reference cycle
+                # (swift.http.retry, "No reference cycles")
                 session.close()
-            # A failed range request leaves its response, and so its origin socket, in a
-            # reference cycle (exception, traceback, frame); an idle helper allocates too
-            # little for the collector to run, so without this each such socket stayed
-            # open until some later job (measured: the soak's helpers went from 4 to 9
-            # fds). Once per requester connection, not per block.
-            gc.collect()
 
     # -- one job ----------------------------------------------------------------------
     def _pong(self) -> protocol.Pong:
