@@ -45,8 +45,9 @@ from ..fetchjob import Changed, Data, Failed, Finished, KeptAlive, RequesterJob
 from ..piecehash import piece_size_for
 from ..planning import Piece, RangeSet
 from .board import Board
-from .options import MAX_CONNECT_FAILURES, Options
+from .options import Options
 from .sharing import LanHolding
+from .sources import link
 from .sources.base import Source
 
 log = logging.getLogger(__name__)
@@ -362,28 +363,16 @@ class LanCopyWorker(Source):
         return copy
 
     def _connect(self, failures: int) -> int:
-        peer = self.copy.peer
-        try:
-            conn = self._connect_to(peer.host, peer.port, name=self.opts.name,
-                                    secret=self.opts.secret,
-                                    timeout=min(5.0, self.opts.peer_timeout), source_address=None)
-        except (OSError, TimeoutError, wire.ConnectionClosed, protocol.ProtocolError,
-                wire.AuthError) as exc:
-            failures += 1
-            if failures >= MAX_CONNECT_FAILURES:
-                self.pool.ban(self.source, f"unreachable: {exc}")
-                return -1
-            return -1 if self.board.stop.wait(0.5 * failures) else failures
-        conn.timeout = self.opts.peer_timeout
-        self._conn = conn
-        self.board.add_closer(conn.close)
-        return 0
+        """Connect; the count of failures in a row, or -1 when the worker must end (the
+        copy is banned when unreachable; a refused handshake is one more failure)."""
+        self._conn, failures = link.connect(
+            self.board, self.opts, self._connect_to, self.copy.peer, failures,
+            unreachable=lambda why: self.pool.ban(self.source, why))
+        return failures
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            self.board.discard_closer(conn.close)
-            conn.close()
+        link.hang_up(self.board, conn)
 
     def _aligned_end(self, end: int) -> int:
         size, piece = self.pool.size, self.copy.piece_size
