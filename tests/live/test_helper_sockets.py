@@ -71,16 +71,6 @@ def http_objects_in_cycles() -> list[str]:
     return found
 
 
-@pytest.fixture
-def no_collector():
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
 @pytest.mark.skipif(not Path("/proc/self/net/tcp").exists(), reason="needs Linux's /proc")
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_a_failed_range_request_leaves_no_origin_socket_open_without_the_collector(

@@ -2,7 +2,6 @@
 translation by type, the retry value, the request profile. No sockets."""
 
 import errno
-import gc
 import socket
 import ssl
 import threading
@@ -361,17 +360,6 @@ def _refusing_answer(alive: list) -> None:
     response = _Response()  # noqa: F841
     alive.append(weakref.ref(response))
     raise errors.OriginError("the server answered 404", ErrorCode.ACCESS_DENIED, status=404)
-
-
-@pytest.fixture
-def no_collector():
-    """The cycle collector off: what is freed here is freed by reference counting alone."""
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def test_a_retried_failure_frees_its_response_without_the_cycle_collector(no_collector):
