@@ -7,6 +7,7 @@ only fixtures), so moving a test file between tiers breaks no other file.
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import os
 import pty
@@ -222,3 +223,17 @@ def terminal_node(cluster, discovery: str, *, extra=()):
         proc.wait(10)
         os.close(master)
         reader.join(5)
+
+
+def http_objects_in_cycles() -> list[str]:
+    """The requests and urllib3 objects the cycle collector finds unreachable now (it frees
+    them): with the collector off since a failure (the ``no_collector`` fixture), what
+    the failure left in a reference cycle."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        return sorted({f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage
+                       if type(o).__module__.split(".")[0] in ("requests", "urllib3")})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()

@@ -14,7 +14,6 @@ requests or urllib3 object left over.
 
 from __future__ import annotations
 
-import gc
 import os
 from pathlib import Path
 
@@ -23,6 +22,8 @@ import pytest
 from swift import node_server, protocol, sessions, wire
 from swiftlab.cluster import wait_until
 from swiftlab.origin import make_file
+
+from tests.helpers import http_objects_in_cycles
 
 KiB, MiB = 1 << 10, 1 << 20
 SIZE = 2 * MiB
@@ -56,19 +57,6 @@ def sockets_to(port: int) -> int:
             continue
         count += link.startswith("socket:[") and link[8:-1] in inodes
     return count
-
-
-def http_objects_in_cycles() -> list[str]:
-    """The requests and urllib3 objects the cycle collector finds unreachable (it frees them)."""
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        gc.collect()
-        found = sorted({f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage
-                        if type(o).__module__.split(".")[0] in ("requests", "urllib3")})
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-    return found
 
 
 @pytest.mark.skipif(not Path("/proc/self/net/tcp").exists(), reason="needs Linux's /proc")
