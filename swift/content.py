@@ -5,9 +5,11 @@ Two values, kept apart on purpose:
 - :class:`ContentIdentity`: the bytes themselves, as the origin vouched for
   them when they were fetched: their length, their content coding, and a
   strong validator (a strong ``ETag``, else ``Last-Modified``), or a trusted
-  digest (``--checksum``; later a Metalink or an RFC 9530 ``Repr-Digest``),
-  which then is the identity on its own. Never a URL: two URLs may serve one
-  file, and one URL serves another file after a change.
+  digest (:func:`identity_digest`: the SHA-256 or SHA-512 the download checks
+  the whole file against, from ``--checksum``, a Metalink or the origin's
+  RFC 9530 ``Repr-Digest``), which then is the identity on its own. Never a
+  URL: two URLs may serve one file, and one URL serves another file after a
+  change.
 - :class:`Provenance`: the URLs those bytes were fetched from (as typed, then
   after redirects). It says where to ask the origin again, never what the
   bytes are.
@@ -36,6 +38,14 @@ Sharing (docs/sharing.md)
   the public ``OPEN_POOL_KEY``: anyone who knows (or guesses) a URL, its
   length and validator can compute its label (README, "Sharing: the threat
   model").
+* **Which digests name content.** Only SHA-256 and SHA-512
+  (:data:`IDENTITY_DIGESTS`), and only the one the whole file is checked
+  against at the end: a label is then a promise the download keeps. MD5 and
+  SHA-1 are still checked where given, but two different files can be made
+  to share one (a chosen-prefix collision), so under them the identity stays
+  the URL and validator. Two members that check different algorithms (one a
+  ``--checksum sha256:``, the other a Metalink's SHA-512) do not find each
+  other's copies.
 * **Private content** (:func:`private_reasons`) is never offered:
   credentials in the URL, an ``Authorization`` header, cookies, a secret
   ``--header``, or an answer marked ``Cache-Control: private``/``no-store``.
@@ -49,8 +59,14 @@ import json
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["ContentIdentity", "OPEN_POOL_KEY", "Provenance", "SIGNING_PARAMETERS", "label",
-           "private_reasons", "url_key"]
+from .checksums import parse_checksum
+
+__all__ = ["ContentIdentity", "IDENTITY_DIGESTS", "OPEN_POOL_KEY", "Provenance",
+           "SIGNING_PARAMETERS", "identity_digest", "label", "private_reasons", "url_key"]
+
+#: The digests that may be a content identity on their own (hashlib names): collision
+#: resistant ones only (see "Which digests name content" above).
+IDENTITY_DIGESTS = ("sha256", "sha512")
 
 
 @dataclass(frozen=True)
@@ -150,6 +166,19 @@ OPEN_POOL_KEY = b"swift open pool: no secret"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 #: Response cache directives that forbid keeping the answer for others (RFC 9111 5.2.2).
 _PRIVATE_DIRECTIVES = ("private", "no-store")
+
+
+def identity_digest(checksum: str | None) -> str | None:
+    """``checksum`` (``ALGO:HEX`` as ``--checksum`` takes it, any case, ``sha-256:`` too) as
+    the lower-case ``sha256:HEX`` or ``sha512:HEX`` a :class:`ContentIdentity` holds; None
+    for no checksum, an unreadable one, or another algorithm (:data:`IDENTITY_DIGESTS`)."""
+    if not checksum:
+        return None
+    try:
+        algo, value = parse_checksum(checksum)
+    except ValueError:
+        return None
+    return f"{algo}:{value}" if algo in IDENTITY_DIGESTS else None
 
 
 def url_key(url: str) -> str:

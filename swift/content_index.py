@@ -15,6 +15,18 @@ Rules:
   fails over to other sources. A download in flight (``NAME.part``) is
   written all the time, so only its inode and size are checked; its bytes
   are offered only where its done set says they are written.
+* **A download that stopped.** A download in flight republishes its holding
+  several times a second (``updated_ns``). One silent for
+  :data:`STOPPED_AFTER` seconds has stopped (killed, crashed, stalled):
+  what it was fetching is no hint any more (:meth:`Holding.fetching_now`),
+  and its done pieces stay offered only while its part file was not written
+  after its last publication (:meth:`Holding.still_matches`): they are
+  bytes it checked and hashed, and nothing has touched them since. A part
+  file written again by anyone else (a run with ``--no-share``, a restart
+  that reused the inode) is not offered.
+* **One file, one holding.** Recording a holding drops every other holding
+  of the same path: a part file started over for another version of the
+  file, or a file overwritten by another download, is that download's now.
 * **Never private content.** A holding marked private is kept (so
   ``shares`` can say why it is not offered) but never offered.
 * **One file, many processes.** The index is ``shares.json`` in the state
@@ -40,6 +52,7 @@ import os
 import stat
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
@@ -56,6 +69,12 @@ INDEX_VERSION = 1
 #: Most holdings an index keeps: the oldest go first. Each is a few hundred bytes
 #: plus 64 per hashed piece; 1024 of them stay well under a few MB.
 MAX_HOLDINGS = 1024
+#: Seconds after its last publication that a download in flight counts as stopped.
+#: A running download republishes every quarter second while anything changes
+#: (``engine.sharing.PUBLISH_INTERVAL``), so one silent this long was killed, crashed
+#: or stalled; a requester must not wait for what it said it was fetching. The same
+#: span is the slack for its last writes after its last publication.
+STOPPED_AFTER = 3.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +111,33 @@ class Holding:
         if not stat.S_ISREG(st.st_mode) or st.st_ino != self.inode or st.st_size != self.size:
             return False
         return self.mtime_ns is None or st.st_mtime_ns == self.mtime_ns
+
+    def stopped(self, now_ns: int) -> bool:
+        """True for a download in flight that has not published for :data:`STOPPED_AFTER`
+        seconds at wall-clock ``now_ns`` (never for a finished file, or a holding whose
+        time is unknown: ``updated_ns`` 0, as an older index records it)."""
+        return (not self.complete and self.updated_ns > 0
+                and now_ns - self.updated_ns >= STOPPED_AFTER * 1e9)
+
+    def fetching_now(self, now_ns: int) -> RangeSet:
+        """What its download fetches from the origin now, as a hint to others: nothing once
+        it is finished or stopped (see the module docstring)."""
+        if self.complete or self.updated_ns == 0 or self.stopped(now_ns):
+            return RangeSet()
+        return self.fetching
+
+    def answers(self, now_ns: int) -> bool:
+        """True if a query for it gets an answer naming it: not for a download that stopped
+        before it had a piece to offer (it is not a member starting the file either)."""
+        return not self.stopped(now_ns) or bool(self.offered_ranges())
+
+    def still_matches(self, st: os.stat_result, now_ns: int) -> bool:
+        """:meth:`matches`, and for a download that stopped: its file was not written
+        after its last publication (within :data:`STOPPED_AFTER` for its last writes)."""
+        if not self.matches(st):
+            return False
+        return not self.stopped(now_ns) or \
+            st.st_mtime_ns <= self.updated_ns + int(STOPPED_AFTER * 1e9)
 
     def offered_ranges(self) -> list[tuple[int, int]]:
         """The done ranges whose pieces all have a hash: what a requester can check."""
@@ -196,12 +242,25 @@ class ContentIndex:
             st = os.stat(holding.path)
         except OSError:
             return None
-        return holding if holding.matches(st) else None
+        return holding if holding.still_matches(st, time.time_ns()) else None
 
     # -- changing -----------------------------------------------------------------------------
     def record(self, holding: Holding) -> None:
-        """Add or replace the holding with its label (StorageError-free: a failure is logged)."""
-        self._change(lambda holdings: holdings.__setitem__(holding.label, holding))
+        """Add or replace the holding with its label, and drop every other one of its path
+        (StorageError-free: a failure is logged)."""
+        def apply(holdings: dict[str, Holding]) -> None:
+            for key in [k for k, h in holdings.items() if h.path == holding.path]:
+                del holdings[key]
+            holdings[holding.label] = holding
+        self._change(apply)
+
+    def drop(self, label: str, holder: str) -> None:
+        """Remove the holding ``label`` if it is still the one named ``holder`` (a download
+        withdrawing its own holding leaves one another download recorded meanwhile)."""
+        def apply(holdings: dict[str, Holding]) -> None:
+            if label in holdings and holdings[label].holder == holder:
+                del holdings[label]
+        self._change(apply)
 
     def update(self, label: str, **changes) -> None:
         """Change fields of the holding ``label`` (nothing if it is gone meanwhile).

@@ -53,6 +53,7 @@ from .engine.report import ChecksumMismatch, DownloadError, MetalinkAnswer, Repo
 from .engine.single_stream import SingleStream
 from .engine.sources.local import LocalSource
 from .engine.sources.mirror import LockedBook, MirrorSource, MirrorSources
+from .checksums import parse_checksum
 from .errors import ErrorCode, OriginError, SwiftError
 from .mirrors import MirrorBook
 from .units import human_bytes
@@ -114,6 +115,9 @@ class Download:
         self.state = "starting"
         self._mirrors: MirrorSources | None = None
         self._first_left_out: dict[str, str] = {}
+        #: who gave ``opts.checksum`` when the user did not: the origin's header (a
+        #: mismatch then names the server, and ``--no-mirrors`` ignores it)
+        self._digest_from = ""
 
     # -- public --------------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -293,6 +297,7 @@ class Download:
         if opts.header_mirrors and opts.checksum is None and probe.digest is not None:
             algo, digest = probe.digest
             self.opts = opts = dataclasses.replace(opts, checksum=f"{algo}:{digest}")
+            self._digest_from = "the server's Repr-Digest/Digest header"
             self._notice(f"the server gives the file's {algo} digest: it is checked at the end")
         candidates = [(url, pri) for url, pri in opts.mirrors if url != self.url]
         if opts.header_mirrors:
@@ -322,6 +327,8 @@ class Download:
             elif got.encoding != probe.encoding:
                 why = (f"it sends Content-Encoding {got.encoding or 'identity'!r}, the first URL "
                        f"{probe.encoding or 'identity'!r}")
+                book.leave_out(url, why)
+            elif (why := _other_digest(got, opts.checksum)) is not None:
                 book.leave_out(url, why)
             else:
                 same = _same_validator(probe.validator, got.validator)
@@ -423,6 +430,7 @@ class Download:
         except ChecksumMismatch:
             again = shared.pool.written_ranges() if shared.pool is not None else planning.RangeSet()
             if not again.total:
+                shared.withdraw()  # these bytes are not the content their label names
                 raise
             # the trusted digest caught what piece hashes and spot checks let through:
             # every byte a LAN copy gave is fetched again from the origin, once
@@ -434,7 +442,14 @@ class Download:
                 if shared.publisher is not None:
                     shared.publisher.dropped(start, end)
             shared.copies, shared.pool, shared.lan = [], None, False
-            return self._parallel_pass(probe, final, control, redo, shared)
+            try:
+                return self._parallel_pass(probe, final, control, redo, shared)
+            except ChecksumMismatch:
+                shared.withdraw()
+                raise
+        finally:
+            if shared.links is not None:
+                shared.links.close()  # (a refresher still asking drops its own connection)
 
     def _sharing(self, probe: http.ProbeResult, part_file: Path, final: Path) -> "_Sharing":
         """The download's label, its publisher and the LAN copies helpers hold (docs/sharing.md)."""
@@ -444,7 +459,8 @@ class Download:
             return shared
         shared_as = sharing.identity_of(probe.url, probe, self.opts.checksum)
         if shared_as is None:
-            log.info("not shared: the origin names no strong validator for this file")
+            log.info("not shared: neither a strong validator nor a SHA-256/512 digest names "
+                     "this file")
             return shared
         label = content.label(*shared_as[:1], self.opts.secret, shared_as[1])
         private = content.private_reasons(self._remote.secrets() if self._remote else [],
@@ -453,12 +469,18 @@ class Download:
             shared.publisher = sharing.Publisher(self.opts.share_index, label, part_file, size,
                                                  private=private, name=final.name)
         shared.label = label
-        if not private and self.peers and size > SMALL_FILE:
-            shared.lan = True
-            shared.copies = sharing.ask_peers(
-                self.peers, label, size, self.opts, self._stop,
-                own_holder=shared.publisher.holder if shared.publisher is not None else None)
+        shared.lan = not private and bool(self.peers) and size > SMALL_FILE
         return shared
+
+    def _ask_peers(self, shared: "_Sharing", size: int) -> None:
+        """What the peers hold of this download's label. Asked once this download is
+        recorded in flight, so that of two members starting together at least the later
+        sees the earlier (docs/sharing.md, "Members that fetch at once")."""
+        shared.links = shared.links or sharing.QueryLinks(self.opts)
+        shared.copies = sharing.ask_peers(
+            self.peers, shared.label, size, self.opts, self._stop,
+            own_holder=shared.publisher.holder if shared.publisher is not None else None,
+            links=shared.links)
 
     def _parallel_pass(self, probe: http.ProbeResult, final: Path, control: storage.ResumeFile,
                        done: planning.RangeSet, shared: "_Sharing") -> Report:
@@ -472,6 +494,12 @@ class Download:
             board.check_resumed()  # a resumed piece is trusted only after its hash
             if shared.publisher is not None:
                 shared.publisher.start(done)
+                if shared.resumed is None or not shared.resumed.running:
+                    # offered too: read back and hashed beside the workers (docs/sharing.md)
+                    shared.resumed = shared.publisher.hash_resumed(part_file, board.done_copy(),
+                                                                   self._stop)
+            if shared.lan:
+                self._ask_peers(shared, probe.size or 0)
             pool = shared.pool = self._lan_pool(board, probe, shared)
             self.state = "running"
             threads = self._start_workers(board, probe, pool)
@@ -493,11 +521,21 @@ class Download:
         if board.pieces is not None and not board.pieces.all_good():
             raise DownloadError(f"{part_file}: not every piece passed its hash; kept for resume",
                                 ErrorCode.CHECKSUM_MISMATCH)
-        verify.checksum(part_file, self.opts.checksum, self._stop)
+        verify.checksum(part_file, self.opts.checksum, self._stop, **self._digest_words())
         self.path = storage.finalize(part_file, final, overwrite=self.opts.overwrite)
         if shared.publisher is not None:
+            if shared.resumed is not None:  # the resumed pieces' hashes, read back
+                shared.resumed.wait(sharing.RESUMED_WAIT)
             shared.publisher.finished(self.path)
         return self._report(board, done.total, pool)
+
+    def _digest_words(self) -> dict[str, str]:
+        """How a checksum mismatch is told when the origin's header gave the digest."""
+        if not self._digest_from:
+            return {}
+        return {"named_by": self._digest_from,
+                "again": "the server contradicts its own digest; run again with --no-mirrors to "
+                         "ignore it, or with --checksum giving the right sum"}
 
     def _lan_pool(self, board: Board, probe: http.ProbeResult, shared: "_Sharing") -> LanPool | None:
         if not shared.lan or (probe.size or 0) <= SMALL_FILE:
@@ -506,11 +544,12 @@ class Download:
         pool = LanPool(board, shared.copies, [LOCAL] + [p.key for p in self.peers],
                        label=shared.label, size=probe.size or 0, probe=probe,
                        remote=self._remote, opts=self.opts, notice=self._notice,
-                       spawn=lambda name, body: self._spawn(board, name, body))
+                       spawn=lambda name, body: self._spawn(board, name, body),
+                       holder=shared.publisher.holder if shared.publisher is not None else None)
         pool.share_out()
-        if shared.copies:
-            names = ", ".join(c.peer.name or c.peer.key for c in shared.copies)
-            held = sum(c.ranges.total for c in shared.copies)
+        if copies := [c for c in shared.copies if c.ranges.total]:
+            names = ", ".join(c.peer.name or c.peer.key for c in copies)
+            held = sum(c.ranges.total for c in copies)
             log.info("LAN copies of this file: %s (%d bytes held)", names, held)
         return pool
 
@@ -533,7 +572,7 @@ class Download:
         def body() -> None:
             while not board.stop.wait(REFRESH_INTERVAL) and not board.complete():
                 answers = sharing.ask_peers(self.peers, shared.label, probe.size or 0, self.opts,
-                                            board.stop, own_holder=own)
+                                            board.stop, own_holder=own, links=shared.links)
                 if shared.pool is not None and not board.stop.is_set():
                     shared.pool.update(answers)
 
@@ -672,6 +711,18 @@ class Download:
                                            for url, why in self._mirrors.book.left_out().items()}}
 
 
+def _other_digest(got: http.ProbeResult, checksum: str | None) -> str | None:
+    """Why a mirror whose own ``Repr-Digest``/``Digest`` names other bytes than the file's
+    checksum (same algorithm, another value) is not used; None when it agrees or says nothing."""
+    try:
+        algo, value = parse_checksum(checksum) if checksum else ("", "")
+    except ValueError:
+        return None
+    if got.digest is None or got.digest[0] != algo or got.digest[1] == value:
+        return None
+    return f"its {algo} digest header names other bytes than the file's"
+
+
 def _same_validator(first: http.Validator, other: http.Validator) -> bool | None:
     """Do two URLs' validators name the same version? Strong ETags if both give one, else
     Last-Modified if both give it; None when there is nothing to compare."""
@@ -693,6 +744,17 @@ class _Sharing:
         self.pool: LanPool | None = None
         #: LAN copies may be used (a label, helpers to ask, nothing private)
         self.lan = False
+        #: the thread hashing the pieces resumed from an earlier run (None: nothing resumed)
+        self.resumed: sharing.ResumedPieces | None = None
+        #: the kept query connections to the peers (closed when the download ends)
+        self.links: sharing.QueryLinks | None = None
+
+    def withdraw(self) -> None:
+        """The file failed its checksum: stop hashing it and stop offering it."""
+        if self.resumed is not None:
+            self.resumed.stop()
+        if self.publisher is not None:
+            self.publisher.withdraw()
 
 
 def _guarded(board: Board, body: Callable[[], None]) -> None:

@@ -69,10 +69,6 @@ SLOT_WAIT = 60.0
 COPY_WAIT = 2.0
 #: Seconds between two looks at the index while a copy job waits for bytes.
 COPY_POLL = 0.1
-#: Seconds after its last publish that a download's "fetching" ranges are still
-#: passed on: a download publishes about once a second, so one silent this long has
-#: stopped (killed, crashed) and must not make others wait for it.
-FETCHING_FRESH = 3.0
 #: Bytes a copy job reads and sends at once: a quarter of a data frame.
 COPY_BLOCK = 256 << 10
 #: Files whose "same bytes" evidence (a sample of bytes sent, ETags proven to be
@@ -258,14 +254,13 @@ class JobService:
     def _held(self, label: str) -> protocol.Held:
         """The answer to a query: what of ``label`` this node offers (nothing looks alike)."""
         holding = self._offered(label)
-        if holding is None:
+        now = time.time_ns()
+        if holding is None or not holding.answers(now):
             return protocol.Held(label, 0, MIN_PIECE, [], [])
         ranges = holding.offered_ranges()[:protocol.MAX_HELD_RANGES]
         held = {i for start, end in ranges
                 for i in range(start // holding.piece_size, -(-end // holding.piece_size))}
-        fresh = time.time_ns() - holding.updated_ns < FETCHING_FRESH * 1e9
-        fetching = list(holding.fetching)[:protocol.MAX_HELD_RANGES] \
-            if fresh and not holding.complete else []
+        fetching = list(holding.fetching_now(now))[:protocol.MAX_HELD_RANGES]
         return protocol.Held(label, holding.size, holding.piece_size, [list(r) for r in ranges],
                              [[i, holding.hashes[i]] for i in sorted(held)],
                              [list(r) for r in fetching], holding.holder or None)

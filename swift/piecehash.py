@@ -233,6 +233,21 @@ class PieceHasher:
             pos += take
         return done
 
+    def settled(self, index: int) -> bool:
+        """True once piece ``index`` has its digest or was given up: nothing more to feed it."""
+        return index in self.digests or index in self.lost
+
+    def known(self, index: int, digest: str) -> bool:
+        """Piece ``index``'s digest computed elsewhere, from all of its bytes at once (a
+        piece resumed from an earlier run, read back whole). Recorded unless the piece is
+        settled or bytes of it were fed here (those then decide); True if recorded."""
+        if not 0 <= index < self.count:
+            raise ValueError(f"no piece {index} in a file of {self.count} pieces")
+        if self.settled(index) or index in self._open:
+            return False
+        self.digests[index] = digest
+        return True
+
     def discard(self, start: int, end: int) -> None:
         """Bytes ``[start, end)`` written earlier are dropped: every piece they touch is lost."""
         if start >= end:

@@ -386,13 +386,20 @@ class PieceQueue:
         self._requeued: deque[Range] = deque()
         self._cursor = 0
 
-    def take(self, held: RangeSet | None = None) -> Range | None:
+    def take(self, held: RangeSet | None = None, start_at: int = 0) -> Range | None:
         """The next piece, or None; with ``held``, the next piece's part inside it.
 
         ``held`` is what the taker's source holds (None: the whole file). What
         of a piece it does not hold stays queued where it was; planned gaps it
         skips join the requeued remainders, in order, so the cursor rule holds.
+        ``start_at`` (a byte offset) puts the pieces from there on first, the
+        rest after them (see :meth:`Scheduler.start_at`).
         """
+        if start_at > 0:
+            ahead = held.copy() if held is not None else RangeSet([(0, self._size)])
+            ahead.remove(0, min(start_at, self._size))
+            if ahead.total and (r := self._take_within(ahead)) is not None:
+                return r
         if held is None:
             if self._requeued:
                 return self._requeued.popleft()
@@ -400,6 +407,9 @@ class PieceQueue:
             if r is not None:
                 self._cursor = r.end
             return r
+        return self._take_within(held)
+
+    def _take_within(self, held: RangeSet) -> Range | None:
         found = self._find(held)
         if found is None:
             return None
@@ -645,6 +655,10 @@ class Races:
         if loser.position == loser.end:  # nothing of it is left to write: retired
             del assignments[loser.assignment_id]
 
+    def shrunk(self, shrink: Shrink) -> None:
+        """An assignment's end moved back for another reason: its worker is told with the losers."""
+        self._losers.append(shrink)
+
     def take_losers(self) -> list[Shrink]:
         losers, self._losers = self._losers, []
         return losers
@@ -684,6 +698,7 @@ class Scheduler:
         self.sources = SourceBook(max_failures)
         self._races = Races(race_after)
         self._holdings: dict[str, RangeSet] = {}  # a source not in it holds the whole file
+        self._start_at = 0  # where new pieces are taken from first (``start_at``)
 
     # -- what each source holds ---------------------------------------------------------------
     def hold(self, source: str, ranges: RangeSet | None) -> None:
@@ -700,6 +715,16 @@ class Scheduler:
             self._holdings.pop(source, None)
         else:
             self._holdings[source] = ranges.copy()
+
+    def start_at(self, offset: int) -> None:
+        """Hand out the pieces from byte ``offset`` on first, then the rest (0: in file order,
+        the default). Where several members fetch one file from the origin at once, each
+        walks its own part of it (``engine.sharing.origin_start``) instead of all taking
+        the same first pieces. Failed remainders before ``offset`` wait until nothing from
+        ``offset`` on is left; running assignments are not changed."""
+        if not 0 <= offset:
+            raise ValueError(f"offset must be >= 0, not {offset}")
+        self._start_at = min(offset, self.size)
 
     def holding(self, source: str) -> RangeSet | None:
         """What ``source`` holds (a copy), or None when it holds the whole file."""
@@ -724,7 +749,7 @@ class Scheduler:
         """
         if self.sources.excluded(source):
             return None
-        r = self._queue.take(self._holdings.get(source))
+        r = self._queue.take(self._holdings.get(source), self._start_at)
         if r is not None:
             return self._start(source, r.start, r.end, now)
         return self._race(source, now) or self._split(source, now)
@@ -769,6 +794,34 @@ class Scheduler:
         assignment.rival = piece.assignment_id
         self._assignments[piece.assignment_id].rival = assignment.assignment_id
         return piece
+
+    def give_way(self, ranges: RangeSet, sources: Iterable[str], min_length: int = 1) -> int:
+        """Running assignments of ``sources`` stop where ``ranges`` begin; the bytes given up.
+
+        For bytes another member fetches from the origin at the same time
+        (``engine.sharing.given_way``): the assignment keeps what it has
+        claimed and what lies before ``ranges``; the rest, from the first byte
+        of ``ranges`` on, waits in the queue again (where holdings decide who
+        may take it). Its worker is told as a race's loser is
+        (:meth:`take_losers`); one with nothing left to write is retired.
+        Assignments in a race, and cuts of fewer than ``min_length`` bytes, are
+        left alone.
+        """
+        wanted = set(sources)
+        given = 0
+        for a in list(self._assignments.values()):
+            if a.source not in wanted or a.rival is not None:
+                continue
+            first = ranges.first_within(a.claimed, a.end)
+            if first is None or a.end - first.start < min_length:
+                continue
+            old_end, a.end = a.end, first.start
+            self._queue.requeue(Range(a.end, old_end))
+            self._races.shrunk(Shrink(a.assignment_id, a.end))
+            if a.position == a.end:
+                del self._assignments[a.assignment_id]
+            given += old_end - a.end
+        return given
 
     def take_losers(self) -> list[Shrink]:
         """The assignments that lost a race since the last call, with their new ends.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import ipaddress
+import json
 import os
 import pty
 import signal
@@ -223,6 +224,62 @@ def terminal_node(cluster, discovery: str, *, extra=()):
         proc.wait(10)
         os.close(master)
         reader.join(5)
+
+
+# -- LAN sharing: machines that share -------------------------------------------------------------
+class Machine:
+    """A node and the directories that make it one machine (LAN sharing's tests): a ``get``
+    run with the machine's state directory hands its file to the machine's node."""
+
+    def __init__(self, cluster, disc, name: str, *, extra=()):
+        self.cluster = cluster
+        self.name = name
+        root = cluster.workdir / name
+        self.state, self.dir = root / "state", root / "files"
+        self.state.mkdir(parents=True)
+        self.dir.mkdir()
+        self.env = {"SWIFT_STATE_DIR": str(self.state)}
+        self.discovery = f"127.0.0.1:{disc.port}"
+        self.node = cluster.node(self.discovery, name=name, directory=self.dir, env=self.env,
+                                 extra=["--allow-private", *extra])
+
+    def get(self, url: str, *args: str, timeout: float = 120) -> tuple[int, str, dict]:
+        """Run ``get URL ARGS`` on this machine to its end: (exit code, output, report)."""
+        report = self.dir / f"report-{len(list(self.dir.glob('report-*')))}.json"
+        secret = ["--secret-file", str(self.cluster.secret_file)] if self.cluster.secret_file else []
+        proc = self.cluster.start(
+            [*node_program(), "--discovery", self.discovery, "--dir", str(self.dir), *secret,
+             "get", url, "--report", str(report), *args], name=f"get-{self.name}", env=self.env)
+        code = proc.wait(timeout)
+        data = json.loads(report.read_text()) if report.exists() else {}
+        return code, proc.output(), data
+
+    def start_get(self, url: str, *args: str):
+        """Start ``get URL ARGS`` on this machine without peers' help and without waiting."""
+        return self.cluster.start(
+            [*node_program(), "--discovery", self.discovery, "--dir", str(self.dir), "get", url,
+             *args], name=f"{self.name}-get", env=self.env)
+
+    def holdings(self) -> list[dict]:
+        """The machine's content index as its file says now ([] while there is none)."""
+        try:
+            return json.loads((self.state / "shares.json").read_text())["holdings"]
+        except (OSError, ValueError, KeyError):
+            return []
+
+
+def node_program() -> list[str]:
+    return program("node")
+
+
+def origin_bytes(origin, path: str) -> int:
+    """Bytes the test origin (``swiftlab.origin``) sent of ``path`` since its last reset."""
+    return origin.stats()["bytes_by_path"].get(path, 0)
+
+
+def offered_bytes(machine: Machine) -> int:
+    """What the machine's index says its holdings have written and hashed (0: none yet)."""
+    return max((len(h["hashes"]) * h["piece_size"] for h in machine.holdings()), default=0)
 
 
 def http_objects_in_cycles() -> list[str]:

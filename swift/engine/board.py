@@ -146,6 +146,23 @@ class Board:
             self._sched.hold(source, ranges)
             self.cond.notify_all()  # an idle worker of that source may have work now
 
+    def start_at(self, offset: int) -> None:
+        """New pieces from byte ``offset`` on first; see
+        :meth:`Scheduler.start_at <swift.planning.Scheduler.start_at>`."""
+        with self.cond:
+            self._sched.start_at(offset)
+
+    def give_way(self, ranges, sources, min_length: int = 1) -> int:
+        """Running assignments of ``sources`` stop where ``ranges`` begin; see
+        :meth:`Scheduler.give_way <swift.planning.Scheduler.give_way>`. Their workers are
+        told at once."""
+        with self.cond:
+            given = self._sched.give_way(ranges, sources, min_length)
+            losers = self._losers()
+            self.cond.notify_all()
+        self._tell(losers)
+        return given
+
     def heard(self, assignment_id: int) -> None:
         """A sign of life without data (a keep-alive): the assignment is not silent."""
         with self.cond:
@@ -286,12 +303,6 @@ class Board:
         lost = before - self._sched.bytes_by_source().get(source, 0)
         self._bytes_by_source[source] = self._bytes_by_source.get(source, 0) - lost
         self.dropped += lost
-
-    def hold(self, source: str, ranges) -> None:
-        """``source`` can deliver only ``ranges`` (a RangeSet; None: the whole file)."""
-        with self.cond:
-            self._sched.hold(source, ranges)
-            self.cond.notify_all()
 
     def forget(self, source: str, ranges) -> int:
         """What ``source`` wrote in ``ranges`` is wrong: fetch it again (``Scheduler.forget``);

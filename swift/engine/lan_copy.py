@@ -34,6 +34,7 @@ import hashlib
 import logging
 import os
 import random
+import secrets
 import threading
 import time
 from typing import Callable
@@ -46,7 +47,8 @@ from ..piecehash import piece_size_for
 from ..planning import Piece, RangeSet
 from .board import Board
 from .options import Options
-from .sharing import LanHolding
+from .sharing import (LAN_PREFIX, LanHolding, claim_honoured, first_start, given_way,
+                      origin_start)
 from .sources import link
 from .sources.base import Source
 
@@ -63,6 +65,12 @@ SPOT_FRACTION = 0.01
 #: Seconds a member's holding may stand still before what it says it fetches is no
 #: longer left to it: three of its publishing rounds (about one a second).
 FETCHING_PATIENCE = 3.0
+#: Seconds a LAN copy's worker waits before asking a member that refused it as busy
+#: (too many connections) again: the member's other requesters' jobs end meanwhile.
+BUSY_PAUSE = 1.0
+#: Bytes of a running origin fetch worth giving up to a member that fetches them too:
+#: less is left to finish (a local fetch that stops early costs its connection).
+GIVE_WAY_MIN = 256 * 1024
 
 
 class LanPool:
@@ -74,8 +82,12 @@ class LanPool:
                  label: str, size: int, probe: http.ProbeResult, remote: http.RemoteFile,
                  opts: Options, notice: Callable[[str], None],
                  spawn: Callable[[str, Callable[[], None]], None] | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, holder: str | None = None) -> None:
         self.board = board
+        #: this download's holding name (``Publisher.holder``): orders members that fetch at once
+        self.holder = holder or secrets.token_hex(32)
+        self._at = 0  # where the origin sources go on from (``sharing.origin_start``)
+        self._holders: dict[str, str] = {}  # source -> its holding's name
         self.copies: dict[str, LanHolding] = {}
         self.origin_sources = origin_sources
         self.label = label
@@ -91,6 +103,7 @@ class LanPool:
         self._written: dict[str, RangeSet] = {}
         self._fetching: dict[str, RangeSet] = {}  # what members fetch from the origin now
         self._growth: dict[str, tuple[int, float]] = {}  # source -> (bytes held, since when)
+        self._first: dict[str, tuple[int, float]] = {}  # source -> (bytes held, when) first seen
         self._started: set[str] = set()
         self.spot_checks = 0
         rng = rng or random.SystemRandom()
@@ -104,6 +117,10 @@ class LanPool:
         self._spot_done: dict[tuple[int, str], bool] = {}
         self._spot_locks: dict[int, threading.Lock] = {}
         self._update(copies)
+        #: members whose download of this content is recorded but fetches nothing yet
+        self._starting = [a.holder for a in copies
+                          if a.holder and not a.ranges.total and not a.fetching.total]
+        self._placed = False
 
     # -- holdings --------------------------------------------------------------------------------
     def update(self, answers: list[LanHolding]) -> None:
@@ -120,10 +137,16 @@ class LanPool:
                 held = a.ranges.total
                 if self._growth.get(a.source, (-1, now))[0] != held:
                     self._growth[a.source] = (held, now)
-            # what a member fetches is left to it only while its holding grows: a stalled
-            # member (or a stale index) must not hold the download up
-            self._fetching = {a.source: a.fetching for a in answers if a.fetching.total
-                              and now - self._growth[a.source][1] < FETCHING_PATIENCE}
+                self._first.setdefault(a.source, (held, now))
+            # what a member fetches is left to it only while its holding grows, and only as
+            # much as its pace makes good: a stalled member (or a stale index) must not hold
+            # the download up, nor one that claims the file and delivers a trickle
+            self._fetching = {
+                a.source: a.fetching for a in answers if a.fetching.total
+                and now - self._growth[a.source][1] < FETCHING_PATIENCE
+                and claim_honoured(a.fetching.total, a.ranges.total, *self._first[a.source],
+                                   now, a.piece_size)}
+            self._holders.update({a.source: a.holder or a.source for a in answers})
             for a in answers:
                 if a.source in self._banned or not a.ranges.total:
                     continue
@@ -143,6 +166,8 @@ class LanPool:
         with self._lock:
             live = [c for s, c in self.copies.items() if s not in self._banned]
             fetching = [r for s, r in self._fetching.items() if s not in self._banned]
+            walkers = [(self._holders.get(s, s), r) for s, r in self._fetching.items()
+                       if s not in self._banned]
         others = RangeSet()
         for c in live:
             self.board.hold(c.source, c.ranges)
@@ -161,6 +186,46 @@ class LanPool:
                   {c.source: c.ranges.total for c in live}, [r.total for r in fetching])
         for source in self.origin_sources:
             self.board.hold(source, rest)
+        if not self._placed:
+            self._placed = True
+            self._place(live, walkers)
+        elif walkers:
+            self._walk(live, walkers)
+
+    @staticmethod
+    def _offered(live: list[LanHolding]) -> RangeSet:
+        out = RangeSet()
+        for c in live:
+            for s, e in c.ranges:
+                out.add(s, e)
+        return out
+
+    def _place(self, live: list[LanHolding], walkers: list[tuple[str, RangeSet]]) -> None:
+        """Before the first fetch: where to start (``sharing.first_start``)."""
+        if not walkers and not self._starting:
+            return
+        at = first_start(self.size, piece_size_for(self.size), self.board.done_copy(),
+                         self._offered(live), walkers, self._starting, self.holder)
+        if at:
+            log.debug("origin fetches start at byte %d (%d members fetch, %d start too)",
+                      at, len(walkers), len(self._starting))
+            self._at = at
+            self.board.start_at(at)
+
+    def _walk(self, live: list[LanHolding], walkers: list[tuple[str, RangeSet]]) -> None:
+        """Members fetch this file from the origin now: where ours go on from, so that each
+        fetches its own part (``sharing.origin_start``)."""
+        mine = self.board.fetching(LAN_PREFIX)
+        at = origin_start(self.size, piece_size_for(self.size), self._at, self.board.done_copy(),
+                          self._offered(live), mine, walkers, self.holder)
+        clash = given_way(mine, walkers, self.holder)
+        if clash.total:
+            given = self.board.give_way(clash, self.origin_sources, GIVE_WAY_MIN)
+            log.debug("gave way on %d bytes other members fetch too", given)
+        if at != self._at:
+            log.debug("origin fetches go on from byte %d (was %d)", at, self._at)
+            self._at = at
+            self.board.start_at(at)
 
     def stale(self, source: str) -> None:
         """``source`` no longer offers what it said: it holds nothing until the next answer."""
@@ -364,10 +429,18 @@ class LanCopyWorker(Source):
 
     def _connect(self, failures: int) -> int:
         """Connect; the count of failures in a row, or -1 when the worker must end (the
-        copy is banned when unreachable; a refused handshake is one more failure)."""
+        copy is banned when unreachable; a refused handshake is one more failure; a
+        member that refuses the connection as busy is asked again, never left out)."""
+
+        def busy(why: str) -> bool:
+            # a member full of connections (others fetch from it too) is alive: this
+            # slot waits and asks again, and the member is never left out for it
+            log.info("%s: busy (%s); asking again", self.source, why)
+            return self.board.stop.wait(BUSY_PAUSE) or self.board.has_no_work_for(self.source)
+
         self._conn, failures = link.connect(
             self.board, self.opts, self._connect_to, self.copy.peer, failures,
-            unreachable=lambda why: self.pool.ban(self.source, why))
+            unreachable=lambda why: self.pool.ban(self.source, why), busy=busy)
         return failures
 
     def _drop(self) -> None:

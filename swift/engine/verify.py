@@ -31,11 +31,13 @@ def same_checksum(a: str | None, b: str | None) -> bool:
 
 
 def checksum(path: Path, expected_text: str | None, stop: threading.Event | None = None, *,
-             again: str = AGAIN) -> None:
+             again: str = AGAIN, named_by: str = "") -> None:
     """ChecksumMismatch unless ``path`` has the ``ALGO:HEX`` digest (nothing to do without one).
 
-    ``again`` tells the user how to fetch the file anew. DownloadError when
-    ``stop`` is set first (checked every MiB).
+    ``again`` tells the user how to fetch the file anew; ``named_by`` says who gave the
+    digest when it was not the user (``the server's Repr-Digest``), so a mismatch names
+    the side that contradicts itself. DownloadError when ``stop`` is set first (checked
+    every MiB).
     """
     if not expected_text:
         return
@@ -48,5 +50,7 @@ def checksum(path: Path, expected_text: str | None, stop: threading.Event | None
         raise DownloadError(f"cannot read {path} to check its checksum "
                             f"({exc.strerror or exc}); it is kept", ErrorCode.STORAGE) from None
     if actual != expected:
-        raise ChecksumMismatch(f"{algo} checksum mismatch: expected {expected}, got {actual}",
+        said = f"{named_by} says {expected}, its bytes hash to" if named_by else \
+            f"expected {expected}, got"
+        raise ChecksumMismatch(f"{algo} checksum mismatch: {said} {actual}",
                                kept=f"the data is kept at {path}; {again}")

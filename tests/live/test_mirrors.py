@@ -168,6 +168,16 @@ def test_a_wrong_digest_header_fails_the_file_and_no_mirrors_ignores_it(tmp_path
     assert hashlib.sha256(Path(report.path).read_bytes()).hexdigest() == SHA
 
 
+def test_a_mirror_whose_digest_header_names_other_bytes_is_left_out_before_it_serves(tmp_path):
+    with o.Origin({"/f": BAD}, {"/f": [_link_and_digest("http://127.0.0.1:1/none", BAD)]}) as odd:
+        with o.Origin({"/f": FILE}, {"/f": [_link_and_digest(odd.url("/f"), FILE)]}) as origin:
+            report, _ = _run(origin.url("/f"), _options(tmp_path))
+            served = [s for s in odd.statuses("/f") if s == 206]
+    assert report.left_out[odd.url("/f")] == "its sha256 digest header names other bytes than the file's"
+    assert len(served) == 1  # its probe only
+    assert hashlib.sha256(Path(report.path).read_bytes()).hexdigest() == SHA
+
+
 # -- node.py get: -M, --mirror, a URL that is a Metalink, hostile documents ----------------------
 
 def _meta4(files: list[tuple[str, list[str], bytes]], *, pieces: bool = True) -> bytes:

@@ -17,40 +17,10 @@ import pytest
 from swiftlab.cluster import wait_until
 from swiftlab.origin import make_file
 
-from tests.helpers import MiB, is_root, live_keys, sha256_file
+from tests.helpers import (Machine, MiB, is_root, live_keys, node_program, offered_bytes,
+                           origin_bytes, sha256_file)
 
 SIZE = 64 * MiB
-
-
-class Machine:
-    """A node and the directories that make it one machine."""
-
-    def __init__(self, cluster, disc, name: str, *, extra=()):
-        self.cluster = cluster
-        self.name = name
-        root = cluster.workdir / name
-        self.state, self.dir = root / "state", root / "files"
-        self.state.mkdir(parents=True)
-        self.dir.mkdir()
-        self.env = {"SWIFT_STATE_DIR": str(self.state)}
-        self.discovery = f"127.0.0.1:{disc.port}"
-        self.node = cluster.node(self.discovery, name=name, directory=self.dir, env=self.env,
-                                 extra=["--allow-private", *extra])
-
-    def get(self, url: str, *args: str, timeout: float = 120) -> tuple[int, str, dict]:
-        report = self.dir / f"report-{len(list(self.dir.glob('report-*')))}.json"
-        secret = ["--secret-file", str(self.cluster.secret_file)] if self.cluster.secret_file else []
-        proc = self.cluster.start(
-            [*_node_program(), "--discovery", self.discovery, "--dir", str(self.dir), *secret,
-             "get", url, "--report", str(report), *args], name=f"get-{self.name}", env=self.env)
-        code = proc.wait(timeout)
-        data = json.loads(report.read_text()) if report.exists() else {}
-        return code, proc.output(), data
-
-
-def _node_program() -> list[str]:
-    from swiftlab.cluster import program
-    return program("node")
 
 
 class LoopbackCapture:
@@ -97,10 +67,6 @@ class LoopbackCapture:
     @property
     def data(self) -> bytes:
         return b"".join(self.payloads)
-
-
-def origin_bytes(origin, path: str) -> int:
-    return origin.stats()["bytes_by_path"].get(path, 0)
 
 
 @pytest.fixture
@@ -276,15 +242,6 @@ def test_a_node_restart_keeps_what_it_offers(cluster, origin, origin_root):
     assert sum(report["lan_bytes"].values()) >= size - MiB, out
 
 
-def offered_bytes(machine: Machine) -> int:
-    """What the machine's index says its holdings have written and hashed (0: none yet)."""
-    try:
-        data = json.loads((machine.state / "shares.json").read_text())
-    except (OSError, ValueError):
-        return 0
-    return max((len(h["hashes"]) * h["piece_size"] for h in data["holdings"]), default=0)
-
-
 def test_a_partial_copy_and_the_pool_for_the_rest_give_the_right_file(two_machines, origin,
                                                                        origin_root):
     """Alpha's download stops at 60 % (killed); beta takes those 60 % from alpha's
@@ -296,7 +253,7 @@ def test_a_partial_copy_and_the_pool_for_the_rest_give_the_right_file(two_machin
     origin.configure("/half.bin", stall_after=0)
     origin.configure("/half.bin", stall_after=1 << 40, count=7)
     first = alpha.cluster.start(
-        [*_node_program(), "--discovery", alpha.discovery, "--dir", str(alpha.dir), "get",
+        [*node_program(), "--discovery", alpha.discovery, "--dir", str(alpha.dir), "get",
          origin.url("/half.bin"), "--no-peers", "--piece-size", "1M"], name="alpha-get",
         env=alpha.env)
     wait_until(lambda: offered_bytes(alpha) >= 6 * MiB, 30, "alpha holds 60 %")
@@ -391,10 +348,10 @@ def test_a_late_joiner_takes_what_the_first_holds_and_the_internet_pays_about_on
     digest = make_file(origin_root / "both.bin", size, seed=26)
     origin.configure(conn_rate=MiB)  # every connection slow: the two overlap for seconds
     args = ["--discovery", alpha.discovery, "get", origin.url("/both.bin")]
-    first = alpha.cluster.start([*_node_program(), "--dir", str(alpha.dir), *args],
+    first = alpha.cluster.start([*node_program(), "--dir", str(alpha.dir), *args],
                                 name="alpha-get", env=alpha.env)
     wait_until(lambda: offered_bytes(alpha) >= size // 4, 60, "alpha holds a quarter")
-    second = beta.cluster.start([*_node_program(), "--dir", str(beta.dir), *args],
+    second = beta.cluster.start([*node_program(), "--dir", str(beta.dir), *args],
                                 name="beta-get", env=beta.env)
     assert first.wait(120) == 0, first.output()
     assert second.wait(120) == 0, second.output()
@@ -402,3 +359,25 @@ def test_a_late_joiner_takes_what_the_first_holds_and_the_internet_pays_about_on
     paid = origin_bytes(origin, "/both.bin")
     assert paid <= 1.15 * size, (paid / size, second.output())
     assert "from LAN copies" in second.output()
+
+
+def test_two_members_starting_one_url_together_cost_the_origin_about_one_copy(
+        two_machines, origin, origin_root):
+    """Alpha and beta start the same download at the same moment, each with the other as
+    its helper: each walks its own part of the file from the origin and takes the other's
+    part as it is hashed; of bytes both began to fetch, the later holder gives way."""
+    alpha, beta = two_machines
+    size = 96 * MiB
+    digest = make_file(origin_root / "together.bin", size, seed=31)
+    origin.configure(conn_rate=MiB)  # every connection slow: the two run side by side
+    procs = [m.cluster.start([*node_program(), "--dir", str(m.dir), "--discovery", m.discovery,
+                              "get", origin.url("/together.bin")], name=f"{m.name}-get", env=m.env)
+             for m in (alpha, beta)]
+    for proc in procs:
+        assert proc.wait(120) == 0, proc.output()
+    for m in (alpha, beta):
+        assert sha256_file(m.dir / "together.bin") == digest
+    paid = origin_bytes(origin, "/together.bin")
+    outputs = "\n".join(p.output() for p in procs)
+    assert paid <= 1.15 * size, (paid / size, outputs)
+    assert outputs.count("from LAN copies") == 2, outputs  # each took the other's part

@@ -104,3 +104,78 @@ def test_a_damaged_index_offers_nothing_and_is_replaced_on_the_next_record(tmp_p
     f.write_bytes(b"1")
     index.record(holding_of(f))
     assert [h.label for h in ContentIndex(state).holdings()] == [LABEL]
+
+
+# -- a download in flight that stopped -----------------------------------------------------------
+SECOND = 1_000_000_000
+
+
+def stopped_part(tmp_path, published_ns: int):
+    """A part file whose download published last at ``published_ns``, written just before."""
+    part = tmp_path / "f.bin.part"
+    part.write_bytes(bytes(2 * PIECE))
+    os.utime(part, ns=(published_ns, published_ns - SECOND // 10))
+    return part, holding_of(part, mtime_ns=None, done=RangeSet([(0, PIECE)]), hashes={0: "d" * 64},
+                            fetching=RangeSet([(PIECE, 2 * PIECE)]), updated_ns=published_ns)
+
+
+def test_a_stopped_downloads_fetching_hint_is_ignored_and_a_running_ones_passed_on(tmp_path):
+    published = 1_000 * SECOND
+    _, h = stopped_part(tmp_path, published)
+    assert list(h.fetching_now(published + SECOND)) == [(PIECE, 2 * PIECE)]
+    assert not h.stopped(published + 2 * SECOND)
+    assert h.stopped(published + 3 * SECOND)
+    assert h.fetching_now(published + 3 * SECOND).total == 0
+    assert holding_of(tmp_path / "f.bin.part", fetching=RangeSet([(0, 5)]),
+                      updated_ns=published).fetching_now(published).total == 0  # finished
+    assert holding_of(tmp_path / "f.bin.part", mtime_ns=None, fetching=RangeSet([(0, 5)]))\
+        .fetching_now(published).total == 0  # no publication time: no hint
+
+
+def test_a_stopped_downloads_done_pieces_stay_offered_while_nobody_writes_its_part_file(tmp_path):
+    published = 1_000 * SECOND
+    part, h = stopped_part(tmp_path, published)
+    much_later = published + 3600 * SECOND
+    assert h.still_matches(os.stat(part), much_later)  # killed: its bytes are still its own
+    st = os.stat(part)
+    os.utime(part, ns=(st.st_atime_ns, published + 2 * SECOND))  # its own last writes
+    assert h.still_matches(os.stat(part), much_later)
+    os.utime(part, ns=(st.st_atime_ns, published + 10 * SECOND))  # another run writes it
+    assert not h.still_matches(os.stat(part), much_later)
+    assert h.still_matches(os.stat(part), published + SECOND)  # while it runs: inode and size
+
+
+def test_recording_a_holding_drops_another_one_of_the_same_path(tmp_path):
+    """A part file started over for another version of the file (the inode may be reused)
+    belongs to the new download alone."""
+    part = tmp_path / "f.bin.part"
+    part.write_bytes(bytes(PIECE))
+    index = ContentIndex(tmp_path / "state")
+    index.record(holding_of(part, mtime_ns=None))
+    other = tmp_path / "g.bin"
+    other.write_bytes(b"g")
+    index.record(holding_of(other, label="ee" * 32))
+    index.record(holding_of(part, label="cd" * 32, mtime_ns=None, done=RangeSet()))
+    assert {h.label for h in index.holdings()} == {"cd" * 32, "ee" * 32}
+
+
+def test_a_download_withdraws_only_its_own_holding(tmp_path):
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"x" * 10)
+    index = ContentIndex(tmp_path / "state")
+    index.record(holding_of(f, holder="1" * 64))
+    index.drop(LABEL, "2" * 64)  # another download's: recorded meanwhile
+    assert index.get(LABEL) is not None
+    index.drop(LABEL, "1" * 64)
+    assert index.get(LABEL) is None
+
+
+def test_a_download_that_stopped_before_it_had_a_piece_is_not_answered_for(tmp_path):
+    """It is neither a copy nor a member starting the file: nobody places itself around it."""
+    published = 1_000 * SECOND
+    _, h = stopped_part(tmp_path, published)
+    assert h.answers(published + 10 * SECOND)  # it offers piece 0
+    empty = holding_of(tmp_path / "f.bin.part", mtime_ns=None, done=RangeSet(), hashes={},
+                       updated_ns=published)
+    assert empty.answers(published + SECOND)  # just recorded: a member starting
+    assert not empty.answers(published + 3 * SECOND)

@@ -81,3 +81,34 @@ def test_about_one_percent_of_the_pieces_are_drawn_for_spot_checks_and_none_with
     _, every = pool_with([copy_of([(0, SIZE)])], fraction=1.0)
     assert all(every.needs_spot_check(i) for i in range(8))
 
+
+
+def test_a_member_claiming_the_whole_file_while_it_hands_out_a_trickle_is_not_waited_for():
+    size = 256 * MiB
+
+    class Discard:
+        def pwrite(self, offset, block):
+            pass
+
+    board = Board(Scheduler(size, piece_size=2 * MiB, min_split=MiB), Discard(), clock=lambda: 0.0)
+    probe = ProbeResult(url="http://h/f", final_url="http://h/f", size=size, ranges=True,
+                        validator=Validator('"e"', None))
+    peer = Peer("10.0.0.2", 6000, "alpha", 4)
+
+    def answer(held_mib):
+        return LanHolding(peer, RangeSet([(0, held_mib * MiB)]),
+                          {i: "h" * 64 for i in range(held_mib)}, MiB,
+                          RangeSet([(held_mib * MiB, size)]), "0" * 64)
+
+    pool = LanPool(board, [answer(1)], [LOCAL], label="a" * 64, size=size, probe=probe,
+                   remote=None, opts=Options(), notice=lambda text: None, rng=random.Random(7))
+    pool.share_out()
+    # first seen: its pace is unknown, yet its claim is far above a few assignments: ignored
+    assert list(board._sched.holding(LOCAL)) == [(MiB, size)]
+    # an honest start: it claims its first assignments only, which are left to it
+    honest = LanHolding(peer, RangeSet(), {}, MiB, RangeSet([(0, 32 * MiB)]), "0" * 64)
+    board2 = Board(Scheduler(size, piece_size=2 * MiB, min_split=MiB), Discard(), clock=lambda: 0.0)
+    pool2 = LanPool(board2, [honest], [LOCAL], label="a" * 64, size=size, probe=probe,
+                    remote=None, opts=Options(), notice=lambda text: None, rng=random.Random(7))
+    pool2.share_out()
+    assert list(board2._sched.holding(LOCAL)) == [(32 * MiB, size)]

@@ -8,8 +8,9 @@ import random
 
 import pytest
 
-from swift import http, wire
+from swift import http, protocol, wire
 from swift.engine.board import Board
+from swift.engine import lan_copy
 from swift.engine.lan_copy import LanCopyWorker, LanPool
 from swift.engine.options import LOCAL, MAX_CONNECT_FAILURES, Options
 from swift.engine.sharing import LanHolding
@@ -128,3 +129,19 @@ def test_a_stop_during_the_pause_ends_the_worker_without_giving_the_member_up(ma
     worker.board.stop.set()
     assert not worker.ready()
     assert len(dialer.calls) == 1 and not worker.board.left_out
+
+
+def test_a_lan_copy_refused_as_busy_is_asked_again_and_never_left_out(monkeypatch):
+    monkeypatch.setattr(lan_copy, "BUSY_PAUSE", 0.0)
+    busy = protocol.RemoteProtocolError(protocol.FetchCode.BUSY, "too many connections")
+    dialer = Dialer(*[busy] * (MAX_CONNECT_FAILURES + 1))
+    worker = lan_worker(dialer)
+    assert worker.ready()
+    assert len(dialer.calls) == MAX_CONNECT_FAILURES + 2 and not worker.board.left_out
+
+
+def test_a_helper_refusing_as_busy_counts_it_as_a_failure():
+    busy = protocol.RemoteProtocolError(protocol.FetchCode.BUSY, "too many connections")
+    worker = peer_source(Dialer(*[busy] * MAX_CONNECT_FAILURES))
+    assert not worker.ready()
+    assert worker.board.left_out[PEER.key].startswith("unreachable: ")

@@ -121,3 +121,16 @@ def test_what_a_hasher_computed_is_a_piece_hashes_that_checks_the_same_bytes():
                                     tuple(hasher.digests[i] for i in range(hasher.count)))
     assert all(trusted.check(i, data[i * 1024:(i + 1) * 1024]) for i in range(hasher.count))
     assert not trusted.check(0, b"\0" * 1024)
+
+
+def test_a_digest_read_back_elsewhere_is_taken_only_for_a_piece_nothing_was_fed_to():
+    hasher = PieceHasher(3 * MIN_PIECE)
+    assert hasher.known(0, "a" * 64) and hasher.digests[0] == "a" * 64
+    assert not hasher.known(0, "b" * 64)  # already hashed
+    hasher.feed(MIN_PIECE, b"x" * 10)  # bytes of piece 1 arrived: they decide
+    assert not hasher.known(1, "b" * 64) and 1 not in hasher.digests
+    hasher.discard(2 * MIN_PIECE, 2 * MIN_PIECE + 1)  # piece 2 was given up
+    assert not hasher.known(2, "b" * 64) and 2 not in hasher.digests
+    assert hasher.settled(0) and hasher.settled(2) and not hasher.settled(1)
+    with pytest.raises(ValueError):
+        hasher.known(3, "a" * 64)

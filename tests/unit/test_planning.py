@@ -638,6 +638,32 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.s.hold("partial", self.held)
         assert self.s.holding("partial") == self.held
 
+    @rule(offset=st.integers(0, 5 * MiB))
+    def start_at(self, offset):
+        """Another member walks the file too: new pieces from ``offset`` on come first."""
+        self.s.start_at(offset)
+
+    @rule(ranges=st.lists(st.tuples(st.integers(0, 4 * MiB), st.integers(1, 900 * KiB)), max_size=3),
+          sources=st.sets(st.sampled_from(SOURCES + ["partial"]), min_size=1),
+          min_length=st.sampled_from([1, 100 * KiB]))
+    def give_way(self, ranges, sources, min_length):
+        """Another member fetches ``ranges`` too: running fetches stop where they begin."""
+        s = self.s
+        theirs = RangeSet((a, a + n) for a, n in ranges)
+        before = {j.assignment_id: j for j in s.active_assignments}
+        given = s.give_way(theirs, sources, min_length)
+        cut = 0
+        for j in before.values():
+            end = s.end_of(j.assignment_id) if s.is_assigned(j.assignment_id) else j.position
+            assert j.claimed <= end <= j.end  # claimed bytes stay the assignment's
+            if end != j.end:
+                assert self.source_of[j.assignment_id] in sources
+                assert theirs.first_within(j.claimed, j.end).start == end
+                cut += j.end - end
+        assert given == cut
+        assert {k.assignment_id for k in s.take_losers()} == {
+            j for j in before if not s.is_assigned(j) or s.end_of(j) != before[j].end}
+
     @rule(source=st.sampled_from(SOURCES + ["partial"]), use_clock=st.booleans())
     def assign(self, source, use_clock):
         s = self.s
@@ -780,7 +806,9 @@ class SchedulerMachine(RuleBasedStateMachine):
             else:
                 s.failed(assignment, "given up")
         assert not s.excluded("good")
-        for _ in range(len(s.queue)):  # one piece at a time, nothing left to split
+        for _ in range(2 * len(s.queue) + 2):  # one piece at a time, nothing left to split
+            if not s.queue:  # (a piece taken from ``start_at`` on may leave two behind)
+                break
             piece = s.assign("good", self.now)
             offset, n = s.claim(piece.assignment_id, piece.end - piece.start)
             assert (offset, n) == (piece.start, piece.end - piece.start)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from swift.content import ContentIdentity, label, private_reasons, url_key
+from swift.content import ContentIdentity, identity_digest, label, private_reasons, url_key
 
 S3 = ("https://bucket.s3.amazonaws.com/iso/disk.iso?X-Amz-Algorithm=AWS4-HMAC-SHA256"
       "&X-Amz-Credential={c}&X-Amz-Date=20260101T000000Z&X-Amz-Expires=3600"
@@ -69,3 +69,17 @@ def test_credentials_cookies_and_private_answers_are_private():
     assert private_reasons([], "max-age=0, Private") == ["the server marked it Cache-Control: private"]
     assert private_reasons([], 'no-store, private="Set-Cookie"') == [
         "the server marked it Cache-Control: private", "the server marked it Cache-Control: no-store"]
+
+
+@pytest.mark.parametrize("checksum, digest", [
+    ("sha256:" + "AB" * 32, "sha256:" + "ab" * 32),
+    ("SHA-256:" + "ab" * 32, "sha256:" + "ab" * 32),
+    ("sha512:" + "cd" * 64, "sha512:" + "cd" * 64),
+    ("md5:" + "ab" * 16, None),       # chosen-prefix collisions: never a name on its own
+    ("sha1:" + "ab" * 20, None),
+    ("sha256:abc", None),             # not a whole digest
+    ("", None),
+    (None, None),
+])
+def test_only_a_whole_sha256_or_sha512_names_content(checksum, digest):
+    assert identity_digest(checksum) == digest

@@ -12,7 +12,9 @@ stopped download closes it at once; :func:`hang_up` takes it back.
 What "given up on" means is the kind's own: a helper is left out of the
 download (``Board.exclude``), a LAN copy is banned through its pool (which
 also takes back what it wrote). A refused handshake gives a helper up at
-once; for a LAN copy it counts as one more failure.
+once; for a LAN copy it counts as one more failure. A member that refuses a
+LAN copy's connection as busy is alive: the worker waits and asks again
+(``busy``), and that is no failure.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ... import protocol, wire
+from ...protocol import FetchCode
 from ...membership import Peer
 from ..board import Board
 from ..options import MAX_CONNECT_FAILURES, Options
@@ -38,7 +41,8 @@ _FAILURES = (OSError, TimeoutError, wire.ConnectionClosed, protocol.ProtocolErro
 
 def connect(board: Board, opts: Options, connect_to: Callable[..., wire.Connection], peer: Peer,
             failures: int, *, unreachable: Callable[[str], None],
-            refused: Callable[[str], None] | None = None) -> tuple[wire.Connection | None, int]:
+            refused: Callable[[str], None] | None = None,
+            busy: Callable[[str], bool] | None = None) -> tuple[wire.Connection | None, int]:
     """One attempt to connect to ``peer`` with ``connect_to`` (``wire.client_connect``'s
     signature), after ``failures`` failed ones in a row.
 
@@ -47,7 +51,10 @@ def connect(board: Board, opts: Options, connect_to: Callable[..., wire.Connecti
     once the pause is over, or ``(None, -1)`` when the worker must end: the failures
     reached ``MAX_CONNECT_FAILURES`` (``unreachable(why)`` was called), the handshake
     was refused and ``refused`` is given (``refused(why)`` was called; without it a
-    refusal is one more failure), or the download stopped during the pause.
+    refusal is one more failure), or the download stopped during the pause. A member
+    that refused the connection as busy, with ``busy`` given, is no failure:
+    ``busy(why)`` waits as it sees fit and says whether the worker must end
+    (``(None, -1)``) or ask again (``(None, failures)``).
     """
     try:
         conn = connect_to(peer.host, peer.port, name=opts.name, secret=opts.secret,
@@ -58,6 +65,8 @@ def connect(board: Board, opts: Options, connect_to: Callable[..., wire.Connecti
         refused(f"refused the handshake: {exc}")
         return None, -1
     except _FAILURES as exc:
+        if busy is not None and getattr(exc, "code", None) == FetchCode.BUSY:
+            return None, -1 if busy(str(exc)) else failures
         return None, _failed(board, failures, f"unreachable: {exc}", unreachable)
     conn.timeout = opts.peer_timeout
     board.add_closer(conn.close)
