@@ -82,8 +82,12 @@ class LanPool:
                  label: str, size: int, probe: http.ProbeResult, remote: http.RemoteFile,
                  opts: Options, notice: Callable[[str], None],
                  spawn: Callable[[str, Callable[[], None]], None] | None = None,
-                 rng: random.Random | None = None, holder: str | None = None) -> None:
+                 rng: random.Random | None = None, holder: str | None = None,
+                 known: Callable[[int, str], None] | None = None,
+                 dropped: Callable[[int, int], None] | None = None) -> None:
         self.board = board
+        #: the publisher's hooks: a checked piece's SHA-256 is handed on, not computed twice
+        self._known, self._dropped = known, dropped
         #: this download's holding name (``Publisher.holder``): orders members that fetch at once
         self.holder = holder or secrets.token_hex(32)
         self._at = 0  # where the origin sources go on from (``sharing.origin_start``)
@@ -363,6 +367,18 @@ class LanPool:
             session.close()
         return None if same else src
 
+    def write_piece(self, source: str, assignment_id: int, index: int, digest: str,
+                    data: memoryview, offset: int) -> bool | None:
+        """``write`` of a whole checked piece ``index`` whose SHA-256 is ``digest``: this
+        download offers it in turn under that digest, without hashing it again (about 0.7 s
+        of CPU per GiB); if the bytes are not written after all, the piece is not offered."""
+        if self._known is not None:
+            self._known(index, digest)
+        ok = self.write(source, assignment_id, data, offset)
+        if not ok and self._dropped is not None:
+            self._dropped(offset, offset + len(data))
+        return ok
+
     def write(self, source: str, assignment_id: int, data: memoryview, offset: int) -> bool | None:
         """Write checked bytes for ``source``; None if ``source`` is left out meanwhile, else
         ``Board.write``'s answer. The ban and this write exclude each other, so a forger's
@@ -577,7 +593,10 @@ class LanCopyWorker(Source):
         if end <= position:
             return position
         part = memoryview(data)[position - start:end - start]
-        ok = self.pool.write(self.source, aid, part, position)
+        if position == start and end == start + len(data):  # the whole piece
+            ok = self.pool.write_piece(self.source, aid, index, digest, part, position)
+        else:
+            ok = self.pool.write(self.source, aid, part, position)
         if ok is None:  # left out meanwhile (another slot caught it): nothing more from it
             self.board.failed(aid, self.source, "left out", discard=True, blame=False)
             return None
