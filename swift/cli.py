@@ -41,8 +41,9 @@ from urllib.parse import urlsplit
 from . import __version__, auth
 from .addresses import format_hostport, parse_host, parse_hostport, parse_port
 from .errors import ErrorCode, SwiftError
-from .getargs import add_get_arguments, checked_url, tries_of, unrecognized
+from .getargs import add_get_arguments, checked_url, split_habit, tries_of, unrecognized
 from .http.profile import INSECURE_WARNING, profile_from_args
+from .names import output_path
 from .http.retry import Retry
 from .http.url import redact_url
 from .http.timeouts import DEFAULT_TIMEOUT
@@ -116,6 +117,10 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
     def parse_args(self, args=None, namespace=None):
+        words = sys.argv[1:] if args is None else list(args)
+        habit = split_habit(words) if "-s" in self._option_string_actions else None  # noqa: SLF001
+        if habit:  # before argparse, which would take the number for a URL or a subcommand
+            self._parser_of(words).error(habit)
         namespace, extras = self.parse_known_args(args, namespace)
         if extras:
             target = self._subcommand_parser(namespace) or self
@@ -131,6 +136,13 @@ class Parser(argparse.ArgumentParser):
                                  f"{command} does not take it")
             target.error(unrecognized(target, extras))
         return namespace
+
+    def _parser_of(self, words: list[str]) -> argparse.ArgumentParser:
+        """The parser of the first subcommand named in ``words`` (before any parsing), else this one."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001 - no public way
+                return next((action.choices[w] for w in words if w in action.choices), self)
+        return self
 
     def _subcommand_parser(self, namespace: argparse.Namespace) -> "argparse.ArgumentParser | None":
         for action in self._actions:
@@ -510,15 +522,52 @@ def _rpc_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--enable-rpc", action="store_true",
                    help=f"serve aria2's JSON-RPC at /jsonrpc (HTTP POST and WebSocket) and a live "
                         f"page at / (default port {DEFAULT_RPC_PORT}, loopback only)")
-    g.add_argument("--rpc-listen-port", type=PORT, metavar="P", default=DEFAULT_RPC_PORT,
-                   help="RPC port (default %(default)s; 0 = any free port)")
-    g.add_argument("--rpc-secret", metavar="TOKEN", default=os.environ.get("SWIFT_RPC_SECRET"),
+    # no defaults here: parse_node_args fills them in, after noting which were given (rpc_unused)
+    g.add_argument("--rpc-listen-port", type=PORT, metavar="P",
+                   help=f"RPC port (default {DEFAULT_RPC_PORT}; 0 = any free port)")
+    g.add_argument("--rpc-secret", metavar="TOKEN",
                    help="clients must send token:TOKEN (default $SWIFT_RPC_SECRET; none)")
     g.add_argument("--rpc-listen-all", action="store_true",
                    help="listen on every interface, not only loopback (set --rpc-secret too)")
     g.add_argument("--rpc-allow-origin", type=ORIGIN, action="append", default=[], metavar="ORIGIN",
                    help="a web origin besides the node's own that may call the RPC from a browser "
                         "(e.g. where AriaNg is served, or an extension's origin); repeatable")
+
+
+#: The RPC's options besides --enable-rpc, by the dest each has in the parsed arguments.
+RPC_OPTIONS = {"rpc_listen_port": "--rpc-listen-port", "rpc_secret": "--rpc-secret",
+               "rpc_listen_all": "--rpc-listen-all", "rpc_allow_origin": "--rpc-allow-origin"}
+#: The node's options that only a node serving (no subcommand) can honour: given
+#: with ``get``/``peers``/``demo``, before or after it, they are refused alike.
+SERVING_OPTIONS = {"serve_only": "--serve-only", "enable_rpc": "--enable-rpc", **RPC_OPTIONS}
+
+
+def _fill_rpc_defaults(args: argparse.Namespace) -> list[str]:
+    """Give the RPC options their defaults (aria2's port, ``$SWIFT_RPC_SECRET``); the options
+    among them that the command line itself gave, as written (``--rpc-secret``)."""
+    given = [option for dest, option in RPC_OPTIONS.items() if getattr(args, dest, None)
+             or (dest == "rpc_listen_port" and args.rpc_listen_port is not None)]
+    if args.rpc_listen_port is None:
+        args.rpc_listen_port = DEFAULT_RPC_PORT
+    if args.rpc_secret is None:
+        args.rpc_secret = os.environ.get("SWIFT_RPC_SECRET") or None
+    return given
+
+
+def rpc_unused(args: argparse.Namespace) -> str | None:
+    """The one line said when RPC options were given without ``--enable-rpc``, else None.
+
+    A warning, not an error: aria2c takes them without ``--enable-rpc`` and
+    says nothing, so a command line carried over from aria2c keeps running
+    here; swift only refuses to be silent about it. ``$SWIFT_RPC_SECRET``
+    alone says nothing (it is set for every run, RPC or not).
+    """
+    given = getattr(args, "rpc_given", [])
+    if args.enable_rpc or not given:
+        return None
+    one = len(given) == 1
+    return (f"{', '.join(given)} {'does' if one else 'do'} nothing without --enable-rpc: the RPC "
+            f"is off (add --enable-rpc to serve it)")
 
 
 #: Said once when the RPC listens beyond loopback without a secret.
@@ -623,9 +672,24 @@ def _move_options_before(parser: argparse.ArgumentParser, args: argparse.Namespa
             setattr(args, dest, value)  # the one after the subcommand wins when both are given
 
 
+def _refuse_serving_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``node.py --serve-only get URL``: the node's serving options before a subcommand are
+    refused as they are after it (:meth:`Parser.parse_args`), with the same line."""
+    if args.command is None:
+        return
+    for dest, option in SERVING_OPTIONS.items():
+        given = option in args.rpc_given if dest in RPC_OPTIONS else getattr(args, dest, False)
+        if given:
+            target = parser._subcommand_parser(args) or parser  # noqa: SLF001 - our own Parser's
+            target.error(f"{option} is an option of the node (without a subcommand); "
+                         f"{args.command} does not take it")
+
+
 def parse_node_args(argv: list[str] | None, prog: str | None = None) -> argparse.Namespace:
     parser = node_parser(prog)
     args = parser.parse_args(argv)
+    args.rpc_given = _fill_rpc_defaults(args)
+    _refuse_serving_options(parser, args)
     _move_options_before(parser, args)
     args.prog = f"{parser.prog} {args.command}" if args.command else parser.prog
     args.verbose += getattr(args, "verbose_after", 0)
@@ -650,6 +714,10 @@ def _node(argv: list[str] | None, prog: str | None) -> int:
         return demo.main(size=args.size, rate=args.rate)
     if command == "get":
         try:
+            args.output_inside = False  # -o's folders inside -d are made as -d is (aria2c's way)
+            if args.output is not None and not _to_stdout(args):  # -d DIR -o NAME: DIR/NAME
+                args.output_inside = not args.output.expanduser().is_absolute()
+                args.output = output_path(args.dir, args.output, confined=args.dir != Path("."))
             args.url_list = _get_urls(args)
             args.items = _get_items(args)
         except (ValueError, SwiftError) as exc:
@@ -786,6 +854,8 @@ def _get(args: argparse.Namespace, secret: bytes | None) -> int:
         items = [GetItem(url) for url in args.url_list]
     urls = [item.url for item in items]
     if not _ensure_directory(args.dir, notice):
+        return EXIT_FAILED
+    if getattr(args, "output_inside", False) and not _ensure_directory(args.output.parent, notice):
         return EXIT_FAILED
     # asked now, answered while the first URL's origin is probed (the download waits for it then)
     lookup = None
@@ -1261,6 +1331,9 @@ def _serve(args: argparse.Namespace, secret: bytes | None) -> int:
     def notice(text: str) -> None:
         print(f"note: {text}", flush=True)
 
+    unused = rpc_unused(args)
+    if unused:
+        log.warning(unused)
     if not _ensure_directory(args.dir, notice):
         return EXIT_FAILED
     try:
@@ -1285,7 +1358,7 @@ def _serve(args: argparse.Namespace, secret: bytes | None) -> int:
                         rediscover=getattr(args, "rediscover", None),
                         share=not args.node_no_share)
     try:
-        app = NodeApp(config, notice=notice)
+        app = NodeApp(config, notice=notice, say=lambda line: print(line, flush=True))
     except OSError as exc:
         if rpc is not None:
             rpc.stop()

@@ -545,7 +545,9 @@ class Download:
                        label=shared.label, size=probe.size or 0, probe=probe,
                        remote=self._remote, opts=self.opts, notice=self._notice,
                        spawn=lambda name, body: self._spawn(board, name, body),
-                       holder=shared.publisher.holder if shared.publisher is not None else None)
+                       holder=shared.publisher.holder if shared.publisher is not None else None,
+                       known=shared.publisher.known if shared.publisher is not None else None,
+                       dropped=shared.publisher.dropped if shared.publisher is not None else None)
         pool.share_out()
         if copies := [c for c in shared.copies if c.ranges.total]:
             names = ", ".join(c.peer.name or c.peer.key for c in copies)

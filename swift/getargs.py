@@ -100,6 +100,32 @@ def _add_habits(parser: argparse.ArgumentParser) -> None:
                                 "kept secret as -u's would be) or as --header 'Authorization: ...'")
 
 
+def split_habit(words: list[str], *, silent: bool = True) -> str | None:
+    """The usage error for aria2c's ``-s N`` (``-s 4``, ``-s4``, ``-s=4``), else None.
+
+    aria2c's ``-s N`` is ``--split=N``: N connections for one file. Here
+    ``-s`` is curl's ``--silent`` and takes no value, so ``-s 4`` would be
+    read as "quiet" and a URL ``4``: said in one line instead, with what swift
+    does. ``silent``: whether ``-s`` alone is taken where ``words`` come from
+    (``node.py``; not the prompt's ``get``).
+    """
+    for i, word in enumerate(words):
+        if word == "--":
+            break
+        if word == "-s" and i + 1 < len(words) and words[i + 1].isdigit():
+            count = words[i + 1]
+        elif word.startswith("-s") and word[2:].lstrip("=").isdigit():
+            count = word[2:].lstrip("=")
+        else:
+            continue
+        slots = "--slots N" if silent else "the node's --slots N"
+        alone = "; for curl's --silent, give -s alone" if silent else ""
+        return (f"-s {count} is aria2c's --split (connections for one file): swift splits the file "
+                f"among the machines by itself ({slots} sets the connections on this machine's "
+                f"own link){alone}")
+    return None
+
+
 def tries_of(args: argparse.Namespace) -> int | None:
     """Tries per request from ``--tries N``, else curl's ``--retry N`` (N + 1); None: the default."""
     if getattr(args, "tries", None):
@@ -110,7 +136,15 @@ def tries_of(args: argparse.Namespace) -> int | None:
 
 def unrecognized(parser: argparse.ArgumentParser, words: list[str]) -> str:
     """The usage error for ``words`` that ``parser`` does not know, with the nearest of its
-    options for each mistyped one (``did you mean --checksum?``, :func:`difflib.get_close_matches`)."""
+    options for each mistyped one (``did you mean --checksum?``, :func:`difflib.get_close_matches`).
+
+    Where an unknown option is among them, only the options are named: the words
+    around one are its value or a URL that its value pushed out of place (at the
+    prompt, ``get --chekcsum HEX URL`` leaves the URL over), never the mistake.
+    So the line is the same at the prompt and on the command line.
+    """
+    options = [word for word in words if word.startswith("-") and len(word) > 1]
+    words = options or words
     known = [s for action in parser._actions for s in action.option_strings  # noqa: SLF001
              if action.help != argparse.SUPPRESS]
     hints = []
@@ -149,8 +183,10 @@ def add_get_arguments(parser: argparse.ArgumentParser, *, at_prompt: bool = Fals
                         help="resume a partial download: always done (a partial file with its "
                              "resume record is taken up by itself); accepted as wget and aria2c take it")
     parser.add_argument("-o", "--output", type=_output_at_prompt if at_prompt else Path, metavar="PATH",
-                        help="output path, used as given (at the prompt, a relative path is "
-                             "taken inside the download directory)"
+                        help="output file: a relative path goes inside the download directory "
+                             "(-d DIR -o NAME writes DIR/NAME, as aria2c; no '..' out of it), an "
+                             "absolute one is used as given; an existing directory gets the "
+                             "server's name in it"
                              + ("" if at_prompt else "; '-' writes the file to standard output"))
     parser.add_argument("--checksum", type=_checked(_checksum), metavar="ALGO:HEX",
                         help="verify the file: sha256:HEX (also md5, sha1, sha512)")

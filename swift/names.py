@@ -25,7 +25,8 @@ base name* that, joined to the download directory, stays inside it:
   create a file that another download would later take for its resume record;
 * nothing left means the default name (``download``).
 
-A name the local user gives (``-o``) never comes through here.
+A name the local user gives (``-o``) never comes through here; where it goes is
+:func:`output_path`'s one rule.
 
 Whether a name is free is decided here too, by one rule (:func:`is_taken`):
 the final name, its ``.part`` and its ``.part.swift`` must all be absent.
@@ -375,3 +376,20 @@ def free_path(directory: Path, name: str, *, taken: Callable[[Path], bool] | Non
             return candidate
     raise FileExistsError(f"no free name for {name!r} in {os.fspath(directory)} "
                           f"after {limit} tries")
+
+
+def output_path(directory: Path, given: Path, *, confined: bool = True) -> Path:
+    """Where ``-o GIVEN`` writes with ``-d DIRECTORY``: as aria2c's ``-d DIR -o NAME``,
+    ``DIR/NAME``; an absolute ``GIVEN`` (or one starting with ``~``) is used as given
+    (curl has no ``-d``: its ``-o`` is a path). ``confined``: a relative ``GIVEN`` must
+    stay inside ``DIRECTORY``, so a ``..`` part is refused (ValueError saying what to
+    give instead), as a remote name is kept inside it (:func:`safe_name`); unconfined
+    (``-d`` left at ``.``), ``-o ../x`` goes where it says, as in curl.
+    """
+    path = Path(given).expanduser()
+    if path.is_absolute():
+        return path
+    if confined and ".." in path.parts:
+        raise ValueError(f"-o {os.fspath(given)} climbs out of the download directory "
+                         f"{os.fspath(directory)} ('..'): give a path inside it, or an absolute path")
+    return Path(directory).expanduser() / path

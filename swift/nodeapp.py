@@ -9,7 +9,9 @@ even when discovery does not answer.
 The front ends (the prompt, ``--serve-only``) use only the public API
 below: ``start_download`` / ``downloads`` / ``download`` and a :class:`DownloadEntry`'s
 ``status()``, ``cancel()``, ``wait()``; ``peers()``; ``name``, ``key``,
-``port``, ``directory``. They never touch the membership, the config or a
+``port``, ``directory``; ``notice`` and ``say``, which they may replace to put the
+node's notes and the lines about downloads started elsewhere (over the RPC) on
+their own screen. They never touch the membership, the config or a
 ``Download``'s internals.
 
 Each download runs on its own thread, and everything slow for it happens
@@ -179,6 +181,9 @@ class DownloadStatus:
     rate: float         # bytes/s fetched by this run (resumed bytes excluded)
     summary: str | None  # the summary line once done
     error: str | None
+    #: bytes this run fetched (resumed ones excluded): 0 until its first progress report,
+    #: and from 0 again in each run after a resume (a speed is measured on this, never ``done``)
+    fetched: int = 0
 
 
 @dataclass(frozen=True)
@@ -204,6 +209,22 @@ STARTED, NOTICE, ENDED, PAUSED, CANCELLED, RESUMED = (
     "started", "notice", "ended", "paused", "cancelled", "resumed")
 
 
+def event_line(number: int, kind: str, text: str) -> str | None:
+    """The front end's line for one event of download ``number``, its number first:
+    ``[3] started URL``, ``[3] note: ...``, ``[3] paused; ...``, ``[3] done: ...`` (None:
+    an event kind no line is said for). The prompt and ``--serve-only`` say the same lines,
+    whoever started the download (the prompt, or a client over the RPC)."""
+    if kind in (STARTED, RESUMED):
+        return f"[{number}] {kind} {text}"
+    if kind == NOTICE:
+        return f"[{number}] note: {text}"
+    if kind in (PAUSED, CANCELLED):
+        return f"[{number}] {kind}; {text}"
+    if kind == ENDED:
+        return f"[{number}] {text}"
+    return None
+
+
 class DownloadEntry:
     """One download started from the node's front end; each run on its own thread.
 
@@ -223,7 +244,8 @@ class DownloadEntry:
         self._overrides = overrides
         self._no_peers = no_peers
         self._leaving = False  # cancelled as the node stops: no `resume N` after that
-        self._on_event = on_event or (lambda entry, kind, text: app.notice(text) if kind == NOTICE else None)
+        # a download without a front end of its own (the RPC's) is said by the node's (app.say)
+        self._on_event = on_event or app.download_event
         #: bytes/s for this download alone (aria2's ``max-download-limit``), beside the node's
         self.limit_rate: int | None = overrides.pop("limit_rate", None)
         self._lock = threading.Lock()
@@ -325,19 +347,17 @@ class DownloadEntry:
         if self.report is not None:
             return DownloadStatus("done", self.report.size, self.report.size, self.report.rate,
                              summary(self.report, self._names, self._overrides.get("checksum")), None)
-        done = dl.done_bytes if dl else 0
+        done = 0 if self._nothing_kept(dl) else dl.done_bytes if dl else 0
         size = dl.size if dl else None
         if stopped is not None and not self.running:
-            path = dl.path if dl else None
-            if path is None or not storage.part_path(path).exists():
-                done = 0  # a stopped plain stream removed what it had (see _kept)
             return DownloadStatus(stopped, done, size, 0.0, None, None)
         if self.error is not None:
             return DownloadStatus("failed", done, size, 0.0, None, self.error)
         if dl is None:
             return DownloadStatus("starting", 0, None, 0.0, None, None)
-        rate = (done - base) / max(1e-3, time.monotonic() - since) if base is not None else 0.0
-        return DownloadStatus(dl.state, done, size, rate, None, None)
+        fetched = max(0, done - base) if base is not None else 0
+        rate = fetched / max(1e-3, time.monotonic() - since) if base is not None else 0.0
+        return DownloadStatus(dl.state, done, size, rate, None, None, fetched)
 
     def detail(self) -> DownloadDetail:
         """Its pieces and sources now (see :class:`DownloadDetail`)."""
@@ -349,8 +369,17 @@ class DownloadEntry:
                                   Path(self.report.path), self.directory)
         if dl is None:
             return DownloadDetail([], {}, dict(self._names), None, self.directory)
-        return DownloadDetail(dl.done_ranges(), dl.bytes_by_source(), dict(self._names), dl.path,
+        ranges = [] if self._nothing_kept(dl) else dl.done_ranges()  # the piece map: what is kept
+        return DownloadDetail(ranges, dl.bytes_by_source(), dict(self._names), dl.path,
                               self.directory)
+
+    def _nothing_kept(self, dl: download.Download | None) -> bool:
+        """Whether a run that ended left no partial file: a plain stream removes what it had
+        when it stops or fails (its server cannot resume, see :meth:`_kept`), so its bytes and
+        piece map must not be shown as kept. A running download keeps what it wrote."""
+        if self.running or self.report is not None or dl is None:
+            return False
+        return dl.path is None or not storage.part_path(dl.path).exists()
 
     # -- the download's thread --------------------------------------------------------
     def _new_thread(self, first: bool) -> threading.Thread:
@@ -448,12 +477,18 @@ class DownloadEntry:
 
 
 class NodeApp:
-    def __init__(self, config: NodeConfig, *, notice: Callable[[str], None] | None = None):
+    """``notice(text)``: the node's own notes (a discovery that went away); ``say(line)``:
+    the lines about downloads started without an ``on_event`` of their own (over the
+    RPC), :func:`event_line`'s. A front end may replace either while it runs."""
+
+    def __init__(self, config: NodeConfig, *, notice: Callable[[str], None] | None = None,
+                 say: Callable[[str], None] | None = None):
         from . import node_server
         from .membership import DiscoveryClient, Membership
         from .sessions import make_session
         self._config = config
         self.notice = notice or (lambda text: log.warning("%s", text))
+        self.say = say or (lambda line: log.info("%s", line))
         self._serving_limit = RateLimit(config.limit_rate) if config.limit_rate else None
         #: what this node offers as LAN copies: its own downloads and those of every
         #: ``get`` run with the same state directory (``--no-share``: nothing)
@@ -593,6 +628,12 @@ class NodeApp:
             before_start(entry)
         entry._start()
         return entry
+
+    def download_event(self, entry: DownloadEntry, kind: str, text: str) -> None:
+        """The line of a download's event for a download started without ``on_event``."""
+        line = event_line(entry.number, kind, text)
+        if line is not None:
+            self.say(line)
 
     # -- listeners ---------------------------------------------------------------------
     def add_listener(self, listener: Callable[[DownloadEntry, str, str], None]) -> None:

@@ -32,12 +32,13 @@ import shlex
 import shutil
 import threading
 import time
+from pathlib import Path
 
-from .getargs import add_get_arguments, tries_of, unrecognized, with_scheme
+from .getargs import add_get_arguments, split_habit, tries_of, unrecognized, with_scheme
 from .getitems import GetItem, fetch_metalink, items_of, place_of, read_metalink_file
 from .metalink import looks_like_metalink
-from .nodeapp import (CANCELLED, ENDED, NOTICE, PAUSED, RESUMED, STARTED, STOP_DEADLINE,
-                      AlreadyDownloading, DownloadEntry, NodeApp)
+from .names import output_path
+from .nodeapp import STOP_DEADLINE, AlreadyDownloading, DownloadEntry, NodeApp, event_line
 from .errors import SwiftError
 from .http.profile import INSECURE_WARNING, profile_from_args
 from .http.retry import Retry
@@ -77,6 +78,9 @@ class _LineParser(argparse.ArgumentParser):
         raise ValueError(message)
 
     def parse_args(self, args=None, namespace=None):
+        habit = split_habit(list(args or []), silent=False)
+        if habit:
+            self.error(habit)
         namespace, extras = self.parse_known_args(args, namespace)
         if extras:
             self.error(unrecognized(self, extras))
@@ -240,8 +244,12 @@ class Prompt(cmd.Cmd):
         except (ValueError, SwiftError) as exc:
             self.say(f"error: {exc}; usage: get URL [OPTIONS] ('get --help' lists every option)")
             return
-        # relative to the node's download directory, not to wherever it was started
-        output = self.app.directory / args.output.expanduser() if args.output else None
+        try:  # inside the node's download directory, not wherever it was started (names.output_path)
+            output = output_path(self.app.directory, args.output,
+                                 confined=self.app.directory != Path(".")) if args.output else None
+        except ValueError as exc:
+            self.say(f"error: {exc}")
+            return
         try:
             profile = profile_from_args(args)  # --header, -U, ... (swift.http.profile)
         except SwiftError as exc:
@@ -300,14 +308,9 @@ class Prompt(cmd.Cmd):
             self.say(f"note: [{entry.number}] has the same URL as [{earlier[-1]}]")
 
     def _event(self, entry: DownloadEntry, kind: str, text: str) -> None:
-        if kind in (STARTED, RESUMED):
-            self.say(f"[{entry.number}] {kind} {text}")
-        elif kind == NOTICE:
-            self.say(f"[{entry.number}] note: {text}")
-        elif kind in (PAUSED, CANCELLED):
-            self.say(f"[{entry.number}] {kind}; {text}")
-        elif kind == ENDED:
-            self.say(f"[{entry.number}] {text}")
+        line = event_line(entry.number, kind, text)
+        if line is not None:
+            self.say(line)
 
     def do_get(self, arg: str) -> None:
         """get URL [-o PATH]: download URL"""
@@ -545,8 +548,9 @@ def run_prompt(app: NodeApp) -> bool:
     for handler in handlers:  # they would write over the input line
         root.removeHandler(handler)
     root.addHandler(_PromptLog(prompt))
-    notice = app.notice  # the node's own notes (downloads started elsewhere, say): above too
-    app.notice = lambda text: prompt.say(f"note: {text}")
+    notice, say = app.notice, app.say  # the node's own notes and lines about downloads
+    app.notice = lambda text: prompt.say(f"note: {text}")  # started elsewhere: above too
+    app.say = prompt.say
     try:
         while True:
             try:
@@ -560,7 +564,7 @@ def run_prompt(app: NodeApp) -> bool:
                 prompt.say("^C (downloads keep running; type quit to exit)")
     finally:
         prompt.close()
-        app.notice = notice
+        app.notice, app.say = notice, say
         for handler in root.handlers[:]:
             root.removeHandler(handler)
         for handler in handlers:

@@ -442,7 +442,8 @@ class Publisher:
             return self.hasher.settled(index)
 
     def known(self, index: int, digest: str) -> None:
-        """Piece ``index`` was read back whole and hashes to ``digest`` (``ResumedPieces``)."""
+        """Piece ``index`` hashes to ``digest``, computed from all of its bytes elsewhere: read
+        back whole (``ResumedPieces``), or checked whole as a LAN copy gave it (``LanPool``)."""
         with self._lock:
             self.hasher.known(index, digest)
 

@@ -14,9 +14,12 @@ browser extensions and ``aria2p`` read):
   aria2's does.
 * Numbers are decimal strings (``"1048576"``), booleans the strings ``"true"``
   and ``"false"``, as aria2 sends them. Speeds are measured here, over the
-  last :data:`RATE_WINDOW` seconds (time is an argument: ``clock``).
+  last :data:`RATE_WINDOW` seconds (time is an argument: ``clock``), on the bytes
+  the current run fetched: bytes a resume found on disk are never counted as fetched now.
 * The piece map (``bitfield``, ``numPieces``, ``pieceLength``) is drawn from the
   byte ranges written so far: a piece's bit is set once all of it is on disk.
+* Paths (``dir``, ``files[].path``) are absolute, as aria2 gives them, also when the
+  node's ``-d`` is relative (its default, ``.``).
 * Nothing shown holds a secret: URLs go through
   :func:`swift.http.url.redact_url`, and the values of the headers
   :func:`swift.http.profile.is_secret_header` names become ``<secret>``.
@@ -31,6 +34,7 @@ download entries' ``status``/``detail``/``pause``/``resume``/``cancel``.
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import time
@@ -172,8 +176,13 @@ class RateMeter:
         self._lock = threading.Lock()
 
     def rate(self, key: Any, total: int, now: float) -> float:
+        """Bytes/s of counter ``key`` now at ``total``. A counter that went back (a new run
+        after a resume counts from 0 again) starts over: its old samples would make the
+        bytes of the earlier run look fetched now, or hide this run's."""
         with self._lock:
             samples = self._samples.setdefault(key, deque())
+            if samples and total < samples[-1][1]:
+                samples.clear()
             samples.append((now, total))
             while len(samples) > 2 and now - samples[1][0] >= RATE_WINDOW:
                 samples.popleft()
@@ -183,6 +192,13 @@ class RateMeter:
 
 def _str(n: float | int | None) -> str:
     return str(int(n or 0))
+
+
+def _absolute(path: Path | str) -> str:
+    """A path as aria2 gives it in ``dir`` and ``files[].path``: absolute, from the node's
+    working directory when it is relative (``-d`` left at ``.``); symbolic links are kept
+    as they are (``os.path.abspath``, not ``realpath``). ``""`` stays ``""`` (no file yet)."""
+    return os.path.abspath(path) if str(path) else ""
 
 
 def _redacted_header(line: str) -> str:
@@ -344,7 +360,8 @@ class Aria2:
         size = st.size or 0
         now = self._clock()
         state = self._status_name(entry, st.state)
-        rate = self._meter.rate(entry.number, st.done, now) if state == _ACTIVE else 0.0
+        # this run's bytes: a resumed download's earlier bytes are not fetched now
+        rate = self._meter.rate(entry.number, st.fetched, now) if state == _ACTIVE else 0.0
         length = piece_length(size)
         connections = sum(1 for n in detail.by_source.values() if n) if state == _ACTIVE else 0
         out = {
@@ -353,7 +370,7 @@ class Aria2:
             "uploadLength": "0", "downloadSpeed": _str(rate), "uploadSpeed": "0",
             "pieceLength": _str(length), "numPieces": _str(-(-size // length) if size else 0),
             "bitfield": bitfield(detail.ranges, size, length),
-            "connections": _str(connections), "dir": str(detail.directory),
+            "connections": _str(connections), "dir": _absolute(detail.directory),
             "files": self._files(entry, st, detail),
             "errorCode": "0", "errorMessage": "",
         }
@@ -367,7 +384,7 @@ class Aria2:
 
     def _files(self, entry: Any, st: Any, detail: Any) -> list[dict]:
         path = detail.path or entry.output or ""
-        return [{"index": "1", "path": str(path), "length": _str(st.size),
+        return [{"index": "1", "path": _absolute(path), "length": _str(st.size),
                  "completedLength": _str(st.done), "selected": "true",
                  "uris": [{"uri": redact_url(entry.url, strict=False), "status": "used"}]}]
 
@@ -470,7 +487,7 @@ class Aria2:
         speed = 0.0
         for entry, state in listed:
             if state == _ACTIVE:
-                speed += self._meter.rate(entry.number, entry.status().done, now)
+                speed += self._meter.rate(entry.number, entry.status().fetched, now)
         count = {s: sum(1 for _, state in listed if state == s) for s in
                  (_ACTIVE, _PAUSED, _COMPLETE, _ERROR, _REMOVED)}
         stopped = count[_COMPLETE] + count[_ERROR] + count[_REMOVED]
@@ -487,7 +504,7 @@ class Aria2:
 
     def get_option(self, params: list) -> dict:
         entry = self._gid_param(params, "getOption")
-        out = {"dir": str(entry.directory)}
+        out = {"dir": _absolute(entry.directory)}
         if entry.output is not None:
             out["out"] = Path(entry.output).name
         if getattr(entry, "limit_rate", None):
@@ -510,7 +527,7 @@ class Aria2:
 
     def get_global_option(self, params: list) -> dict:
         limit = getattr(self.node, "limit_rate", None)
-        return {"dir": str(self.node.directory), "max-overall-download-limit": _str(limit),
+        return {"dir": _absolute(self.node.directory), "max-overall-download-limit": _str(limit),
                 "max-download-limit": "0", "max-concurrent-downloads": "0"}
 
     def get_files(self, params: list) -> list[dict]:

@@ -76,6 +76,9 @@ def test_aria2p_drives_a_download_to_complete_lists_it_and_removes_its_result(po
     download = api.add_uris([origin.url("/whole.bin")])
     wait_until(lambda: status(api, download.gid)["status"] == "complete", 60, "download complete")
     assert sha256_file(node.directory / "whole.bin") == digest
+    n = int(download.gid, 16)  # --serve-only says each download's lines with its number
+    node.wait_for(rf"^\[{n}\] started http://127\.0\.0\.1:\d+/whole\.bin$", timeout=10)
+    node.wait_for(rf"^\[{n}\] done: \S*whole\.bin ", timeout=10)
     listed = {d.gid: d for d in api.get_downloads()}
     assert listed[download.gid].name == "whole.bin"
     assert listed[download.gid].total_length == 4 * MiB
@@ -100,6 +103,9 @@ def test_aria2p_pauses_and_resumes_a_download_that_then_completes(pool):
     assert all(api.resume([download]))
     wait_until(lambda: status(api, download.gid)["status"] == "complete", 60, "complete after resume")
     assert sha256_file(node.directory / "kept.bin") == digest
+    n = int(download.gid, 16)
+    for line in (rf"\[{n}\] paused; ", rf"\[{n}\] resumed http://", rf"\[{n}\] done: "):
+        node.wait_for("^" + line, timeout=10)
 
 
 def test_a_websocket_client_receives_on_download_complete(pool):
@@ -188,6 +194,8 @@ def test_the_rpc_runs_beside_the_prompt_which_lists_what_it_started(cluster, ori
         api = client(rpc_port(node))
         download = api.add_uris([origin.url("/beside.bin")])
         wait_until(lambda: status(api, download.gid)["status"] == "complete", 60, "complete")
+        node.wait_for(r"\[1\] started http://127\.0\.0\.1:\d+/beside\.bin", timeout=10)
+        node.wait_for(r"\[1\] done: \S*beside\.bin ", timeout=10)  # as for the prompt's own
         mark = type_("jobs")
         node.wait_for(r"\[1\] .*beside\.bin.*done", timeout=10, start=mark)
         type_("quit")
@@ -209,3 +217,12 @@ def test_a_taken_rpc_port_is_one_error_line_and_the_node_never_joins(cluster):
     assert errors == [f"error: cannot serve the RPC on port {port}: Address already in use "
                       f"(choose another with --rpc-listen-port)"]
     assert "registered" not in proc.output() and "Traceback" not in proc.output()
+
+
+def test_rpc_options_without_enable_rpc_are_warned_of_and_the_node_serves_without_rpc(pool):
+    origin, root, node = pool
+    plain = node.cluster.node(f"127.0.0.1:{node.disc.port}", name="norpc",
+                              extra=["--rpc-secret", "t", "--rpc-listen-port", "0"])
+    out = plain.output()
+    assert "--rpc-listen-port, --rpc-secret do nothing without --enable-rpc" in out, out
+    assert "aria2 JSON-RPC at" not in out and "Traceback" not in out

@@ -984,12 +984,15 @@ def test_existing_files_are_never_overwritten_without_force(tmp_path, origin, or
     assert given_path.read_text() == "also precious"
     code, out = get("-o", str(given_path), "--force")
     assert code == 0 and sha256_file(given_path) == digest, out
-    # a relative -o is relative to where the command runs, not to --dir
-    (tmp_path / "rel").mkdir()
+    # a relative -o goes inside --dir, as aria2c's -d DIR -o NAME, wherever the command runs;
+    # its missing folders are made (as -d is); it may not climb out of it
     code, out = get("-o", "rel/out.bin", cwd=tmp_path)
     assert code == 0, out
-    assert sha256_file(tmp_path / "rel" / "out.bin") == digest
-    assert not (work / "rel").exists()
+    assert sha256_file(work / "rel" / "out.bin") == digest
+    assert not (tmp_path / "rel").exists()
+    code, out = get("-o", "../out.bin", cwd=tmp_path)
+    assert code == 2 and "climbs out of the download directory" in last_line(out), out
+    assert not (tmp_path / "out.bin").exists()
     # -o naming a directory: the safe name goes inside it
     code, out = get("-o", str(elsewhere), disposition='attachment; filename="/etc/passwd"')
     assert code == 0, out

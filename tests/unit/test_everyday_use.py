@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -307,3 +308,60 @@ def test_a_name_no_hello_could_carry_is_a_usage_error_not_an_unreachable_discove
 
 def test_a_long_name_within_the_limit_is_taken():
     assert parse_node_args(["--name", "kitchen " + "n" * 247]).name == "kitchen " + "n" * 247
+
+
+# -- aria2c's -s N, and a typo at the prompt said as node.py get says it --------------------------
+@pytest.mark.parametrize("argv", [["get", URL, "-s", "4"], ["-s", "4", "get", URL], ["get", "-s4", URL],
+                                  ["get", URL, "-s=16"], ["-s", "2"]])
+def test_aria2cs_split_count_is_one_line_saying_what_swift_does_instead(capsys, argv):
+    err = usage_error(capsys, *argv)
+    count = next(w for w in argv if w.lstrip("-s=").isdigit()).lstrip("-s=")
+    assert f"error: -s {count} is aria2c's --split" in err, err
+    assert "swift splits the file among the machines by itself" in err
+    assert "for curl's --silent, give -s alone" in err and "unrecognized" not in err
+
+
+def test_curls_silent_s_alone_is_still_taken():
+    assert parse_node_args(["get", URL, "-s"]).quiet == 1
+    assert parse_node_args(["-s", "get", URL, "--slots", "4"]).quiet == 1
+
+
+def test_aria2cs_split_count_at_the_prompt_says_the_same_without_curls_habit():
+    with pytest.raises(ValueError) as exc:
+        get_parser().parse_args([URL, "-s", "4"])
+    assert str(exc.value).startswith("-s 4 is aria2c's --split"), exc.value
+    assert "node's --slots N" in str(exc.value) and "give -s alone" not in str(exc.value)
+
+
+@pytest.mark.parametrize("words", [["--chekcsum", "sha256:" + "0" * 64, URL],
+                                   [URL, "--chekcsum", "sha256:" + "0" * 64],
+                                   ["--chekcsum=sha256:" + "0" * 64, URL]])
+def test_a_typo_at_the_prompt_is_said_first_and_as_node_py_get_says_it(capsys, words):
+    with pytest.raises(ValueError) as exc:
+        get_parser().parse_args(words)
+    at_prompt = str(exc.value)
+    on_command_line = usage_error(capsys, "get", *words)
+    assert at_prompt.startswith("unrecognized arguments: --chekcsum"), at_prompt
+    assert at_prompt.endswith("did you mean --checksum?"), at_prompt
+    assert f"node.py get: error: {at_prompt} (see node.py get --help)" == on_command_line
+    assert URL not in at_prompt
+
+
+# -- -d DIR -o NAME: DIR/NAME, as aria2c -----------------------------------------------------------
+def test_a_gets_relative_output_goes_inside_its_download_directory(monkeypatch, tmp_path):
+    import swift.cli as cli
+    seen = {}
+    monkeypatch.setattr(cli, "_get", lambda args, secret: seen.setdefault("output", args.output) and 0)
+    assert node_main(["--no-zeroconf", "get", URL, "--no-peers", "-q", "-d", str(tmp_path / "dl"),
+                      "-o", "x.bin"], prog="node.py") == 0
+    assert seen["output"] == tmp_path / "dl" / "x.bin"
+    seen.clear()
+    assert node_main(["get", URL, "--no-peers", "-q", "-o", "x.bin"], prog="node.py") == 0
+    assert seen["output"] == Path("x.bin")
+
+
+def test_a_gets_output_climbing_out_of_its_download_directory_is_a_usage_error(capsys, tmp_path):
+    assert node_main(["get", URL, "--no-peers", "-d", str(tmp_path), "-o", "../x.bin"],
+                     prog="node.py") == 2
+    err = capsys.readouterr().err
+    assert "climbs out of the download directory" in err and err.count("\n") == 1, err

@@ -5,6 +5,7 @@ import errno
 import socket
 import ssl
 import threading
+import weakref
 
 import pytest
 from hypothesis import given, strategies as st
@@ -335,6 +336,71 @@ def test_a_stop_cancels_the_wait():
 
     with pytest.raises(errors.Cancelled):
         call_with_retry(action, Retry(first_delay=60), url=URL, stop=stop)
+
+
+# -- no reference cycles: a failure must not keep a response (and its pool's sockets) alive ---------
+class _Response:
+    """Stands for a response, and so for the connection pool it names (whose idle sockets
+    close only when the pool is freed)."""
+
+
+def _failing_read(alive: list) -> None:
+    """A read that fails as ``iter_body``'s does (a SwiftError from the library's), in a
+    frame that holds its response, as a range fetch's does."""
+    response = _Response()  # noqa: F841
+    alive.append(weakref.ref(response))
+    try:
+        raise requests.exceptions.ConnectionError("read failed")
+    except requests.exceptions.ConnectionError as exc:
+        raise errors.NetworkError("reading from files.example failed",
+                                  ErrorCode.CONNECTION_RESET) from exc
+
+
+def _refusing_answer(alive: list) -> None:
+    response = _Response()  # noqa: F841
+    alive.append(weakref.ref(response))
+    raise errors.OriginError("the server answered 404", ErrorCode.ACCESS_DENIED, status=404)
+
+
+def test_a_retried_failure_frees_its_response_without_the_cycle_collector(no_collector):
+    alive: list = []
+
+    def action():
+        if not alive:
+            _failing_read(alive)
+        return "done"
+
+    assert call_with_retry(action, Retry(first_delay=0), url=URL, wait=lambda s: False) == "done"
+    assert alive and alive[0]() is None, "the failed read's response is kept by a reference cycle"
+
+
+@pytest.mark.parametrize("fail", [_failing_read, _refusing_answer])
+def test_a_failure_given_up_on_frees_its_responses_once_handled(no_collector, fail):
+    alive: list = []
+    try:
+        call_with_retry(lambda: fail(alive), Retry(attempts=2, first_delay=0), url=URL,
+                        wait=lambda s: False)
+    except errors.SwiftError:
+        pass
+    assert alive and all(ref() is None for ref in alive), "a response is kept by a reference cycle"
+
+
+def test_a_passthrough_frees_its_response_once_handled(no_collector):
+    alive: list = []
+
+    def deliver_fails():
+        response = _Response()  # noqa: F841
+        alive.append(weakref.ref(response))
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as exc:
+            raise Passthrough() from exc
+
+    try:
+        call_with_retry(deliver_fails, Retry(), url=URL, wait=lambda s: False)
+    except OSError:
+        pass
+    assert alive and alive[0]() is None, "the response is kept by a reference cycle"
 
 
 # -- the request profile ------------------------------------------------------------------------------

@@ -182,3 +182,24 @@ def test_a_member_in_flight_that_offers_a_new_piece_after_a_pause_is_left_that_p
     now[0] = 10.25  # then its second piece: this download has not waited for it at all
     pool.update([copy_of([(0, 2 * MiB)])])
     assert list(board._sched.holding(LOCAL)) == [(2 * MiB, SIZE)]
+
+
+def test_a_checked_whole_piece_is_offered_under_its_digest_and_not_if_it_was_not_written():
+    from swift.piecehash import PieceHasher
+    board, pool = pool_with([copy_of([(0, 4 * MiB)])])
+    seen = []
+    pool._known, pool._dropped = (lambda i, d: seen.append(("known", i, d)),
+                                  lambda s, e: seen.append(("dropped", s, e)))
+    piece = board.next_piece("copy@10.0.0.2:6000")
+    data = memoryview(bytes(MiB))
+    assert pool.write_piece("copy@10.0.0.2:6000", piece.assignment_id, 0, "d" * 64, data, 0)
+    assert seen == [("known", 0, "d" * 64)]
+    board.failed(piece.assignment_id, "copy@10.0.0.2:6000", "test")  # the assignment is gone: the next write is refused
+    seen.clear()
+    assert not pool.write_piece("copy@10.0.0.2:6000", piece.assignment_id, 1, "e" * 64,
+                                data, MiB)
+    assert seen == [("known", 1, "e" * 64), ("dropped", MiB, 2 * MiB)]
+    # and a hasher that was told a digest does not hash that piece's bytes again
+    hasher = PieceHasher(4 * MiB)
+    assert hasher.known(0, "d" * 64)
+    assert hasher.feed(0, bytes(MiB)) == [] and hasher.digests[0] == "d" * 64

@@ -289,3 +289,26 @@ def test_free_path_custom_taken_and_limit(tmp_path):
 def test_free_path_wants_a_base_name(tmp_path, bad):
     with pytest.raises(ValueError):
         free_path(tmp_path, bad)
+
+
+# -- where -o writes (names.output_path) ------------------------------------------------------
+def test_a_relative_output_goes_inside_the_download_directory_as_aria2c_puts_it():
+    from swift.names import output_path
+    assert output_path(Path("dl"), Path("x.iso")) == Path("dl/x.iso")
+    assert output_path(Path("dl"), Path("sub/x.iso")) == Path("dl/sub/x.iso")
+    assert output_path(Path("."), Path("x.iso")) == Path("x.iso")  # -d left at its default
+
+
+def test_an_absolute_or_home_output_is_used_as_given():
+    from swift.names import output_path
+    assert output_path(Path("dl"), Path("/srv/x.iso")) == Path("/srv/x.iso")
+    assert output_path(Path("dl"), Path("~/x.iso")) == Path("~/x.iso").expanduser()
+
+
+def test_a_relative_output_may_not_climb_out_of_a_given_download_directory():
+    from swift.names import output_path
+    with pytest.raises(ValueError, match=r"climbs out of the download directory dl \('\.\.'\)"):
+        output_path(Path("dl"), Path("../x.iso"))
+    with pytest.raises(ValueError):
+        output_path(Path("dl"), Path("sub/../../x.iso"))
+    assert output_path(Path("."), Path("../x.iso"), confined=False) == Path("../x.iso")  # as curl

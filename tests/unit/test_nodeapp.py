@@ -97,3 +97,63 @@ def test_a_closed_rate_limit_never_waits():
     started = time.monotonic()
     limit.take(1 << 20)  # would be 12 days at 1 B/s
     assert time.monotonic() - started < 1
+
+
+def test_a_download_without_a_front_end_of_its_own_is_said_with_its_number_in_every_line():
+    """One started over the RPC: the node's front end (the prompt, --serve-only) says its
+    start, notes, stop and end as the prompt says its own."""
+    from types import SimpleNamespace
+    from swift.nodeapp import (CANCELLED, ENDED, NOTICE, PAUSED, RESUMED, STARTED, DownloadEntry,
+                               NodeApp)
+    said: list[str] = []
+    node = SimpleNamespace(say=said.append, listeners=lambda: [])
+    node.download_event = lambda entry, kind, text: NodeApp.download_event(node, entry, kind, text)
+    entry = DownloadEntry(node, 7, "http://127.0.0.1:1/f.iso", None, {}, True, None)
+    for kind, text in [(STARTED, "http://127.0.0.1:1/f.iso"), (NOTICE, "no peers known"),
+                       (PAUSED, "the partial download is kept in f.iso.part (resume 7 goes on)"),
+                       (RESUMED, "http://127.0.0.1:1/f.iso"), (CANCELLED, "kept"),
+                       (ENDED, "done: f.iso  1.0 MiB in 1.0 s (1.0 MiB/s)")]:
+        entry._emit(kind, text)
+    assert said == ["[7] started http://127.0.0.1:1/f.iso", "[7] note: no peers known",
+                    "[7] paused; the partial download is kept in f.iso.part (resume 7 goes on)",
+                    "[7] resumed http://127.0.0.1:1/f.iso", "[7] cancelled; kept",
+                    "[7] done: f.iso  1.0 MiB in 1.0 s (1.0 MiB/s)"]
+
+
+class _StoppedStream:
+    """A plain stream's Download after a pause: it had 3 MiB, its part file may be gone."""
+
+    def __init__(self, path):
+        self.path, self.size, self.state, self.plain_stream, self.done_bytes = path, 8 * MiB, "running", True, 3 * MiB
+
+    def done_ranges(self):
+        return [(0, 3 * MiB)]
+
+    def bytes_by_source(self):
+        return {"local": 3 * MiB}
+
+
+def _paused_entry(path):
+    from types import SimpleNamespace
+    from swift.nodeapp import PAUSED, DownloadEntry
+    node = SimpleNamespace(say=lambda line: None, listeners=lambda: [], directory=path.parent)
+    node.download_event = lambda *a: None
+    entry = DownloadEntry(node, 2, "http://127.0.0.1:1/s.bin", None, {}, True, None)
+    entry._download, entry._stopped_as = _StoppedStream(path), PAUSED
+    entry._ended.set()
+    return entry
+
+
+def test_a_paused_plain_stream_whose_part_was_removed_shows_nothing_kept(tmp_path):
+    from swift.rpc.aria2 import Aria2
+    entry = _paused_entry(tmp_path / "s.bin")  # no s.bin.part: the stream removed it
+    assert entry.status().state == "paused" and entry.status().done == 0
+    assert entry.detail().ranges == []
+    shown = Aria2(None).status(entry)
+    assert shown["completedLength"] == "0" and shown["bitfield"] == "00000000", shown
+
+
+def test_a_paused_download_whose_part_is_kept_shows_its_ranges(tmp_path):
+    (tmp_path / "s.bin.part").write_bytes(b"")
+    entry = _paused_entry(tmp_path / "s.bin")
+    assert entry.status().done == 3 * MiB and entry.detail().ranges == [(0, 3 * MiB)]

@@ -27,6 +27,7 @@ class FakeEntry:
     def __init__(self, number: int, url: str, state: str = "running", done: int = 0, size: int = 4 * MiB):
         self.number, self.url, self.output, self.directory = number, url, None, Path("/d")
         self.state, self.done, self.size = state, done, size
+        self.resumed = 0  # bytes this run found on disk (DownloadStatus.fetched leaves them out)
         self.report = FakeReport(size) if state == "done" else None
         self.error = "origin said 404" if state == "failed" else None
         self.error_code = ErrorCode.ACCESS_DENIED if state == "failed" else None
@@ -43,7 +44,8 @@ class FakeEntry:
         return self.state == "paused"
 
     def status(self) -> DownloadStatus:
-        return DownloadStatus(self.state, self.done, self.size, 0.0, None, self.error)
+        return DownloadStatus(self.state, self.done, self.size, 0.0, None, self.error,
+                              max(0, self.done - self.resumed))
 
     def detail(self) -> DownloadDetail:
         return DownloadDetail(self.ranges, self.by_source, {"10.0.0.2:6000": "helper-b"},
@@ -245,6 +247,34 @@ def test_the_speed_is_measured_between_looks(rpc, node, clock):
     assert run(rpc, "tellStatus", gid_of(1))["downloadSpeed"] == str(MiB)
 
 
+def test_a_resumed_downloads_speed_counts_only_what_this_run_fetched(rpc, node, clock):
+    entry = FakeEntry(1, "http://example.org/f", done=MiB, size=16 * MiB)
+    node.entries.append(entry)
+    run(rpc, "tellStatus", gid_of(1))
+    clock.now += 1.0
+    entry.done = 2 * MiB
+    assert run(rpc, "tellStatus", gid_of(1))["downloadSpeed"] == str(MiB)
+    entry.state = "paused"
+    clock.now += 5.0
+    assert run(rpc, "tellStatus", gid_of(1))["downloadSpeed"] == "0"
+    entry.state, entry.done, entry.resumed = "starting", 0, 2 * MiB  # a new run, before its progress
+    clock.now += 1.0
+    assert run(rpc, "tellStatus", gid_of(1))["downloadSpeed"] == "0"
+    entry.state, entry.done = "running", 2 * MiB + MiB // 2  # half a MiB fetched in a second
+    clock.now += 1.0
+    assert run(rpc, "tellStatus", gid_of(1))["downloadSpeed"] == str(MiB // 2)
+    assert run(rpc, "getGlobalStat")["downloadSpeed"] == str(MiB // 2)
+
+
+def test_the_rate_meter_starts_over_when_a_counter_goes_back():
+    from swift.rpc.aria2 import RateMeter
+    meter = RateMeter()
+    assert meter.rate("k", 4 * MiB, 0.0) == 0.0
+    assert meter.rate("k", 5 * MiB, 1.0) == MiB
+    assert meter.rate("k", 0, 1.5) == 0.0  # a new run: the old samples are gone
+    assert meter.rate("k", MiB, 2.5) == MiB
+
+
 def test_an_unknown_gid_is_not_found(rpc):
     with pytest.raises(RpcError, match="GID 0000000000000007 is not found"):
         run(rpc, "tellStatus", "0000000000000007")
@@ -356,3 +386,18 @@ def test_every_method_through_the_dispatcher_answers_json(rpc, node):
                 d.call(method, params)
             except RpcError as exc:
                 assert exc.message and "\n" not in exc.message
+
+
+def test_paths_are_absolute_as_aria2_gives_them_when_the_nodes_directory_is_relative(rpc, node):
+    import os
+    entry = FakeEntry(1, "http://example.org/f", done=MiB)
+    entry.directory = Path(".")  # -d left at its default
+    entry.detail = lambda: DownloadDetail([(0, MiB)], {}, {}, Path("f.bin"), Path("."))
+    node.entries.append(entry)
+    node.directory = Path(".")
+    st = run(rpc, "tellStatus", "0000000000000001")
+    here = os.getcwd()
+    assert st["dir"] == here and st["files"][0]["path"] == os.path.join(here, "f.bin"), st
+    assert run(rpc, "getFiles", "0000000000000001")[0]["path"] == os.path.join(here, "f.bin")
+    assert run(rpc, "getOption", "0000000000000001")["dir"] == here
+    assert run(rpc, "getGlobalOption")["dir"] == here
