@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from ..errors import ErrorCode, UsageError
-from .url import split_credentials
+from .url import secret_query_parameters, split_credentials
 
 if TYPE_CHECKING:  # loaded by load_cookies only: it costs about 20 ms at start-up
     import http.cookiejar
@@ -172,6 +172,8 @@ class RequestProfile:
             found.append("cookies from a cookie file")
         if url and split_credentials(url)[1] is not None:
             found.append("credentials in the URL")
+        if url and (names := secret_query_parameters(url)):
+            found.append(f"a credential in the URL's query ({', '.join(names)})")
         return found
 
     def peer_headers(self, *, private: bool, cookie_header: str | None = None,

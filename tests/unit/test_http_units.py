@@ -469,6 +469,26 @@ def test_headers_that_carry_no_credential_are_not_secrets():
                                                  "Keep-Alive", "X-Requested-With", "Origin"])
 
 
+def test_an_account_credential_in_the_query_is_a_secret_and_a_signed_urls_signature_is_not():
+    from swift import content
+    from swift.http import redact_url
+    from swift.http.url import secret_query_parameters
+    p = RequestProfile.build()
+    url = "https://h/f.iso?Access_Token=abc&x=1&api%5Fkey=k"
+    assert secret_query_parameters(url) == ["Access_Token", "api%5Fkey"]
+    assert p.secrets(url) == ["a credential in the URL's query (Access_Token, api%5Fkey)"]
+    # so the file is never offered (content.private_reasons takes these secrets as they are)
+    assert content.private_reasons(p.secrets(url), None)
+    signed = "https://b.s3.amazonaws.com/f.iso?X-Amz-Signature=s&X-Amz-Expires=60&token=t&sig=x"
+    assert p.secrets(signed) == [] and secret_query_parameters("https://h/f?access_token") \
+        == ["access_token"]
+    # and its value is never printed
+    assert redact_url(url) == "https://h/f.iso?Access_Token=***&x=1&api%5Fkey=***"
+    assert redact_url("https://u:pw@h/f?x=1") == "https://u:***@h/f?x=1"
+    assert redact_url(signed) == signed
+    assert "abc" not in redact_url("ht tp://[bad/f?access_token=abc", strict=False)
+
+
 def test_bad_cookie_and_ca_files_say_so(tmp_path):
     with pytest.raises(errors.UsageError, match="no such file"):
         RequestProfile.build(cookie_file=str(tmp_path / "missing.txt"))
