@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from swiftlab import netlab  # noqa: E402
 from swiftlab.cluster import Cluster, program, wait_until  # noqa: E402
 from swiftlab.origin import make_file  # noqa: E402
+from bench.timing import sha256, timed_run  # noqa: E402
 
 MiB = 1 << 20
 PORT = 8080
@@ -76,20 +76,6 @@ def metalink(name: str, data_path: Path, urls: list[str]) -> tuple[bytes, str]:
             + "".join(f"<hash>{p}</hash>" for p in pieces) + "</pieces>"
             + "".join(f'<url priority="{i + 1}">{u}</url>' for i, u in enumerate(urls))
             + "</file></metalink>\n").encode(), digest.hexdigest()
-
-
-def timed(host: netlab.Host, args: list[str], timeout: float) -> tuple[float, subprocess.CompletedProcess]:
-    start = time.monotonic()
-    done = host.call(args, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    return time.monotonic() - start, done
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(4 * MiB):
-            h.update(block)
-    return h.hexdigest()
 
 
 def main() -> int:
@@ -144,10 +130,11 @@ def main() -> int:
             out = work / "swift"
             out.mkdir()
             report = work / "r.json"
-            wall, done = timed(machines[0], [*program("node"), "-q", "--discovery", dsc, "get", "-M",
-                                             str(meta4), "-d", str(out), "--report", str(report)], 600)
-            if done.returncode != 0 or sha256(out / "big.bin") != digest:
-                raise RuntimeError(f"swift failed or WRONG FILE: {done.stdout[-800:]} {done.stderr[-800:]}")
+            wall, _ = timed_run([*program("node"), "-q", "--discovery", dsc, "get", "-M", str(meta4),
+                                 "-d", str(out), "--report", str(report)],
+                                prefix=machines[0].prefix, timeout=600)
+            if sha256(out / "big.bin") != digest:
+                raise RuntimeError("swift wrote a WRONG FILE")
             data = json.loads(report.read_text())
             data = data[0] if isinstance(data, list) else data
             ideal_rate = 6 * args.cap * 1e6 / 8  # bytes/s on the wire, all usable links
@@ -160,10 +147,10 @@ def main() -> int:
             shutil.rmtree(out)
             aria_out = work / "aria"
             aria_out.mkdir()
-            wall, done = timed(machines[0], ["aria2c", "-x4", "-q", "--allow-overwrite=true",
-                                             "-d", str(aria_out), "-M", str(meta4)], 600)
-            if done.returncode != 0 or sha256(aria_out / "big.bin") != digest:
-                raise RuntimeError(f"aria2c failed: {done.stdout[-800:]} {done.stderr[-800:]}")
+            wall, _ = timed_run(["aria2c", "-x4", "-q", "--allow-overwrite=true", "-d", str(aria_out),
+                                 "-M", str(meta4)], prefix=machines[0].prefix, timeout=600)
+            if sha256(aria_out / "big.bin") != digest:
+                raise RuntimeError("aria2c wrote a wrong file")
             rows["aria2c_x4_one_machine"] = {"wall_s": round(wall, 2),
                                              "of_its_2_caps": round(size / wall / (ideal_rate / 3), 3)}
             rows["swift_speedup_over_aria2c"] = round(rows["aria2c_x4_one_machine"]["wall_s"]

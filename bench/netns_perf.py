@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import re
@@ -80,6 +79,7 @@ sys.path.insert(0, str(ROOT))
 from swiftlab import netlab  # noqa: E402
 from swiftlab.cluster import Cluster, Process, program, wait_until  # noqa: E402
 from swiftlab.origin import make_file  # noqa: E402
+from bench.timing import Timed, sha256, timed_run  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -156,99 +156,6 @@ def proc_cpu_split(pid: int) -> tuple[float, float]:
         return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
     except (OSError, IndexError, ValueError):
         return 0.0, 0.0
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(4 * MiB):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-# -- timed processes ---------------------------------------------------------------------------
-class Timed:
-    """A child whose exit time and rusage are taken the moment it ends (a thread in wait4).
-
-    Started in its own session so a kill by process group takes what it
-    left behind; ``ip netns exec`` execs the command, so ``pid`` is the
-    program's own PID.
-    """
-
-    def __init__(self, args: Sequence[str], *, prefix: Sequence[str] = (), cwd: Path | None = None,
-                 capture: bool = False):
-        self.args = [*prefix, *args]
-        self.stderr_path = Path(tempfile.mkstemp(prefix="swift-perf-", suffix=".err")[1])
-        self._err = open(self.stderr_path, "w+b")
-        self.started = time.monotonic()
-        self.popen = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
-                                      stdout=self._err if capture else subprocess.DEVNULL,
-                                      stderr=self._err, cwd=cwd, start_new_session=True,
-                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
-        self.pid = self.popen.pid
-        self.ended: float | None = None
-        self.status: int | None = None
-        self.cpu: float | None = None
-        self.cpu_user: float | None = None  # of ``cpu``: in the program (the rest: in the kernel)
-        self._done = threading.Event()
-        self._waiter = threading.Thread(target=self._wait, name=f"wait-{self.pid}", daemon=True)
-        self._waiter.start()
-
-    def _wait(self) -> None:
-        _, status, usage = os.wait4(self.pid, 0)
-        self.ended = time.monotonic()
-        self.status = os.waitstatus_to_exitcode(status)
-        self.cpu = usage.ru_utime + usage.ru_stime
-        self.cpu_user = usage.ru_utime
-        self.popen.returncode = self.status
-        self._done.set()
-
-    @property
-    def running(self) -> bool:
-        return not self._done.is_set()
-
-    def wait(self, timeout: float) -> float:
-        """Wall seconds from spawn to exit; RuntimeError on a timeout or a non-zero exit."""
-        if not self._done.wait(timeout):
-            self.kill()
-            raise RuntimeError(f"timed out after {timeout:.0f} s: {' '.join(self.args)[:200]}\n"
-                               f"{self.output()[-1500:]}")
-        if self.status != 0:
-            raise RuntimeError(f"exit {self.status}: {' '.join(self.args)[:200]}\n{self.output()[-1500:]}")
-        return self.ended - self.started
-
-    def output(self) -> str:
-        try:
-            return self.stderr_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def kill(self) -> None:
-        if self.running:
-            for sig in (signal.SIGCONT, signal.SIGKILL):
-                try:
-                    os.killpg(self.pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            self._done.wait(10)
-
-    def close(self) -> None:
-        self.kill()
-        self._err.close()
-        self.stderr_path.unlink(missing_ok=True)
-
-
-def timed_run(args: Sequence[str], *, prefix: Sequence[str] = (), timeout: float = 60,
-              capture: bool = False, cpu: list | None = None) -> tuple[float, str]:
-    """Run to completion; (wall seconds, combined output). Its CPU seconds go to ``cpu``."""
-    t = Timed(args, prefix=prefix, capture=capture)
-    try:
-        wall = t.wait(timeout)
-        if cpu is not None:
-            cpu.append(t.cpu)
-        return wall, t.output()
-    finally:
-        t.close()
 
 
 # -- syscall counts (perf stat) ----------------------------------------------------------------

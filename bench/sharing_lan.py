@@ -73,8 +73,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.netns_mode import body_bytes_by_uri  # noqa: E402
-from bench.netns_perf import (CAP_MBIT, GiB, MiB, RESULTS, Bench, Timed, cpu_times, git_head,  # noqa: E402
-                              loadavg, proc_cpu, proc_cpu_split, say, sha256, tx_bytes)
+from bench.netns_perf import (CAP_MBIT, GiB, MiB, RESULTS, Bench, cpu_times, git_head,  # noqa: E402
+                              loadavg, proc_cpu, proc_cpu_split, say, tx_bytes)
+from bench.timing import Timed, sha256  # noqa: E402
 from swiftlab import netlab  # noqa: E402
 from swiftlab.cluster import program, wait_until  # noqa: E402
 from swiftlab.origin import make_file  # noqa: E402

@@ -42,11 +42,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 from swiftlab.cluster import Cluster, program, wait_until  # noqa: E402
 from swiftlab.origin import make_file  # noqa: E402
 from bench.netns_mode import nginx_conf  # noqa: E402
+from bench.timing import Timed, sha256, timed_run  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -68,7 +67,9 @@ GOAL = 0.9
 #: Timed beside the tools: what any Python downloader that fetches with requests
 #: pays before its first request (the interpreter and ``import requests``).
 IMPORT = "import requests"
-
+#: Seconds one download may take before the bench gives up on it: a 1 GiB file at
+#: curl's loopback rate takes a few seconds; a hung tool must not hang the bench.
+RUN_TIMEOUT = 600.0
 
 
 @dataclass
@@ -146,15 +147,12 @@ def start_nginx(cluster: Cluster, root: Path, work: Path) -> str | None:
 def run_once(cmd: list[str], out: Path, size: int, env: dict,
              flush: bool) -> tuple[float, float, float, int]:
     """(wall s, CPU s, flush s, peak RSS bytes) of one download into ``out``; checks its size."""
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - started
-    assert proc.stderr is not None
-    with proc.stderr:
-        err = proc.stderr.read().decode(errors="replace")
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{cmd[0]} failed ({os.waitstatus_to_exitcode(status)}): {err[-1500:]}")
+    run = Timed(cmd, env=env)
+    try:
+        wall = run.wait(RUN_TIMEOUT)
+        cpu, rss = run.cpu, run.max_rss
+    finally:
+        run.close()
     if out.stat().st_size != size:
         raise RuntimeError(f"{cmd} wrote {out.stat().st_size} bytes, expected {size}")
     synced = 0.0
@@ -166,22 +164,7 @@ def run_once(cmd: list[str], out: Path, size: int, env: dict,
         finally:
             os.close(fd)
         synced = time.monotonic() - t
-    return wall, usage.ru_utime + usage.ru_stime, synced, usage.ru_maxrss * 1024
-
-
-def time_command(cmd: list[str], env: dict) -> float:
-    """Wall seconds of a command that must succeed."""
-    started = time.monotonic()
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
-    return time.monotonic() - started
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(4 * MiB):
-            h.update(block)
-    return h.hexdigest()
+    return wall, cpu, synced, rss
 
 
 def clean(dest: Path) -> None:
@@ -206,7 +189,7 @@ def measure(url: str, origin: str, dest: Path, label: str, size: int, digest: st
     imports = Runs(IMPORT, origin, label, 0)
     tools = list(cmds)
     for i in range(n):
-        imports.wall.append(time_command([sys.executable, "-c", "import requests"], env))
+        imports.wall.append(timed_run([sys.executable, "-c", "import requests"], env=env)[0])
         for tool in tools[i % len(tools):] + tools[:i % len(tools)]:
             os.sync()
             wall, cpu, synced, rss = run_once(cmds[tool], out, size, env, flush)

@@ -35,7 +35,6 @@ refused (see ``swift.sessions``).
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import threading
@@ -120,7 +119,8 @@ class JobService:
         #: link, a copy job uses its disk and the LAN instead. Sharing one pool, copies
         #: waited behind fetch jobs that last as long as the link is slow, and the members
         #: of four starting one file at once took each other's pieces only in a burst at the
-        #: end (bench/sharing_lan.py, row 2).
+        #: end (bench/sharing_lan.py, row 2: each 1.30-1.40x a single requester's time, then
+        #: 1.18-1.23x).
         self._copy_slots = threading.BoundedSemaphore(slots)
         self._lock = threading.Lock()
         self.busy = 0  # fetch jobs running (a pong's ``busy``, against ``slots``)
@@ -172,18 +172,10 @@ class JobService:
                     return
         finally:
             if session is not None:
+                # urllib3 closes the pools' idle origin sockets when the pools are freed,
+                # which is now: no failed request leaves a response in a reference cycle
+                # (swift.http.retry, "No reference cycles")
                 session.close()
-                # A failed range request leaves its response, and so its origin socket, in
-                # a reference cycle (exception, traceback, frame); an idle helper allocates
-                # too little for the collector to run, so without this each such socket
-                # stayed open until some later job (measured: the soak's helpers went from
-                # 4 to 9 fds). Once per requester connection that fetched from the origin,
-                # not per block; never after queries and copies, which open no origin
-                # socket: a full collection holds the GIL, so every serving thread of a
-                # member stops while it runs (measured with bench/sharing_lan.py while
-                # each query came on a new connection, four a second: 68 % of a serving
-                # node's busy samples were in it).
-                gc.collect()
 
     # -- one job ----------------------------------------------------------------------
     def _pong(self) -> protocol.Pong:
@@ -207,28 +199,14 @@ class JobService:
             same=self.same_file(fetch, url))]
         attempts += self._mirror_attempts(fetch, session, aborted)
         fetch_range = _Current(attempts[0])
-        ticking = _Ticking()
-        ticker = threading.Thread(target=self._keepalive, args=(conn, job, ticking, fetch_range),
-                                  name="keepalive", daemon=True)
-        ticker.start()
-        got_slot = False
+        running = _Running(self, conn, job, stopping, fetch_range)
         try:
-            got_slot = self._acquire_slot(conn, job, ticking, stopping)
-            if not got_slot:
-                if not ticking.gone.is_set():
-                    conn.send(protocol.Error(FetchCode.BUSY, "all slots of this node are busy"))
-                return not ticking.gone.is_set()
-            sent = 0
+            if not running.take_slot():
+                return running.usable
 
             def deliver(block: bytes) -> bool:
-                nonlocal sent
-                self._read_control(conn, job, ticking)
-                part = job.take(block, time.monotonic())
-                if part:
-                    if self.throttle is not None:
-                        self.throttle(len(part))  # --limit-rate: what this node spends for others
-                    conn.send_data(part)
-                    sent += len(part)
+                running.read_control()
+                running.send(block)
                 return not stopping.is_set()
 
             for i, attempt in enumerate(attempts):
@@ -239,7 +217,7 @@ class JobService:
                 except errors.LinkError:
                     raise  # the requester's link, not the origin's: handled below
                 except errors.SwiftError as exc:
-                    if sent == 0 and i + 1 < len(attempts) and not stopping.is_set() \
+                    if job.sent == 0 and i + 1 < len(attempts) and not stopping.is_set() \
                             and not aborted.is_set():
                         log.info("job %d: %s failed (%s); trying the next mirror", fetch.job_id,
                                  http.redact_url(attempt.url, strict=False), exc)
@@ -252,21 +230,12 @@ class JobService:
                              http.redact_url(attempt.url, strict=False), fetch.start, fetch.end - 1, exc)
                     conn.send(protocol.Error(code, str(exc)))
                     return True
-            if ticking.gone.is_set() or stopping.is_set():
-                return False
-            conn.send(job.finish())
-            return True
-        except (RequesterGone, wire.ConnectionClosed, OSError, TimeoutError) as exc:
+            return running.finish()
+        except _REQUESTER_GONE as exc:
             log.info("job %d: requester gone (%s); stopped fetching", fetch.job_id, exc)
             return False
         finally:
-            ticking.finished.set()
-            fetch_range.abort()
-            ticker.join(self.keepalive * 2 + 1)
-            if got_slot:
-                with self._lock:
-                    self.busy -= 1
-                self._slots.release()
+            running.close()
 
     def _mirror_attempts(self, fetch: protocol.Fetch, session: requests.Session,
                          aborted: threading.Event) -> list[http.RangeFetch]:
@@ -318,22 +287,15 @@ class JobService:
             return True
         job = fetchjob.NodeJob(req, time.monotonic(), pong=self._pong,  # type: ignore[arg-type]
                                keepalive_interval=self.keepalive)
-        ticking = _Ticking()
-        ticker = threading.Thread(target=self._keepalive, args=(conn, job, ticking, None),
-                                  name="keepalive", daemon=True)
-        ticker.start()
-        got_slot = False
+        running = _Running(self, conn, job, stopping, pool=self._copy_slots)
         try:
             if not holding.matches(os.fstat(fd)):
                 conn.send(protocol.Error(FetchCode.GONE, "this node's copy changed"))
                 return True
-            got_slot = self._acquire_slot(conn, job, ticking, stopping, self._copy_slots)
-            if not got_slot:
-                if not ticking.gone.is_set():
-                    conn.send(protocol.Error(FetchCode.BUSY, "all copy slots of this node are busy"))
-                return not ticking.gone.is_set()
+            if not running.take_slot():
+                return running.usable
             while job.owed and not stopping.is_set():
-                self._read_control(conn, job, ticking)
+                running.read_control()
                 at = job.start + job.sent
                 want = min(COPY_BLOCK, job.owed)
                 holding = self._wait_for(req.label, holding, at, at + want, stopping)
@@ -346,24 +308,14 @@ class JobService:
                 if len(block) != want:
                     conn.send(protocol.Error(FetchCode.GONE, "this node's copy is shorter"))
                     return True
-                part = job.take(block, time.monotonic())
-                if part:
-                    if self.throttle is not None:
-                        self.throttle(len(part))
-                    conn.send_data(part)
-            if ticking.gone.is_set() or stopping.is_set():
-                return False
-            conn.send(job.finish())
-            return True
-        except (RequesterGone, wire.ConnectionClosed, OSError, TimeoutError) as exc:
+                running.send(block)
+            return running.finish()
+        except _REQUESTER_GONE as exc:
             log.info("copy job %d: requester gone (%s)", req.job_id, exc)
             return False
         finally:
             os.close(fd)
-            ticking.finished.set()
-            ticker.join(self.keepalive * 2 + 1)
-            if got_slot:
-                self._copy_slots.release()
+            running.close()
 
     def _wait_for(self, label: str, holding: Holding, start: int, end: int,
                   stopping: threading.Event) -> Holding | None:
@@ -383,19 +335,25 @@ class JobService:
                       stopping: threading.Event,
                       pool: threading.BoundedSemaphore | None = None) -> bool:
         """A slot of ``pool`` (None: the fetch slots, counted in ``busy``) within ``slot_wait``."""
-        fetch = pool is None
-        pool = self._slots if pool is None else pool
         deadline = time.monotonic() + self.slot_wait
         while time.monotonic() < deadline and not stopping.is_set():
             if ticking.gone.is_set():
                 return False
             self._read_control(conn, job, ticking)
-            if pool.acquire(timeout=0.5):
-                if fetch:
+            if (pool or self._slots).acquire(timeout=0.5):
+                if pool is None:
                     with self._lock:
                         self.busy += 1
                 return True
         return False
+
+    def _release_slot(self, pool: threading.BoundedSemaphore | None = None) -> None:
+        if pool is not None:
+            pool.release()
+            return
+        with self._lock:
+            self.busy -= 1
+        self._slots.release()
 
     def _read_control(self, conn: wire.Connection, job: fetchjob.NodeJob,
                       ticking: "_Ticking") -> None:
@@ -431,6 +389,81 @@ class JobService:
                 if fetch_range is not None:
                     fetch_range.abort()  # unblock a read stalled on the origin
                 return
+
+
+#: What ends a job because the requester is gone: it said so (``RequesterGone``), closed
+#: the connection, or stopped reading (a send failed or timed out).
+_REQUESTER_GONE = (RequesterGone, wire.ConnectionClosed, OSError, TimeoutError)
+
+
+class _Running:
+    """What a fetch job and a copy job share while one runs: its keep-alive ticker (from
+    construction to :meth:`close`), its slot (from :meth:`take_slot` to :meth:`close`)
+    and the way its bytes go out.
+
+    :meth:`close` stops the ticker, aborts the range fetch (if any), so that a read
+    still blocked on the origin ends, and gives the slot back.
+    """
+
+    def __init__(self, service: JobService, conn: wire.Connection, job: fetchjob.NodeJob,
+                 stopping: threading.Event, fetch_range: "_Current | None" = None,
+                 pool: threading.BoundedSemaphore | None = None):
+        self.service = service
+        self.pool = pool  # the slots it takes (None: the fetch slots)
+        self.conn = conn
+        self.job = job
+        self.stopping = stopping
+        self.fetch_range = fetch_range
+        self.ticking = _Ticking()
+        self._slot = False
+        self._ticker = threading.Thread(target=service._keepalive,
+                                        args=(conn, job, self.ticking, fetch_range),
+                                        name="keepalive", daemon=True)
+        self._ticker.start()
+
+    def close(self) -> None:
+        self.ticking.finished.set()
+        if self.fetch_range is not None:
+            self.fetch_range.abort()
+        self._ticker.join(self.service.keepalive * 2 + 1)
+        if self._slot:
+            self._slot = False
+            self.service._release_slot(self.pool)
+
+    @property
+    def usable(self) -> bool:
+        """Whether the connection may carry the next job (the requester is not gone)."""
+        return not self.ticking.gone.is_set()
+
+    def take_slot(self) -> bool:
+        """Wait for a slot (``SLOT_WAIT``); without one, answer "busy" (unless the
+        requester is gone) and return False."""
+        self._slot = self.service._acquire_slot(self.conn, self.job, self.ticking, self.stopping,
+                                                self.pool)
+        if not self._slot and self.usable:
+            what = "copy slots" if self.pool is not None else "slots"
+            self.conn.send(protocol.Error(FetchCode.BUSY, f"all {what} of this node are busy"))
+        return self._slot
+
+    def read_control(self) -> None:
+        self.service._read_control(self.conn, self.job, self.ticking)
+
+    def send(self, block: bytes) -> None:
+        """Send what of ``block`` (the job's next bytes) the job still owes, after the
+        owner's ``--limit-rate`` (``JobService.throttle``)."""
+        part = self.job.take(block, time.monotonic())
+        if part:
+            if self.service.throttle is not None:
+                self.service.throttle(len(part))  # --limit-rate: what this node spends for others
+            self.conn.send_data(part)
+
+    def finish(self) -> bool:
+        """End the job (``Done``, or the error of a short one); False when the connection
+        is no longer usable (the requester is gone, the node stops)."""
+        if self.ticking.gone.is_set() or self.stopping.is_set():
+            return False
+        self.conn.send(self.job.finish())
+        return True
 
 
 class _Current:

@@ -7,6 +7,7 @@ only fixtures), so moving a test file between tiers breaks no other file.
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import json
 import os
@@ -279,3 +280,17 @@ def origin_bytes(origin, path: str) -> int:
 def offered_bytes(machine: Machine) -> int:
     """What the machine's index says its holdings have written and hashed (0: none yet)."""
     return max((len(h["hashes"]) * h["piece_size"] for h in machine.holdings()), default=0)
+
+
+def http_objects_in_cycles() -> list[str]:
+    """The requests and urllib3 objects the cycle collector finds unreachable now (it frees
+    them): with the collector off since a failure (the ``no_collector`` fixture), what
+    the failure left in a reference cycle."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        return sorted({f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage
+                       if type(o).__module__.split(".")[0] in ("requests", "urllib3")})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()

@@ -29,7 +29,7 @@ from ..planning import Piece, Scheduler
 from ..storage import PartFile
 from .options import LOCAL
 from .piece_check import PieceCheck
-from .report import DownloadError
+from .report import DownloadError, Report
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ class Board:
                 if self._sched.excluded(source) and source != LOCAL:
                     why = self._why_excluded(source, reason)
                     if self._first(source, why):
-                        later = f"helper {self._names.get(source) or source} left out: {why}"
+                        later = f"{self._shown(source)} left out: {why}"
             self.cond.notify_all()
         if later:
             self._notice(later)
@@ -326,7 +326,15 @@ class Board:
             self.cond.notify_all()
             first = self._first(source, why)
         if first:
-            self._notice(f"helper {self._names.get(source) or source} left out: {why}")
+            self._notice(f"{self._shown(source)} left out: {why}")
+
+    def _shown(self, source: str) -> str:
+        """``source`` as the summary names it: ``helper NAME``, or ``NAME (LAN copy)`` for a
+        member's copy (its key is ``copy@HOST:PORT``, ``Report.LAN_PREFIX``)."""
+        if source.startswith(Report.LAN_PREFIX):
+            key = source[len(Report.LAN_PREFIX):]
+            return f"{self._names.get(key) or key} (LAN copy)"
+        return f"helper {self._names.get(source) or source}"
 
     def _why_excluded(self, source: str, reason: str) -> str:
         """Why the scheduler left ``source`` out, in the words of what happened: one cause

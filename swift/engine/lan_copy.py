@@ -46,9 +46,10 @@ from ..fetchjob import Changed, Data, Failed, Finished, KeptAlive, RequesterJob
 from ..piecehash import piece_size_for
 from ..planning import Piece, RangeSet
 from .board import Board
-from .options import MAX_CONNECT_FAILURES, Options
-from .sharing import (LAN_PREFIX, LanHolding, claim_honoured, first_start, given_way,
-                      origin_start)
+from .options import Options
+from .sharing import (LAN_PREFIX, LanHolding, claim_honoured, copy_honoured, first_start,
+                      given_way, origin_start)
+from .sources import link
 from .sources.base import Source
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class LanPool:
                  dropped: Callable[[int, int], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.board = board
+        self._clock = clock
         #: the publisher's hooks: a checked piece's SHA-256 is handed on, not computed twice
         self._known, self._dropped = known, dropped
         #: this download's holding name (``Publisher.holder``): orders members that fetch at once
@@ -108,6 +110,8 @@ class LanPool:
         self._fetching: dict[str, RangeSet] = {}  # what members fetch from the origin now
         self._growth: dict[str, tuple[int, float]] = {}  # source -> (bytes held, since when)
         self._first: dict[str, tuple[int, float]] = {}  # source -> (bytes held, when) first seen
+        # source -> (when its workers started, when it last delivered a piece): its pace
+        self._delivery: dict[str, tuple[float, float]] = {}
         self._started: set[str] = set()
         self.spot_checks = 0
         self._clock = clock
@@ -138,7 +142,7 @@ class LanPool:
 
     def _update(self, answers: list[LanHolding]) -> None:
         new: list[LanHolding] = []
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             for a in answers:  # when did its holding last grow?
                 held = a.ranges.total
@@ -162,6 +166,7 @@ class LanPool:
                 self._written.setdefault(a.source, RangeSet())
                 if known is None:
                     new.append(a)
+                    self._delivery.setdefault(a.source, (now, now))
         for copy in new:
             if self._spawn is not None:
                 for name, body in self._workers_of(copy):
@@ -176,10 +181,12 @@ class LanPool:
             walkers = [(self._holders.get(s, s), r) for s, r in self._fetching.items()
                        if s not in self._banned]
         others = RangeSet()
+        done = self.board.done_copy() if live else RangeSet()
         for c in live:
             self.board.hold(c.source, c.ranges)
-            for s, e in c.ranges:
-                others.add(s, e)
+            if self._paced(c, done):
+                for s, e in c.ranges:
+                    others.add(s, e)
         for ranges in fetching:
             for s, e in ranges:
                 others.add(s, e)
@@ -198,6 +205,31 @@ class LanPool:
             self._place(live, walkers)
         elif walkers:
             self._walk(live, walkers)
+
+    def _paced(self, copy: LanHolding, done: RangeSet) -> bool:
+        """Whether the origin sources leave ``copy``'s ranges to it (``sharing.copy_honoured``:
+        not to a copy that stalled or hands out a trickle). A member whose holding grows (its
+        download in flight, which others take pieces of as they are hashed) is judged by its
+        claims instead; this is for a holding that stands still: a finished file, a stopped
+        download's part file."""
+        now = self._clock()
+        with self._lock:
+            grew = now - self._growth.get(copy.source, (0, now))[1] < FETCHING_PATIENCE
+        if grew:
+            with self._lock:
+                first_seen, _ = self._delivery.get(copy.source, (now, now))
+                self._delivery[copy.source] = (first_seen, now)
+            return True
+        outstanding = copy.ranges.copy()
+        for s, e in done:
+            outstanding.remove(s, e)
+        with self._lock:
+            first_seen, last = self._delivery.get(copy.source, (now, now))
+            if not outstanding.total:  # it owes nothing (a member in flight we caught up
+                # with): its patience starts again when it offers more
+                self._delivery[copy.source] = (first_seen, now)
+            delivered = self._written.get(copy.source, RangeSet()).total
+        return copy_honoured(outstanding.total, delivered, first_seen, last, now)
 
     @staticmethod
     def _offered(live: list[LanHolding]) -> RangeSet:
@@ -390,6 +422,8 @@ class LanPool:
             if source in self._banned:
                 return None
             self._written[source].add(offset, offset + len(data))  # before: a ban takes it back
+            first_seen = self._delivery.get(source, (self._clock(), 0.0))[0]
+            self._delivery[source] = (first_seen, self._clock())
         ok = self.board.write(assignment_id, source, data)
         with self._lock:
             if source in self._banned:  # left out meanwhile: the caller discards the assignment
@@ -487,34 +521,24 @@ class LanCopyWorker(Source):
         return copy
 
     def _connect(self, failures: int) -> int:
-        peer = self.copy.peer
-        try:
-            conn = self._connect_to(peer.host, peer.port, name=self.opts.name,
-                                    secret=self.opts.secret,
-                                    timeout=min(5.0, self.opts.peer_timeout), source_address=None)
-        except (OSError, TimeoutError, wire.ConnectionClosed, protocol.ProtocolError,
-                wire.AuthError) as exc:
-            if getattr(exc, "code", None) == FetchCode.BUSY:
-                # a member full of connections (others fetch from it too) is alive: this
-                # slot waits and asks again, and the member is never left out for it
-                log.info("%s: busy (%s); asking again", self.source, exc)
-                stop = self.board.stop.wait(BUSY_PAUSE) or self.board.has_no_work_for(self.source)
-                return -1 if stop else failures
-            failures += 1
-            if failures >= MAX_CONNECT_FAILURES:
-                self.pool.ban(self.source, f"unreachable: {exc}")
-                return -1
-            return -1 if self.board.stop.wait(0.5 * failures) else failures
-        conn.timeout = self.opts.peer_timeout
-        self._conn = conn
-        self.board.add_closer(conn.close)
-        return 0
+        """Connect; the count of failures in a row, or -1 when the worker must end (the
+        copy is banned when unreachable; a refused handshake is one more failure; a
+        member that refuses the connection as busy is asked again, never left out)."""
+
+        def busy(why: str) -> bool:
+            # a member full of connections (others fetch from it too) is alive: this
+            # slot waits and asks again, and the member is never left out for it
+            log.info("%s: busy (%s); asking again", self.source, why)
+            return self.board.stop.wait(BUSY_PAUSE) or self.board.has_no_work_for(self.source)
+
+        self._conn, failures = link.connect(
+            self.board, self.opts, self._connect_to, self.copy.peer, failures,
+            unreachable=lambda why: self.pool.ban(self.source, why), busy=busy)
+        return failures
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            self.board.discard_closer(conn.close)
-            conn.close()
+        link.hang_up(self.board, conn)
 
     def _aligned_end(self, end: int) -> int:
         size, piece = self.pool.size, self.copy.piece_size

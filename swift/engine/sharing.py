@@ -138,6 +138,45 @@ def claim_honoured(claimed: int, held: int, first_held: int, first_seen: float, 
     return claimed <= (held - first_held) / elapsed * CLAIM_SECONDS
 
 
+#: Seconds a LAN copy may go without delivering a piece, while it holds bytes this
+#: download still lacks, before those bytes are no longer left to it alone: a piece
+#: crosses a LAN in milliseconds, so a copy silent this long (its member stopped,
+#: overloaded, or hostile) must not hold the download up; as ``FETCHING_PATIENCE``.
+COPY_PATIENCE = 3.0
+#: ... and at most this many seconds of its pace so far: the longest a member's copy
+#: may hold the download up once the rest is fetched. At a LAN's pace (10 MiB/s and
+#: up) that is over a GiB left to the copy alone, so an honest copy still spares the
+#: origin every byte of all but the largest files; a member that trickles out a piece
+#: every 2.9 s (350 KiB/s) keeps 41 MiB, and the origin sources fetch the rest.
+COPY_SECONDS = 120.0
+
+
+def copy_honoured(outstanding: int, delivered: int, first_seen: float, last_delivery: float,
+                  now: float) -> bool:
+    """Whether this download leaves a LAN copy's bytes to that copy alone.
+
+    ``outstanding``: bytes the copy offers that this download has not written yet;
+    ``delivered``: bytes it wrote from this copy so far; ``first_seen``: when the copy's
+    workers started, ``last_delivery``: when it last delivered a piece (``first_seen``
+    before the first), both seconds on the clock of ``now``. A member that offers the
+    whole file and hands out a trickle (or stops answering) would otherwise hold the
+    download to its pace, since the origin sources do not hold what a copy holds: the
+    copy keeps what it delivers in :data:`COPY_SECONDS` at its pace so far, and only
+    while it delivered a piece within :data:`COPY_PATIENCE` seconds. Beyond that the
+    origin sources may fetch its bytes too, and split or race its slow assignments
+    (copies, never a wrong byte: whoever writes a byte first wins, as ever). Only for a
+    holding that stands still (``LanPool._paced``): a member whose download is in flight
+    is judged by its claims (:func:`claim_honoured`)."""
+    if outstanding <= 0:
+        return True
+    if now - last_delivery >= COPY_PATIENCE:
+        return False
+    elapsed = now - first_seen
+    if elapsed < COPY_PATIENCE:  # its first pieces: its pace is not known yet
+        return True
+    return outstanding <= delivered / elapsed * COPY_SECONDS
+
+
 def origin_start(size: int, align: int, at: int, done: RangeSet, copies: RangeSet,
                  mine: RangeSet, others: list[tuple[str, RangeSet]], holder: str) -> int:
     """Where this download's origin fetches go on from: a byte offset for
@@ -387,6 +426,7 @@ class Publisher:
         self._lock = threading.Lock()
         self._published: tuple | None = None
         self._passive = False  # a finished copy of this content is offered meanwhile
+        self._recorded = False  # its part file was recorded in flight
 
     def written(self, offset: int, block: memoryview) -> None:
         with self._lock:
@@ -431,6 +471,7 @@ class Publisher:
             self._passive = True
             return
         self._record(self.part, done, None)
+        self._recorded = self.index.get(self.label) is not None
 
     def publish(self, done: RangeSet, fetching: RangeSet | None = None) -> None:
         """Republish the done ranges, hashes and what is being fetched from the origin
@@ -457,7 +498,12 @@ class Publisher:
                           updated_ns=time.time_ns())
 
     def finished(self, path: Path) -> None:
-        """The file is complete under ``path``: offer it from there (its mtime now recorded)."""
+        """The file is complete under ``path``: offer it from there (its mtime now recorded),
+        unless its user withdrew it while it ran (``unshare`` at the prompt removed the
+        holding of its part file): that stays so for the finished file."""
+        if self._recorded and self.index.get(self.label) is None:
+            log.info("not offered: %s was unshared while it downloaded", self.name)
+            return
         self._record(Path(path).absolute(), RangeSet([(0, self.size)]), "final")
 
     def _record(self, path: Path, done: RangeSet, final: str | None) -> None:

@@ -8,8 +8,10 @@ download.
 
 Secrets
 -------
-``Authorization``, ``Cookie`` and ``Proxy-Authorization`` headers, the cookies
-of a cookie file, and ``user:password@`` in a URL are secrets. They never
+``Authorization``, ``Cookie`` and ``Proxy-Authorization`` headers, every header
+whose name says it carries a credential (``X-Api-Key``, ``PRIVATE-TOKEN``,
+``X-Auth-Token``, ...: :func:`is_secret_header`), the cookies of a cookie file,
+and ``user:password@`` in a URL are secrets. They never
 appear in logs, progress lines, error messages or reports
 (:meth:`RequestProfile.redacted`, :func:`swift.http.url.redact_url`), and they
 go to a helper only over a private connection (:meth:`RequestProfile.peer_headers`
@@ -32,17 +34,33 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from ..errors import ErrorCode, UsageError
-from .url import split_credentials
+from .url import secret_query_parameters, split_credentials
 
 if TYPE_CHECKING:  # loaded by load_cookies only: it costs about 20 ms at start-up
     import http.cookiejar
 
-__all__ = ["RequestProfile", "SECRET_HEADERS", "DEFAULT_USER_AGENT", "parse_header"]
+__all__ = ["RequestProfile", "SECRET_HEADERS", "DEFAULT_USER_AGENT", "is_secret_header",
+           "parse_header"]
 
 #: Sent unless the user gives another User-Agent.
 DEFAULT_USER_AGENT = "swift-downloader"
 #: Header names (lower case) whose values are credentials.
 SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+#: Parts of a header name (lower case) that mark a credential outside the standard
+#: ones: API keys and tokens of file hosts and registries (``X-Api-Key``,
+#: ``Ocp-Apim-Subscription-Key``, GitLab's ``PRIVATE-TOKEN``/``JOB-TOKEN``,
+#: ``X-Auth-Token``, ``X-JFrog-Art-Api``, ``X-Amz-Security-Token``, session ids).
+#: A header taken for a secret by mistake costs only speed (no helper sees it
+#: without a private connection, the file is not offered), one missed leaks it.
+SECRET_NAME_PARTS = ("auth", "token", "key", "secret", "session", "passw", "credential",
+                     "cookie", "signature", "api")
+
+
+def is_secret_header(name: str) -> bool:
+    """True if a request header called ``name`` (any case) may carry a credential:
+    :data:`SECRET_HEADERS`, or a name holding one of :data:`SECRET_NAME_PARTS`."""
+    lower = name.strip().lower()
+    return lower in SECRET_HEADERS or any(part in lower for part in SECRET_NAME_PARTS)
 #: Header names (lower case) swift sets itself on every request, or that
 #: describe the message framing: a user value would break the range contract.
 RESERVED_HEADERS = frozenset({"range", "if-range", "accept-encoding", "host", "content-length",
@@ -149,11 +167,13 @@ class RequestProfile:
     # -- secrets --------------------------------------------------------------------------
     def secrets(self, url: str = "") -> list[str]:
         """What in this profile (and ``url``) is a secret, in words; empty if nothing."""
-        found = [f"the {name} header" for name, _ in self.headers if name.lower() in SECRET_HEADERS]
+        found = [f"the {name} header" for name, _ in self.headers if is_secret_header(name)]
         if self.cookies:
             found.append("cookies from a cookie file")
         if url and split_credentials(url)[1] is not None:
             found.append("credentials in the URL")
+        if url and (names := secret_query_parameters(url)):
+            found.append(f"a credential in the URL's query ({', '.join(names)})")
         return found
 
     def peer_headers(self, *, private: bool, cookie_header: str | None = None,
@@ -166,7 +186,7 @@ class RequestProfile:
         stands for ``user:password@`` in the URL.
         """
         out = [[name, value] for name, value in self.request_headers().items()
-               if private or name.lower() not in SECRET_HEADERS]
+               if private or not is_secret_header(name)]
         if private:
             names = {name.lower() for name, _ in out}
             if cookie_header and "cookie" not in names:
@@ -178,7 +198,7 @@ class RequestProfile:
     def redacted(self) -> dict:
         """This profile for logs and reports: secret values replaced by ``<secret>``."""
         return {
-            "headers": [[n, "<secret>" if n.lower() in SECRET_HEADERS else v] for n, v in self.headers],
+            "headers": [[n, "<secret>" if is_secret_header(n) else v] for n, v in self.headers],
             "user_agent": self.user_agent, "referer": self.referer,
             "cookie_file": self.cookie_file,
             "cookies": f"<{len(self.cookies)} secret cookies>" if self.cookies else None,

@@ -219,6 +219,10 @@ class RangeFetch:
                     raise
             except BaseException:
                 resp.close()
+                # this frame is in the exception's traceback: holding the error here would
+                # make a cycle, and with it keep the response (and its connection pool,
+                # with the pool's idle sockets) until the collector runs
+                error = resp = None  # noqa: F841
                 raise
             remote.worked(url)
             return resp, first, last

@@ -50,7 +50,7 @@ from .body import DEFAULT_TIMEOUT
 from .headers import Validator, parse_content_range
 from .profile import RequestProfile
 from .samefile import SameFile
-from .url import normalize_url, redact_url, split_credentials
+from .url import normalize_url, redact_url, secret_query_parameters, split_credentials
 
 __all__ = ["RemoteFile", "IF_RANGE_STRIKES", "LENGTH_STRIKES"]
 
@@ -200,6 +200,9 @@ class RemoteFile:
         found = self.profile.secrets(self.url) or []
         if not any("URL" in f for f in found) and split_credentials(self.final_url)[1] is not None:
             found.append("credentials in the URL")
+        if not any("query" in f for f in found) and (
+                names := secret_query_parameters(self.final_url)):
+            found.append(f"a credential in the URL's query ({', '.join(names)})")
         if len(self.jar) > len(self.profile.cookies):
             found.append("cookies the server set")
         return found

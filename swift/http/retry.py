@@ -11,6 +11,18 @@ the error's type and :class:`~swift.errors.ErrorCode`
 
 :func:`call_with_retry` is the only retry loop in swift's HTTP layer: the
 probe, every range fetch and the plain stream go through it.
+
+No reference cycles. A frame that holds an exception in a local while the
+exception passes through it is in the exception's traceback, which holds
+the frame: a cycle, and with it every frame up the stack and their locals
+(a response, the connection pool it names, the pool's idle keep-alive
+sockets) until the cycle collector happens to run, which in an idle helper
+may be never (urllib3 closes a pool's idle sockets only when the pool is
+freed; ``Session.close`` does not). So a function here that raises an
+exception it holds drops the name on the way out (``try``/``finally``), and
+a :class:`Passthrough` is unlinked from what it carries (:func:`_unwrap`).
+The tests "...frees its response(s)..." in ``tests/unit/test_http_units.py``
+hold every path to that.
 """
 
 from __future__ import annotations
@@ -58,7 +70,10 @@ class Retry:
         """The policy after one more failure; raises ``error`` when it is not worth
         another try or the budget is spent."""
         if not self.is_retryable(error) or self.failures + 1 >= self.attempts:
-            raise error
+            try:
+                raise error
+            finally:
+                del error  # this frame is in its traceback (see the module docstring)
         return replace(self, failures=self.failures + 1)
 
     def reset(self) -> "Retry":
@@ -116,27 +131,51 @@ def call_with_retry(action: Callable[[], T], retry: Retry, *, url: str,
         try:
             return action()
         except Passthrough as carried:
-            raise carried.__cause__ from None  # type: ignore[misc]
+            raise _unwrap(carried) from None
         except Cancelled:
             raise
         except Exception as exc:  # noqa: BLE001 - translated below; bugs re-raised
             if stop is not None and stop.is_set():
                 raise Cancelled("cancelled") from None
-            from .failures import translate  # requests loads only when a request failed
-            error = translate(exc, url)
-            if error is None:
+            retry, delay = _after_failure(exc, retry, url, on_error, progressed)
+        if wait(delay):
+            raise Cancelled("cancelled") from None
+
+
+def _after_failure(exc: Exception, retry: Retry, url: str,
+                   on_error: Callable[[SwiftError], SwiftError | None] | None,
+                   progressed: Callable[[], bool] | None) -> tuple[Retry, float]:
+    """The policy and the wait after ``exc``; raises the error to give up with (``exc``
+    itself for a bug)."""
+    from .failures import translate  # requests loads only when a request failed
+    error = None
+    try:
+        error = translate(exc, url)
+        if error is None:
+            raise exc
+        if on_error is not None:
+            error = on_error(error) or error
+        if progressed is not None and progressed():
+            retry = retry.reset()
+        try:
+            retry = retry.increment(error)
+        except SwiftError:
+            if error is exc:
                 raise
-            if on_error is not None:
-                error = on_error(error) or error
-            if progressed is not None and progressed():
-                retry = retry.reset()
-            try:
-                retry = retry.increment(error)
-            except SwiftError:
-                if error is exc:
-                    raise
-                raise error from exc
-            delay = retry.delay(error)
-            log.info("%s: %s; retrying in %.1f s", redact_url(url, strict=False), error, delay)
-            if wait(delay):
-                raise Cancelled("cancelled") from None
+            raise error from exc
+        delay = retry.delay(error)
+        log.info("%s: %s; retrying in %.1f s", redact_url(url, strict=False), error, delay)
+        return retry, delay
+    finally:
+        del exc, error  # this frame is in their tracebacks (see the module docstring)
+
+
+def _unwrap(carried: Passthrough) -> BaseException:
+    """The exception a :class:`Passthrough` carries, unlinked from it: raised in the
+    handler of ``carried``, it takes ``carried`` as its context, and ``carried`` names
+    it as its cause: a cycle of two exceptions (and every frame of their tracebacks)."""
+    cause = carried.__cause__
+    assert cause is not None, "a Passthrough is raised from the exception it carries"
+    carried.__cause__ = carried.__context__ = None
+    return cause
+

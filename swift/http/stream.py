@@ -158,6 +158,9 @@ class PlainStream:
                 self._take(resp, first)
             except BaseException:
                 resp.close()
+                # this frame is in the error's traceback: holding the error (or the response,
+                # and through it its connection pool) here would make a reference cycle
+                error = resp = None  # noqa: F841
                 raise
             return resp
 

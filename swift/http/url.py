@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from ..errors import ErrorCode, UsageError
 
@@ -162,8 +162,35 @@ def split_credentials(url: str) -> tuple[str, str | None, str | None]:
     return bare, user, password if colon else None
 
 
+#: Query parameters (lower case) whose values are an account's credential, not a
+#: signature of one object: OAuth 2.0 bearer tokens in the URI query (RFC 6750
+#: 2.3, ``access_token``), API keys, passwords. A signed URL (``X-Amz-Signature``,
+#: ``sig``, ``token``, ...) names one object for a while and may be shared
+#: (``content.SIGNING_PARAMETERS``); one of these opens an account.
+SECRET_QUERY_PARAMETERS = frozenset({"access_token", "api_key", "apikey", "api-key",
+                                     "password", "passwd", "pwd", "private_token"})
+
+
+def secret_query_parameters(url: str) -> list[str]:
+    """The names of ``url``'s query parameters that are credentials
+    (:data:`SECRET_QUERY_PARAMETERS`), as written, in order."""
+    query = url.split("#", 1)[0].partition("?")[2]
+    names = [pair.split("=", 1)[0] for pair in query.split("&") if pair]
+    return [n for n in names if unquote(n).strip().lower() in SECRET_QUERY_PARAMETERS]
+
+
+def _redact_query(query: str) -> str:
+    pairs = query.split("&")
+    for i, pair in enumerate(pairs):
+        name, eq, _ = pair.partition("=")
+        if eq and unquote(name).strip().lower() in SECRET_QUERY_PARAMETERS:
+            pairs[i] = f"{name}=***"
+    return "&".join(pairs)
+
+
 def redact_url(url: str, *, strict: bool = True) -> str:
-    """``url`` with its password replaced by ``***``: the only form of a URL to print.
+    """``url`` with its password and the values of credential query parameters
+    (:data:`SECRET_QUERY_PARAMETERS`) replaced by ``***``: the only form of a URL to print.
 
     With ``strict=False`` (for URLs that may not parse) a best effort by text.
     """
@@ -173,13 +200,15 @@ def redact_url(url: str, *, strict: bool = True) -> str:
     except ValueError:
         if strict:
             raise
-        return re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
+        head, mark, rest = re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url).partition("?")
+        return head + mark + _redact_query(rest) if mark else head
     userinfo, at, hostport = netloc.rpartition("@")
-    if not at or ":" not in userinfo:
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    query = _redact_query(parts.query) if parts.query else parts.query
+    if netloc == parts.netloc and query == parts.query:
         return url
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit((parts.scheme, f"{user}:***@{hostport}", parts.path, parts.query,
-                       parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def host_of(url: str) -> str:

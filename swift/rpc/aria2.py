@@ -21,8 +21,8 @@ browser extensions and ``aria2p`` read):
 * Paths (``dir``, ``files[].path``) are absolute, as aria2 gives them, also when the
   node's ``-d`` is relative (its default, ``.``).
 * Nothing shown holds a secret: URLs go through
-  :func:`swift.http.url.redact_url`, header values named in
-  :data:`swift.http.profile.SECRET_HEADERS` become ``<secret>``.
+  :func:`swift.http.url.redact_url`, and the values of the headers
+  :func:`swift.http.profile.is_secret_header` names become ``<secret>``.
 * What swift does not do (BitTorrent, Metalink, queue positions, a session
   file, shutting the node down over RPC) fails with a message saying so
   (:data:`UNSUPPORTED`), never silently.
@@ -45,7 +45,7 @@ from typing import Any, Callable
 from .. import __version__
 from ..checksums import parse_checksum
 from ..errors import ErrorCode, SwiftError
-from ..http.profile import SECRET_HEADERS, RequestProfile
+from ..http.profile import RequestProfile, is_secret_header
 from ..http.url import normalize_url, redact_url
 from ..units import parse_rate
 from .jsonrpc import INVALID_PARAMS, RpcError
@@ -203,7 +203,7 @@ def _absolute(path: Path | str) -> str:
 
 def _redacted_header(line: str) -> str:
     name, _, _value = line.partition(":")
-    return f"{name}: <secret>" if name.strip().lower() in SECRET_HEADERS else line
+    return f"{name}: <secret>" if is_secret_header(name) else line
 
 
 # -- the methods ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from tests import http_origin as o
 
 FAST = Retry(attempts=5, first_delay=0.01, max_delay=0.05)
 DATA = os.urandom(300_000)
-from tests.helpers import have_ipv6, self_signed_certificate
+from tests.helpers import have_ipv6, http_objects_in_cycles, self_signed_certificate
 
 
 def fetch_all(session, result, remote=None, *, piece=50_000, headers=None, retry=FAST):
@@ -414,3 +414,24 @@ def test_a_url_only_this_machine_may_fetch_is_told_from_one_that_expired():
         now[0] += 60
         assert not signed.refused_only_for_peer(first, size=len(DATA))
         assert signed.final_url != first  # expired for everyone: the next jobs carry a new URL
+
+
+@pytest.mark.parametrize("fault", [dict(fail=503), dict(reset_after=20_000)])
+@pytest.mark.parametrize("kind", ["range", "plain stream"])
+def test_a_failure_met_and_retried_leaves_no_http_object_in_a_reference_cycle(
+        origin, origin_root, no_collector, kind, fault):
+    data = os.urandom(300_000)
+    (origin_root / "f").write_bytes(data)
+    with requests.Session() as s:
+        result = probe(s, origin.url("/f"), retry=FAST)
+        origin.configure(count=1, **fault)
+        if kind == "range":
+            got = bytearray()
+            RangeFetch(s, result.final_url, result.size, result.validator, policy=FAST) \
+                .run(0, lambda: len(data), lambda b: got.extend(b) or True)
+        else:
+            with open_stream(s, origin.url("/f"), retry=FAST) as blocks:
+                got = bytearray(b"".join(blocks))
+    assert bytes(got) == data
+    assert not origin.config()["queued"].get("*"), "the fault met no request"
+    assert http_objects_in_cycles() == []

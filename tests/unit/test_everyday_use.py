@@ -174,6 +174,20 @@ def test_a_helper_that_loses_every_connection_at_once_is_named_as_in_the_summary
     assert "repeated" not in " ".join(said)
 
 
+def test_a_members_lan_copy_left_out_is_named_as_in_the_summary_not_by_its_address(tmp_path):
+    said: list[str] = []
+    key = "127.0.0.2:41002"
+    with storage.PartFile.open(tmp_path / "f.part", 8 * MiB) as part:
+        board = Board(Scheduler(8 * MiB, piece_size=MiB, min_split=MiB), part, clock=lambda: 0.0,
+                      notice=said.append, names={key: "kitchen"})
+        board.exclude(f"copy@{key}", "served 2 pieces that failed their SHA-256 check")
+        piece = board.next_piece(key)
+        board.failed(piece.assignment_id, key, "the origin refuses it", blame=True)
+        board.exclude(key, "the origin refuses it")
+    assert said == ["kitchen (LAN copy) left out: served 2 pieces that failed their SHA-256 check",
+                    "helper kitchen left out: the origin refuses it"], said
+
+
 # -- 1. data kept after a checksum mismatch --------------------------------------------------------
 class _Probe:
     def __init__(self, size):

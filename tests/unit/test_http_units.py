@@ -5,6 +5,7 @@ import errno
 import socket
 import ssl
 import threading
+import weakref
 
 import pytest
 from hypothesis import given, strategies as st
@@ -337,6 +338,71 @@ def test_a_stop_cancels_the_wait():
         call_with_retry(action, Retry(first_delay=60), url=URL, stop=stop)
 
 
+# -- no reference cycles: a failure must not keep a response (and its pool's sockets) alive ---------
+class _Response:
+    """Stands for a response, and so for the connection pool it names (whose idle sockets
+    close only when the pool is freed)."""
+
+
+def _failing_read(alive: list) -> None:
+    """A read that fails as ``iter_body``'s does (a SwiftError from the library's), in a
+    frame that holds its response, as a range fetch's does."""
+    response = _Response()  # noqa: F841
+    alive.append(weakref.ref(response))
+    try:
+        raise requests.exceptions.ConnectionError("read failed")
+    except requests.exceptions.ConnectionError as exc:
+        raise errors.NetworkError("reading from files.example failed",
+                                  ErrorCode.CONNECTION_RESET) from exc
+
+
+def _refusing_answer(alive: list) -> None:
+    response = _Response()  # noqa: F841
+    alive.append(weakref.ref(response))
+    raise errors.OriginError("the server answered 404", ErrorCode.ACCESS_DENIED, status=404)
+
+
+def test_a_retried_failure_frees_its_response_without_the_cycle_collector(no_collector):
+    alive: list = []
+
+    def action():
+        if not alive:
+            _failing_read(alive)
+        return "done"
+
+    assert call_with_retry(action, Retry(first_delay=0), url=URL, wait=lambda s: False) == "done"
+    assert alive and alive[0]() is None, "the failed read's response is kept by a reference cycle"
+
+
+@pytest.mark.parametrize("fail", [_failing_read, _refusing_answer])
+def test_a_failure_given_up_on_frees_its_responses_once_handled(no_collector, fail):
+    alive: list = []
+    try:
+        call_with_retry(lambda: fail(alive), Retry(attempts=2, first_delay=0), url=URL,
+                        wait=lambda s: False)
+    except errors.SwiftError:
+        pass
+    assert alive and all(ref() is None for ref in alive), "a response is kept by a reference cycle"
+
+
+def test_a_passthrough_frees_its_response_once_handled(no_collector):
+    alive: list = []
+
+    def deliver_fails():
+        response = _Response()  # noqa: F841
+        alive.append(weakref.ref(response))
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as exc:
+            raise Passthrough() from exc
+
+    try:
+        call_with_retry(deliver_fails, Retry(), url=URL, wait=lambda s: False)
+    except OSError:
+        pass
+    assert alive and alive[0]() is None, "the response is kept by a reference cycle"
+
+
 # -- the request profile ------------------------------------------------------------------------------
 COOKIES_TXT = """# Netscape HTTP Cookie File
 127.0.0.1\tFALSE\t/\tFALSE\t0\tsession\tabc123
@@ -383,6 +449,44 @@ def test_secrets_are_known_and_never_shown(tmp_path):
     assert ["X-Trace", "7"] in public and not any(n.lower() in ("authorization", "cookie") for n, _ in public)
     private = p.peer_headers(private=True, cookie_header="session=abc123")
     assert ["Authorization", "Bearer t0k"] in private and ["Cookie", "session=abc123"] in private
+
+
+@pytest.mark.parametrize("name", ["X-Api-Key", "PRIVATE-TOKEN", "Job-Token", "X-Auth-Token",
+                                  "X-JFrog-Art-Api", "Ocp-Apim-Subscription-Key", "X-Session-Id",
+                                  "X-Amz-Security-Token", "x-client-secret"])
+def test_a_header_named_for_a_credential_is_a_secret_kept_from_open_helpers_and_logs(name):
+    p = RequestProfile.build(headers=[f"{name}: s3cr3t", "Accept-Language: de"])
+    assert p.secrets() == [f"the {name} header"]  # so the file is never offered either
+    public = p.peer_headers(private=False)
+    assert ["Accept-Language", "de"] in public and not any("s3cr3t" in v for _, v in public)
+    assert [name, "s3cr3t"] in p.peer_headers(private=True)
+    assert "s3cr3t" not in repr(p) + str(p.redacted())
+
+
+def test_headers_that_carry_no_credential_are_not_secrets():
+    from swift.http.profile import is_secret_header
+    assert not any(is_secret_header(n) for n in ["Accept", "Accept-Language", "X-Trace", "DNT",
+                                                 "Keep-Alive", "X-Requested-With", "Origin"])
+
+
+def test_an_account_credential_in_the_query_is_a_secret_and_a_signed_urls_signature_is_not():
+    from swift import content
+    from swift.http import redact_url
+    from swift.http.url import secret_query_parameters
+    p = RequestProfile.build()
+    url = "https://h/f.iso?Access_Token=abc&x=1&api%5Fkey=k"
+    assert secret_query_parameters(url) == ["Access_Token", "api%5Fkey"]
+    assert p.secrets(url) == ["a credential in the URL's query (Access_Token, api%5Fkey)"]
+    # so the file is never offered (content.private_reasons takes these secrets as they are)
+    assert content.private_reasons(p.secrets(url), None)
+    signed = "https://b.s3.amazonaws.com/f.iso?X-Amz-Signature=s&X-Amz-Expires=60&token=t&sig=x"
+    assert p.secrets(signed) == [] and secret_query_parameters("https://h/f?access_token") \
+        == ["access_token"]
+    # and its value is never printed
+    assert redact_url(url) == "https://h/f.iso?Access_Token=***&x=1&api%5Fkey=***"
+    assert redact_url("https://u:pw@h/f?x=1") == "https://u:***@h/f?x=1"
+    assert redact_url(signed) == signed
+    assert "abc" not in redact_url("ht tp://[bad/f?access_token=abc", strict=False)
 
 
 def test_bad_cookie_and_ca_files_say_so(tmp_path):

@@ -8,7 +8,7 @@ import random
 from swift.engine.board import Board
 from swift.engine.lan_copy import LanPool, PieceAssembler
 from swift.engine.options import LOCAL, Options
-from swift.engine.sharing import LanHolding
+from swift.engine.sharing import COPY_PATIENCE, LanHolding, copy_honoured
 from swift.http import ProbeResult, Validator
 from swift.membership import Peer
 from swift.planning import RangeSet, Scheduler
@@ -148,6 +148,76 @@ def test_a_member_claiming_the_whole_file_while_it_hands_out_a_trickle_is_not_wa
                     remote=None, opts=Options(), notice=lambda text: None, rng=random.Random(7))
     pool2.share_out()
     assert list(board2._sched.holding(LOCAL)) == [(32 * MiB, size)]
+
+
+def test_a_copy_that_delivers_a_trickle_or_stops_is_not_left_its_bytes_alone():
+    assert copy_honoured(0, 0, 0.0, 0.0, 100.0)  # nothing left to take from it
+    assert copy_honoured(SIZE, 0, 0.0, 0.0, COPY_PATIENCE / 2)  # its first pieces: pace unknown
+    assert not copy_honoured(SIZE, 0, 0.0, 0.0, COPY_PATIENCE)  # no piece yet: stalled
+    assert not copy_honoured(SIZE, 4 * MiB, 0.0, 4.0, 4.0 + COPY_PATIENCE)  # stopped since
+    # a piece every 2.9 s (about 350 KiB/s) keeps what that pace delivers in 120 s, 41 MiB
+    assert not copy_honoured(64 * MiB, 10 * MiB, 0.0, 29.0, 29.5)
+    assert copy_honoured(40 * MiB, 10 * MiB, 0.0, 29.0, 29.5)
+    assert copy_honoured(2 << 30, 100 * MiB, 0.0, 3.9, 4.0)  # 25 MiB/s: a 2 GiB file
+
+
+def test_the_origin_sources_may_fetch_what_a_stalled_copy_holds_but_never_what_a_fast_one_does():
+    now = [0.0]
+    probe = ProbeResult(url="http://h/f", final_url="http://h/f", size=SIZE, ranges=True,
+                        validator=Validator('"e"', None))
+    source = "copy@10.0.0.2:6000"
+
+    def pool_at_clock():
+        board = Board(Scheduler(SIZE, piece_size=MiB, min_split=MiB), Part(), clock=lambda: now[0])
+        pool = LanPool(board, [copy_of([(0, SIZE)])], [LOCAL], label="a" * 64, size=SIZE,
+                       probe=probe, remote=None, opts=Options(), notice=lambda text: None,
+                       rng=random.Random(7), clock=lambda: now[0])
+        pool.share_out()
+        return board, pool
+
+    def deliver(board, pool):
+        piece = board.next_piece(source)
+        assert pool.write(source, piece.assignment_id, memoryview(bytes(piece.end - piece.start)),
+                          piece.start)
+        board.finished(piece.assignment_id)
+
+    board, pool = pool_at_clock()
+    assert board._sched.holding(LOCAL).total == 0  # its pace is not known yet: all left to it
+    now[0] = 1.0
+    deliver(board, pool)
+    now[0] = 3.5  # no piece for 2.5 s: not a stall yet
+    pool.update([copy_of([(0, SIZE)])])
+    assert board._sched.holding(LOCAL).total == 0
+    now[0] = 1.0 + COPY_PATIENCE  # none for 3 s: the origin may fetch (split, race) all of it
+    pool.update([copy_of([(0, SIZE)])])
+    assert board._sched.holding(LOCAL) is None
+
+    now[0] = 10.0
+    fast_board, fast = pool_at_clock()
+    for _ in range(4):  # 4 MiB in 0.4 s: it keeps the other 4 MiB
+        now[0] += 0.1
+        deliver(fast_board, fast)
+    fast.update([copy_of([(0, SIZE)])])
+    assert fast_board._sched.holding(LOCAL).total == 0
+
+
+def test_a_member_in_flight_that_offers_a_new_piece_after_a_pause_is_left_that_piece():
+    now = [0.0]
+    probe = ProbeResult(url="http://h/f", final_url="http://h/f", size=SIZE, ranges=True,
+                        validator=Validator('"e"', None))
+    board = Board(Scheduler(SIZE, piece_size=MiB, min_split=MiB), Part(), clock=lambda: now[0])
+    pool = LanPool(board, [copy_of([(0, MiB)])], [LOCAL], label="a" * 64, size=SIZE,
+                   probe=probe, remote=None, opts=Options(), notice=lambda text: None,
+                   rng=random.Random(7), clock=lambda: now[0])
+    pool.share_out()
+    piece = board.next_piece("copy@10.0.0.2:6000")
+    assert pool.write("copy@10.0.0.2:6000", piece.assignment_id, memoryview(bytes(MiB)), 0)
+    board.finished(piece.assignment_id)
+    now[0] = 10.0  # it fetches at its internet's pace: nothing new for 10 s, nothing owed
+    pool.update([copy_of([(0, MiB)])])
+    now[0] = 10.25  # then its second piece: this download has not waited for it at all
+    pool.update([copy_of([(0, 2 * MiB)])])
+    assert list(board._sched.holding(LOCAL)) == [(2 * MiB, SIZE)]
 
 
 def test_a_checked_whole_piece_is_offered_under_its_digest_and_not_if_it_was_not_written():

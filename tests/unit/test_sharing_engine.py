@@ -183,3 +183,25 @@ def test_a_mismatch_of_the_servers_digest_names_the_server(tmp_path):
     assert line.startswith(f"sha256 checksum mismatch: the server's Repr-Digest/Digest header "
                            f"says {'ab' * 32}, its bytes hash to {hashlib.sha256(b'data').hexdigest()}")
     assert "--no-mirrors" in line and "\n" not in line
+
+
+def test_a_download_unshared_while_it_runs_is_not_offered_again_when_it_finishes(tmp_path):
+    data = random.Random(9).randbytes(2 * MiB)
+    publisher, part = publisher_of(tmp_path, data)
+    publisher.start(RangeSet())
+    assert [h.path for h in publisher.index.holdings()] == [str(part.absolute())]
+    assert publisher.index.remove(str(part))  # the user's "unshare PATH" at the prompt
+    publisher.written(0, memoryview(data))
+    publisher.publish(RangeSet([(0, len(data))]))
+    final = tmp_path / "f.bin"
+    part.rename(final)
+    publisher.finished(final)
+    assert publisher.index.holdings() == []
+    # a download never withdrawn is offered from its final name, as ever
+    (tmp_path / "again").mkdir()
+    again, part2 = publisher_of(tmp_path / "again", data)
+    again.start(RangeSet())
+    again.written(0, memoryview(data))
+    part2.rename(tmp_path / "again" / "f.bin")
+    again.finished(tmp_path / "again" / "f.bin")
+    assert [h.complete for h in again.index.holdings()] == [True]

@@ -19,7 +19,9 @@ Both hold the whole file, less what LAN copies leave them; a LAN copy
 written and hashed (``Source.holding``), and the scheduler assigns it only
 that (:meth:`swift.planning.Scheduler.hold`). One worker thread runs one
 source slot: ``Source.run`` takes pieces from the board until none is left
-for it. docs/sources.md has the design and the step that follows.
+for it. A source that talks to a member (a helper, a LAN copy) connects and
+hangs up through ``link.py``. docs/sources.md has the design and the step
+that follows.
 """
 
 from .base import Changed, Done, Failed, Fatal, Lost, Outcome, Refused, Source, Stopped

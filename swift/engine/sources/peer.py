@@ -32,8 +32,9 @@ from ...http.url import split_credentials
 from ...membership import Peer
 from ...planning import Piece
 from ..board import Board
-from ..options import MAX_CONNECT_FAILURES, Options
+from ..options import Options
 from ..report import DownloadError
+from . import link
 from .mirror import MirrorSources
 from .base import Changed, Done, Failed, Fatal, Lost, Outcome, Refused, Source
 
@@ -94,30 +95,17 @@ class PeerSource(Source):
 
     # -- the connection --------------------------------------------------------------------------
     def _connect(self, failures: int) -> int:
-        """Connect; the count of failures in a row, or -1 when the worker must end."""
-        try:
-            conn = self._connect_to(self.peer.host, self.peer.port, name=self.opts.name,
-                                    secret=self.opts.secret,
-                                    timeout=min(5.0, self.opts.peer_timeout), source_address=None)
-        except wire.AuthError as exc:
-            self.board.exclude(self.source, f"refused the handshake: {exc}")
-            return -1
-        except (OSError, TimeoutError, wire.ConnectionClosed, protocol.ProtocolError) as exc:
-            failures += 1
-            if failures >= MAX_CONNECT_FAILURES:
-                self.board.exclude(self.source, f"unreachable: {exc}")
-                return -1
-            return -1 if self.board.stop.wait(0.5 * failures) else failures
-        conn.timeout = self.opts.peer_timeout
-        self._conn = conn
-        self.board.add_closer(conn.close)
-        return 0
+        """Connect; the count of failures in a row, or -1 when the worker must end (the
+        peer is left out when unreachable, or at once when it refuses the handshake)."""
+        self._conn, failures = link.connect(
+            self.board, self.opts, self._connect_to, self.peer, failures,
+            unreachable=lambda why: self.board.exclude(self.source, why),
+            refused=lambda why: self.board.exclude(self.source, why))
+        return failures
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            self.board.discard_closer(conn.close)
-            conn.close()
+        link.hang_up(self.board, conn)
 
     def _tell_shrink(self, conn: wire.Connection, assignment_id: int, end: int) -> None:
         """From another thread: the assignment now ends at ``end``; tell the peer."""
