@@ -261,11 +261,11 @@ class Machine:
              *args], name=f"{self.name}-get", env=self.env)
 
     def holdings(self) -> list[dict]:
-        """The machine's content index as its file says now ([] while there is none)."""
-        try:
-            return json.loads((self.state / "shares.json").read_text())["holdings"]
-        except (OSError, ValueError, KeyError):
-            return []
+        """The machine's content index as its files say now, each holding as its JSON record
+        with its piece digests (``hashes``: index -> hex) ([] while there is none)."""
+        from swift.content_index import ContentIndex
+        return [dict(h.to_json(), hashes={str(i): d for i, d in sorted(h.hashes.items())})
+                for h in ContentIndex(self.state).holdings()]
 
 
 def node_program() -> list[str]:

@@ -115,17 +115,17 @@ def corrupt_keeping_the_time(path: Path, offsets: list[int]) -> None:
 
 
 def forge_hashes(machine: Machine, path: Path) -> None:
-    """Rewrite the member's index so its hashes match its (corrupted) bytes: a forger."""
+    """Rewrite the member's piece digests so they match its (corrupted) bytes: a forger."""
     import hashlib
-    index = machine.state / "shares.json"
-    data = json.loads(index.read_text())
-    for holding in data["holdings"]:
-        piece = holding["piece_size"]
+    from swift.content_index import ContentIndex
+    index = ContentIndex(machine.state)
+    for holding in index.holdings():
         with open(path, "rb") as f:
-            for key in holding["hashes"]:
-                f.seek(int(key) * piece)
-                holding["hashes"][key] = hashlib.sha256(f.read(piece)).hexdigest()
-    index.write_text(json.dumps(data))
+            forged = {}
+            for i in holding.hashes:
+                f.seek(i * holding.piece_size)
+                forged[i] = hashlib.sha256(f.read(holding.piece_size)).hexdigest()
+        index.update(holding.label, hashes=forged)
 
 
 def test_a_member_serving_wrong_bytes_is_caught_by_the_piece_hashes_and_left_out(

@@ -179,3 +179,53 @@ def test_a_download_that_stopped_before_it_had_a_piece_is_not_answered_for(tmp_p
                        updated_ns=published)
     assert empty.answers(published + SECOND)  # just recorded: a member starting
     assert not empty.answers(published + 3 * SECOND)
+
+
+def test_piece_digests_live_apart_and_a_publication_writes_only_the_new_ones(tmp_path):
+    """The index stays small whatever the files' sizes; digests are 32 bytes a piece in a
+    file of their own, written in place as a download hashes pieces."""
+    import json
+    from swift.content_index import HASHES_DIR, INDEX_NAME
+    part = tmp_path / "big.part"
+    with open(part, "wb") as f:
+        f.truncate(4096 * PIECE)  # a 4 GiB file, sparse
+    state = tmp_path / "state"
+    node, get = ContentIndex(state), ContentIndex(state)
+    get.record(holding_of(part, mtime_ns=None, done=RangeSet(), hashes={}))
+    digests = state / HASHES_DIR / f"{LABEL}.sha256"
+    assert digests.stat().st_size == 4096 * 32
+    get.update(LABEL, done=RangeSet([(0, 2 * PIECE)]), hashes={0: "a" * 64, 1: "b" * 64})
+    assert node.offered(LABEL).offered_ranges() == [(0, 2 * PIECE)]
+    # a piece given up is unknown again, and a new digest for it replaces the old one
+    get.update(LABEL, done=RangeSet([(0, PIECE)]), hashes={0: "a" * 64})
+    assert node.get(LABEL).hashes == {0: "a" * 64}
+    get.update(LABEL, done=RangeSet([(0, 2 * PIECE)]), hashes={0: "a" * 64, 1: "f" * 64})
+    assert node.get(LABEL).hashes == {0: "a" * 64, 1: "f" * 64}
+    # every piece hashed: the index itself is still a few hundred bytes
+    get.update(LABEL, done=RangeSet([(0, 4096 * PIECE)]),
+               hashes={i: f"{i + 1:064x}" for i in range(4096)})
+    assert len(node.get(LABEL).hashes) == 4096 and node.get(LABEL).hashes[4095] == f"{4096:064x}"
+    assert (state / INDEX_NAME).stat().st_size < 1024
+    assert "hashes" not in json.loads((state / INDEX_NAME).read_text())["holdings"][0]
+    # removing the holding removes its digests
+    node.remove(LABEL)
+    assert not digests.exists() and get.get(LABEL) is None
+
+
+def test_an_index_written_with_inline_digests_is_still_read_and_moved_apart(tmp_path):
+    import json
+    from swift.content_index import HASHES_DIR, INDEX_NAME
+    f = tmp_path / "old.iso"
+    f.write_bytes(b"x" * (PIECE + 1))
+    h = holding_of(f)
+    record = dict(h.to_json(), hashes={str(i): d for i, d in h.hashes.items()})
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / INDEX_NAME).write_text(json.dumps({"version": 1, "holdings": [record]}))
+    index = ContentIndex(state)
+    assert index.offered(LABEL) == h
+    g = tmp_path / "other.iso"
+    g.write_bytes(b"y")
+    index.record(holding_of(g, label="cd" * 32))  # any change saves the index
+    assert (state / HASHES_DIR / f"{LABEL}.sha256").exists()
+    assert ContentIndex(state).offered(LABEL) == h
