@@ -89,6 +89,18 @@ def cluster(tmp_path: Path):
         yield c
 
 
+@pytest.fixture
+def two_machines(cluster):
+    """Two sharing members, ``alpha`` and ``beta`` (``helpers.Machine``: a node with its own
+    state and download directories), registered with one discovery."""
+    from swiftlab.cluster import wait_until
+    from .helpers import Machine, live_keys
+    disc = cluster.discovery()
+    machines = [Machine(cluster, disc, "alpha"), Machine(cluster, disc, "beta")]
+    wait_until(lambda: len(live_keys(disc.port)) == 2, 10, "both nodes registered")
+    return machines
+
+
 @pytest.fixture(autouse=True)
 def no_proxy_env(monkeypatch):
     """Tests talk to loopback directly, whatever proxy the machine has set."""

@@ -12,8 +12,6 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-
 from swiftlab.cluster import wait_until
 from swiftlab.origin import make_file
 
@@ -67,14 +65,6 @@ class LoopbackCapture:
     @property
     def data(self) -> bytes:
         return b"".join(self.payloads)
-
-
-@pytest.fixture
-def two_machines(cluster):
-    disc = cluster.discovery()
-    machines = [Machine(cluster, disc, "alpha"), Machine(cluster, disc, "beta")]
-    wait_until(lambda: len(live_keys(disc.port)) == 2, 10, "both nodes registered")
-    return machines
 
 
 def test_a_second_members_download_of_a_finished_file_comes_from_the_lan(two_machines, origin,
@@ -138,7 +128,7 @@ def test_a_member_serving_wrong_bytes_is_caught_by_the_piece_hashes_and_left_out
     code, out, report = beta.get(origin.url("/f.bin"))
     assert code == 0, out
     assert sha256_file(beta.dir / "f.bin") == digest
-    assert f"left out: alpha (LAN copy) (served 2 pieces that failed their SHA-256 check)" in out
+    assert "left out: alpha (LAN copy) (served 2 pieces that failed their SHA-256 check)" in out
     assert sum(report["lan_bytes"].values()) == 0  # nothing it sent was written
 
 

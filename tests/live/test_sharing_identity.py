@@ -13,22 +13,12 @@ import base64
 import hashlib
 import random
 
-import pytest
-
 from swift.storage import ResumeRecord
 from swiftlab.cluster import wait_until
 from swiftlab.origin import make_file
 
 from tests import http_origin as o
-from tests.helpers import Machine, MiB, live_keys, offered_bytes, record_path, sha256_file
-
-
-@pytest.fixture
-def two_machines(cluster):
-    disc = cluster.discovery()
-    machines = [Machine(cluster, disc, "alpha"), Machine(cluster, disc, "beta")]
-    wait_until(lambda: len(live_keys(disc.port)) == 2, 10, "both nodes registered")
-    return machines
+from tests.helpers import MiB, offered_bytes, record_path, sha256_file
 
 
 def _repr_digest(value: bytes) -> o.Rule:
