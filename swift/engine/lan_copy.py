@@ -577,17 +577,11 @@ class LanCopyWorker(Source):
         position = piece.start  # the next byte the assignment writes
         while True:
             try:
-                frame = conn.recv(timeout=self.opts.peer_timeout)
-            except TimeoutError:
-                with self._lock:
-                    event = job.timed_out(self.opts.peer_timeout)
+                event = link.next_event(conn, job, self._lock, self.opts.peer_timeout)
             except (OSError, wire.ConnectionClosed, protocol.ProtocolError) as exc:
                 if not self.board.stop.is_set():
                     self.board.failed(aid, self.source, f"connection lost: {exc}")
                 return False
-            else:
-                with self._lock:
-                    event = job.receive(frame)
             if isinstance(event, Data):
                 for at, whole in pieces.feed(event.payload):
                     verdict = self._piece(aid, at, whole, position)

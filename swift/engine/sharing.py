@@ -177,6 +177,27 @@ def copy_honoured(outstanding: int, delivered: int, first_seen: float, last_deli
     return outstanding <= delivered / elapsed * COPY_SECONDS
 
 
+def _free(size: int, *taken: RangeSet) -> RangeSet:
+    """The bytes of ``[0, size)`` in none of ``taken``."""
+    free = RangeSet([(0, size)])
+    for part in taken:
+        for s, e in part:
+            free.remove(s, e)
+    return free
+
+
+def _share_of(gap, r: int, n: int, align: int) -> int:
+    """The offset r/n into the free run ``gap``, down to a multiple of ``align``, inside it."""
+    unit = max(1, align)
+    offset = (gap.start + gap.length * r // n) // unit * unit
+    return min(max(offset, gap.start), gap.end - 1)
+
+
+def _largest(free: RangeSet):
+    """The longest run of ``free`` (the first of equals)."""
+    return max(free.ranges(), key=lambda r: (r.length, -r.start))
+
+
 def origin_start(size: int, align: int, at: int, done: RangeSet, copies: RangeSet,
                  mine: RangeSet, others: list[tuple[str, RangeSet]], holder: str) -> int:
     """Where this download's origin fetches go on from: a byte offset for
@@ -217,19 +238,14 @@ def origin_start(size: int, align: int, at: int, done: RangeSet, copies: RangeSe
     for _, ranges in others:
         for s, e in ranges:
             theirs.add(s, e)
-    free = RangeSet([(0, size)])
-    for part in (done, copies, mine, theirs):
-        for s, e in part:
-            free.remove(s, e)
+    free = _free(size, done, copies, mine, theirs)
     if not free.total:
         return at
     ahead = free.first_within(at, size)
-    gap = max(free.ranges(), key=lambda r: (r.length, -r.start))
-    unit = max(1, align)
+    gap = _largest(free)
 
     def share_of(r: int, n: int) -> int:
-        offset = (gap.start + gap.length * r // n) // unit * unit
-        return min(max(offset, gap.start), gap.end - 1)
+        return _share_of(gap, r, n, align)
 
     if ahead is not None:
         before = ahead.start - 1
@@ -265,17 +281,11 @@ def first_start(size: int, align: int, done: RangeSet, copies: RangeSet,
     at = origin_start(size, align, 0, done, copies, RangeSet(), others, holder)
     if not starting:
         return at
-    free = RangeSet([(0, size)])
-    for part in [done, copies] + [ranges for _, ranges in others]:
-        for s, e in part:
-            free.remove(s, e)
+    free = _free(size, done, copies, *(ranges for _, ranges in others))
     if not free.total:
         return at
-    gap = max(free.ranges(), key=lambda r: (r.length, -r.start))
     group = sorted(set(starting) | {holder})
-    unit = max(1, align)
-    offset = (gap.start + gap.length * (group.index(holder) + 1) // (len(group) + 1)) // unit * unit
-    return min(max(offset, gap.start), gap.end - 1)
+    return _share_of(_largest(free), group.index(holder) + 1, len(group) + 1, align)
 
 
 def given_way(mine: RangeSet, others: list[tuple[str, RangeSet]], holder: str) -> RangeSet:
@@ -356,25 +366,19 @@ class QueryLinks:
 
 
 def ask_peers(peers: list[Peer], label: str, size: int, opts: Options,
-              stop: threading.Event, *, own_holder: str | None = None,
-              links: QueryLinks | None = None) -> list[LanHolding]:
-    """Every helper's answer to ``query{label}``, in parallel, within ``QUERY_DEADLINE``,
-    over ``links`` (None: a connection each, closed after). Helpers that do not answer
-    in time, answer nothing usable, or answer with this download's own holding
-    (``own_holder``: published on this machine) are left out."""
+              stop: threading.Event, *, links: QueryLinks,
+              own_holder: str | None = None) -> list[LanHolding]:
+    """Every helper's answer to ``query{label}`` over ``links``, in parallel, within
+    ``QUERY_DEADLINE``. Helpers that do not answer in time, answer nothing usable, or
+    answer with this download's own holding (``own_holder``: published on this machine)
+    are left out."""
     from .. import protocol, wire
     found: list[LanHolding] = []
     lock = threading.Lock()
 
     def ask(peer: Peer) -> None:
         try:
-            if links is not None:
-                answer = links.query(peer, label)
-            else:
-                with wire.client_connect(peer.host, peer.port, name=opts.name,
-                                         secret=opts.secret, timeout=QUERY_DEADLINE) as conn:
-                    conn.send(protocol.Query(label))
-                    answer = conn.recv(timeout=QUERY_DEADLINE)
+            answer = links.query(peer, label)
         except (OSError, TimeoutError, wire.ConnectionClosed, protocol.ProtocolError,
                 wire.AuthError) as exc:
             log.info("%s: no answer to the copy query (%s)", peer.key, exc)

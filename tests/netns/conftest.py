@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from swiftlab import netlab
+from swiftlab.cluster import Cluster
+
 
 def _root_tests_deselected(markexpr: str) -> bool:
     """Whether ``-m markexpr`` leaves out a test whose only mark is ``root``."""
@@ -26,3 +31,20 @@ def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
     if _root_tests_deselected(config.getoption("markexpr", "")):
         return True
     return None
+
+
+@pytest.fixture
+def lab():
+    """A lab of network namespaces (``swiftlab.netlab``), taken down after the test."""
+    with netlab.Lab() as net:
+        yield net
+    assert net.namespaces() == [], "namespaces left behind"
+
+
+@pytest.fixture
+def cluster(lab, tmp_path: Path):
+    """Processes on the lab's hosts; killed by PID before the lab is taken down."""
+    work = tmp_path / "work"
+    work.mkdir()
+    with Cluster(work) as c:
+        yield c

@@ -42,22 +42,6 @@ ORIGIN_PORT = 8080
 PEER_TIMEOUT = 3
 
 
-@pytest.fixture
-def lab():
-    with netlab.Lab() as net:
-        yield net
-    assert net.namespaces() == [], "namespaces left behind"
-
-
-@pytest.fixture
-def cluster(lab, tmp_path: Path):
-    """Processes on the lab's hosts; killed by PID before the lab is taken down."""
-    work = tmp_path / "work"
-    work.mkdir()
-    with Cluster(work) as c:
-        yield c
-
-
 def start_origin(cluster: Cluster, host: netlab.Host, root: Path, *make: str) -> dict[str, str]:
     """``python3 -m swiftlab.origin`` on ``host``; returns the sha256 of every file it made."""
     proc = cluster.start([sys.executable, "-m", "swiftlab.origin", "--root", str(root), "--host", host.ip,

@@ -39,21 +39,6 @@ pytestmark = [pytest.mark.root,
 MDNS_ON = {"SWIFT_NO_ZEROCONF": "", "SWIFT_DISCOVERY": "", "SWIFT_POOL": ""}
 
 
-@pytest.fixture
-def lab():
-    with netlab.Lab() as net:
-        yield net
-    assert net.namespaces() == [], "namespaces left behind"
-
-
-@pytest.fixture
-def cluster(lab, tmp_path: Path):
-    work = tmp_path / "work"
-    work.mkdir()
-    with Cluster(work) as c:
-        yield c
-
-
 def secret_file(tmp_path: Path, name: str, secret: bytes) -> str:
     path = tmp_path / name
     path.write_bytes(secret)

@@ -19,9 +19,10 @@ LAN copy's connection as busy is alive: the worker waits and asks again
 
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
-from ... import protocol, wire
+from ... import fetchjob, protocol, wire
 from ...protocol import FetchCode
 from ...membership import Peer
 from ..board import Board
@@ -87,3 +88,19 @@ def hang_up(board: Board, conn: wire.Connection | None) -> None:
     if conn is not None:
         board.discard_closer(conn.close)
         conn.close()
+
+
+def next_event(conn: wire.Connection, job: fetchjob.RequesterJob, lock: threading.Lock,
+               timeout: float) -> fetchjob.Event:
+    """The job's next event: a frame from ``conn`` fed to ``job``, or, after ``timeout``
+    seconds of silence, what ``job`` makes of that silence. ``lock`` is the worker's,
+    held while ``job`` changes (a shrink may be sent from another thread). What else
+    ``conn.recv`` raises (``OSError``, ``wire.ConnectionClosed``,
+    ``protocol.ProtocolError``) is the caller's."""
+    try:
+        frame = conn.recv(timeout=timeout)
+    except TimeoutError:
+        with lock:
+            return job.timed_out(timeout)
+    with lock:
+        return job.receive(frame)

@@ -195,14 +195,7 @@ class PeerSource(Source):
     def _receive(self, conn: wire.Connection, assignment_id: int, job: RequesterJob) -> bool:
         """Frames until the job ends; True to keep the connection for the next job."""
         while True:
-            try:
-                frame = conn.recv(timeout=self.opts.peer_timeout)
-            except TimeoutError:
-                with self._lock:
-                    event = job.timed_out(self.opts.peer_timeout)
-            else:
-                with self._lock:
-                    event = job.receive(frame)
+            event = link.next_event(conn, job, self._lock, self.opts.peer_timeout)
             keep = self._handle(assignment_id, event)
             if keep is not None:
                 return keep
